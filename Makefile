@@ -1,0 +1,99 @@
+# promgate — build, test, demo, bench.
+#
+#   make            build build/ngx_http_promgate_module.so against the
+#                   installed nginx (Debian's nginx-dev tree), or against
+#                   NGINX_SRC=/path/to/nginx-x.y.z
+#   make test       install what is missing, build, run unit + integration
+#   make demo       nginx + module in front of Prometheus and VictoriaMetrics
+#   make bench      benchmarks (never part of make test)
+
+SHELL       := /bin/bash
+BUILD       ?= $(CURDIR)/build
+NGINX_SRC   ?= /usr/share/nginx/src
+NGINX_BIN   ?= /usr/sbin/nginx
+PYTHON      ?= /usr/bin/python3
+CC          ?= cc
+
+MODULE      := $(BUILD)/ngx_http_promgate_module.so
+NGX_TREE    := $(BUILD)/nginx
+CORE_SRCS   := $(wildcard src/core/*.c)
+CORE_HDRS   := $(wildcard src/core/*.h)
+GLUE_SRCS   := $(wildcard src/ngx_http_promgate*.c) $(wildcard src/*.h)
+PROTO_GEN   := $(BUILD)/proto/types.pb-c.c $(BUILD)/proto/remote.pb-c.c
+UNIT_SRCS   := $(wildcard t/unit/test_*.c)
+UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+
+PKGS        := libprotobuf-c snappy rdkafka libpcre2-8 libxxhash
+CORE_CFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
+               -Isrc/core -I$(BUILD)/proto \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CORE_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+.PHONY: all module deps unit integration test demo demo-stop bench clean \
+        fuzz fuzz-smoke
+
+all: module
+
+# --------------------------------------------------------------- dependencies
+
+deps:
+	@bash t/deps.sh
+
+# --------------------------------------------------------------------- module
+
+$(BUILD)/proto/%.pb-c.c: proto/%.proto proto/types.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c --c_out=$(BUILD)/proto -Iproto $<
+
+$(NGX_TREE)/objs/Makefile: config $(CORE_SRCS) $(GLUE_SRCS) $(PROTO_GEN)
+	rm -rf $(NGX_TREE)
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(NGX_TREE)
+	cd $(NGX_TREE) && \
+	if [ -f conf_flags ]; then . ./conf_flags; \
+	else NGX_CONF_FLAGS=(--with-compat --with-threads); fi; \
+	PROMGATE_PROTO_DIR=$(BUILD)/proto ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    $(NGINX_CONFIGURE_FLAGS) --add-dynamic-module=$(CURDIR) >configure.log \
+	    || { tail -30 configure.log; exit 1; }
+
+$(MODULE): $(NGX_TREE)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) $(GLUE_SRCS)
+	$(MAKE) -s -f objs/Makefile -C $(NGX_TREE) modules
+	cp $(NGX_TREE)/objs/ngx_http_promgate_module.so $@
+
+module: $(MODULE)
+
+# ---------------------------------------------------------------------- tests
+
+$(BUILD)/unit/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) $(PROTO_GEN)
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) $(PROTO_GEN) \
+	    $(CORE_LIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do \
+	    echo "== $$t"; $$t || rc=1; done; exit $$rc
+
+integration: $(MODULE)
+	PROMGATE_MODULE=$(MODULE) NGINX_BIN=$(NGINX_BIN) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider t/integration $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) module
+	$(MAKE) unit
+	$(MAKE) integration
+
+# ----------------------------------------------------------------------- demo
+
+demo: deps module
+	@bash t/demo.sh start
+
+demo-stop:
+	@bash t/demo.sh stop
+
+# ---------------------------------------------------------------------- bench
+
+bench: deps module
+	@bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

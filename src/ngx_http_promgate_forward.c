@@ -1,0 +1,703 @@
+
+/*
+ * promgate: fan-out of a validated write to every forward target, with
+ * retries and the ack policy.  This is the one implementation of
+ * forwarding: HTTP writes and Kafka messages (posted to the same location)
+ * both come through here.
+ *
+ * Each attempt is a background, in-memory POST subrequest to an internal
+ * location that proxies to a storage.  The subrequest carries the client's
+ * body byte-for-byte.  Background subrequests do not hold back the main
+ * request's output, so the sender is answered as soon as the policy is
+ * met; targets still pending go on until they end or the retry deadline.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+
+
+static ngx_int_t ngx_http_promgate_headers(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx);
+static ngx_int_t ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f);
+static ngx_int_t ngx_http_promgate_attempt_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static void ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f,
+    ngx_http_request_t *sr);
+static void ngx_http_promgate_retry_handler(ngx_event_t *ev);
+static void ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
+    pg_target_state_e state);
+static void ngx_http_promgate_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_promgate_answer(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
+
+
+static ngx_str_t  ngx_http_promgate_post = ngx_string("POST");
+static ngx_str_t  ngx_http_promgate_user_agent =
+    ngx_string("promgate/" PG_VERSION);
+
+
+ngx_int_t
+ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
+{
+    ngx_uint_t                     i;
+    ngx_http_promgate_fwd_t       *f;
+    ngx_http_promgate_target_t   **tp;
+
+    if (ngx_http_promgate_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->nfwd = ctx->plcf->forwards->nelts;
+    ctx->acks.targets = ctx->nfwd;
+
+    ctx->fwd = ngx_pcalloc(r->pool,
+                           ctx->nfwd * sizeof(ngx_http_promgate_fwd_t));
+    if (ctx->fwd == NULL) {
+        return NGX_ERROR;
+    }
+
+    tp = ctx->plcf->forwards->elts;
+
+    for (i = 0; i < ctx->nfwd; i++) {
+        f = &ctx->fwd[i];
+
+        f->ctx = ctx;
+        f->target = tp[i];
+        f->state = PG_TARGET_PENDING;
+
+        f->timer.handler = ngx_http_promgate_retry_handler;
+        f->timer.data = f;
+        f->timer.log = r->connection->log;
+    }
+
+    r->write_event_handler = ngx_http_promgate_resume;
+
+    for (i = 0; i < ctx->nfwd; i++) {
+        if (ngx_http_promgate_attempt(&ctx->fwd[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The subrequests' request headers: the client's, with the remote-write
+ * ones the spec asks a sender for, our User-Agent, and no framing headers
+ * (the proxy module sets Content-Length from the body).
+ */
+
+static ngx_int_t
+ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
+{
+    ngx_uint_t        i, n, version;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    n = 0;
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&ctx->headers, r->pool, n + 2, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    version = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0) {
+            continue;
+        }
+
+        if ((h[i].key.len == 10
+             && ngx_strncasecmp(h[i].key.data, (u_char *) "User-Agent", 10)
+                == 0)
+            || (h[i].key.len == 14
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Content-Length", 14) == 0)
+            || (h[i].key.len == 17
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Transfer-Encoding", 17) == 0)
+            || (h[i].key.len == 6
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "Expect", 6)
+                   == 0))
+        {
+            continue;
+        }
+
+        if (h[i].key.len == sizeof("X-Prometheus-Remote-Write-Version") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "X-Prometheus-Remote-Write-Version",
+                               h[i].key.len) == 0)
+        {
+            version = 1;
+        }
+
+        nh = ngx_list_push(&ctx->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        *nh = h[i];
+#if (nginx_version >= 1023000)
+#if (nginx_version >= 1023000)
+    nh->next = NULL;
+#endif
+#endif
+    }
+
+    nh = ngx_list_push(&ctx->headers);
+    if (nh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&nh->key, "User-Agent");
+    nh->lowcase_key = (u_char *) "user-agent";
+    nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
+    nh->value = ngx_http_promgate_user_agent;
+#if (nginx_version >= 1023000)
+    nh->next = NULL;
+#endif
+
+    if (!version) {
+        nh = ngx_list_push(&ctx->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_str_set(&nh->key, "X-Prometheus-Remote-Write-Version");
+        nh->lowcase_key = (u_char *) "x-prometheus-remote-write-version";
+        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
+        ngx_str_set(&nh->value, "0.1.0");
+#if (nginx_version >= 1023000)
+#if (nginx_version >= 1023000)
+    nh->next = NULL;
+#endif
+#endif
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
+{
+    ngx_http_request_t                *r, *sr;
+    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    ctx = f->ctx;
+    r = ctx->request;
+
+    f->ps.handler = ngx_http_promgate_attempt_done;
+    f->ps.data = f;
+
+    if (ngx_http_subrequest(r, &f->target->uri, NULL, &sr, &f->ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* subrequests are GETs by default */
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_promgate_post;
+
+    sr->headers_in.headers = ctx->headers;
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.content_length_n = ctx->body_len;
+    sr->headers_in.chunked = 0;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.user_agent = NULL;
+    sr->headers_in.expect = NULL;
+
+    f->running = 1;
+    f->attempts++;
+    f->status = 0;
+
+    ts = &ngx_http_promgate_stats()->targets[f->target->slot];
+    (void) ngx_atomic_fetch_add(&ts->attempts, 1);
+
+    if (f->attempts > 1) {
+        (void) ngx_atomic_fetch_add(&ts->retries, 1);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_promgate_fwd_t *f = data;
+
+    ngx_buf_t                         *b;
+    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    /* finalization may pass here again for the same subrequest */
+    if (!f->running) {
+        return NGX_OK;
+    }
+
+    f->running = 0;
+    ctx = f->ctx;
+
+    f->status = sr->headers_out.status;
+
+    if (f->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE && rc < 600) {
+        f->status = rc;        /* no answer: nginx's own 502/504 */
+    }
+
+    if (sr->out && sr->out->buf) {
+        b = sr->out->buf;
+        f->reason.data = b->pos;
+        f->reason.len = b->last - b->pos;
+
+    } else {
+        ngx_str_null(&f->reason);
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "promgate forward \"%V\" attempt %ui: status %ui rc %i",
+                   &f->target->uri, f->attempts, f->status, rc);
+
+    switch (pg_attempt_classify(sr->headers_out.status ? f->status : 0)) {
+
+    case PG_ATTEMPT_STORED:
+        ngx_http_promgate_target_end(f, PG_TARGET_STORED);
+        break;
+
+    case PG_ATTEMPT_REJECTED:
+        ngx_http_promgate_target_end(f, PG_TARGET_REJECTED);
+        break;
+
+    case PG_ATTEMPT_MISCONFIGURED:
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "promgate: forward target \"%V\" answered %ui: the "
+                      "target or its location is misconfigured (check the "
+                      "proxy_pass URL, credentials and body size limits); "
+                      "not retried", &f->target->uri, f->status);
+
+        ts = &ngx_http_promgate_stats()->targets[f->target->slot];
+        (void) ngx_atomic_fetch_add(&ts->misconfigured, 1);
+
+        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        break;
+
+    default: /* PG_ATTEMPT_RETRY */
+        ngx_http_promgate_retry(f, sr);
+        break;
+    }
+
+    if (!ctx->answer && pg_ack_decide(ctx->plcf->ack, &ctx->acks) != 0) {
+        /* answer from the main request's own handler, not from here */
+        (void) ngx_http_post_request(ctx->request, NULL);
+    }
+
+    /* the subrequest's outcome is ours to judge: never fail the request */
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
+{
+    int64_t                            ra;
+    ngx_msec_t                         delay, elapsed;
+    ngx_uint_t                         i;
+    ngx_list_part_t                   *part;
+    ngx_table_elt_t                   *h;
+    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_promgate_loc_conf_t      *plcf;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    ctx = f->ctx;
+    plcf = ctx->plcf;
+
+    if ((ngx_int_t) f->attempts > plcf->retries) {
+        ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
+                      "promgate: forward target \"%V\" failed after %ui "
+                      "attempts, last status %ui", &f->target->uri,
+                      f->attempts, f->status);
+        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        return;
+    }
+
+    delay = (ngx_msec_t) pg_backoff_ms(plcf->backoff_first,
+                                       plcf->backoff_max, f->attempts - 1,
+                                       (uint32_t) ngx_random());
+
+    /* a storage that says when to come back is believed */
+
+    if (sr->headers_out.status) {
+        part = &sr->headers_out.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].hash == 0 || h[i].key.len != 11
+                || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                                   11) != 0)
+            {
+                continue;
+            }
+
+            ra = pg_retry_after_ms(h[i].value.data, h[i].value.len,
+                                   ngx_time());
+            if (ra >= 0) {
+                delay = ra > NGX_MAX_INT32_VALUE ? NGX_MAX_INT32_VALUE
+                                                 : (ngx_msec_t) ra;
+            }
+
+            break;
+        }
+    }
+
+    elapsed = ngx_current_msec - ctx->start;
+
+    if (elapsed + delay >= plcf->retry_timeout) {
+        ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
+                      "promgate: forward target \"%V\" failed with status "
+                      "%ui; no retry: promgate_retry_timeout %Mms would "
+                      "pass (after %ui attempts, %Mms)", &f->target->uri,
+                      f->status, plcf->retry_timeout, f->attempts, elapsed);
+
+        ts = &ngx_http_promgate_stats()->targets[f->target->slot];
+        (void) ngx_atomic_fetch_add(&ts->giveups, 1);
+
+        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        return;
+    }
+
+    /* the timer keeps the request alive, even after the answer */
+    ctx->request->main->count++;
+    f->waiting = 1;
+
+    ngx_add_timer(&f->timer, delay);
+}
+
+
+static void
+ngx_http_promgate_retry_handler(ngx_event_t *ev)
+{
+    ngx_http_promgate_fwd_t *f = ev->data;
+
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_promgate_ctx_t  *ctx;
+
+    ctx = f->ctx;
+    r = ctx->request;
+    c = r->connection;
+
+    f->waiting = 0;
+
+    if (ngx_http_promgate_attempt(f) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "promgate: could not start an attempt to forward "
+                      "target \"%V\"", &f->target->uri);
+
+        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+
+        if (!ctx->answer && pg_ack_decide(ctx->plcf->ack, &ctx->acks) != 0) {
+            (void) ngx_http_post_request(r, NULL);
+        }
+    }
+
+    ngx_http_run_posted_requests(c);
+
+    /* drop the timer's reference; this may free the request */
+    ngx_http_finalize_request(r, NGX_DONE);
+}
+
+
+static void
+ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
+    pg_target_state_e state)
+{
+    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    ctx = f->ctx;
+    f->state = state;
+
+    ts = &ngx_http_promgate_stats()->targets[f->target->slot];
+
+    switch (state) {
+
+    case PG_TARGET_STORED:
+        ctx->acks.stored++;
+        (void) ngx_atomic_fetch_add(&ts->stored, 1);
+        break;
+
+    case PG_TARGET_REJECTED:
+        ctx->acks.rejected++;
+        (void) ngx_atomic_fetch_add(&ts->rejected, 1);
+        break;
+
+    default:
+        ctx->acks.failed++;
+        (void) ngx_atomic_fetch_add(&ts->failed, 1);
+        break;
+    }
+}
+
+
+static void
+ngx_http_promgate_resume(ngx_http_request_t *r)
+{
+    ngx_uint_t                decision;
+    ngx_http_promgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_promgate_module);
+
+    if (ctx == NULL || ctx->answer) {
+        return;
+    }
+
+    decision = pg_ack_decide(ctx->plcf->ack, &ctx->acks);
+
+    if (decision == 0) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_promgate_answer(r, ctx, decision));
+}
+
+
+static ngx_int_t
+ngx_http_promgate_answer(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
+    ngx_uint_t decision)
+{
+    u_char                   *p, *last;
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_uint_t                i;
+    ngx_chain_t               out;
+    ngx_table_elt_t          *h;
+    ngx_http_promgate_fwd_t  *f;
+
+    static ngx_str_t  names[] = {
+        ngx_string("X-Prometheus-Remote-Write-Samples-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Histograms-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Exemplars-Written")
+    };
+
+    static const char  *states[] = { "pending", "stored", "rejected",
+                                     "failed" };
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (decision == 204) {
+        ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
+
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->header_only = 1;
+        ngx_http_clear_content_length(r);
+
+        for (i = 0; i < 3; i++) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            h->hash = 1;
+#if (nginx_version >= 1023000)
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+#endif
+            h->key = names[i];
+            h->value.data = p;
+            h->value.len = ngx_sprintf(p, "%uL",
+                                       i == 0 ? ctx->stats.samples
+                                       : i == 1 ? ctx->stats.histograms
+                                       : ctx->stats.exemplars)
+                           - p;
+        }
+
+        return ngx_http_send_header(r);
+    }
+
+    if (decision == PG_ACK_REJECTED) {
+
+        /* the data is bad: the first rejection (in target order) speaks */
+
+        for (i = 0; i < ctx->nfwd; i++) {
+            f = &ctx->fwd[i];
+
+            if (f->state == PG_TARGET_REJECTED) {
+                break;
+            }
+        }
+
+        f = &ctx->fwd[i];
+
+        len = sizeof("promgate: forward target \"\" rejected the data: ")
+              - 1 + f->target->uri.len + f->reason.len + 1;
+
+        b = ngx_create_temp_buf(r->pool, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->last = ngx_sprintf(b->last,
+                              "promgate: forward target \"%V\" rejected the "
+                              "data: %V", &f->target->uri, &f->reason);
+
+        if (b->last == b->pos || b->last[-1] != '\n') {
+            *b->last++ = '\n';
+        }
+
+        r->headers_out.status = f->status;
+
+    } else {
+
+        /* 503: recoverable, the sender keeps the data and retries */
+
+        len = sizeof("promgate: not stored as the ack policy requires;"
+                     " the sender should retry:\n") - 1
+              + ctx->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64);
+
+        b = ngx_create_temp_buf(r->pool, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = b->last;
+        last = b->end;
+
+        p = ngx_slprintf(p, last, "promgate: not stored as the ack policy "
+                         "requires; the sender should retry:\n");
+
+        for (i = 0; i < ctx->nfwd; i++) {
+            f = &ctx->fwd[i];
+
+            p = ngx_slprintf(p, last, "  %V: %s, status %ui after %ui "
+                             "attempt%s\n", &f->target->uri, states[f->state],
+                             f->status, f->attempts,
+                             f->attempts == 1 ? "" : "s");
+        }
+
+        b->last = p;
+
+        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_http_promgate_stats_answer(ctx, r->headers_out.status);
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                   *p;
+    ngx_uint_t                i;
+    ngx_http_promgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_module);
+
+    if (ctx == NULL || ctx->nfwd == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, ctx->nfwd * (NGX_INT_T_LEN + 1));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    for (i = 0; i < ctx->nfwd; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        if (ctx->fwd[i].state == PG_TARGET_PENDING) {
+            *p++ = '-';
+
+        } else {
+            p = ngx_sprintf(p, "%ui", ctx->fwd[i].status);
+        }
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* called when the request's pool goes: no timer may outlive it */
+
+void
+ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ctx->nfwd; i++) {
+        if (ctx->fwd[i].timer.timer_set) {
+            ngx_del_timer(&ctx->fwd[i].timer);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+
+/*
+ * promgate: a Prometheus remote-write gateway inside nginx.
+ * Directives, configuration and variables.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+
+
+static ngx_int_t ngx_http_promgate_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_promgate_init(ngx_conf_t *cf);
+static void *ngx_http_promgate_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_promgate_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_promgate_remote_write(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_promgate_forward_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_promgate_retry_backoff(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_promgate_stat_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_enum_t  ngx_http_promgate_ack_policies[] = {
+    { ngx_string("all"), PG_ACK_ALL },
+    { ngx_string("quorum"), PG_ACK_QUORUM },
+    { ngx_string("any"), PG_ACK_ANY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_promgate_retries_bounds = {
+    ngx_conf_check_num_bounds, 0, 20
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_promgate_inflight_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
+static ngx_command_t  ngx_http_promgate_commands[] = {
+
+    { ngx_string("promgate_remote_write"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_promgate_remote_write,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_forward"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_promgate_forward_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_ack"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, ack),
+      &ngx_http_promgate_ack_policies },
+
+    { ngx_string("promgate_retries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, retries),
+      &ngx_http_promgate_retries_bounds },
+
+    { ngx_string("promgate_retry_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_promgate_retry_backoff,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_retry_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, retry_timeout),
+      NULL },
+
+    { ngx_string("promgate_max_inflight"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, max_inflight),
+      &ngx_http_promgate_inflight_bounds },
+
+    { ngx_string("promgate_max_decoded_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, max_decoded),
+      NULL },
+
+    { ngx_string("promgate_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_promgate_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_promgate_module_ctx = {
+    ngx_http_promgate_add_variables,       /* preconfiguration */
+    ngx_http_promgate_init,                /* postconfiguration */
+
+    ngx_http_promgate_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_promgate_create_loc_conf,     /* create location configuration */
+    ngx_http_promgate_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_promgate_module = {
+    NGX_MODULE_V1,
+    &ngx_http_promgate_module_ctx,         /* module context */
+    ngx_http_promgate_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_promgate_vars[] = {
+
+    { ngx_string("promgate_samples"), NULL,
+      ngx_http_promgate_stat_variable,
+      offsetof(pg_rw_stats_t, samples), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("promgate_exemplars"), NULL,
+      ngx_http_promgate_stat_variable,
+      offsetof(pg_rw_stats_t, exemplars), NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("promgate_forward_status"), NULL,
+      ngx_http_promgate_forward_status_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_promgate_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_promgate_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_stat_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                   *p;
+    ngx_http_promgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uL", *(uint64_t *) ((char *) &ctx->stats + data))
+             - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_init(ngx_conf_t *cf)
+{
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
+
+    return ngx_http_promgate_status_init(cf, pmcf);
+}
+
+
+static void *
+ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    pmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_main_conf_t));
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    /* never reallocated: locations keep pointers to its elements */
+
+    if (ngx_array_init(&pmcf->targets, cf->pool,
+                       NGX_HTTP_PROMGATE_MAX_TARGETS,
+                       sizeof(ngx_http_promgate_target_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return pmcf;
+}
+
+
+static void *
+ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_promgate_loc_conf_t  *plcf;
+
+    plcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_loc_conf_t));
+    if (plcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     plcf->forwards = NULL;
+     */
+
+    plcf->remote_write = NGX_CONF_UNSET;
+    plcf->status = NGX_CONF_UNSET;
+    plcf->ack = NGX_CONF_UNSET_UINT;
+    plcf->retries = NGX_CONF_UNSET;
+    plcf->backoff_first = NGX_CONF_UNSET_MSEC;
+    plcf->backoff_max = NGX_CONF_UNSET_MSEC;
+    plcf->retry_timeout = NGX_CONF_UNSET_MSEC;
+    plcf->max_inflight = NGX_CONF_UNSET;
+    plcf->max_decoded = NGX_CONF_UNSET_SIZE;
+
+    return plcf;
+}
+
+
+static char *
+ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_promgate_loc_conf_t *prev = parent;
+    ngx_http_promgate_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->remote_write, prev->remote_write, 0);
+    ngx_conf_merge_value(conf->status, prev->status, 0);
+    ngx_conf_merge_uint_value(conf->ack, prev->ack, PG_ACK_ALL);
+    ngx_conf_merge_value(conf->retries, prev->retries, 3);
+    ngx_conf_merge_msec_value(conf->backoff_first, prev->backoff_first, 100);
+    ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 2000);
+    ngx_conf_merge_msec_value(conf->retry_timeout, prev->retry_timeout,
+                              10000);
+    ngx_conf_merge_size_value(conf->max_decoded, prev->max_decoded,
+                              64 * 1024 * 1024);
+
+    /*
+     * By default a worker holds at most ~1 GB of request bodies:
+     * 1g / client_max_body_size writes in flight, at least 1.
+     */
+
+    if (conf->max_inflight == NGX_CONF_UNSET) {
+        if (prev->max_inflight != NGX_CONF_UNSET) {
+            conf->max_inflight = prev->max_inflight;
+
+        } else {
+            clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+            conf->max_inflight = 1024;
+
+            if (clcf->client_max_body_size > 0) {
+                conf->max_inflight = (ngx_int_t) ngx_min(
+                    (off_t) 1024 * 1024 * 1024 / clcf->client_max_body_size,
+                    4096);
+                if (conf->max_inflight < 1) {
+                    conf->max_inflight = 1;
+                }
+            }
+        }
+    }
+
+    if (conf->forwards == NULL) {
+        conf->forwards = prev->forwards;
+    }
+
+    if (conf->remote_write && (conf->forwards == NULL
+                               || conf->forwards->nelts == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"promgate_remote_write\" needs at least one "
+                           "\"promgate_forward\" target in the same "
+                           "location");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->backoff_first > conf->backoff_max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"promgate_retry_backoff\": the first delay "
+                           "(%Mms) is above the maximum (%Mms)",
+                           conf->backoff_first, conf->backoff_max);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_remote_write(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (plcf->remote_write != NGX_CONF_UNSET || plcf->status == 1) {
+        return "is duplicate";
+    }
+
+    plcf->remote_write = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_promgate_write_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    ngx_str_t                       *value;
+    ngx_uint_t                       i;
+    ngx_http_promgate_target_t      *t, **tp;
+    ngx_http_promgate_main_conf_t   *pmcf;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid forward target \"%V\": expected the URI "
+                           "of an internal location, such as /_rw/prom",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[1].len >= NGX_HTTP_PROMGATE_TARGET_NAME) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "forward target \"%V\" is longer than %d bytes",
+                           &value[1], NGX_HTTP_PROMGATE_TARGET_NAME - 1);
+        return NGX_CONF_ERROR;
+    }
+
+    if (plcf->forwards == NULL) {
+        plcf->forwards = ngx_array_create(cf->pool, 4,
+                                          sizeof(ngx_http_promgate_target_t *));
+        if (plcf->forwards == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tp = plcf->forwards->elts;
+
+    for (i = 0; i < plcf->forwards->nelts; i++) {
+        if (tp[i]->uri.len == value[1].len
+            && ngx_strncmp(tp[i]->uri.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "forward target \"%V\" is duplicate",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* targets are shared by name: their counters live in the status zone */
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
+
+    t = pmcf->targets.elts;
+
+    for (i = 0; i < pmcf->targets.nelts; i++) {
+        if (t[i].uri.len == value[1].len
+            && ngx_strncmp(t[i].uri.data, value[1].data, value[1].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == pmcf->targets.nelts) {
+        if (pmcf->targets.nelts == NGX_HTTP_PROMGATE_MAX_TARGETS) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "too many forward targets (at most %d)",
+                               NGX_HTTP_PROMGATE_MAX_TARGETS);
+            return NGX_CONF_ERROR;
+        }
+
+        t = ngx_array_push(&pmcf->targets);
+        if (t == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        t->uri = value[1];
+        t->slot = 0;
+
+    } else {
+        t = &t[i];
+    }
+
+    tp = ngx_array_push(plcf->forwards);
+    if (tp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *tp = t;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_retry_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   first, max;
+
+    if (plcf->backoff_first != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    first = ngx_parse_time(&value[1], 0);
+    if (first == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid first retry delay \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    max = ngx_parse_time(&value[2], 0);
+    if (max == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid maximum retry delay \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->backoff_first = first;
+    plcf->backoff_max = max;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (plcf->status != NGX_CONF_UNSET || plcf->remote_write == 1) {
+        return "is duplicate";
+    }
+
+    plcf->status = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_promgate_status_handler;
+
+    return NGX_CONF_OK;
+}

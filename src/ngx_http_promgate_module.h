@@ -1,0 +1,156 @@
+
+/*
+ * promgate: a Prometheus remote-write gateway inside nginx.
+ * Types shared by the glue files (src/ngx_http_promgate_*.c).
+ */
+
+
+#ifndef _NGX_HTTP_PROMGATE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_PROMGATE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "pg_core.h"
+#include "pg_rw.h"
+#include "pg_policy.h"
+
+
+#define NGX_HTTP_PROMGATE_MAX_TARGETS    64
+#define NGX_HTTP_PROMGATE_MAX_WORKERS    256
+#define NGX_HTTP_PROMGATE_TARGET_NAME    128
+#define NGX_HTTP_PROMGATE_LATENCY_BUCKETS  14
+
+
+/* why a write was refused before any forwarding */
+typedef enum {
+    NGX_HTTP_PROMGATE_REJECT_METHOD = PG_RW_NREASONS,
+    NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE,
+    NGX_HTTP_PROMGATE_REJECT_ENCODING,
+    NGX_HTTP_PROMGATE_REJECT_SNAPPY,
+    NGX_HTTP_PROMGATE_REJECT_TOO_LARGE,
+    NGX_HTTP_PROMGATE_REJECT_BODY,
+    NGX_HTTP_PROMGATE_REJECT_INFLIGHT,
+    NGX_HTTP_PROMGATE_NREJECTS
+} ngx_http_promgate_reject_e;
+
+
+/* per forward target counters, kept by target name across reloads */
+typedef struct {
+    u_char                          name[NGX_HTTP_PROMGATE_TARGET_NAME];
+    ngx_atomic_t                    used;
+    ngx_atomic_t                    attempts;
+    ngx_atomic_t                    retries;
+    ngx_atomic_t                    stored;
+    ngx_atomic_t                    rejected;
+    ngx_atomic_t                    failed;
+    ngx_atomic_t                    giveups;
+    ngx_atomic_t                    misconfigured;
+} ngx_http_promgate_target_stats_t;
+
+
+/* the status zone: counters summed over all workers */
+typedef struct {
+    ngx_atomic_t                    codes[600];
+    ngx_atomic_t                    samples;
+    ngx_atomic_t                    histograms;
+    ngx_atomic_t                    exemplars;
+    ngx_atomic_t                    metadata;
+    ngx_atomic_t                    series;
+    ngx_atomic_t                    bytes;
+    ngx_atomic_t                    decoded_bytes;
+    ngx_atomic_t                    rejected[NGX_HTTP_PROMGATE_NREJECTS];
+    ngx_atomic_t                    rejected_samples;
+    ngx_atomic_t                    latency[NGX_HTTP_PROMGATE_LATENCY_BUCKETS];
+    ngx_atomic_t                    latency_count;
+    ngx_atomic_t                    latency_sum_us;
+    ngx_atomic_t                    inflight[NGX_HTTP_PROMGATE_MAX_WORKERS];
+    ngx_http_promgate_target_stats_t  targets[NGX_HTTP_PROMGATE_MAX_TARGETS];
+} ngx_http_promgate_stats_t;
+
+
+typedef struct {
+    ngx_str_t                       uri;
+    ngx_uint_t                      slot;     /* in the status zone */
+} ngx_http_promgate_target_t;
+
+
+typedef struct {
+    ngx_shm_zone_t                 *status_zone;
+    ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
+} ngx_http_promgate_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                      remote_write;
+    ngx_flag_t                      status;
+    ngx_array_t                    *forwards; /* ngx_http_promgate_target_t * */
+    ngx_uint_t                      ack;
+    ngx_int_t                       retries;
+    ngx_msec_t                      backoff_first;
+    ngx_msec_t                      backoff_max;
+    ngx_msec_t                      retry_timeout;
+    ngx_int_t                       max_inflight;
+    size_t                          max_decoded;
+} ngx_http_promgate_loc_conf_t;
+
+
+typedef struct ngx_http_promgate_ctx_s  ngx_http_promgate_ctx_t;
+
+/* one forward target within one write */
+typedef struct {
+    ngx_http_promgate_ctx_t        *ctx;
+    ngx_http_promgate_target_t     *target;
+    ngx_http_post_subrequest_t      ps;
+    ngx_event_t                     timer;
+    pg_target_state_e               state;
+    ngx_uint_t                      attempts;
+    ngx_uint_t                      status;   /* of the last attempt */
+    ngx_str_t                       reason;   /* the target's answer body */
+    unsigned                        running:1;
+    unsigned                        waiting:1;   /* timer holds a reference */
+} ngx_http_promgate_fwd_t;
+
+
+struct ngx_http_promgate_ctx_s {
+    ngx_http_request_t             *request;
+    ngx_http_promgate_loc_conf_t   *plcf;
+    ngx_msec_t                      start;
+    ngx_uint_t                      nfwd;
+    ngx_http_promgate_fwd_t        *fwd;
+    ngx_list_t                      headers;  /* for the subrequests */
+    off_t                           body_len;
+    pg_rw_stats_t                   stats;
+    pg_ack_count_t                  acks;
+    ngx_uint_t                      answer;   /* status sent, 0 before */
+    unsigned                        inflight:1;
+};
+
+
+extern ngx_module_t  ngx_http_promgate_module;
+
+
+/* ngx_http_promgate_write.c */
+ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
+
+/* ngx_http_promgate_forward.c */
+ngx_int_t ngx_http_promgate_forward(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx);
+void ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx);
+ngx_int_t ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/* ngx_http_promgate_status.c */
+ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf,
+    ngx_http_promgate_main_conf_t *pmcf);
+ngx_http_promgate_stats_t *ngx_http_promgate_stats(void);
+void ngx_http_promgate_stats_reject(ngx_uint_t reason, uint64_t samples);
+void ngx_http_promgate_stats_answer(ngx_http_promgate_ctx_t *ctx,
+    ngx_uint_t status);
+void ngx_http_promgate_stats_inflight(ngx_uint_t n);
+ngx_int_t ngx_http_promgate_status_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_PROMGATE_MODULE_H_INCLUDED_ */

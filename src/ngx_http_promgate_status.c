@@ -1,0 +1,499 @@
+
+/*
+ * promgate: its own metrics.  Counters live in a shared zone so that the
+ * status page sums every worker, and survive reloads; forward targets keep
+ * their counters by name.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+
+
+#define NGX_HTTP_PROMGATE_STATUS_MAGIC  0x50475354u    /* "PGST" */
+#define NGX_HTTP_PROMGATE_STATUS_LAYOUT 1
+
+
+typedef struct {
+    uint32_t                        magic;
+    uint32_t                        layout;
+    ngx_http_promgate_stats_t       stats;
+} ngx_http_promgate_status_shm_t;
+
+
+static ngx_int_t ngx_http_promgate_status_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+
+static ngx_http_promgate_stats_t   ngx_http_promgate_stats_local;
+static ngx_http_promgate_stats_t  *ngx_http_promgate_stats_ptr =
+    &ngx_http_promgate_stats_local;
+
+
+/* upper bounds of the write latency histogram, in microseconds */
+static ngx_uint_t  ngx_http_promgate_latency_le[] = {
+    1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000, 10000000, 0 /* +Inf */
+};
+
+
+static const char  *ngx_http_promgate_reject_names[] = {
+    "ok",
+    "malformed",
+    "missing_name",
+    "invalid_label_name",
+    "unsorted_labels",
+    "duplicate_label",
+    "invalid_utf8",
+    "aborted",
+    "method",
+    "content_type",
+    "content_encoding",
+    "snappy",
+    "too_large",
+    "body",
+    "inflight"
+};
+
+
+ngx_int_t
+ngx_http_promgate_status_init(ngx_conf_t *cf,
+    ngx_http_promgate_main_conf_t *pmcf)
+{
+    ngx_str_t        name;
+    ngx_shm_zone_t  *zone;
+
+    ngx_str_set(&name, "promgate_status");
+
+    zone = ngx_shared_memory_add(cf, &name,
+                                 ngx_align(sizeof(ngx_slab_pool_t)
+                                 + sizeof(ngx_http_promgate_status_shm_t),
+                                 ngx_pagesize) + 8 * ngx_pagesize,
+                                 &ngx_http_promgate_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_http_promgate_status_init_zone;
+    zone->data = pmcf;
+    zone->noreuse = 0;
+
+    pmcf->status_zone = zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_promgate_main_conf_t *pmcf = shm_zone->data;
+
+    ngx_uint_t                        i, j, free;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_promgate_target_t       *t;
+    ngx_http_promgate_status_shm_t   *sh;
+    ngx_http_promgate_target_stats_t *ts;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists || data) {
+        sh = shpool->data;
+
+    } else {
+        sh = NULL;
+    }
+
+    if (sh == NULL || sh->magic != NGX_HTTP_PROMGATE_STATUS_MAGIC
+        || sh->layout != NGX_HTTP_PROMGATE_STATUS_LAYOUT)
+    {
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_promgate_status_shm_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        sh->magic = NGX_HTTP_PROMGATE_STATUS_MAGIC;
+        sh->layout = NGX_HTTP_PROMGATE_STATUS_LAYOUT;
+        shpool->data = sh;
+    }
+
+    ngx_http_promgate_stats_ptr = &sh->stats;
+
+    /*
+     * Give each configured target its slot, by name, so a reload keeps its
+     * counters; slots of targets no longer configured are recycled.
+     */
+
+    t = pmcf->targets.elts;
+
+    for (i = 0; i < pmcf->targets.nelts; i++) {
+        free = NGX_HTTP_PROMGATE_MAX_TARGETS;
+
+        for (j = 0; j < NGX_HTTP_PROMGATE_MAX_TARGETS; j++) {
+            ts = &sh->stats.targets[j];
+
+            if (!ts->used) {
+                if (free == NGX_HTTP_PROMGATE_MAX_TARGETS) {
+                    free = j;
+                }
+                continue;
+            }
+
+            if (ngx_strlen(ts->name) == t[i].uri.len
+                && ngx_strncmp(ts->name, t[i].uri.data, t[i].uri.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == NGX_HTTP_PROMGATE_MAX_TARGETS) {
+
+            if (free == NGX_HTTP_PROMGATE_MAX_TARGETS) {
+                /* every slot taken by old names: reuse the last one */
+                free = NGX_HTTP_PROMGATE_MAX_TARGETS - 1;
+            }
+
+            j = free;
+            ts = &sh->stats.targets[j];
+
+            ngx_memzero(ts, sizeof(ngx_http_promgate_target_stats_t));
+            ngx_memcpy(ts->name, t[i].uri.data, t[i].uri.len);
+            ts->used = 1;
+        }
+
+        t[i].slot = j;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_promgate_stats_t *
+ngx_http_promgate_stats(void)
+{
+    return ngx_http_promgate_stats_ptr;
+}
+
+
+void
+ngx_http_promgate_stats_reject(ngx_uint_t reason, uint64_t samples)
+{
+    ngx_http_promgate_stats_t  *st;
+
+    st = ngx_http_promgate_stats_ptr;
+
+    if (reason < NGX_HTTP_PROMGATE_NREJECTS) {
+        (void) ngx_atomic_fetch_add(&st->rejected[reason], 1);
+    }
+
+    if (samples) {
+        (void) ngx_atomic_fetch_add(&st->rejected_samples, samples);
+    }
+}
+
+
+void
+ngx_http_promgate_stats_answer(ngx_http_promgate_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    ngx_uint_t                  i, us;
+    ngx_http_promgate_stats_t  *st;
+
+    if (ctx->answer) {
+        return;
+    }
+
+    ctx->answer = status;
+
+    st = ngx_http_promgate_stats_ptr;
+
+    if (status < 600) {
+        (void) ngx_atomic_fetch_add(&st->codes[status], 1);
+    }
+
+    us = (ngx_current_msec - ctx->start) * 1000;
+
+    for (i = 0; ngx_http_promgate_latency_le[i]; i++) {
+        if (us <= ngx_http_promgate_latency_le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&st->latency[i], 1);
+    (void) ngx_atomic_fetch_add(&st->latency_count, 1);
+    (void) ngx_atomic_fetch_add(&st->latency_sum_us, us);
+}
+
+
+void
+ngx_http_promgate_stats_inflight(ngx_uint_t n)
+{
+    if (ngx_worker < NGX_HTTP_PROMGATE_MAX_WORKERS) {
+        ngx_http_promgate_stats_ptr->inflight[ngx_worker] = n;
+    }
+}
+
+
+/* ------------------------------------------------------------ the page */
+
+
+#define ngx_http_promgate_out(...)                                            \
+    p = ngx_slprintf(p, last, __VA_ARGS__)
+
+
+static u_char *
+ngx_http_promgate_help(u_char *p, u_char *last, char *name, char *type,
+    char *help)
+{
+    return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                        name, help, name, type);
+}
+
+
+static u_char *
+ngx_http_promgate_render(u_char *p, u_char *last)
+{
+    ngx_uint_t                         i, n, cum;
+    ngx_atomic_uint_t                  v;
+    ngx_http_promgate_stats_t         *st;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    static struct {
+        char    *name;
+        char    *help;
+        size_t   offset;
+    } counters[] = {
+        { "promgate_received_samples_total",
+          "Samples received in valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, samples) },
+        { "promgate_received_histograms_total",
+          "Native histogram samples received in valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, histograms) },
+        { "promgate_received_exemplars_total",
+          "Exemplars received in valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, exemplars) },
+        { "promgate_received_metadata_total",
+          "Metadata entries received in valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, metadata) },
+        { "promgate_received_series_total",
+          "Time series received in valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, series) },
+        { "promgate_received_bytes_total",
+          "Compressed request body bytes received.",
+          offsetof(ngx_http_promgate_stats_t, bytes) },
+        { "promgate_decoded_bytes_total",
+          "Uncompressed protobuf bytes of valid write requests.",
+          offsetof(ngx_http_promgate_stats_t, decoded_bytes) },
+        { "promgate_rejected_samples_total",
+          "Samples in write requests refused as invalid.",
+          offsetof(ngx_http_promgate_stats_t, rejected_samples) },
+        { "promgate_inflight_rejected_total",
+          "Writes answered 503 at once because promgate_max_inflight was "
+          "reached.",
+          offsetof(ngx_http_promgate_stats_t, rejected)
+          + NGX_HTTP_PROMGATE_REJECT_INFLIGHT * sizeof(ngx_atomic_t) },
+    };
+
+    static struct {
+        char    *outcome;
+        size_t   offset;
+    } outcomes[] = {
+        { "stored", offsetof(ngx_http_promgate_target_stats_t, stored) },
+        { "rejected", offsetof(ngx_http_promgate_target_stats_t, rejected) },
+        { "failed", offsetof(ngx_http_promgate_target_stats_t, failed) },
+    };
+
+    st = ngx_http_promgate_stats_ptr;
+
+    p = ngx_http_promgate_help(p, last, "promgate_write_requests_total",
+                               "counter", "Write requests answered, by "
+                               "status code.");
+
+    for (i = 0; i < 600; i++) {
+        if (st->codes[i]) {
+            ngx_http_promgate_out("promgate_write_requests_total"
+                                  "{code=\"%ui\"} %uA\n", i, st->codes[i]);
+        }
+    }
+
+    for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        p = ngx_http_promgate_help(p, last, counters[i].name, "counter",
+                                   counters[i].help);
+        v = *(ngx_atomic_t *) ((u_char *) st + counters[i].offset);
+        ngx_http_promgate_out("%s %uA\n", counters[i].name, v);
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_rejected_requests_total",
+                               "counter", "Write requests refused before "
+                               "forwarding, by reason.");
+
+    for (i = 1; i < NGX_HTTP_PROMGATE_NREJECTS; i++) {
+        if (i == PG_RW_ABORTED) {
+            continue;
+        }
+
+        ngx_http_promgate_out("promgate_rejected_requests_total"
+                              "{reason=\"%s\"} %uA\n",
+                              ngx_http_promgate_reject_names[i],
+                              st->rejected[i]);
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_inflight_requests", "gauge",
+                               "Writes in flight, forwarding included.");
+
+    v = 0;
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_WORKERS; i++) {
+        v += st->inflight[i];
+    }
+
+    ngx_http_promgate_out("promgate_inflight_requests %uA\n", v);
+
+    p = ngx_http_promgate_help(p, last, "promgate_write_duration_seconds",
+                               "histogram", "Time from the start of a write "
+                               "to its answer.");
+
+    cum = 0;
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_LATENCY_BUCKETS; i++) {
+        cum += st->latency[i];
+
+        if (ngx_http_promgate_latency_le[i]) {
+            n = ngx_http_promgate_latency_le[i];
+            ngx_http_promgate_out("promgate_write_duration_seconds_bucket"
+                                  "{le=\"%ui.%06ui\"} %ui\n",
+                                  n / 1000000, n % 1000000, cum);
+
+        } else {
+            ngx_http_promgate_out("promgate_write_duration_seconds_bucket"
+                                  "{le=\"+Inf\"} %ui\n", cum);
+        }
+    }
+
+    ngx_http_promgate_out("promgate_write_duration_seconds_sum %uA.%06uA\n"
+                          "promgate_write_duration_seconds_count %uA\n",
+                          st->latency_sum_us / 1000000,
+                          st->latency_sum_us % 1000000, st->latency_count);
+
+    /* per forward target */
+
+    p = ngx_http_promgate_help(p, last, "promgate_forward_attempts_total",
+                               "counter", "Forward attempts (subrequests), "
+                               "by target.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+        ts = &st->targets[i];
+        if (ts->used) {
+            ngx_http_promgate_out("promgate_forward_attempts_total"
+                                  "{target=\"%s\"} %uA\n", ts->name,
+                                  ts->attempts);
+        }
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_forward_retries_total",
+                               "counter", "Forward attempts that were "
+                               "retries, by target.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+        ts = &st->targets[i];
+        if (ts->used) {
+            ngx_http_promgate_out("promgate_forward_retries_total"
+                                  "{target=\"%s\"} %uA\n", ts->name,
+                                  ts->retries);
+        }
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_forward_outcomes_total",
+                               "counter", "Final outcome of each write per "
+                               "target: stored (2xx), rejected (400/409), "
+                               "failed.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+        ts = &st->targets[i];
+        if (!ts->used) {
+            continue;
+        }
+
+        for (n = 0; n < 3; n++) {
+            v = *(ngx_atomic_t *) ((u_char *) ts + outcomes[n].offset);
+            ngx_http_promgate_out("promgate_forward_outcomes_total"
+                                  "{target=\"%s\",outcome=\"%s\"} %uA\n",
+                                  ts->name, outcomes[n].outcome, v);
+        }
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_forward_giveups_total",
+                               "counter", "Targets given up on because the "
+                               "next retry would pass "
+                               "promgate_retry_timeout.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+        ts = &st->targets[i];
+        if (ts->used) {
+            ngx_http_promgate_out("promgate_forward_giveups_total"
+                                  "{target=\"%s\"} %uA\n", ts->name,
+                                  ts->giveups);
+        }
+    }
+
+    p = ngx_http_promgate_help(p, last,
+                               "promgate_forward_misconfigured_total",
+                               "counter", "Answers such as 401, 403, 404 or "
+                               "413 that point at a misconfigured target.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+        ts = &st->targets[i];
+        if (ts->used) {
+            ngx_http_promgate_out("promgate_forward_misconfigured_total"
+                                  "{target=\"%s\"} %uA\n", ts->name,
+                                  ts->misconfigured);
+        }
+    }
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_http_promgate_status_handler(ngx_http_request_t *r)
+{
+    size_t        size;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    size = 64 * 1024 + NGX_HTTP_PROMGATE_MAX_TARGETS * 1024;
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_http_promgate_render(b->last, b->end);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

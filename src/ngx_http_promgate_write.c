@@ -1,0 +1,536 @@
+
+/*
+ * promgate: the remote-write location.  Checks the request, reads the body
+ * (memory, several buffers or a temp file), decodes and validates it, then
+ * hands it to the forwarder.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+
+
+static ngx_int_t ngx_http_promgate_check_headers(ngx_http_request_t *r,
+    ngx_str_t *why);
+static void ngx_http_promgate_write_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_promgate_body(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, u_char **data, size_t *len);
+static ngx_int_t ngx_http_promgate_validate(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len);
+static ngx_int_t ngx_http_promgate_reject(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
+    uint64_t samples, u_char *text, size_t len);
+static void ngx_http_promgate_write_cleanup(void *data);
+
+
+/* writes in flight in this worker, the background ones included */
+static ngx_uint_t  ngx_http_promgate_inflight;
+
+
+ngx_int_t
+ngx_http_promgate_write_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      why;
+    ngx_table_elt_t               *h;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_promgate_ctx_t       *ctx;
+    ngx_http_promgate_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
+
+    if (r != r->main) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->plcf = plcf;
+    ctx->start = ngx_current_msec;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_promgate_module);
+
+    if (r->method != NGX_HTTP_POST) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+#if (nginx_version >= 1023000)
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+#endif
+        ngx_str_set(&h->key, "Allow");
+        ngx_str_set(&h->value, "POST");
+
+        ngx_str_set(&why, "promgate: remote write takes POST only\n");
+
+        return ngx_http_promgate_reject(r, ctx, NGX_HTTP_NOT_ALLOWED,
+                                        NGX_HTTP_PROMGATE_REJECT_METHOD, 0,
+                                        why.data, why.len);
+    }
+
+    rc = ngx_http_promgate_check_headers(r, &why);
+    if (rc != NGX_OK) {
+        return ngx_http_promgate_reject(r, ctx, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                        rc, 0, why.data, why.len);
+    }
+
+    /* a dead target must not make bodies pile up without bound */
+
+    if ((ngx_int_t) ngx_http_promgate_inflight >= plcf->max_inflight) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "promgate: %ui writes in flight in this worker "
+                      "(promgate_max_inflight %i): answering 503",
+                      ngx_http_promgate_inflight, plcf->max_inflight);
+
+        ngx_str_set(&why, "promgate: too many writes in flight, retry "
+                          "later\n");
+
+        return ngx_http_promgate_reject(r, ctx,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        NGX_HTTP_PROMGATE_REJECT_INFLIGHT, 0,
+                                        why.data, why.len);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_promgate_write_cleanup;
+    cln->data = ctx;
+
+    ctx->inflight = 1;
+    ngx_http_promgate_inflight++;
+    ngx_http_promgate_stats_inflight(ngx_http_promgate_inflight);
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_promgate_write_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_promgate_stats_reject(rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+                                       ? NGX_HTTP_PROMGATE_REJECT_TOO_LARGE
+                                       : NGX_HTTP_PROMGATE_REJECT_BODY, 0);
+        ngx_http_promgate_stats_answer(ctx, rc);
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_token(u_char **pp, u_char *end, ngx_str_t *tok, u_char stop)
+{
+    u_char  *p;
+
+    p = *pp;
+
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    tok->data = p;
+
+    while (p < end && *p != stop && *p != ';') {
+        p++;
+    }
+
+    tok->len = p - tok->data;
+
+    while (tok->len && (tok->data[tok->len - 1] == ' '
+                        || tok->data[tok->len - 1] == '\t'))
+    {
+        tok->len--;
+    }
+
+    *pp = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Content-Type: application/x-protobuf[;proto=prometheus.WriteRequest]
+ * Content-Encoding: snappy
+ */
+
+static ngx_int_t
+ngx_http_promgate_check_headers(ngx_http_request_t *r, ngx_str_t *why)
+{
+    u_char           *p, *end;
+    ngx_str_t         type, name, value;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_in.content_type == NULL) {
+        goto bad_type;
+    }
+
+    p = r->headers_in.content_type->value.data;
+    end = p + r->headers_in.content_type->value.len;
+
+    ngx_http_promgate_token(&p, end, &type, ';');
+
+    if (type.len != sizeof("application/x-protobuf") - 1
+        || ngx_strncasecmp(type.data, (u_char *) "application/x-protobuf",
+                           type.len) != 0)
+    {
+        goto bad_type;
+    }
+
+    while (p < end) {
+        p++;                                    /* ';' */
+
+        ngx_http_promgate_token(&p, end, &name, '=');
+
+        if (p < end && *p == '=') {
+            p++;
+            ngx_http_promgate_token(&p, end, &value, ';');
+
+        } else {
+            ngx_str_null(&value);
+        }
+
+        if (value.len >= 2 && value.data[0] == '"'
+            && value.data[value.len - 1] == '"')
+        {
+            value.data++;
+            value.len -= 2;
+        }
+
+        if (name.len != 5 || ngx_strncasecmp(name.data, (u_char *) "proto", 5)
+                             != 0)
+        {
+            continue;
+        }
+
+        if (value.len == sizeof("prometheus.WriteRequest") - 1
+            && ngx_strncmp(value.data, "prometheus.WriteRequest",
+                           value.len) == 0)
+        {
+            continue;
+        }
+
+        if (value.len == sizeof("io.prometheus.write.v2.Request") - 1
+            && ngx_strncmp(value.data, "io.prometheus.write.v2.Request",
+                           value.len) == 0)
+        {
+            ngx_str_set(why, "promgate: remote write 2.0 "
+                        "(proto=io.prometheus.write.v2.Request) is not "
+                        "supported; send remote write 1.0: "
+                        "application/x-protobuf;"
+                        "proto=prometheus.WriteRequest\n");
+            return NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE;
+        }
+
+        goto bad_type;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == 16
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Encoding",
+                               16) == 0)
+        {
+            if (h[i].value.len == 6
+                && ngx_strncasecmp(h[i].value.data, (u_char *) "snappy", 6)
+                   == 0)
+            {
+                return NGX_OK;
+            }
+
+            break;
+        }
+    }
+
+    ngx_str_set(why, "promgate: expected \"Content-Encoding: snappy\" "
+                "(a snappy block-compressed protobuf WriteRequest)\n");
+
+    return NGX_HTTP_PROMGATE_REJECT_ENCODING;
+
+bad_type:
+
+    ngx_str_set(why, "promgate: expected \"Content-Type: "
+                "application/x-protobuf\" (optionally with "
+                ";proto=prometheus.WriteRequest)\n");
+
+    return NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE;
+}
+
+
+static void
+ngx_http_promgate_write_body(ngx_http_request_t *r)
+{
+    u_char                   *data;
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_http_promgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_promgate_module);
+
+    data = NULL;
+    len = 0;
+
+    rc = ngx_http_promgate_body(r, ctx, &data, &len);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_promgate_validate(r, ctx, data, len);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ngx_http_promgate_forward(r, ctx) != NGX_OK) {
+        ngx_http_promgate_stats_answer(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* the forwarder answers; the body-read reference is released then */
+}
+
+
+/* the compressed body as one piece of memory */
+
+static ngx_int_t
+ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
+    u_char **data, size_t *len)
+{
+    u_char       *p;
+    off_t         size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            size += ngx_buf_size(cl->buf);
+        }
+    }
+
+    ctx->body_len = size;
+
+    if (size == 0) {
+        return ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                        NGX_HTTP_PROMGATE_REJECT_SNAPPY, 0,
+                                        (u_char *) "promgate: empty body: "
+                                        "expected a snappy-compressed "
+                                        "protobuf WriteRequest\n",
+                                        sizeof("promgate: empty body: "
+                                               "expected a snappy-compressed "
+                                               "protobuf WriteRequest\n")
+                                        - 1);
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_promgate_stats()->bytes, size);
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        *data = cl->buf->pos;
+        *len = (size_t) size;
+        return NGX_OK;
+    }
+
+    p = ngx_palloc(r->pool, (size_t) size);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *data = p;
+    *len = (size_t) size;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                          "promgate: could not read the request body back "
+                          "from \"%V\"", &b->file->name);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p += n;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_validate(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len)
+{
+    u_char                     *decoded;
+    size_t                      dlen;
+    ngx_int_t                   rc;
+    pg_rw_error_t               err;
+    pg_rw_reason_e              reason;
+    pg_snappy_rc_e              src;
+    ngx_http_promgate_stats_t  *st;
+
+    u_char                      msg[sizeof(err.message) + 64];
+
+    src = pg_snappy_decoded_length(data, len, ctx->plcf->max_decoded, &dlen);
+
+    if (src == PG_SNAPPY_TOO_LARGE) {
+        return ngx_http_promgate_reject(r, ctx,
+                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                   NGX_HTTP_PROMGATE_REJECT_TOO_LARGE, 0, msg,
+                   ngx_snprintf(msg, sizeof(msg), "promgate: the body "
+                                "declares %uz bytes uncompressed, above "
+                                "promgate_max_decoded_size (%uz)\n",
+                                dlen, ctx->plcf->max_decoded) - msg);
+    }
+
+    if (src != PG_SNAPPY_OK) {
+        goto bad_snappy;
+    }
+
+    decoded = ngx_palloc(r->pool, dlen ? dlen : 1);
+    if (decoded == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (pg_snappy_decode(data, len, decoded, dlen) != PG_SNAPPY_OK) {
+        ngx_pfree(r->pool, decoded);
+        goto bad_snappy;
+    }
+
+    reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err, NULL, NULL);
+
+    if (reason != PG_RW_OK) {
+        rc = ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST, reason,
+                                      pg_rw_count_samples(decoded, dlen), msg,
+                                      ngx_snprintf(msg, sizeof(msg),
+                                                   "promgate: invalid write "
+                                                   "request: %s\n",
+                                                   err.message) - msg);
+        ngx_pfree(r->pool, decoded);
+        return rc;
+    }
+
+    ngx_pfree(r->pool, decoded);
+
+    st = ngx_http_promgate_stats();
+
+    (void) ngx_atomic_fetch_add(&st->decoded_bytes, dlen);
+    (void) ngx_atomic_fetch_add(&st->series, ctx->stats.series);
+    (void) ngx_atomic_fetch_add(&st->samples, ctx->stats.samples);
+    (void) ngx_atomic_fetch_add(&st->histograms, ctx->stats.histograms);
+    (void) ngx_atomic_fetch_add(&st->exemplars, ctx->stats.exemplars);
+    (void) ngx_atomic_fetch_add(&st->metadata, ctx->stats.metadata);
+
+    return NGX_OK;
+
+bad_snappy:
+
+    return ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+               NGX_HTTP_PROMGATE_REJECT_SNAPPY, 0,
+               (u_char *) "promgate: the body is not a valid snappy block "
+               "(remote write uses snappy's block format, not framed)\n",
+               sizeof("promgate: the body is not a valid snappy block "
+                      "(remote write uses snappy's block format, not "
+                      "framed)\n") - 1);
+}
+
+
+/*
+ * Answers a refused write with a plain-text reason.  Returns what the
+ * caller hands to ngx_http_finalize_request() (or returns from the
+ * content handler).
+ */
+
+static ngx_int_t
+ngx_http_promgate_reject(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
+    ngx_uint_t status, ngx_uint_t reason, uint64_t samples, u_char *text,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    ngx_http_promgate_stats_reject(reason, samples);
+    ngx_http_promgate_stats_answer(ctx, status);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "promgate: write refused with %ui: %*s", status,
+                  len && text[len - 1] == '\n' ? len - 1 : len, text);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static void
+ngx_http_promgate_write_cleanup(void *data)
+{
+    ngx_http_promgate_ctx_t *ctx = data;
+
+    ngx_http_promgate_forward_cleanup(ctx);
+
+    if (ctx->inflight) {
+        ctx->inflight = 0;
+        ngx_http_promgate_inflight--;
+        ngx_http_promgate_stats_inflight(ngx_http_promgate_inflight);
+    }
+}
