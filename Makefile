@@ -8,7 +8,8 @@
 #   make bench      benchmarks (never part of make test)
 
 SHELL       := /bin/bash
-BUILD       ?= $(CURDIR)/build
+BUILD       ?= build
+ABS_BUILD   := $(abspath $(BUILD))
 NGINX_SRC   ?= /usr/share/nginx/src
 NGINX_BIN   ?= /usr/sbin/nginx
 PYTHON      ?= /usr/bin/python3
@@ -52,7 +53,7 @@ $(NGX_TREE)/objs/Makefile: config $(CORE_SRCS) $(GLUE_SRCS) $(PROTO_GEN)
 	cd $(NGX_TREE) && \
 	if [ -f conf_flags ]; then . ./conf_flags; \
 	else NGX_CONF_FLAGS=(--with-compat --with-threads); fi; \
-	PROMGATE_PROTO_DIR=$(BUILD)/proto ./configure "$${NGX_CONF_FLAGS[@]}" \
+	PROMGATE_PROTO_DIR=$(ABS_BUILD)/proto ./configure "$${NGX_CONF_FLAGS[@]}" \
 	    $(NGINX_CONFIGURE_FLAGS) --add-dynamic-module=$(CURDIR) >configure.log \
 	    || { tail -30 configure.log; exit 1; }
 
@@ -74,7 +75,7 @@ unit: $(UNIT_BINS)
 	    echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 integration: $(MODULE)
-	PROMGATE_MODULE=$(MODULE) NGINX_BIN=$(NGINX_BIN) \
+	PROMGATE_MODULE=$(abspath $(MODULE)) NGINX_BIN=$(NGINX_BIN) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider t/integration $(PYTEST_ARGS)
 
 test: deps

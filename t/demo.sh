@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# make demo / make demo-stop: nginx with promgate in front of a local
+# Prometheus and VictoriaMetrics, all on loopback under build/demo, with a
+# sender writing samples and exemplars through the gateway.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+dir="$top/build/demo"
+py=/usr/bin/python3
+
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+pick_port() {
+    local p=$1
+    while ! port_free "$p"; do p=$((p + 1)); done
+    echo "$p"
+}
+
+wait_http() {
+    local url=$1 i
+    for i in $(seq 1 100); do
+        curl -sf -o /dev/null "$url" && return 0
+        sleep 0.2
+    done
+    echo "demo: $url did not come up; see $dir/*.log" >&2
+    return 1
+}
+
+stop() {
+    local f pid
+    for f in sender nginx prometheus victoria; do
+        [ -f "$dir/$f.pid" ] || continue
+        pid=$(cat "$dir/$f.pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            if [ "$f" = nginx ]; then kill -QUIT "$pid"; else kill "$pid"; fi
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+        rm -f "$dir/$f.pid"
+    done
+}
+
+case "${1:-start}" in
+stop)
+    stop
+    echo "demo stopped"
+    exit 0
+    ;;
+start)
+    ;;
+*)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac
+
+stop
+mkdir -p "$dir"/{prom,vm,nginx/logs}
+
+gw=$(pick_port 9201)
+pp=$(pick_port 9090)
+vp=$(pick_port 8428)
+
+cat > "$dir/prometheus.yml" <<YML
+global:
+  scrape_interval: 15s
+scrape_configs:
+  - job_name: promgate
+    scrape_interval: 5s
+    static_configs:
+      - targets: ['127.0.0.1:$gw']
+YML
+
+prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom" \
+    --web.listen-address="127.0.0.1:$pp" --web.enable-remote-write-receiver \
+    --enable-feature=exemplar-storage,native-histograms \
+    >"$dir/prometheus.log" 2>&1 </dev/null &
+echo $! > "$dir/prometheus.pid"
+
+victoria-metrics -storageDataPath="$dir/vm" -httpListenAddr="127.0.0.1:$vp" \
+    -search.latencyOffset=1s >"$dir/victoria.log" 2>&1 </dev/null &
+echo $! > "$dir/victoria.pid"
+
+sed -e "s|modules/ngx_http_promgate_module.so|$top/build/ngx_http_promgate_module.so|" \
+    -e "s|127.0.0.1:9201|127.0.0.1:$gw|" \
+    -e "s|127.0.0.1:9090|127.0.0.1:$pp|" \
+    -e "s|127.0.0.1:8428|127.0.0.1:$vp|" \
+    -e "s|worker_processes auto;|worker_processes 2;\ndaemon off;\npid $dir/nginx/nginx.pid;|" \
+    "$top/nginx.conf.example" > "$dir/nginx/nginx.conf"
+
+wait_http "http://127.0.0.1:$pp/-/ready"
+wait_http "http://127.0.0.1:$vp/health"
+
+/usr/sbin/nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" \
+    -e "$dir/nginx/logs/error.log" >"$dir/nginx/logs/stdout.log" 2>&1 </dev/null &
+echo $! > "$dir/nginx.pid"
+wait_http "http://127.0.0.1:$gw/metrics"
+
+"$py" "$top/t/demo_sender.py" "http://127.0.0.1:$gw/api/v1/write" \
+    >"$dir/sender.log" 2>&1 </dev/null &
+echo $! > "$dir/sender.pid"
+
+sleep 3
+
+cat <<TXT
+
+promgate demo is running (work directory: $dir)
+
+  remote write:     http://127.0.0.1:$gw/api/v1/write   (a sender posts every 2 s)
+  promgate metrics: http://127.0.0.1:$gw/metrics
+  Prometheus:       http://127.0.0.1:$pp/graph?g0.expr=promgate_demo_requests_total
+  exemplars:        http://127.0.0.1:$pp/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket
+  VictoriaMetrics:  http://127.0.0.1:$vp/vmui/  (query promgate_demo_requests_total)
+                    curl 'http://127.0.0.1:$vp/api/v1/query?query=promgate_demo_requests_total'
+  nginx error log:  $dir/nginx/logs/error.log
+
+Stop it with: make demo-stop
+TXT
+
+curl -s "http://127.0.0.1:$gw/metrics" | grep -E '^promgate_(write_requests_total|received_samples_total|forward_outcomes_total)' || true
