@@ -22,6 +22,8 @@ static char *ngx_http_promgate_retry_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_promgate_check_targets(ngx_conf_t *cf,
+    ngx_http_promgate_main_conf_t *pmcf);
 static ngx_int_t ngx_http_promgate_stat_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -218,13 +220,106 @@ ngx_http_promgate_init(ngx_conf_t *cf)
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
 
+    if (ngx_http_promgate_check_targets(cf, pmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_promgate_status_init(cf, pmcf);
+}
+
+
+/*
+ * The location a URI maps to within a server, as nginx would pick it for
+ * exact and prefix locations (regex locations are not considered).
+ */
+
+static ngx_http_promgate_location_t *
+ngx_http_promgate_find_location(ngx_http_promgate_main_conf_t *pmcf,
+    void *server, ngx_str_t *uri)
+{
+    ngx_uint_t                     i;
+    ngx_http_promgate_location_t  *loc, *best;
+
+    best = NULL;
+    loc = pmcf->locations.elts;
+
+    for (i = 0; i < pmcf->locations.nelts; i++) {
+        if (loc[i].server != server || loc[i].name.len > uri->len
+            || ngx_strncmp(loc[i].name.data, uri->data, loc[i].name.len) != 0)
+        {
+            continue;
+        }
+
+        if (loc[i].exact) {
+            if (loc[i].name.len == uri->len) {
+                return &loc[i];
+            }
+
+            continue;
+        }
+
+        if (best == NULL || loc[i].name.len > best->name.len) {
+            best = &loc[i];
+        }
+    }
+
+    return best;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_check_targets(ngx_conf_t *cf,
+    ngx_http_promgate_main_conf_t *pmcf)
+{
+    ngx_uint_t                      i, j;
+    ngx_http_promgate_target_t    **tp;
+    ngx_http_promgate_location_t   *loc, *target;
+    ngx_http_promgate_loc_conf_t   *plcf;
+
+    loc = pmcf->locations.elts;
+
+    for (i = 0; i < pmcf->locations.nelts; i++) {
+        plcf = loc[i].plcf;
+
+        if (!plcf->remote_write || plcf->forwards == NULL) {
+            continue;
+        }
+
+        tp = plcf->forwards->elts;
+
+        for (j = 0; j < plcf->forwards->nelts; j++) {
+            target = ngx_http_promgate_find_location(pmcf, loc[i].server,
+                                                     &tp[j]->uri);
+
+            if (target == NULL) {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "no location of the server of \"%V\" "
+                                   "matches forward target \"%V\"",
+                                   &loc[i].name, &tp[j]->uri);
+                continue;
+            }
+
+            if (target->read_timeout > plcf->retry_timeout) {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "proxy_read_timeout %Mms of location "
+                                   "\"%V\" (forward target \"%V\" of "
+                                   "\"%V\") exceeds promgate_retry_timeout "
+                                   "%Mms: a hanging storage holds writes that "
+                                   "long", target->read_timeout,
+                                   &target->name, &tp[j]->uri, &loc[i].name,
+                                   plcf->retry_timeout);
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 
 static void *
 ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
 {
+    ngx_uint_t                      i;
     ngx_http_promgate_main_conf_t  *pmcf;
 
     pmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_main_conf_t));
@@ -240,6 +335,26 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
         != NGX_OK)
     {
         return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->locations, cf->pool, 16,
+                       sizeof(ngx_http_promgate_location_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    /* the proxy module may be left out of a build: look it up by name */
+
+    pmcf->proxy_index = -1;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (ngx_strcmp(cf->cycle->modules[i]->name, "ngx_http_proxy_module")
+            == 0)
+        {
+            pmcf->proxy_index = cf->cycle->modules[i]->ctx_index;
+            break;
+        }
     }
 
     return pmcf;
@@ -282,7 +397,10 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_promgate_loc_conf_t *prev = parent;
     ngx_http_promgate_loc_conf_t *conf = child;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_upstream_conf_t       *ucf;
+    ngx_http_promgate_location_t   *loc;
+    ngx_http_promgate_main_conf_t  *pmcf;
 
     ngx_conf_merge_value(conf->remote_write, prev->remote_write, 0);
     ngx_conf_merge_value(conf->status, prev->status, 0);
@@ -332,6 +450,43 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"promgate_forward\" target in the same "
                            "location");
         return NGX_CONF_ERROR;
+    }
+
+    /*
+     * Remember every named location, with its proxy read timeout, so that
+     * postconfiguration can check forward targets (merge runs per location
+     * with cf->ctx pointing at it; the proxy module has merged already).
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
+
+    if (clcf->name.len && clcf->name.data[0] == '/'
+#if (NGX_PCRE)
+        && clcf->regex == NULL
+#endif
+        )
+    {
+        loc = ngx_array_push(&pmcf->locations);
+        if (loc == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        loc->server = ngx_http_conf_get_module_srv_conf(cf,
+                                                        ngx_http_core_module);
+        loc->name = clcf->name;
+        loc->exact = clcf->exact_match;
+        loc->plcf = conf;
+        loc->read_timeout = 0;
+
+        if (pmcf->proxy_index >= 0) {
+            ucf = ((ngx_http_conf_ctx_t *) cf->ctx)
+                      ->loc_conf[pmcf->proxy_index];
+
+            if (ucf && ucf->read_timeout != NGX_CONF_UNSET_MSEC) {
+                loc->read_timeout = ucf->read_timeout;
+            }
+        }
     }
 
     if (conf->backoff_first > conf->backoff_max) {

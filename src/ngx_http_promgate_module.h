@@ -77,9 +77,21 @@ typedef struct {
 } ngx_http_promgate_target_t;
 
 
+/* what nginx -t needs to know of every location (see merge_loc_conf) */
+typedef struct {
+    void                           *server;   /* its core srv conf */
+    ngx_str_t                       name;
+    ngx_msec_t                      read_timeout;   /* proxy's, 0 if none */
+    void                           *plcf;     /* ours */
+    unsigned                        exact:1;
+} ngx_http_promgate_location_t;
+
+
 typedef struct {
     ngx_shm_zone_t                 *status_zone;
     ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
+    ngx_array_t                     locations;
+    ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
 
 
