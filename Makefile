@@ -59,7 +59,7 @@ $(NGX_TREE)/objs/Makefile: config $(CORE_SRCS) $(GLUE_SRCS) $(PROTO_GEN)
 
 $(MODULE): $(NGX_TREE)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) $(GLUE_SRCS)
 	$(MAKE) -s -f objs/Makefile -C $(NGX_TREE) modules
-	cp $(NGX_TREE)/objs/ngx_http_promgate_module.so $@
+	cp $(NGX_TREE)/objs/ngx_http_promgate_module.so $@.tmp && mv -f $@.tmp $@
 
 module: $(MODULE)
 

@@ -522,6 +522,7 @@ ngx_http_promgate_answer(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
 
     if (decision == 204) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
+        ngx_http_promgate_exemplars_store(ctx);
 
         r->headers_out.status = NGX_HTTP_NO_CONTENT;
         r->header_only = 1;

@@ -22,6 +22,8 @@ static char *ngx_http_promgate_retry_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_promgate_exemplar_query(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_promgate_check_targets(ngx_conf_t *cf,
     ngx_http_promgate_main_conf_t *pmcf);
 static ngx_int_t ngx_http_promgate_stat_variable(ngx_http_request_t *r,
@@ -102,6 +104,34 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_promgate_loc_conf_t, max_decoded),
+      NULL },
+
+    { ngx_string("promgate_exemplar_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_promgate_exemplar_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_exemplars"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_promgate_exemplar_ref,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, exemplar_zone),
+      NULL },
+
+    { ngx_string("promgate_exemplar_query"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_promgate_exemplar_query,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, exemplar_query),
+      NULL },
+
+    { ngx_string("promgate_tenant_header"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_promgate_main_conf_t, tenant_header),
       NULL },
 
     { ngx_string("promgate_status"),
@@ -220,6 +250,10 @@ ngx_http_promgate_init(ngx_conf_t *cf)
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
 
+    if (pmcf->tenant_header.len == 0) {
+        ngx_str_set(&pmcf->tenant_header, "X-Scope-OrgID");
+    }
+
     if (ngx_http_promgate_check_targets(cf, pmcf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -280,6 +314,14 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
 
     for (i = 0; i < pmcf->locations.nelts; i++) {
         plcf = loc[i].plcf;
+
+        if (ngx_http_promgate_exemplar_check(cf, plcf->exemplar_zone)
+            != NGX_OK
+            || ngx_http_promgate_exemplar_check(cf, plcf->exemplar_query)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
 
         if (!plcf->remote_write || plcf->forwards == NULL) {
             continue;
@@ -346,6 +388,19 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
 
     /* the proxy module may be left out of a build: look it up by name */
 
+    if (ngx_array_init(&pmcf->exemplar_zones, cf->pool, 2,
+                       sizeof(ngx_shm_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     pmcf->tenant_header = { 0, NULL };
+     */
+
     pmcf->proxy_index = -1;
 
     for (i = 0; cf->cycle->modules[i]; i++) {
@@ -386,6 +441,8 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->retry_timeout = NGX_CONF_UNSET_MSEC;
     plcf->max_inflight = NGX_CONF_UNSET;
     plcf->max_decoded = NGX_CONF_UNSET_SIZE;
+    plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
+    plcf->exemplar_query = NGX_CONF_UNSET_PTR;
 
     return plcf;
 }
@@ -440,6 +497,12 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->forwards == NULL) {
         conf->forwards = prev->forwards;
+    }
+
+    ngx_conf_merge_ptr_value(conf->exemplar_zone, prev->exemplar_zone, NULL);
+
+    if (conf->exemplar_query == NGX_CONF_UNSET_PTR) {
+        conf->exemplar_query = NULL;    /* a handler: not inherited */
     }
 
     if (conf->remote_write && (conf->forwards == NULL
@@ -666,6 +729,32 @@ ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_promgate_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_exemplar_query(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    char                      *rv;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (plcf->remote_write == 1 || plcf->status == 1) {
+        return "cannot share a location with promgate_remote_write or "
+               "promgate_status";
+    }
+
+    rv = ngx_http_promgate_exemplar_ref(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_promgate_exemplar_query_handler;
 
     return NGX_CONF_OK;
 }

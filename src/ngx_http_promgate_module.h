@@ -67,6 +67,7 @@ typedef struct {
     ngx_atomic_t                    latency_count;
     ngx_atomic_t                    latency_sum_us;
     ngx_atomic_t                    inflight[NGX_HTTP_PROMGATE_MAX_WORKERS];
+    ngx_atomic_t                    exemplar_results[8];
     ngx_http_promgate_target_stats_t  targets[NGX_HTTP_PROMGATE_MAX_TARGETS];
 } ngx_http_promgate_stats_t;
 
@@ -91,8 +92,20 @@ typedef struct {
     ngx_shm_zone_t                 *status_zone;
     ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
     ngx_array_t                     locations;
+    ngx_array_t                     exemplar_zones;  /* ngx_shm_zone_t * */
+    ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
+
+
+/* an exemplar zone (src/core/pg_exemplar.c's ring in shared memory) */
+typedef struct {
+    ngx_str_t                       name;
+    uint32_t                        max;
+    size_t                          size;     /* of the ring's block */
+    ngx_slab_pool_t                *shpool;
+    struct pg_exring_s             *ring;
+} ngx_http_promgate_exzone_t;
 
 
 typedef struct {
@@ -106,6 +119,8 @@ typedef struct {
     ngx_msec_t                      retry_timeout;
     ngx_int_t                       max_inflight;
     size_t                          max_decoded;
+    ngx_shm_zone_t                 *exemplar_zone;    /* capture into */
+    ngx_shm_zone_t                 *exemplar_query;   /* answer from */
 } ngx_http_promgate_loc_conf_t;
 
 
@@ -137,6 +152,8 @@ struct ngx_http_promgate_ctx_s {
     pg_rw_stats_t                   stats;
     pg_ack_count_t                  acks;
     ngx_uint_t                      answer;   /* status sent, 0 before */
+    ngx_str_t                       tenant;
+    ngx_array_t                    *exemplars;  /* to store on 2xx */
     unsigned                        inflight:1;
 };
 
@@ -153,6 +170,21 @@ ngx_int_t ngx_http_promgate_forward(ngx_http_request_t *r,
 void ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx);
 ngx_int_t ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+/* ngx_http_promgate_exemplar.c */
+void *ngx_http_promgate_pool_alloc(void *ctx, size_t size);
+char *ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_promgate_exemplar_check(ngx_conf_t *cf,
+    ngx_shm_zone_t *zone);
+void ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
+int ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s);
+void ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx);
+u_char *ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf);
+ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
 
 /* ngx_http_promgate_status.c */
 ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf,

@@ -250,7 +250,8 @@ ngx_http_promgate_help(u_char *p, u_char *last, char *name, char *type,
 
 
 static u_char *
-ngx_http_promgate_render(u_char *p, u_char *last)
+ngx_http_promgate_render(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf)
 {
     ngx_uint_t                         i, n, cum;
     ngx_atomic_uint_t                  v;
@@ -448,6 +449,8 @@ ngx_http_promgate_render(u_char *p, u_char *last)
         }
     }
 
+    p = ngx_http_promgate_exemplar_status(p, last, pmcf);
+
     return p;
 }
 
@@ -476,7 +479,8 @@ ngx_http_promgate_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_http_promgate_render(b->last, b->end);
+    b->last = ngx_http_promgate_render(b->last, b->end,
+                  ngx_http_get_module_main_conf(r, ngx_http_promgate_module));
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 

@@ -429,7 +429,19 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
         goto bad_snappy;
     }
 
-    reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err, NULL, NULL);
+    if (ctx->plcf->exemplar_zone) {
+        ngx_http_promgate_tenant(r, &ctx->tenant);
+        reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err,
+                            ngx_http_promgate_exemplars_collect, ctx);
+
+        if (reason == PG_RW_ABORTED) {
+            ngx_pfree(r->pool, decoded);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else {
+        reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err, NULL, NULL);
+    }
 
     if (reason != PG_RW_OK) {
         rc = ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST, reason,

@@ -1,0 +1,1844 @@
+/*
+ * The exemplar store, in one caller-provided region:
+ *
+ *   header | slots[max] | table[max] | buckets[nbuckets] | log
+ *
+ * slots    a ring of fixed 32-byte exemplars (value, ts, series id, next
+ *          slot of the series, where its labels are); the exemplar with
+ *          sequence number seq lives in slot seq % max, and the stored ones
+ *          are exactly those with first_seq <= seq < next_seq.
+ * table    series id -> log offset of the series' record (or a free-list
+ *          link); ids keep slots valid while records move.
+ * buckets  hash(tenant, series labels) -> first series id of a chain.
+ * log      a circular log of variable-length entries, appended at vhead
+ *          and reclaimed at vtail: exemplar label sets (in the order of
+ *          their exemplars), series records (labels, oldest/newest slot,
+ *          count, hash chain link) and padding.  Reclaiming the tail
+ *          evicts the oldest exemplar when its labels are there, skips
+ *          dead entries, and copies a live series record to the head.
+ *          Space for exemplar labels and for series thus adapts to the
+ *          workload, and fragmentation cannot build up.
+ *
+ * Crash safety.  The caller serializes calls with a lock that is released
+ * if a process dies holding it; a process can only die inside a call.
+ * Every insert and eviction publishes with single aligned stores done in
+ * an order that keeps published data intact: label bytes and records are
+ * written into free log space before vhead moves over them; a slot is
+ * written before next_seq publishes it; first_seq moves before the evicted
+ * exemplar's series is updated or freed; a record is copied before the
+ * table points to it and vtail moves past the old copy.  So whatever a
+ * dead process left, the published exemplars [first_seq, next_seq), their
+ * labels, and the records the table points to are complete; what may be
+ * stale is derived: series counts, oldest/newest and next links, the hash
+ * chains, the free list and the counters, and a series record created for
+ * an exemplar never published.  Mutating calls set "busy" first and clear
+ * it last; a call that finds it set rebuilds all derived state from the
+ * slots (pg_exring_repair(), linear in max).  Anything that fails a sanity
+ * check there (memory scribbled on, not a crash) empties the store.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pg_exemplar.h"
+
+
+#define PG_EXRING_MAGIC     0x31525850   /* "PXR1" */
+#define PG_EXRING_VERSION   1
+
+#define PG_NONE             0xffffffffu
+#define PG_FREE             0x80000000u  /* table entry: free, next free */
+#define PG_FREE_END         0x7fffffffu
+
+#define PG_LOG_SKIP         1
+#define PG_LOG_LABELS       2
+#define PG_LOG_SERIES       3
+#define pg_log_type(h)      ((h) & 7)
+#define pg_log_size(h)      ((h) & ~(uint32_t) 7)
+
+/* the most log bytes one entry may take, and the least log there is */
+#define PG_LOG_ENTRY_MAX    0xfffffff8u
+#define PG_LOG_MIN          4096
+
+/* encoded exemplar labels: 128 runes of <= 4 bytes, <= 4 length bytes each */
+#define PG_EX_LABELS_MAX    1024
+
+/* the typical workload pg_exring_min_size() plans for, bytes per exemplar */
+#define PG_TYPICAL_LOG      104
+
+#define pg_align8(n)        (((n) + 7) & ~(uint64_t) 7)
+
+/*
+ * Stores must not move across a publishing store.  A unit test redefines
+ * this to make a copy of this file "die" at each publishing step.
+ */
+#ifndef pg_exring_barrier
+#if defined(__GNUC__)
+#define pg_exring_barrier()  __asm__ __volatile__ ("" ::: "memory")
+#else
+#define pg_exring_barrier()
+#endif
+#endif
+
+/* a point between derived updates where a test may make a call "die" */
+#ifndef pg_exring_step
+#define pg_exring_step()
+#endif
+
+#if defined(__GNUC__)
+#define pg_exring_prefetch(p)  __builtin_prefetch(p)
+#else
+#define pg_exring_prefetch(p)
+#endif
+
+/* how many series ahead a query prefetches records */
+#define PG_PREFETCH_AHEAD   8
+
+
+typedef struct {
+    double          value;
+    int64_t         ts;
+    uint32_t        series;         /* series id */
+    uint32_t        next;           /* next slot of the series or PG_NONE */
+    uint32_t        off;            /* log offset / 8 of the labels entry */
+    uint16_t        len;            /* encoded label bytes */
+    uint16_t        nlabels;
+} pg_exslot_t;
+
+
+/* a series record in the log; lens[2n], tenant, names and values follow */
+typedef struct {
+    uint32_t        hdr;            /* entry size | PG_LOG_SERIES */
+    uint32_t        id;
+    uint32_t        hash;
+    uint32_t        hnext;          /* next series id in the bucket */
+    uint32_t        oldest;         /* slot */
+    uint32_t        newest;         /* slot */
+    uint32_t        count;          /* stored exemplars */
+    uint16_t        tenant_len;
+    uint16_t        nlabels;
+    int64_t         oldest_ts;
+    int64_t         newest_ts;
+} pg_exseries_t;
+
+
+struct pg_exring_s {
+    uint32_t        magic;
+    uint32_t        version;
+    uint32_t        layout;         /* sizes of the structures above */
+    uint32_t        max;
+    uint64_t        size;
+    uint64_t        slots_off;
+    uint64_t        table_off;
+    uint64_t        buckets_off;
+    uint64_t        log_off;
+    uint64_t        log_size;
+    uint32_t        nbuckets;       /* a power of two */
+
+    /* state */
+    uint32_t        busy;           /* a mutating call is in progress */
+    uint32_t        free_id;        /* first free series id, PG_FREE_END */
+    uint32_t        id_hwm;         /* ids at and above were never used */
+    uint32_t        entry_hwm;      /* largest log entry size seen */
+    uint32_t        max_labels;     /* >= labels of any stored series */
+    uint64_t        first_seq;
+    uint64_t        next_seq;
+    uint64_t        vhead;          /* log positions: offset = v % size */
+    uint64_t        vtail;
+    uint64_t        nseries;
+    uint64_t        label_bytes;
+    uint64_t        series_bytes;
+    uint64_t        repairs;
+};
+
+
+typedef struct {
+    uint64_t        slots_off;
+    uint64_t        table_off;
+    uint64_t        buckets_off;
+    uint64_t        log_off;
+    uint64_t        log_size;
+    uint32_t        nbuckets;
+} pg_exring_layout_t;
+
+
+typedef struct {
+    const pg_exseries_t  *rec;
+} pg_exring_hit_t;
+
+
+static int pg_exring_layout(pg_exring_layout_t *l, uint64_t size,
+    uint32_t max);
+static void pg_exring_reset(pg_exring_t *r);
+static void pg_exring_repair(pg_exring_t *r);
+static int pg_exring_record_ok(pg_exring_t *r, uint32_t id, uint32_t v);
+static int pg_exring_labels_ok(pg_exring_t *r, const pg_exslot_t *slot);
+static uint64_t pg_exring_in_log(pg_exring_t *r, uint64_t off, uint64_t len);
+static void pg_exring_evict_oldest(pg_exring_t *r);
+static void pg_exring_series_free(pg_exring_t *r, uint32_t id,
+    pg_exseries_t *rec);
+static void pg_exring_make_room(pg_exring_t *r, uint64_t need);
+static void pg_exring_skip_to_start(pg_exring_t *r, uint64_t wrap);
+static uint64_t pg_exring_wrap(pg_exring_t *r, uint64_t need);
+static void pg_exring_clean_one(pg_exring_t *r);
+static uint32_t pg_exring_series_hash(pg_str_t tenant, const pg_label_t *l,
+    size_t n);
+static uint32_t pg_exring_record_hash(const pg_exseries_t *rec);
+static uint64_t pg_exring_hash(uint64_t h, const uint8_t *p, size_t len);
+static uint32_t pg_exring_lookup(pg_exring_t *r, uint32_t hash,
+    pg_str_t tenant, const pg_label_t *l, size_t n);
+static int pg_exring_series_eq(const pg_exseries_t *rec, pg_str_t tenant,
+    const pg_label_t *l, size_t n);
+static void pg_exring_series_labels(const pg_exseries_t *rec,
+    pg_label_t *out, pg_str_t *tenant);
+static uint64_t pg_exring_record_size(const pg_exseries_t *rec);
+static size_t pg_exring_runes(const uint8_t *p, size_t len);
+static size_t pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf);
+static size_t pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
+    uint8_t *text);
+static int pg_exring_cmp_series(const void *a, const void *b);
+static int pg_exring_fail(char *err, size_t err_len, const char *what,
+    uint64_t a, uint64_t b);
+
+
+#define pg_exring_slots(r)                                                   \
+    ((pg_exslot_t *) ((uint8_t *) (r) + (r)->slots_off))
+#define pg_exring_table(r)                                                   \
+    ((uint32_t *) ((uint8_t *) (r) + (r)->table_off))
+#define pg_exring_buckets(r)                                                 \
+    ((uint32_t *) ((uint8_t *) (r) + (r)->buckets_off))
+#define pg_exring_log(r)                                                     \
+    ((uint8_t *) (r) + (r)->log_off)
+#define pg_exring_record(r, id)                                              \
+    ((pg_exseries_t *) (pg_exring_log(r)                                     \
+                        + (uint64_t) pg_exring_table(r)[id] * 8))
+#define pg_exring_labels(r, slot)                                            \
+    (pg_exring_log(r) + (uint64_t) (slot)->off * 8 + 4)
+
+#define PG_EXRING_LAYOUT                                                     \
+    ((uint32_t) (sizeof(pg_exslot_t) << 16 | sizeof(pg_exseries_t) << 8     \
+                 | sizeof(struct pg_exring_s) / 8))
+
+
+static int
+pg_exring_layout(pg_exring_layout_t *l, uint64_t size, uint32_t max)
+{
+    uint64_t  off, nb;
+
+    if (max == 0 || max > 0x7ffffffe) {
+        return -1;
+    }
+
+    /* about one bucket per 4 exemplars: chains stay short for 4+/series */
+    for (nb = 16; nb < max / 4; nb *= 2) { /* void */ }
+
+    off = pg_align8(sizeof(struct pg_exring_s));
+    off = (off + 63) & ~(uint64_t) 63;
+
+    l->slots_off = off;
+    off += (uint64_t) max * sizeof(pg_exslot_t);
+
+    l->table_off = off;
+    off += pg_align8((uint64_t) max * sizeof(uint32_t));
+
+    l->buckets_off = off;
+    off += pg_align8(nb * sizeof(uint32_t));
+
+    l->log_off = off;
+    l->nbuckets = (uint32_t) nb;
+
+    if (size < off + PG_LOG_MIN) {
+        return -1;
+    }
+
+    /* offsets / 8 are kept in 31 bits */
+    l->log_size = (size - off) & ~(uint64_t) 7;
+
+    if (l->log_size > (uint64_t) PG_FREE * 8) {
+        l->log_size = (uint64_t) PG_FREE * 8;
+    }
+
+    return 0;
+}
+
+
+size_t
+pg_exring_min_size(uint32_t max)
+{
+    pg_exring_layout_t  l;
+    uint64_t            log;
+
+    if (pg_exring_layout(&l, UINT64_MAX / 2, max) != 0) {
+        return 0;
+    }
+
+    log = (uint64_t) max * PG_TYPICAL_LOG + 16 * 1024;
+
+    if (l.log_off + log > SIZE_MAX) {
+        return 0;
+    }
+
+    return (size_t) (l.log_off + log);
+}
+
+
+pg_exring_t *
+pg_exring_init(void *base, size_t size, uint32_t max)
+{
+    pg_exring_t         *r;
+    pg_exring_layout_t   l;
+
+    if (((uintptr_t) base & 7) != 0 || pg_exring_layout(&l, size, max) != 0)
+    {
+        return NULL;
+    }
+
+    r = base;
+
+    /* an attach racing with a half-built header must not match */
+    r->magic = 0;
+    pg_exring_barrier();
+
+    r->version = PG_EXRING_VERSION;
+    r->layout = PG_EXRING_LAYOUT;
+    r->max = max;
+    r->size = size;
+    r->slots_off = l.slots_off;
+    r->table_off = l.table_off;
+    r->buckets_off = l.buckets_off;
+    r->log_off = l.log_off;
+    r->log_size = l.log_size;
+    r->nbuckets = l.nbuckets;
+
+    r->busy = 0;
+    r->entry_hwm = 0;
+    r->next_seq = 1;
+    r->repairs = 0;
+
+    pg_exring_reset(r);
+
+    pg_exring_barrier();
+    r->magic = PG_EXRING_MAGIC;
+
+    return r;
+}
+
+
+pg_exring_t *
+pg_exring_attach(void *base, size_t size, uint32_t max)
+{
+    pg_exring_t         *r;
+    pg_exring_layout_t   l;
+
+    if (((uintptr_t) base & 7) != 0 || pg_exring_layout(&l, size, max) != 0)
+    {
+        return NULL;
+    }
+
+    r = base;
+
+    if (r->magic != PG_EXRING_MAGIC
+        || r->version != PG_EXRING_VERSION
+        || r->layout != PG_EXRING_LAYOUT
+        || r->max != max
+        || r->size != size
+        || r->slots_off != l.slots_off
+        || r->table_off != l.table_off
+        || r->buckets_off != l.buckets_off
+        || r->log_off != l.log_off
+        || r->log_size != l.log_size
+        || r->nbuckets != l.nbuckets)
+    {
+        return NULL;
+    }
+
+    return r;
+}
+
+
+/* empties the store; sequence numbers go on */
+static void
+pg_exring_reset(pg_exring_t *r)
+{
+    r->busy = 1;
+    pg_exring_barrier();
+
+    r->first_seq = r->next_seq;
+    r->vhead = 0;
+    r->vtail = 0;
+    r->free_id = PG_FREE_END;
+    r->id_hwm = 0;
+    r->max_labels = 0;
+    r->nseries = 0;
+    r->label_bytes = 0;
+    r->series_bytes = 0;
+
+    memset(pg_exring_buckets(r), 0xff, r->nbuckets * sizeof(uint32_t));
+
+    pg_exring_barrier();
+    r->busy = 0;
+}
+
+
+/* distance of a log offset into the stored window, or UINT64_MAX */
+static uint64_t
+pg_exring_in_log(pg_exring_t *r, uint64_t off, uint64_t len)
+{
+    uint64_t  used, dist;
+
+    used = r->vhead - r->vtail;
+    dist = (off + r->log_size - r->vtail % r->log_size) % r->log_size;
+
+    if (off >= r->log_size || off + len > r->log_size || dist + len > used) {
+        return UINT64_MAX;
+    }
+
+    return dist;
+}
+
+
+static uint64_t
+pg_exring_record_size(const pg_exseries_t *rec)
+{
+    const uint16_t  *lens;
+    uint64_t         n;
+    size_t           i;
+
+    lens = (const uint16_t *) (rec + 1);
+    n = sizeof(pg_exseries_t) + 4 * (uint64_t) rec->nlabels
+        + rec->tenant_len;
+
+    for (i = 0; i < 2 * (size_t) rec->nlabels; i++) {
+        n += lens[i];
+    }
+
+    return pg_align8(n);
+}
+
+
+static int
+pg_exring_record_ok(pg_exring_t *r, uint32_t id, uint32_t v)
+{
+    uint64_t        off, size;
+    pg_exseries_t  *rec;
+
+    off = (uint64_t) v * 8;
+
+    if (pg_exring_in_log(r, off, sizeof(pg_exseries_t)) == UINT64_MAX) {
+        return 0;
+    }
+
+    rec = (pg_exseries_t *) (pg_exring_log(r) + off);
+    size = pg_log_size(rec->hdr);
+
+    if (pg_log_type(rec->hdr) != PG_LOG_SERIES || rec->id != id
+        || size < sizeof(pg_exseries_t) + 4 * (uint64_t) rec->nlabels
+        || pg_exring_in_log(r, off, size) == UINT64_MAX
+        || pg_exring_record_size(rec) != size)
+    {
+        return 0;
+    }
+
+    /* the hash covers every byte of the key: a torn record fails it */
+    return pg_exring_record_hash(rec) == rec->hash;
+}
+
+
+static int
+pg_exring_labels_ok(pg_exring_t *r, const pg_exslot_t *slot)
+{
+    uint64_t  off;
+    uint32_t  hdr;
+
+    off = (uint64_t) slot->off * 8;
+
+    if (pg_exring_in_log(r, off, pg_align8(4 + (uint64_t) slot->len))
+        == UINT64_MAX)
+    {
+        return 0;
+    }
+
+    memcpy(&hdr, pg_exring_log(r) + off, 4);
+
+    return pg_log_type(hdr) == PG_LOG_LABELS
+           && pg_log_size(hdr) == pg_align8(4 + (uint64_t) slot->len);
+}
+
+
+/*
+ * Rebuilds everything derived from the published exemplars after a
+ * process died inside a call (see the top of this file).
+ */
+static void
+pg_exring_repair(pg_exring_t *r)
+{
+    pg_exslot_t    *slots, *slot;
+    uint32_t       *table, *buckets, id, v, b, s;
+    pg_exseries_t  *rec;
+    uint64_t        seq;
+
+    slots = pg_exring_slots(r);
+    table = pg_exring_table(r);
+    buckets = pg_exring_buckets(r);
+
+    r->repairs++;
+
+    if (r->first_seq > r->next_seq || r->next_seq - r->first_seq > r->max
+        || r->vtail > r->vhead || r->vhead - r->vtail > r->log_size
+        || r->id_hwm > r->max)
+    {
+        goto reset;
+    }
+
+    /* forget what records say; keep those the table validly points to */
+    for (id = 0; id < r->id_hwm; id++) {
+        v = table[id];
+
+        if (v & PG_FREE) {
+            continue;
+        }
+
+        if (!pg_exring_record_ok(r, id, v)) {
+            table[id] = PG_FREE | PG_FREE_END;
+            continue;
+        }
+
+        rec = pg_exring_record(r, id);
+        rec->count = 0;
+        rec->oldest = PG_NONE;
+        rec->newest = PG_NONE;
+        rec->hnext = PG_NONE;
+    }
+
+    /* link the published exemplars to their series, oldest first */
+    r->label_bytes = 0;
+
+    for (seq = r->first_seq; seq < r->next_seq; seq++) {
+        s = (uint32_t) (seq % r->max);
+        slot = &slots[s];
+        id = slot->series;
+
+        if (id >= r->id_hwm || (table[id] & PG_FREE)
+            || !pg_exring_labels_ok(r, slot))
+        {
+            goto reset;
+        }
+
+        rec = pg_exring_record(r, id);
+
+        if (rec->count == 0) {
+            rec->oldest = s;
+            rec->oldest_ts = slot->ts;
+
+        } else {
+            if (slot->ts <= rec->newest_ts) {
+                goto reset;
+            }
+
+            slots[rec->newest].next = s;
+        }
+
+        slot->next = PG_NONE;
+        rec->newest = s;
+        rec->newest_ts = slot->ts;
+        rec->count++;
+
+        r->label_bytes += pg_align8(4 + (uint64_t) slot->len);
+    }
+
+    pg_exring_step();
+
+    /* series without exemplars are freed; the rest are hashed again */
+    memset(buckets, 0xff, r->nbuckets * sizeof(uint32_t));
+    r->free_id = PG_FREE_END;
+    r->nseries = 0;
+    r->series_bytes = 0;
+    r->max_labels = 0;
+
+    for (id = r->id_hwm; id-- > 0; /* void */) {
+        v = table[id];
+
+        if (!(v & PG_FREE)) {
+            rec = pg_exring_record(r, id);
+
+            if (rec->count > 0) {
+                b = rec->hash & (r->nbuckets - 1);
+                rec->hnext = buckets[b];
+                buckets[b] = id;
+
+                r->nseries++;
+                r->series_bytes += pg_log_size(rec->hdr);
+
+                if (rec->nlabels > r->max_labels) {
+                    r->max_labels = rec->nlabels;
+                }
+
+                continue;
+            }
+        }
+
+        table[id] = PG_FREE | r->free_id;
+        r->free_id = id;
+    }
+
+    pg_exring_barrier();
+    r->busy = 0;
+
+    return;
+
+reset:
+
+    pg_exring_reset(r);
+}
+
+
+/*
+ * Drops the oldest exemplar.  first_seq moves first: should the process
+ * die after it, the exemplar is gone and its series is repaired.
+ */
+static void
+pg_exring_evict_oldest(pg_exring_t *r)
+{
+    pg_exslot_t    *slots, *slot;
+    pg_exseries_t  *rec;
+    uint32_t        id;
+
+    slots = pg_exring_slots(r);
+    slot = &slots[r->first_seq % r->max];
+
+    pg_exring_barrier();
+    r->first_seq++;
+    pg_exring_barrier();
+
+    r->label_bytes -= pg_align8(4 + (uint64_t) slot->len);
+
+    id = slot->series;
+    rec = pg_exring_record(r, id);
+
+    rec->count--;
+    pg_exring_step();
+
+    if (rec->count == 0) {
+        pg_exring_series_free(r, id, rec);
+        return;
+    }
+
+    rec->oldest = slot->next;
+    rec->oldest_ts = slots[slot->next].ts;
+}
+
+
+static void
+pg_exring_series_free(pg_exring_t *r, uint32_t id, pg_exseries_t *rec)
+{
+    uint32_t  *link, *table;
+
+    table = pg_exring_table(r);
+    link = &pg_exring_buckets(r)[rec->hash & (r->nbuckets - 1)];
+
+    while (*link != id) {
+        if (*link == PG_NONE) {
+            /* not in its chain: cannot happen unless memory was hit */
+            break;
+        }
+
+        link = &pg_exring_record(r, *link)->hnext;
+    }
+
+    if (*link == id) {
+        *link = rec->hnext;
+    }
+
+    pg_exring_step();
+    r->nseries--;
+    r->series_bytes -= pg_log_size(rec->hdr);
+
+    /* the record becomes garbage the tail will skip */
+    table[id] = PG_FREE | r->free_id;
+    r->free_id = id;
+}
+
+
+static uint64_t
+pg_exring_wrap(pg_exring_t *r, uint64_t need)
+{
+    uint64_t  pos;
+
+    pos = r->vhead % r->log_size;
+
+    return pos + need > r->log_size ? r->log_size - pos : 0;
+}
+
+
+/* pads the rest of the log so that the next entry starts at offset 0 */
+static void
+pg_exring_skip_to_start(pg_exring_t *r, uint64_t wrap)
+{
+    uint32_t  hdr;
+
+    hdr = (uint32_t) wrap | PG_LOG_SKIP;
+    memcpy(pg_exring_log(r) + r->vhead % r->log_size, &hdr, 4);
+
+    pg_exring_barrier();
+    r->vhead += wrap;
+    pg_exring_barrier();
+}
+
+
+/*
+ * Makes need contiguous bytes free at the head, plus a reserve of twice
+ * the largest entry so that live series met at the tail can always be
+ * copied to the head.
+ */
+static void
+pg_exring_make_room(pg_exring_t *r, uint64_t need)
+{
+    uint64_t  reserve, wrap;
+
+    reserve = 2 * (uint64_t) r->entry_hwm;
+
+    for ( ;; ) {
+        wrap = pg_exring_wrap(r, need);
+
+        if (r->vhead - r->vtail + wrap + need + reserve <= r->log_size
+            || r->vhead == r->vtail)
+        {
+            break;
+        }
+
+        pg_exring_clean_one(r);
+    }
+
+    if (wrap) {
+        pg_exring_skip_to_start(r, wrap);
+    }
+}
+
+
+static void
+pg_exring_clean_one(pg_exring_t *r)
+{
+    uint8_t        *log;
+    uint64_t        pos, size, wrap, dst;
+    uint32_t        hdr, id, *table;
+    pg_exslot_t    *oldest;
+    pg_exseries_t  *rec;
+
+    log = pg_exring_log(r);
+    table = pg_exring_table(r);
+    pos = r->vtail % r->log_size;
+
+    memcpy(&hdr, log + pos, 4);
+    size = pg_log_size(hdr);
+
+    if (size < 8 || size > r->vhead - r->vtail || pos + size > r->log_size)
+    {
+        /* not an entry: memory was scribbled on; start over */
+        pg_exring_reset(r);
+        return;
+    }
+
+    switch (pg_log_type(hdr)) {
+
+    case PG_LOG_LABELS:
+        /* labels are in exemplar order: live ones are the oldest's */
+        oldest = &pg_exring_slots(r)[r->first_seq % r->max];
+
+        if (r->first_seq != r->next_seq && oldest->off == pos / 8) {
+            pg_exring_evict_oldest(r);
+        }
+
+        break;
+
+    case PG_LOG_SERIES:
+        rec = (pg_exseries_t *) (log + pos);
+        id = rec->id;
+
+        if (id >= r->max || table[id] != pos / 8) {
+            break;
+        }
+
+        wrap = pg_exring_wrap(r, size);
+
+        if (r->vhead - r->vtail + wrap + size > r->log_size) {
+            /* no room to copy it (the reserve prevents this): drop it */
+            while (table[id] == pos / 8 && r->first_seq != r->next_seq) {
+                pg_exring_evict_oldest(r);
+            }
+
+            break;
+        }
+
+        if (wrap) {
+            pg_exring_skip_to_start(r, wrap);
+        }
+
+        dst = r->vhead % r->log_size;
+        memcpy(log + dst, log + pos, size);
+
+        pg_exring_barrier();
+        r->vhead += size;
+        pg_exring_barrier();
+        table[id] = (uint32_t) (dst / 8);
+        pg_exring_barrier();
+
+        break;
+
+    case PG_LOG_SKIP:
+        break;
+
+    default:
+        pg_exring_reset(r);
+        return;
+    }
+
+    r->vtail += size;
+}
+
+
+static uint64_t
+pg_exring_hash(uint64_t h, const uint8_t *p, size_t len)
+{
+    uint64_t  w;
+
+    h = (h ^ (len + 0x9e3779b97f4a7c15ULL)) * 0xbf58476d1ce4e5b9ULL;
+
+    while (len >= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x94d049bb133111ebULL;
+        h ^= h >> 31;
+        p += 8;
+        len -= 8;
+    }
+
+    if (len) {
+        w = 0;
+        memcpy(&w, p, len);
+        h = (h ^ w) * 0x94d049bb133111ebULL;
+        h ^= h >> 31;
+    }
+
+    return h;
+}
+
+
+/* the hash of a series key: the tenant, then each name and value */
+static uint32_t
+pg_exring_series_hash(pg_str_t tenant, const pg_label_t *l, size_t n)
+{
+    uint64_t  h;
+    size_t    i;
+
+    h = pg_exring_hash(n, tenant.data, tenant.len);
+
+    for (i = 0; i < n; i++) {
+        h = pg_exring_hash(h, l[i].name.data, l[i].name.len);
+        h = pg_exring_hash(h, l[i].value.data, l[i].value.len);
+    }
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+/* the same from a record, to tell a torn one */
+static uint32_t
+pg_exring_record_hash(const pg_exseries_t *rec)
+{
+    const uint16_t  *lens;
+    const uint8_t   *p;
+    uint64_t         h;
+    size_t           i;
+
+    lens = (const uint16_t *) (rec + 1);
+    p = (const uint8_t *) (lens + 2 * (size_t) rec->nlabels);
+
+    h = pg_exring_hash(rec->nlabels, p, rec->tenant_len);
+    p += rec->tenant_len;
+
+    for (i = 0; i < 2 * (size_t) rec->nlabels; i++) {
+        h = pg_exring_hash(h, p, lens[i]);
+        p += lens[i];
+    }
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+static void
+pg_exring_series_labels(const pg_exseries_t *rec, pg_label_t *out,
+    pg_str_t *tenant)
+{
+    const uint16_t  *lens;
+    const uint8_t   *p;
+    size_t           i;
+
+    lens = (const uint16_t *) (rec + 1);
+    p = (const uint8_t *) (lens + 2 * (size_t) rec->nlabels);
+
+    tenant->data = p;
+    tenant->len = rec->tenant_len;
+    p += rec->tenant_len;
+
+    for (i = 0; i < rec->nlabels; i++) {
+        out[i].name.data = p;
+        out[i].name.len = lens[2 * i];
+        p += lens[2 * i];
+
+        out[i].value.data = p;
+        out[i].value.len = lens[2 * i + 1];
+        p += lens[2 * i + 1];
+    }
+}
+
+
+static int
+pg_exring_series_eq(const pg_exseries_t *rec, pg_str_t tenant,
+    const pg_label_t *l, size_t n)
+{
+    const uint16_t  *lens;
+    const uint8_t   *p;
+    size_t           i;
+
+    if (rec->nlabels != n || rec->tenant_len != tenant.len) {
+        return 0;
+    }
+
+    lens = (const uint16_t *) (rec + 1);
+
+    for (i = 0; i < n; i++) {
+        if (lens[2 * i] != l[i].name.len
+            || lens[2 * i + 1] != l[i].value.len)
+        {
+            return 0;
+        }
+    }
+
+    p = (const uint8_t *) (lens + 2 * n);
+
+    if (tenant.len && memcmp(p, tenant.data, tenant.len) != 0) {
+        return 0;
+    }
+
+    p += tenant.len;
+
+    for (i = 0; i < n; i++) {
+        if (l[i].name.len && memcmp(p, l[i].name.data, l[i].name.len) != 0)
+        {
+            return 0;
+        }
+
+        p += l[i].name.len;
+
+        if (l[i].value.len
+            && memcmp(p, l[i].value.data, l[i].value.len) != 0)
+        {
+            return 0;
+        }
+
+        p += l[i].value.len;
+    }
+
+    return 1;
+}
+
+
+static uint32_t
+pg_exring_lookup(pg_exring_t *r, uint32_t hash, pg_str_t tenant,
+    const pg_label_t *l, size_t n)
+{
+    uint32_t        id;
+    pg_exseries_t  *rec;
+
+    id = pg_exring_buckets(r)[hash & (r->nbuckets - 1)];
+
+    while (id != PG_NONE) {
+        rec = pg_exring_record(r, id);
+
+        if (rec->hash == hash && pg_exring_series_eq(rec, tenant, l, n)) {
+            return id;
+        }
+
+        id = rec->hnext;
+    }
+
+    return PG_NONE;
+}
+
+
+/* Go's utf8.RuneCountInString(): an invalid byte counts as one rune */
+static size_t
+pg_exring_runes(const uint8_t *p, size_t len)
+{
+    size_t    i, n, w;
+    uint32_t  r;
+
+    n = 0;
+
+    for (i = 0; i < len; n++) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+
+        w = pg_json_utf8_decode(p + i, len - i, &r);
+        i += w ? w : 1;
+    }
+
+    return n;
+}
+
+
+/*
+ * Exemplar labels, canonically encoded so that equal sets are equal bytes:
+ * per label varint(name length), name, varint(value length << 1 | packed),
+ * value; "packed" values are lowercase hex of even length (trace and span
+ * ids) stored as binary, half the size.
+ */
+static size_t
+pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
+{
+    uint8_t   *p, c, hi, lo;
+    size_t     i, j, v, hex;
+
+    p = buf;
+
+    for (i = 0; i < k; i++) {
+        v = l[i].name.len;
+
+        while (v >= 0x80) {
+            *p++ = (uint8_t) (v | 0x80);
+            v >>= 7;
+        }
+
+        *p++ = (uint8_t) v;
+
+        memcpy(p, l[i].name.data, l[i].name.len);
+        p += l[i].name.len;
+
+        hex = l[i].value.len >= 2 && l[i].value.len % 2 == 0;
+
+        for (j = 0; hex && j < l[i].value.len; j++) {
+            c = l[i].value.data[j];
+            hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        }
+
+        v = l[i].value.len << 1 | hex;
+
+        while (v >= 0x80) {
+            *p++ = (uint8_t) (v | 0x80);
+            v >>= 7;
+        }
+
+        *p++ = (uint8_t) v;
+
+        if (!hex) {
+            memcpy(p, l[i].value.data, l[i].value.len);
+            p += l[i].value.len;
+            continue;
+        }
+
+        for (j = 0; j < l[i].value.len; j += 2) {
+            c = l[i].value.data[j];
+            hi = (c <= '9') ? c - '0' : c - 'a' + 10;
+            c = l[i].value.data[j + 1];
+            lo = (c <= '9') ? c - '0' : c - 'a' + 10;
+            *p++ = (uint8_t) (hi << 4 | lo);
+        }
+    }
+
+    return p - buf;
+}
+
+
+/* text must hold PG_EX_LABELS_MAX bytes for unpacked hex values */
+static size_t
+pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
+    uint8_t *text)
+{
+    const uint8_t  *end;
+    size_t          n, v, shift, j, vlen;
+
+    static const char  hex[] = "0123456789abcdef";
+
+    end = p + len;
+    n = 0;
+
+    while (p < end) {
+        v = 0;
+        shift = 0;
+
+        do {
+            v |= (size_t) (*p & 0x7f) << shift;
+            shift += 7;
+        } while (*p++ & 0x80);
+
+        out[n].name.data = p;
+        out[n].name.len = v;
+        p += v;
+
+        v = 0;
+        shift = 0;
+
+        do {
+            v |= (size_t) (*p & 0x7f) << shift;
+            shift += 7;
+        } while (*p++ & 0x80);
+
+        vlen = v >> 1;
+
+        if (!(v & 1)) {
+            out[n].value.data = p;
+            out[n].value.len = vlen;
+            p += vlen;
+            n++;
+            continue;
+        }
+
+        for (j = 0; j < vlen / 2; j++) {
+            text[2 * j] = hex[p[j] >> 4];
+            text[2 * j + 1] = hex[p[j] & 0xf];
+        }
+
+        out[n].value.data = text;
+        out[n].value.len = vlen;
+        text += vlen;
+        p += vlen / 2;
+        n++;
+    }
+
+    return n;
+}
+
+
+pg_exring_rc_e
+pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
+    size_t n, const pg_label_t *ex, size_t m, double value, int64_t ts_ms,
+    uint64_t *seq)
+{
+    pg_label_t      sorted[PG_EXEMPLAR_MAX_RUNES];
+    uint8_t         buf[PG_EX_LABELS_MAX], *log, *p;
+    uint16_t       *lens;
+    size_t          i, j, k, runes, len;
+    uint64_t        rec_size, lsize, need, pos;
+    uint32_t        hash, id, s, hdr, *table;
+    int             alive, was_alive;
+    pg_exslot_t    *slots, *slot, *newest;
+    pg_exseries_t  *rec;
+
+    if (seq) {
+        *seq = 0;
+    }
+
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    /* exemplar labels: empty values dropped, then the length limit */
+    k = 0;
+    runes = 0;
+
+    for (i = 0; i < m; i++) {
+        if (ex[i].value.len == 0) {
+            continue;
+        }
+
+        runes += pg_exring_runes(ex[i].name.data, ex[i].name.len)
+                 + pg_exring_runes(ex[i].value.data, ex[i].value.len);
+
+        if (runes > PG_EXEMPLAR_MAX_RUNES) {
+            return PG_EXRING_TOO_LONG;
+        }
+
+        /* a stable insertion sort by name, as Go sorts few labels */
+        for (j = k; j > 0 && pg_str_cmp(sorted[j - 1].name, ex[i].name) > 0;
+             j--)
+        {
+            sorted[j] = sorted[j - 1];
+        }
+
+        sorted[j] = ex[i];
+        k++;
+    }
+
+    len = pg_exring_encode(sorted, k, buf);
+    lsize = pg_align8(4 + len);
+
+    /* the series' record; what does not fit 16-bit lengths is refused */
+    rec_size = sizeof(pg_exseries_t) + 4 * (uint64_t) n + tenant.len;
+
+    if (n > 0xffff || tenant.len > 0xffff) {
+        return PG_EXRING_NO_SPACE;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (series[i].name.len > 0xffff || series[i].value.len > 0xffff) {
+            return PG_EXRING_NO_SPACE;
+        }
+
+        rec_size += series[i].name.len + series[i].value.len;
+    }
+
+    rec_size = pg_align8(rec_size);
+
+    if (rec_size + lsize > r->log_size / 8 || rec_size > PG_LOG_ENTRY_MAX) {
+        return PG_EXRING_NO_SPACE;
+    }
+
+    slots = pg_exring_slots(r);
+    table = pg_exring_table(r);
+    log = pg_exring_log(r);
+
+    hash = pg_exring_series_hash(tenant, series, n);
+    id = pg_exring_lookup(r, hash, tenant, series, n);
+
+    /* as CircularExemplarStorage.validateExemplar() */
+    if (id != PG_NONE) {
+        rec = pg_exring_record(r, id);
+        newest = &slots[rec->newest];
+
+        if (newest->ts == ts_ms && newest->value == value
+            && newest->len == len
+            && memcmp(pg_exring_labels(r, newest), buf, len) == 0)
+        {
+            return PG_EXRING_DUPLICATE;
+        }
+
+        if (ts_ms <= newest->ts) {
+            return PG_EXRING_OUT_OF_ORDER;
+        }
+    }
+
+    r->busy = 1;
+    pg_exring_barrier();
+
+    if (r->next_seq - r->first_seq == r->max) {
+        pg_exring_evict_oldest(r);
+    }
+
+    if (lsize > r->entry_hwm) {
+        r->entry_hwm = (uint32_t) lsize;
+    }
+
+    if (rec_size > r->entry_hwm) {
+        r->entry_hwm = (uint32_t) rec_size;
+    }
+
+    /*
+     * Room for the labels, and for the record if the series is new.  The
+     * series may lose its last exemplar to the room made: then it needs
+     * a new record too.
+     */
+    for ( ;; ) {
+        was_alive = id != PG_NONE && !(table[id] & PG_FREE);
+        need = lsize + (was_alive ? 0 : rec_size);
+
+        pg_exring_make_room(r, need);
+
+        alive = id != PG_NONE && !(table[id] & PG_FREE);
+
+        if (alive || !was_alive) {
+            break;
+        }
+    }
+
+    if (!alive) {
+        if (r->free_id != PG_FREE_END) {
+            id = r->free_id;
+            r->free_id = table[id] & ~PG_FREE;
+
+        } else {
+            id = r->id_hwm++;
+        }
+
+        pg_exring_step();
+
+        pos = r->vhead % r->log_size;
+        rec = (pg_exseries_t *) (log + pos);
+
+        rec->hdr = (uint32_t) rec_size | PG_LOG_SERIES;
+        rec->id = id;
+        rec->hash = hash;
+        rec->hnext = pg_exring_buckets(r)[hash & (r->nbuckets - 1)];
+        rec->oldest = PG_NONE;
+        rec->newest = PG_NONE;
+        rec->count = 0;
+        rec->tenant_len = (uint16_t) tenant.len;
+        rec->nlabels = (uint16_t) n;
+        rec->oldest_ts = 0;
+        rec->newest_ts = 0;
+
+        lens = (uint16_t *) (rec + 1);
+        p = (uint8_t *) (lens + 2 * n);
+
+        if (tenant.len) {
+            memcpy(p, tenant.data, tenant.len);
+            p += tenant.len;
+        }
+
+        for (i = 0; i < n; i++) {
+            lens[2 * i] = (uint16_t) series[i].name.len;
+            lens[2 * i + 1] = (uint16_t) series[i].value.len;
+
+            if (series[i].name.len) {
+                memcpy(p, series[i].name.data, series[i].name.len);
+                p += series[i].name.len;
+            }
+
+            if (series[i].value.len) {
+                memcpy(p, series[i].value.data, series[i].value.len);
+                p += series[i].value.len;
+            }
+        }
+
+        memset(p, 0, (uint8_t *) rec + rec_size - p);
+
+        pg_exring_barrier();
+        r->vhead += rec_size;
+        pg_exring_barrier();
+
+        table[id] = (uint32_t) (pos / 8);
+        pg_exring_step();
+        pg_exring_buckets(r)[hash & (r->nbuckets - 1)] = id;
+        pg_exring_step();
+
+        r->nseries++;
+        r->series_bytes += rec_size;
+
+        if (n > r->max_labels) {
+            r->max_labels = (uint32_t) n;
+        }
+    }
+
+    /* the labels, the slot, and then publish */
+    pos = r->vhead % r->log_size;
+    p = log + pos;
+
+    hdr = (uint32_t) lsize | PG_LOG_LABELS;
+    memcpy(p, &hdr, 4);
+    memcpy(p + 4, buf, len);
+    memset(p + 4 + len, 0, lsize - 4 - len);
+
+    pg_exring_barrier();
+    r->vhead += lsize;
+
+    s = (uint32_t) (r->next_seq % r->max);
+    slot = &slots[s];
+
+    slot->value = value;
+    slot->ts = ts_ms;
+    slot->series = id;
+    slot->next = PG_NONE;
+    slot->off = (uint32_t) (pos / 8);
+    slot->len = (uint16_t) len;
+    slot->nlabels = (uint16_t) k;
+
+    pg_exring_barrier();
+
+    if (seq) {
+        *seq = r->next_seq;
+    }
+
+    r->next_seq++;
+    pg_exring_barrier();
+
+    r->label_bytes += lsize;
+
+    rec = pg_exring_record(r, id);
+
+    if (rec->count == 0) {
+        rec->oldest = s;
+        rec->oldest_ts = ts_ms;
+
+    } else {
+        slots[rec->newest].next = s;
+    }
+
+    pg_exring_step();
+    rec->newest = s;
+    rec->newest_ts = ts_ms;
+    rec->count++;
+
+    pg_exring_barrier();
+    r->busy = 0;
+
+    return PG_EXRING_ADDED;
+}
+
+
+/* labels.Compare() */
+static int
+pg_exring_cmp_series(const void *a, const void *b)
+{
+    const pg_exseries_t  *x, *y;
+    const uint16_t       *xl, *yl;
+    const uint8_t        *xp, *yp;
+    pg_str_t              xs, ys;
+    size_t                i, n;
+    int                   rc;
+
+    x = ((const pg_exring_hit_t *) a)->rec;
+    y = ((const pg_exring_hit_t *) b)->rec;
+
+    xl = (const uint16_t *) (x + 1);
+    yl = (const uint16_t *) (y + 1);
+    xp = (const uint8_t *) (xl + 2 * (size_t) x->nlabels) + x->tenant_len;
+    yp = (const uint8_t *) (yl + 2 * (size_t) y->nlabels) + y->tenant_len;
+
+    n = x->nlabels < y->nlabels ? x->nlabels : y->nlabels;
+
+    for (i = 0; i < 2 * n; i++) {
+        xs.data = xp;
+        xs.len = xl[i];
+        ys.data = yp;
+        ys.len = yl[i];
+
+        rc = pg_str_cmp(xs, ys);
+        if (rc != 0) {
+            return rc;
+        }
+
+        xp += xl[i];
+        yp += yl[i];
+    }
+
+    return (x->nlabels > y->nlabels) - (x->nlabels < y->nlabels);
+}
+
+
+int
+pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
+    void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
+{
+    pg_label_t        *labels, exl[PG_EXEMPLAR_MAX_RUNES];
+    pg_exring_hit_t   *hits, *nh;
+    pg_exslot_t       *slots, *slot;
+    pg_exseries_t     *rec;
+    pg_str_t           t;
+    uint32_t          *table, id, s;
+    uint8_t            text[PG_EX_LABELS_MAX];
+    size_t             nhits, cap, i, k;
+    int                first;
+
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    slots = pg_exring_slots(r);
+    table = pg_exring_table(r);
+
+    labels = out->alloc.alloc(out->alloc.ctx,
+                              sizeof(pg_label_t) * (r->max_labels + 1));
+    if (labels == NULL) {
+        out->failed = 1;
+        return -1;
+    }
+
+    hits = NULL;
+    nhits = 0;
+    cap = 0;
+
+    for (id = 0; id < r->id_hwm && start_ms <= end_ms; id++) {
+
+        /* records are scattered over the log: overlap the cache misses */
+        if (id + PG_PREFETCH_AHEAD < r->id_hwm
+            && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
+        {
+            pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
+        }
+
+        if (table[id] & PG_FREE) {
+            continue;
+        }
+
+        rec = pg_exring_record(r, id);
+
+        /* the cheap tests first: time range, tenant, then the matchers */
+        if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms
+            || rec->tenant_len != tenant.len)
+        {
+            continue;
+        }
+
+        pg_exring_series_labels(rec, labels, &t);
+
+        if (tenant.len && memcmp(t.data, tenant.data, tenant.len) != 0) {
+            continue;
+        }
+
+        if (match && !match(ctx, labels, rec->nlabels)) {
+            continue;
+        }
+
+        /* an exemplar inside the range, not just around it */
+        for (s = rec->oldest; slots[s].ts < start_ms; s = slots[s].next) {
+            /* void: newest_ts >= start_ms ends it */
+        }
+
+        if (slots[s].ts > end_ms) {
+            continue;
+        }
+
+        if (nhits == cap) {
+            cap = cap ? cap * 2 : 64;
+            nh = out->alloc.alloc(out->alloc.ctx,
+                                  cap * sizeof(pg_exring_hit_t));
+            if (nh == NULL) {
+                out->failed = 1;
+                return -1;
+            }
+
+            if (nhits) {
+                memcpy(nh, hits, nhits * sizeof(pg_exring_hit_t));
+            }
+
+            hits = nh;
+        }
+
+        hits[nhits++].rec = rec;
+    }
+
+    if (nhits > 1) {
+        qsort(hits, nhits, sizeof(pg_exring_hit_t), pg_exring_cmp_series);
+    }
+
+    pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
+
+    for (i = 0; i < nhits; i++) {
+        rec = (pg_exseries_t *) hits[i].rec;
+
+        if (i) {
+            pg_json_literal(out, ",");
+        }
+
+        pg_json_literal(out, "{\"seriesLabels\":");
+        pg_exring_series_labels(rec, labels, &t);
+        pg_json_labels(out, labels, rec->nlabels);
+        pg_json_literal(out, ",\"exemplars\":[");
+
+        first = 1;
+
+        for (s = rec->oldest; ; s = slot->next) {
+            slot = &slots[s];
+
+            if (slot->ts > end_ms) {
+                break;
+            }
+
+            if (slot->ts >= start_ms) {
+                if (!first) {
+                    pg_json_literal(out, ",");
+                }
+
+                first = 0;
+
+                k = pg_exring_decode(pg_exring_labels(r, slot), slot->len,
+                                     exl, text);
+
+                pg_json_literal(out, "{\"labels\":");
+                pg_json_labels(out, exl, k);
+                pg_json_literal(out, ",\"value\":");
+                pg_json_value(out, slot->value);
+                pg_json_literal(out, ",\"timestamp\":");
+                pg_json_timestamp(out, slot->ts);
+                pg_json_literal(out, "}");
+            }
+
+            if (s == rec->newest) {
+                break;
+            }
+        }
+
+        pg_json_literal(out, "]}");
+    }
+
+    pg_json_literal(out, "]}");
+
+    return out->failed ? -1 : (int) nhits;
+}
+
+
+int
+pg_exring_iterate(pg_exring_t *r, const pg_allocator_t *alloc,
+    pg_exring_visit_pt visit, void *ctx)
+{
+    pg_label_t        *labels, exl[PG_EXEMPLAR_MAX_RUNES];
+    pg_exring_item_t   item;
+    pg_exslot_t       *slot;
+    pg_exseries_t     *rec;
+    uint8_t            text[PG_EX_LABELS_MAX];
+    uint64_t           seq;
+
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    labels = alloc->alloc(alloc->ctx,
+                          sizeof(pg_label_t) * (r->max_labels + 1));
+    if (labels == NULL) {
+        return -1;
+    }
+
+    for (seq = r->first_seq; seq < r->next_seq; seq++) {
+        slot = &pg_exring_slots(r)[seq % r->max];
+        rec = pg_exring_record(r, slot->series);
+
+        pg_exring_series_labels(rec, labels, &item.tenant);
+
+        item.seq = seq;
+        item.series = labels;
+        item.nseries = rec->nlabels;
+        item.labels = exl;
+        item.nlabels = pg_exring_decode(pg_exring_labels(r, slot), slot->len,
+                                        exl, text);
+        item.value = slot->value;
+        item.ts = slot->ts;
+
+        if (visit(ctx, &item)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+void
+pg_exring_stats(pg_exring_t *r, pg_exring_stats_t *st)
+{
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    st->exemplars = r->next_seq - r->first_seq;
+    st->max = r->max;
+    st->series = r->nseries;
+    st->label_bytes = r->label_bytes;
+    st->series_bytes = r->series_bytes;
+    st->log_used = r->vhead - r->vtail;
+    st->log_size = r->log_size;
+    st->seq = r->next_seq - 1;
+    st->repairs = r->repairs;
+}
+
+
+const char *
+pg_exring_rc_name(pg_exring_rc_e rc)
+{
+    static const char  *names[] = {
+        "added", "duplicate", "out_of_order", "too_long", "no_space"
+    };
+
+    return (unsigned) rc < PG_EXRING_NRESULTS ? names[rc] : "unknown";
+}
+
+
+static int
+pg_exring_fail(char *err, size_t err_len, const char *what, uint64_t a,
+    uint64_t b)
+{
+    if (err && err_len) {
+        snprintf(err, err_len, "%s (%llu, %llu)", what,
+                 (unsigned long long) a, (unsigned long long) b);
+    }
+
+    return -1;
+}
+
+
+int
+pg_exring_check(pg_exring_t *r, char *err, size_t err_len)
+{
+    pg_exslot_t    *slots, *slot;
+    pg_exseries_t  *rec;
+    uint32_t       *table, *buckets, id, v, s, hdr, b, nfree;
+    uint64_t        v_pos, pos, size, seq, nlive_labels, label_bytes;
+    uint64_t        nlive_series, series_bytes, total, nchain, count;
+    int64_t         ts;
+
+    slots = pg_exring_slots(r);
+    table = pg_exring_table(r);
+    buckets = pg_exring_buckets(r);
+
+    if (r->busy) {
+        return pg_exring_fail(err, err_len, "busy", r->busy, 0);
+    }
+
+    if (r->first_seq > r->next_seq || r->next_seq - r->first_seq > r->max) {
+        return pg_exring_fail(err, err_len, "sequence window",
+                              r->first_seq, r->next_seq);
+    }
+
+    if (r->vtail > r->vhead || r->vhead - r->vtail > r->log_size) {
+        return pg_exring_fail(err, err_len, "log window", r->vtail, r->vhead);
+    }
+
+    /* the log parses from tail to head; count what is live in it */
+    nlive_labels = 0;
+    label_bytes = 0;
+    nlive_series = 0;
+    series_bytes = 0;
+    seq = r->first_seq;
+
+    for (v_pos = r->vtail; v_pos < r->vhead; v_pos += size) {
+        pos = v_pos % r->log_size;
+        memcpy(&hdr, pg_exring_log(r) + pos, 4);
+        size = pg_log_size(hdr);
+
+        if (size < 8 || pos + size > r->log_size || v_pos + size > r->vhead
+            || (pg_log_type(hdr) != PG_LOG_SKIP && size > r->entry_hwm))
+        {
+            return pg_exring_fail(err, err_len, "log entry size", v_pos,
+                                  size);
+        }
+
+        switch (pg_log_type(hdr)) {
+
+        case PG_LOG_LABELS:
+            /* live label entries appear in exemplar order */
+            if (seq < r->next_seq
+                && slots[seq % r->max].off == pos / 8)
+            {
+                if (!pg_exring_labels_ok(r, &slots[seq % r->max])) {
+                    return pg_exring_fail(err, err_len, "labels entry",
+                                          seq, pos);
+                }
+
+                nlive_labels++;
+                label_bytes += size;
+                seq++;
+            }
+            break;
+
+        case PG_LOG_SERIES:
+            rec = (pg_exseries_t *) (pg_exring_log(r) + pos);
+
+            if (rec->id < r->max && rec->id < r->id_hwm
+                && table[rec->id] == pos / 8)
+            {
+                if (!pg_exring_record_ok(r, rec->id, table[rec->id])) {
+                    return pg_exring_fail(err, err_len, "series record",
+                                          rec->id, pos);
+                }
+
+                nlive_series++;
+                series_bytes += size;
+            }
+            break;
+
+        case PG_LOG_SKIP:
+            break;
+
+        default:
+            return pg_exring_fail(err, err_len, "log entry type", v_pos,
+                                  hdr);
+        }
+    }
+
+    if (seq != r->next_seq || nlive_labels != r->next_seq - r->first_seq
+        || label_bytes != r->label_bytes)
+    {
+        return pg_exring_fail(err, err_len, "live labels", nlive_labels,
+                              label_bytes);
+    }
+
+    if (nlive_series != r->nseries || series_bytes != r->series_bytes) {
+        return pg_exring_fail(err, err_len, "live series", nlive_series,
+                              series_bytes);
+    }
+
+    /* every live id's record is in its bucket's chain, and only those */
+    nchain = 0;
+
+    for (b = 0; b < r->nbuckets; b++) {
+        for (id = buckets[b]; id != PG_NONE; id = rec->hnext) {
+            if (id >= r->id_hwm || (table[id] & PG_FREE)) {
+                return pg_exring_fail(err, err_len, "chain id", b, id);
+            }
+
+            rec = pg_exring_record(r, id);
+
+            if ((rec->hash & (r->nbuckets - 1)) != b
+                || ++nchain > r->nseries)
+            {
+                return pg_exring_fail(err, err_len, "chain", b, id);
+            }
+        }
+    }
+
+    if (nchain != r->nseries) {
+        return pg_exring_fail(err, err_len, "chained series", nchain,
+                              r->nseries);
+    }
+
+    /* free list plus live ids cover the ids used */
+    nfree = 0;
+
+    for (id = r->free_id; id != PG_FREE_END; id = v & ~PG_FREE) {
+        v = table[id];
+
+        if (id >= r->id_hwm || !(v & PG_FREE) || ++nfree > r->id_hwm) {
+            return pg_exring_fail(err, err_len, "free list", id, nfree);
+        }
+    }
+
+    if (nfree + r->nseries != r->id_hwm) {
+        return pg_exring_fail(err, err_len, "ids", nfree, r->id_hwm);
+    }
+
+    /* each series' chain of slots: in time order, counted, its own */
+    total = 0;
+
+    for (id = 0; id < r->id_hwm; id++) {
+        if (table[id] & PG_FREE) {
+            continue;
+        }
+
+        rec = pg_exring_record(r, id);
+        count = 0;
+        ts = INT64_MIN;
+
+        if (rec->count == 0 || rec->nlabels > r->max_labels) {
+            return pg_exring_fail(err, err_len, "series count", id,
+                                  rec->count);
+        }
+
+        for (s = rec->oldest; ; s = slot->next) {
+            if (s >= r->max) {
+                return pg_exring_fail(err, err_len, "slot link", id, s);
+            }
+
+            slot = &slots[s];
+
+            if (slot->series != id || (count > 0 && slot->ts <= ts)
+                || ++count > rec->count)
+            {
+                return pg_exring_fail(err, err_len, "series slots", id, s);
+            }
+
+            if (count == 1 && slot->ts != rec->oldest_ts) {
+                return pg_exring_fail(err, err_len, "oldest ts", id, s);
+            }
+
+            ts = slot->ts;
+
+            if (s == rec->newest) {
+                break;
+            }
+        }
+
+        if (count != rec->count || slot->next != PG_NONE
+            || ts != rec->newest_ts)
+        {
+            return pg_exring_fail(err, err_len, "series end", id, count);
+        }
+
+        total += count;
+    }
+
+    if (total != r->next_seq - r->first_seq) {
+        return pg_exring_fail(err, err_len, "exemplars", total,
+                              r->next_seq - r->first_seq);
+    }
+
+    return 0;
+}

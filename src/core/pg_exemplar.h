@@ -1,0 +1,133 @@
+/*
+ * The exemplar store: a ring of the last "max" exemplars with a per-series
+ * index, in one caller-provided memory region (an nginx shared zone).
+ * Semantics are those of Prometheus 2.42's CircularExemplarStorage.
+ *
+ * The region holds offsets and indexes only, never pointers.  The caller
+ * serializes every call (the glue holds the zone mutex around each); a
+ * process that dies inside a call leaves a "busy" mark that makes the next
+ * call repair the index from the published exemplars (see pg_exemplar.c).
+ */
+
+#ifndef PG_EXEMPLAR_H
+#define PG_EXEMPLAR_H
+
+#include "pg_core.h"
+#include "pg_rw.h"
+#include "pg_json.h"
+
+
+/* OpenMetrics/Prometheus: names + values of an exemplar's label set */
+#define PG_EXEMPLAR_MAX_RUNES  128
+
+
+typedef struct pg_exring_s  pg_exring_t;
+
+
+typedef enum {
+    PG_EXRING_ADDED = 0,
+    PG_EXRING_DUPLICATE,      /* equal to the series' newest: ignored */
+    PG_EXRING_OUT_OF_ORDER,   /* ts <= the series' newest exemplar's */
+    PG_EXRING_TOO_LONG,       /* labels above PG_EXEMPLAR_MAX_RUNES */
+    PG_EXRING_NO_SPACE,       /* the series' label set cannot be stored */
+    PG_EXRING_NRESULTS
+} pg_exring_rc_e;
+
+
+typedef struct {
+    uint64_t        exemplars;      /* stored now */
+    uint64_t        max;            /* slots */
+    uint64_t        series;         /* series with stored exemplars */
+    uint64_t        label_bytes;    /* bytes holding exemplar label sets */
+    uint64_t        series_bytes;   /* bytes holding series label sets */
+    uint64_t        log_used;       /* the above + garbage not reused yet */
+    uint64_t        log_size;       /* variable-length storage in total */
+    uint64_t        seq;            /* of the newest insert, 0 if none */
+    uint64_t        repairs;        /* half-finished calls repaired */
+} pg_exring_stats_t;
+
+
+/* one stored exemplar, as pg_exring_iterate() shows it */
+typedef struct {
+    uint64_t            seq;
+    pg_str_t            tenant;
+    const pg_label_t   *series;         /* sorted by name */
+    size_t              nseries;
+    const pg_label_t   *labels;         /* sorted by name, stably */
+    size_t              nlabels;
+    double              value;
+    int64_t             ts;             /* ms */
+} pg_exring_item_t;
+
+
+/* returns non-zero when the series' labels match the query */
+typedef int (*pg_series_match_pt)(void *ctx, const pg_label_t *labels,
+    size_t n);
+
+/* returns non-zero to stop the iteration */
+typedef int (*pg_exring_visit_pt)(void *ctx, const pg_exring_item_t *item);
+
+
+/*
+ * The region size below which pg_exring_init() would not hold "max"
+ * exemplars of a typical workload: trace_id (32 hex) and span_id (16 hex)
+ * exemplar labels, 12-label series with 8 exemplars each.  Above it the
+ * extra room goes to the variable-length storage (label sets).
+ */
+size_t pg_exring_min_size(uint32_t max);
+
+/*
+ * Builds an empty store in base[0 .. size), which must be 8-byte aligned.
+ * Returns NULL when max is 0 or above 2^31 - 2, or size is too small for
+ * the slots, the index and a minimal label storage.
+ */
+pg_exring_t *pg_exring_init(void *base, size_t size, uint32_t max);
+
+/*
+ * Reuses a store an earlier pg_exring_init() built at base with the same
+ * size and max (an nginx reload); NULL when the magic, layout version, max
+ * or size differ, so the caller rebuilds instead of misreading.
+ */
+pg_exring_t *pg_exring_attach(void *base, size_t size, uint32_t max);
+
+/*
+ * Stores an exemplar of a series.  series: the series' labels sorted by
+ * name (checked upstream); ex: the exemplar's labels in sender order (empty
+ * values are dropped, the rest sorted by name).  On PG_EXRING_ADDED *seq
+ * (if not NULL) gets the insert's sequence number, growing by one per
+ * insert from 1; otherwise 0.  Overwrites the oldest exemplar when full.
+ */
+pg_exring_rc_e pg_exring_insert(pg_exring_t *ring, pg_str_t tenant,
+    const pg_label_t *series, size_t n, const pg_label_t *ex, size_t m,
+    double value, int64_t ts_ms, uint64_t *seq);
+
+/*
+ * Writes Prometheus' query_exemplars answer for a tenant into out: every
+ * series for which match() (NULL: all) returns true and which has
+ * exemplars with start <= ts <= end, sorted by labels.Compare, exemplars in
+ * time order.  The label views given to match() live only for that call.
+ * Returns the number of series, or -1 when out could not grow.
+ */
+int pg_exring_query(pg_exring_t *ring, pg_str_t tenant,
+    pg_series_match_pt match, void *ctx, int64_t start_ms, int64_t end_ms,
+    pg_json_buf_t *out);
+
+/*
+ * Visits every stored exemplar, oldest first.  Label views live only for
+ * the call; scratch memory (for label arrays) comes from alloc.  Returns 0,
+ * 1 when visit() stopped it, -1 when out of memory.
+ */
+int pg_exring_iterate(pg_exring_t *ring, const pg_allocator_t *alloc,
+    pg_exring_visit_pt visit, void *ctx);
+
+void pg_exring_stats(pg_exring_t *ring, pg_exring_stats_t *st);
+
+const char *pg_exring_rc_name(pg_exring_rc_e rc);
+
+/*
+ * Checks every invariant of the structure (for tests and fuzzers; linear
+ * in the region size).  Returns 0, or -1 with a description in err.
+ */
+int pg_exring_check(pg_exring_t *ring, char *err, size_t err_len);
+
+#endif /* PG_EXEMPLAR_H */

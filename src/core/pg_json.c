@@ -1,0 +1,655 @@
+/*
+ * JSON writing, byte-identical to Prometheus 2.42 (built with Go 1.19):
+ * encoding/json's HTML-safe string escaping, strconv's shortest float
+ * formatting as jsonutil.MarshalValue uses it, jsonutil.MarshalTimestamp.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pg_json.h"
+
+
+static int pg_json_next_up(char *buf);
+
+
+static const char  pg_json_hex[] = "0123456789abcdef";
+
+
+void
+pg_json_init(pg_json_buf_t *b, pg_allocator_t alloc)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->alloc = alloc;
+    b->failed = 0;
+}
+
+
+uint8_t *
+pg_json_reserve(pg_json_buf_t *b, size_t n)
+{
+    size_t    cap;
+    uint8_t  *p;
+
+    if (b->failed) {
+        return NULL;
+    }
+
+    if (b->cap - b->len >= n) {
+        return b->data + b->len;
+    }
+
+    cap = b->cap ? b->cap : 256;
+
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = 1;
+            return NULL;
+        }
+        cap *= 2;
+    }
+
+    /* the allocator cannot free: the old buffer is simply abandoned */
+    p = b->alloc.alloc(b->alloc.ctx, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return NULL;
+    }
+
+    if (b->len) {
+        memcpy(p, b->data, b->len);
+    }
+
+    b->data = p;
+    b->cap = cap;
+
+    return p + b->len;
+}
+
+
+void
+pg_json_raw(pg_json_buf_t *b, const void *data, size_t n)
+{
+    uint8_t  *p;
+
+    p = pg_json_reserve(b, n);
+    if (p == NULL) {
+        return;
+    }
+
+    if (n) {
+        memcpy(p, data, n);
+    }
+
+    b->len += n;
+}
+
+
+size_t
+pg_json_utf8_decode(const uint8_t *p, size_t len, uint32_t *rune)
+{
+    uint8_t  c, lo, hi;
+    size_t   n, i;
+
+    c = p[0];
+
+    if (c < 0x80) {
+        *rune = c;
+        return 1;
+    }
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        *rune = c & 0x1f;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        *rune = c & 0x0f;
+
+        if (c == 0xe0) {
+            lo = 0xa0;
+        } else if (c == 0xed) {
+            hi = 0x9f;
+        }
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        *rune = c & 0x07;
+
+        if (c == 0xf0) {
+            lo = 0x90;
+        } else if (c == 0xf4) {
+            hi = 0x8f;
+        }
+
+    } else {
+        return 0;
+    }
+
+    if (len < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 1; i < n; i++) {
+        if (i > 1 && (p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        *rune = (*rune << 6) | (p[i] & 0x3f);
+    }
+
+    return n;
+}
+
+
+void
+pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
+{
+    size_t    i, start, size;
+    uint8_t  *p, c;
+    uint32_t  rune;
+
+    /* the worst case, every byte as \ufffd, is 6 bytes per input byte */
+    if (n > (SIZE_MAX - 2) / 6) {
+        b->failed = 1;
+        return;
+    }
+
+    p = pg_json_reserve(b, n * 6 + 2);
+    if (p == NULL) {
+        return;
+    }
+
+    *p++ = '"';
+    start = 0;
+    i = 0;
+
+    while (i < n) {
+        c = s[i];
+
+        if (c < 0x80) {
+            if (c >= 0x20 && c != '"' && c != '\\'
+                && c != '<' && c != '>' && c != '&')
+            {
+                i++;
+                continue;
+            }
+
+            memcpy(p, s + start, i - start);
+            p += i - start;
+
+            *p++ = '\\';
+
+            switch (c) {
+            case '"':
+            case '\\':
+                *p++ = c;
+                break;
+            case '\n':
+                *p++ = 'n';
+                break;
+            case '\r':
+                *p++ = 'r';
+                break;
+            case '\t':
+                *p++ = 't';
+                break;
+            default:
+                /* other controls, and <>& which browsers might sniff */
+                *p++ = 'u';
+                *p++ = '0';
+                *p++ = '0';
+                *p++ = pg_json_hex[c >> 4];
+                *p++ = pg_json_hex[c & 0xf];
+            }
+
+            i++;
+            start = i;
+            continue;
+        }
+
+        size = pg_json_utf8_decode(s + i, n - i, &rune);
+
+        if (size == 0) {
+            memcpy(p, s + start, i - start);
+            p += i - start;
+            memcpy(p, "\\ufffd", 6);
+            p += 6;
+            i++;
+            start = i;
+            continue;
+        }
+
+        if (rune == 0x2028 || rune == 0x2029) {
+            /* valid JSON, but line terminators in JavaScript */
+            memcpy(p, s + start, i - start);
+            p += i - start;
+            memcpy(p, "\\u202", 5);
+            p += 5;
+            *p++ = pg_json_hex[rune & 0xf];
+            i += size;
+            start = i;
+            continue;
+        }
+
+        i += size;
+    }
+
+    memcpy(p, s + start, n - start);
+    p += n - start;
+    *p++ = '"';
+
+    b->len = p - b->data;
+}
+
+
+/*
+ * Adds one unit in the last digit of a "d.ddde+XX" string in place; fails
+ * when that would carry into a new leading digit (9.99 -> 10.0), which the
+ * next precision tries anyway.
+ */
+static int
+pg_json_next_up(char *buf)
+{
+    char  *e;
+
+    e = strchr(buf, 'e');
+    if (e == NULL) {
+        return 0;
+    }
+
+    while (--e >= buf) {
+        if (*e < '0' || *e > '9') {
+            continue;
+        }
+
+        if (*e < '9') {
+            (*e)++;
+            return 1;
+        }
+
+        *e = '0';
+    }
+
+    return 0;
+}
+
+
+/*
+ * The shortest digits.  Two facts make this simple: a double's interval
+ * of values reading back as it is narrower than a unit in the 15th digit,
+ * so at most one decimal of up to 15 digits reads back as v; and for 16
+ * and 17 digits the correctly rounded candidate (%.*e) is the closest one,
+ * which is what Go picks.  Powers of two have a lopsided interval and
+ * subnormals fewer digits: they take a slower search.
+ */
+size_t
+pg_json_shortest(double v, uint8_t *digits, int *point)
+{
+    char      buf[40], *e;
+    int       prec, exp10, lo, hi, k;
+    size_t    n, i;
+    uint64_t  bits, c;
+    double    w, r;
+
+    static const double  pow10[] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+    };
+
+    v = fabs(v);
+
+    memcpy(&bits, &v, sizeof(double));
+
+    prec = 15;
+
+    if (v >= 1e-6 && v < 1e15) {
+
+        /*
+         * Up to 15 digits without printf: if w * 10^-k (w an integer
+         * below 10^15) reads back as v, v * 10^k is within 0.11 of w
+         * before rounding and 0.18 after, and the division, of exact
+         * operands, rounds as strtod() would.  The loop reaches every k
+         * such a w may have, so when it finds none, 15 digits do not do.
+         */
+        for (k = 0; k <= 22; k++) {
+            w = v * pow10[k];
+
+            if (w >= 1e15) {
+                break;
+            }
+
+            r = floor(w + 0.5);
+
+            if (fabs(w - r) <= 0.2 && r / pow10[k] == v && r >= 1) {
+                c = (uint64_t) r;
+                n = 0;
+
+                while (c) {
+                    buf[n++] = (char) ('0' + c % 10);
+                    c /= 10;
+                }
+
+                *point = (int) n - k;
+
+                for (i = 0; i < n; i++) {
+                    digits[i] = buf[n - 1 - i];
+                }
+
+                while (n > 1 && digits[n - 1] == '0') {
+                    n--;
+                }
+
+                return n;
+            }
+        }
+
+        prec = 16;
+    }
+
+    if ((bits >> 52) == 0) {
+
+        /* a subnormal: the interval is symmetric, p digits then p + 1 */
+        lo = 1;
+        hi = 17;
+
+        while (lo < hi) {
+            prec = (lo + hi) / 2;
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (strtod(buf, NULL) == v) {
+                hi = prec;
+            } else {
+                lo = prec + 1;
+            }
+        }
+
+        prec = lo;
+        snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+    } else if ((bits & 0xfffffffffffffULL) != 0) {
+
+        for ( /* void */ ; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (prec == 17 || strtod(buf, NULL) == v) {
+                break;
+            }
+        }
+
+    } else {
+        /*
+         * A power of two: the interval is twice as wide above v as below,
+         * so the candidate just above v may read back when the nearest
+         * does not; search linearly and try both.
+         */
+        for (prec = 1; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (prec == 17 || strtod(buf, NULL) == v) {
+                break;
+            }
+
+            if (strtod(buf, NULL) < v && pg_json_next_up(buf)
+                && strtod(buf, NULL) == v)
+            {
+                break;
+            }
+        }
+    }
+
+    /* "d.ddde+XX": collect the digits, skipping the decimal point */
+    n = 0;
+
+    for (i = 0; buf[i] != '\0' && buf[i] != 'e'; i++) {
+        if (buf[i] >= '0' && buf[i] <= '9') {
+            digits[n++] = buf[i];
+        }
+    }
+
+    e = buf + i;
+    exp10 = (*e == 'e') ? atoi(e + 1) : 0;
+
+    while (n > 1 && digits[n - 1] == '0') {
+        n--;
+    }
+
+    *point = exp10 + 1;
+
+    return n;
+}
+
+
+size_t
+pg_json_format_value(uint8_t *out, double v)
+{
+    uint8_t  digits[20], *p;
+    int      point, exp10, i;
+    size_t   n;
+    double   a;
+
+    if (isnan(v)) {
+        memcpy(out, "NaN", 3);
+        return 3;
+    }
+
+    if (isinf(v)) {
+        memcpy(out, v > 0 ? "+Inf" : "-Inf", 4);
+        return 4;
+    }
+
+    p = out;
+
+    if (signbit(v)) {
+        *p++ = '-';
+    }
+
+    if (v == 0) {
+        *p++ = '0';
+        return p - out;
+    }
+
+    a = fabs(v);
+
+    if (a < 9007199254740992.0 && a == (double) (int64_t) a) {
+        /* an integer below 2^53: its digits are the shortest ones */
+        int64_t  iv;
+        uint8_t  tmp[20];
+
+        iv = (int64_t) a;
+        n = 0;
+
+        while (iv) {
+            tmp[n++] = '0' + iv % 10;
+            iv /= 10;
+        }
+
+        while (n) {
+            *p++ = tmp[--n];
+        }
+
+        return p - out;
+    }
+
+    n = pg_json_shortest(a, digits, &point);
+
+    if (a < 1e-6 || a >= 1e21) {
+        /* Go's 'e' with -1 precision: d[.ddd]e±XX, two exponent digits */
+        *p++ = digits[0];
+
+        if (n > 1) {
+            *p++ = '.';
+            memcpy(p, digits + 1, n - 1);
+            p += n - 1;
+        }
+
+        exp10 = point - 1;
+        *p++ = 'e';
+
+        if (exp10 < 0) {
+            *p++ = '-';
+            exp10 = -exp10;
+        } else {
+            *p++ = '+';
+        }
+
+        if (exp10 < 10) {
+            *p++ = '0';
+            *p++ = '0' + exp10;
+
+        } else if (exp10 < 100) {
+            *p++ = '0' + exp10 / 10;
+            *p++ = '0' + exp10 % 10;
+
+        } else {
+            *p++ = '0' + exp10 / 100;
+            *p++ = '0' + exp10 / 10 % 10;
+            *p++ = '0' + exp10 % 10;
+        }
+
+        return p - out;
+    }
+
+    /* Go's 'f' with -1 precision */
+    if (point > 0) {
+        for (i = 0; i < point; i++) {
+            *p++ = (size_t) i < n ? digits[i] : '0';
+        }
+
+    } else {
+        *p++ = '0';
+    }
+
+    if ((int) n > point) {
+        *p++ = '.';
+
+        for (i = point; i < (int) n; i++) {
+            *p++ = i < 0 ? '0' : digits[i];
+        }
+    }
+
+    return p - out;
+}
+
+
+size_t
+pg_json_format_timestamp(uint8_t *out, int64_t ms)
+{
+    uint8_t   tmp[24], *p;
+    uint64_t  t, sec, frac;
+    size_t    n;
+
+    p = out;
+
+    /* as jsonutil.MarshalTimestamp: sign, seconds, 3 digits if not 0 */
+    if (ms < 0) {
+        *p++ = '-';
+        t = (uint64_t) 0 - (uint64_t) ms;
+
+    } else {
+        t = (uint64_t) ms;
+    }
+
+    sec = t / 1000;
+    frac = t % 1000;
+
+    n = 0;
+
+    do {
+        tmp[n++] = '0' + sec % 10;
+        sec /= 10;
+    } while (sec);
+
+    while (n) {
+        *p++ = tmp[--n];
+    }
+
+    if (frac) {
+        *p++ = '.';
+        *p++ = '0' + frac / 100;
+        *p++ = '0' + frac / 10 % 10;
+        *p++ = '0' + frac % 10;
+    }
+
+    return p - out;
+}
+
+
+void
+pg_json_value(pg_json_buf_t *b, double v)
+{
+    uint8_t  *p;
+
+    p = pg_json_reserve(b, PG_JSON_NUMBER_MAX + 2);
+    if (p == NULL) {
+        return;
+    }
+
+    *p = '"';
+    p += 1 + pg_json_format_value(p + 1, v);
+    *p++ = '"';
+
+    b->len = p - b->data;
+}
+
+
+void
+pg_json_timestamp(pg_json_buf_t *b, int64_t ms)
+{
+    uint8_t  *p;
+
+    p = pg_json_reserve(b, PG_JSON_NUMBER_MAX);
+    if (p == NULL) {
+        return;
+    }
+
+    b->len += pg_json_format_timestamp(p, ms);
+}
+
+
+void
+pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n)
+{
+    size_t  i;
+    int     first;
+
+    pg_json_literal(b, "{");
+    first = 1;
+
+    for (i = 0; i < n; i++) {
+
+        /* Go builds a map: a later label of the same name replaces */
+        if (i + 1 < n && pg_str_eq(labels[i].name, labels[i + 1].name)) {
+            continue;
+        }
+
+        if (!first) {
+            pg_json_literal(b, ",");
+        }
+
+        first = 0;
+
+        pg_json_string(b, labels[i].name.data, labels[i].name.len);
+        pg_json_literal(b, ":");
+        pg_json_string(b, labels[i].value.data, labels[i].value.len);
+    }
+
+    pg_json_literal(b, "}");
+}
+
+
+void
+pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
+    size_t len)
+{
+    pg_json_literal(b, "{\"status\":\"error\",\"errorType\":");
+    pg_json_string(b, (const uint8_t *) type, strlen(type));
+    pg_json_literal(b, ",\"error\":");
+    pg_json_string(b, msg, len);
+    pg_json_literal(b, "}");
+}

@@ -1,0 +1,2575 @@
+/*
+ * Label matchers.  Regular expressions are accepted exactly when Go's
+ * regexp/syntax (the copy in github.com/grafana/regexp that Prometheus 2.42
+ * links, i.e. Go 1.19.2's) accepts "^(?:RE)$" and RE, with Go's error text.
+ * The parse tree is then written out as a PCRE2 pattern that means the same
+ * thing: every construct is spelled explicitly (\x{..}, explicit ranges,
+ * \A and \z) so that nothing depends on how PCRE2 reads the same characters.
+ */
+
+#define PCRE2_CODE_UNIT_WIDTH  8
+
+#include <pcre2.h>
+#include <stdio.h>
+
+#include "pg_matcher.h"
+
+
+#define PG_RUNE_MAX        0x10ffff
+#define PG_RUNE_ERROR      0xfffd
+
+/* Go: maxSize = 128 << 20 / instSize */
+#define PG_RE_MAX_SIZE     ((128 << 20) / 40)
+
+/* DFA workspace, in ints; a match that needs more falls back to pcre2_match */
+#define PG_RE_WORKSPACE    2048
+
+
+/* Go's parse flags that change what a construct means */
+#define PG_RE_FOLD         0x01        /* (?i) */
+#define PG_RE_MULTILINE    0x02        /* (?m): not OneLine */
+#define PG_RE_DOTNL        0x04        /* (?s) */
+#define PG_RE_UNGREEDY     0x08        /* (?U) */
+
+
+typedef enum {
+    PG_RE_EMPTY = 0,
+    PG_RE_LIT,
+    PG_RE_CLASS,
+    PG_RE_ANY,
+    PG_RE_ASSERT,
+    PG_RE_FLAGS,
+    PG_RE_GROUP,
+    PG_RE_CONCAT,
+    PG_RE_ALT,
+    PG_RE_STAR,
+    PG_RE_PLUS,
+    PG_RE_QUEST,
+    PG_RE_REPEAT
+} pg_re_type_e;
+
+
+typedef struct pg_re_node_s  pg_re_node_t;
+
+struct pg_re_node_s {
+    pg_re_type_e        type;
+    unsigned            flags;       /* parse flags in force */
+    int                 capture;     /* GROUP: (...) rather than (?:...) */
+    int                 min;         /* REPEAT */
+    int                 max;         /* REPEAT, -1: unbounded */
+    uint32_t            rune;        /* LIT */
+    const char         *text;        /* CLASS, ASSERT, FLAGS: PCRE2 text */
+    size_t              len;
+    pg_re_node_t       *child;       /* first child */
+    pg_re_node_t       *last;        /* last child */
+    pg_re_node_t       *next;        /* next sibling */
+};
+
+
+typedef struct {
+    const uint8_t      *whole;       /* the pattern being parsed */
+    const uint8_t      *end;
+    pg_allocator_t     *alloc;
+    unsigned            flags;
+    unsigned            depth;
+    int                 nomem;
+    const char         *code;        /* Go's ErrorCode on failure */
+    const uint8_t      *expr;        /* and the text it quotes */
+    size_t              expr_len;
+} pg_re_parser_t;
+
+
+/* a growing set of code point ranges, for one character class */
+typedef struct {
+    uint32_t           *r;           /* lo, hi pairs */
+    size_t              n;           /* pairs */
+    size_t              cap;
+    char               *props;       /* "\p{..}" items, PCRE2 syntax */
+    size_t              props_len;
+    size_t              props_cap;
+} pg_re_class_t;
+
+
+struct pg_regex_s {
+    pcre2_code             *code;
+    pcre2_match_data       *match_data;
+    pcre2_match_context    *match_ctx;
+    int                    *workspace;
+    size_t                  wscount;
+    pg_allocator_t          alloc;   /* for the rare non-UTF-8 subject */
+};
+
+
+static void *pg_pcre2_malloc(PCRE2_SIZE size, void *data);
+static void pg_pcre2_free(void *p, void *data);
+static void *pg_alloc(pg_allocator_t *a, size_t size);
+
+static int pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
+    pg_re_node_t **tree);
+static pg_re_node_t *pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp,
+    int top);
+static int pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat);
+static int pg_re_parse_repeat(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat, const uint8_t **last_repeat);
+static int pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat);
+static int pg_re_parse_class(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat);
+static int pg_re_parse_char_escape(pg_re_parser_t *p, const uint8_t **sp,
+    uint32_t *r);
+static int pg_re_parse_unicode_class(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_class_t *cls, int *found);
+static int pg_re_valid_unicode_name(const uint8_t *name, size_t len);
+static int pg_re_parse_int(const uint8_t **sp, const uint8_t *end, int *n);
+
+static int pg_re_next_rune(pg_re_parser_t *p, const uint8_t **sp,
+    uint32_t *r);
+static int pg_re_check_utf8(pg_re_parser_t *p, const uint8_t *s,
+    const uint8_t *end);
+static int pg_re_error(pg_re_parser_t *p, const char *code,
+    const uint8_t *expr, size_t len);
+static pg_re_node_t *pg_re_node(pg_re_parser_t *p, pg_re_type_e type);
+static void pg_re_append(pg_re_node_t *parent, pg_re_node_t *child);
+static pg_re_node_t *pg_re_last_item(pg_re_node_t *concat,
+    pg_re_node_t **prev);
+
+static int pg_re_class_add(pg_re_parser_t *p, pg_re_class_t *cls,
+    uint32_t lo, uint32_t hi);
+static int pg_re_class_add_group(pg_re_parser_t *p, pg_re_class_t *cls,
+    const uint32_t *ranges, size_t n, int negate);
+static int pg_re_class_add_prop(pg_re_parser_t *p, pg_re_class_t *cls,
+    int negate, const uint8_t *name, size_t len);
+static int pg_re_class_node(pg_re_parser_t *p, pg_re_class_t *cls,
+    int negate, pg_re_node_t *concat);
+
+static int pg_re_repeat_valid(const pg_re_node_t *re, int n);
+static int pg_re_height(const pg_re_node_t *re);
+static int64_t pg_re_size(const pg_re_node_t *re);
+static size_t pg_re_emit(const pg_re_node_t *re, char *buf, size_t pos);
+static size_t pg_re_emit_str(char *buf, size_t pos, const char *s,
+    size_t len);
+static size_t pg_re_emit_rune(char *buf, size_t pos, uint32_t r);
+
+static size_t pg_utf8_decode(const uint8_t *p, const uint8_t *end,
+    uint32_t *r);
+static int pg_go_isprint(uint32_t r);
+static int pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc,
+    char *err, size_t err_size);
+static int pg_regex_match(const pg_regex_t *re, pg_str_t v);
+static void pg_re_format_error(pg_re_parser_t *p, char *err,
+    size_t err_size);
+
+
+/* Go's perl_groups.go */
+
+static const uint32_t  pg_re_digit[] = { 0x30, 0x39 };
+static const uint32_t  pg_re_space[] = { 0x9, 0xa, 0xc, 0xd, 0x20, 0x20 };
+static const uint32_t  pg_re_word[] = {
+    0x30, 0x39, 0x41, 0x5a, 0x5f, 0x5f, 0x61, 0x7a
+};
+
+
+typedef struct {
+    const char         *name;
+    const uint32_t     *ranges;
+    size_t              n;           /* pairs */
+} pg_re_group_t;
+
+
+static const uint32_t  pg_re_alnum[] = { 0x30, 0x39, 0x41, 0x5a, 0x61, 0x7a };
+static const uint32_t  pg_re_alpha[] = { 0x41, 0x5a, 0x61, 0x7a };
+static const uint32_t  pg_re_ascii[] = { 0x0, 0x7f };
+static const uint32_t  pg_re_blank[] = { 0x9, 0x9, 0x20, 0x20 };
+static const uint32_t  pg_re_cntrl[] = { 0x0, 0x1f, 0x7f, 0x7f };
+static const uint32_t  pg_re_graph[] = { 0x21, 0x7e };
+static const uint32_t  pg_re_lower[] = { 0x61, 0x7a };
+static const uint32_t  pg_re_print[] = { 0x20, 0x7e };
+static const uint32_t  pg_re_punct[] = {
+    0x21, 0x2f, 0x3a, 0x40, 0x5b, 0x60, 0x7b, 0x7e
+};
+static const uint32_t  pg_re_pspace[] = { 0x9, 0xd, 0x20, 0x20 };
+static const uint32_t  pg_re_upper[] = { 0x41, 0x5a };
+static const uint32_t  pg_re_xdigit[] = {
+    0x30, 0x39, 0x41, 0x46, 0x61, 0x66
+};
+
+#define pg_re_group(name, t)  { name, t, sizeof(t) / sizeof(t[0]) / 2 }
+
+static const pg_re_group_t  pg_re_posix_groups[] = {
+    pg_re_group("alnum", pg_re_alnum),
+    pg_re_group("alpha", pg_re_alpha),
+    pg_re_group("ascii", pg_re_ascii),
+    pg_re_group("blank", pg_re_blank),
+    pg_re_group("cntrl", pg_re_cntrl),
+    pg_re_group("digit", pg_re_digit),
+    pg_re_group("graph", pg_re_graph),
+    pg_re_group("lower", pg_re_lower),
+    pg_re_group("print", pg_re_print),
+    pg_re_group("punct", pg_re_punct),
+    pg_re_group("space", pg_re_pspace),
+    pg_re_group("upper", pg_re_upper),
+    pg_re_group("word", pg_re_word),
+    pg_re_group("xdigit", pg_re_xdigit),
+    { NULL, NULL, 0 }
+};
+
+
+/*
+ * Go 1.19's unicode.Categories and unicode.Scripts (Unicode 13.0.0) plus
+ * "Any": the only names \p{} accepts.  PCRE2 knows them all and more.
+ */
+static const char  *pg_re_unicode_names[] = {
+    "Any",
+    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M",
+    "Mc", "Me", "Mn", "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf",
+    "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So", "Z", "Zl", "Zp", "Zs",
+    "Adlam", "Ahom", "Anatolian_Hieroglyphs", "Arabic", "Armenian",
+    "Avestan", "Balinese", "Bamum", "Bassa_Vah", "Batak", "Bengali",
+    "Bhaiksuki", "Bopomofo", "Brahmi", "Braille", "Buginese", "Buhid",
+    "Canadian_Aboriginal", "Carian", "Caucasian_Albanian", "Chakma", "Cham",
+    "Cherokee", "Chorasmian", "Common", "Coptic", "Cuneiform", "Cypriot",
+    "Cyrillic", "Deseret", "Devanagari", "Dives_Akuru", "Dogra", "Duployan",
+    "Egyptian_Hieroglyphs", "Elbasan", "Elymaic", "Ethiopic", "Georgian",
+    "Glagolitic", "Gothic", "Grantha", "Greek", "Gujarati", "Gunjala_Gondi",
+    "Gurmukhi", "Han", "Hangul", "Hanifi_Rohingya", "Hanunoo", "Hatran",
+    "Hebrew", "Hiragana", "Imperial_Aramaic", "Inherited",
+    "Inscriptional_Pahlavi", "Inscriptional_Parthian", "Javanese", "Kaithi",
+    "Kannada", "Katakana", "Kayah_Li", "Kharoshthi", "Khitan_Small_Script",
+    "Khmer", "Khojki", "Khudawadi", "Lao", "Latin", "Lepcha", "Limbu",
+    "Linear_A", "Linear_B", "Lisu", "Lycian", "Lydian", "Mahajani",
+    "Makasar", "Malayalam", "Mandaic", "Manichaean", "Marchen",
+    "Masaram_Gondi", "Medefaidrin", "Meetei_Mayek", "Mende_Kikakui",
+    "Meroitic_Cursive", "Meroitic_Hieroglyphs", "Miao", "Modi", "Mongolian",
+    "Mro", "Multani", "Myanmar", "Nabataean", "Nandinagari", "New_Tai_Lue",
+    "Newa", "Nko", "Nushu", "Nyiakeng_Puachue_Hmong", "Ogham", "Ol_Chiki",
+    "Old_Hungarian", "Old_Italic", "Old_North_Arabian", "Old_Permic",
+    "Old_Persian", "Old_Sogdian", "Old_South_Arabian", "Old_Turkic",
+    "Oriya", "Osage", "Osmanya", "Pahawh_Hmong", "Palmyrene", "Pau_Cin_Hau",
+    "Phags_Pa", "Phoenician", "Psalter_Pahlavi", "Rejang", "Runic",
+    "Samaritan", "Saurashtra", "Sharada", "Shavian", "Siddham",
+    "SignWriting", "Sinhala", "Sogdian", "Sora_Sompeng", "Soyombo",
+    "Sundanese", "Syloti_Nagri", "Syriac", "Tagalog", "Tagbanwa", "Tai_Le",
+    "Tai_Tham", "Tai_Viet", "Takri", "Tamil", "Tangut", "Telugu", "Thaana",
+    "Thai", "Tibetan", "Tifinagh", "Tirhuta", "Ugaritic", "Vai", "Wancho",
+    "Warang_Citi", "Yezidi", "Yi", "Zanabazar_Square",
+    NULL
+};
+
+
+/* Go's regexp/syntax ErrorCode texts */
+static const char  pg_re_err_class_range[] = "invalid character class range";
+static const char  pg_re_err_escape[] = "invalid escape sequence";
+static const char  pg_re_err_named[] = "invalid named capture";
+static const char  pg_re_err_perl_op[] = "invalid or unsupported Perl syntax";
+static const char  pg_re_err_repeat_op[] =
+    "invalid nested repetition operator";
+static const char  pg_re_err_repeat_size[] = "invalid repeat count";
+static const char  pg_re_err_utf8[] = "invalid UTF-8";
+static const char  pg_re_err_bracket[] = "missing closing ]";
+static const char  pg_re_err_paren[] = "missing closing )";
+static const char  pg_re_err_repeat_arg[] =
+    "missing argument to repetition operator";
+static const char  pg_re_err_backslash[] =
+    "trailing backslash at end of expression";
+static const char  pg_re_err_unexpected_paren[] = "unexpected )";
+static const char  pg_re_err_nesting[] = "expression nests too deeply";
+static const char  pg_re_err_internal[] = "regexp/syntax: internal error";
+
+
+int
+pg_matcher_init(pg_matcher_t *m, pg_match_op_e op, pg_str_t name,
+    pg_str_t value, pg_allocator_t *alloc, char *err, size_t err_size)
+{
+    m->op = op;
+    m->name = name;
+    m->value = value;
+    m->re = NULL;
+
+    if (err != NULL && err_size > 0) {
+        err[0] = '\0';
+    }
+
+    if (op != PG_MATCH_RE && op != PG_MATCH_NRE) {
+        return PG_MATCHER_OK;
+    }
+
+    return pg_regex_compile(m, alloc, err, err_size);
+}
+
+
+int
+pg_matcher_matches(const pg_matcher_t *m, pg_str_t v)
+{
+    switch (m->op) {
+
+    case PG_MATCH_EQ:
+        return pg_str_eq(m->value, v);
+
+    case PG_MATCH_NEQ:
+        return !pg_str_eq(m->value, v);
+
+    case PG_MATCH_RE:
+        return pg_regex_match(m->re, v);
+
+    case PG_MATCH_NRE:
+        return !pg_regex_match(m->re, v);
+    }
+
+    return 0;
+}
+
+
+int
+pg_selector_match(const pg_selector_t *sel, const pg_label_t *labels,
+    size_t n)
+{
+    size_t           i, lo, hi, mid;
+    int              rc;
+    pg_str_t         v;
+    const pg_matcher_t  *m;
+
+    for (i = 0; i < sel->nmatchers; i++) {
+        m = &sel->matchers[i];
+
+        /* labels are sorted: binary search, absent reads as "" */
+        v.data = NULL;
+        v.len = 0;
+        lo = 0;
+        hi = n;
+
+        while (lo < hi) {
+            mid = lo + (hi - lo) / 2;
+            rc = pg_str_cmp(labels[mid].name, m->name);
+
+            if (rc == 0) {
+                v = labels[mid].value;
+                break;
+            }
+
+            if (rc < 0) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (!pg_matcher_matches(m, v)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+pg_selector_set_match(const pg_selector_set_t *set, const pg_label_t *labels,
+    size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < set->nselectors; i++) {
+        if (pg_selector_match(&set->selectors[i], labels, n)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+const char *
+pg_match_op_str(pg_match_op_e op)
+{
+    switch (op) {
+    case PG_MATCH_EQ:
+        return "=";
+    case PG_MATCH_NEQ:
+        return "!=";
+    case PG_MATCH_RE:
+        return "=~";
+    case PG_MATCH_NRE:
+        return "!~";
+    }
+
+    return "?";
+}
+
+
+size_t
+pg_selector_format(const pg_selector_t *sel, char *buf, size_t size)
+{
+    size_t               i, n, k;
+    const pg_matcher_t  *m;
+
+    n = 0;
+
+    /* writes past size are counted, not done */
+#define pg_put(s, len)                                                       \
+    do {                                                                     \
+        if (n < size) {                                                      \
+            k = (len) < size - n ? (len) : size - n;                          \
+            memcpy(buf + n, s, k);                                           \
+        }                                                                    \
+        n += (len);                                                          \
+    } while (0)
+
+    pg_put("{", 1);
+
+    for (i = 0; i < sel->nmatchers; i++) {
+        m = &sel->matchers[i];
+
+        if (i) {
+            pg_put(",", 1);
+        }
+
+        pg_put(m->name.data, m->name.len);
+        pg_put(pg_match_op_str(m->op), strlen(pg_match_op_str(m->op)));
+
+        k = pg_go_quote(n < size ? buf + n : NULL, n < size ? size - n : 0,
+                        m->value.data, m->value.len, '"');
+        n += k;
+    }
+
+    pg_put("}", 1);
+
+#undef pg_put
+
+    if (size > 0) {
+        buf[n < size ? n : size - 1] = '\0';
+    }
+
+    return n;
+}
+
+
+size_t
+pg_go_quote(char *buf, size_t size, const uint8_t *s, size_t len, int quote)
+{
+    size_t          n, w, i;
+    uint32_t        r;
+    const uint8_t  *end;
+    char            tmp[16];
+
+    n = 0;
+    end = s + len;
+
+#define pg_put(p, l)                                                         \
+    do {                                                                     \
+        for (i = 0; i < (size_t) (l); i++, n++) {                            \
+            if (buf != NULL && n + 1 < size) {                               \
+                buf[n] = (p)[i];                                             \
+            }                                                                \
+        }                                                                    \
+    } while (0)
+
+    tmp[0] = (char) quote;
+    pg_put(tmp, 1);
+
+    while (s < end) {
+        w = pg_utf8_decode(s, end, &r);
+
+        if (w == 0) {
+            snprintf(tmp, sizeof(tmp), "\\x%02x", s[0]);
+            pg_put(tmp, 4);
+            s++;
+            continue;
+        }
+
+        if (r == (uint32_t) quote || r == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char) r;
+            pg_put(tmp, 2);
+
+        } else if (pg_go_isprint(r)) {
+            pg_put((const char *) s, w);
+
+        } else {
+            switch (r) {
+            case '\a':
+                pg_put("\\a", 2);
+                break;
+            case '\b':
+                pg_put("\\b", 2);
+                break;
+            case '\f':
+                pg_put("\\f", 2);
+                break;
+            case '\n':
+                pg_put("\\n", 2);
+                break;
+            case '\r':
+                pg_put("\\r", 2);
+                break;
+            case '\t':
+                pg_put("\\t", 2);
+                break;
+            case '\v':
+                pg_put("\\v", 2);
+                break;
+            default:
+                if (r < ' ' || r == 0x7f) {
+                    snprintf(tmp, sizeof(tmp), "\\x%02x", (unsigned) r);
+
+                } else if (r < 0x10000) {
+                    snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned) r);
+
+                } else {
+                    snprintf(tmp, sizeof(tmp), "\\U%08x", (unsigned) r);
+                }
+                pg_put(tmp, strlen(tmp));
+                break;
+            }
+        }
+
+        s += w;
+    }
+
+    tmp[0] = (char) quote;
+    pg_put(tmp, 1);
+
+#undef pg_put
+
+    if (buf != NULL && size > 0) {
+        buf[n < size ? n : size - 1] = '\0';
+    }
+
+    return n;
+}
+
+
+/*
+ * Go's strconv.IsPrint: letters, marks, numbers, punctuation, symbols and
+ * the ASCII space.  Without Unicode tables this knows the non-printing
+ * ranges that occur in practice: controls, format characters, separators,
+ * private use and noncharacters; an unassigned code point passes as
+ * printable, which only changes how an error message quotes it.
+ */
+static int
+pg_go_isprint(uint32_t r)
+{
+    size_t  i;
+    static const uint32_t  np[] = {
+        0x0000, 0x001f, 0x007f, 0x00a0, 0x00ad, 0x00ad, 0x0600, 0x0605,
+        0x061c, 0x061c, 0x06dd, 0x06dd, 0x070f, 0x070f, 0x0890, 0x0891,
+        0x08e2, 0x08e2, 0x1680, 0x1680, 0x180e, 0x180e, 0x2000, 0x200f,
+        0x2028, 0x202f, 0x205f, 0x2064, 0x2066, 0x206f, 0x3000, 0x3000,
+        0xd800, 0xf8ff, 0xfeff, 0xfeff, 0xfff9, 0xfffb, 0xfffe, 0xffff,
+        0x110bd, 0x110bd, 0x110cd, 0x110cd, 0x13430, 0x13438,
+        0x1bca0, 0x1bca3, 0x1d173, 0x1d17a, 0xe0001, 0xe0001,
+        0xe0020, 0xe007f, 0xf0000, 0x10ffff
+    };
+
+    if (r >= 0x20 && r < 0x7f) {
+        return 1;
+    }
+
+    for (i = 0; i < sizeof(np) / sizeof(np[0]); i += 2) {
+        if (r >= np[i] && r <= np[i + 1]) {
+            return 0;
+        }
+    }
+
+    return (r & 0xfffe) != 0xfffe;
+}
+
+
+/* PCRE2 memory comes from the caller; it is released with it */
+
+static void *
+pg_pcre2_malloc(PCRE2_SIZE size, void *data)
+{
+    return pg_alloc(data, size);
+}
+
+
+static void
+pg_pcre2_free(void *p, void *data)
+{
+    return;
+}
+
+
+static void *
+pg_alloc(pg_allocator_t *a, size_t size)
+{
+    return a->alloc(a->ctx, size ? size : 1);
+}
+
+
+static int
+pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
+    size_t err_size)
+{
+    int                      rc, errcode;
+    char                    *pattern;
+    size_t                   len, n, size;
+    uint8_t                 *wrapped;
+    PCRE2_SIZE               erroffset;
+    pg_regex_t              *re;
+    pg_re_node_t            *tree;
+    pg_re_parser_t           p;
+    pcre2_general_context   *gctx;
+    pcre2_compile_context   *cctx;
+    PCRE2_UCHAR              msg[128];
+
+    memset(&p, 0, sizeof(pg_re_parser_t));
+    p.alloc = alloc;
+
+    /*
+     * Prometheus compiles "^(?:" + v + ")$" and then parses v alone, and
+     * reports the first failure: run both for the same verdict and text.
+     */
+    n = m->value.len;
+    wrapped = pg_alloc(alloc, n + 7);
+    if (wrapped == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    memcpy(wrapped, "^(?:", 4);
+    if (n) {
+        memcpy(wrapped + 4, m->value.data, n);
+    }
+    memcpy(wrapped + 4 + n, ")$", 2);
+    wrapped[n + 6] = '\0';
+
+    rc = pg_re_parse(&p, wrapped, n + 6, &tree);
+
+    if (rc == PG_MATCHER_OK) {
+        rc = pg_re_parse(&p, m->value.data, n, &tree);
+    }
+
+    if (rc != PG_MATCHER_OK) {
+        if (rc == PG_MATCHER_BAD_RE) {
+            pg_re_format_error(&p, err, err_size);
+        }
+        return rc;
+    }
+
+    /* \A(?: ... )\z, whatever flags the pattern sets */
+    len = pg_re_emit(tree, NULL, 0) + 8;
+
+    pattern = pg_alloc(alloc, len + 1);
+    if (pattern == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    n = pg_re_emit_str(pattern, 0, "\\A(?:", 5);
+    n = pg_re_emit(tree, pattern, n);
+    n = pg_re_emit_str(pattern, n, ")\\z", 3);
+    pattern[n] = '\0';
+
+    re = pg_alloc(alloc, sizeof(pg_regex_t));
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    memset(re, 0, sizeof(pg_regex_t));
+    re->alloc = *alloc;
+
+    gctx = pcre2_general_context_create(pg_pcre2_malloc, pg_pcre2_free,
+                                        &re->alloc);
+    if (gctx == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    cctx = pcre2_compile_context_create(gctx);
+    if (cctx == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    pcre2_set_newline(cctx, PCRE2_NEWLINE_LF);
+    pcre2_set_parens_nest_limit(cctx, PG_REGEX_MAX_NESTING + 16);
+
+    /*
+     * ALT_CIRCUMFLEX: Go's (?m)^ also matches after a final newline.
+     * No UCP: Go's \b, \w, \d, \s and POSIX classes are ASCII.
+     * No DOLLAR_ENDONLY: a "$" outside (?m) is written as \z already, and
+     * 10.42's DFA matcher wrongly applies that option to (?m)$ as well.
+     */
+    re->code = pcre2_compile((PCRE2_SPTR) pattern, n,
+                             PCRE2_UTF | PCRE2_NO_UTF_CHECK
+                             | PCRE2_ALT_CIRCUMFLEX | PCRE2_NEVER_BACKSLASH_C
+                             | PCRE2_NO_AUTO_CAPTURE,
+                             &errcode, &erroffset, cctx);
+
+    if (re->code == NULL) {
+        if (errcode == PCRE2_ERROR_HEAPLIMIT || errcode == PCRE2_ERROR_NOMEMORY)
+        {
+            return PG_MATCHER_NOMEM;
+        }
+
+        /* Go accepted it but PCRE2 cannot hold it (e.g. too large) */
+        if (err != NULL && err_size > 0) {
+            pcre2_get_error_message(errcode, msg, sizeof(msg));
+            snprintf(err, err_size, "error parsing regexp: %s: `%.*s`",
+                     (char *) msg, (int) m->value.len,
+                     (const char *) m->value.data);
+        }
+
+        return PG_MATCHER_BAD_RE;
+    }
+
+    re->match_data = pcre2_match_data_create(1, gctx);
+    re->match_ctx = pcre2_match_context_create(gctx);
+
+    if (re->match_data == NULL || re->match_ctx == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    pcre2_set_match_limit(re->match_ctx, PG_REGEX_MATCH_LIMIT);
+    pcre2_set_depth_limit(re->match_ctx, PG_REGEX_DEPTH_LIMIT);
+    pcre2_set_heap_limit(re->match_ctx, PG_REGEX_HEAP_LIMIT);
+
+    /* a DFA state takes a few ints; big patterns get a bigger workspace */
+    size = 0;
+    (void) pcre2_pattern_info(re->code, PCRE2_INFO_SIZE, &size);
+
+    re->wscount = PG_RE_WORKSPACE;
+    if (size * 2 > re->wscount) {
+        re->wscount = size * 2 > 65536 ? 65536 : size * 2;
+    }
+
+    re->workspace = pg_alloc(alloc, re->wscount * sizeof(int));
+    if (re->workspace == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    m->re = re;
+
+    return PG_MATCHER_OK;
+}
+
+
+static int
+pg_regex_match(const pg_regex_t *re, pg_str_t v)
+{
+    int              rc;
+    size_t           i, n, k, len;
+    uint8_t         *buf;
+    uint32_t         r;
+    const uint8_t   *s, *end;
+    static const uint8_t  empty[1] = { 0 };
+
+    s = v.len ? v.data : empty;
+    len = v.len;
+
+    if (!pg_utf8_valid(s, len)) {
+
+        /*
+         * Go reads each byte of a bad sequence as U+FFFD; do the same so
+         * that "." and "\x{fffd}" see what they see in Prometheus.
+         */
+        buf = pg_alloc((pg_allocator_t *) &re->alloc, len * 3);
+        if (buf == NULL) {
+            return 0;
+        }
+
+        end = s + len;
+        n = 0;
+
+        for (i = 0; i < len; /* void */) {
+            k = pg_utf8_decode(s + i, end, &r);
+
+            if (k == 0) {
+                memcpy(buf + n, "\xef\xbf\xbd", 3);
+                n += 3;
+                i++;
+                continue;
+            }
+
+            memcpy(buf + n, s + i, k);
+            n += k;
+            i += k;
+        }
+
+        s = buf;
+        len = n;
+    }
+
+    rc = pcre2_dfa_match(re->code, s, len, 0, PCRE2_NO_UTF_CHECK,
+                         re->match_data, re->match_ctx, re->workspace,
+                         re->wscount);
+
+    if (rc == PCRE2_ERROR_DFA_WSSIZE) {
+        rc = pcre2_match(re->code, s, len, 0, PCRE2_NO_UTF_CHECK,
+                         re->match_data, re->match_ctx);
+    }
+
+    /* 0 means a match whose offsets did not fit; any error is no match */
+    return rc >= 0;
+}
+
+
+static void
+pg_re_format_error(pg_re_parser_t *p, char *err, size_t err_size)
+{
+    size_t           n, i, len;
+    uint32_t         r;
+    const uint8_t   *e, *end;
+
+    if (err == NULL || err_size == 0) {
+        return;
+    }
+
+    n = snprintf(err, err_size, "error parsing regexp: %s: `", p->code);
+    if (n >= err_size) {
+        return;
+    }
+
+    /* Go's JSON shows bytes that are not UTF-8 as U+FFFD */
+    e = p->expr;
+    end = e + p->expr_len;
+
+    for (i = 0; e + i < end; i += len) {
+        len = pg_utf8_decode(e + i, end, &r);
+
+        if (len == 0) {
+            if (n + 3 >= err_size) {
+                break;
+            }
+            memcpy(err + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            len = 1;
+            continue;
+        }
+
+        if (n + len >= err_size) {
+            break;
+        }
+
+        memcpy(err + n, e + i, len);
+        n += len;
+    }
+
+    if (n + 1 < err_size) {
+        err[n++] = '`';
+    }
+
+    err[n] = '\0';
+}
+
+
+/*
+ * Go's regexp/syntax parser, Perl flags (as regexp.Compile uses them), as
+ * a recursive descent that yields the same verdicts and error texts.
+ */
+
+static int
+pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
+    pg_re_node_t **tree)
+{
+    const uint8_t  *sp;
+    pg_re_node_t   *re, *root;
+
+    p->whole = s;
+    p->end = s + len;
+    p->flags = 0;
+    p->depth = 0;
+    p->code = NULL;
+
+    sp = s;
+
+    re = pg_re_parse_alt(p, &sp, 1);
+    if (re == NULL) {
+        return p->nomem ? PG_MATCHER_NOMEM : PG_MATCHER_BAD_RE;
+    }
+
+    if (pg_re_height(re) > PG_REGEX_MAX_NESTING) {
+        return pg_re_error(p, pg_re_err_nesting, s, len);
+    }
+
+    if (pg_re_size(re) > PG_RE_MAX_SIZE) {
+        return pg_re_error(p, pg_re_err_internal, s, len);
+    }
+
+    /* a bare concatenation or alternation emits as is inside \A(?:...)\z */
+    root = re;
+    *tree = root;
+
+    return PG_MATCHER_OK;
+}
+
+
+/*
+ * Parses alternatives up to the end or to an unmatched ')', which is left
+ * for the caller.  Returns an ALT or CONCAT node, NULL on error.
+ */
+static pg_re_node_t *
+pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp, int top)
+{
+    int              rc;
+    uint32_t         r;
+    const uint8_t   *s, *last_repeat, *repeat;
+    pg_re_node_t    *alt, *concat, *re;
+
+    alt = pg_re_node(p, PG_RE_ALT);
+    concat = pg_re_node(p, PG_RE_CONCAT);
+    if (alt == NULL || concat == NULL) {
+        return NULL;
+    }
+
+    s = *sp;
+    last_repeat = NULL;
+
+    while (s < p->end) {
+        repeat = NULL;
+
+        switch (*s) {
+
+        case '|':
+            pg_re_append(alt, concat);
+            concat = pg_re_node(p, PG_RE_CONCAT);
+            if (concat == NULL) {
+                return NULL;
+            }
+            s++;
+            break;
+
+        case ')':
+            if (top) {
+                pg_re_error(p, pg_re_err_unexpected_paren, p->whole,
+                            p->end - p->whole);
+                return NULL;
+            }
+            goto done;
+
+        case '(':
+            if (pg_re_parse_group(p, &s, concat) != PG_MATCHER_OK) {
+                return NULL;
+            }
+            break;
+
+        case '^':
+        case '$':
+            re = pg_re_node(p, PG_RE_ASSERT);
+            if (re == NULL) {
+                return NULL;
+            }
+
+            /* only (?i) reaches PCRE2, so say (?m) where it matters */
+            if (p->flags & PG_RE_MULTILINE) {
+                re->text = *s == '^' ? "(?m:^)" : "(?m:$)";
+
+            } else {
+                re->text = *s == '^' ? "\\A" : "\\z";
+            }
+
+            re->len = strlen(re->text);
+            pg_re_append(concat, re);
+            s++;
+            break;
+
+        case '.':
+            re = pg_re_node(p, PG_RE_ANY);
+            if (re == NULL) {
+                return NULL;
+            }
+            pg_re_append(concat, re);
+            s++;
+            break;
+
+        case '[':
+            if (pg_re_parse_class(p, &s, concat) != PG_MATCHER_OK) {
+                return NULL;
+            }
+            break;
+
+        case '*':
+        case '+':
+        case '?':
+        case '{':
+            repeat = s;
+            rc = pg_re_parse_repeat(p, &s, concat, &last_repeat);
+
+            if (rc == 1) {
+                /* "{" that is not a repetition is a literal */
+                repeat = NULL;
+                re = pg_re_node(p, PG_RE_LIT);
+                if (re == NULL) {
+                    return NULL;
+                }
+                re->rune = '{';
+                pg_re_append(concat, re);
+                s++;
+                break;
+            }
+
+            if (rc != PG_MATCHER_OK) {
+                return NULL;
+            }
+            break;
+
+        case '\\':
+            if (pg_re_parse_escape(p, &s, concat) != PG_MATCHER_OK) {
+                return NULL;
+            }
+            break;
+
+        default:
+            if (pg_re_next_rune(p, &s, &r) != PG_MATCHER_OK) {
+                return NULL;
+            }
+
+            re = pg_re_node(p, PG_RE_LIT);
+            if (re == NULL) {
+                return NULL;
+            }
+            re->rune = r;
+            pg_re_append(concat, re);
+            break;
+        }
+
+        last_repeat = repeat;
+    }
+
+    if (!top) {
+        pg_re_error(p, pg_re_err_paren, p->whole, p->end - p->whole);
+        return NULL;
+    }
+
+done:
+
+    *sp = s;
+
+    if (alt->child == NULL) {
+        return concat;
+    }
+
+    pg_re_append(alt, concat);
+
+    return alt;
+}
+
+
+static int
+pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat)
+{
+    int              sign, saw_flag, capture;
+    unsigned         flags, saved;
+    uint32_t         c;
+    const uint8_t   *s, *t, *name, *e;
+    pg_re_node_t    *group, *re;
+
+    s = *sp;
+    t = s + 1;
+    flags = p->flags;
+    capture = 1;
+
+    if (t < p->end && *t == '?') {
+        capture = 0;
+
+        if (p->end - s > 4 && s[2] == 'P' && s[3] == '<') {
+
+            /* (?P<name>re); captures do not matter for matching */
+            for (e = s; e < p->end && *e != '>'; e++) { /* void */ }
+
+            if (e == p->end) {
+                if (pg_re_check_utf8(p, s, p->end) != PG_MATCHER_OK) {
+                    return PG_MATCHER_BAD_RE;
+                }
+                return pg_re_error(p, pg_re_err_named, s, p->end - s);
+            }
+
+            name = s + 4;
+
+            if (pg_re_check_utf8(p, name, e) != PG_MATCHER_OK) {
+                return PG_MATCHER_BAD_RE;
+            }
+
+            if (e == name) {
+                return pg_re_error(p, pg_re_err_named, s, e + 1 - s);
+            }
+
+            for (t = name; t < e; t++) {
+                if (!(*t == '_' || (*t >= '0' && *t <= '9')
+                      || ((*t | 0x20) >= 'a' && (*t | 0x20) <= 'z')))
+                {
+                    return pg_re_error(p, pg_re_err_named, s, e + 1 - s);
+                }
+            }
+
+            capture = 1;
+            t = e + 1;
+            goto group;
+        }
+
+        /* flags and non-capturing groups: (?i) (?i-s:re) (?:re) */
+        t = s + 2;
+        sign = 1;
+        saw_flag = 0;
+
+        while (t < p->end) {
+            if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+                return PG_MATCHER_BAD_RE;
+            }
+
+            switch (c) {
+
+            case 'i':
+            case 'm':
+            case 's':
+            case 'U':
+                c = c == 'i' ? PG_RE_FOLD : c == 'm' ? PG_RE_MULTILINE
+                    : c == 's' ? PG_RE_DOTNL : PG_RE_UNGREEDY;
+
+                flags = sign > 0 ? flags | c : flags & ~c;
+                saw_flag = 1;
+                continue;
+
+            case '-':
+                if (sign < 0) {
+                    break;
+                }
+                sign = -1;
+                saw_flag = 0;
+                continue;
+
+            case ':':
+            case ')':
+                if (sign < 0 && !saw_flag) {
+                    break;
+                }
+
+                if (c == ':') {
+                    goto group;
+                }
+
+                /*
+                 * Flags for the rest of the current group.  Only (?i)
+                 * reaches PCRE2: ^, $ and . are written out per (?m) and
+                 * (?s), and (?U) cannot change whether a match exists.
+                 */
+                if ((flags ^ p->flags) & PG_RE_FOLD) {
+                    re = pg_re_node(p, PG_RE_FLAGS);
+                    if (re == NULL) {
+                        return PG_MATCHER_NOMEM;
+                    }
+                    re->text = (flags & PG_RE_FOLD) ? "i" : "-i";
+                    re->len = strlen(re->text);
+                    pg_re_append(concat, re);
+                }
+
+                p->flags = flags;
+                *sp = t;
+                return PG_MATCHER_OK;
+
+            default:
+                break;
+            }
+
+            break;
+        }
+
+        return pg_re_error(p, pg_re_err_perl_op, s, t - s);
+    }
+
+group:
+
+    if (++p->depth > PG_REGEX_MAX_NESTING) {
+        return pg_re_error(p, pg_re_err_nesting, p->whole,
+                           p->end - p->whole);
+    }
+
+    saved = p->flags;
+    p->flags = flags;
+
+    group = pg_re_node(p, PG_RE_GROUP);
+    if (group == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    group->capture = capture;
+
+    if ((flags ^ saved) & PG_RE_FOLD) {
+        group->text = (flags & PG_RE_FOLD) ? "i" : "-i";
+        group->len = strlen(group->text);
+    }
+
+    re = pg_re_parse_alt(p, &t, 0);
+    if (re == NULL) {
+        return p->nomem ? PG_MATCHER_NOMEM : PG_MATCHER_BAD_RE;
+    }
+
+    /* t is at the ')'; the group's flags end with it */
+    t++;
+    p->flags = saved;
+    p->depth--;
+
+    pg_re_append(group, re);
+    pg_re_append(concat, group);
+
+    *sp = t;
+
+    return PG_MATCHER_OK;
+}
+
+
+/*
+ * "*", "+", "?" or "{n,m}" applied to the last item of concat.  Returns 1
+ * for a "{" that does not start a repetition.
+ */
+static int
+pg_re_parse_repeat(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat, const uint8_t **last_repeat)
+{
+    int              min, max;
+    pg_re_type_e     type;
+    const uint8_t   *s, *t, *before;
+    pg_re_node_t    *re, *sub, *prev;
+
+    s = *sp;
+    before = s;
+    min = 0;
+    max = 0;
+
+    switch (*s) {
+    case '*':
+        type = PG_RE_STAR;
+        t = s + 1;
+        break;
+    case '+':
+        type = PG_RE_PLUS;
+        t = s + 1;
+        break;
+    case '?':
+        type = PG_RE_QUEST;
+        t = s + 1;
+        break;
+    default:
+        type = PG_RE_REPEAT;
+        t = s + 1;
+
+        if (!pg_re_parse_int(&t, p->end, &min) || t == p->end) {
+            return 1;
+        }
+
+        if (*t != ',') {
+            max = min;
+
+        } else {
+            t++;
+            if (t == p->end) {
+                return 1;
+            }
+
+            if (*t == '}') {
+                max = -1;
+
+            } else if (!pg_re_parse_int(&t, p->end, &max)) {
+                return 1;
+
+            } else if (max < 0) {
+                min = -1;
+            }
+        }
+
+        if (t == p->end || *t != '}') {
+            return 1;
+        }
+
+        t++;
+
+        if (min < 0 || min > PG_REGEX_MAX_REPEAT || max > PG_REGEX_MAX_REPEAT
+            || (max >= 0 && min > max))
+        {
+            return pg_re_error(p, pg_re_err_repeat_size, before, t - before);
+        }
+
+        break;
+    }
+
+    /* Perl's lazy suffix; it does not change whether a match exists */
+    if (t < p->end && *t == '?') {
+        t++;
+    }
+
+    if (*last_repeat != NULL) {
+        /* a** is a syntax error in Perl, and Go */
+        return pg_re_error(p, pg_re_err_repeat_op, *last_repeat,
+                           t - *last_repeat);
+    }
+
+    sub = pg_re_last_item(concat, &prev);
+    if (sub == NULL) {
+        return pg_re_error(p, pg_re_err_repeat_arg, before, t - before);
+    }
+
+    re = pg_re_node(p, type);
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    re->min = min;
+    re->max = max;
+
+    /* splice re in place of sub; flag items after sub stay after it */
+    re->next = sub->next;
+    sub->next = NULL;
+    re->child = sub;
+    re->last = sub;
+
+    if (prev == NULL) {
+        concat->child = re;
+
+    } else {
+        prev->next = re;
+    }
+
+    if (concat->last == sub) {
+        concat->last = re;
+    }
+
+    if (type == PG_RE_REPEAT && (min >= 2 || max >= 2)
+        && !pg_re_repeat_valid(re, PG_REGEX_MAX_REPEAT))
+    {
+        return pg_re_error(p, pg_re_err_repeat_size, before, t - before);
+    }
+
+    *sp = t;
+
+    return PG_MATCHER_OK;
+}
+
+
+static int
+pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat)
+{
+    int              found, rc;
+    uint32_t         r;
+    const uint8_t   *s, *t, *e;
+    pg_re_node_t    *re;
+    pg_re_class_t    cls;
+    const uint32_t  *g;
+    size_t           gn;
+
+    s = *sp;
+
+    if (p->end - s >= 2) {
+        switch (s[1]) {
+
+        case 'A':
+        case 'z':
+        case 'b':
+        case 'B':
+            re = pg_re_node(p, PG_RE_ASSERT);
+            if (re == NULL) {
+                return PG_MATCHER_NOMEM;
+            }
+            re->text = s[1] == 'A' ? "\\A" : s[1] == 'z' ? "\\z"
+                       : s[1] == 'b' ? "\\b" : "\\B";
+            re->len = 2;
+            pg_re_append(concat, re);
+            *sp = s + 2;
+            return PG_MATCHER_OK;
+
+        case 'C':
+            /* any byte; not supported */
+            return pg_re_error(p, pg_re_err_escape, s, 2);
+
+        case 'Q':
+            /* \Q...\E: literals up to \E or the end */
+            t = s + 2;
+            for (e = t; e + 1 < p->end; e++) {
+                if (e[0] == '\\' && e[1] == 'E') {
+                    break;
+                }
+            }
+
+            if (e + 1 >= p->end) {
+                e = p->end;
+            }
+
+            while (t < e) {
+                /* Go reports the rest of the literal text here */
+                const uint8_t  *lit = t;
+
+                if (pg_utf8_decode(t, e, &r) == 0) {
+                    return pg_re_error(p, pg_re_err_utf8, lit, e - lit);
+                }
+
+                t += pg_utf8_decode(t, e, &r);
+
+                re = pg_re_node(p, PG_RE_LIT);
+                if (re == NULL) {
+                    return PG_MATCHER_NOMEM;
+                }
+                re->rune = r;
+                pg_re_append(concat, re);
+            }
+
+            *sp = e == p->end ? e : e + 2;
+            return PG_MATCHER_OK;
+        }
+    }
+
+    memset(&cls, 0, sizeof(pg_re_class_t));
+
+    if (p->end - s >= 2 && (s[1] == 'p' || s[1] == 'P')) {
+        t = s;
+        rc = pg_re_parse_unicode_class(p, &t, &cls, &found);
+        if (rc != PG_MATCHER_OK) {
+            return rc;
+        }
+
+        if (found) {
+            *sp = t;
+            return pg_re_class_node(p, &cls, 0, concat);
+        }
+    }
+
+    if (p->end - s >= 2) {
+        g = NULL;
+        gn = 0;
+
+        switch (s[1] | 0x20) {
+        case 'd':
+            g = pg_re_digit;
+            gn = 1;
+            break;
+        case 's':
+            g = pg_re_space;
+            gn = 3;
+            break;
+        case 'w':
+            g = pg_re_word;
+            gn = 4;
+            break;
+        }
+
+        if (g != NULL) {
+            /* \D, \S, \W: [^...] lets PCRE2 fold before negating, as Go */
+            if (pg_re_class_add_group(p, &cls, g, gn, 0) != PG_MATCHER_OK) {
+                return PG_MATCHER_NOMEM;
+            }
+
+            *sp = s + 2;
+            return pg_re_class_node(p, &cls, s[1] < 'a', concat);
+        }
+    }
+
+    t = s;
+    if (pg_re_parse_char_escape(p, &t, &r) != PG_MATCHER_OK) {
+        return p->nomem ? PG_MATCHER_NOMEM : PG_MATCHER_BAD_RE;
+    }
+
+    re = pg_re_node(p, PG_RE_LIT);
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+    re->rune = r;
+    pg_re_append(concat, re);
+
+    *sp = t;
+
+    return PG_MATCHER_OK;
+}
+
+
+/* Go's parseEscape(): a single character escape */
+static int
+pg_re_parse_char_escape(pg_re_parser_t *p, const uint8_t **sp, uint32_t *r)
+{
+    int              i, nhex, x, y;
+    uint32_t         c, v;
+    const uint8_t   *s, *t;
+
+    s = *sp;
+    t = s + 1;
+
+    if (t == p->end) {
+        return pg_re_error(p, pg_re_err_backslash, t, 0);
+    }
+
+    if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+        return PG_MATCHER_BAD_RE;
+    }
+
+    switch (c) {
+
+    case '1': case '2': case '3': case '4': case '5': case '6': case '7':
+        /* a single non-zero digit would be a backreference */
+        if (t == p->end || *t < '0' || *t > '7') {
+            break;
+        }
+        /* fall through */
+
+    case '0':
+        v = c - '0';
+        for (i = 1; i < 3; i++) {
+            if (t == p->end || *t < '0' || *t > '7') {
+                break;
+            }
+            v = v * 8 + (*t - '0');
+            t++;
+        }
+        *r = v;
+        *sp = t;
+        return PG_MATCHER_OK;
+
+    case 'x':
+        if (t == p->end) {
+            break;
+        }
+
+        if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+            return PG_MATCHER_BAD_RE;
+        }
+
+        if (c == '{') {
+            nhex = 0;
+            v = 0;
+
+            for ( ;; ) {
+                if (t == p->end) {
+                    goto bad;
+                }
+
+                if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+                    return PG_MATCHER_BAD_RE;
+                }
+
+                if (c == '}') {
+                    break;
+                }
+
+                x = c < 0x80 && c >= '0' && c <= '9' ? (int) c - '0'
+                    : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+                      ? (int) (c | 0x20) - 'a' + 10 : -1;
+
+                if (x < 0) {
+                    goto bad;
+                }
+
+                v = v * 16 + x;
+                if (v > PG_RUNE_MAX) {
+                    goto bad;
+                }
+                nhex++;
+            }
+
+            if (nhex == 0) {
+                goto bad;
+            }
+
+            *r = v;
+            *sp = t;
+            return PG_MATCHER_OK;
+        }
+
+        x = c >= '0' && c <= '9' ? (int) c - '0'
+            : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+              ? (int) (c | 0x20) - 'a' + 10 : -1;
+
+        if (t == p->end) {
+            /* Go's nextRune("") yields RuneError without failing */
+            c = PG_RUNE_ERROR;
+
+        } else if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+            return PG_MATCHER_BAD_RE;
+        }
+
+        y = c >= '0' && c <= '9' ? (int) c - '0'
+            : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+              ? (int) (c | 0x20) - 'a' + 10 : -1;
+
+        if (x < 0 || y < 0) {
+            break;
+        }
+
+        *r = x * 16 + y;
+        *sp = t;
+        return PG_MATCHER_OK;
+
+    case 'a':
+        *r = '\a';
+        *sp = t;
+        return PG_MATCHER_OK;
+    case 'f':
+        *r = '\f';
+        *sp = t;
+        return PG_MATCHER_OK;
+    case 'n':
+        *r = '\n';
+        *sp = t;
+        return PG_MATCHER_OK;
+    case 'r':
+        *r = '\r';
+        *sp = t;
+        return PG_MATCHER_OK;
+    case 't':
+        *r = '\t';
+        *sp = t;
+        return PG_MATCHER_OK;
+    case 'v':
+        *r = '\v';
+        *sp = t;
+        return PG_MATCHER_OK;
+
+    default:
+        /* escaped punctuation is itself; \q and friends are errors */
+        if (c < 0x80 && !((c >= '0' && c <= '9') || ((c | 0x20) >= 'a'
+                                                   && (c | 0x20) <= 'z')))
+        {
+            *r = c;
+            *sp = t;
+            return PG_MATCHER_OK;
+        }
+        break;
+    }
+
+bad:
+
+    return pg_re_error(p, pg_re_err_escape, s, t - s);
+}
+
+
+/* \pN, \p{Name}, \PN, \P{^Name}; *found is 0 if s is none of these */
+static int
+pg_re_parse_unicode_class(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_class_t *cls, int *found)
+{
+    int              negate;
+    uint32_t         c;
+    const uint8_t   *s, *t, *name, *e;
+    size_t           len;
+
+    s = *sp;
+    *found = 0;
+
+    if (p->end - s < 2 || s[0] != '\\' || (s[1] != 'p' && s[1] != 'P')) {
+        return PG_MATCHER_OK;
+    }
+
+    negate = s[1] == 'P';
+    t = s + 2;
+
+    /* Go: nextRune("") gives RuneError, an unknown one-letter name */
+    if (t == p->end) {
+        return pg_re_error(p, pg_re_err_class_range, s, 2);
+    }
+
+    if (pg_re_next_rune(p, &t, &c) != PG_MATCHER_OK) {
+        return PG_MATCHER_BAD_RE;
+    }
+
+    if (c != '{') {
+        name = s + 2;
+        len = t - name;
+        e = t;
+
+    } else {
+        for (e = s; e < p->end && *e != '}'; e++) { /* void */ }
+
+        if (e == p->end) {
+            if (pg_re_check_utf8(p, s, p->end) != PG_MATCHER_OK) {
+                return PG_MATCHER_BAD_RE;
+            }
+            return pg_re_error(p, pg_re_err_class_range, s, p->end - s);
+        }
+
+        name = s + 3;
+        len = e - name;
+
+        if (pg_re_check_utf8(p, name, e) != PG_MATCHER_OK) {
+            return PG_MATCHER_BAD_RE;
+        }
+
+        e++;
+    }
+
+    if (len && name[0] == '^') {
+        negate = !negate;
+        name++;
+        len--;
+    }
+
+    if (!pg_re_valid_unicode_name(name, len)) {
+        return pg_re_error(p, pg_re_err_class_range, s, e - s);
+    }
+
+    if (pg_re_class_add_prop(p, cls, negate, name, len) != PG_MATCHER_OK) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    *found = 1;
+    *sp = e;
+
+    return PG_MATCHER_OK;
+}
+
+
+static int
+pg_re_valid_unicode_name(const uint8_t *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; pg_re_unicode_names[i] != NULL; i++) {
+        if (strlen(pg_re_unicode_names[i]) == len
+            && memcmp(pg_re_unicode_names[i], name, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* Go's parseClass() */
+static int
+pg_re_parse_class(pg_re_parser_t *p, const uint8_t **sp,
+    pg_re_node_t *concat)
+{
+    int              negate, first, found, neg, rc;
+    size_t           i, nlen;
+    uint32_t         lo, hi;
+    const uint8_t   *s, *t, *rng, *e;
+    pg_re_class_t    cls;
+
+    s = *sp;
+    t = s + 1;
+    negate = 0;
+
+    memset(&cls, 0, sizeof(pg_re_class_t));
+
+    if (t < p->end && *t == '^') {
+        negate = 1;
+        t++;
+    }
+
+    first = 1;
+
+    while (t == p->end || *t != ']' || first) {
+        first = 0;
+
+        if (t == p->end) {
+            return pg_re_error(p, pg_re_err_bracket, s, p->end - s);
+        }
+
+        /* [:alnum:] and friends */
+        if (p->end - t > 2 && t[0] == '[' && t[1] == ':') {
+            for (e = t + 2; e + 1 < p->end; e++) {
+                if (e[0] == ':' && e[1] == ']') {
+                    break;
+                }
+            }
+
+            if (e + 1 < p->end) {
+                neg = t[2] == '^';
+                nlen = e - (t + 2 + neg);
+
+                for (i = 0; pg_re_posix_groups[i].name != NULL; i++) {
+                    if (strlen(pg_re_posix_groups[i].name) == nlen
+                        && memcmp(pg_re_posix_groups[i].name, t + 2 + neg,
+                                  nlen) == 0)
+                    {
+                        break;
+                    }
+                }
+
+                if (pg_re_posix_groups[i].name == NULL) {
+                    return pg_re_error(p, pg_re_err_class_range, t,
+                                       e + 2 - t);
+                }
+
+                if (pg_re_class_add_group(p, &cls,
+                                          pg_re_posix_groups[i].ranges,
+                                          pg_re_posix_groups[i].n, neg)
+                    != PG_MATCHER_OK)
+                {
+                    return PG_MATCHER_NOMEM;
+                }
+
+                t = e + 2;
+                continue;
+            }
+        }
+
+        rc = pg_re_parse_unicode_class(p, &t, &cls, &found);
+        if (rc != PG_MATCHER_OK) {
+            return rc;
+        }
+
+        if (found) {
+            continue;
+        }
+
+        if (p->end - t >= 2 && t[0] == '\\'
+            && ((t[1] | 0x20) == 'd' || (t[1] | 0x20) == 's'
+                || (t[1] | 0x20) == 'w'))
+        {
+            neg = t[1] < 'a';
+
+            switch (t[1] | 0x20) {
+            case 'd':
+                rc = pg_re_class_add_group(p, &cls, pg_re_digit, 1, neg);
+                break;
+            case 's':
+                rc = pg_re_class_add_group(p, &cls, pg_re_space, 3, neg);
+                break;
+            default:
+                rc = pg_re_class_add_group(p, &cls, pg_re_word, 4, neg);
+                break;
+            }
+
+            if (rc != PG_MATCHER_OK) {
+                return PG_MATCHER_NOMEM;
+            }
+
+            t += 2;
+            continue;
+        }
+
+        /* a character or a range */
+        rng = t;
+
+        if (*t == '\\') {
+            if (pg_re_parse_char_escape(p, &t, &lo) != PG_MATCHER_OK) {
+                return PG_MATCHER_BAD_RE;
+            }
+
+        } else if (pg_re_next_rune(p, &t, &lo) != PG_MATCHER_OK) {
+            return PG_MATCHER_BAD_RE;
+        }
+
+        hi = lo;
+
+        if (p->end - t >= 2 && t[0] == '-' && t[1] != ']') {
+            t++;
+
+            if (*t == '\\') {
+                if (pg_re_parse_char_escape(p, &t, &hi) != PG_MATCHER_OK) {
+                    return PG_MATCHER_BAD_RE;
+                }
+
+            } else if (pg_re_next_rune(p, &t, &hi) != PG_MATCHER_OK) {
+                return PG_MATCHER_BAD_RE;
+            }
+
+            if (hi < lo) {
+                return pg_re_error(p, pg_re_err_class_range, rng, t - rng);
+            }
+        }
+
+        if (pg_re_class_add(p, &cls, lo, hi) != PG_MATCHER_OK) {
+            return PG_MATCHER_NOMEM;
+        }
+    }
+
+    *sp = t + 1;
+
+    return pg_re_class_node(p, &cls, negate, concat);
+}
+
+
+/* parseInt(): decimal, no leading zeros; n = -1 if too large */
+static int
+pg_re_parse_int(const uint8_t **sp, const uint8_t *end, int *n)
+{
+    const uint8_t  *s;
+
+    s = *sp;
+
+    if (s == end || *s < '0' || *s > '9') {
+        return 0;
+    }
+
+    if (end - s >= 2 && s[0] == '0' && s[1] >= '0' && s[1] <= '9') {
+        return 0;
+    }
+
+    *n = 0;
+
+    while (s < end && *s >= '0' && *s <= '9') {
+        if (*n >= 0) {
+            *n = *n >= 100000000 ? -1 : *n * 10 + (*s - '0');
+        }
+        s++;
+    }
+
+    *sp = s;
+
+    return 1;
+}
+
+
+static int
+pg_re_next_rune(pg_re_parser_t *p, const uint8_t **sp, uint32_t *r)
+{
+    size_t  n;
+
+    n = pg_utf8_decode(*sp, p->end, r);
+
+    if (n == 0) {
+        /* Go quotes the rest of the pattern */
+        return pg_re_error(p, pg_re_err_utf8, *sp, p->end - *sp);
+    }
+
+    *sp += n;
+
+    return PG_MATCHER_OK;
+}
+
+
+/* Go's checkUTF8(): quotes the text from the bad byte to end */
+static int
+pg_re_check_utf8(pg_re_parser_t *p, const uint8_t *s, const uint8_t *end)
+{
+    uint32_t  r;
+    size_t    n;
+
+    while (s < end) {
+        n = pg_utf8_decode(s, end, &r);
+        if (n == 0) {
+            return pg_re_error(p, pg_re_err_utf8, s, end - s);
+        }
+        s += n;
+    }
+
+    return PG_MATCHER_OK;
+}
+
+
+static int
+pg_re_error(pg_re_parser_t *p, const char *code, const uint8_t *expr,
+    size_t len)
+{
+    p->code = code;
+    p->expr = expr;
+    p->expr_len = len;
+
+    return PG_MATCHER_BAD_RE;
+}
+
+
+static pg_re_node_t *
+pg_re_node(pg_re_parser_t *p, pg_re_type_e type)
+{
+    pg_re_node_t  *re;
+
+    re = pg_alloc(p->alloc, sizeof(pg_re_node_t));
+    if (re == NULL) {
+        p->nomem = 1;
+        return NULL;
+    }
+
+    memset(re, 0, sizeof(pg_re_node_t));
+    re->type = type;
+    re->flags = p->flags;
+
+    return re;
+}
+
+
+static void
+pg_re_append(pg_re_node_t *parent, pg_re_node_t *child)
+{
+    if (parent->last == NULL) {
+        parent->child = child;
+
+    } else {
+        parent->last->next = child;
+    }
+
+    parent->last = child;
+}
+
+
+/*
+ * What a repetition applies to: the last item, flag settings aside (Go
+ * keeps those off its stack, so "a(?i)*" repeats the "a").
+ */
+static pg_re_node_t *
+pg_re_last_item(pg_re_node_t *concat, pg_re_node_t **prev)
+{
+    pg_re_node_t  *re, *p, *item, *item_prev;
+
+    item = NULL;
+    item_prev = NULL;
+    p = NULL;
+
+    for (re = concat->child; re != NULL; re = re->next) {
+        if (re->type != PG_RE_FLAGS) {
+            item = re;
+            item_prev = p;
+        }
+        p = re;
+    }
+
+    *prev = item_prev;
+
+    return item;
+}
+
+
+static int
+pg_re_class_add(pg_re_parser_t *p, pg_re_class_t *cls, uint32_t lo,
+    uint32_t hi)
+{
+    uint32_t  *r;
+
+    if (cls->n == cls->cap) {
+        cls->cap = cls->cap ? cls->cap * 2 : 8;
+
+        r = pg_alloc(p->alloc, cls->cap * 2 * sizeof(uint32_t));
+        if (r == NULL) {
+            p->nomem = 1;
+            return PG_MATCHER_NOMEM;
+        }
+
+        if (cls->n) {
+            memcpy(r, cls->r, cls->n * 2 * sizeof(uint32_t));
+        }
+
+        cls->r = r;
+    }
+
+    cls->r[cls->n * 2] = lo;
+    cls->r[cls->n * 2 + 1] = hi;
+    cls->n++;
+
+    return PG_MATCHER_OK;
+}
+
+
+/*
+ * Adds an ASCII group (\d, [:alpha:], ...) or its complement.  Under (?i)
+ * Go complements the case-folded group: the other case of its letters,
+ * and U+212A KELVIN SIGN and U+017F LATIN SMALL LETTER LONG S, which fold
+ * to k and s.  The complement is then closed under case, so PCRE2 adding
+ * case variants to the class changes nothing.
+ */
+static int
+pg_re_class_add_group(pg_re_parser_t *p, pg_re_class_t *cls,
+    const uint32_t *ranges, size_t n, int negate)
+{
+    int       in[128], kelvin, long_s;
+    size_t    i;
+    uint32_t  c, lo;
+
+    if (!negate) {
+        for (i = 0; i < n; i++) {
+            if (pg_re_class_add(p, cls, ranges[2 * i], ranges[2 * i + 1])
+                != PG_MATCHER_OK)
+            {
+                return PG_MATCHER_NOMEM;
+            }
+        }
+
+        return PG_MATCHER_OK;
+    }
+
+    memset(in, 0, sizeof(in));
+
+    for (i = 0; i < n; i++) {
+        for (c = ranges[2 * i]; c <= ranges[2 * i + 1]; c++) {
+            in[c] = 1;
+        }
+    }
+
+    kelvin = 0;
+    long_s = 0;
+
+    if (p->flags & PG_RE_FOLD) {
+        for (c = 'a'; c <= 'z'; c++) {
+            if (in[c] || in[c - 0x20]) {
+                in[c] = 1;
+                in[c - 0x20] = 1;
+            }
+        }
+
+        kelvin = in['k'];
+        long_s = in['s'];
+    }
+
+    for (c = 0; c < 128; c = lo) {
+        for ( /* void */ ; c < 128 && in[c]; c++) { /* void */ }
+
+        for (lo = c; lo < 128 && !in[lo]; lo++) { /* void */ }
+
+        if (lo > c && pg_re_class_add(p, cls, c, lo - 1) != PG_MATCHER_OK) {
+            return PG_MATCHER_NOMEM;
+        }
+    }
+
+    /* everything above ASCII but the fold extras */
+    lo = 0x80;
+
+    if (long_s) {
+        if (pg_re_class_add(p, cls, lo, 0x17e) != PG_MATCHER_OK) {
+            return PG_MATCHER_NOMEM;
+        }
+        lo = 0x180;
+    }
+
+    if (kelvin) {
+        if (pg_re_class_add(p, cls, lo, 0x2129) != PG_MATCHER_OK) {
+            return PG_MATCHER_NOMEM;
+        }
+        lo = 0x212b;
+    }
+
+    return pg_re_class_add(p, cls, lo, PG_RUNE_MAX);
+}
+
+
+static int
+pg_re_class_add_prop(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
+    const uint8_t *name, size_t len)
+{
+    char    *props;
+    size_t   need;
+
+    need = cls->props_len + len + 5;
+
+    if (need > cls->props_cap) {
+        cls->props_cap = need * 2;
+
+        props = pg_alloc(p->alloc, cls->props_cap);
+        if (props == NULL) {
+            p->nomem = 1;
+            return PG_MATCHER_NOMEM;
+        }
+
+        if (cls->props_len) {
+            memcpy(props, cls->props, cls->props_len);
+        }
+
+        cls->props = props;
+    }
+
+    /*
+     * Under (?i) Go adds to a class what folds into it: for the cased
+     * letter categories that is all cased letters, PCRE2's L&.  Go's
+     * "Any" is every code point; PCRE2 spells it the same.
+     */
+    if ((p->flags & PG_RE_FOLD) && len == 2 && name[0] == 'L'
+        && (name[1] == 'u' || name[1] == 'l' || name[1] == 't'))
+    {
+        name = (const uint8_t *) "L&";
+    }
+
+    cls->props[cls->props_len++] = '\\';
+    cls->props[cls->props_len++] = negate ? 'P' : 'p';
+    cls->props[cls->props_len++] = '{';
+    memcpy(cls->props + cls->props_len, name, len);
+    cls->props_len += len;
+    cls->props[cls->props_len++] = '}';
+
+    return PG_MATCHER_OK;
+}
+
+
+/*
+ * Writes the class as a PCRE2 class of \x{..} ranges and \p{..} items.
+ * Surrogates are not characters in UTF-8 (Go decodes them as U+FFFD, PCRE2
+ * refuses them), so ranges skip them; a class left empty matches nothing,
+ * its negation anything.
+ */
+static int
+pg_re_class_node(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
+    pg_re_node_t *concat)
+{
+    size_t         i, k, n, size;
+    uint32_t       lo, hi, part[4];
+    char          *buf;
+    pg_re_node_t  *re;
+
+    size = 32 + cls->props_len + cls->n * 2 * 24;
+
+    buf = pg_alloc(p->alloc, size);
+    if (buf == NULL) {
+        p->nomem = 1;
+        return PG_MATCHER_NOMEM;
+    }
+
+    n = 0;
+    buf[n++] = '[';
+    if (negate) {
+        buf[n++] = '^';
+    }
+
+    for (i = 0; i < cls->n; i++) {
+        lo = cls->r[2 * i];
+        hi = cls->r[2 * i + 1];
+        k = 0;
+
+        if (lo < 0xd800) {
+            part[k++] = lo;
+            part[k++] = hi < 0xd800 ? hi : 0xd7ff;
+        }
+
+        if (hi > 0xdfff) {
+            part[k++] = lo > 0xdfff ? lo : 0xe000;
+            part[k++] = hi;
+        }
+
+        for (k = k / 2; k > 0; k--) {
+            lo = part[k * 2 - 2];
+            hi = part[k * 2 - 1];
+
+            n += sprintf(buf + n, lo == hi ? "\\x{%x}" : "\\x{%x}-\\x{%x}",
+                         (unsigned) lo, (unsigned) hi);
+        }
+    }
+
+    if (cls->props_len) {
+        memcpy(buf + n, cls->props, cls->props_len);
+        n += cls->props_len;
+    }
+
+    if (n == (size_t) (negate ? 2 : 1)) {
+        n = 0;
+        n += sprintf(buf, negate ? "[\\x{0}-\\x{10ffff}]"
+                                 : "[^\\x{0}-\\x{10ffff}]");
+
+    } else {
+        buf[n++] = ']';
+    }
+
+    re = pg_re_node(p, PG_RE_CLASS);
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    re->text = buf;
+    re->len = n;
+    pg_re_append(concat, re);
+
+    return PG_MATCHER_OK;
+}
+
+
+/* Go's repeatIsValid(): nested counted repetitions stay within n copies */
+static int
+pg_re_repeat_valid(const pg_re_node_t *re, int n)
+{
+    int                  m;
+    const pg_re_node_t  *sub;
+
+    if (re->type == PG_RE_REPEAT) {
+        m = re->max;
+
+        if (m == 0) {
+            return 1;
+        }
+
+        if (m < 0) {
+            m = re->min;
+        }
+
+        if (m > n) {
+            return 0;
+        }
+
+        if (m > 0) {
+            n /= m;
+        }
+    }
+
+    for (sub = re->child; sub != NULL; sub = sub->next) {
+        if (!pg_re_repeat_valid(sub, n)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The height of Go's tree for this parse: a non-capturing group is not a
+ * node there, and a concatenation or alternation of one is its member.
+ */
+static int
+pg_re_height(const pg_re_node_t *re)
+{
+    int                  h, hs, n;
+    const pg_re_node_t  *sub;
+
+    switch (re->type) {
+
+    case PG_RE_GROUP:
+        h = pg_re_height(re->child);
+        return re->capture ? h + 1 : h;
+
+    case PG_RE_CONCAT:
+    case PG_RE_ALT:
+        h = 0;
+        n = 0;
+
+        for (sub = re->child; sub != NULL; sub = sub->next) {
+            if (sub->type == PG_RE_FLAGS) {
+                continue;
+            }
+
+            hs = pg_re_height(sub);
+            if (hs > h) {
+                h = hs;
+            }
+            n++;
+        }
+
+        return n == 0 ? 1 : n == 1 ? h : h + 1;
+
+    case PG_RE_STAR:
+    case PG_RE_PLUS:
+    case PG_RE_QUEST:
+    case PG_RE_REPEAT:
+        return pg_re_height(re->child) + 1;
+
+    default:
+        return 1;
+    }
+}
+
+
+/* Go's calcSize(): instructions the program would take */
+static int64_t
+pg_re_size(const pg_re_node_t *re)
+{
+    int                  n;
+    int64_t              size, sub;
+    const pg_re_node_t  *c;
+
+    size = 0;
+
+    switch (re->type) {
+
+    case PG_RE_GROUP:
+        sub = pg_re_size(re->child);
+        size = re->capture ? 2 + sub : sub;
+        break;
+
+    case PG_RE_CONCAT:
+    case PG_RE_ALT:
+        n = 0;
+
+        for (c = re->child; c != NULL; c = c->next) {
+            if (c->type == PG_RE_FLAGS) {
+                continue;
+            }
+
+            size += pg_re_size(c);
+            n++;
+
+            if (size > PG_RE_MAX_SIZE) {
+                return size;
+            }
+        }
+
+        if (re->type == PG_RE_ALT && n > 1) {
+            size += n - 1;
+        }
+        break;
+
+    case PG_RE_STAR:
+        size = 2 + pg_re_size(re->child);
+        break;
+
+    case PG_RE_PLUS:
+    case PG_RE_QUEST:
+        size = 1 + pg_re_size(re->child);
+        break;
+
+    case PG_RE_REPEAT:
+        sub = pg_re_size(re->child);
+
+        if (re->max == -1) {
+            size = re->min == 0 ? 2 + sub : 1 + (int64_t) re->min * sub;
+
+        } else {
+            size = (int64_t) re->max * sub + (re->max - re->min);
+        }
+        break;
+
+    case PG_RE_LIT:
+        size = 1;
+        break;
+
+    default:
+        break;
+    }
+
+    return size < 1 ? 1 : size;
+}
+
+
+/* writes re as PCRE2 syntax at buf + pos (buf NULL: only counts) */
+static size_t
+pg_re_emit(const pg_re_node_t *re, char *buf, size_t pos)
+{
+    char                 q[32];
+    const pg_re_node_t  *c;
+
+    switch (re->type) {
+
+    case PG_RE_EMPTY:
+        return pos;
+
+    case PG_RE_LIT:
+        return pg_re_emit_rune(buf, pos, re->rune);
+
+    case PG_RE_CLASS:
+    case PG_RE_ASSERT:
+        return pg_re_emit_str(buf, pos, re->text, re->len);
+
+    case PG_RE_FLAGS:
+        pos = pg_re_emit_str(buf, pos, "(?", 2);
+        pos = pg_re_emit_str(buf, pos, re->text, re->len);
+        return pg_re_emit_str(buf, pos, ")", 1);
+
+    case PG_RE_ANY:
+        if (re->flags & PG_RE_DOTNL) {
+            return pg_re_emit_str(buf, pos, "[\\x{0}-\\x{10ffff}]", 18);
+        }
+        return pg_re_emit_str(buf, pos, "[^\\n]", 5);
+
+    case PG_RE_GROUP:
+        pos = pg_re_emit_str(buf, pos, "(?", 2);
+        if (re->len) {
+            pos = pg_re_emit_str(buf, pos, re->text, re->len);
+        }
+        pos = pg_re_emit_str(buf, pos, ":", 1);
+        pos = pg_re_emit(re->child, buf, pos);
+        return pg_re_emit_str(buf, pos, ")", 1);
+
+    case PG_RE_CONCAT:
+        for (c = re->child; c != NULL; c = c->next) {
+            pos = pg_re_emit(c, buf, pos);
+        }
+        return pos;
+
+    case PG_RE_ALT:
+        for (c = re->child; c != NULL; c = c->next) {
+            if (c != re->child) {
+                pos = pg_re_emit_str(buf, pos, "|", 1);
+            }
+            pos = pg_re_emit(c, buf, pos);
+        }
+        return pos;
+
+    default:
+        break;
+    }
+
+    /* repetitions: PCRE2 repeats a single item, so group anything else */
+    c = re->child;
+
+    if (c->type == PG_RE_LIT || c->type == PG_RE_CLASS
+        || c->type == PG_RE_ANY || c->type == PG_RE_GROUP)
+    {
+        pos = pg_re_emit(c, buf, pos);
+
+    } else {
+        pos = pg_re_emit_str(buf, pos, "(?:", 3);
+        pos = pg_re_emit(c, buf, pos);
+        pos = pg_re_emit_str(buf, pos, ")", 1);
+    }
+
+    switch (re->type) {
+    case PG_RE_STAR:
+        return pg_re_emit_str(buf, pos, "*", 1);
+    case PG_RE_PLUS:
+        return pg_re_emit_str(buf, pos, "+", 1);
+    case PG_RE_QUEST:
+        return pg_re_emit_str(buf, pos, "?", 1);
+    default:
+        break;
+    }
+
+    if (re->max == -1) {
+        snprintf(q, sizeof(q), "{%d,}", re->min);
+
+    } else if (re->max == re->min) {
+        snprintf(q, sizeof(q), "{%d}", re->min);
+
+    } else {
+        snprintf(q, sizeof(q), "{%d,%d}", re->min, re->max);
+    }
+
+    return pg_re_emit_str(buf, pos, q, strlen(q));
+}
+
+
+static size_t
+pg_re_emit_str(char *buf, size_t pos, const char *s, size_t len)
+{
+    if (buf != NULL) {
+        memcpy(buf + pos, s, len);
+    }
+
+    return pos + len;
+}
+
+
+static size_t
+pg_re_emit_rune(char *buf, size_t pos, uint32_t r)
+{
+    char  tmp[32];
+    int   n;
+
+    if (r < 0x80 && ((r >= '0' && r <= '9') || ((r | 0x20) >= 'a'
+                                              && (r | 0x20) <= 'z')))
+    {
+        tmp[0] = (char) r;
+        n = 1;
+
+    } else if (r >= 0xd800 && r <= 0xdfff) {
+        /*
+         * Go's literal prefix (a string built with WriteRune) turns a
+         * surrogate into U+FFFD, and that is what it then compares.
+         */
+        n = snprintf(tmp, sizeof(tmp), "\\x{fffd}");
+
+    } else {
+        n = snprintf(tmp, sizeof(tmp), "\\x{%x}", (unsigned) r);
+    }
+
+    return pg_re_emit_str(buf, pos, tmp, n);
+}
+
+
+/* one UTF-8 sequence by Go's rules; 0 if invalid or truncated */
+static size_t
+pg_utf8_decode(const uint8_t *p, const uint8_t *end, uint32_t *r)
+{
+    size_t  n;
+
+    if (p >= end) {
+        return 0;
+    }
+
+    if (p[0] < 0x80) {
+        *r = p[0];
+        return 1;
+    }
+
+    n = (p[0] >= 0xc2 && p[0] <= 0xdf) ? 2
+        : (p[0] >= 0xe0 && p[0] <= 0xef) ? 3
+        : (p[0] >= 0xf0 && p[0] <= 0xf4) ? 4 : 0;
+
+    if (n == 0 || (size_t) (end - p) < n || !pg_utf8_valid(p, n)) {
+        return 0;
+    }
+
+    if (n == 2) {
+        *r = ((uint32_t) (p[0] & 0x1f) << 6) | (p[1] & 0x3f);
+
+    } else if (n == 3) {
+        *r = ((uint32_t) (p[0] & 0x0f) << 12)
+             | ((uint32_t) (p[1] & 0x3f) << 6) | (p[2] & 0x3f);
+
+    } else {
+        *r = ((uint32_t) (p[0] & 0x07) << 18)
+             | ((uint32_t) (p[1] & 0x3f) << 12)
+             | ((uint32_t) (p[2] & 0x3f) << 6) | (p[3] & 0x3f);
+    }
+
+    return n;
+}

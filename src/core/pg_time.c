@@ -1,0 +1,1462 @@
+/*
+ * Query API parameters as Prometheus 2.42 (Go 1.19) reads them: times with
+ * parseTime() and timestamp.FromTime(), forms with url.ParseQuery() and
+ * r.FormValue(), and a JSON body for clients that post one.
+ */
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pg_json.h"
+#include "pg_time.h"
+
+
+/* seconds from 0001-01-01 to 1970-01-01, Go's unixToInternal */
+#define PG_UNIX_TO_INTERNAL  INT64_C(62135596800)
+
+
+/* a time as Go's time.Time holds it: Unix seconds (may have wrapped) */
+typedef struct {
+    int64_t         sec;
+    int32_t         nsec;
+} pg_time_t;
+
+
+typedef struct {
+    const uint8_t  *p;
+    const uint8_t  *start;
+    const uint8_t  *end;
+    const pg_allocator_t  *alloc;
+    char           *err;
+    size_t          err_len;
+    int             nomem;
+} pg_qjson_t;
+
+
+static int pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t);
+static int pg_time_parse_float(const uint8_t *s, size_t len, double *v);
+static int pg_time_underscore_ok(const uint8_t *s, size_t len);
+static int64_t pg_time_go_f2i(double v);
+static int pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t);
+static int64_t pg_time_days_from_civil(int64_t y, int m, int d);
+static int64_t pg_time_to_ms(pg_time_t t);
+static int pg_time_before(pg_time_t a, pg_time_t b);
+static int pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
+    size_t *out_len);
+static int pg_form_lookup(const uint8_t *s, size_t len,
+    const pg_allocator_t *alloc, pg_str_t *found, unsigned *have);
+static pg_time_rc_e pg_query_finish(pg_query_params_t *qp,
+    const pg_str_t *vals, unsigned have, char *err, size_t err_len);
+static void pg_time_errorf(char *err, size_t err_len, const char *fmt, ...);
+static size_t pg_go_quote(char *out, size_t size, const uint8_t *s,
+    size_t len);
+static int pg_go_is_print(uint32_t r);
+static size_t pg_time_utf8_encode(uint8_t *p, uint32_t r);
+static void pg_qj_ws(pg_qjson_t *j);
+static int pg_qj_fail(pg_qjson_t *j, const char *what);
+static int pg_qj_string(pg_qjson_t *j, pg_str_t *out);
+static int pg_qj_number(pg_qjson_t *j, pg_str_t *out);
+static int pg_qj_skip(pg_qjson_t *j, unsigned depth);
+static int pg_qj_hex4(const uint8_t *p, uint32_t *v);
+
+
+static const char  *pg_query_keys[] = { "query", "start", "end" };
+
+#define PG_Q_QUERY  0
+#define PG_Q_START  1
+#define PG_Q_END    2
+#define PG_Q_KEYS   3
+
+
+int
+pg_parse_time(const uint8_t *s, size_t len, int64_t *ms)
+{
+    pg_time_t  t;
+
+    if (pg_time_parse_exact(s, len, &t) != 0) {
+        return -1;
+    }
+
+    *ms = pg_time_to_ms(t);
+
+    return 0;
+}
+
+
+static int
+pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t)
+{
+    double    v, ip, fp;
+    uint64_t  sec, n;
+    int64_t   nsec;
+
+    static const char  min_time[] = "-292273086-05-16T16:47:06Z";
+    static const char  max_time[] = "292277025-08-18T07:12:54.999999999Z";
+
+    if (pg_time_parse_float(s, len, &v) == 0) {
+
+        /*
+         * Prometheus: s, ns := math.Modf(t); ns = math.Round(ns*1000)/1000;
+         * time.Unix(int64(s), int64(ns*1e9)).  The same double operations
+         * give the same rounding; Go's float to int64 conversion yields
+         * INT64_MIN for NaN and out-of-range values on amd64, and time.Unix
+         * normalizes with wrapping int64 arithmetic.
+         */
+        if (isinf(v)) {
+            ip = v;
+            fp = NAN;
+
+        } else {
+            fp = modf(v, &ip);
+        }
+
+        fp = round(fp * 1000) / 1000;
+
+        sec = (uint64_t) pg_time_go_f2i(ip);
+        nsec = pg_time_go_f2i(fp * 1e9);
+
+        if (nsec < 0 || nsec >= 1000000000) {
+            n = (uint64_t) (nsec / 1000000000);
+            sec += n;
+            nsec -= (int64_t) (n * 1000000000);
+
+            if (nsec < 0) {
+                nsec += 1000000000;
+                sec--;
+            }
+        }
+
+        t->sec = (int64_t) sec;
+        t->nsec = (int32_t) nsec;
+
+        return 0;
+    }
+
+    if (pg_time_parse_rfc3339(s, len, t) == 0) {
+        return 0;
+    }
+
+    /* Go's parser takes 4-digit years only; Prometheus' own bounds */
+    if (len == sizeof(min_time) - 1 && memcmp(s, min_time, len) == 0) {
+        t->sec = INT64_MIN / 1000 + 62135596801;
+        t->nsec = 0;
+        return 0;
+    }
+
+    if (len == sizeof(max_time) - 1 && memcmp(s, max_time, len) == 0) {
+        t->sec = INT64_MAX / 1000 - 62135596801;
+        t->nsec = 999999999;
+        return 0;
+    }
+
+    return -1;
+}
+
+
+/* what CVTTSD2SI gives, as Go's int64(f) does on amd64 */
+static int64_t
+pg_time_go_f2i(double v)
+{
+    if (isnan(v) || v >= 9223372036854775808.0 || v < -9223372036854775808.0)
+    {
+        return INT64_MIN;
+    }
+
+    return (int64_t) v;
+}
+
+
+/* timestamp.FromTime(): t.Unix()*1000 + t.Nanosecond()/1e6, wrapping */
+static int64_t
+pg_time_to_ms(pg_time_t t)
+{
+    return (int64_t) ((uint64_t) t.sec * 1000 + (uint64_t) (t.nsec / 1000000));
+}
+
+
+/* time.Time.Before() compares the seconds since year 1, which may wrap */
+static int
+pg_time_before(pg_time_t a, pg_time_t b)
+{
+    int64_t  ia, ib;
+
+    ia = (int64_t) ((uint64_t) a.sec + PG_UNIX_TO_INTERNAL);
+    ib = (int64_t) ((uint64_t) b.sec + PG_UNIX_TO_INTERNAL);
+
+    return ia < ib || (ia == ib && a.nsec < b.nsec);
+}
+
+
+/*
+ * Go's strconv.ParseFloat(s, 64) syntax: [+-] then inf, infinity (any
+ * case) or, unsigned, nan; or decimal digits with an optional '.' and
+ * e-exponent; or 0x hex digits with an optional '.' and a mandatory
+ * p-exponent; '_' between digits.  The checked string then goes to strtod,
+ * which rounds correctly as Go does.  Overflow is an error, underflow not.
+ */
+static int
+pg_time_parse_float(const uint8_t *s, size_t len, double *v)
+{
+    char      buf[128];
+    size_t    i, n;
+    int       hex, sawdigits, sawdot, sawexp, underscores;
+    uint8_t   c;
+    double    r;
+
+    static const char  inf[] = "infinity";
+
+    if (len == 0 || len >= sizeof(buf)) {
+        return -1;
+    }
+
+    i = 0;
+
+    if (s[0] == '+' || s[0] == '-') {
+        i = 1;
+    }
+
+    /* inf, infinity, nan */
+    if (i < len && (s[i] | 0x20) == 'i') {
+        for (n = 0; i + n < len && n < 8; n++) {
+            if ((s[i + n] | 0x20) != inf[n]) {
+                break;
+            }
+        }
+
+        if (i + n != len || (n != 3 && n != 8)) {
+            return -1;
+        }
+
+        *v = (s[0] == '-') ? -INFINITY : INFINITY;
+        return 0;
+    }
+
+    if (i == 0 && len == 3 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'a'
+        && (s[2] | 0x20) == 'n')
+    {
+        *v = NAN;
+        return 0;
+    }
+
+    hex = 0;
+
+    if (i + 2 < len && s[i] == '0' && (s[i + 1] | 0x20) == 'x') {
+        hex = 1;
+        i += 2;
+    }
+
+    sawdigits = 0;
+    sawdot = 0;
+    sawexp = 0;
+    underscores = 0;
+
+    for ( /* void */ ; i < len; i++) {
+        c = s[i];
+
+        if (c == '_') {
+            underscores = 1;
+            continue;
+        }
+
+        if (c == '.') {
+            if (sawdot) {
+                return -1;
+            }
+            sawdot = 1;
+            continue;
+        }
+
+        if ((c >= '0' && c <= '9')
+            || (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f'))
+        {
+            sawdigits = 1;
+            continue;
+        }
+
+        break;
+    }
+
+    if (!sawdigits) {
+        return -1;
+    }
+
+    if (i < len && (s[i] | 0x20) == (hex ? 'p' : 'e')) {
+        sawexp = 1;
+        i++;
+
+        if (i < len && (s[i] == '+' || s[i] == '-')) {
+            i++;
+        }
+
+        if (i >= len || s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        while (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '_')) {
+            underscores |= (s[i] == '_');
+            i++;
+        }
+    }
+
+    if (i != len || (hex && !sawexp)) {
+        return -1;
+    }
+
+    if (underscores && !pg_time_underscore_ok(s, len)) {
+        return -1;
+    }
+
+    for (i = 0, n = 0; i < len; i++) {
+        if (s[i] != '_') {
+            buf[n++] = s[i];
+        }
+    }
+
+    buf[n] = '\0';
+
+    errno = 0;
+    r = strtod(buf, NULL);
+
+    if (isinf(r)) {
+        return -1;
+    }
+
+    *v = r;
+
+    return 0;
+}
+
+
+/* Go's underscoreOK(): '_' only between digits or after a base prefix */
+static int
+pg_time_underscore_ok(const uint8_t *s, size_t len)
+{
+    size_t   i;
+    int      hex;
+    char     saw;
+    uint8_t  c;
+
+    saw = '^';
+    i = 0;
+    hex = 0;
+
+    if (len >= 1 && (s[0] == '-' || s[0] == '+')) {
+        s++;
+        len--;
+    }
+
+    if (len >= 2 && s[0] == '0'
+        && ((s[1] | 0x20) == 'b' || (s[1] | 0x20) == 'o'
+            || (s[1] | 0x20) == 'x'))
+    {
+        i = 2;
+        saw = '0';
+        hex = (s[1] | 0x20) == 'x';
+    }
+
+    for ( /* void */ ; i < len; i++) {
+        c = s[i];
+
+        if ((c >= '0' && c <= '9')
+            || (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f'))
+        {
+            saw = '0';
+            continue;
+        }
+
+        if (c == '_') {
+            if (saw != '0') {
+                return 0;
+            }
+            saw = '_';
+            continue;
+        }
+
+        if (saw == '_') {
+            return 0;
+        }
+
+        saw = '!';
+    }
+
+    return saw != '_';
+}
+
+
+/*
+ * time.Parse(time.RFC3339Nano, s) of Go 1.19: a 4-digit year, 2-digit
+ * month, day, minute and second, a 1- or 2-digit hour, an optional
+ * fraction of up to 9 digits after '.' or ',', then 'Z' or +hh:mm/-hh:mm
+ * (offset digits not range-checked).
+ */
+static int
+pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t)
+{
+    size_t   i, k;
+    int      year, month, day, hour, min, sec, mdays, off, digits;
+    int32_t  nsec;
+
+    static const int  days_in[] = {
+        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+#define pg_digit(c)  ((c) >= '0' && (c) <= '9')
+
+    if (len < 20) {
+        return -1;
+    }
+
+    for (i = 0; i < 4; i++) {
+        if (!pg_digit(s[i])) {
+            return -1;
+        }
+    }
+
+    year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10
+           + (s[3] - '0');
+
+    if (s[4] != '-' || !pg_digit(s[5]) || !pg_digit(s[6]) || s[7] != '-'
+        || !pg_digit(s[8]) || !pg_digit(s[9]) || s[10] != 'T'
+        || !pg_digit(s[11]))
+    {
+        return -1;
+    }
+
+    month = (s[5] - '0') * 10 + (s[6] - '0');
+    day = (s[8] - '0') * 10 + (s[9] - '0');
+
+    i = 12;
+    hour = s[11] - '0';
+
+    if (pg_digit(s[i])) {
+        hour = hour * 10 + (s[i] - '0');
+        i++;
+    }
+
+    if (len < i + 6 || s[i] != ':' || !pg_digit(s[i + 1])
+        || !pg_digit(s[i + 2]) || s[i + 3] != ':' || !pg_digit(s[i + 4])
+        || !pg_digit(s[i + 5]))
+    {
+        return -1;
+    }
+
+    min = (s[i + 1] - '0') * 10 + (s[i + 2] - '0');
+    sec = (s[i + 4] - '0') * 10 + (s[i + 5] - '0');
+    i += 6;
+
+    if (month < 1 || month > 12 || hour > 23 || min > 59 || sec > 59) {
+        return -1;
+    }
+
+    mdays = days_in[month - 1];
+
+    if (month == 2 && year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))
+    {
+        mdays = 29;
+    }
+
+    if (day < 1 || day > mdays) {
+        return -1;
+    }
+
+    nsec = 0;
+
+    if (i + 1 < len && (s[i] == '.' || s[i] == ',') && pg_digit(s[i + 1])) {
+        i++;
+        digits = 0;
+
+        while (i < len && pg_digit(s[i]) && digits < 9) {
+            nsec = nsec * 10 + (s[i] - '0');
+            digits++;
+            i++;
+        }
+
+        while (digits++ < 9) {
+            nsec *= 10;
+        }
+    }
+
+    if (i < len && s[i] == 'Z') {
+        off = 0;
+        i++;
+
+    } else {
+        if (len - i < 6 || (s[i] != '+' && s[i] != '-') || s[i + 3] != ':')
+        {
+            return -1;
+        }
+
+        for (k = 1; k < 6; k++) {
+            if (k != 3 && !pg_digit(s[i + k])) {
+                return -1;
+            }
+        }
+
+        off = (((s[i + 1] - '0') * 10 + (s[i + 2] - '0')) * 60
+               + (s[i + 4] - '0') * 10 + (s[i + 5] - '0')) * 60;
+
+        if (s[i] == '-') {
+            off = -off;
+        }
+
+        i += 6;
+    }
+
+#undef pg_digit
+
+    if (i != len) {
+        return -1;
+    }
+
+    t->sec = pg_time_days_from_civil(year, month, day) * 86400
+             + hour * 3600 + min * 60 + sec - off;
+    t->nsec = nsec;
+
+    return 0;
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
+static int64_t
+pg_time_days_from_civil(int64_t y, int m, int d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+/* Go's url.QueryUnescape(): "%XX" (else an error) and '+' as a space */
+static int
+pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
+    size_t *out_len)
+{
+    size_t   i, n;
+    uint8_t  c, h, l;
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        c = s[i];
+
+        if (c == '+') {
+            c = ' ';
+
+        } else if (c == '%') {
+            if (i + 2 >= len) {
+                return -1;
+            }
+
+            h = s[i + 1];
+            l = s[i + 2];
+
+#define pg_unhex(x)                                                          \
+    ((x) >= '0' && (x) <= '9' ? (x) - '0'                                    \
+     : ((x) | 0x20) >= 'a' && ((x) | 0x20) <= 'f' ? ((x) | 0x20) - 'a' + 10  \
+     : 16)
+
+            if (pg_unhex(h) > 15 || pg_unhex(l) > 15) {
+                return -1;
+            }
+
+            c = (uint8_t) (pg_unhex(h) << 4 | pg_unhex(l));
+
+#undef pg_unhex
+
+            i += 2;
+        }
+
+        if (out) {
+            out[n] = c;
+        }
+
+        n++;
+    }
+
+    *out_len = n;
+
+    return 0;
+}
+
+
+/*
+ * url.ParseQuery() split into pairs; the first value of each key we look
+ * for is kept (FormValue() returns the first) unless already found.
+ */
+static int
+pg_form_lookup(const uint8_t *s, size_t len, const pg_allocator_t *alloc,
+    pg_str_t *found, unsigned *have)
+{
+    const uint8_t  *pair, *end, *eq, *p;
+    size_t          plen, klen, vlen, k, n;
+    uint8_t         key[8], *v;
+
+    end = s + len;
+
+    for (pair = s; pair < end; pair = p + 1) {
+
+        for (p = pair; p < end && *p != '&'; p++) { /* void */ }
+
+        plen = p - pair;
+
+        /* Go 1.17+ rejects ';' separators: the whole pair is skipped */
+        if (plen == 0 || memchr(pair, ';', plen) != NULL) {
+            continue;
+        }
+
+        eq = memchr(pair, '=', plen);
+        klen = eq ? (size_t) (eq - pair) : plen;
+
+        if (pg_form_unescape(pair, klen, NULL, &n) != 0) {
+            continue;
+        }
+
+        if (n > sizeof(key)) {
+            continue;
+        }
+
+        (void) pg_form_unescape(pair, klen, key, &n);
+
+        for (k = 0; k < PG_Q_KEYS; k++) {
+            if (strlen(pg_query_keys[k]) == n
+                && memcmp(pg_query_keys[k], key, n) == 0)
+            {
+                break;
+            }
+        }
+
+        vlen = eq ? (size_t) (p - eq - 1) : 0;
+
+        /* a bad value drops the pair, even for keys that are not ours */
+        if (pg_form_unescape(eq ? eq + 1 : p, vlen, NULL, &n) != 0) {
+            continue;
+        }
+
+        if (k == PG_Q_KEYS || (*have & (1u << k))) {
+            continue;
+        }
+
+        v = NULL;
+
+        if (n) {
+            v = alloc->alloc(alloc->ctx, n);
+            if (v == NULL) {
+                return -1;
+            }
+
+            (void) pg_form_unescape(eq + 1, vlen, v, &n);
+        }
+
+        found[k].data = v;
+        found[k].len = n;
+        *have |= 1u << k;
+    }
+
+    return 0;
+}
+
+
+pg_time_rc_e
+pg_parse_query_params(const uint8_t *args, size_t args_len,
+    const uint8_t *body, size_t body_len, const pg_allocator_t *alloc,
+    pg_query_params_t *qp, char *err, size_t err_len)
+{
+    pg_str_t  vals[PG_Q_KEYS];
+    unsigned  have;
+
+    memset(vals, 0, sizeof(vals));
+    have = 0;
+
+    /* r.Form holds the body's values before the query string's */
+    if (pg_form_lookup(body, body_len, alloc, vals, &have) != 0
+        || pg_form_lookup(args, args_len, alloc, vals, &have) != 0)
+    {
+        pg_time_errorf(err, err_len, "out of memory");
+        return PG_TIME_NO_MEMORY;
+    }
+
+    return pg_query_finish(qp, vals, have, err, err_len);
+}
+
+
+static pg_time_rc_e
+pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
+    char *err, size_t err_len)
+{
+    pg_time_t   start, end;
+    char        quoted[256];
+    size_t      k;
+    pg_time_t  *t;
+
+    static const pg_time_t  min_time = {
+        INT64_MIN / 1000 + 62135596801, 0
+    };
+    static const pg_time_t  max_time = {
+        INT64_MAX / 1000 - 62135596801, 999999999
+    };
+
+    memset(qp, 0, sizeof(pg_query_params_t));
+
+    qp->query.data = (const uint8_t *) "";
+
+    if (have & (1u << PG_Q_QUERY)) {
+        qp->has_query = 1;
+        qp->query = vals[PG_Q_QUERY];
+
+        if (qp->query.data == NULL) {
+            qp->query.data = (const uint8_t *) "";
+        }
+    }
+
+    start = min_time;
+    end = max_time;
+
+    for (k = PG_Q_START; k <= PG_Q_END; k++) {
+        t = (k == PG_Q_START) ? &start : &end;
+
+        /* FormValue() gives "" for a missing key: the default applies */
+        if (!(have & (1u << k)) || vals[k].len == 0) {
+            continue;
+        }
+
+        if (pg_time_parse_exact(vals[k].data, vals[k].len, t) != 0) {
+            pg_go_quote(quoted, sizeof(quoted), vals[k].data, vals[k].len);
+            pg_time_errorf(err, err_len,
+                           "invalid parameter \"%s\": Invalid time value "
+                           "for '%s': cannot parse %s to a valid timestamp",
+                           pg_query_keys[k], pg_query_keys[k], quoted);
+            return PG_TIME_BAD_REQUEST;
+        }
+
+        if (k == PG_Q_START) {
+            qp->has_start = 1;
+        } else {
+            qp->has_end = 1;
+        }
+    }
+
+    if (pg_time_before(end, start)) {
+        pg_time_errorf(err, err_len,
+                       "end timestamp must not be before start timestamp");
+        return PG_TIME_BAD_REQUEST;
+    }
+
+    qp->start_ms = pg_time_to_ms(start);
+    qp->end_ms = pg_time_to_ms(end);
+
+    return PG_TIME_OK;
+}
+
+
+static void
+pg_time_errorf(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list  args;
+
+    if (err == NULL || err_len == 0) {
+        return;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(err, err_len, fmt, args);
+    va_end(args);
+}
+
+
+/*
+ * Go's strconv.Quote() for the error message; over-long values are cut
+ * (with "...") to keep the message bounded.  Go's IsPrint() is
+ * approximated: C0/C1 controls, non-ASCII spaces, format characters,
+ * private use and non-characters are escaped, other runes kept.
+ */
+static size_t
+pg_go_quote(char *out, size_t size, const uint8_t *s, size_t len)
+{
+    size_t    i, n, w;
+    uint32_t  r;
+    char      esc[16];
+
+    n = 0;
+    out[n++] = '"';
+
+    for (i = 0; i < len; i += w) {
+
+        if (n + 16 + 5 > size) {
+            memcpy(out + n, "...", 3);
+            n += 3;
+            break;
+        }
+
+        w = pg_json_utf8_decode(s + i, len - i, &r);
+
+        if (w == 0) {
+            n += sprintf(out + n, "\\x%02x", s[i]);
+            w = 1;
+            continue;
+        }
+
+        if (r == '"' || r == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char) r;
+            continue;
+        }
+
+        if (pg_go_is_print(r)) {
+            memcpy(out + n, s + i, w);
+            n += w;
+            continue;
+        }
+
+        switch (r) {
+        case '\a': strcpy(esc, "\\a"); break;
+        case '\b': strcpy(esc, "\\b"); break;
+        case '\f': strcpy(esc, "\\f"); break;
+        case '\n': strcpy(esc, "\\n"); break;
+        case '\r': strcpy(esc, "\\r"); break;
+        case '\t': strcpy(esc, "\\t"); break;
+        case '\v': strcpy(esc, "\\v"); break;
+        default:
+            if (r < ' ' || r == 0x7f) {
+                sprintf(esc, "\\x%02x", (unsigned) r);
+            } else if (r < 0x10000) {
+                sprintf(esc, "\\u%04x", (unsigned) r);
+            } else {
+                sprintf(esc, "\\U%08x", (unsigned) r);
+            }
+        }
+
+        memcpy(out + n, esc, strlen(esc));
+        n += strlen(esc);
+    }
+
+    out[n++] = '"';
+    out[n] = '\0';
+
+    return n;
+}
+
+
+static int
+pg_go_is_print(uint32_t r)
+{
+    if (r < 0x80) {
+        return r >= 0x20 && r < 0x7f;
+    }
+
+    if (r < 0xa1 || r == 0xad) {
+        return 0;
+    }
+
+    /* spaces other than ' ', format characters, line separators */
+    if (r == 0x061c || r == 0x06dd || r == 0x070f || r == 0x1680
+        || r == 0x180e || (r >= 0x0600 && r <= 0x0605)
+        || (r >= 0x2000 && r <= 0x200f) || (r >= 0x2028 && r <= 0x202f)
+        || (r >= 0x205f && r <= 0x206f) || r == 0x3000 || r == 0xfeff
+        || (r >= 0xfff9 && r <= 0xfffb) || r == 0x110bd
+        || (r >= 0x1bca0 && r <= 0x1bca3) || (r >= 0x1d173 && r <= 0x1d17a)
+        || (r >= 0xe0000 && r <= 0xe007f))
+    {
+        return 0;
+    }
+
+    /* private use and non-characters */
+    if ((r >= 0xe000 && r <= 0xf8ff) || r >= 0xf0000
+        || (r & 0xfffe) == 0xfffe || (r >= 0xfdd0 && r <= 0xfdef))
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static size_t
+pg_time_utf8_encode(uint8_t *p, uint32_t r)
+{
+    if (r < 0x80) {
+        p[0] = (uint8_t) r;
+        return 1;
+    }
+
+    if (r < 0x800) {
+        p[0] = (uint8_t) (0xc0 | (r >> 6));
+        p[1] = (uint8_t) (0x80 | (r & 0x3f));
+        return 2;
+    }
+
+    if (r < 0x10000) {
+        p[0] = (uint8_t) (0xe0 | (r >> 12));
+        p[1] = (uint8_t) (0x80 | ((r >> 6) & 0x3f));
+        p[2] = (uint8_t) (0x80 | (r & 0x3f));
+        return 3;
+    }
+
+    p[0] = (uint8_t) (0xf0 | (r >> 18));
+    p[1] = (uint8_t) (0x80 | ((r >> 12) & 0x3f));
+    p[2] = (uint8_t) (0x80 | ((r >> 6) & 0x3f));
+    p[3] = (uint8_t) (0x80 | (r & 0x3f));
+    return 4;
+}
+
+
+pg_time_rc_e
+pg_parse_query_json(const uint8_t *body, size_t len,
+    const pg_allocator_t *alloc, pg_query_params_t *qp, char *err,
+    size_t err_len)
+{
+    pg_qjson_t  j;
+    pg_str_t    key, val, vals[PG_Q_KEYS];
+    unsigned    have;
+    size_t      k;
+    int         rc;
+
+    memset(vals, 0, sizeof(vals));
+    have = 0;
+
+    if (len > PG_QUERY_JSON_MAX) {
+        pg_time_errorf(err, err_len, "invalid JSON body: larger than %d "
+                       "bytes", PG_QUERY_JSON_MAX);
+        return PG_TIME_BAD_REQUEST;
+    }
+
+    j.p = body;
+    j.start = body;
+    j.end = body + len;
+    j.alloc = alloc;
+    j.err = err;
+    j.err_len = err_len;
+    j.nomem = 0;
+
+    pg_qj_ws(&j);
+
+    if (j.p == j.end || *j.p != '{') {
+        pg_qj_fail(&j, "expected an object");
+        goto failed;
+    }
+
+    j.p++;
+    pg_qj_ws(&j);
+
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+        goto done;
+    }
+
+    for ( ;; ) {
+        pg_qj_ws(&j);
+
+        if (j.p == j.end || *j.p != '"') {
+            pg_qj_fail(&j, "expected a member name");
+            goto failed;
+        }
+
+        if (pg_qj_string(&j, &key) != 0) {
+            goto failed;
+        }
+
+        pg_qj_ws(&j);
+
+        if (j.p == j.end || *j.p != ':') {
+            pg_qj_fail(&j, "expected ':'");
+            goto failed;
+        }
+
+        j.p++;
+        pg_qj_ws(&j);
+
+        for (k = 0; k < PG_Q_KEYS; k++) {
+            if (strlen(pg_query_keys[k]) == key.len
+                && memcmp(pg_query_keys[k], key.data, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == PG_Q_KEYS) {
+            if (pg_qj_skip(&j, 1) != 0) {
+                goto failed;
+            }
+
+        } else if (j.p < j.end && *j.p == '"') {
+            if (pg_qj_string(&j, &val) != 0) {
+                goto failed;
+            }
+
+            vals[k] = val;
+            have |= 1u << k;
+
+        } else if (j.p < j.end && (*j.p == '-' || (*j.p >= '0'
+                                                  && *j.p <= '9')))
+        {
+            if (pg_qj_number(&j, &val) != 0) {
+                goto failed;
+            }
+
+            vals[k] = val;
+            have |= 1u << k;
+
+        } else if (j.end - j.p >= 4 && memcmp(j.p, "null", 4) == 0) {
+            /* Go leaves a string as it was for null */
+            j.p += 4;
+
+        } else {
+            if (pg_qj_skip(&j, 1) != 0) {
+                goto failed;
+            }
+
+            pg_time_errorf(err, err_len, "invalid parameter \"%s\": must be "
+                           "a string or a number", pg_query_keys[k]);
+            return PG_TIME_BAD_REQUEST;
+        }
+
+        pg_qj_ws(&j);
+
+        if (j.p < j.end && *j.p == ',') {
+            j.p++;
+            continue;
+        }
+
+        if (j.p < j.end && *j.p == '}') {
+            j.p++;
+            break;
+        }
+
+        pg_qj_fail(&j, "expected ',' or '}'");
+        goto failed;
+    }
+
+done:
+
+    pg_qj_ws(&j);
+
+    if (j.p != j.end) {
+        pg_qj_fail(&j, "unexpected data after the object");
+        goto failed;
+    }
+
+    rc = pg_query_finish(qp, vals, have, err, err_len);
+
+    return rc;
+
+failed:
+
+    if (j.nomem) {
+        pg_time_errorf(err, err_len, "out of memory");
+        return PG_TIME_NO_MEMORY;
+    }
+
+    return PG_TIME_BAD_REQUEST;
+}
+
+
+static void
+pg_qj_ws(pg_qjson_t *j)
+{
+    while (j->p < j->end
+           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n'
+               || *j->p == '\r'))
+    {
+        j->p++;
+    }
+}
+
+
+static int
+pg_qj_fail(pg_qjson_t *j, const char *what)
+{
+    if (j->nomem) {
+        return -1;
+    }
+
+    if (j->p >= j->end) {
+        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
+                       "end of input (%s)", what);
+
+    } else if (*j->p >= 0x20 && *j->p < 0x7f) {
+        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
+                       "'%c' at offset %lu (%s)", *j->p,
+                       (unsigned long) (j->p - j->start), what);
+
+    } else {
+        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
+                       "byte 0x%02x at offset %lu (%s)", *j->p,
+                       (unsigned long) (j->p - j->start), what);
+    }
+
+    return -1;
+}
+
+
+static int
+pg_qj_hex4(const uint8_t *p, uint32_t *v)
+{
+    size_t   i;
+    uint8_t  c;
+
+    *v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            *v = *v << 4 | (c - '0');
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            *v = *v << 4 | ((c | 0x20) - 'a' + 10);
+
+        } else {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A JSON string, unescaped as Go's encoding/json does: \uXXXX with
+ * surrogate pairs, a lone surrogate and invalid UTF-8 as U+FFFD.
+ */
+static int
+pg_qj_string(pg_qjson_t *j, pg_str_t *out)
+{
+    const uint8_t  *p, *q;
+    uint8_t        *buf, *w;
+    uint32_t        r, r2;
+    size_t          n;
+
+    p = j->p + 1;
+
+    /* find the end first: the unescaped form is at most 3 times longer */
+    for (q = p; q < j->end && *q != '"'; q++) {
+        if (*q == '\\') {
+            q++;
+        }
+    }
+
+    if (q >= j->end) {
+        j->p = j->end;
+        return pg_qj_fail(j, "unterminated string");
+    }
+
+    buf = j->alloc->alloc(j->alloc->ctx, (q - p) * 3 + 1);
+    if (buf == NULL) {
+        j->nomem = 1;
+        return -1;
+    }
+
+    w = buf;
+
+    while (p < q) {
+
+        if (*p < 0x20) {
+            j->p = p;
+            return pg_qj_fail(j, "control character in string");
+        }
+
+        if (*p != '\\') {
+            n = pg_json_utf8_decode(p, q - p, &r);
+
+            if (n == 0) {
+                w += pg_time_utf8_encode(w, 0xfffd);
+                p++;
+
+            } else {
+                memcpy(w, p, n);
+                w += n;
+                p += n;
+            }
+
+            continue;
+        }
+
+        p++;
+
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+            *w++ = *p++;
+            continue;
+        case 'b':
+            *w++ = '\b';
+            p++;
+            continue;
+        case 'f':
+            *w++ = '\f';
+            p++;
+            continue;
+        case 'n':
+            *w++ = '\n';
+            p++;
+            continue;
+        case 'r':
+            *w++ = '\r';
+            p++;
+            continue;
+        case 't':
+            *w++ = '\t';
+            p++;
+            continue;
+        case 'u':
+            break;
+        default:
+            j->p = p;
+            return pg_qj_fail(j, "invalid escape");
+        }
+
+        if (q - p < 5 || pg_qj_hex4(p + 1, &r) != 0) {
+            j->p = p;
+            return pg_qj_fail(j, "invalid \\u escape");
+        }
+
+        p += 5;
+
+        if (r >= 0xd800 && r < 0xe000) {
+            if (r < 0xdc00 && q - p >= 6 && p[0] == '\\' && p[1] == 'u'
+                && pg_qj_hex4(p + 2, &r2) == 0
+                && r2 >= 0xdc00 && r2 < 0xe000)
+            {
+                r = 0x10000 + ((r - 0xd800) << 10) + (r2 - 0xdc00);
+                p += 6;
+
+            } else {
+                r = 0xfffd;
+            }
+        }
+
+        w += pg_time_utf8_encode(w, r);
+    }
+
+    j->p = q + 1;
+    out->data = buf;
+    out->len = w - buf;
+
+    return 0;
+}
+
+
+/* a JSON number, kept as text: Go's ParseFloat reads that grammar too */
+static int
+pg_qj_number(pg_qjson_t *j, pg_str_t *out)
+{
+    const uint8_t  *p, *start;
+    uint8_t        *buf;
+
+    start = j->p;
+    p = start;
+
+    if (*p == '-') {
+        p++;
+    }
+
+    if (p < j->end && *p == '0') {
+        p++;
+
+    } else if (p < j->end && *p >= '1' && *p <= '9') {
+        while (p < j->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+    } else {
+        j->p = p;
+        return pg_qj_fail(j, "invalid number");
+    }
+
+    if (p < j->end && *p == '.') {
+        p++;
+
+        if (p == j->end || *p < '0' || *p > '9') {
+            j->p = p;
+            return pg_qj_fail(j, "invalid number");
+        }
+
+        while (p < j->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < j->end && (*p == 'e' || *p == 'E')) {
+        p++;
+
+        if (p < j->end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == j->end || *p < '0' || *p > '9') {
+            j->p = p;
+            return pg_qj_fail(j, "invalid number");
+        }
+
+        while (p < j->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (out) {
+        buf = j->alloc->alloc(j->alloc->ctx, p - start);
+        if (buf == NULL) {
+            j->nomem = 1;
+            return -1;
+        }
+
+        memcpy(buf, start, p - start);
+        out->data = buf;
+        out->len = p - start;
+    }
+
+    j->p = p;
+
+    return 0;
+}
+
+
+/* any JSON value, checked and skipped; depth bounds the recursion */
+static int
+pg_qj_skip(pg_qjson_t *j, unsigned depth)
+{
+    const uint8_t  *q;
+    uint8_t         close;
+
+    if (depth > PG_JSON_MAX_DEPTH) {
+        return pg_qj_fail(j, "nested too deeply");
+    }
+
+    pg_qj_ws(j);
+
+    if (j->p == j->end) {
+        return pg_qj_fail(j, "expected a value");
+    }
+
+    switch (*j->p) {
+
+    case '"':
+        /* validated without keeping it */
+        for (q = j->p + 1; q < j->end && *q != '"'; q++) {
+            if (*q < 0x20) {
+                j->p = q;
+                return pg_qj_fail(j, "control character in string");
+            }
+
+            if (*q == '\\') {
+                q++;
+
+                if (q == j->end) {
+                    break;
+                }
+
+                if (*q == 'u') {
+                    uint32_t  r;
+
+                    if (j->end - q < 5 || pg_qj_hex4(q + 1, &r) != 0) {
+                        j->p = q;
+                        return pg_qj_fail(j, "invalid \\u escape");
+                    }
+
+                    q += 4;
+
+                } else if (strchr("\"\\/bfnrt", *q) == NULL || *q == '\0') {
+                    j->p = q;
+                    return pg_qj_fail(j, "invalid escape");
+                }
+            }
+        }
+
+        if (q >= j->end) {
+            j->p = j->end;
+            return pg_qj_fail(j, "unterminated string");
+        }
+
+        j->p = q + 1;
+        return 0;
+
+    case '{':
+    case '[':
+        close = (*j->p == '{') ? '}' : ']';
+        j->p++;
+        pg_qj_ws(j);
+
+        if (j->p < j->end && *j->p == close) {
+            j->p++;
+            return 0;
+        }
+
+        for ( ;; ) {
+            pg_qj_ws(j);
+
+            if (close == '}') {
+                if (j->p == j->end || *j->p != '"') {
+                    return pg_qj_fail(j, "expected a member name");
+                }
+
+                if (pg_qj_skip(j, depth + 1) != 0) {
+                    return -1;
+                }
+
+                pg_qj_ws(j);
+
+                if (j->p == j->end || *j->p != ':') {
+                    return pg_qj_fail(j, "expected ':'");
+                }
+
+                j->p++;
+            }
+
+            if (pg_qj_skip(j, depth + 1) != 0) {
+                return -1;
+            }
+
+            pg_qj_ws(j);
+
+            if (j->p < j->end && *j->p == ',') {
+                j->p++;
+                continue;
+            }
+
+            if (j->p < j->end && *j->p == close) {
+                j->p++;
+                return 0;
+            }
+
+            return pg_qj_fail(j, close == '}' ? "expected ',' or '}'"
+                                              : "expected ',' or ']'");
+        }
+
+    case 't':
+        if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
+            j->p += 4;
+            return 0;
+        }
+        break;
+
+    case 'f':
+        if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {
+            j->p += 5;
+            return 0;
+        }
+        break;
+
+    case 'n':
+        if (j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) {
+            j->p += 4;
+            return 0;
+        }
+        break;
+
+    default:
+        if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) {
+            return pg_qj_number(j, NULL);
+        }
+    }
+
+    return pg_qj_fail(j, "invalid value");
+}

@@ -1,0 +1,799 @@
+
+/*
+ * promgate: the exemplar store (a shared zone holding the ring of
+ * src/core/pg_exemplar.c) and Prometheus' /api/v1/query_exemplars over it.
+ *
+ * Exemplars of a write are copied out of the decoded body while it is
+ * validated and inserted only once the write is answered 2xx.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+#include "pg_exemplar.h"
+#include "pg_promql.h"
+#include "pg_time.h"
+
+
+typedef struct {
+    pg_label_t                     *series;
+    size_t                          nseries;
+    pg_label_t                     *labels;
+    size_t                          nlabels;
+    double                          value;
+    int64_t                         ts;
+} ngx_http_promgate_exemplar_t;
+
+
+static ngx_int_t ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_promgate_query_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_promgate_query(ngx_http_request_t *r);
+static ngx_int_t ngx_http_promgate_query_send(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *data, size_t len);
+static ngx_int_t ngx_http_promgate_query_error(ngx_http_request_t *r,
+    const char *msg, size_t len);
+static int ngx_http_promgate_query_match(void *ctx, const pg_label_t *labels,
+    size_t n);
+
+
+void *
+ngx_http_promgate_pool_alloc(void *ctx, size_t size)
+{
+    return ngx_palloc((ngx_pool_t *) ctx, size);
+}
+
+
+/* ------------------------------------------------------------ the zone */
+
+
+char *
+ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    u_char                         *p;
+    size_t                          size, need;
+    ngx_str_t                      *value, name, s;
+    ngx_int_t                       max;
+    ngx_uint_t                      i;
+    ngx_shm_zone_t                 *shm_zone, **zp;
+    ngx_http_promgate_exzone_t     *ctx;
+    ngx_http_promgate_main_conf_t  *pmcf = conf;
+
+    value = cf->args->elts;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_exzone_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = (u_char *) ngx_strchr(value[1].data, ':');
+
+    if (p == NULL || p == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid exemplar zone \"%V\": expected "
+                           "NAME:SIZE, such as exemplars:64m", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == (size_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid exemplar zone size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    max = 100000;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "max=", 4) == 0) {
+            max = ngx_atoi(value[i].data + 4, value[i].len - 4);
+
+            if (max <= 0 || max > 0x7ffffffe) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid max \"%V\": expected the number "
+                                   "of exemplars to keep, such as "
+                                   "max=100000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the slab allocator keeps a little of the zone for itself */
+
+    need = pg_exring_min_size((uint32_t) max);
+    need += need / 64 + 16 * ngx_pagesize;
+
+    if (size < need) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "exemplar zone \"%V\" is too small for max=%i "
+                           "exemplars: make it at least %uzk",
+                           &name, max, need / 1024 + 1);
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->name = name;
+    ctx->max = (uint32_t) max;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_promgate_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "exemplar zone \"%V\" is duplicate", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_promgate_exzone_init;
+    shm_zone->data = ctx;
+
+    zp = ngx_array_push(&pmcf->exemplar_zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = shm_zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_promgate_exzone_t  *octx = data;
+
+    size_t                       size;
+    void                        *base;
+    ngx_slab_pool_t             *shpool;
+    ngx_http_promgate_exzone_t  *ctx;
+
+    ctx = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    ctx->shpool = shpool;
+
+    if (octx || shm_zone->shm.exists) {
+        /* a reload: the zone and its exemplars are kept if they fit */
+
+        base = shpool->data;
+        ctx->size = octx ? octx->size : 0;
+
+        if (ctx->size) {
+            ctx->ring = pg_exring_attach(base, ctx->size, ctx->max);
+
+            if (ctx->ring) {
+                return NGX_OK;
+            }
+
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "exemplar zone \"%V\" rebuilt: its max or layout "
+                          "changed", &ctx->name);
+
+            ctx->ring = pg_exring_init(base, ctx->size, ctx->max);
+
+            return ctx->ring ? NGX_OK : NGX_ERROR;
+        }
+    }
+
+    /* one block, as large as the zone allows */
+
+    size = shpool->pfree * ngx_pagesize;
+    base = NULL;
+
+    while (size > ngx_pagesize) {
+        base = ngx_slab_alloc(shpool, size);
+        if (base) {
+            break;
+        }
+
+        size -= ngx_pagesize;
+    }
+
+    if (base == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = base;
+    ctx->size = size;
+
+    ctx->ring = pg_exring_init(base, size, ctx->max);
+
+    if (ctx->ring == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "exemplar zone \"%V\" is too small for max=%uD",
+                      &ctx->name, ctx->max);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t        *value;
+    ngx_shm_zone_t  **field;
+
+    field = (ngx_shm_zone_t **) (p + cmd->offset);
+
+    if (*field != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    *field = ngx_shared_memory_add(cf, &value[1], 0,
+                                   &ngx_http_promgate_module);
+    if (*field == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* called from postconfiguration: every referenced zone must be defined */
+
+ngx_int_t
+ngx_http_promgate_exemplar_check(ngx_conf_t *cf, ngx_shm_zone_t *zone)
+{
+    if (zone && zone != NGX_CONF_UNSET_PTR
+        && (zone->data == NULL || zone->init != ngx_http_promgate_exzone_init))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown exemplar zone \"%V\": define it with "
+                           "promgate_exemplar_zone at the http level",
+                           &zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---------------------------------------------------------- capturing */
+
+
+/* the tenant of a request: the value of promgate_tenant_header */
+
+void
+ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
+{
+    ngx_uint_t                      i;
+    ngx_list_part_t                *part;
+    ngx_table_elt_t                *h;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
+
+    ngx_str_null(tenant);
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == pmcf->tenant_header.len
+            && ngx_strncasecmp(h[i].key.data, pmcf->tenant_header.data,
+                               h[i].key.len) == 0)
+        {
+            *tenant = h[i].value;
+            return;
+        }
+    }
+}
+
+
+static pg_label_t *
+ngx_http_promgate_copy_labels(ngx_pool_t *pool, pg_pb_iter_t it, size_t *n)
+{
+    u_char        *p;
+    size_t         count, bytes;
+    pg_label_t     l, *labels;
+    pg_pb_iter_t   first;
+
+    first = it;
+    count = 0;
+    bytes = 0;
+
+    while (pg_rw_next_label(&it, &l)) {
+        count++;
+        bytes += l.name.len + l.value.len;
+    }
+
+    labels = ngx_palloc(pool, count * sizeof(pg_label_t) + bytes + 1);
+    if (labels == NULL) {
+        return NULL;
+    }
+
+    p = (u_char *) (labels + count);
+    it = first;
+    count = 0;
+
+    while (pg_rw_next_label(&it, &l)) {
+        labels[count].name.data = p;
+        labels[count].name.len = l.name.len;
+        p = ngx_cpymem(p, l.name.data, l.name.len);
+
+        labels[count].value.data = p;
+        labels[count].value.len = l.value.len;
+        p = ngx_cpymem(p, l.value.data, l.value.len);
+
+        count++;
+    }
+
+    *n = count;
+
+    return labels;
+}
+
+
+/* the scan's per-series callback: copy the series' exemplars, if any */
+
+int
+ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
+{
+    ngx_http_promgate_ctx_t *ctx = data;
+
+    size_t                         nseries;
+    pg_label_t                    *series;
+    pg_pb_iter_t                   it;
+    pg_exemplar_t                  ex;
+    ngx_pool_t                    *pool;
+    ngx_http_promgate_exemplar_t  *e;
+
+    if (s->nexemplars == 0) {
+        return 0;
+    }
+
+    pool = ctx->request->pool;
+
+    if (ctx->exemplars == NULL) {
+        ctx->exemplars = ngx_array_create(pool, 16,
+                                          sizeof(ngx_http_promgate_exemplar_t));
+        if (ctx->exemplars == NULL) {
+            return -1;
+        }
+    }
+
+    pg_rw_series_labels(s, &it);
+
+    series = ngx_http_promgate_copy_labels(pool, it, &nseries);
+    if (series == NULL) {
+        return -1;
+    }
+
+    pg_rw_series_exemplars(s, &it);
+
+    while (pg_rw_next_exemplar(&it, &ex)) {
+        e = ngx_array_push(ctx->exemplars);
+        if (e == NULL) {
+            return -1;
+        }
+
+        e->series = series;
+        e->nseries = nseries;
+        e->value = ex.value;
+        e->ts = ex.timestamp;
+
+        e->labels = ngx_http_promgate_copy_labels(pool, ex.labels,
+                                                  &e->nlabels);
+        if (e->labels == NULL) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the write was answered 2xx: its exemplars go into the zone */
+
+void
+ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx)
+{
+    ngx_uint_t                     i;
+    pg_str_t                       tenant;
+    pg_exring_rc_e                 rc;
+    ngx_http_promgate_exzone_t    *zctx;
+    ngx_http_promgate_stats_t     *st;
+    ngx_http_promgate_exemplar_t  *e;
+
+    if (ctx->exemplars == NULL || ctx->exemplars->nelts == 0
+        || ctx->plcf->exemplar_zone == NULL)
+    {
+        return;
+    }
+
+    zctx = ctx->plcf->exemplar_zone->data;
+    st = ngx_http_promgate_stats();
+
+    tenant.data = ctx->tenant.data;
+    tenant.len = ctx->tenant.len;
+
+    e = ctx->exemplars->elts;
+
+    ngx_shmtx_lock(&zctx->shpool->mutex);
+
+    for (i = 0; i < ctx->exemplars->nelts; i++) {
+        rc = pg_exring_insert(zctx->ring, tenant, e[i].series, e[i].nseries,
+                              e[i].labels, e[i].nlabels, e[i].value, e[i].ts,
+                              NULL);
+
+        if (rc < PG_EXRING_NRESULTS) {
+            (void) ngx_atomic_fetch_add(&st->exemplar_results[rc], 1);
+        }
+    }
+
+    ngx_shmtx_unlock(&zctx->shpool->mutex);
+
+    ctx->exemplars->nelts = 0;
+}
+
+
+u_char *
+ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf)
+{
+    ngx_uint_t                   i, k;
+    pg_exring_stats_t            es;
+    ngx_shm_zone_t             **zp;
+    ngx_http_promgate_exzone_t  *zctx;
+    ngx_http_promgate_stats_t   *st;
+
+    static struct {
+        char    *name;
+        char    *type;
+        char    *help;
+        size_t   offset;
+    } gauges[] = {
+        { "promgate_exemplar_zone_exemplars", "gauge",
+          "Exemplars stored in the zone.",
+          offsetof(pg_exring_stats_t, exemplars) },
+        { "promgate_exemplar_zone_capacity", "gauge",
+          "Exemplars the zone keeps (max=).",
+          offsetof(pg_exring_stats_t, max) },
+        { "promgate_exemplar_zone_series", "gauge",
+          "Series with stored exemplars.",
+          offsetof(pg_exring_stats_t, series) },
+        { "promgate_exemplar_zone_label_bytes", "gauge",
+          "Bytes holding exemplar and series label sets.",
+          offsetof(pg_exring_stats_t, log_used) },
+        { "promgate_exemplar_zone_label_capacity_bytes", "gauge",
+          "Bytes of variable-length label storage in the zone.",
+          offsetof(pg_exring_stats_t, log_size) },
+        { "promgate_exemplar_zone_sequence", "counter",
+          "Sequence number of the newest exemplar inserted.",
+          offsetof(pg_exring_stats_t, seq) },
+    };
+
+    st = ngx_http_promgate_stats();
+
+    p = ngx_slprintf(p, last, "# HELP promgate_exemplars_inserted_total "
+                     "Exemplars of acknowledged writes offered to the zone, "
+                     "by result.\n"
+                     "# TYPE promgate_exemplars_inserted_total counter\n");
+
+    for (k = 0; k < PG_EXRING_NRESULTS; k++) {
+        p = ngx_slprintf(p, last, "promgate_exemplars_inserted_total"
+                         "{result=\"%s\"} %uA\n", pg_exring_rc_name(k),
+                         st->exemplar_results[k]);
+    }
+
+    zp = pmcf->exemplar_zones.elts;
+
+    for (k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                         gauges[k].name, gauges[k].help, gauges[k].name,
+                         gauges[k].type);
+
+        for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
+            zctx = zp[i]->data;
+
+            if (zctx->ring == NULL) {
+                continue;
+            }
+
+            ngx_shmtx_lock(&zctx->shpool->mutex);
+            pg_exring_stats(zctx->ring, &es);
+            ngx_shmtx_unlock(&zctx->shpool->mutex);
+
+            p = ngx_slprintf(p, last, "%s{zone=\"%V\"} %uL\n",
+                             gauges[k].name, &zctx->name,
+                             *(uint64_t *) ((u_char *) &es
+                                            + gauges[k].offset));
+        }
+    }
+
+    return p;
+}
+
+
+/* ------------------------------------------------------------ querying */
+
+
+ngx_int_t
+ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    if (r->method == NGX_HTTP_POST) {
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                               ngx_http_promgate_query_body);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_promgate_query(r);
+}
+
+
+static void
+ngx_http_promgate_query_body(ngx_http_request_t *r)
+{
+    ngx_http_finalize_request(r, ngx_http_promgate_query(r));
+}
+
+
+static ngx_int_t
+ngx_http_promgate_query(ngx_http_request_t *r)
+{
+    u_char                        *body;
+    size_t                         blen, n;
+    ssize_t                        rd;
+    ngx_int_t                      rc;
+    ngx_str_t                      tenant;
+    ngx_buf_t                     *b;
+    ngx_chain_t                   *cl;
+    pg_str_t                       ptenant;
+    pg_json_buf_t                  out;
+    pg_allocator_t                 alloc;
+    pg_time_rc_e                   trc;
+    pg_promql_rc_e                 prc;
+    pg_query_params_t              qp;
+    pg_selector_set_t              set;
+    pg_promql_error_t              perr;
+    ngx_http_promgate_exzone_t    *zctx;
+    ngx_http_promgate_loc_conf_t  *plcf;
+
+    char                           err[512];
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
+    zctx = plcf->exemplar_query->data;
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+
+    /* the body, for POST, as one piece */
+
+    body = NULL;
+    blen = 0;
+
+    if (r->request_body && r->request_body->bufs) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            blen += ngx_buf_size(cl->buf);
+        }
+
+        body = ngx_pnalloc(r->pool, blen + 1);
+        if (body == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        n = 0;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->in_file) {
+                rd = ngx_read_file(b->file, body + n,
+                                   (size_t) (b->file_last - b->file_pos),
+                                   b->file_pos);
+                if (rd < 0) {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+
+                n += rd;
+
+            } else {
+                n = ngx_cpymem(body + n, b->pos, b->last - b->pos) - body;
+            }
+        }
+
+        blen = n;
+    }
+
+    err[0] = '\0';
+
+    if (body && r->headers_in.content_type
+        && r->headers_in.content_type->value.len >= 16
+        && ngx_strncasecmp(r->headers_in.content_type->value.data,
+                           (u_char *) "application/json", 16) == 0)
+    {
+        /* a promgate extension: the JSON body of the Kafka-era tooling */
+        trc = pg_parse_query_json(body, blen, &alloc, &qp, err, sizeof(err));
+
+    } else {
+        if (body && (r->headers_in.content_type == NULL
+                     || r->headers_in.content_type->value.len < 33
+                     || ngx_strncasecmp(
+                            r->headers_in.content_type->value.data,
+                            (u_char *) "application/x-www-form-urlencoded",
+                            33) != 0))
+        {
+            body = NULL;        /* Go's ParseForm reads form bodies only */
+            blen = 0;
+        }
+
+        trc = pg_parse_query_params(r->args.data, r->args.len, body, blen,
+                                    &alloc, &qp, err, sizeof(err));
+    }
+
+    if (trc == PG_TIME_NO_MEMORY) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (trc != PG_TIME_OK) {
+        return ngx_http_promgate_query_error(r, err, ngx_strlen(err));
+    }
+
+    if (qp.end_ms < qp.start_ms) {
+        return ngx_http_promgate_query_error(r,
+                   "end timestamp must not be before start time",
+                   sizeof("end timestamp must not be before start time") - 1);
+    }
+
+    prc = pg_promql_selectors(qp.query.data, qp.query.len, &alloc, &set,
+                              &perr);
+
+    if (prc == PG_PROMQL_NOMEM) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (prc != PG_PROMQL_OK) {
+        n = pg_promql_error_format(qp.query.data, qp.query.len, &perr, err,
+                                   sizeof(err));
+        return ngx_http_promgate_query_error(r, err, n);
+    }
+
+    if (set.nselectors == 0) {
+        /* Prometheus 2.42 answers a query without a selector so */
+        return ngx_http_promgate_query_send(r, NGX_HTTP_NO_CONTENT, NULL, 0);
+    }
+
+    ngx_http_promgate_tenant(r, &tenant);
+    ptenant.data = tenant.data;
+    ptenant.len = tenant.len;
+
+    pg_json_init(&out, alloc);
+
+    ngx_shmtx_lock(&zctx->shpool->mutex);
+
+    rc = pg_exring_query(zctx->ring, ptenant, ngx_http_promgate_query_match,
+                         &set, qp.start_ms, qp.end_ms, &out);
+
+    ngx_shmtx_unlock(&zctx->shpool->mutex);
+
+    if (rc < 0 || out.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_promgate_query_send(r, NGX_HTTP_OK, out.data, out.len);
+}
+
+
+static int
+ngx_http_promgate_query_match(void *ctx, const pg_label_t *labels, size_t n)
+{
+    return pg_selector_set_match(ctx, labels, n);
+}
+
+
+static ngx_int_t
+ngx_http_promgate_query_error(ngx_http_request_t *r, const char *msg,
+    size_t len)
+{
+    pg_json_buf_t   out;
+    pg_allocator_t  alloc;
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+
+    pg_json_init(&out, alloc);
+    pg_json_error(&out, "bad_data", (const uint8_t *) msg, len);
+
+    if (out.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_promgate_query_send(r, NGX_HTTP_BAD_REQUEST, out.data,
+                                        out.len);
+}
+
+
+static ngx_int_t
+ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *data, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+
+    if (status == NGX_HTTP_NO_CONTENT) {
+        r->header_only = 1;
+        ngx_http_clear_content_length(r);
+        return ngx_http_send_header(r);
+    }
+
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
