@@ -1,9 +1,10 @@
 
 /*
- * promgate: fan-out of a validated write to every forward target, with
- * retries and the ack policy.  This is the one implementation of
- * forwarding: HTTP writes and Kafka messages (posted to the same location)
- * both come through here.
+ * promgate: fan-out of a request to every forward target, with retries.
+ * This is the one implementation of forwarding: HTTP writes, Kafka
+ * messages (posted to the same location) and remote reads all come through
+ * here; the caller says when the answer is known (ctx->decide) and what it
+ * is (ctx->answer_handler).
  *
  * Each attempt is a background, in-memory POST subrequest to an internal
  * location that proxies to a storage.  The subrequest carries the client's
@@ -27,8 +28,6 @@ static void ngx_http_promgate_retry_handler(ngx_event_t *ev);
 static void ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
     pg_target_state_e state);
 static void ngx_http_promgate_resume(ngx_http_request_t *r);
-static ngx_int_t ngx_http_promgate_answer(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
 
 
 static ngx_str_t  ngx_http_promgate_post = ngx_string("POST");
@@ -47,7 +46,7 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    ctx->nfwd = ctx->plcf->forwards->nelts;
+    ctx->nfwd = ctx->targets->nelts;
     ctx->acks.targets = ctx->nfwd;
 
     ctx->fwd = ngx_pcalloc(r->pool,
@@ -56,7 +55,7 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    tp = ctx->plcf->forwards->elts;
+    tp = ctx->targets->elts;
 
     for (i = 0; i < ctx->nfwd; i++) {
         f = &ctx->fwd[i];
@@ -225,6 +224,11 @@ ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
     sr->headers_in.headers = ctx->headers;
     sr->headers_in.content_length = NULL;
     sr->headers_in.content_length_n = ctx->body_len;
+
+    if (ctx->fwd_body) {
+        /* a body of our own (re-encoded), not the client's */
+        sr->request_body = ctx->fwd_body;
+    }
     sr->headers_in.chunked = 0;
     sr->headers_in.transfer_encoding = NULL;
     sr->headers_in.user_agent = NULL;
@@ -310,7 +314,7 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
         break;
     }
 
-    if (!ctx->answer && pg_ack_decide(ctx->plcf->ack, &ctx->acks) != 0) {
+    if (!ctx->answer && ctx->decide(ctx) != 0) {
         /* answer from the main request's own handler, not from here */
         (void) ngx_http_post_request(ctx->request, NULL);
     }
@@ -430,7 +434,7 @@ ngx_http_promgate_retry_handler(ngx_event_t *ev)
 
         ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
 
-        if (!ctx->answer && pg_ack_decide(ctx->plcf->ack, &ctx->acks) != 0) {
+        if (!ctx->answer && ctx->decide(ctx) != 0) {
             (void) ngx_http_post_request(r, NULL);
         }
     }
@@ -486,162 +490,15 @@ ngx_http_promgate_resume(ngx_http_request_t *r)
         return;
     }
 
-    decision = pg_ack_decide(ctx->plcf->ack, &ctx->acks);
+    decision = ctx->decide(ctx);
 
     if (decision == 0) {
         return;
     }
 
-    ngx_http_finalize_request(r, ngx_http_promgate_answer(r, ctx, decision));
-}
-
-
-static ngx_int_t
-ngx_http_promgate_answer(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
-    ngx_uint_t decision)
-{
-    u_char                   *p, *last;
-    size_t                    len;
-    ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_uint_t                i;
-    ngx_chain_t               out;
-    ngx_table_elt_t          *h;
-    ngx_http_promgate_fwd_t  *f;
-
-    static ngx_str_t  names[] = {
-        ngx_string("X-Prometheus-Remote-Write-Samples-Written"),
-        ngx_string("X-Prometheus-Remote-Write-Histograms-Written"),
-        ngx_string("X-Prometheus-Remote-Write-Exemplars-Written")
-    };
-
-    static const char  *states[] = { "pending", "stored", "rejected",
-                                     "failed" };
-
     r->write_event_handler = ngx_http_request_empty_handler;
 
-    if (decision == 204) {
-        ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
-        ngx_http_promgate_exemplars_store(ctx);
-
-        r->headers_out.status = NGX_HTTP_NO_CONTENT;
-        r->header_only = 1;
-        ngx_http_clear_content_length(r);
-
-        for (i = 0; i < 3; i++) {
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
-                return NGX_ERROR;
-            }
-
-            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            h->hash = 1;
-#if (nginx_version >= 1023000)
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-#endif
-            h->key = names[i];
-            h->value.data = p;
-            h->value.len = ngx_sprintf(p, "%uL",
-                                       i == 0 ? ctx->stats.samples
-                                       : i == 1 ? ctx->stats.histograms
-                                       : ctx->stats.exemplars)
-                           - p;
-        }
-
-        return ngx_http_send_header(r);
-    }
-
-    if (decision == PG_ACK_REJECTED) {
-
-        /* the data is bad: the first rejection (in target order) speaks */
-
-        for (i = 0; i < ctx->nfwd; i++) {
-            f = &ctx->fwd[i];
-
-            if (f->state == PG_TARGET_REJECTED) {
-                break;
-            }
-        }
-
-        f = &ctx->fwd[i];
-
-        len = sizeof("promgate: forward target \"\" rejected the data: ")
-              - 1 + f->target->uri.len + f->reason.len + 1;
-
-        b = ngx_create_temp_buf(r->pool, len);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->last = ngx_sprintf(b->last,
-                              "promgate: forward target \"%V\" rejected the "
-                              "data: %V", &f->target->uri, &f->reason);
-
-        if (b->last == b->pos || b->last[-1] != '\n') {
-            *b->last++ = '\n';
-        }
-
-        r->headers_out.status = f->status;
-
-    } else {
-
-        /* 503: recoverable, the sender keeps the data and retries */
-
-        len = sizeof("promgate: not stored as the ack policy requires;"
-                     " the sender should retry:\n") - 1
-              + ctx->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64);
-
-        b = ngx_create_temp_buf(r->pool, len);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = b->last;
-        last = b->end;
-
-        p = ngx_slprintf(p, last, "promgate: not stored as the ack policy "
-                         "requires; the sender should retry:\n");
-
-        for (i = 0; i < ctx->nfwd; i++) {
-            f = &ctx->fwd[i];
-
-            p = ngx_slprintf(p, last, "  %V: %s, status %ui after %ui "
-                             "attempt%s\n", &f->target->uri, states[f->state],
-                             f->status, f->attempts,
-                             f->attempts == 1 ? "" : "s");
-        }
-
-        b->last = p;
-
-        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
-    ngx_http_promgate_stats_answer(ctx, r->headers_out.status);
-
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    ngx_http_finalize_request(r, ctx->answer_handler(r, ctx, decision));
 }
 
 

@@ -341,6 +341,14 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
                 continue;
             }
 
+            /*
+             * nginx checks a subrequest's Content-Length against the target
+             * location's client_max_body_size (1m by default); the body was
+             * checked against the write location's limit already.
+             */
+
+            target->clcf->client_max_body_size = 0;
+
             if (target->read_timeout > plcf->retry_timeout) {
                 ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                                    "proxy_read_timeout %Mms of location "
@@ -540,6 +548,7 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         loc->name = clcf->name;
         loc->exact = clcf->exact_match;
         loc->plcf = conf;
+        loc->clcf = clcf;
         loc->read_timeout = 0;
 
         if (pmcf->proxy_index >= 0) {

@@ -84,6 +84,7 @@ typedef struct {
     ngx_str_t                       name;
     ngx_msec_t                      read_timeout;   /* proxy's, 0 if none */
     void                           *plcf;     /* ours */
+    ngx_http_core_loc_conf_t       *clcf;
     unsigned                        exact:1;
 } ngx_http_promgate_location_t;
 
@@ -141,9 +142,19 @@ typedef struct {
 } ngx_http_promgate_fwd_t;
 
 
+typedef ngx_uint_t (*ngx_http_promgate_decide_pt)(
+    ngx_http_promgate_ctx_t *ctx);
+typedef ngx_int_t (*ngx_http_promgate_answer_pt)(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
+
+
 struct ngx_http_promgate_ctx_s {
     ngx_http_request_t             *request;
     ngx_http_promgate_loc_conf_t   *plcf;
+    ngx_array_t                    *targets;  /* ngx_http_promgate_target_t * */
+    ngx_http_promgate_decide_pt     decide;
+    ngx_http_promgate_answer_pt     answer_handler;
+    ngx_http_request_body_t        *fwd_body; /* NULL: the client's body */
     ngx_msec_t                      start;
     ngx_uint_t                      nfwd;
     ngx_http_promgate_fwd_t        *fwd;

@@ -19,6 +19,9 @@ static ngx_int_t ngx_http_promgate_validate(ngx_http_request_t *r,
 static ngx_int_t ngx_http_promgate_reject(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
     uint64_t samples, u_char *text, size_t len);
+static ngx_uint_t ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx);
+static ngx_int_t ngx_http_promgate_write_answer(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
 static void ngx_http_promgate_write_cleanup(void *data);
 
 
@@ -293,14 +296,20 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
 
     rc = ngx_http_promgate_body(r, ctx, &data, &len);
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_OK && !ctx->answer) {
         rc = ngx_http_promgate_validate(r, ctx, data, len);
     }
 
-    if (rc != NGX_OK) {
+    /* a refused write has been answered already (rc is the output's) */
+
+    if (rc != NGX_OK || ctx->answer) {
         ngx_http_finalize_request(r, rc);
         return;
     }
+
+    ctx->targets = ctx->plcf->forwards;
+    ctx->decide = ngx_http_promgate_write_decide;
+    ctx->answer_handler = ngx_http_promgate_write_answer;
 
     if (ngx_http_promgate_forward(r, ctx) != NGX_OK) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -519,6 +528,162 @@ ngx_http_promgate_reject(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
     r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "text/plain");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* the ack policy decides; 0 while it depends on pending targets */
+
+static ngx_uint_t
+ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx)
+{
+    return pg_ack_decide(ctx->plcf->ack, &ctx->acks);
+}
+
+
+static ngx_int_t
+ngx_http_promgate_write_answer(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision)
+{
+    u_char                   *p, *last;
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_uint_t                i;
+    ngx_chain_t               out;
+    ngx_table_elt_t          *h;
+    ngx_http_promgate_fwd_t  *f;
+
+    static ngx_str_t  names[] = {
+        ngx_string("X-Prometheus-Remote-Write-Samples-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Histograms-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Exemplars-Written")
+    };
+
+    static const char  *states[] = { "pending", "stored", "rejected",
+                                     "failed" };
+
+    if (decision == 204) {
+        ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
+        ngx_http_promgate_exemplars_store(ctx);
+
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->header_only = 1;
+        ngx_http_clear_content_length(r);
+
+        for (i = 0; i < 3; i++) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            h->hash = 1;
+#if (nginx_version >= 1023000)
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+#endif
+            h->key = names[i];
+            h->value.data = p;
+            h->value.len = ngx_sprintf(p, "%uL",
+                                       i == 0 ? ctx->stats.samples
+                                       : i == 1 ? ctx->stats.histograms
+                                       : ctx->stats.exemplars)
+                           - p;
+        }
+
+        return ngx_http_send_header(r);
+    }
+
+    if (decision == PG_ACK_REJECTED) {
+
+        /* the data is bad: the first rejection (in target order) speaks */
+
+        for (i = 0; i < ctx->nfwd; i++) {
+            f = &ctx->fwd[i];
+
+            if (f->state == PG_TARGET_REJECTED) {
+                break;
+            }
+        }
+
+        f = &ctx->fwd[i];
+
+        len = sizeof("promgate: forward target \"\" rejected the data: ")
+              - 1 + f->target->uri.len + f->reason.len + 1;
+
+        b = ngx_create_temp_buf(r->pool, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->last = ngx_sprintf(b->last,
+                              "promgate: forward target \"%V\" rejected the "
+                              "data: %V", &f->target->uri, &f->reason);
+
+        if (b->last == b->pos || b->last[-1] != '\n') {
+            *b->last++ = '\n';
+        }
+
+        r->headers_out.status = f->status;
+
+    } else {
+
+        /* 503: recoverable, the sender keeps the data and retries */
+
+        len = sizeof("promgate: not stored as the ack policy requires;"
+                     " the sender should retry:\n") - 1
+              + ctx->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64);
+
+        b = ngx_create_temp_buf(r->pool, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = b->last;
+        last = b->end;
+
+        p = ngx_slprintf(p, last, "promgate: not stored as the ack policy "
+                         "requires; the sender should retry:\n");
+
+        for (i = 0; i < ctx->nfwd; i++) {
+            f = &ctx->fwd[i];
+
+            p = ngx_slprintf(p, last, "  %V: %s, status %ui after %ui "
+                             "attempt%s\n", &f->target->uri, states[f->state],
+                             f->status, f->attempts,
+                             f->attempts == 1 ? "" : "s");
+        }
+
+        b->last = p;
+
+        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_http_promgate_stats_answer(ctx, r->headers_out.status);
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
 
     rc = ngx_http_send_header(r);
 

@@ -1,0 +1,170 @@
+"""promgate_status: valid Prometheus text (promtool), counters equal to what
+was sent, summed over both workers."""
+
+import os
+import re
+
+import requests
+
+import rw
+from conftest import promtool_check_metrics
+from fakeup import Resp
+from procs import wait_for
+from promtext import Metrics, scrape
+
+PID_LOG = ("    log_format pgpid 'pid=$pid $status';",
+           "access_log pid_access.log pgpid;")
+
+
+def make_body(i):
+    """request i: (body, samples, exemplars, histograms, metadata)"""
+    n = rw.uniq("stat")
+    t = rw.now_ms()
+    nsamples = 1 + i % 4
+    nex = i % 3
+    nhist = 1 if i % 5 == 0 else 0
+    nmeta = 1 if i % 7 == 0 else 0
+    s = [rw.series(n, {"job": "pg", "i": str(i)},
+                   [(float(k), t + k) for k in range(nsamples)],
+                   exemplars=[({"trace_id": "x%d" % k}, 1.0, t) for k in range(nex)],
+                   histograms=[rw.native_histogram(t)] * nhist)]
+    md = [rw.metadata(n)] * nmeta
+    return rw.compress(rw.write_request(s, md)), nsamples, nex, nhist, nmeta
+
+
+def unsorted_body():
+    return rw.compress(rw.raw_write_request([rw.raw_series(
+        [("__name__", rw.uniq("uns")), ("b", "1"), ("a", "2")], [(1.0, rw.now_ms())])]))
+
+
+def test_promtool_check_metrics(gateway, make_fake):
+    up = make_fake()
+    gw = gateway([("a", up.url)])
+    for i in range(3):
+        assert rw.post(gw.write_url, make_body(i)[0]).status_code == 204
+    assert rw.post(gw.write_url, unsorted_body()).status_code == 400
+    r = requests.get(gw.status_url, timeout=10)
+    assert r.status_code == 200
+    assert r.headers.get("Content-Type", "").startswith("text/plain"), r.headers
+    rc, out = promtool_check_metrics(r.text)
+    assert rc == 0, out + "\n---\n" + r.text
+    m = Metrics(r.text)
+    want = {"promgate_write_requests_total", "promgate_received_samples_total",
+            "promgate_received_histograms_total", "promgate_received_exemplars_total",
+            "promgate_received_metadata_total", "promgate_received_bytes_total",
+            "promgate_rejected_requests_total", "promgate_rejected_samples_total",
+            "promgate_forward_attempts_total", "promgate_forward_retries_total",
+            "promgate_forward_outcomes_total", "promgate_forward_giveups_total",
+            "promgate_write_duration_seconds_bucket",
+            "promgate_write_duration_seconds_sum",
+            "promgate_write_duration_seconds_count",
+            "promgate_inflight_requests", "promgate_inflight_rejected_total"}
+    assert want <= m.names(), sorted(want - m.names())
+    assert m.types.get("promgate_write_duration_seconds") == "histogram"
+    assert m.types.get("promgate_inflight_requests") == "gauge"
+
+
+def test_counters_sum_over_workers(gateway, make_fake):
+    up = make_fake()
+    gw = gateway([("a", up.url)], listen_extra=" reuseport",
+                 http_extra=PID_LOG[0], write_extra=PID_LOG[1])
+    assert len(gw.worker_pids()) == 2
+    N_OK, N_BAD, N_415 = 40, 6, 4
+    samples = exemplars = histograms = meta = nbytes = 0
+    for i in range(N_OK):
+        body, s, e, h, md = make_body(i)
+        # a new connection each time, so both workers get some
+        r = rw.post(gw.write_url, body, headers={"Connection": "close"})
+        assert r.status_code == 204, r.text
+        assert int(r.headers["X-Prometheus-Remote-Write-Samples-Written"]) == s
+        samples, exemplars, histograms, meta = samples + s, exemplars + e, histograms + h, meta + md
+        nbytes += len(body)
+    for i in range(N_BAD):
+        r = rw.post(gw.write_url, unsorted_body(), headers={"Connection": "close"})
+        assert r.status_code == 400, r.text
+    for i in range(N_415):
+        r = rw.post(gw.write_url, make_body(i)[0],
+                    headers={"Connection": "close", "Content-Type": "text/plain"})
+        assert r.status_code == 415, r.text
+
+    m = scrape(gw.status_url)
+    codes = m.by_label("promgate_write_requests_total", "code")
+    assert {k: v for k, v in codes.items() if v} == {"204": N_OK, "400": N_BAD, "415": N_415}
+    assert m.sum("promgate_received_samples_total") == samples
+    assert m.sum("promgate_received_exemplars_total") == exemplars
+    assert m.sum("promgate_received_histograms_total") == histograms
+    assert m.sum("promgate_received_metadata_total") == meta
+    assert m.sum("promgate_forward_attempts_total", target="/_rw/a") == N_OK
+    assert m.sum("promgate_forward_outcomes_total", target="/_rw/a", outcome="stored") == N_OK
+    assert m.sum("promgate_forward_retries_total") == 0
+    reasons = m.by_label("promgate_rejected_requests_total", "reason")
+    assert sum(v for k, v in reasons.items() if k and "sort" in k) == N_BAD, reasons
+    assert m.get("promgate_inflight_requests") == 0
+    assert m.get("promgate_write_duration_seconds_count") >= N_OK
+    assert m.get("promgate_write_duration_seconds_bucket", le="+Inf") == \
+        m.get("promgate_write_duration_seconds_count")
+    # bytes received from senders (compressed); rejected requests may add
+    assert m.sum("promgate_received_bytes_total") >= nbytes
+    assert len(up.posts()) == N_OK
+
+    # every request logged once, by both workers between them
+    path = os.path.join(gw.dir, "pid_access.log")
+    total = N_OK + N_BAD + N_415
+    wait_for(lambda: len(open(path).read().splitlines()) >= total, 5)
+    lines = open(path).read().splitlines()
+    assert len(lines) == total, "%d of %d requests logged" % (len(lines), total)
+    pids = {re.match(r"pid=(\d+)", l).group(1) for l in lines}
+    assert len(pids) == 2, "one worker served everything; aggregation untested: %s" % pids
+
+
+
+def test_received_bytes_are_the_compressed_bodies(gateway, make_fake):
+    up = make_fake()
+    gw = gateway([("a", up.url)])
+    total = 0
+    for i in range(5):
+        body = make_body(i)[0]
+        total += len(body)
+        assert rw.post(gw.write_url, body).status_code == 204
+    assert scrape(gw.status_url).sum("promgate_received_bytes_total") == total
+
+
+def test_inflight_limit_answers_503_at_once(gateway, make_fake):
+    """max_inflight 1 per worker, one worker, the target hangs: a second
+    write gets 503 at once and is counted"""
+    up = make_fake([Resp(delay=3)], Resp(204))
+    gw = gateway([("a", up.url)], workers=1, max_inflight=1, retries=0)
+    import threading
+    first = {}
+    th = threading.Thread(target=lambda: first.setdefault(
+        "r", rw.post(gw.write_url, make_body(1)[0], timeout=30)))
+    th.start()
+    try:
+        assert wait_for(lambda: len(up.posts()) == 1, 5)
+        m = scrape(gw.status_url)
+        assert m.get("promgate_inflight_requests") == 1
+        r = rw.post(gw.write_url, make_body(2)[0], timeout=5)
+        assert r.status_code == 503, r.text
+        assert r.elapsed.total_seconds() < 1.0
+    finally:
+        th.join(30)
+    assert first["r"].status_code == 204
+    m = scrape(gw.status_url)
+    assert m.sum("promgate_inflight_rejected_total") == 1
+    assert m.get("promgate_inflight_requests") == 0
+
+
+def test_reload_keeps_serving(gateway, make_fake):
+    up = make_fake()
+    gw = gateway([("a", up.url)])
+    assert rw.post(gw.write_url, make_body(0)[0]).status_code == 204
+    old = gw.worker_pids()
+    gw.reload()
+    assert not (gw.worker_pids() & old)
+    for i in range(4):
+        assert rw.post(gw.write_url, make_body(i)[0],
+                       headers={"Connection": "close"}).status_code == 204
+    r = requests.get(gw.status_url, timeout=10)
+    rc, out = promtool_check_metrics(r.text)
+    assert rc == 0, out
+    assert Metrics(r.text).sum("promgate_write_requests_total", code="204") >= 4
