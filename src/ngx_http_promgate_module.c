@@ -602,7 +602,6 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_t                       *value;
     ngx_uint_t                       i;
     ngx_http_promgate_target_t      *t, **tp;
-    ngx_http_promgate_main_conf_t   *pmcf;
 
     value = cf->args->elts;
 
@@ -642,38 +641,9 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         }
     }
 
-    /* targets are shared by name: their counters live in the status zone */
-
-    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
-
-    t = pmcf->targets.elts;
-
-    for (i = 0; i < pmcf->targets.nelts; i++) {
-        if (t[i].uri.len == value[1].len
-            && ngx_strncmp(t[i].uri.data, value[1].data, value[1].len) == 0)
-        {
-            break;
-        }
-    }
-
-    if (i == pmcf->targets.nelts) {
-        if (pmcf->targets.nelts == NGX_HTTP_PROMGATE_MAX_TARGETS) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "too many forward targets (at most %d)",
-                               NGX_HTTP_PROMGATE_MAX_TARGETS);
-            return NGX_CONF_ERROR;
-        }
-
-        t = ngx_array_push(&pmcf->targets);
-        if (t == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        t->uri = value[1];
-        t->slot = 0;
-
-    } else {
-        t = &t[i];
+    t = ngx_http_promgate_target_add(cf, &value[1]);
+    if (t == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     tp = ngx_array_push(plcf->forwards);
@@ -684,6 +654,49 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     *tp = t;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Targets are shared by name across locations (and with remote read): their
+ * counters live in the status zone.
+ */
+
+ngx_http_promgate_target_t *
+ngx_http_promgate_target_add(ngx_conf_t *cf, ngx_str_t *uri)
+{
+    ngx_uint_t                      i;
+    ngx_http_promgate_target_t     *t;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
+
+    t = pmcf->targets.elts;
+
+    for (i = 0; i < pmcf->targets.nelts; i++) {
+        if (t[i].uri.len == uri->len
+            && ngx_strncmp(t[i].uri.data, uri->data, uri->len) == 0)
+        {
+            return &t[i];
+        }
+    }
+
+    if (pmcf->targets.nelts == NGX_HTTP_PROMGATE_MAX_TARGETS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many forward targets (at most %d)",
+                           NGX_HTTP_PROMGATE_MAX_TARGETS);
+        return NULL;
+    }
+
+    t = ngx_array_push(&pmcf->targets);
+    if (t == NULL) {
+        return NULL;
+    }
+
+    t->uri = *uri;
+    t->slot = 0;
+
+    return t;
 }
 
 

@@ -172,6 +172,10 @@ struct ngx_http_promgate_ctx_s {
 extern ngx_module_t  ngx_http_promgate_module;
 
 
+/* ngx_http_promgate_module.c */
+ngx_http_promgate_target_t *ngx_http_promgate_target_add(ngx_conf_t *cf,
+    ngx_str_t *uri);
+
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
 
