@@ -84,7 +84,8 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
 /*
  * The subrequests' request headers: the client's, with the remote-write
  * ones the spec asks a sender for, our User-Agent, and no framing headers
- * (the proxy module sets Content-Length from the body).
+ * (the proxy module sets Content-Length from the body).  Accept-Encoding
+ * goes too: a storage's reason must come back readable, not gzipped.
  */
 
 static ngx_int_t
@@ -136,7 +137,10 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
                                    (u_char *) "Transfer-Encoding", 17) == 0)
             || (h[i].key.len == 6
                 && ngx_strncasecmp(h[i].key.data, (u_char *) "Expect", 6)
-                   == 0))
+                   == 0)
+            || (h[i].key.len == 15
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Accept-Encoding", 15) == 0))
         {
             continue;
         }
@@ -286,7 +290,12 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
                    "promgate forward \"%V\" attempt %ui: status %ui rc %i",
                    &f->target->uri, f->attempts, f->status, rc);
 
-    switch (pg_attempt_classify(sr->headers_out.status ? f->status : 0)) {
+    /*
+     * nginx's own answers count like a storage's: 502/504 (no connection,
+     * timeout) are retried, a 404 or 413 of the target location is not
+     */
+
+    switch (pg_attempt_classify(f->status)) {
 
     case PG_ATTEMPT_STORED:
         ngx_http_promgate_target_end(f, PG_TARGET_STORED);

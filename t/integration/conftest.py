@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 import rw
-from fakeup import FakeUpstream, Resp, free_port
+from fakeup import FakeUpstream, free_port
 from procs import Nginx, Prometheus, VictoriaMetrics
 
 REPO_ROOT = rw.REPO_ROOT

@@ -9,6 +9,7 @@ request and never answers (until stop()).  A header value may be a callable,
 evaluated when the response is sent (e.g. an HTTP-date relative to now).  Every request is recorded.
 """
 
+import gzip
 import socket
 import threading
 import time
@@ -17,12 +18,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Resp:
     def __init__(self, status=204, headers=None, body=b"", hang=False,
-                 delay=0.0):
+                 delay=0.0, gzip_if_accepted=False):
         self.status = status
         self.headers = dict(headers or {})
         self.body = body.encode() if isinstance(body, str) else body
         self.hang = hang
         self.delay = delay
+        # like VictoriaMetrics: gzip the body when the request accepts it
+        self.gzip_if_accepted = gzip_if_accepted
 
     def __repr__(self):
         return "Resp(%s%s)" % (self.status, ", hang" if self.hang else "")
@@ -101,14 +104,19 @@ class FakeUpstream:
                     return
                 if resp.delay:
                     fake._stopping.wait(resp.delay)
+                body = resp.body
                 self.send_response(resp.status)
                 for k, v in resp.headers.items():
                     self.send_header(k, v() if callable(v) else v)
+                if resp.gzip_if_accepted and body and \
+                        "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
                 if resp.status not in (204, 304) and not (100 <= resp.status < 200):
-                    self.send_header("Content-Length", str(len(resp.body)))
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if resp.body and resp.status not in (204, 304):
-                    self.wfile.write(resp.body)
+                if body and resp.status not in (204, 304):
+                    self.wfile.write(body)
 
             do_POST = _handle
             do_GET = _handle

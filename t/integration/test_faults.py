@@ -85,6 +85,19 @@ def test_rejection_is_not_retried_and_passed_on(gateway, make_fake, status):
     assert len(posts) == 1, posts
 
 
+def test_rejection_reason_is_readable_when_the_sender_accepts_gzip(gateway, make_fake):
+    """Go senders (Prometheus, vmagent) send Accept-Encoding: gzip, and
+    VictoriaMetrics gzips its 400 text when the request accepts it: the reason
+    must still reach the sender readable (plain, or with its Content-Encoding)"""
+    reason = "cannot unmarshal prompb.WriteRequest: too long label value " * 4
+    a = make_fake(default=Resp(400, {"Content-Type": "text/plain"}, reason,
+                               gzip_if_accepted=True))
+    gw = gateway([("a", a.url)], **FAST)
+    r = rw.post(gw.write_url, small_body(), headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 400, r.status_code
+    assert reason.strip() in r.text, (r.headers, r.content[:200])
+
+
 @pytest.mark.parametrize("status", [401, 403, 404, 413])
 def test_misconfigured_target_is_503_and_logged(gateway, make_fake, status):
     a = make_fake(default=Resp(status, body="nope"))

@@ -3,6 +3,7 @@ was sent, summed over both workers."""
 
 import os
 import re
+import threading
 
 import requests
 
@@ -134,7 +135,6 @@ def test_inflight_limit_answers_503_at_once(gateway, make_fake):
     write gets 503 at once and is counted"""
     up = make_fake([Resp(delay=3)], Resp(204))
     gw = gateway([("a", up.url)], workers=1, max_inflight=1, retries=0)
-    import threading
     first = {}
     th = threading.Thread(target=lambda: first.setdefault(
         "r", rw.post(gw.write_url, make_body(1)[0], timeout=30)))
