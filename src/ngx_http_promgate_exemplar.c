@@ -12,6 +12,7 @@
 #include "pg_exemplar.h"
 #include "pg_promql.h"
 #include "pg_time.h"
+#include "pg_wal.h"
 
 
 typedef struct {
@@ -107,14 +108,14 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        if (ngx_http_promgate_wal_param(cf, ctx, &value[i]) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
-    /* the slab allocator keeps a little of the zone for itself */
+    /* the ring, the WAL sequence map and the slab allocator's own use */
 
-    need = pg_exring_min_size((uint32_t) max);
+    need = pg_exring_min_size((uint32_t) max) + (size_t) max * 8;
     need += need / 64 + 16 * ngx_pagesize;
 
     if (size < need) {
@@ -125,7 +126,16 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    ctx->name = name;
+    /* NUL-terminated: the WAL's file names are built from it */
+
+    ctx->name.data = ngx_pnalloc(cf->pool, name.len + 1);
+    if (ctx->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(ctx->name.data, name.data, name.len);
+    ctx->name.data[name.len] = '\0';
+    ctx->name.len = name.len;
     ctx->max = (uint32_t) max;
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,
@@ -157,11 +167,10 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_promgate_exzone_t  *octx = data;
-
     size_t                       size;
     void                        *base;
     ngx_slab_pool_t             *shpool;
+    ngx_http_promgate_exshm_t   *sh;
     ngx_http_promgate_exzone_t  *ctx;
 
     ctx = shm_zone->data;
@@ -169,30 +178,49 @@ ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     ctx->shpool = shpool;
 
-    if (octx || shm_zone->shm.exists) {
+    if (data) {
         /* a reload: the zone and its exemplars are kept if they fit */
 
-        base = shpool->data;
-        ctx->size = octx ? octx->size : 0;
+        sh = shpool->data;
+        ctx->sh = sh;
 
-        if (ctx->size) {
-            ctx->ring = pg_exring_attach(base, ctx->size, ctx->max);
-
+        if (sh->max == ctx->max) {
+            ctx->ring = pg_exring_attach(sh->ring_base, sh->ring_size,
+                                         ctx->max);
             if (ctx->ring) {
                 return NGX_OK;
             }
-
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                          "exemplar zone \"%V\" rebuilt: its max or layout "
-                          "changed", &ctx->name);
-
-            ctx->ring = pg_exring_init(base, ctx->size, ctx->max);
-
-            return ctx->ring ? NGX_OK : NGX_ERROR;
         }
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "exemplar zone \"%V\" rebuilt: its max or layout "
+                      "changed; the WAL, if any, is replayed again",
+                      &ctx->name);
+
+        ngx_slab_free(shpool, sh->ring_base);
+        ngx_slab_free(shpool, sh->wal_seq);
+
+    } else {
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_promgate_exshm_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        shpool->data = sh;
+        ctx->sh = sh;
     }
 
-    /* one block, as large as the zone allows */
+    sh->magic = 0x50475845;             /* "PGXE" */
+    sh->max = ctx->max;
+    sh->wal_next = 1;
+    sh->replayed = 0;
+
+    sh->wal_seq = ngx_slab_calloc(shpool, (size_t) ctx->max * 8);
+    if (sh->wal_seq == NULL) {
+        goto too_small;
+    }
+
+    /* the ring: one block, as large as the rest of the zone allows */
 
     size = shpool->pfree * ngx_pagesize;
     base = NULL;
@@ -207,22 +235,27 @@ ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     if (base == NULL) {
-        return NGX_ERROR;
+        goto too_small;
     }
 
-    shpool->data = base;
-    ctx->size = size;
+    sh->ring_base = base;
+    sh->ring_size = size;
 
     ctx->ring = pg_exring_init(base, size, ctx->max);
 
     if (ctx->ring == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "exemplar zone \"%V\" is too small for max=%uD",
-                      &ctx->name, ctx->max);
-        return NGX_ERROR;
+        goto too_small;
     }
 
     return NGX_OK;
+
+too_small:
+
+    ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                  "exemplar zone \"%V\" is too small for max=%uD",
+                  &ctx->name, ctx->max);
+
+    return NGX_ERROR;
 }
 
 
@@ -417,14 +450,21 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
 }
 
 
-/* the write was answered 2xx: its exemplars go into the zone */
+/*
+ * The write was answered 2xx: its exemplars go into the zone, and those
+ * the ring took into the WAL (before the answer leaves).
+ */
 
 void
 ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx)
 {
-    ngx_uint_t                     i;
+    u_char                        *frames, *p;
+    size_t                         size;
+    uint64_t                       seq, first;
+    ngx_uint_t                     i, nrecords;
     pg_str_t                       tenant;
     pg_exring_rc_e                 rc;
+    pg_wal_record_t                rec;
     ngx_http_promgate_exzone_t    *zctx;
     ngx_http_promgate_stats_t     *st;
     ngx_http_promgate_exemplar_t  *e;
@@ -443,19 +483,72 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx)
 
     e = ctx->exemplars->elts;
 
+    /* room for every frame, filled under the lock, written after it */
+
+    frames = NULL;
+    p = NULL;
+
+    if (zctx->wal) {
+        size = 0;
+        rec.tenant = tenant;
+
+        for (i = 0; i < ctx->exemplars->nelts; i++) {
+            rec.series = e[i].series;
+            rec.nseries = e[i].nseries;
+            rec.labels = e[i].labels;
+            rec.nlabels = e[i].nlabels;
+            size += pg_wal_frame_size(&rec);
+        }
+
+        frames = ngx_palloc(ctx->request->pool, size);
+        p = frames;
+    }
+
+    first = 0;
+    nrecords = 0;
+
     ngx_shmtx_lock(&zctx->shpool->mutex);
 
     for (i = 0; i < ctx->exemplars->nelts; i++) {
         rc = pg_exring_insert(zctx->ring, tenant, e[i].series, e[i].nseries,
                               e[i].labels, e[i].nlabels, e[i].value, e[i].ts,
-                              NULL);
+                              &seq);
 
         if (rc < PG_EXRING_NRESULTS) {
             (void) ngx_atomic_fetch_add(&st->exemplar_results[rc], 1);
         }
+
+        if (rc != PG_EXRING_ADDED || frames == NULL) {
+            continue;
+        }
+
+        /* WAL sequence numbers are the zone's, kept per ring slot */
+
+        rec.seq = zctx->sh->wal_next++;
+        zctx->sh->wal_seq[seq % zctx->max] = rec.seq;
+
+        if (first == 0) {
+            first = rec.seq;
+        }
+
+        nrecords++;
+
+        rec.ts = e[i].ts;
+        rec.value = e[i].value;
+        rec.series = e[i].series;
+        rec.nseries = e[i].nseries;
+        rec.labels = e[i].labels;
+        rec.nlabels = e[i].nlabels;
+
+        p += pg_wal_encode(&rec, p);
     }
 
     ngx_shmtx_unlock(&zctx->shpool->mutex);
+
+    if (frames && p > frames) {
+        ngx_http_promgate_wal_append(zctx, frames, p - frames, first,
+                                     nrecords);
+    }
 
     ctx->exemplars->nelts = 0;
 }

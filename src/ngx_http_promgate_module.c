@@ -10,6 +10,8 @@
 
 static ngx_int_t ngx_http_promgate_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_promgate_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_promgate_init_process(ngx_cycle_t *cycle);
+static void ngx_http_promgate_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_promgate_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_promgate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -167,10 +169,10 @@ ngx_module_t  ngx_http_promgate_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_promgate_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_promgate_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -363,6 +365,20 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_promgate_wal_init_process(cycle);
+}
+
+
+static void
+ngx_http_promgate_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_promgate_wal_exit_process(cycle);
 }
 
 

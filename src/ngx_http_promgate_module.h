@@ -68,6 +68,18 @@ typedef struct {
     ngx_atomic_t                    latency_sum_us;
     ngx_atomic_t                    inflight[NGX_HTTP_PROMGATE_MAX_WORKERS];
     ngx_atomic_t                    exemplar_results[8];
+    ngx_atomic_t                    wal_records;
+    ngx_atomic_t                    wal_bytes;
+    ngx_atomic_t                    wal_write_errors;
+    ngx_atomic_t                    wal_segments_created;
+    ngx_atomic_t                    wal_segments_deleted;
+    ngx_atomic_t                    wal_fsyncs;
+    ngx_atomic_t                    wal_fsync_us;
+    ngx_atomic_t                    wal_replays;
+    ngx_atomic_t                    wal_replayed_records;
+    ngx_atomic_t                    wal_replay_ms;
+    ngx_atomic_t                    wal_truncations;
+    ngx_atomic_t                    wal_corrupt_records;
     ngx_http_promgate_target_stats_t  targets[NGX_HTTP_PROMGATE_MAX_TARGETS];
 } ngx_http_promgate_stats_t;
 
@@ -99,13 +111,42 @@ typedef struct {
 } ngx_http_promgate_main_conf_t;
 
 
+/* what an exemplar zone keeps in shared memory besides the ring */
+typedef struct {
+    uint32_t                        magic;
+    uint32_t                        max;
+    void                           *ring_base;
+    size_t                          ring_size;
+    uint64_t                       *wal_seq;  /* [max]: WAL seq by ring slot */
+    uint64_t                        wal_next; /* the next WAL seq */
+    ngx_uint_t                      replayed;
+} ngx_http_promgate_exshm_t;
+
+
 /* an exemplar zone (src/core/pg_exemplar.c's ring in shared memory) */
 typedef struct {
     ngx_str_t                       name;
     uint32_t                        max;
-    size_t                          size;     /* of the ring's block */
     ngx_slab_pool_t                *shpool;
+    ngx_http_promgate_exshm_t      *sh;
     struct pg_exring_s             *ring;
+
+    /* the write-ahead log; the fields below "fd" are per worker */
+    ngx_path_t                     *wal;
+    ngx_msec_t                      fsync;    /* 0: off */
+    size_t                          segment;
+#if (NGX_THREADS)
+    ngx_thread_pool_t              *thread_pool;
+    ngx_thread_task_t              *fsync_task;
+#endif
+    ngx_event_t                     fsync_timer;
+    ngx_fd_t                        fd;
+    off_t                           fd_size;
+    ngx_msec_t                      last_error;
+    unsigned                        fsync_running:1;
+    unsigned                        close_after_fsync:1;
+    unsigned                        dirty:1;
+    ngx_fd_t                        fsync_fd;
 } ngx_http_promgate_exzone_t;
 
 
@@ -200,6 +241,16 @@ void ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx);
 u_char *ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
     ngx_http_promgate_main_conf_t *pmcf);
 ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
+
+/* ngx_http_promgate_wal.c */
+char *ngx_http_promgate_wal_param(ngx_conf_t *cf,
+    ngx_http_promgate_exzone_t *ctx, ngx_str_t *value);
+ngx_int_t ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle);
+void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);
+void ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx,
+    u_char *frames, size_t len, uint64_t first_seq, ngx_uint_t nrecords);
+u_char *ngx_http_promgate_wal_status(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf);
 
 /* ngx_http_promgate_status.c */
 ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf,

@@ -1,0 +1,845 @@
+
+/*
+ * promgate: the exemplar write-ahead log.
+ *
+ * Every exemplar the ring takes is appended, before the write is
+ * answered, to a segment file of the worker's own slot (no cross-process
+ * file lock); records carry a sequence number from the zone.  On start,
+ * one worker replays all segments, merged by sequence number, under the
+ * zone lock before any worker inserts.  fsync, when asked for, runs in
+ * nginx's thread pool from a timer.  Segments whose exemplars have all
+ * left the ring are deleted.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+#include "pg_exemplar.h"
+#include "pg_wal.h"
+
+#include <dirent.h>
+
+
+#define NGX_HTTP_PROMGATE_WAL_ERROR_BURST  10000    /* ms between logs */
+
+
+static void ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
+    uint64_t first_seq, ngx_log_t *log);
+static void ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx);
+static void ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx,
+    ngx_err_t err, const char *what, ngx_log_t *log);
+static ngx_int_t ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx,
+    ngx_log_t *log);
+static void ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx,
+    ngx_log_t *log);
+static void ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev);
+#if (NGX_THREADS)
+static void ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log);
+static void ngx_http_promgate_wal_fsync_done(ngx_event_t *ev);
+#endif
+
+
+/* wal=DIR, fsync=off|TIME, segment=SIZE of promgate_exemplar_zone */
+
+char *
+ngx_http_promgate_wal_param(ngx_conf_t *cf, ngx_http_promgate_exzone_t *ctx,
+    ngx_str_t *value)
+{
+    ngx_str_t  s;
+
+    if (ngx_strncmp(value->data, "wal=", 4) == 0) {
+        s.data = value->data + 4;
+        s.len = value->len - 4;
+
+        if (s.len == 0) {
+            goto invalid;
+        }
+
+        ctx->wal = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
+        if (ctx->wal == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        while (s.len > 1 && s.data[s.len - 1] == '/') {
+            s.len--;
+        }
+
+        ctx->wal->name = s;
+        ctx->wal->conf_file = cf->conf_file->file.name.data;
+        ctx->wal->line = cf->conf_file->line;
+
+        if (ngx_conf_full_name(cf->cycle, &ctx->wal->name, 0) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* nginx creates it, owned by the workers' user, as its temp paths */
+
+        if (ngx_add_path(cf, &ctx->wal) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ctx->segment == 0) {
+            ctx->segment = 16 * 1024 * 1024;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "fsync=", 6) == 0) {
+        s.data = value->data + 6;
+        s.len = value->len - 6;
+
+        if (s.len == 3 && ngx_strncmp(s.data, "off", 3) == 0) {
+            ctx->fsync = 0;
+            return NGX_CONF_OK;
+        }
+
+        ctx->fsync = ngx_parse_time(&s, 0);
+
+        if (ctx->fsync == (ngx_msec_t) NGX_ERROR || ctx->fsync == 0) {
+            goto invalid;
+        }
+
+#if (NGX_THREADS)
+        ctx->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (ctx->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+#else
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" needs nginx built --with-threads (fsync "
+                           "runs in a thread pool); use fsync=off", value);
+        return NGX_CONF_ERROR;
+#endif
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "segment=", 8) == 0) {
+        s.data = value->data + 8;
+        s.len = value->len - 8;
+
+        ctx->segment = ngx_parse_size(&s);
+
+        if (ctx->segment == (size_t) NGX_ERROR
+            || ctx->segment < 64 * 1024)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\": a segment size of at least "
+                               "64k is expected", value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" (expected max=, wal=, "
+                       "fsync= or segment=)", value);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* ------------------------------------------------------------ process */
+
+
+ngx_int_t
+ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i, replayed;
+    ngx_shm_zone_t                **zp;
+    ngx_http_promgate_exzone_t     *ctx;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    /* workers only: not the cache manager and loader processes */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_promgate_module);
+
+    if (pmcf == NULL) {
+        return NGX_OK;
+    }
+
+    zp = pmcf->exemplar_zones.elts;
+
+    for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
+        ctx = zp[i]->data;
+
+        ctx->fd = NGX_INVALID_FILE;
+        ctx->fsync_fd = NGX_INVALID_FILE;
+
+        if (ctx->wal == NULL || ctx->ring == NULL) {
+            continue;
+        }
+
+        /* the first worker to get here replays; the others wait for it */
+
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+
+        replayed = 0;
+
+        if (!ctx->sh->replayed) {
+            (void) ngx_http_promgate_wal_replay(ctx, cycle->log);
+            ctx->sh->replayed = 1;
+            replayed = 1;
+        }
+
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        if (replayed) {
+            ngx_http_promgate_wal_cleanup(ctx, cycle->log);
+        }
+
+        if (ctx->fsync) {
+            ctx->fsync_timer.handler = ngx_http_promgate_wal_fsync_timer;
+            ctx->fsync_timer.data = ctx;
+            ctx->fsync_timer.log = cycle->log;
+            ctx->fsync_timer.cancelable = 1;
+            ngx_add_timer(&ctx->fsync_timer, ctx->fsync);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_shm_zone_t                **zp;
+    ngx_http_promgate_exzone_t     *ctx;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return;
+    }
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_promgate_module);
+
+    if (pmcf == NULL) {
+        return;
+    }
+
+    zp = pmcf->exemplar_zones.elts;
+
+    for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
+        ctx = zp[i]->data;
+
+        if (ctx->wal == NULL) {
+            continue;
+        }
+
+        if (ctx->fsync && ctx->fd != NGX_INVALID_FILE && ctx->dirty) {
+            /* the last interval's records: a quit is a fine time to wait */
+            (void) fsync(ctx->fd);
+        }
+
+        ctx->close_after_fsync = 0;
+        ngx_http_promgate_wal_close(ctx);
+    }
+}
+
+
+/* ------------------------------------------------------------ writing */
+
+
+static void
+ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
+    uint64_t first_seq, ngx_log_t *log)
+{
+    u_char                      *p;
+    char                         name[PG_WAL_NAME_MAX];
+    ngx_http_promgate_stats_t   *st;
+
+    u_char                       path[NGX_MAX_PATH];
+
+    if (pg_wal_segment_name(name, sizeof(name), (char *) ctx->name.data,
+                            (unsigned) ngx_worker, first_seq)
+        == 0)
+    {
+        return;
+    }
+
+    p = ngx_snprintf(path, sizeof(path) - 1, "%V/%s", &ctx->wal->name, name);
+    *p = '\0';
+
+    ctx->fd = ngx_open_file(path, NGX_FILE_APPEND, NGX_FILE_CREATE_OR_OPEN,
+                            NGX_FILE_DEFAULT_ACCESS);
+
+    if (ctx->fd == NGX_INVALID_FILE) {
+        ngx_http_promgate_wal_error(ctx, ngx_errno, (char *) path, log);
+        return;
+    }
+
+    ctx->fd_size = 0;
+
+    st = ngx_http_promgate_stats();
+    (void) ngx_atomic_fetch_add(&st->wal_segments_created, 1);
+}
+
+
+static void
+ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx)
+{
+    if (ctx->fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    if (ctx->fsync_running) {
+        /* the thread still syncs it: close when it is done */
+        ctx->close_after_fsync = 1;
+        ctx->fd = NGX_INVALID_FILE;
+        return;
+    }
+
+    (void) ngx_close_file(ctx->fd);
+    ctx->fd = NGX_INVALID_FILE;
+    ctx->fsync_fd = NGX_INVALID_FILE;
+}
+
+
+static void
+ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx, ngx_err_t err,
+    const char *what, ngx_log_t *log)
+{
+    ngx_http_promgate_stats_t  *st;
+
+    st = ngx_http_promgate_stats();
+    (void) ngx_atomic_fetch_add(&st->wal_write_errors, 1);
+
+    /* once per burst: a full disk must not flood the error log */
+
+    if (ctx->last_error
+        && ngx_current_msec - ctx->last_error
+           < NGX_HTTP_PROMGATE_WAL_ERROR_BURST)
+    {
+        return;
+    }
+
+    ctx->last_error = ngx_current_msec;
+
+    ngx_log_error(NGX_LOG_ERR, log, err,
+                  "promgate: exemplar WAL of zone \"%V\" could not write "
+                  "\"%s\"; exemplars are still served from memory but may "
+                  "not survive a restart (further errors in the next %ds "
+                  "are only counted)", &ctx->name, what,
+                  NGX_HTTP_PROMGATE_WAL_ERROR_BURST / 1000);
+}
+
+
+void
+ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
+    size_t len, uint64_t first_seq, ngx_uint_t nrecords)
+{
+    ssize_t                     n;
+    ngx_log_t                  *log;
+    ngx_http_promgate_stats_t  *st;
+
+    log = ngx_cycle->log;
+    st = ngx_http_promgate_stats();
+
+    if (ctx->fd == NGX_INVALID_FILE) {
+        ngx_http_promgate_wal_open(ctx, first_seq, log);
+
+        if (ctx->fd == NGX_INVALID_FILE) {
+            return;
+        }
+    }
+
+    while (len) {
+        n = write(ctx->fd, frames, len);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            ngx_http_promgate_wal_error(ctx, ngx_errno, "a segment", log);
+
+            /* a partial frame is a torn tail: start a new segment */
+            ngx_http_promgate_wal_close(ctx);
+            return;
+        }
+
+        frames += n;
+        len -= n;
+        ctx->fd_size += n;
+
+        (void) ngx_atomic_fetch_add(&st->wal_bytes, n);
+    }
+
+    ctx->dirty = 1;
+
+    (void) ngx_atomic_fetch_add(&st->wal_records, nrecords);
+
+    if ((size_t) ctx->fd_size >= ctx->segment) {
+        ngx_http_promgate_wal_close(ctx);
+        ngx_http_promgate_wal_cleanup(ctx, log);
+    }
+}
+
+
+/*
+ * Deletes the segments all of whose exemplars have left the ring: the
+ * next segment of the same slot starts at or below the oldest live one.
+ */
+
+static void
+ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
+{
+    u_char                     *p;
+    DIR                        *dir;
+    uint64_t                    oldest, seq;
+    unsigned                    slot;
+    ngx_uint_t                  i, n;
+    struct dirent              *de;
+    pg_exring_stats_t           es;
+    pg_wal_segment_t            segs[1024];
+    ngx_http_promgate_stats_t  *st;
+
+    u_char                      path[NGX_MAX_PATH];
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    pg_exring_stats(ctx->ring, &es);
+
+    if (es.exemplars) {
+        oldest = ctx->sh->wal_seq[(es.seq - es.exemplars + 1) % ctx->max];
+    } else {
+        oldest = ctx->sh->wal_next;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    dir = opendir((char *) ctx->wal->name.data);
+    if (dir == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    while (n < 1024 && (de = readdir(dir)) != NULL) {
+        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &slot,
+                                 &seq)
+            == 0)
+        {
+            segs[n].slot = slot;
+            segs[n].first_seq = seq;
+            n++;
+        }
+    }
+
+    closedir(dir);
+
+    pg_wal_mark_deletable(segs, n, oldest);
+
+    st = ngx_http_promgate_stats();
+
+    for (i = 0; i < n; i++) {
+        if (!segs[i].deletable) {
+            continue;
+        }
+
+        p = ngx_snprintf(path, sizeof(path) - PG_WAL_NAME_MAX, "%V/",
+                         &ctx->wal->name);
+
+        if (pg_wal_segment_name((char *) p, PG_WAL_NAME_MAX,
+                                (char *) ctx->name.data, segs[i].slot,
+                                segs[i].first_seq)
+            == 0)
+        {
+            continue;
+        }
+
+        if (unlink((char *) path) == 0) {
+            (void) ngx_atomic_fetch_add(&st->wal_segments_deleted, 1);
+
+        } else if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "promgate: could not delete WAL segment \"%s\"",
+                          path);
+        }
+    }
+}
+
+
+/* ------------------------------------------------------------- fsync */
+
+
+static void
+ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev)
+{
+    ngx_http_promgate_exzone_t *ctx = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(ev, ctx->fsync);
+
+    if (!ctx->dirty || ctx->fd == NGX_INVALID_FILE || ctx->fsync_running) {
+        return;
+    }
+
+#if (NGX_THREADS)
+    if (ctx->fsync_task == NULL) {
+        ctx->fsync_task = ngx_thread_task_alloc(ngx_cycle->pool,
+                                                sizeof(ngx_msec_t) * 2
+                                                + sizeof(ngx_fd_t));
+        if (ctx->fsync_task == NULL) {
+            return;
+        }
+
+        ctx->fsync_task->handler = ngx_http_promgate_wal_fsync_thread;
+        ctx->fsync_task->event.handler = ngx_http_promgate_wal_fsync_done;
+        ctx->fsync_task->event.data = ctx;
+        ctx->fsync_task->event.log = ngx_cycle->log;
+    }
+
+    *(ngx_fd_t *) ctx->fsync_task->ctx = ctx->fd;
+
+    ctx->fsync_fd = ctx->fd;
+    ctx->dirty = 0;
+    ctx->fsync_running = 1;
+
+    if (ngx_thread_task_post(ctx->thread_pool, ctx->fsync_task) != NGX_OK) {
+        ctx->fsync_running = 0;
+    }
+#endif
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log)
+{
+    ngx_fd_t        fd;
+    struct timeval  t0, t1;
+
+    fd = *(ngx_fd_t *) data;
+
+    ngx_gettimeofday(&t0);
+    (void) fsync(fd);
+    ngx_gettimeofday(&t1);
+
+    /* microseconds back to the event loop, after the fd */
+    *(ngx_msec_t *) ((u_char *) data + sizeof(ngx_fd_t) + sizeof(ngx_msec_t))
+        = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_usec - t0.tv_usec);
+}
+
+
+static void
+ngx_http_promgate_wal_fsync_done(ngx_event_t *ev)
+{
+    ngx_http_promgate_exzone_t *ctx = ev->data;
+
+    ngx_msec_t                  us;
+    ngx_http_promgate_stats_t  *st;
+
+    us = *(ngx_msec_t *) ((u_char *) ctx->fsync_task->ctx + sizeof(ngx_fd_t)
+                          + sizeof(ngx_msec_t));
+
+    st = ngx_http_promgate_stats();
+    (void) ngx_atomic_fetch_add(&st->wal_fsyncs, 1);
+    (void) ngx_atomic_fetch_add(&st->wal_fsync_us, us);
+
+    ctx->fsync_running = 0;
+
+    if (ctx->close_after_fsync) {
+        ctx->close_after_fsync = 0;
+        (void) ngx_close_file(ctx->fsync_fd);
+        ctx->fsync_fd = NGX_INVALID_FILE;
+    }
+}
+
+#endif
+
+
+/* ------------------------------------------------------------ replay */
+
+
+typedef struct {
+    ngx_array_t      entries;      /* pg_wal_entry_t */
+    uint32_t         segment;
+} ngx_http_promgate_replay_t;
+
+
+static int
+ngx_http_promgate_wal_collect(void *data, const uint8_t *payload, size_t len,
+    uint64_t seq, size_t offset)
+{
+    ngx_http_promgate_replay_t *rp = data;
+
+    pg_wal_entry_t  *e;
+
+    e = ngx_array_push(&rp->entries);
+    if (e == NULL) {
+        return -1;
+    }
+
+    e->seq = seq;
+    e->payload = payload;
+    e->len = (uint32_t) len;
+    e->segment = rp->segment;
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
+{
+    u_char                      *p, *data;
+    size_t                       n, first, i;
+    ssize_t                      rd;
+    DIR                         *dir;
+    uint64_t                     seq, max_seq, ring_seq;
+    unsigned                     slot;
+    ngx_fd_t                     fd;
+    ngx_msec_t                   start;
+    ngx_pool_t                  *pool;
+    struct dirent               *de;
+    pg_wal_scan_t                res;
+    pg_allocator_t               alloc;
+    pg_wal_record_t              rec;
+    pg_wal_entry_t              *e;
+    ngx_file_info_t              fi;
+    ngx_http_promgate_stats_t   *st;
+    ngx_http_promgate_replay_t   rp;
+
+    u_char                       path[NGX_MAX_PATH];
+
+    ngx_time_update();
+    start = ngx_current_msec;
+
+    st = ngx_http_promgate_stats();
+
+    pool = ngx_create_pool(64 * 1024, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&rp.entries, pool, 1024, sizeof(pg_wal_entry_t))
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    dir = opendir((char *) ctx->wal->name.data);
+
+    if (dir == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "promgate: exemplar WAL directory \"%V\" cannot be "
+                      "read; nothing replayed", &ctx->wal->name);
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    rp.segment = 0;
+    max_seq = 0;
+
+    while ((de = readdir(dir)) != NULL) {
+
+        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &slot,
+                                 &seq)
+            != 0)
+        {
+            continue;
+        }
+
+        p = ngx_snprintf(path, sizeof(path) - 1, "%V/%s", &ctx->wal->name,
+                         de->d_name);
+        *p = '\0';
+
+        fd = ngx_open_file(path, NGX_FILE_RDWR, NGX_FILE_OPEN, 0);
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "promgate: WAL segment \"%s\" cannot be opened; "
+                          "skipped", path);
+            continue;
+        }
+
+        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+            || ngx_file_size(&fi) == 0)
+        {
+            (void) ngx_close_file(fd);
+            continue;
+        }
+
+        data = ngx_palloc(pool, (size_t) ngx_file_size(&fi));
+        if (data == NULL) {
+            (void) ngx_close_file(fd);
+            break;
+        }
+
+        rd = pread(fd, data, (size_t) ngx_file_size(&fi), 0);
+
+        if (rd != (ssize_t) ngx_file_size(&fi)) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "promgate: WAL segment \"%s\" cannot be read; "
+                          "skipped", path);
+            (void) ngx_close_file(fd);
+            continue;
+        }
+
+        pg_wal_scan(data, (size_t) rd, ngx_http_promgate_wal_collect, &rp,
+                    &res);
+
+        if (res.corrupt) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "promgate: WAL segment \"%s\": %uL corrupt "
+                          "record(s) skipped", path, res.corrupt);
+            (void) ngx_atomic_fetch_add(&st->wal_corrupt_records,
+                                        res.corrupt);
+        }
+
+        if (res.torn) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "promgate: WAL segment \"%s\": torn or corrupt "
+                          "tail cut off at offset %uz (%uz bytes)", path,
+                          res.torn_offset, (size_t) rd - res.torn_offset);
+
+            if (ftruncate(fd, (off_t) res.torn_offset) == -1) {
+                ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                              "promgate: ftruncate(\"%s\") failed", path);
+            }
+
+            (void) ngx_atomic_fetch_add(&st->wal_truncations, 1);
+        }
+
+        if (res.last_seq > max_seq) {
+            max_seq = res.last_seq;
+        }
+
+        (void) ngx_close_file(fd);
+        rp.segment++;
+    }
+
+    closedir(dir);
+
+    /* the last max records, in sequence order, are what the ring held */
+
+    n = rp.entries.nelts;
+    e = rp.entries.elts;
+    first = pg_wal_merge(e, &n, ctx->max);
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = pool;
+
+    for (i = 0; i < n; i++) {
+        if (e[i].seq > max_seq) {
+            max_seq = e[i].seq;
+        }
+    }
+
+    for (i = first; i < n; i++) {
+        if (pg_wal_decode(e[i].payload, e[i].len, &alloc, &rec) != 0) {
+            (void) ngx_atomic_fetch_add(&st->wal_corrupt_records, 1);
+            continue;
+        }
+
+        if (pg_exring_insert(ctx->ring, rec.tenant, rec.series, rec.nseries,
+                             rec.labels, rec.nlabels, rec.value, rec.ts,
+                             &ring_seq)
+            == PG_EXRING_ADDED)
+        {
+            ctx->sh->wal_seq[ring_seq % ctx->max] = rec.seq;
+        }
+    }
+
+    ctx->sh->wal_next = max_seq + 1;
+
+    ngx_time_update();
+
+    (void) ngx_atomic_fetch_add(&st->wal_replays, 1);
+    (void) ngx_atomic_fetch_add(&st->wal_replayed_records, n - first);
+    (void) ngx_atomic_fetch_add(&st->wal_replay_ms,
+                                ngx_current_msec - start);
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "promgate: exemplar zone \"%V\": replayed %uz exemplars "
+                  "from the WAL in \"%V\" in %Mms", &ctx->name, n - first,
+                  &ctx->wal->name, ngx_current_msec - start);
+
+    ngx_destroy_pool(pool);
+
+    /* the zone lock is held by the caller: cleanup takes it itself */
+
+    return NGX_OK;
+}
+
+
+/* --------------------------------------------------------------- status */
+
+
+u_char *
+ngx_http_promgate_wal_status(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf)
+{
+    ngx_uint_t                  k;
+    ngx_http_promgate_stats_t  *st;
+
+    static struct {
+        char    *name;
+        char    *help;
+        size_t   offset;
+    } counters[] = {
+        { "promgate_wal_records_total", "Exemplar records appended.",
+          offsetof(ngx_http_promgate_stats_t, wal_records) },
+        { "promgate_wal_bytes_total", "Bytes appended to WAL segments.",
+          offsetof(ngx_http_promgate_stats_t, wal_bytes) },
+        { "promgate_wal_write_errors_total",
+          "WAL opens and writes that failed (full disk, permissions).",
+          offsetof(ngx_http_promgate_stats_t, wal_write_errors) },
+        { "promgate_wal_segments_created_total", "WAL segments opened.",
+          offsetof(ngx_http_promgate_stats_t, wal_segments_created) },
+        { "promgate_wal_segments_deleted_total",
+          "WAL segments deleted once the ring no longer held their "
+          "exemplars.",
+          offsetof(ngx_http_promgate_stats_t, wal_segments_deleted) },
+        { "promgate_wal_fsyncs_total", "fsync calls on WAL segments.",
+          offsetof(ngx_http_promgate_stats_t, wal_fsyncs) },
+        { "promgate_wal_fsync_microseconds_total",
+          "Time spent in fsync, in the thread pool.",
+          offsetof(ngx_http_promgate_stats_t, wal_fsync_us) },
+        { "promgate_wal_replays_total", "WAL replays at start.",
+          offsetof(ngx_http_promgate_stats_t, wal_replays) },
+        { "promgate_wal_replayed_records_total",
+          "Exemplars restored from the WAL.",
+          offsetof(ngx_http_promgate_stats_t, wal_replayed_records) },
+        { "promgate_wal_replay_milliseconds_total",
+          "Time spent replaying.",
+          offsetof(ngx_http_promgate_stats_t, wal_replay_ms) },
+        { "promgate_wal_truncations_total",
+          "Segments whose torn tail was cut off on replay.",
+          offsetof(ngx_http_promgate_stats_t, wal_truncations) },
+        { "promgate_wal_corrupt_records_total",
+          "Corrupt records skipped on replay.",
+          offsetof(ngx_http_promgate_stats_t, wal_corrupt_records) },
+    };
+
+    st = ngx_http_promgate_stats();
+
+    for (k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s counter\n%s %uA\n",
+                         counters[k].name, counters[k].help,
+                         counters[k].name, counters[k].name,
+                         *(ngx_atomic_t *) ((u_char *) st
+                                            + counters[k].offset));
+    }
+
+    return p;
+}

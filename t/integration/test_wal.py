@@ -1,0 +1,218 @@
+"""The exemplar write-ahead log: exemplars survive restarts, crashes, a
+changed max and a full disk."""
+
+import glob
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+import rw
+from conftest import gateway_http
+from fakeup import free_port
+from procs import wait_for
+
+
+def conf(port, target, wal, max_=5000, extra=""):
+    zone = "    promgate_exemplar_zone exemplars:16m max=%d wal=%s %s;\n" % (
+        max_, wal, extra)
+    return gateway_http(
+        port, [("t", target)], write_extra="promgate_exemplars exemplars;",
+        http_extra=zone,
+        server_extra="location = /api/v1/query_exemplars "
+                     "{ promgate_exemplar_query exemplars; }")
+
+
+@pytest.fixture
+def sink(make_fake):
+    return make_fake()          # a storage answering 204
+
+
+def write_stream(url, name, n, t0, per_request=10, tenant=None):
+    h = {"X-Scope-OrgID": tenant} if tenant else None
+    for k in range(0, n, per_request):
+        s = []
+        for j in range(k, min(n, k + per_request)):
+            s.append(rw.series(name, {"i": str(j % 7)},
+                               samples=[(j, t0 + j)],
+                               exemplars=[({"trace_id": "%032x" % j,
+                                            "span_id": "%016x" % j},
+                                           j + 0.5, t0 + j)]))
+        r = rw.post(url, rw.compress(rw.write_request(s)), headers=h)
+        assert r.status_code == 204, r.text
+
+
+def answer(n, name, tenant=None):
+    h = {"X-Scope-OrgID": tenant} if tenant else None
+    r = requests.get(n.url("/api/v1/query_exemplars"),
+                     params={"query": name}, headers=h)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def count(text):
+    import json
+    return sum(len(d["exemplars"]) for d in json.loads(text)["data"])
+
+
+def status(n):
+    return requests.get(n.url("/metrics")).text
+
+
+def metric(text, name):
+    for l in text.splitlines():
+        if l.startswith(name + " "):
+            return float(l.split()[1])
+    raise AssertionError("no %s in status" % name)
+
+
+@pytest.mark.parametrize("how", ["quit", "kill9"])
+def test_restart_keeps_exemplars(make_nginx, sink, tmp_path, how):
+    wal = str(tmp_path / "wal")
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n1 = make_nginx(conf(port, target, wal))
+    name = rw.uniq("wal")
+    t0 = rw.now_ms() - 100000
+    write_stream(n1.write_url if hasattr(n1, "write_url")
+                 else n1.url("/api/v1/write"), name, 300, t0)
+    write_stream(n1.url("/api/v1/write"), name + "_b", 20, t0, tenant="b")
+    before = answer(n1, name)
+    before_b = answer(n1, name + "_b", "b")
+    assert count(before) == 300 and count(before_b) == 20
+
+    if how == "quit":
+        n1.stop()
+    else:
+        # master and workers at once: the master cannot respawn anyone
+        os.killpg(n1.master_pid, signal.SIGKILL)
+        n1.proc.p.wait(10)
+        assert wait_for(lambda: not n1.worker_pids(), 10)
+        n1.stop()
+        # a killed master leaves its pid file; nginx starts anyway
+
+    assert glob.glob(os.path.join(wal, "exemplars-w*.wal"))
+
+    n2 = make_nginx(conf(port, target, wal))
+    assert answer(n2, name) == before
+    assert answer(n2, name + "_b", "b") == before_b
+    st = status(n2)
+    assert metric(st, "promgate_wal_replays_total") == 1
+    assert metric(st, "promgate_wal_replayed_records_total") == 320
+
+    # new exemplars go on after the replayed ones, and survive again
+    write_stream(n2.url("/api/v1/write"), name, 310, t0 + 1000)
+    after = answer(n2, name)
+    n2.stop()
+    n3 = make_nginx(conf(port, target, wal))
+    assert answer(n3, name) == after
+
+
+def test_smaller_max_replays_what_fits(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "wal")
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n1 = make_nginx(conf(port, target, wal, max_=1000))
+    name = rw.uniq("walm")
+    t0 = rw.now_ms() - 100000
+    write_stream(n1.url("/api/v1/write"), name, 200, t0)
+    n1.stop()
+
+    n2 = make_nginx(conf(port, target, wal, max_=50))
+    text = answer(n2, name)
+    assert count(text) == 50
+    import json
+    ts = sorted(e["timestamp"] for d in json.loads(text)["data"]
+                for e in d["exemplars"])
+    # the newest 50: timestamps t0+150 .. t0+199
+    assert ts[0] == pytest.approx((t0 + 150) / 1000.0)
+    assert ts[-1] == pytest.approx((t0 + 199) / 1000.0)
+
+
+def test_torn_tail_is_cut(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "wal")
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n1 = make_nginx(conf(port, target, wal), workers=1)
+    name = rw.uniq("walt")
+    t0 = rw.now_ms() - 100000
+    write_stream(n1.url("/api/v1/write"), name, 30, t0)
+    n1.stop()
+
+    seg = sorted(glob.glob(os.path.join(wal, "exemplars-w*.wal")))[-1]
+    size = os.path.getsize(seg)
+    with open(seg, "ab") as f:
+        f.write(b"\x99\x00\x00\x00garbage")     # a torn frame
+    n2 = make_nginx(conf(port, target, wal), workers=1)
+    assert count(answer(n2, name)) == 30
+    assert "torn or corrupt tail cut off at offset %d" % size \
+        in n2.error_log_text()
+    assert os.path.getsize(seg) == size
+    assert metric(status(n2), "promgate_wal_truncations_total") == 1
+
+
+def test_segments_rotate_and_are_deleted(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "wal")
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n = make_nginx(conf(port, target, wal, max_=200, extra="segment=64k"),
+                        workers=1)
+    name = rw.uniq("wals")
+    t0 = rw.now_ms() - 100000
+    write_stream(n.url("/api/v1/write"), name, 4000, t0, per_request=50)
+    st = status(n)
+    assert metric(st, "promgate_wal_segments_created_total") > 5
+    assert metric(st, "promgate_wal_segments_deleted_total") > 0
+    # disk use stays about the ring's content: a few 64k segments
+    files = glob.glob(os.path.join(wal, "exemplars-w*.wal"))
+    assert len(files) <= 4, files
+    n.stop()
+    n2 = make_nginx(conf(port, target, wal, max_=200, extra="segment=64k"),
+                         workers=1)
+    assert count(answer(n2, name)) == 200
+
+
+def test_full_disk_is_counted_not_fatal(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "wal")
+    os.makedirs(wal)
+    # the segment worker 0 opens first
+    os.symlink("/dev/full", os.path.join(
+        wal, "exemplars-w000-%020d.wal" % 1))
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n = make_nginx(conf(port, target, wal), workers=1)
+    pids = n.worker_pids()
+    name = rw.uniq("walf")
+    t0 = rw.now_ms() - 100000
+    write_stream(n.url("/api/v1/write"), name, 40, t0)
+    assert count(answer(n, name)) == 40          # served from memory
+    st = status(n)
+    assert metric(st, "promgate_wal_write_errors_total") >= 1
+    assert n.worker_pids() == pids
+    text = n.error_log_text()
+    assert "exemplar WAL of zone \"exemplars\" could not write" in text
+    # logged once per burst, not per write
+    assert text.count("could not write") == 1
+
+
+def test_fsync_interval(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "wal")
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n = make_nginx(conf(port, target, wal, extra="fsync=200ms"), workers=1)
+    name = rw.uniq("walfs")
+    write_stream(n.url("/api/v1/write"), name, 20, rw.now_ms() - 1000)
+    assert wait_for(lambda: metric(status(n), "promgate_wal_fsyncs_total")
+                    >= 1, 10)
+
+
+def test_unusable_wal_path_fails_nginx_t(make_nginx, sink, tmp_path):
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n = make_nginx(conf(port, target, "/proc/promgate-no/wal"), start=False)
+    n.error_log_problems = lambda: []        # the [emerg] is the point
+    code, out = n.test_config()
+    assert code != 0
+    assert "/proc/promgate-no/wal" in out, out
