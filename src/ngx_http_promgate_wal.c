@@ -71,6 +71,27 @@ ngx_http_promgate_wal_param(ngx_conf_t *cf, ngx_http_promgate_exzone_t *ctx,
             return NGX_CONF_ERROR;
         }
 
+        /* NUL-terminated, and its parents made: nginx makes the last one */
+
+        s.data = ngx_pnalloc(cf->pool, ctx->wal->name.len + 1);
+        if (s.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(s.data, ctx->wal->name.data, ctx->wal->name.len);
+        s.data[ctx->wal->name.len] = '\0';
+        ctx->wal->name.data = s.data;
+
+        /* on a copy: ngx_create_full_path() leaves it cut when it fails */
+
+        s.data = ngx_pnalloc(cf->pool, ctx->wal->name.len + 1);
+        if (s.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(s.data, ctx->wal->name.data, ctx->wal->name.len + 1);
+        (void) ngx_create_full_path(s.data, 0755);
+
         /* nginx creates it, owned by the workers' user, as its temp paths */
 
         if (ngx_add_path(cf, &ctx->wal) != NGX_OK) {
@@ -812,17 +833,13 @@ ngx_http_promgate_wal_status(u_char *p, u_char *last,
           offsetof(ngx_http_promgate_stats_t, wal_segments_deleted) },
         { "promgate_wal_fsyncs_total", "fsync calls on WAL segments.",
           offsetof(ngx_http_promgate_stats_t, wal_fsyncs) },
-        { "promgate_wal_fsync_microseconds_total",
-          "Time spent in fsync, in the thread pool.",
-          offsetof(ngx_http_promgate_stats_t, wal_fsync_us) },
+
         { "promgate_wal_replays_total", "WAL replays at start.",
           offsetof(ngx_http_promgate_stats_t, wal_replays) },
         { "promgate_wal_replayed_records_total",
           "Exemplars restored from the WAL.",
           offsetof(ngx_http_promgate_stats_t, wal_replayed_records) },
-        { "promgate_wal_replay_milliseconds_total",
-          "Time spent replaying.",
-          offsetof(ngx_http_promgate_stats_t, wal_replay_ms) },
+
         { "promgate_wal_truncations_total",
           "Segments whose torn tail was cut off on replay.",
           offsetof(ngx_http_promgate_stats_t, wal_truncations) },
@@ -840,6 +857,17 @@ ngx_http_promgate_wal_status(u_char *p, u_char *last,
                          *(ngx_atomic_t *) ((u_char *) st
                                             + counters[k].offset));
     }
+
+    p = ngx_slprintf(p, last, "# HELP promgate_wal_fsync_seconds_total "
+                     "Time spent in fsync, in the thread pool.\n"
+                     "# TYPE promgate_wal_fsync_seconds_total counter\n"
+                     "promgate_wal_fsync_seconds_total %uA.%06uA\n"
+                     "# HELP promgate_wal_replay_seconds_total "
+                     "Time spent replaying the WAL at start.\n"
+                     "# TYPE promgate_wal_replay_seconds_total counter\n"
+                     "promgate_wal_replay_seconds_total %uA.%03uA\n",
+                     st->wal_fsync_us / 1000000, st->wal_fsync_us % 1000000,
+                     st->wal_replay_ms / 1000, st->wal_replay_ms % 1000);
 
     return p;
 }
