@@ -90,6 +90,7 @@ sed -e "s|modules/ngx_http_promgate_module.so|$top/build/ngx_http_promgate_modul
     -e "s|127.0.0.1:9201|127.0.0.1:$gw|" \
     -e "s|127.0.0.1:9090|127.0.0.1:$pp|" \
     -e "s|127.0.0.1:8428|127.0.0.1:$vp|" \
+    -e "s|/var/lib/promgate/wal|$dir/wal|" \
     -e "s|worker_processes auto;|worker_processes 2;\ndaemon off;\npid $dir/nginx/nginx.pid;|" \
     "$top/nginx.conf.example" > "$dir/nginx/nginx.conf"
 
@@ -114,7 +115,9 @@ promgate demo is running (work directory: $dir)
   remote write:     http://127.0.0.1:$gw/api/v1/write   (a sender posts every 2 s)
   promgate metrics: http://127.0.0.1:$gw/metrics
   Prometheus:       http://127.0.0.1:$pp/graph?g0.expr=promgate_demo_requests_total
-  exemplars:        http://127.0.0.1:$pp/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket
+  exemplars:        http://127.0.0.1:$gw/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket
+                    (promgate's exemplar store; Prometheus has them too:
+                     http://127.0.0.1:$pp/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket)
   VictoriaMetrics:  http://127.0.0.1:$vp/vmui/  (query promgate_demo_requests_total)
                     curl 'http://127.0.0.1:$vp/api/v1/query?query=promgate_demo_requests_total'
   nginx error log:  $dir/nginx/logs/error.log
