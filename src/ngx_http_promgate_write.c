@@ -398,6 +398,48 @@ ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
 }
 
 
+/*
+ * The uncompressed body lives only while it is validated, synchronously:
+ * one buffer per worker serves every write, instead of a fresh large
+ * allocation (and its page faults) per request.  Buffers above 16m are
+ * given back after use.
+ */
+
+static u_char  *ngx_http_promgate_decoded;
+static size_t   ngx_http_promgate_decoded_size;
+
+
+static u_char *
+ngx_http_promgate_decode_buffer(size_t size, ngx_log_t *log)
+{
+    if (size <= ngx_http_promgate_decoded_size) {
+        return ngx_http_promgate_decoded;
+    }
+
+    if (ngx_http_promgate_decoded) {
+        ngx_free(ngx_http_promgate_decoded);
+    }
+
+    size = ngx_max(ngx_align(size, 65536), 1024 * 1024);
+
+    ngx_http_promgate_decoded = ngx_alloc(size, log);
+    ngx_http_promgate_decoded_size = ngx_http_promgate_decoded ? size : 0;
+
+    return ngx_http_promgate_decoded;
+}
+
+
+static void
+ngx_http_promgate_decode_release(void)
+{
+    if (ngx_http_promgate_decoded_size > 16 * 1024 * 1024) {
+        ngx_free(ngx_http_promgate_decoded);
+        ngx_http_promgate_decoded = NULL;
+        ngx_http_promgate_decoded_size = 0;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_promgate_validate(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len)
@@ -428,13 +470,13 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
         goto bad_snappy;
     }
 
-    decoded = ngx_palloc(r->pool, dlen ? dlen : 1);
+    decoded = ngx_http_promgate_decode_buffer(dlen, r->connection->log);
     if (decoded == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (pg_snappy_decode(data, len, decoded, dlen) != PG_SNAPPY_OK) {
-        ngx_pfree(r->pool, decoded);
+        ngx_http_promgate_decode_release();
         goto bad_snappy;
     }
 
@@ -444,7 +486,7 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
                             ngx_http_promgate_exemplars_collect, ctx);
 
         if (reason == PG_RW_ABORTED) {
-            ngx_pfree(r->pool, decoded);
+            ngx_http_promgate_decode_release();
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -459,11 +501,11 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
                                                    "promgate: invalid write "
                                                    "request: %s\n",
                                                    err.message) - msg);
-        ngx_pfree(r->pool, decoded);
+        ngx_http_promgate_decode_release();
         return rc;
     }
 
-    ngx_pfree(r->pool, decoded);
+    ngx_http_promgate_decode_release();
 
     st = ngx_http_promgate_stats();
 

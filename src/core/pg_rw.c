@@ -188,42 +188,99 @@ pg_pb_double(const uint8_t *p)
 }
 
 
-static int
+/* label name characters: 1 first or later, 2 later only */
+static const uint8_t  pg_rw_name_chars[256] = {
+    ['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2,
+    ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+    ['_'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1
+};
+
+
+static inline int
 pg_rw_label_name_valid(pg_str_t name)
 {
-    size_t   i;
-    uint8_t  c;
+    size_t  i;
 
-    if (name.len == 0) {
+    if (name.len == 0 || pg_rw_name_chars[name.data[0]] != 1) {
         return 0;
     }
 
-    for (i = 0; i < name.len; i++) {
-        c = name.data[i];
-
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
-            continue;
+    for (i = 1; i < name.len; i++) {
+        if (pg_rw_name_chars[name.data[i]] == 0) {
+            return 0;
         }
-
-        if (i > 0 && c >= '0' && c <= '9') {
-            continue;
-        }
-
-        return 0;
     }
 
     return 1;
 }
 
 
-/* parses a Label message; 0 or a reason */
-static pg_rw_reason_e
+/* ASCII is the common case: the full UTF-8 check only when it is not */
+static inline int
+pg_rw_utf8_valid(const uint8_t *p, size_t len)
+{
+    size_t    i;
+    uint64_t  w, acc;
+
+    acc = 0;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+
+    for ( /* void */ ; i < len; i++) {
+        acc |= p[i];
+    }
+
+    if ((acc & 0x8080808080808080ULL) == 0) {
+        return 1;
+    }
+
+    return pg_utf8_valid(p, len);
+}
+
+
+/*
+ * Parses a Label message; 0 or a reason.  Senders write the name then the
+ * value, each shorter than 128 bytes as a rule: that shape is read
+ * directly, anything else by the general loop.
+ */
+
+static inline pg_rw_reason_e
 pg_rw_parse_label(const uint8_t *p, const uint8_t *end, pg_label_t *label)
 {
     int64_t         field;
     unsigned        wt;
     const uint8_t  *d;
-    size_t          n;
+    size_t          n, nl, vl;
+
+    if (end - p >= 4 && p[0] == 0x0a && p[1] < 0x80) {
+        nl = p[1];
+
+        if ((size_t) (end - p) >= nl + 4 && p[2 + nl] == 0x12
+            && p[3 + nl] < 0x80 && (size_t) (end - p) == nl + 4 + p[3 + nl])
+        {
+            vl = p[3 + nl];
+
+            label->name.data = p + 2;
+            label->name.len = nl;
+            label->value.data = p + 4 + nl;
+            label->value.len = vl;
+
+            return PG_RW_OK;
+        }
+    }
 
     label->name.data = (const uint8_t *) "";
     label->name.len = 0;
@@ -257,17 +314,18 @@ pg_rw_parse_label(const uint8_t *p, const uint8_t *end, pg_label_t *label)
 }
 
 
-static pg_rw_reason_e
+static inline pg_rw_reason_e
 pg_rw_check_label(const pg_label_t *l)
 {
-    if (!pg_utf8_valid(l->name.data, l->name.len)
-        || !pg_utf8_valid(l->value.data, l->value.len))
-    {
-        return PG_RW_BAD_UTF8;
-    }
+    /* a valid name is ASCII: its UTF-8 check is only for the error */
 
     if (!pg_rw_label_name_valid(l->name)) {
-        return PG_RW_BAD_LABEL_NAME;
+        return pg_utf8_valid(l->name.data, l->name.len)
+               ? PG_RW_BAD_LABEL_NAME : PG_RW_BAD_UTF8;
+    }
+
+    if (!pg_rw_utf8_valid(l->value.data, l->value.len)) {
+        return PG_RW_BAD_UTF8;
     }
 
     return PG_RW_OK;
