@@ -774,11 +774,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
         return ngx_http_promgate_query_error(r, err, ngx_strlen(err));
     }
 
-    if (qp.end_ms < qp.start_ms) {
-        return ngx_http_promgate_query_error(r,
-                   "end timestamp must not be before start time",
-                   sizeof("end timestamp must not be before start time") - 1);
-    }
+    /* pg_time compared start and end as Prometheus does, before ms */
 
     prc = pg_promql_selectors(qp.query.data, qp.query.len, &alloc, &set,
                               &perr);

@@ -21,8 +21,14 @@
 /* Go: maxSize = 128 << 20 / instSize */
 #define PG_RE_MAX_SIZE     ((128 << 20) / 40)
 
-/* DFA workspace, in ints; a match that needs more falls back to pcre2_match */
-#define PG_RE_WORKSPACE    2048
+/*
+ * DFA workspace, in ints: some 680 states.  PCRE2's DFA keeps a state per
+ * way through the pattern, and for nested quantifiers their number grows
+ * with the subject; the cap keeps the work per byte bounded, and a pattern
+ * that needs more goes to pcre2_match() and its limits.
+ */
+#define PG_RE_WORKSPACE       2048
+#define PG_RE_WORKSPACE_MAX   16384
 
 
 /* Go's parse flags that change what a construct means */
@@ -90,19 +96,37 @@ typedef struct {
 } pg_re_class_t;
 
 
+/* a matcher's state changes as it matches: one at a time */
 struct pg_regex_s {
     pcre2_code             *code;
     pcre2_match_data       *match_data;
     pcre2_match_context    *match_ctx;
     int                    *workspace;
     size_t                  wscount;
-    pg_allocator_t          alloc;   /* for the rare non-UTF-8 subject */
+    uint8_t                *scratch;  /* a non-UTF-8 subject, repaired */
+    size_t                  scratch_size;
+    pg_allocator_t          alloc;
 };
 
 
+#define PG_QUOTE_PROMQL  1
+
+
+/* output into a caller's buffer, snprintf() style */
+typedef struct {
+    char                   *buf;
+    size_t                  size;
+    size_t                  n;
+} pg_out_t;
+
+
+static void pg_out(pg_out_t *o, const void *s, size_t len);
+static size_t pg_out_end(pg_out_t *o);
+static void pg_out_quoted(pg_out_t *o, const uint8_t *s, size_t len,
+    int quote);
 static void *pg_pcre2_malloc(PCRE2_SIZE size, void *data);
 static void pg_pcre2_free(void *p, void *data);
-static void *pg_alloc(pg_allocator_t *a, size_t size);
+static void *pg_alloc(const pg_allocator_t *a, size_t size);
 
 static int pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
     pg_re_node_t **tree);
@@ -145,6 +169,8 @@ static int pg_re_class_node(pg_re_parser_t *p, pg_re_class_t *cls,
 
 static int pg_re_repeat_valid(const pg_re_node_t *re, int n);
 static int pg_re_height(const pg_re_node_t *re);
+static void pg_re_height_items(const pg_re_node_t *re, pg_re_type_e op,
+    int *h, int *n);
 static int64_t pg_re_size(const pg_re_node_t *re);
 static size_t pg_re_emit(const pg_re_node_t *re, char *buf, size_t pos);
 static size_t pg_re_emit_str(char *buf, size_t pos, const char *s,
@@ -156,7 +182,7 @@ static size_t pg_utf8_decode(const uint8_t *p, const uint8_t *end,
 static int pg_go_isprint(uint32_t r);
 static int pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc,
     char *err, size_t err_size);
-static int pg_regex_match(const pg_regex_t *re, pg_str_t v);
+static int pg_regex_match(pg_regex_t *re, pg_str_t v);
 static void pg_re_format_error(pg_re_parser_t *p, char *err,
     size_t err_size);
 
@@ -401,142 +427,163 @@ pg_match_op_str(pg_match_op_e op)
 size_t
 pg_selector_format(const pg_selector_t *sel, char *buf, size_t size)
 {
-    size_t               i, n, k;
+    size_t               i;
+    pg_out_t             o;
     const pg_matcher_t  *m;
+    const char          *op;
 
-    n = 0;
+    o.buf = buf;
+    o.size = size;
+    o.n = 0;
 
-    /* writes past size are counted, not done */
-#define pg_put(s, len)                                                       \
-    do {                                                                     \
-        if (n < size) {                                                      \
-            k = (len) < size - n ? (len) : size - n;                          \
-            memcpy(buf + n, s, k);                                           \
-        }                                                                    \
-        n += (len);                                                          \
-    } while (0)
-
-    pg_put("{", 1);
+    pg_out(&o, "{", 1);
 
     for (i = 0; i < sel->nmatchers; i++) {
         m = &sel->matchers[i];
+        op = pg_match_op_str(m->op);
 
         if (i) {
-            pg_put(",", 1);
+            pg_out(&o, ",", 1);
         }
 
-        pg_put(m->name.data, m->name.len);
-        pg_put(pg_match_op_str(m->op), strlen(pg_match_op_str(m->op)));
-
-        k = pg_go_quote(n < size ? buf + n : NULL, n < size ? size - n : 0,
-                        m->value.data, m->value.len, '"');
-        n += k;
+        pg_out(&o, m->name.data, m->name.len);
+        pg_out(&o, op, strlen(op));
+        pg_out_quoted(&o, m->value.data, m->value.len, PG_QUOTE_PROMQL);
     }
 
-    pg_put("}", 1);
+    pg_out(&o, "}", 1);
 
-#undef pg_put
-
-    if (size > 0) {
-        buf[n < size ? n : size - 1] = '\0';
-    }
-
-    return n;
+    return pg_out_end(&o);
 }
 
 
 size_t
 pg_go_quote(char *buf, size_t size, const uint8_t *s, size_t len, int quote)
 {
-    size_t          n, w, i;
+    pg_out_t  o;
+
+    o.buf = buf;
+    o.size = size;
+    o.n = 0;
+
+    pg_out_quoted(&o, s, len, quote);
+
+    return pg_out_end(&o);
+}
+
+
+/* appends, counting what does not fit; one byte stays for the NUL */
+static void
+pg_out(pg_out_t *o, const void *s, size_t len)
+{
+    size_t  k;
+
+    if (o->n + 1 < o->size) {
+        k = o->size - 1 - o->n;
+        memcpy(o->buf + o->n, s, len < k ? len : k);
+    }
+
+    o->n += len;
+}
+
+
+static size_t
+pg_out_end(pg_out_t *o)
+{
+    if (o->size > 0) {
+        o->buf[o->n < o->size ? o->n : o->size - 1] = '\0';
+    }
+
+    return o->n;
+}
+
+
+/*
+ * strconv.Quote(), or QuoteRune() with quote '\''.  PG_QUOTE_PROMQL is '"'
+ * that also escapes U+FFFD, which Go prints as it is but PromQL's lexer
+ * refuses in a string, so that a selector's text parses back.
+ */
+static void
+pg_out_quoted(pg_out_t *o, const uint8_t *s, size_t len, int quote)
+{
+    int             n, promql;
+    char            tmp[16];
+    size_t          w;
     uint32_t        r;
     const uint8_t  *end;
-    char            tmp[16];
 
-    n = 0;
-    end = s + len;
-
-#define pg_put(p, l)                                                         \
-    do {                                                                     \
-        for (i = 0; i < (size_t) (l); i++, n++) {                            \
-            if (buf != NULL && n + 1 < size) {                               \
-                buf[n] = (p)[i];                                             \
-            }                                                                \
-        }                                                                    \
-    } while (0)
+    promql = quote == PG_QUOTE_PROMQL;
+    if (promql) {
+        quote = '"';
+    }
 
     tmp[0] = (char) quote;
-    pg_put(tmp, 1);
+    pg_out(o, tmp, 1);
 
-    while (s < end) {
+    end = s + len;
+
+    for ( /* void */ ; s < end; s += w) {
         w = pg_utf8_decode(s, end, &r);
 
         if (w == 0) {
-            snprintf(tmp, sizeof(tmp), "\\x%02x", s[0]);
-            pg_put(tmp, 4);
-            s++;
+            n = snprintf(tmp, sizeof(tmp), "\\x%02x", s[0]);
+            pg_out(o, tmp, n);
+            w = 1;
             continue;
         }
 
         if (r == (uint32_t) quote || r == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char) r;
-            pg_put(tmp, 2);
-
-        } else if (pg_go_isprint(r)) {
-            pg_put((const char *) s, w);
-
-        } else {
-            switch (r) {
-            case '\a':
-                pg_put("\\a", 2);
-                break;
-            case '\b':
-                pg_put("\\b", 2);
-                break;
-            case '\f':
-                pg_put("\\f", 2);
-                break;
-            case '\n':
-                pg_put("\\n", 2);
-                break;
-            case '\r':
-                pg_put("\\r", 2);
-                break;
-            case '\t':
-                pg_put("\\t", 2);
-                break;
-            case '\v':
-                pg_put("\\v", 2);
-                break;
-            default:
-                if (r < ' ' || r == 0x7f) {
-                    snprintf(tmp, sizeof(tmp), "\\x%02x", (unsigned) r);
-
-                } else if (r < 0x10000) {
-                    snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned) r);
-
-                } else {
-                    snprintf(tmp, sizeof(tmp), "\\U%08x", (unsigned) r);
-                }
-                pg_put(tmp, strlen(tmp));
-                break;
-            }
+            pg_out(o, tmp, 2);
+            continue;
         }
 
-        s += w;
+        if (pg_go_isprint(r) && !(promql && r == 0xfffd)) {
+            pg_out(o, s, w);
+            continue;
+        }
+
+        switch (r) {
+        case '\a':
+            n = snprintf(tmp, sizeof(tmp), "\\a");
+            break;
+        case '\b':
+            n = snprintf(tmp, sizeof(tmp), "\\b");
+            break;
+        case '\f':
+            n = snprintf(tmp, sizeof(tmp), "\\f");
+            break;
+        case '\n':
+            n = snprintf(tmp, sizeof(tmp), "\\n");
+            break;
+        case '\r':
+            n = snprintf(tmp, sizeof(tmp), "\\r");
+            break;
+        case '\t':
+            n = snprintf(tmp, sizeof(tmp), "\\t");
+            break;
+        case '\v':
+            n = snprintf(tmp, sizeof(tmp), "\\v");
+            break;
+        default:
+            if (r < ' ' || r == 0x7f) {
+                n = snprintf(tmp, sizeof(tmp), "\\x%02x", (unsigned) r);
+
+            } else if (r < 0x10000) {
+                n = snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned) r);
+
+            } else {
+                n = snprintf(tmp, sizeof(tmp), "\\U%08x", (unsigned) r);
+            }
+            break;
+        }
+
+        pg_out(o, tmp, n);
     }
 
     tmp[0] = (char) quote;
-    pg_put(tmp, 1);
-
-#undef pg_put
-
-    if (buf != NULL && size > 0) {
-        buf[n < size ? n : size - 1] = '\0';
-    }
-
-    return n;
+    pg_out(o, tmp, 1);
 }
 
 
@@ -593,7 +640,7 @@ pg_pcre2_free(void *p, void *data)
 
 
 static void *
-pg_alloc(pg_allocator_t *a, size_t size)
+pg_alloc(const pg_allocator_t *a, size_t size)
 {
     return a->alloc(a->ctx, size ? size : 1);
 }
@@ -648,15 +695,15 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
         return rc;
     }
 
-    /* \A(?: ... )\z, whatever flags the pattern sets */
-    len = pg_re_emit(tree, NULL, 0) + 8;
+    /* \A( ... )\z, whatever flags the pattern sets */
+    len = pg_re_emit(tree, NULL, 0) + 6;
 
     pattern = pg_alloc(alloc, len + 1);
     if (pattern == NULL) {
         return PG_MATCHER_NOMEM;
     }
 
-    n = pg_re_emit_str(pattern, 0, "\\A(?:", 5);
+    n = pg_re_emit_str(pattern, 0, "\\A(", 3);
     n = pg_re_emit(tree, pattern, n);
     n = pg_re_emit_str(pattern, n, ")\\z", 3);
     pattern[n] = '\0';
@@ -696,8 +743,7 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
                              &errcode, &erroffset, cctx);
 
     if (re->code == NULL) {
-        if (errcode == PCRE2_ERROR_HEAPLIMIT || errcode == PCRE2_ERROR_NOMEMORY)
-        {
+        if (errcode == PCRE2_ERROR_HEAP_FAILED) {
             return PG_MATCHER_NOMEM;
         }
 
@@ -723,13 +769,14 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     pcre2_set_depth_limit(re->match_ctx, PG_REGEX_DEPTH_LIMIT);
     pcre2_set_heap_limit(re->match_ctx, PG_REGEX_HEAP_LIMIT);
 
-    /* a DFA state takes a few ints; big patterns get a bigger workspace */
+    /* big patterns have more states to hold, still within a bound */
     size = 0;
     (void) pcre2_pattern_info(re->code, PCRE2_INFO_SIZE, &size);
 
     re->wscount = PG_RE_WORKSPACE;
     if (size * 2 > re->wscount) {
-        re->wscount = size * 2 > 65536 ? 65536 : size * 2;
+        re->wscount = size * 2 > PG_RE_WORKSPACE_MAX ? PG_RE_WORKSPACE_MAX
+                                                     : size * 2;
     }
 
     re->workspace = pg_alloc(alloc, re->wscount * sizeof(int));
@@ -744,11 +791,10 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
 
 
 static int
-pg_regex_match(const pg_regex_t *re, pg_str_t v)
+pg_regex_match(pg_regex_t *re, pg_str_t v)
 {
     int              rc;
     size_t           i, n, k, len;
-    uint8_t         *buf;
     uint32_t         r;
     const uint8_t   *s, *end;
     static const uint8_t  empty[1] = { 0 };
@@ -760,32 +806,36 @@ pg_regex_match(const pg_regex_t *re, pg_str_t v)
 
         /*
          * Go reads each byte of a bad sequence as U+FFFD; do the same so
-         * that "." and "\x{fffd}" see what they see in Prometheus.
+         * that "." and "\x{fffd}" see what they see in Prometheus.  The
+         * buffer is kept for the next such value.
          */
-        buf = pg_alloc((pg_allocator_t *) &re->alloc, len * 3);
-        if (buf == NULL) {
-            return 0;
+        if (len * 3 > re->scratch_size) {
+            re->scratch = pg_alloc(&re->alloc, len * 3);
+            if (re->scratch == NULL) {
+                re->scratch_size = 0;
+                return 0;
+            }
+            re->scratch_size = len * 3;
         }
 
         end = s + len;
         n = 0;
 
-        for (i = 0; i < len; /* void */) {
+        for (i = 0; i < len; i += k) {
             k = pg_utf8_decode(s + i, end, &r);
 
             if (k == 0) {
-                memcpy(buf + n, "\xef\xbf\xbd", 3);
+                memcpy(re->scratch + n, "\xef\xbf\xbd", 3);
                 n += 3;
-                i++;
+                k = 1;
                 continue;
             }
 
-            memcpy(buf + n, s + i, k);
+            memcpy(re->scratch + n, s + i, k);
             n += k;
-            i += k;
         }
 
-        s = buf;
+        s = re->scratch;
         len = n;
     }
 
@@ -794,6 +844,7 @@ pg_regex_match(const pg_regex_t *re, pg_str_t v)
                          re->wscount);
 
     if (rc == PCRE2_ERROR_DFA_WSSIZE) {
+        /* more states than the workspace holds: backtrack, with limits */
         rc = pcre2_match(re->code, s, len, 0, PCRE2_NO_UTF_CHECK,
                          re->match_data, re->match_ctx);
     }
@@ -862,7 +913,7 @@ pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
     pg_re_node_t **tree)
 {
     const uint8_t  *sp;
-    pg_re_node_t   *re, *root;
+    pg_re_node_t   *re;
 
     p->whole = s;
     p->end = s + len;
@@ -877,6 +928,7 @@ pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
         return p->nomem ? PG_MATCHER_NOMEM : PG_MATCHER_BAD_RE;
     }
 
+    /* Go checks these as it builds the tree; the verdict is the same */
     if (pg_re_height(re) > PG_REGEX_MAX_NESTING) {
         return pg_re_error(p, pg_re_err_nesting, s, len);
     }
@@ -885,9 +937,7 @@ pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
         return pg_re_error(p, pg_re_err_internal, s, len);
     }
 
-    /* a bare concatenation or alternation emits as is inside \A(?:...)\z */
-    root = re;
-    *tree = root;
+    *tree = re;
 
     return PG_MATCHER_OK;
 }
@@ -2283,14 +2333,14 @@ pg_re_repeat_valid(const pg_re_node_t *re, int n)
 
 
 /*
- * The height of Go's tree for this parse: a non-capturing group is not a
- * node there, and a concatenation or alternation of one is its member.
+ * The height of Go's tree for this parse.  Go flattens a concatenation
+ * into an enclosing one, and an alternation likewise; a non-capturing
+ * group is no node at all; a run of literals is one node.
  */
 static int
 pg_re_height(const pg_re_node_t *re)
 {
-    int                  h, hs, n;
-    const pg_re_node_t  *sub;
+    int  h, n;
 
     switch (re->type) {
 
@@ -2302,19 +2352,7 @@ pg_re_height(const pg_re_node_t *re)
     case PG_RE_ALT:
         h = 0;
         n = 0;
-
-        for (sub = re->child; sub != NULL; sub = sub->next) {
-            if (sub->type == PG_RE_FLAGS) {
-                continue;
-            }
-
-            hs = pg_re_height(sub);
-            if (hs > h) {
-                h = hs;
-            }
-            n++;
-        }
-
+        pg_re_height_items(re, re->type, &h, &n);
         return n == 0 ? 1 : n == 1 ? h : h + 1;
 
     case PG_RE_STAR:
@@ -2325,6 +2363,53 @@ pg_re_height(const pg_re_node_t *re)
 
     default:
         return 1;
+    }
+}
+
+
+/* the members re contributes to a flattened node of type op */
+static void
+pg_re_height_items(const pg_re_node_t *re, pg_re_type_e op, int *h, int *n)
+{
+    int                  hs, lit;
+    const pg_re_node_t  *sub, *inner;
+
+    lit = 0;
+
+    for (sub = re->child; sub != NULL; sub = sub->next) {
+
+        if (sub->type == PG_RE_FLAGS) {
+            continue;
+        }
+
+        if (op == PG_RE_CONCAT && sub->type == PG_RE_LIT) {
+            if (!lit) {
+                lit = 1;
+                (*n)++;
+                if (*h < 1) {
+                    *h = 1;
+                }
+            }
+            continue;
+        }
+
+        lit = 0;
+
+        inner = sub;
+        if (sub->type == PG_RE_GROUP && !sub->capture) {
+            inner = sub->child;
+        }
+
+        if (inner->type == op && inner != sub) {
+            pg_re_height_items(inner, op, h, n);
+            continue;
+        }
+
+        hs = pg_re_height(sub);
+        if (hs > *h) {
+            *h = hs;
+        }
+        (*n)++;
     }
 }
 
@@ -2431,11 +2516,19 @@ pg_re_emit(const pg_re_node_t *re, char *buf, size_t pos)
         return pg_re_emit_str(buf, pos, "[^\\n]", 5);
 
     case PG_RE_GROUP:
-        pos = pg_re_emit_str(buf, pos, "(?", 2);
+        /*
+         * With NO_AUTO_CAPTURE a bare "(" does not capture, and unlike
+         * "(?:" it takes no room on PCRE2's small stack of option groups.
+         */
         if (re->len) {
+            pos = pg_re_emit_str(buf, pos, "(?", 2);
             pos = pg_re_emit_str(buf, pos, re->text, re->len);
+            pos = pg_re_emit_str(buf, pos, ":", 1);
+
+        } else {
+            pos = pg_re_emit_str(buf, pos, "(", 1);
         }
-        pos = pg_re_emit_str(buf, pos, ":", 1);
+
         pos = pg_re_emit(re->child, buf, pos);
         return pg_re_emit_str(buf, pos, ")", 1);
 
@@ -2467,7 +2560,7 @@ pg_re_emit(const pg_re_node_t *re, char *buf, size_t pos)
         pos = pg_re_emit(c, buf, pos);
 
     } else {
-        pos = pg_re_emit_str(buf, pos, "(?:", 3);
+        pos = pg_re_emit_str(buf, pos, "(", 1);
         pos = pg_re_emit(c, buf, pos);
         pos = pg_re_emit_str(buf, pos, ")", 1);
     }

@@ -3,16 +3,32 @@
  * series' label set, a missing label reading as the empty string.
  *
  * Regular expressions use Go's RE2 syntax, which Prometheus compiles as
- * "^(?:RE)$".  The pattern is parsed with Go's rules (anything Go rejects is
- * rejected here with Go's message), translated to an equivalent PCRE2
- * pattern and run with pcre2_dfa_match(), which like RE2 never backtracks;
- * match, depth and heap limits stay as a backstop, and a match that hits one
- * counts as no match.
+ * "^(?:RE)$".  The pattern is parsed with Go's rules: whatever Go refuses
+ * (lookaround, backreferences, possessive and nested quantifiers, atomic
+ * groups, \K, recursion, conditionals, unknown escapes...) is refused with
+ * Go's message, and the rest is written out as a PCRE2 pattern that means
+ * the same, every construct spelled explicitly.
+ *
+ * Matching runs pcre2_dfa_match(), which does not backtrack, with a fixed
+ * workspace that bounds its work per subject byte; a pattern that needs
+ * more states (nested quantifiers on long values) falls back to
+ * pcre2_match() under the limits below.  A match that hits a limit counts
+ * as no match.
  *
  * Memory: everything, PCRE2's compiled code and match data included, comes
  * from the caller's pg_allocator_t through a PCRE2 general context whose
- * free() is a no-op, so a matcher lives exactly as long as that memory and
- * has nothing to release.
+ * free() is a no-op: a matcher lives as long as that memory, and has
+ * nothing to release.  Matching allocates nothing, except a buffer, once
+ * per matcher and grown as needed, to read a value that is not UTF-8 (Go
+ * reads each bad byte as U+FFFD).  A compiled matcher keeps match state:
+ * one match at a time.
+ *
+ * Known differences from Go: under (?i), \p{Lu}, \p{Ll} and \p{Lt} match
+ * every cased letter and \p{Script} is not case-folded, where Go's tables
+ * differ by a few characters; non-capturing groups nested more than
+ * PG_REGEX_MAX_NESTING deep are refused; a pattern PCRE2 cannot hold
+ * (compiled size over 64 KiB, e.g. a big group repeated {1000} times) is
+ * refused with PCRE2's reason.
  */
 
 #ifndef PG_MATCHER_H
@@ -60,11 +76,11 @@ typedef struct {
 
 
 /*
- * Limits handed to PCRE2; they only matter if the DFA matcher ever needs
- * its recursion (it does not for patterns Go accepts), yet bound it anyway.
+ * PCRE2's limits for the backtracking fallback: steps, backtracking depth
+ * and the memory that depth takes, which is the bound that binds.
  */
 #define PG_REGEX_MATCH_LIMIT   1000000
-#define PG_REGEX_DEPTH_LIMIT   10000
+#define PG_REGEX_DEPTH_LIMIT   100000
 #define PG_REGEX_HEAP_LIMIT    4096      /* KiB */
 
 /* Go's limits on a regexp parse tree */
@@ -99,7 +115,8 @@ const char *pg_match_op_str(pg_match_op_e op);
 
 /*
  * The selector as {name="value",...}, in matcher order, values quoted as
- * Go's %q quotes them.  Writes at most size bytes, NUL-terminated; returns
+ * Go's %q quotes them (and U+FFFD as \ufffd): PromQL that parses back to
+ * the same matchers.  Writes at most size bytes, NUL-terminated; returns
  * the length it needed, like snprintf().
  */
 size_t pg_selector_format(const pg_selector_t *sel, char *buf, size_t size);

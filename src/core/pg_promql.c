@@ -328,6 +328,7 @@ static int pg_is_alpha(int32_t r);
 static int pg_is_digit(int32_t r);
 static int pg_is_alnum(int32_t r);
 static int pg_is_label(const uint8_t *s, size_t len);
+static int pg_ascii_caseeq(const char *lower, const uint8_t *s, size_t len);
 static size_t pg_decode_rune(const uint8_t *p, size_t len, int32_t *r);
 
 
@@ -1284,8 +1285,7 @@ pg_lex_keyword_or_identifier(pg_lexer_t *l, pg_token_t *t)
 
     for (i = 0; pg_keywords[i].word != NULL; i++) {
         if (strlen(pg_keywords[i].word) == len
-            && strncasecmp(pg_keywords[i].word, (const char *) word, len)
-               == 0)
+            && pg_ascii_caseeq(pg_keywords[i].word, word, len))
         {
             pg_lex_emit(l, t, pg_keywords[i].type);
             return 1;
@@ -2835,11 +2835,11 @@ pg_parse_number(pg_parser_t *p, const pg_token_t *t)
     s = p->input + t->pos;
     len = t->len;
 
-    if (len == 3 && strncasecmp((const char *) s, "inf", 3) == 0) {
+    if (len == 3 && pg_ascii_caseeq("inf", s, 3)) {
         return INFINITY;
     }
 
-    if (len == 3 && strncasecmp((const char *) s, "nan", 3) == 0) {
+    if (len == 3 && pg_ascii_caseeq("nan", s, 3)) {
         return NAN;
     }
 
@@ -3685,6 +3685,24 @@ pg_is_label(const uint8_t *s, size_t len)
 
     for (i = 1; i < len; i++) {
         if (!pg_is_alnum(s[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* strings.ToLower(s) == lower, for the ASCII words of the lexer */
+static int
+pg_ascii_caseeq(const char *lower, const uint8_t *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (lower[i] != (char) ((s[i] >= 'A' && s[i] <= 'Z') ? s[i] | 0x20
+                                                            : s[i]))
+        {
             return 0;
         }
     }

@@ -29,9 +29,13 @@ typedef enum {
 } pg_promql_rc_e;
 
 
+/*
+ * message is Prometheus' text, cut at a character boundary where it is
+ * longer (a regexp error quotes the whole pattern).
+ */
 typedef struct {
     size_t          pos;          /* byte offset in the query */
-    char            message[256]; /* Prometheus' text, NUL-terminated */
+    char            message[256]; /* NUL-terminated */
 } pg_promql_error_t;
 
 

@@ -112,7 +112,8 @@ class Case:
 
     def __init__(self, cid, loc, method="POST", body=b"", headers=None,
                  drop=(), status=400, match=(), params=None, forwarded=False,
-                 path=None, max_seconds=10.0, json=None, same_body=False):
+                 path=None, max_seconds=10.0, json=None, same_body=False,
+                 known_bug=None):
         self.id = cid
         self.loc = loc
         self.method = method
@@ -127,6 +128,7 @@ class Case:
         self.max_seconds = max_seconds
         self.json = json
         self.same_body = same_body      # "prom": the 2xx body must be equal
+        self.known_bug = known_bug      # reported, not fixed yet: xfail
 
 
 # ------------------------------------------------------- write bodies
@@ -449,6 +451,9 @@ CASES += [
 ]
 
 Q = "query"
+WRAPPED_MS = ("reported: ngx_http_promgate_exemplar.c re-checks end_ms < "
+              "start_ms after the ms conversion wrapped and answers 400; "
+              "Prometheus answers 200 (pg_time already compared the times)")
 DEEP = "(" * 300 + "up" + ")" * 300
 CASES += [
     Case("query-no-query", Q, "GET", params={}, status="prom"),
@@ -521,6 +526,14 @@ CASES += [
                  "end": "292277025-08-18T07:12:54.999999999Z"}, status="prom"),
     Case("query-time-int64-seconds", Q, "GET",
          params={"query": "up", "start": "9223372036854775807"}, status="prom"),
+    # times whose ms do not fit int64: Prometheus compares the times, then
+    # wraps the ms (Go), and answers 200 with no data
+    Case("query-end-ms-overflows", Q, "GET",
+         params={"query": "up", "start": "170000000", "end": "17000060e9"},
+         status="prom"),
+    Case("query-start-ms-overflows", Q, "GET",
+         params={"query": "up", "start": "-17000060e9", "end": "1"},
+         status="prom"),
     Case("query-february-30", Q, "GET",
          params={"query": "up", "start": "2023-02-30T00:00:00Z"}, status="prom"),
     Case("query-put", Q, "PUT", body=b"query=up", status=405),
@@ -625,7 +638,14 @@ def cat_data(srv):
 
 # ------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def params():
+    for c in CASES:
+        marks = [pytest.mark.xfail(reason=c.known_bug, strict=True)] \
+            if c.known_bug else []
+        yield pytest.param(c, id=c.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", params())
 def test_bad_input(srv, cat_data, case):
     if case.loc == Q and not srv.exq:
         pytest.skip("module has no promgate_exemplar_query yet")
