@@ -35,6 +35,12 @@
  * it last; a call that finds it set rebuilds all derived state from the
  * slots (pg_exring_repair(), linear in max).  Anything that fails a sanity
  * check there (memory scribbled on, not a crash) empties the store.
+ *
+ * So after a death the store holds the exemplars published up to it: the
+ * dying insert's exemplar if next_seq had moved (its sequence number is
+ * then used), else not (and the number is reused); in the latter case the
+ * oldest exemplars it evicted to make room stay evicted.  Nothing else is
+ * lost.  The unit tests kill inserts at each publishing step.
  */
 
 #include <stdio.h>
@@ -160,11 +166,6 @@ typedef struct {
     uint64_t        log_size;
     uint32_t        nbuckets;
 } pg_exring_layout_t;
-
-
-typedef struct {
-    const pg_exseries_t  *rec;
-} pg_exring_hit_t;
 
 
 static int pg_exring_layout(pg_exring_layout_t *l, uint64_t size,
@@ -1012,8 +1013,10 @@ pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
 
         *p++ = (uint8_t) v;
 
-        memcpy(p, l[i].name.data, l[i].name.len);
-        p += l[i].name.len;
+        if (l[i].name.len) {
+            memcpy(p, l[i].name.data, l[i].name.len);
+            p += l[i].name.len;
+        }
 
         hex = l[i].value.len >= 2 && l[i].value.len % 2 == 0;
 
@@ -1376,8 +1379,8 @@ pg_exring_cmp_series(const void *a, const void *b)
     size_t                i, n;
     int                   rc;
 
-    x = ((const pg_exring_hit_t *) a)->rec;
-    y = ((const pg_exring_hit_t *) b)->rec;
+    x = *(const pg_exseries_t * const *) a;
+    y = *(const pg_exseries_t * const *) b;
 
     xl = (const uint16_t *) (x + 1);
     yl = (const uint16_t *) (y + 1);
@@ -1410,11 +1413,10 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
     void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
 {
     pg_label_t        *labels, exl[PG_EXEMPLAR_MAX_RUNES];
-    pg_exring_hit_t   *hits, *nh;
     pg_exslot_t       *slots, *slot;
-    pg_exseries_t     *rec;
+    pg_exseries_t     *rec, **hits, **nh;
     pg_str_t           t;
-    uint32_t          *table, id, s;
+    uint32_t          *table, id, ids, s;
     uint8_t            text[PG_EX_LABELS_MAX];
     size_t             nhits, cap, i, k;
     int                first;
@@ -1436,11 +1438,12 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
     hits = NULL;
     nhits = 0;
     cap = 0;
+    ids = (start_ms <= end_ms) ? r->id_hwm : 0;
 
-    for (id = 0; id < r->id_hwm && start_ms <= end_ms; id++) {
+    for (id = 0; id < ids; id++) {
 
         /* records are scattered over the log: overlap the cache misses */
-        if (id + PG_PREFETCH_AHEAD < r->id_hwm
+        if (id + PG_PREFETCH_AHEAD < ids
             && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
         {
             pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
@@ -1481,30 +1484,30 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
         if (nhits == cap) {
             cap = cap ? cap * 2 : 64;
             nh = out->alloc.alloc(out->alloc.ctx,
-                                  cap * sizeof(pg_exring_hit_t));
+                                  cap * sizeof(pg_exseries_t *));
             if (nh == NULL) {
                 out->failed = 1;
                 return -1;
             }
 
             if (nhits) {
-                memcpy(nh, hits, nhits * sizeof(pg_exring_hit_t));
+                memcpy(nh, hits, nhits * sizeof(pg_exseries_t *));
             }
 
             hits = nh;
         }
 
-        hits[nhits++].rec = rec;
+        hits[nhits++] = rec;
     }
 
     if (nhits > 1) {
-        qsort(hits, nhits, sizeof(pg_exring_hit_t), pg_exring_cmp_series);
+        qsort(hits, nhits, sizeof(pg_exseries_t *), pg_exring_cmp_series);
     }
 
     pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
 
     for (i = 0; i < nhits; i++) {
-        rec = (pg_exseries_t *) hits[i].rec;
+        rec = hits[i];
 
         if (i) {
             pg_json_literal(out, ",");

@@ -6,7 +6,10 @@
  * The region holds offsets and indexes only, never pointers.  The caller
  * serializes every call (the glue holds the zone mutex around each); a
  * process that dies inside a call leaves a "busy" mark that makes the next
- * call repair the index from the published exemplars (see pg_exemplar.c).
+ * call (any of them, queries and stats included) repair the index from the
+ * published exemplars: the store then holds every exemplar added before,
+ * the dying one if it was published, and lacks at most the oldest ones it
+ * was evicting (see pg_exemplar.c).
  */
 
 #ifndef PG_EXEMPLAR_H

@@ -154,6 +154,11 @@ pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
     uint8_t  *p, c;
     uint32_t  rune;
 
+    if (n == 0) {
+        pg_json_literal(b, "\"\"");
+        return;
+    }
+
     /* the worst case, every byte as \ufffd, is 6 bytes per input byte */
     if (n > (SIZE_MAX - 2) / 6) {
         b->failed = 1;
@@ -457,7 +462,7 @@ pg_json_format_value(uint8_t *out, double v)
     a = fabs(v);
 
     if (a < 9007199254740992.0 && a == (double) (int64_t) a) {
-        /* an integer below 2^53: its digits are the shortest ones */
+        /* an integer below 2^53: all its digits, as Go's 'f' prints it */
         int64_t  iv;
         uint8_t  tmp[20];
 

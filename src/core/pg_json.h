@@ -60,13 +60,6 @@ void pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
     size_t len);
 
 /*
- * The answer to a query without selectors (Prometheus omits "data").  An
- * empty result is written by pg_exring_query() as "data":[].
- */
-#define PG_JSON_SUCCESS_NO_DATA  "{\"status\":\"success\"}"
-
-
-/*
  * The number formats, without quotes; out must hold PG_JSON_NUMBER_MAX
  * bytes.  Both return the length written (no NUL is added).
  *

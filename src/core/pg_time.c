@@ -4,7 +4,6 @@
  * r.FormValue(), and a JSON body for clients that post one.
  */
 
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,10 +48,10 @@ static int pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
 static int pg_form_lookup(const uint8_t *s, size_t len,
     const pg_allocator_t *alloc, pg_str_t *found, unsigned *have);
 static pg_time_rc_e pg_query_finish(pg_query_params_t *qp,
-    const pg_str_t *vals, unsigned have, char *err, size_t err_len);
+    const pg_str_t *vals, unsigned have, const pg_allocator_t *alloc,
+    char *err, size_t err_len);
 static void pg_time_errorf(char *err, size_t err_len, const char *fmt, ...);
-static size_t pg_go_quote(char *out, size_t size, const uint8_t *s,
-    size_t len);
+static size_t pg_go_quote(char *out, const uint8_t *s, size_t len);
 static int pg_go_is_print(uint32_t r);
 static size_t pg_time_utf8_encode(uint8_t *p, uint32_t r);
 static void pg_qj_ws(pg_qjson_t *j);
@@ -317,7 +316,6 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
 
     buf[n] = '\0';
 
-    errno = 0;
     r = strtod(buf, NULL);
 
     if (isinf(r)) {
@@ -405,7 +403,7 @@ pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t)
 
 #define pg_digit(c)  ((c) >= '0' && (c) <= '9')
 
-    if (len < 20) {
+    if (len < 19) {
         return -1;
     }
 
@@ -600,9 +598,13 @@ pg_form_lookup(const uint8_t *s, size_t len, const pg_allocator_t *alloc,
     size_t          plen, klen, vlen, k, n;
     uint8_t         key[8], *v;
 
+    if (len == 0) {
+        return 0;
+    }
+
     end = s + len;
 
-    for (pair = s; pair < end; pair = p + 1) {
+    for (pair = s; pair < end; pair = (p < end) ? p + 1 : end) {
 
         for (p = pair; p < end && *p != '&'; p++) { /* void */ }
 
@@ -684,17 +686,17 @@ pg_parse_query_params(const uint8_t *args, size_t args_len,
         return PG_TIME_NO_MEMORY;
     }
 
-    return pg_query_finish(qp, vals, have, err, err_len);
+    return pg_query_finish(qp, vals, have, alloc, err, err_len);
 }
 
 
 static pg_time_rc_e
 pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
-    char *err, size_t err_len)
+    const pg_allocator_t *alloc, char *err, size_t err_len)
 {
     pg_time_t   start, end;
-    char        quoted[256];
-    size_t      k;
+    char       *quoted;
+    size_t      k, n;
     pg_time_t  *t;
 
     static const pg_time_t  min_time = {
@@ -729,11 +731,21 @@ pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
         }
 
         if (pg_time_parse_exact(vals[k].data, vals[k].len, t) != 0) {
-            pg_go_quote(quoted, sizeof(quoted), vals[k].data, vals[k].len);
-            pg_time_errorf(err, err_len,
-                           "invalid parameter \"%s\": Invalid time value "
-                           "for '%s': cannot parse %s to a valid timestamp",
-                           pg_query_keys[k], pg_query_keys[k], quoted);
+            n = pg_go_quote(NULL, vals[k].data, vals[k].len);
+            quoted = alloc->alloc(alloc->ctx, n + 1);
+
+            if (quoted == NULL) {
+                pg_time_errorf(err, err_len, "out of memory");
+                return PG_TIME_NO_MEMORY;
+            }
+
+            quoted[pg_go_quote(quoted, vals[k].data, vals[k].len)] = '\0';
+
+            pg_time_errorf(err, err_len, "invalid parameter \"%s\": Invalid "
+                           "time value for '%s': cannot parse %s to a valid "
+                           "timestamp", pg_query_keys[k], pg_query_keys[k],
+                           quoted);
+
             return PG_TIME_BAD_REQUEST;
         }
 
@@ -753,10 +765,22 @@ pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
     qp->start_ms = pg_time_to_ms(start);
     qp->end_ms = pg_time_to_ms(end);
 
+    /*
+     * Beyond Prometheus' own min and max times the conversion to ms wraps
+     * (in Prometheus too, which then finds nothing); an inverted range is
+     * refused as if the times were.
+     */
+    if (qp->end_ms < qp->start_ms) {
+        pg_time_errorf(err, err_len,
+                       "end timestamp must not be before start timestamp");
+        return PG_TIME_BAD_REQUEST;
+    }
+
     return PG_TIME_OK;
 }
 
 
+/* the message, cut to fit err_len and NUL-terminated */
 static void
 pg_time_errorf(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -773,73 +797,73 @@ pg_time_errorf(char *err, size_t err_len, const char *fmt, ...)
 
 
 /*
- * Go's strconv.Quote() for the error message; over-long values are cut
- * (with "...") to keep the message bounded.  Go's IsPrint() is
- * approximated: C0/C1 controls, non-ASCII spaces, format characters,
- * private use and non-characters are escaped, other runes kept.
+ * Go's strconv.Quote(), into out or, when out is NULL, only measured.
+ * Go's IsPrint() is approximated: C0/C1 controls, non-ASCII spaces,
+ * format characters, private use and non-characters are escaped, other
+ * runes kept.
  */
 static size_t
-pg_go_quote(char *out, size_t size, const uint8_t *s, size_t len)
+pg_go_quote(char *out, const uint8_t *s, size_t len)
 {
-    size_t    i, n, w;
+    size_t    i, n, w, k;
     uint32_t  r;
     char      esc[16];
 
     n = 0;
-    out[n++] = '"';
 
-    for (i = 0; i < len; i += w) {
+    for (i = 0; i <= len + 1; i += w) {
 
-        if (n + 16 + 5 > size) {
-            memcpy(out + n, "...", 3);
-            n += 3;
-            break;
-        }
-
-        w = pg_json_utf8_decode(s + i, len - i, &r);
-
-        if (w == 0) {
-            n += sprintf(out + n, "\\x%02x", s[i]);
+        if (i == 0 || i == len + 1) {
+            strcpy(esc, "\"");
             w = 1;
-            continue;
-        }
 
-        if (r == '"' || r == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char) r;
-            continue;
-        }
+        } else if ((w = pg_json_utf8_decode(s + i - 1, len - i + 1, &r))
+                   == 0)
+        {
+            sprintf(esc, "\\x%02x", s[i - 1]);
+            w = 1;
 
-        if (pg_go_is_print(r)) {
-            memcpy(out + n, s + i, w);
+        } else if (r == '"' || r == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) r;
+            esc[2] = '\0';
+
+        } else if (pg_go_is_print(r)) {
+            if (out) {
+                memcpy(out + n, s + i - 1, w);
+            }
+
             n += w;
             continue;
-        }
 
-        switch (r) {
-        case '\a': strcpy(esc, "\\a"); break;
-        case '\b': strcpy(esc, "\\b"); break;
-        case '\f': strcpy(esc, "\\f"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        case '\v': strcpy(esc, "\\v"); break;
-        default:
-            if (r < ' ' || r == 0x7f) {
-                sprintf(esc, "\\x%02x", (unsigned) r);
-            } else if (r < 0x10000) {
-                sprintf(esc, "\\u%04x", (unsigned) r);
-            } else {
-                sprintf(esc, "\\U%08x", (unsigned) r);
+        } else {
+            switch (r) {
+            case '\a': strcpy(esc, "\\a"); break;
+            case '\b': strcpy(esc, "\\b"); break;
+            case '\f': strcpy(esc, "\\f"); break;
+            case '\n': strcpy(esc, "\\n"); break;
+            case '\r': strcpy(esc, "\\r"); break;
+            case '\t': strcpy(esc, "\\t"); break;
+            case '\v': strcpy(esc, "\\v"); break;
+            default:
+                if (r < ' ' || r == 0x7f) {
+                    sprintf(esc, "\\x%02x", (unsigned) r);
+                } else if (r < 0x10000) {
+                    sprintf(esc, "\\u%04x", (unsigned) r);
+                } else {
+                    sprintf(esc, "\\U%08x", (unsigned) r);
+                }
             }
         }
 
-        memcpy(out + n, esc, strlen(esc));
-        n += strlen(esc);
-    }
+        k = strlen(esc);
 
-    out[n++] = '"';
-    out[n] = '\0';
+        if (out) {
+            memcpy(out + n, esc, k);
+        }
+
+        n += k;
+    }
 
     return n;
 }
@@ -928,6 +952,11 @@ pg_parse_query_json(const uint8_t *body, size_t len,
         return PG_TIME_BAD_REQUEST;
     }
 
+    if (body == NULL) {
+        body = (const uint8_t *) "";
+        len = 0;
+    }
+
     j.p = body;
     j.start = body;
     j.end = body + len;
@@ -1013,8 +1042,8 @@ pg_parse_query_json(const uint8_t *body, size_t len,
                 goto failed;
             }
 
-            pg_time_errorf(err, err_len, "invalid parameter \"%s\": must be "
-                           "a string or a number", pg_query_keys[k]);
+            pg_time_errorf(err, err_len, "invalid parameter \"%s\": must "
+                           "be a string or a number", pg_query_keys[k]);
             return PG_TIME_BAD_REQUEST;
         }
 
@@ -1043,7 +1072,7 @@ done:
         goto failed;
     }
 
-    rc = pg_query_finish(qp, vals, have, err, err_len);
+    rc = pg_query_finish(qp, vals, have, alloc, err, err_len);
 
     return rc;
 
@@ -1073,9 +1102,13 @@ pg_qj_ws(pg_qjson_t *j)
 static int
 pg_qj_fail(pg_qjson_t *j, const char *what)
 {
+    unsigned long  off;
+
     if (j->nomem) {
         return -1;
     }
+
+    off = (unsigned long) (j->p - j->start);
 
     if (j->p >= j->end) {
         pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
@@ -1083,13 +1116,11 @@ pg_qj_fail(pg_qjson_t *j, const char *what)
 
     } else if (*j->p >= 0x20 && *j->p < 0x7f) {
         pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
-                       "'%c' at offset %lu (%s)", *j->p,
-                       (unsigned long) (j->p - j->start), what);
+                       "'%c' at offset %lu (%s)", *j->p, off, what);
 
     } else {
         pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
-                       "byte 0x%02x at offset %lu (%s)", *j->p,
-                       (unsigned long) (j->p - j->start), what);
+                       "byte 0x%02x at offset %lu (%s)", *j->p, off, what);
     }
 
     return -1;

@@ -50,9 +50,10 @@ typedef struct {
  * application/x-www-form-urlencoded body (either may be empty), as Go's
  * r.FormValue() picks them: the first value, the body's before the query
  * string's; pairs with a bad %-escape or a ';' are skipped.  Then start and
- * end are parsed and checked against each other.  Decoded strings are taken
- * from alloc; err (NUL-terminated, truncated to err_len) gets Prometheus'
- * message on PG_TIME_BAD_REQUEST.
+ * end are parsed and checked against each other (an accepted request has
+ * start_ms <= end_ms).  Decoded strings are taken from alloc.  On
+ * PG_TIME_BAD_REQUEST err gets the message as Prometheus words it (which
+ * quotes the whole bad value), cut to err_len and NUL-terminated.
  */
 pg_time_rc_e pg_parse_query_params(const uint8_t *args, size_t args_len,
     const uint8_t *body, size_t body_len, const pg_allocator_t *alloc,
