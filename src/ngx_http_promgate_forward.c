@@ -30,6 +30,8 @@ static void ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
 static void ngx_http_promgate_resume(ngx_http_request_t *r);
 
 
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
+
 static ngx_str_t  ngx_http_promgate_post = ngx_string("POST");
 static ngx_str_t  ngx_http_promgate_user_agent =
     ngx_string("promgate/" PG_VERSION);
@@ -241,6 +243,8 @@ ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
     f->running = 1;
     f->attempts++;
     f->status = 0;
+    f->received = 0;
+    f->truncated = 0;
 
     ts = &ngx_http_promgate_stats()->targets[f->target->slot];
     (void) ngx_atomic_fetch_add(&ts->attempts, 1);
@@ -567,4 +571,77 @@ ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx)
             ngx_del_timer(&ctx->fwd[i].timer);
         }
     }
+}
+
+
+/*
+ * A target's answer is read in memory, into the target location's
+ * subrequest_output_buffer_size; nginx treats an answer that does not fit
+ * as an error of the client's connection and drops it.  This filter keeps
+ * what fits and swallows the rest: the answer's status still counts, its
+ * text is cut (f->truncated).
+ */
+
+static ngx_int_t
+ngx_http_promgate_forward_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                      size;
+    ngx_chain_t               *cl;
+    ngx_http_promgate_fwd_t   *f;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (r == r->main || !r->subrequest_in_memory || r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_promgate_attempt_done)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    f = r->post_subrequest->data;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->headers_out.content_length_n
+        > (off_t) clcf->subrequest_output_buffer_size)
+    {
+        /* else nginx's in-memory filter refuses it at once */
+        r->headers_out.content_length_n = -1;
+    }
+
+    if (!f->truncated) {
+        size = 0;
+
+        for (cl = in; cl; cl = cl->next) {
+            size += ngx_buf_size(cl->buf);
+        }
+
+        if (f->received + size <= (off_t) clcf->subrequest_output_buffer_size)
+        {
+            f->received += size;
+            return ngx_http_next_body_filter(r, in);
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "promgate: the answer of forward target \"%V\" is "
+                      "larger than subrequest_output_buffer_size %uz of its "
+                      "location; its text is cut", &f->target->uri,
+                      clcf->subrequest_output_buffer_size);
+
+        f->truncated = 1;
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_promgate_forward_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_promgate_forward_body_filter;
+
+    return NGX_OK;
 }

@@ -129,6 +129,20 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       offsetof(ngx_http_promgate_loc_conf_t, exemplar_query),
       NULL },
 
+    { ngx_string("promgate_series_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_promgate_series_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_series_index"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_promgate_series_index,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("promgate_tenant_header"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -257,6 +271,10 @@ ngx_http_promgate_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_promgate_check_targets(cf, pmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_promgate_forward_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -106,6 +106,7 @@ typedef struct {
     ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
     ngx_array_t                     locations;
     ngx_array_t                     exemplar_zones;  /* ngx_shm_zone_t * */
+    ngx_array_t                    *series_zones;    /* ngx_shm_zone_t * */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
@@ -163,6 +164,8 @@ typedef struct {
     size_t                          max_decoded;
     ngx_shm_zone_t                 *exemplar_zone;    /* capture into */
     ngx_shm_zone_t                 *exemplar_query;   /* answer from */
+    ngx_shm_zone_t                 *series_zone;      /* series index */
+    ngx_str_t                       series_topic;
 } ngx_http_promgate_loc_conf_t;
 
 
@@ -178,8 +181,10 @@ typedef struct {
     ngx_uint_t                      attempts;
     ngx_uint_t                      status;   /* of the last attempt */
     ngx_str_t                       reason;   /* the target's answer body */
+    off_t                           received; /* answer bytes kept */
     unsigned                        running:1;
     unsigned                        waiting:1;   /* timer holds a reference */
+    unsigned                        truncated:1; /* answer cut to fit */
 } ngx_http_promgate_fwd_t;
 
 
@@ -206,6 +211,7 @@ struct ngx_http_promgate_ctx_s {
     ngx_uint_t                      answer;   /* status sent, 0 before */
     ngx_str_t                       tenant;
     ngx_array_t                    *exemplars;  /* to store on 2xx */
+    void                           *series;     /* new series, for 2xx */
     unsigned                        inflight:1;
 };
 
@@ -224,6 +230,7 @@ ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_promgate_forward(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx);
 void ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx);
+ngx_int_t ngx_http_promgate_forward_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -250,6 +257,18 @@ void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx,
     u_char *frames, size_t len, uint64_t first_seq, ngx_uint_t nrecords);
 u_char *ngx_http_promgate_wal_status(u_char *p, u_char *last,
+    ngx_http_promgate_main_conf_t *pmcf);
+
+/* ngx_http_promgate_series.c */
+char *ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+int ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
+    const pg_rw_series_t *s);
+void ngx_http_promgate_series_flush(ngx_http_promgate_ctx_t *ctx);
+void ngx_http_promgate_series_publish(ngx_http_promgate_ctx_t *ctx);
+u_char *ngx_http_promgate_series_status(u_char *p, u_char *last,
     ngx_http_promgate_main_conf_t *pmcf);
 
 /* ngx_http_promgate_status.c */

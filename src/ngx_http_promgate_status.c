@@ -450,6 +450,7 @@ ngx_http_promgate_render(u_char *p, u_char *last,
     }
 
     p = ngx_http_promgate_exemplar_status(p, last, pmcf);
+    p = ngx_http_promgate_series_status(p, last, pmcf);
     p = ngx_http_promgate_wal_status(p, last, pmcf);
 
     return p;

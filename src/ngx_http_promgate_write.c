@@ -23,6 +23,8 @@ static ngx_uint_t ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx);
 static ngx_int_t ngx_http_promgate_write_answer(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
 static void ngx_http_promgate_write_cleanup(void *data);
+static int ngx_http_promgate_write_series(void *data,
+    const pg_rw_series_t *s);
 
 
 /* writes in flight in this worker, the background ones included */
@@ -480,10 +482,10 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
         goto bad_snappy;
     }
 
-    if (ctx->plcf->exemplar_zone) {
+    if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
         ngx_http_promgate_tenant(r, &ctx->tenant);
         reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err,
-                            ngx_http_promgate_exemplars_collect, ctx);
+                            ngx_http_promgate_write_series, ctx);
 
         if (reason == PG_RW_ABORTED) {
             ngx_http_promgate_decode_release();
@@ -505,6 +507,7 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
         return rc;
     }
 
+    ngx_http_promgate_series_flush(ctx);     /* the body is still here */
     ngx_http_promgate_decode_release();
 
     st = ngx_http_promgate_stats();
@@ -618,6 +621,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
     if (decision == 204) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
         ngx_http_promgate_exemplars_store(ctx);
+        ngx_http_promgate_series_publish(ctx);
 
         r->headers_out.status = NGX_HTTP_NO_CONTENT;
         r->header_only = 1;
@@ -667,7 +671,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
         f = &ctx->fwd[i];
 
         len = sizeof("promgate: forward target \"\" rejected the data: ")
-              - 1 + f->target->uri.len + f->reason.len + 1;
+              - 1 + f->target->uri.len + f->reason.len + sizeof(" (cut)");
 
         b = ngx_create_temp_buf(r->pool, len);
         if (b == NULL) {
@@ -676,7 +680,8 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
         b->last = ngx_sprintf(b->last,
                               "promgate: forward target \"%V\" rejected the "
-                              "data: %V", &f->target->uri, &f->reason);
+                              "data: %V%s", &f->target->uri, &f->reason,
+                              f->truncated ? " (cut)" : "");
 
         if (b->last == b->pos || b->last[-1] != '\n') {
             *b->last++ = '\n';
@@ -737,6 +742,27 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* the scan's per-series callback: what the location keeps of a series */
+
+static int
+ngx_http_promgate_write_series(void *data, const pg_rw_series_t *s)
+{
+    ngx_http_promgate_ctx_t *ctx = data;
+
+    if (ctx->plcf->exemplar_zone
+        && ngx_http_promgate_exemplars_collect(ctx, s) != 0)
+    {
+        return -1;
+    }
+
+    if (ctx->plcf->series_zone) {
+        (void) ngx_http_promgate_series_collect(ctx, s);
+    }
+
+    return 0;
 }
 
 

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+import requests
 
 import rw
 from fakeup import Resp, free_port
@@ -278,3 +279,22 @@ def test_forward_status_variable_in_access_log(gateway, make_fake):
             return None
     lines = wait_for(line, 5)
     assert lines == ["pg 204 s=3 e=2 f=204,503"], lines
+
+
+def test_huge_rejection_text_is_cut_not_fatal(gateway, make_fake):
+    """a storage's 400 text larger than subrequest_output_buffer_size: the
+    sender still gets the 400, with the reason cut, on a live connection"""
+    big = "x" * 200000
+    t = make_fake(default=Resp(400, body="bad sample: " + big))
+    gw = gateway([("a", "http://127.0.0.1:%d" % t.port)])
+    body = rw.compress(rw.write_request([rw.series(
+        rw.uniq("cut"), samples=[(1, rw.now_ms())])]))
+    sess = requests.Session()
+    r = rw.post(gw.write_url, body, session=sess)
+    assert r.status_code == 400, r.text[:300]
+    assert "(cut)" in r.text
+    assert len(r.text) < 70000
+    # the same connection still serves
+    r = rw.post(gw.url("/api/v1/write"), body, session=sess)
+    assert r.status_code == 400
+    assert "its text is cut" in gw.error_log_text()
