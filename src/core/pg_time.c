@@ -11,6 +11,7 @@
 
 #include "pg_json.h"
 #include "pg_time.h"
+#include "pg_matcher.h"
 
 
 /* seconds from 0001-01-01 to 1970-01-01, Go's unixToInternal */
@@ -51,8 +52,6 @@ static pg_time_rc_e pg_query_finish(pg_query_params_t *qp,
     const pg_str_t *vals, unsigned have, const pg_allocator_t *alloc,
     char *err, size_t err_len);
 static void pg_time_errorf(char *err, size_t err_len, const char *fmt, ...);
-static size_t pg_go_quote(char *out, const uint8_t *s, size_t len);
-static int pg_go_is_print(uint32_t r);
 static size_t pg_time_utf8_encode(uint8_t *p, uint32_t r);
 static void pg_qj_ws(pg_qjson_t *j);
 static int pg_qj_fail(pg_qjson_t *j, const char *what);
@@ -731,7 +730,7 @@ pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
         }
 
         if (pg_time_parse_exact(vals[k].data, vals[k].len, t) != 0) {
-            n = pg_go_quote(NULL, vals[k].data, vals[k].len);
+            n = pg_go_quote(NULL, 0, vals[k].data, vals[k].len, '"');
             quoted = alloc->alloc(alloc->ctx, n + 1);
 
             if (quoted == NULL) {
@@ -739,7 +738,8 @@ pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
                 return PG_TIME_NO_MEMORY;
             }
 
-            quoted[pg_go_quote(quoted, vals[k].data, vals[k].len)] = '\0';
+            (void) pg_go_quote(quoted, n + 1, vals[k].data, vals[k].len,
+                               '"');
 
             pg_time_errorf(err, err_len, "invalid parameter \"%s\": Invalid "
                            "time value for '%s': cannot parse %s to a valid "
@@ -793,113 +793,6 @@ pg_time_errorf(char *err, size_t err_len, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(err, err_len, fmt, args);
     va_end(args);
-}
-
-
-/*
- * Go's strconv.Quote(), into out or, when out is NULL, only measured.
- * Go's IsPrint() is approximated: C0/C1 controls, non-ASCII spaces,
- * format characters, private use and non-characters are escaped, other
- * runes kept.
- */
-static size_t
-pg_go_quote(char *out, const uint8_t *s, size_t len)
-{
-    size_t    i, n, w, k;
-    uint32_t  r;
-    char      esc[16];
-
-    n = 0;
-
-    for (i = 0; i <= len + 1; i += w) {
-
-        if (i == 0 || i == len + 1) {
-            strcpy(esc, "\"");
-            w = 1;
-
-        } else if ((w = pg_json_utf8_decode(s + i - 1, len - i + 1, &r))
-                   == 0)
-        {
-            sprintf(esc, "\\x%02x", s[i - 1]);
-            w = 1;
-
-        } else if (r == '"' || r == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char) r;
-            esc[2] = '\0';
-
-        } else if (pg_go_is_print(r)) {
-            if (out) {
-                memcpy(out + n, s + i - 1, w);
-            }
-
-            n += w;
-            continue;
-
-        } else {
-            switch (r) {
-            case '\a': strcpy(esc, "\\a"); break;
-            case '\b': strcpy(esc, "\\b"); break;
-            case '\f': strcpy(esc, "\\f"); break;
-            case '\n': strcpy(esc, "\\n"); break;
-            case '\r': strcpy(esc, "\\r"); break;
-            case '\t': strcpy(esc, "\\t"); break;
-            case '\v': strcpy(esc, "\\v"); break;
-            default:
-                if (r < ' ' || r == 0x7f) {
-                    sprintf(esc, "\\x%02x", (unsigned) r);
-                } else if (r < 0x10000) {
-                    sprintf(esc, "\\u%04x", (unsigned) r);
-                } else {
-                    sprintf(esc, "\\U%08x", (unsigned) r);
-                }
-            }
-        }
-
-        k = strlen(esc);
-
-        if (out) {
-            memcpy(out + n, esc, k);
-        }
-
-        n += k;
-    }
-
-    return n;
-}
-
-
-static int
-pg_go_is_print(uint32_t r)
-{
-    if (r < 0x80) {
-        return r >= 0x20 && r < 0x7f;
-    }
-
-    if (r < 0xa1 || r == 0xad) {
-        return 0;
-    }
-
-    /* spaces other than ' ', format characters, line separators */
-    if (r == 0x061c || r == 0x06dd || r == 0x070f || r == 0x1680
-        || r == 0x180e || (r >= 0x0600 && r <= 0x0605)
-        || (r >= 0x2000 && r <= 0x200f) || (r >= 0x2028 && r <= 0x202f)
-        || (r >= 0x205f && r <= 0x206f) || r == 0x3000 || r == 0xfeff
-        || (r >= 0xfff9 && r <= 0xfffb) || r == 0x110bd
-        || (r >= 0x1bca0 && r <= 0x1bca3) || (r >= 0x1d173 && r <= 0x1d17a)
-        || (r >= 0xe0000 && r <= 0xe007f))
-    {
-        return 0;
-    }
-
-    /* private use and non-characters */
-    if ((r >= 0xe000 && r <= 0xf8ff) || r >= 0xf0000
-        || (r & 0xfffe) == 0xfffe || (r >= 0xfdd0 && r <= 0xfdef))
-    {
-        return 0;
-    }
-
-    return 1;
 }
 
 
