@@ -604,9 +604,9 @@ ngx_http_promgate_series_publish(ngx_http_promgate_ctx_t *ctx)
         m->hash = n[i].id.hash;
         m->token = n[i].token;
 
-        rc = ngx_http_promgate_kafka_produce(&ctx->plcf->series_topic, &key,
-                                             &value, m,
-                                             ngx_http_promgate_series_delivered);
+        rc = ngx_http_promgate_kafka_produce(
+                 &ctx->plcf->series_topic, &key, &value, m,
+                 ngx_http_promgate_series_delivered);
 
         if (rc == NGX_OK) {
             continue;
