@@ -81,6 +81,7 @@ integration: $(MODULE)
 test: deps
 	$(MAKE) module
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 
 # ----------------------------------------------------------------------- demo
@@ -98,3 +99,21 @@ bench: deps module
 
 clean:
 	rm -rf $(BUILD)
+
+# ----------------------------------------------------------------- robustness
+
+FUZZ_SECONDS ?= 60
+
+.PHONY: test-asan
+
+# every libFuzzer target (fuzz/*.c) for FUZZ_SECONDS each
+fuzz: $(PROTO_GEN)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash t/fuzz.sh run
+
+# seed corpora plus a few seconds of fuzzing per target (part of make test)
+fuzz-smoke: $(PROTO_GEN)
+	bash t/fuzz.sh smoke
+
+# nginx 1.22.1 and the module built with ASan+UBSan, integration suite on it
+test-asan: deps
+	bash t/asan.sh

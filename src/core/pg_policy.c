@@ -134,8 +134,9 @@ pg_days_from_civil(int64_t y, int m, int d)
 }
 
 
-static int64_t
-pg_http_date(const uint8_t *p, const uint8_t *end)
+/* the date as Unix seconds in *t; -1 if it is not an HTTP-date */
+static int
+pg_http_date(const uint8_t *p, const uint8_t *end, int64_t *t)
 {
     const uint8_t  *q;
     int             day, mon, year, h, m, s;
@@ -217,8 +218,10 @@ pg_http_date(const uint8_t *p, const uint8_t *end)
         return -1;
     }
 
-    return pg_days_from_civil(year, mon + 1, day) * 86400
-           + h * 3600 + m * 60 + s;
+    *t = pg_days_from_civil(year, mon + 1, day) * 86400
+         + h * 3600 + m * 60 + s;
+
+    return 0;
 }
 
 
@@ -262,9 +265,7 @@ pg_retry_after_ms(const uint8_t *v, size_t len, int64_t now)
         return secs * 1000;
     }
 
-    t = pg_http_date(v, end);
-
-    if (t < 0) {
+    if (pg_http_date(v, end, &t) != 0) {
         return -1;
     }
 

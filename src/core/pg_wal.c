@@ -358,7 +358,7 @@ pg_wal_segment_name(char *buf, size_t size, const char *zone, unsigned slot,
 {
     int  n;
 
-    n = snprintf(buf, size, "%s-w%03u-%020llu.wal", zone, slot,
+    n = snprintf(buf, size, "%s-w%04u-%020llu.wal", zone, slot,
                  (unsigned long long) first_seq);
 
     return n < 0 || (size_t) n >= size ? 0 : (size_t) n;
@@ -383,14 +383,14 @@ pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
     p = name + zl + 2;
     s = 0;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         if (p[i] < '0' || p[i] > '9') {
             return -1;
         }
         s = s * 10 + (unsigned) (p[i] - '0');
     }
 
-    p += 3;
+    p += 4;
 
     if (*p++ != '-') {
         return -1;

@@ -90,7 +90,7 @@ uint64_t pg_wal_payload_seq(const uint8_t *payload, size_t len);
 /* ---------------------------------------------------------- segments */
 
 /*
- * Segment files are named "<zone>-w<slot>-<first seq, 20 digits>.wal":
+ * Segment files are named "<zone>-w<slot, 4 digits>-<first seq, 20 digits>.wal":
  * a worker slot's segments, sorted by first sequence number, hold
  * increasing, disjoint sequence ranges.
  */

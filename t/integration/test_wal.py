@@ -179,7 +179,7 @@ def test_full_disk_is_counted_not_fatal(make_nginx, sink, tmp_path):
     os.makedirs(wal)
     # the segment worker 0 opens first
     os.symlink("/dev/full", os.path.join(
-        wal, "exemplars-w000-%020d.wal" % 1))
+        wal, "exemplars-w0000-%020d.wal" % 1))
     port = free_port()
     target = "http://127.0.0.1:%d" % sink.port
     n = make_nginx(conf(port, target, wal), workers=1)

@@ -103,6 +103,7 @@ test_retry_after(void **state)
     assert_int_equal(ra("Sun Nov  6 08:49:40 1994", t), 3000);
     assert_int_equal(ra("Sun, 06 Nov 1994 08:49:00 GMT", t), 0);  /* past */
     assert_int_equal(ra("Thu, 01 Jan 1970 00:00:00 GMT", 0), 0);
+    assert_int_equal(ra("Wed, 31 Dec 1969 23:59:59 GMT", t), 0);
     assert_int_equal(ra("Sat, 01 Jan 2000 00:00:01 GMT", 946684800), 1000);
 
     assert_int_equal(ra("", t), -1);

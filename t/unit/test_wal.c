@@ -228,16 +228,19 @@ test_segment_names(void **state)
 
     assert_true(pg_wal_segment_name(name, sizeof(name), "exemplars", 3,
                                     12345) > 0);
-    assert_string_equal(name, "exemplars-w003-00000000000000012345.wal");
+    assert_string_equal(name, "exemplars-w0003-00000000000000012345.wal");
     assert_int_equal(pg_wal_segment_parse(name, "exemplars", &slot, &seq), 0);
     assert_int_equal(slot, 3);
     assert_int_equal(seq, 12345);
 
     assert_int_equal(pg_wal_segment_parse(name, "other", &slot, &seq), -1);
+    assert_true(pg_wal_segment_name(name, sizeof(name), "ex", 1023, 42) > 0);
+    assert_int_equal(pg_wal_segment_parse(name, "ex", &slot, &seq), 0);
+    assert_int_equal(slot, 1023);
     assert_int_equal(pg_wal_segment_parse("exemplars-w003-123.wal",
                                           "exemplars", &slot, &seq), -1);
     assert_int_equal(pg_wal_segment_parse(
-                         "exemplars-w003-00000000000000012345.wal.tmp",
+                         "exemplars-w0003-00000000000000012345.wal.tmp",
                          "exemplars", &slot, &seq), -1);
 }
 

@@ -1,0 +1,667 @@
+#!/usr/bin/env bash
+# promgate benchmarks: one command, one run, loopback only.
+#
+#   bash bench/run.sh            (what `make bench` runs after building the module)
+#
+# Rows, per body shape (bench/gen_bodies.py):
+#   baseline  loadgen straight to a null sink (nginx `return 204`)
+#   promgate  nginx + ngx_http_promgate_module, fan-out to two null sinks
+#   vmagent   vmagent 1.79, GOMAXPROCS=1, -remoteWrite.url x2 to the same sinks
+#   mirror    plain nginx, proxy_pass + mirror to the two sinks (no module):
+#             the floor for "nginx moves the body to two places"
+# Figures: samples/s at max rate, CPU-seconds per million samples of the
+# gateway's processes (utime+stime from /proc, master + workers / all vmagent
+# threads, over the window, vmagent's queue drained), PSS, and p50/p99/p99.9
+# latency added over the baseline at 50% of each gateway's own max rate.
+#
+# Knobs (environment):
+#   BENCH_SECONDS=10          measured window, main shape (max rate and each
+#                             fixed-rate run)
+#   BENCH_SECONDS_OTHER=5     window for the other shapes
+#   BENCH_WARMUP=2            unmeasured warm-up before each max-rate window
+#   BENCH_SHAPES="main small large exemplar churn"
+#   BENCH_LATENCY_SHAPES=main shapes that also get the 50%-rate latency runs
+#   BENCH_GATEWAYS="promgate vmagent mirror"
+#   BENCH_MIRROR_SHAPES=main  shapes that get the mirror reference row
+#   BENCH_CONNS=8             sender connections
+#   BENCH_PIN=1               gateway on CPU 1, sender + sinks on CPU 0
+#   BENCH_EXEMPLARS=0         1: add the exemplar-capture directives (hook)
+#   BENCH_SERIES_INDEX=0      1: add the series-index directives (hook)
+#   PROMGATE_HTTP_EXTRA / PROMGATE_LOCATION_EXTRA   raw nginx.conf lines
+#   BENCH_DECODE=1            decode-only table (bench/decode_bench.c, built here)
+#   PROMGATE_MODULE, NGINX_BIN, VMAGENT_BIN, BUILD, DECODE_BENCH
+#   BENCH_KEEP=1              keep the run directory (configs, logs, JSON)
+#
+# Output: a table on stdout and in bench/results/latest.md; the raw JSON
+# lines in bench/results/latest.jsonl.
+
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+BUILD=${BUILD:-$REPO/build}
+OUT=$BUILD/bench
+RESULTS=$HERE/results
+PYTHON=${PYTHON:-/usr/bin/python3}
+MODULE=${PROMGATE_MODULE:-$BUILD/ngx_http_promgate_module.so}
+NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+VMAGENT_BIN=${VMAGENT_BIN:-$(command -v vmagent || echo /usr/bin/vmagent)}
+
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_SECONDS_OTHER=${BENCH_SECONDS_OTHER:-5}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_SHAPES=${BENCH_SHAPES:-main small large exemplar churn}
+BENCH_LATENCY_SHAPES=${BENCH_LATENCY_SHAPES:-main}
+BENCH_GATEWAYS=${BENCH_GATEWAYS:-promgate vmagent mirror}
+BENCH_MIRROR_SHAPES=${BENCH_MIRROR_SHAPES:-main}
+BENCH_CONNS=${BENCH_CONNS:-8}
+BENCH_PIN=${BENCH_PIN:-1}
+BENCH_EXEMPLARS=${BENCH_EXEMPLARS:-0}
+BENCH_SERIES_INDEX=${BENCH_SERIES_INDEX:-0}
+PROMGATE_HTTP_EXTRA=${PROMGATE_HTTP_EXTRA:-}
+PROMGATE_LOCATION_EXTRA=${PROMGATE_LOCATION_EXTRA:-}
+
+CLK_TCK=$(getconf CLK_TCK)
+RUN=$(mktemp -d /tmp/promgate-bench.XXXXXX)
+JSONL=$RUN/results.jsonl
+: >"$JSONL"
+
+STARTED=()          # pids this script started; stopped on exit, one by one
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ------------------------------------------------------------------ helpers
+
+stop_pid() {        # stop_pid PID [SIG]: that process only, wait, then KILL
+    local pid=$1 sig=${2:-TERM}
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -"$sig" "$pid" 2>/dev/null
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+cleanup() {
+    local p
+    for p in "${STARTED[@]}"; do stop_pid "$p"; done
+    STARTED=()
+    # anything of this run still alive (it should not be) is ours: by pid
+    for p in $(pgrep -f -- "$RUN/" 2>/dev/null); do
+        [ "$p" = $$ ] && continue
+        log "WARNING: stopping leftover pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null))"
+        stop_pid "$p"
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "run directory kept: $RUN"
+    else
+        rm -rf "$RUN"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {       # wait_port PORT [SECONDS]
+    local port=$1 n=$(( ${2:-10} * 10 ))
+    while [ $n -gt 0 ]; do
+        (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
+        sleep 0.1; n=$((n - 1))
+    done
+    return 1
+}
+
+# CPU pinning: gateway on CPU 1, sender and sinks on CPU 0.  An array, not a
+# function, so that `"${PIN1[@]}" cmd &` leaves the command's own pid in $!
+# (taskset execs it) and stopping that pid stops the process itself.
+PIN0=(); PIN1=()
+if [ "$BENCH_PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN0=(taskset -c 0); PIN1=(taskset -c 1)
+fi
+pin() {             # pin CPU CMD... (foreground use only)
+    local cpu=$1; shift
+    if [ "$cpu" = 1 ]; then "${PIN1[@]}" "$@"; else "${PIN0[@]}" "$@"; fi
+}
+
+check_comm() {      # check_comm PID NAME: the pid we measure is that program
+    [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
+}
+
+pids_tree() {       # pids_tree PID: the process and its children (nginx workers)
+    echo "$1"
+    pgrep -P "$1" 2>/dev/null
+}
+
+cpu_ticks() {       # cpu_ticks PID: utime+stime of PID and its children, all threads
+    local t=0 p v
+    for p in $(pids_tree "$1"); do
+        v=$(sed -e 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+
+cpu_busy() {        # cpu_busy: busy ticks (all but idle/iowait) of the gateway's CPU
+    local line=cpu
+    [ ${#PIN1[@]} -gt 0 ] && line=cpu1
+    awk -v l="$line" '$1 == l {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+pss_kb() {          # pss_kb PID: PSS of PID and its children, kB
+    local t=0 p v
+    for p in $(pids_tree "$1"); do
+        v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+
+PSS_SAMPLER=
+pss_start() {       # pss_start PID FILE: peak PSS every 0.25 s into FILE
+    local pid=$1 file=$2
+    echo 0 >"$file"
+    (
+        peak=0
+        while kill -0 "$pid" 2>/dev/null; do
+            v=$(pss_kb "$pid")
+            if [ "$v" -gt "$peak" ]; then peak=$v; echo "$peak" >"$file"; fi
+            sleep 0.25
+        done
+    ) </dev/null >/dev/null 2>&1 &
+    PSS_SAMPLER=$!
+}
+pss_stop() {
+    [ -n "$PSS_SAMPLER" ] && stop_pid "$PSS_SAMPLER"
+    PSS_SAMPLER=
+}
+
+sink_requests() {   # requests a null sink has answered (stub_status, minus this one)
+    local n
+    n=$(curl -s --max-time 2 "http://127.0.0.1:$1/nginx_status" | awk 'NR == 3 {print $3}')
+    echo $(( ${n:-0} ))
+}
+
+vm_metric_sum() {   # vm_metric_sum PORT REGEX: sum of matching vmagent metrics
+    curl -s --max-time 2 "http://127.0.0.1:$1/metrics" \
+        | awk -v re="$2" '$0 ~ re {s += $NF} END {printf "%.0f\n", s}'
+}
+
+json_get() {        # json_get JSON KEY.PATH
+    "$PYTHON" -c '
+import json, sys
+v = json.loads(sys.argv[1])
+for k in sys.argv[2].split("."):
+    v = v[k]
+print(v)' "$1" "$2"
+}
+
+emit() {            # emit KEY=VALUE... (values that look like JSON stay JSON)
+    "$PYTHON" - "$@" >>"$JSONL" <<'EOF'
+import json, sys
+d = {}
+for a in sys.argv[1:]:
+    k, _, v = a.partition("=")
+    try:
+        d[k] = json.loads(v)
+    except ValueError:
+        d[k] = v
+print(json.dumps(d))
+EOF
+}
+
+# ------------------------------------------------------------------- prepare
+
+log "run directory $RUN"
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# how busy the machine is before we start anything (1 s sample)
+machine_busy() {
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
+}
+read -r mb0 mi0 < <(machine_busy); sleep 1; read -r mb1 mi1 < <(machine_busy)
+BUSY_BEFORE=$(awk -v b=$((mb1 - mb0)) -v i=$((mi1 - mi0)) 'BEGIN {printf "%.0f%%", (b + i) ? 100 * b / (b + i) : 0}')
+log "machine busy before the run: $BUSY_BEFORE of $(nproc) CPUs (other work disturbs the figures)"
+mkdir -p "$OUT" "$RESULTS"
+
+# shellcheck disable=SC2086
+"$PYTHON" "$HERE/gen_bodies.py" --outdir "$OUT" --shapes "${BENCH_SHAPES// /,}" \
+    || { log "FATAL: body generation failed"; exit 1; }
+
+LOADGEN=$OUT/loadgen
+if [ ! -x "$LOADGEN" ] || [ "$HERE/loadgen.c" -nt "$LOADGEN" ]; then
+    cc -O2 -Wall -o "$LOADGEN" "$HERE/loadgen.c" -lm \
+        || { log "FATAL: cannot build loadgen"; exit 1; }
+fi
+
+common_nginx_head() {   # common_nginx_head DIR
+    cat <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile 4096;
+events { worker_connections 2048; }
+EOF
+}
+
+common_http() {     # common_http DIR
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+EOF
+}
+
+start_nginx() {     # start_nginx NAME CONF_TEXT CPU -> sets NGX_PID, or returns 1
+    local conf=$2 cpu=$3 dir=$RUN/$1 pinned
+    mkdir -p "$dir"
+    printf '%s\n' "$conf" >"$dir/nginx.conf"
+    if ! "$NGINX_BIN" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
+            >"$dir/test.log" 2>&1; then
+        NGX_ERR=$(grep -h -m1 -E 'emerg|alert|crit|error' "$dir/test.log" "$dir/error.log" 2>/dev/null | head -1)
+        return 1
+    fi
+    if [ "$cpu" = 1 ]; then pinned=("${PIN1[@]}"); else pinned=("${PIN0[@]}"); fi
+    "${pinned[@]}" "$NGINX_BIN" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
+        >"$dir/stdout.log" 2>&1 &
+    NGX_PID=$!
+    STARTED+=("$NGX_PID")
+    return 0
+}
+
+# CPU seconds between two tick readings; "null" when the count went down
+# (a worker died and was replaced: its ticks are gone)
+cpu_s() {
+    if [ "$2" -lt "$1" ]; then echo null; return; fi
+    awk -v t=$(($2 - $1)) -v h="$CLK_TCK" 'BEGIN {printf "%.3f", t / h}'
+}
+
+# worker crashes so far (nginx: "exited on signal"; vmagent: not running)
+crashes() {
+    case $1 in
+        vmagent) kill -0 "$GW_PID" 2>/dev/null && echo 0 || echo 1 ;;
+        *) local n; n=$(grep -c 'exited on signal' "$RUN/$1/error.log" 2>/dev/null)
+           echo "${n:-0}" ;;
+    esac
+}
+
+# share of the gateway's CPU that went to something else during a window
+# (other tasks, steal, softirq charged while the gateway was not running):
+# a noise indicator on a shared machine.  Pinned: CPU 1; otherwise all CPUs
+# (then it includes the sender and the sinks).
+other_cpu() {       # other_cpu BUSY0 BUSY1 TICKS0 TICKS1 WALL0 WALL1 -> fraction
+    awk -v b=$(($2 - $1)) -v t=$(($4 - $3)) -v w0="$5" -v w1="$6" -v h="$CLK_TCK" \
+        'BEGIN {w = (w1 - w0) * h; if (w <= 0) w = 1; v = (b - t) / w; if (v < 0) v = 0; printf "%.3f", v}'
+}
+
+# ---------------------------------------------------------------- null sinks
+
+PORT_A=$(free_port); PORT_B=$(free_port)
+while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
+for s in a b; do
+    port=PORT_${s^^}
+    start_nginx "sink_$s" "$(common_nginx_head "$RUN/sink_$s")
+http {
+$(common_http "$RUN/sink_$s")
+    server {
+        listen 127.0.0.1:${!port} backlog=1024;
+        client_max_body_size 0;
+        location = /api/v1/write { return 204; }
+        location = /nginx_status { stub_status; }
+    }
+}" 0 || { log "FATAL: null sink $s: ${NGX_ERR:-nginx -t failed}"; exit 1; }
+    wait_port "${!port}" || { log "FATAL: null sink $s did not start"; exit 1; }
+done
+log "null sinks on 127.0.0.1:$PORT_A and :$PORT_B"
+
+# ------------------------------------------------------------------ gateways
+
+GW_PID=; GW_PORT=; GW_ERR=
+
+start_promgate() {
+    local dir=$RUN/promgate http_extra="$PROMGATE_HTTP_EXTRA" loc_extra="$PROMGATE_LOCATION_EXTRA"
+    GW_PORT=$(free_port)
+    if [ ! -f "$MODULE" ]; then
+        GW_ERR="module not built: $MODULE does not exist (make -C $REPO module)"
+        return 1
+    fi
+    # load a private copy: a rebuild that overwrites build/*.so in place
+    # (cp) while nginx has it mapped crashes the running workers
+    cp "$MODULE" "$RUN/ngx_http_promgate_module.so"
+    MODULE_INFO="$MODULE ($(date -u -r "$MODULE" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$MODULE" | cut -c1-12))"
+    # --- hook: exemplar capture and the series index, once the module has them
+    if [ "$BENCH_EXEMPLARS" = 1 ]; then
+        http_extra+=$'\n'"    promgate_exemplar_zone exemplars:64m max=100000;"
+        loc_extra+=$'\n'"            promgate_exemplars exemplars;"
+    fi
+    if [ "$BENCH_SERIES_INDEX" = 1 ]; then
+        http_extra+=$'\n'"    promgate_series_zone series:32m ttl=7d;"
+        loc_extra+=$'\n'"            promgate_series_index series;"
+    fi
+    start_nginx promgate "load_module $RUN/ngx_http_promgate_module.so;
+$(common_nginx_head "$dir")
+http {
+$(common_http "$dir")
+$http_extra
+    upstream sink_a { server 127.0.0.1:$PORT_A; keepalive 16; keepalive_requests 100000000; }
+    upstream sink_b { server 127.0.0.1:$PORT_B; keepalive 16; keepalive_requests 100000000; }
+    server {
+        listen 127.0.0.1:$GW_PORT backlog=1024;
+        # also at server level: subrequests share the parent's headers_in, and
+        # nginx checks Content-Length against client_max_body_size of the
+        # *subrequest's* location (/_rw/*, default 1m): a 1.2 MB body would be
+        # refused there with 413 (client intended to send too large body)
+        client_max_body_size 64m;
+        location = /api/v1/write {
+            promgate_remote_write;
+            promgate_forward /_rw/a;
+            promgate_forward /_rw/b;
+            client_max_body_size 64m;
+            client_body_buffer_size 64m;$loc_extra
+        }
+        location /_rw/a {
+            internal;
+            proxy_pass http://sink_a/api/v1/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+        location /_rw/b {
+            internal;
+            proxy_pass http://sink_b/api/v1/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }
+}" 1 || { GW_ERR="nginx does not accept the promgate config: ${NGX_ERR:-see $dir/test.log}"; return 1; }
+    GW_PID=$NGX_PID
+    wait_port "$GW_PORT" || { GW_ERR="promgate nginx did not start (see $dir/error.log)"; return 1; }
+    check_comm "$GW_PID" nginx || { GW_ERR="pid $GW_PID is not nginx"; return 1; }
+}
+
+start_mirror() {
+    local dir=$RUN/mirror
+    GW_PORT=$(free_port)
+    start_nginx mirror "$(common_nginx_head "$dir")
+http {
+$(common_http "$dir")
+    upstream sink_a { server 127.0.0.1:$PORT_A; keepalive 16; keepalive_requests 100000000; }
+    upstream sink_b { server 127.0.0.1:$PORT_B; keepalive 16; keepalive_requests 100000000; }
+    server {
+        listen 127.0.0.1:$GW_PORT backlog=1024;
+        client_max_body_size 64m;       # see the promgate config
+        location = /api/v1/write {
+            client_max_body_size 64m;
+            client_body_buffer_size 64m;
+            mirror /_rw/b;
+            proxy_pass http://sink_a/api/v1/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+        location = /_rw/b {
+            internal;
+            proxy_pass http://sink_b/api/v1/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }
+}" 1 || { GW_ERR="mirror nginx: ${NGX_ERR:-nginx -t failed}"; return 1; }
+    GW_PID=$NGX_PID
+    wait_port "$GW_PORT" || { GW_ERR="mirror nginx did not start"; return 1; }
+    check_comm "$GW_PID" nginx || { GW_ERR="pid $GW_PID is not nginx"; return 1; }
+}
+
+start_vmagent() {
+    local dir=$RUN/vmagent
+    mkdir -p "$dir/queue"
+    GW_PORT=$(free_port)
+    if [ ! -x "$VMAGENT_BIN" ]; then GW_ERR="vmagent not found"; return 1; fi
+    # nothing relabeled, rounded or limited: no -remoteWrite.relabelConfig,
+    # -remoteWrite.urlRelabelConfig, -remoteWrite.roundDigits,
+    # -remoteWrite.significantFigures, -remoteWrite.maxHourlySeries/
+    # maxDailySeries, -remoteWrite.rateLimit; unlimited disk queue
+    GOMAXPROCS=1 "${PIN1[@]}" "$VMAGENT_BIN" \
+        -remoteWrite.url="http://127.0.0.1:$PORT_A/api/v1/write" \
+        -remoteWrite.url="http://127.0.0.1:$PORT_B/api/v1/write" \
+        -httpListenAddr="127.0.0.1:$GW_PORT" \
+        -remoteWrite.tmpDataPath="$dir/queue" \
+        -remoteWrite.maxDiskUsagePerURL=0 \
+        -maxInsertRequestSize=64MB \
+        -loggerOutput=stderr >"$dir/vmagent.log" 2>&1 &
+    GW_PID=$!
+    STARTED+=("$GW_PID")
+    wait_port "$GW_PORT" 20 || { GW_ERR="vmagent did not start (see $dir/vmagent.log)"; return 1; }
+    check_comm "$GW_PID" vmagent || { GW_ERR="pid $GW_PID is not vmagent"; return 1; }
+}
+
+stop_gateway() {
+    [ -n "$GW_PID" ] && stop_pid "$GW_PID" "${1:-TERM}"
+    local keep=() p
+    for p in "${STARTED[@]}"; do [ "$p" != "$GW_PID" ] && keep+=("$p"); done
+    STARTED=("${keep[@]}")
+    GW_PID=
+}
+
+# vmagent answers before forwarding: wait until everything it accepted has
+# been sent to both sinks (rows sent == 2 x rows accepted, nothing pending)
+vmagent_drain() {   # vmagent_drain PORT MAX_SECONDS -> prints seconds waited
+    local port=$1 max=$2 t0 now inserted sent pending
+    t0=$(date +%s.%N)
+    while :; do
+        inserted=$(vm_metric_sum "$port" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
+        sent=$(vm_metric_sum "$port" '^vmagent_remotewrite_block_size_rows_sum')
+        pending=$(vm_metric_sum "$port" '^(vmagent_remotewrite_pending_data_bytes|vm_persistentqueue_bytes_pending)')
+        now=$(date +%s.%N)
+        if [ "$sent" -ge $((2 * inserted)) ] && [ "$pending" -eq 0 ]; then
+            break
+        fi
+        if awk -v a="$now" -v b="$t0" -v m="$max" 'BEGIN {exit !(a - b > m)}'; then
+            log "WARNING: vmagent queue not drained after ${max}s (accepted $inserted rows, sent $sent of $((2 * inserted)), pending $pending B)"
+            break
+        fi
+        sleep 0.2
+    done
+    awk -v a="$now" -v b="$t0" 'BEGIN {printf "%.2f\n", a - b}'
+}
+
+# --------------------------------------------------------------- one window
+
+# run_load LABEL PORT SHAPE SECONDS RATE -> prints loadgen's JSON line
+run_load() {
+    local label=$1 port=$2 shape=$3 secs=$4 rate=${5:-0} extra=()
+    [ "$shape" = churn ] && extra+=(-u)
+    pin 0 "$LOADGEN" -p "$port" -c "$BENCH_CONNS" -d "$secs" -r "$rate" -t 10 \
+        -l "$label" -S "$OUT/$shape.samples" "${extra[@]}" "$OUT/$shape"-*.bin
+}
+
+# measure GATEWAY SHAPE SECONDS: max-rate window with CPU, PSS, forwarding check
+measure_max() {
+    local gw=$1 shape=$2 secs=$3 j ticks0 ticks1 a0 b0 a1 b1 drain=0 cpu pss
+    local busy0 busy1 w0 w1 crash0
+    local vm_in0=0 vm_in1=0 vm_sent0=0 vm_sent1=0
+    run_load warmup "$GW_PORT" "$shape" "$BENCH_WARMUP" >/dev/null
+    [ "$gw" = vmagent ] && vmagent_drain "$GW_PORT" 60 >/dev/null
+    a0=$(sink_requests "$PORT_A"); b0=$(sink_requests "$PORT_B")
+    if [ "$gw" = vmagent ]; then
+        vm_in0=$(vm_metric_sum "$GW_PORT" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
+        vm_sent0=$(vm_metric_sum "$GW_PORT" '^vmagent_remotewrite_block_size_rows_sum')
+    fi
+    crash0=$(crashes "$gw")
+    pss_start "$GW_PID" "$RUN/pss"
+    busy0=$(cpu_busy); w0=$(date +%s.%N)
+    ticks0=$(cpu_ticks "$GW_PID")
+    j=$(run_load "$gw" "$GW_PORT" "$shape" "$secs" 0)
+    if [ "$gw" = vmagent ]; then
+        drain=$(vmagent_drain "$GW_PORT" 120)
+    fi
+    ticks1=$(cpu_ticks "$GW_PID")
+    busy1=$(cpu_busy); w1=$(date +%s.%N)
+    pss_stop
+    pss=$(cat "$RUN/pss")
+    a1=$(sink_requests "$PORT_A"); b1=$(sink_requests "$PORT_B")
+    if [ "$gw" = vmagent ]; then
+        vm_in1=$(vm_metric_sum "$GW_PORT" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
+        vm_sent1=$(vm_metric_sum "$GW_PORT" '^vmagent_remotewrite_block_size_rows_sum')
+    fi
+    # the stub_status probes count themselves: one per read
+    emit kind=max gw="$gw" shape="$shape" load="$j" \
+        cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 )) \
+        pss_kb="$pss" drain_s="$drain" \
+        sink_a_requests=$((a1 - a0 - 1)) sink_b_requests=$((b1 - b0 - 1)) \
+        vm_rows_in=$((vm_in1 - vm_in0)) vm_rows_sent=$((vm_sent1 - vm_sent0)) \
+        other_cpu="$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")"
+    echo "$j"
+}
+
+measure_rate() {    # measure_rate GW SHAPE SECONDS RATE: latency, and CPU at that load
+    local gw=$1 shape=$2 secs=$3 rate=$4 j ticks0 ticks1 drain=0 busy0 busy1 w0 w1 crash0
+    crash0=$(crashes "$gw")
+    busy0=$(cpu_busy); w0=$(date +%s.%N)
+    ticks0=$(cpu_ticks "$GW_PID")
+    j=$(run_load "$gw@rate" "$GW_PORT" "$shape" "$secs" "$rate")
+    [ "$gw" = vmagent ] && drain=$(vmagent_drain "$GW_PORT" 60)
+    ticks1=$(cpu_ticks "$GW_PID")
+    busy1=$(cpu_busy); w1=$(date +%s.%N)
+    emit kind=rate gw="$gw" shape="$shape" rate="$rate" load="$j" drain_s="$drain" \
+        other_cpu="$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")" \
+        cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 ))
+}
+
+measure_baseline_rate() {   # measure_baseline_rate FOR_GW SHAPE SECONDS RATE
+    local j
+    j=$(run_load "baseline@rate" "$PORT_A" "$2" "$3" "$4")
+    emit kind=rate gw=baseline for="$1" shape="$2" rate="$4" load="$j"
+}
+
+# ---------------------------------------------------------------------- run
+
+shape_secs() { [ "$1" = main ] && echo "$BENCH_SECONDS" || echo "$BENCH_SECONDS_OTHER"; }
+in_list() { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
+
+# baseline max rate: sender + null sink, per shape
+GW_PORT=$PORT_A
+for shape in $BENCH_SHAPES; do
+    secs=$(shape_secs "$shape")
+    log "baseline  $shape: max rate ${secs}s"
+    run_load warmup "$PORT_A" "$shape" 1 >/dev/null
+    j=$(run_load baseline "$PORT_A" "$shape" "$secs" 0)
+    emit kind=max gw=baseline shape="$shape" load="$j"
+done
+
+# ------------------------------------------------------------- decode only
+# bench/decode_bench.c: snappy + the validating scan of src/core on the same
+# bodies, no nginx, CPU time per sample on one core (also snappy alone and
+# protobuf-c's unpack for comparison).  Built here from src/core and protoc-c
+# output of proto/ in build/bench/proto.  DECODE_BENCH=path overrides;
+# BENCH_DECODE=0 skips.
+BENCH_DECODE=${BENCH_DECODE:-1}
+CORE_PKGS="libprotobuf-c snappy rdkafka libpcre2-8 libxxhash"
+build_decode_bench() {
+    local bin=$OUT/decode_bench src=$HERE/decode_bench.c f newer=0
+    [ -f "$src" ] || { DECODE_ERR="no $src"; return 1; }
+    for f in "$src" "$REPO"/src/core/*.[ch] "$REPO"/proto/*.proto; do
+        [ "$f" -nt "$bin" ] && newer=1
+    done
+    [ -x "$bin" ] && [ $newer = 0 ] && { DECODE_BENCH=$bin; return 0; }
+    mkdir -p "$OUT/proto"
+    protoc-c --c_out="$OUT/proto" -I"$REPO/proto" "$REPO/proto/types.proto" \
+        "$REPO/proto/remote.proto" >"$RUN/decode_build.log" 2>&1 \
+        || { DECODE_ERR="protoc-c failed (see $RUN/decode_build.log)"; return 1; }
+    # only what the decode path needs first (the rest of src/core may be
+    # mid-edit in a shared tree), then all of src/core
+    local core
+    for core in "pg_rw.c pg_snappy.c pg_utf8.c" "*.c"; do
+        # shellcheck disable=SC2046,SC2086
+        cc -std=gnu99 -O2 -I"$REPO/src/core" -I"$OUT/proto" \
+            $(pkg-config --cflags $CORE_PKGS 2>/dev/null) -o "$bin" "$src" \
+            $(cd "$REPO/src/core" && printf "$REPO/src/core/%s " $core) \
+            "$OUT"/proto/types.pb-c.c "$OUT"/proto/remote.pb-c.c \
+            $(pkg-config --libs $CORE_PKGS 2>/dev/null) -lm >>"$RUN/decode_build.log" 2>&1 \
+            && { DECODE_BENCH=$bin; return 0; }
+    done
+    DECODE_ERR="decode_bench does not build: $(grep -m1 -E 'error' "$RUN/decode_build.log")"
+    return 1
+}
+DECODE_ERR=
+if [ "$BENCH_DECODE" = 1 ]; then
+    if [ -n "${DECODE_BENCH:-}" ] || build_decode_bench; then
+        for shape in $BENCH_SHAPES; do
+            # about 400k samples per pass (each pass decodes every body ITER times)
+            iter=$(awk -v s="$(cat "$OUT/$shape.samples")" \
+                -v b="$(ls "$OUT/$shape"-*.bin | wc -l)" \
+                'BEGIN {i = int(400000 / (s * b)); print (i < 2 ? 2 : i)}')
+            log "decode-only  $shape: $iter iterations over its bodies"
+            j=$(pin 1 "$DECODE_BENCH" -n "$iter" "$OUT/$shape"-*.bin 2>"$RUN/decode_$shape.err")
+            if [ -n "$j" ]; then
+                emit kind=decode shape="$shape" load="$j"
+            else
+                emit kind=skip gw=decode shape="$shape" reason="decode_bench failed: $(head -c 200 "$RUN/decode_$shape.err")"
+            fi
+        done
+    else
+        log "SKIP decode-only: $DECODE_ERR"
+        emit kind=skip gw=decode reason="$DECODE_ERR"
+    fi
+fi
+
+for gw in $BENCH_GATEWAYS; do
+    GW_ERR=
+    case $gw in
+        promgate) start_promgate ;;
+        vmagent)  start_vmagent ;;
+        mirror)   start_mirror ;;
+        *) log "unknown gateway $gw"; continue ;;
+    esac
+    if [ -n "$GW_ERR" ]; then
+        log "SKIP $gw: $GW_ERR"
+        emit kind=skip gw="$gw" reason="$GW_ERR"
+        stop_gateway KILL
+        continue
+    fi
+    for shape in $BENCH_SHAPES; do
+        [ "$gw" = mirror ] && ! in_list "$shape" $BENCH_MIRROR_SHAPES && continue
+        secs=$(shape_secs "$shape")
+        log "$gw  $shape: max rate ${secs}s (+${BENCH_WARMUP}s warm-up)"
+        j=$(measure_max "$gw" "$shape" "$secs")
+        if ! kill -0 "$GW_PID" 2>/dev/null; then
+            log "ERROR: $gw died during $shape; see $RUN/$gw"
+            BENCH_KEEP=1
+            emit kind=skip gw="$gw" shape="$shape" reason="process died during the run"
+            break
+        fi
+        if in_list "$shape" $BENCH_LATENCY_SHAPES && [ "$gw" != mirror ]; then
+            rps=$(json_get "$j" req_per_s)
+            rate=$(awk -v r="$rps" 'BEGIN {printf "%.1f", r / 2}')
+            if awk -v r="$rate" 'BEGIN {exit !(r > 0)}'; then
+                log "$gw  $shape: ${rate} req/s (50% of max) ${secs}s, then baseline at the same rate"
+                measure_rate "$gw" "$shape" "$secs" "$rate"
+                measure_baseline_rate "$gw" "$shape" "$secs" "$rate"
+            fi
+        fi
+    done
+    stop_gateway
+done
+
+# ------------------------------------------------------------------- report
+
+cp "$JSONL" "$RESULTS/latest.jsonl"
+NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
+VMAGENT_VERSION=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo unknown)
+"$PYTHON" "$HERE/report.py" "$JSONL" \
+    --out "$RESULTS/latest.md" \
+    --meta-dir "$OUT" \
+    --nginx "$NGINX_VERSION" --vmagent "vmagent (victoria-metrics $VMAGENT_VERSION)" \
+    --seconds "$BENCH_SECONDS" --seconds-other "$BENCH_SECONDS_OTHER" \
+    --conns "$BENCH_CONNS" --pin "$BENCH_PIN" \
+    --module "${MODULE_INFO:-$MODULE (not loaded)}" \
+    --hooks "exemplars=$BENCH_EXEMPLARS series_index=$BENCH_SERIES_INDEX" \
+    --loadavg "start $LOADAVG_START, end $(cut -d' ' -f1-3 /proc/loadavg); all CPUs busy $BUSY_BEFORE in the second before the run"

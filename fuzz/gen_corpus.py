@@ -1,0 +1,379 @@
+#!/usr/bin/python3
+"""Writes the seed corpora of the libFuzzer targets: fuzz/corpus/<target>/.
+
+    /usr/bin/python3 fuzz/gen_corpus.py [target...]
+
+Seeds are small (a few hundred bytes), deterministic (fixed timestamps) and
+named for what they are.  Files named crash-*, regress-* are regression
+seeds added by hand after a finding and are never touched here.
+"""
+
+import os
+import struct
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "t", "integration"))
+
+import rw  # noqa: E402  (the integration helpers: protobuf, snappy, raw pb)
+
+T0 = 1700000000000          # fixed timestamps keep the seeds reproducible
+
+
+def put(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# ---------------------------------------------------------------- fuzz_rw
+
+def corpus_rw():
+    types, _ = rw.pb()
+    S = rw.series
+    inf, nan = float("inf"), float("nan")
+
+    valid = {
+        "basic": [S("up", {"job": "node", "instance": "a:9100"},
+                    [(1.0, T0), (0.0, T0 + 15000)])],
+        "two-series": [S("a_total", {"x": "1"}, [(1.0, T0)]),
+                       S("b_total", {"x": "2"}, [(2.0, T0)])],
+        "special-values": [S("v", {"k": "nan"}, [(nan, T0)]),
+                           S("v", {"k": "inf"}, [(inf, T0), (-inf, T0 + 1)]),
+                           S("v", {"k": "stale"}, [(rw.STALE_NAN, T0 + 2)])],
+        "exemplar": [S("req_bucket", {"le": "0.5"}, [(3.0, T0)],
+                       exemplars=[({"trace_id": "4bf92f3577b34da6"}, 0.42, T0)])],
+        "exemplar-only": [S("req_bucket", {"le": "1"},
+                            exemplars=[({"trace_id": "abc", "span_id": "d"}, 1.0, T0)])],
+        "repeated-series": [S("r", {"a": "b"}, [(1.0, T0)]),
+                            S("r", {"a": "b"}, [(2.0, T0 + 1)])],
+        "unicode-value": [S("u", {"city": "Zürich ✓ 𝄞"}, [(1.0, T0)])],
+        "histogram": [S("h", {"job": "x"}, histograms=[rw.native_histogram(T0)])],
+        "many-labels": [S("m", {"l%02d" % i: "v%d" % i for i in range(20)},
+                          [(1.0, T0)])],
+        "empty-series": [S("e", {"job": "x"})],
+    }
+    for name, series in valid.items():
+        raw = rw.write_request(series)
+        put("fuzz_rw", "raw-valid-" + name, raw)
+        put("fuzz_rw", "snappy-valid-" + name, rw.compress(raw))
+
+    md = rw.write_request([], [rw.metadata("http_requests", "COUNTER", "Requests.", "")])
+    put("fuzz_rw", "raw-valid-metadata-only", md)
+    put("fuzz_rw", "snappy-valid-metadata-only", rw.compress(md))
+    put("fuzz_rw", "raw-valid-empty", b"")
+
+    N = "__name__"
+    invalid = {
+        "no-name": [("job", "x")],
+        "empty-name": [(N, ""), ("job", "x")],
+        "unsorted": [(N, "m"), ("b", "1"), ("a", "2")],
+        "duplicate": [(N, "m"), ("a", "1"), ("a", "2")],
+        "bad-name-digit": [("1a", "v"), (N, "m")],
+        "bad-name-dash": [(N, "m"), ("a-b", "v")],
+        "bad-utf8": [(N, "m"), ("a", b"\xff\xfe")],
+        "surrogate": [(N, "m"), ("a", b"\xed\xa0\x80")],
+        "overlong": [(N, "m"), ("a", b"\xc0\xaf")],
+        "nul-in-value": [(N, "m"), ("a", b"x\x00y")],       # valid UTF-8
+    }
+    for name, labels in invalid.items():
+        raw = rw.raw_write_request([rw.raw_series(labels, [(1.0, T0)])])
+        put("fuzz_rw", "raw-label-" + name, raw)
+        put("fuzz_rw", "snappy-label-" + name, rw.compress(raw))
+
+    good = rw.raw_series([(N, "m"), ("job", "x")], [(1.0, T0)])
+    wire = {
+        # field 1 declared longer than the buffer
+        "len-overrun": b"\x0a\xff\xff\xff\x0f" + b"abc",
+        # 11-byte varint, 10-byte varint with high bits in the last byte
+        "varint-11": b"\x10" + b"\xff" * 10 + b"\x01",
+        "varint-overflow": b"\x10" + b"\xff" * 9 + b"\x7f",
+        # group wire types (3, 4), wire types 6 and 7
+        "wire-group": b"\x0b\x0c" + rw.pb_len(1, good),
+        "wire-7": b"\x0f",
+        # a series sent as a varint
+        "series-varint": b"\x08\x01",
+        # a sample value sent as a varint
+        "sample-wt": rw.pb_len(1, rw.pb_len(1, rw.raw_label(N, "m"))
+                               + rw.pb_len(2, b"\x08\x01")),
+        # unknown fields everywhere (must be skipped)
+        "unknown-fields": (b"\x28\x05" + rw.pb_len(1, good + b"\x2d\x00\x00\x00\x00")
+                           + b"\x39" + b"\x00" * 8),
+        # field number 0, field number above 2^29
+        "field-zero": b"\x02\x00",
+        "field-huge": rw.varint((1 << 29) << 3 | 0) + b"\x00",
+        "truncated": rw.pb_len(1, good)[:-3],
+    }
+    for name, raw in wire.items():
+        put("fuzz_rw", "raw-wire-" + name, raw)
+        put("fuzz_rw", "snappy-wire-" + name, rw.compress(raw))
+
+    # snappy framing itself
+    ok = rw.compress(rw.write_request(valid["basic"]))
+    put("fuzz_rw", "snappy-truncated", ok[: len(ok) // 2])
+    put("fuzz_rw", "snappy-bomb", rw.varint(1 << 30) + b"\x00" * 10)
+    put("fuzz_rw", "snappy-length-only", rw.varint(100))
+    # a copy before any literal (offset beyond output)
+    put("fuzz_rw", "snappy-bad-copy", rw.varint(8) + b"\x05\x10")
+
+
+# ---------------------------------------------------------- fuzz_exemplar
+
+def corpus_exemplar():
+    """programs for fuzz_exemplar.c: max, size byte, then operations"""
+    import random
+    for n, (mx, size_b, nops, die) in enumerate([
+            (3, 7, 40, False), (1, 0, 30, False), (16, 3, 80, False),
+            (63, 7, 120, False), (7, 0, 60, True), (31, 4, 100, True)]):
+        r = random.Random(n)
+        out = bytearray([mx, size_b])
+        for _ in range(nops):
+            op = r.choice([0, 1, 2, 3, 4] * 3 + ([5] * 3 if die else []) + [6, 7, 8, 9])
+            out.append(op)
+            if op <= 5:
+                out += bytes([r.randrange(3), r.randrange(64)])
+                out += bytes(r.randrange(224) for _ in range(6))     # values
+                m = r.randrange(5)
+                out.append(m)
+                for _ in range(m):
+                    out += bytes([r.randrange(6), r.randrange(224)])
+                out += bytes([r.randrange(12), r.randrange(256)])     # value, ts
+                if op == 5:
+                    out.append(r.randrange(64))
+            elif op in (6, 7):
+                out += bytes([0, r.randrange(3), r.randrange(8)])
+            elif op == 8:
+                out.append(0)
+        put("fuzz_exemplar", "program-%d%s" % (n, "-die" if die else ""), bytes(out))
+    # long label values: the 16-bit and rune limits
+    put("fuzz_exemplar", "long-values",
+        bytes([4, 7, 0, 1, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 0xfa, 3, 2, 10,
+               0, 1, 3, 0, 0, 0, 0, 0, 1, 0xfb, 5, 1, 10]))
+
+
+# ---------------------------------------------------- fuzz_promql, matcher
+
+PROMQL = [
+    "up",
+    'up{job="node"}',
+    'http_requests_total{job=~"api|web",code!~"5.."}',
+    'rate(http_requests_total{job="api"}[5m])',
+    'histogram_quantile(0.9, sum by (le) (rate(req_bucket[5m])))',
+    'sum without (instance) (up) / on (job) group_left count(up)',
+    'topk(3, up offset 5m) @ 1700000000',
+    'max_over_time(up[1h:1m])',
+    '{__name__=~"node_.*", instance!=""}',
+    'label_replace(up, "a", "$1", "job", "(.*)")',
+    'vector(1) + time()',
+    '1 + 1',
+    "up{job='single quoted', a=`raw\\string`}",
+    'up{a="\\u00e9\\x41\\101"}',
+    'abs(-up) ^ 2 > bool 1',
+    'up and on() vector(1) unless down or sideways',
+    'count_values("v", up)',
+    'quantile(0.5, up)',
+    '# comment\nup',
+    'up{job="unterminated',
+    'up{job=~"(a"}',
+    'up{job=~"(a+)+$"}',
+    '{job=""}',
+    'sum(up',
+    'up[5x]',
+    'up offset',
+    'rate(up)',
+    'nosuchfunc(up)',
+    '((((((((((up))))))))))',
+    '-' * 300 + 'up',
+    'up{job=~"\\p{Greek}+"}',
+    'up{job=~"a{1001}"}',
+]
+
+MATCHER = [
+    (b"api|web", b"api"), (b".*", b""), (b".+", b"x"), (b"(?i)ApI", b"api"),
+    (b"a{2,5}", b"aaa"), (b"[[:alpha:]]+", b"abc"), (b"\\d+\\.\\d*", b"3.14"),
+    (b"\\p{L}+", b"\xc3\xa9t\xc3\xa9"), (b"(a+)+$", b"a" * 40 + b"!"),
+    (b"(a|aa)*b", b"a" * 60), (b"\\Qa.b\\E", b"a.b"), (b"x{1001}", b"x"),
+    (b"(?P<n>a)b", b"ab"), (b"\\bfoo\\b", b"foo"), (b"[^\\n]*", b"a\nb"),
+    (b"(?s).", b"\n"), (b"\\x{10FFFF}", b"\xf4\x8f\xbf\xbf"), (b"a**", b""),
+    (b"(", b""), (b"[z-a]", b""), (b"\\8", b""), (b"(?<n>a)", b"a"),
+    (b"job", b"job"), (b".\xff.", b"a\xffb"), (b"^$", b""),
+]
+
+
+def corpus_promql():
+    for i, q in enumerate(PROMQL):
+        put("fuzz_promql", "q%02d" % i, q)
+
+
+def corpus_matcher():
+    for i, (pat, v) in enumerate(MATCHER):
+        # option byte 3: also try (?:P) and (?:P)|(?:P)
+        put("fuzz_matcher", "m%02d" % i, bytes([3]) + pat + b"\0" + v)
+
+
+# --------------------------------------------------------------- fuzz_time
+
+TIMES = [
+    b"1700000000", b"1700000000.123", b"1700000000.1239", b"-1.5", b"0x1p30",
+    b"1_700_000_000", b"1e9", b"Inf", b"-inf", b"NaN", b"9223372036854775807",
+    b"1e300", b"2023-11-14T22:13:20Z", b"2023-11-14T22:13:20.123456789+05:30",
+    b"-292273086-05-16T16:47:06Z", b"292277025-08-18T07:12:54.999999999Z",
+    b"2023-02-30T00:00:00Z", b"", b"now",
+]
+
+FORMS = [
+    (b"query=up&start=1&end=2", b""),
+    (b"query=up%7Bjob%3D%22a%22%7D&start=1700000000&end=1700000060", b""),
+    (b"query=a", b"query=b&start=2&end=1"),
+    (b"start=2023-11-14T22:13:20Z&end=1e9", b""),
+    (b"query=%zz&query=ok;x", b""),
+    (b"end=-Inf", b""),
+    (b"query=" + b"%41" * 50, b""),
+]
+
+JSONS = [
+    b'{"query":"up","start":"1","end":"2"}',
+    b'{"query":"up","start":1700000000,"end":1700000060.5}',
+    b'{"query":"a\\u00e9\\ud83d\\ude00","start":null}',
+    b'{"query":"x","query":"y"}',
+    b'{"query":"up","extra":{"a":[1,2,{"b":null}]},"end":"2023-11-14T22:13:20Z"}',
+    b'{"query":"up","start":"2","end":"1"}',
+    b'{"query":"\xff\xfe"}',
+    b'{"query":"unterminated',
+    b'[' * 100,
+    b'{"start":1e400}',
+    b'{"query":"up"} trailing',
+    b' \t\n{ } ',
+]
+
+
+def corpus_time():
+    for i, t in enumerate(TIMES):
+        put("fuzz_time", "time%02d" % i, bytes([0x30]) + t)
+    for i, (a, b) in enumerate(FORMS):
+        put("fuzz_time", "form%02d" % i, bytes([0x31]) + a + b"\0" + b)
+    for i, j in enumerate(JSONS):
+        put("fuzz_time", "json%02d" % i, bytes([0x32]) + j)
+
+
+# ---------------------------------------------------------------- fuzz_wal
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def wal_frame(seq, ts, value, tenant, series, labels):
+    def s(b):
+        b = b.encode() if isinstance(b, str) else b
+        return struct.pack("<I", len(b)) + b
+
+    def ls(pairs):
+        return struct.pack("<I", len(pairs)) + b"".join(s(n) + s(v) for n, v in pairs)
+
+    payload = (struct.pack("<Qqd", seq, ts, value) + s(tenant)
+               + ls(series) + ls(labels))
+    return struct.pack("<II", len(payload), crc32c(payload)) + payload
+
+
+def corpus_wal():
+    f1 = wal_frame(1, T0, 0.5, "", [("__name__", "req_bucket"), ("le", "0.5")],
+                   [("trace_id", "4bf92f3577b34da6")])
+    f2 = wal_frame(2, T0 + 1000, float("nan"), "tenant-a", [("__name__", "x")], [])
+    f3 = wal_frame(3, T0 + 2000, 1.0, "", [], [("a", "b"), ("c", "")])
+    put("fuzz_wal", "scan-good", b"\x00" + f1 + f2 + f3)
+    put("fuzz_wal", "scan-torn", b"\x00" + f1 + f2 + f3[:-5])
+    bad = bytearray(f2)
+    bad[20] ^= 0xff
+    put("fuzz_wal", "scan-corrupt-middle", b"\x00" + f1 + bytes(bad) + f3)
+    put("fuzz_wal", "scan-stop-after-1", b"\x04" + f1 + f2)
+    put("fuzz_wal", "scan-huge-length", b"\x00" + struct.pack("<II", 0xFFFFFFF0, 0) + b"x" * 30)
+    put("fuzz_wal", "scan-absurd-label-count",
+        b"\x00" + wal_frame(9, 0, 0.0, "", [], [])[:-8] + struct.pack("<II", 0xFFFFFFFF, 0))
+    import random
+    r = random.Random(7)
+    for n in range(4):
+        prog = bytes([1, r.randrange(MAX_WAL_REC), n]) + bytes(r.randrange(256) for _ in range(600))
+        put("fuzz_wal", "replay-%d" % n, prog)
+    put("fuzz_wal", "names", b"\x02" + b"\x02ex" + b"\x00\x07" + b"\x00" * 7 + b"\x2a"
+        + b"ex-w007-00000000000000000042.wal")
+    put("fuzz_wal", "names-bad", b"\x02" + b"\x02ex" + b"\x00" * 10 + b"ex-w7-1.wal")
+    put("fuzz_wal", "merge", b"\x03" + bytes([10]) + bytes(r.randrange(256) for _ in range(20))
+        + bytes([4, 8]) + bytes(r.randrange(256) for _ in range(16)) + b"\x80")
+
+
+MAX_WAL_REC = 32
+
+
+# ------------------------------------------------------------- fuzz_policy
+
+def corpus_policy():
+    for i, v in enumerate([b"120", b" 5 ", b"0", b"99999999999999999999",
+                           b"Sun, 06 Nov 1994 08:49:37 GMT",
+                           b"Sunday, 06-Nov-94 08:49:37 GMT",
+                           b"Sun Nov  6 08:49:37 1994",
+                           b"Wed, 21 Oct 2037 07:28:00 GMT",
+                           b"Thu, 01 Jan 1900 00:00:00 GMT", b"-1", b"1.5", b""]):
+        put("fuzz_policy", "retry-after-%02d" % i, bytes([1]) + v)
+    put("fuzz_policy", "backoff", bytes([2]) + bytes([0, 0, 0, 0, 100, 0, 0, 0, 7, 208, 5, 0])
+        + b"\xff\xff\xff\x7f")
+    for pol in range(3):
+        put("fuzz_policy", "ack-%d" % pol,
+            bytes([3 | (pol << 2) | (5 << 4)]) + bytes([0, 2, 1, 0, 0, 2]))
+
+
+# --------------------------------------------------------------- fuzz_json
+
+def corpus_json():
+    vals = [0.0, -0.0, 1.0, 0.1, 1e-7, 1e-6, 123456.789, 1.5e21, 1e21 - 65536,
+            5e-324, 1.7976931348623157e308, float("inf"), float("-inf"),
+            float("nan"), rw.STALE_NAN, 2.0 ** 60, 9007199254740993.0, -2.5]
+    put("fuzz_json", "values", b"\x00" + b"".join(struct.pack("<d", v) for v in vals))
+    tss = [0, 1, -1, 999, 1000, 1600096945479, -1600096945479, 2 ** 63 - 1, -2 ** 63]
+    put("fuzz_json", "timestamps", b"\x01" + b"".join(struct.pack("<q", t) for t in tss))
+    for i, t in enumerate([b"plain", b'q"uo\\te\n\t\r\x01\x7f', b"<a href='x'>&amp;</a>",
+                           "Zürich ✓ 𝄞 \u2028\u2029".encode(), b"bad \xff\xfe \xed\xa0\x80 \xc0\xaf",
+                           b"\xf4\x90\x80\x80 \xe2\x82", b""]):
+        put("fuzz_json", "string-%d" % i, b"\x02" + t)
+    put("fuzz_json", "string-no-memory", b"\x82" + b"x" * 200)
+
+
+# ------------------------------------------------------------------- main
+
+TARGETS = {
+    "fuzz_rw": corpus_rw,
+    "fuzz_exemplar": corpus_exemplar,
+    "fuzz_promql": corpus_promql,
+    "fuzz_matcher": corpus_matcher,
+    "fuzz_time": corpus_time,
+    "fuzz_wal": corpus_wal,
+    "fuzz_policy": corpus_policy,
+    "fuzz_json": corpus_json,
+}
+
+
+def main(argv):
+    with tempfile.TemporaryDirectory() as tmp:
+        rw.load_protos(tmp)
+        names = argv or sorted(TARGETS)
+        for n in names:
+            if n not in TARGETS:
+                sys.exit("unknown target %s (have: %s)" % (n, ", ".join(sorted(TARGETS))))
+            TARGETS[n]()
+            d = os.path.join(HERE, "corpus", n)
+            print("%s: %d seeds, %d bytes" % (
+                n, len(os.listdir(d)),
+                sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
