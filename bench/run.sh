@@ -25,7 +25,7 @@
 #   BENCH_MIRROR_SHAPES=main  shapes that get the mirror reference row
 #   BENCH_CONNS=8             sender connections
 #   BENCH_PIN=1               gateway on CPU 1, sender + sinks on CPU 0
-#   BENCH_EXEMPLARS=0         1: add the exemplar-capture directives (hook)
+#   BENCH_EXEMPLARS=1         0: leave exemplar capture out
 #   BENCH_SERIES_INDEX=0      1: add the series-index directives (hook)
 #   PROMGATE_HTTP_EXTRA / PROMGATE_LOCATION_EXTRA   raw nginx.conf lines
 #   BENCH_DECODE=1            decode-only table (bench/decode_bench.c, built here)
@@ -56,7 +56,7 @@ BENCH_GATEWAYS=${BENCH_GATEWAYS:-promgate vmagent mirror}
 BENCH_MIRROR_SHAPES=${BENCH_MIRROR_SHAPES:-main}
 BENCH_CONNS=${BENCH_CONNS:-8}
 BENCH_PIN=${BENCH_PIN:-1}
-BENCH_EXEMPLARS=${BENCH_EXEMPLARS:-0}
+BENCH_EXEMPLARS=${BENCH_EXEMPLARS:-1}
 BENCH_SERIES_INDEX=${BENCH_SERIES_INDEX:-0}
 PROMGATE_HTTP_EXTRA=${PROMGATE_HTTP_EXTRA:-}
 PROMGATE_LOCATION_EXTRA=${PROMGATE_LOCATION_EXTRA:-}
@@ -665,3 +665,31 @@ VMAGENT_VERSION=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || 
     --module "${MODULE_INFO:-$MODULE (not loaded)}" \
     --hooks "exemplars=$BENCH_EXEMPLARS series_index=$BENCH_SERIES_INDEX" \
     --loadavg "start $LOADAVG_START, end $(cut -d' ' -f1-3 /proc/loadavg); all CPUs busy $BUSY_BEFORE in the second before the run"
+
+# ------------------------------------------------- exemplar queries (issue 3)
+
+if [ "${BENCH_EXEMPLAR_QUERY:-1}" = 1 ] && [ -f "$MODULE" ]; then
+    log "exemplar queries: promgate vs Prometheus 2.42 over a full ring"
+    if ex_json=$("$PYTHON" "$HERE/exemplar_bench.py" "$MODULE" \
+                     --queries "${BENCH_EXEMPLAR_QUERIES:-100}" 2>>"$OUT/exemplar_bench.err"); then
+        echo "$ex_json" >> "$RESULTS/latest.jsonl"
+        "$PYTHON" - "$ex_json" >> "$RESULTS/latest.md" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])
+print("\n## Exemplar queries over a full ring (promgate vs Prometheus 2.42)\n")
+print("%d exemplars stored of %d sent; zone 64m; inserts through the gateway: "
+      "%s exemplars/s (one connection, with forwarding to Prometheus)\n"
+      % (j["exemplars_stored"], j["exemplars_sent"],
+         j["insert_exemplars_per_s_through_gateway"]))
+print("| query | identical | promgate p50 / p99 ms | Prometheus p50 / p99 ms |")
+print("|---|---|---:|---:|")
+for q, r in j["queries"].items():
+    print("| `%s` | %s | %.2f / %.2f | %.2f / %.2f |" % (
+        q, r["identical"], r["promgate_p50_ms"], r["promgate_p99_ms"],
+        r["prometheus_p50_ms"], r["prometheus_p99_ms"]))
+PY
+        tail -8 "$RESULTS/latest.md"
+    else
+        log "exemplar_bench failed: see $OUT/exemplar_bench.err"
+    fi
+fi
