@@ -7,7 +7,8 @@ pkgs=(nginx nginx-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
       libsnappy-dev librdkafka-dev libcmocka-dev libpcre2-dev libxxhash-dev
       libssl-dev zlib1g-dev pkg-config gcc make
       prometheus victoria-metrics kcat curl
-      python3-pytest python3-requests python3-snappy python3-protobuf)
+      python3-pytest python3-requests python3-snappy python3-protobuf
+      python3-yaml docker-compose)
 
 missing=()
 for p in "${pkgs[@]}"; do
