@@ -678,11 +678,8 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 {
     u_char                        *body;
     size_t                         blen, n;
-    ssize_t                        rd;
     ngx_int_t                      rc;
     ngx_str_t                      tenant;
-    ngx_buf_t                     *b;
-    ngx_chain_t                   *cl;
     pg_str_t                       ptenant;
     pg_json_buf_t                  out;
     pg_allocator_t                 alloc;
@@ -704,40 +701,8 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 
     /* the body, for POST, as one piece */
 
-    body = NULL;
-    blen = 0;
-
-    if (r->request_body && r->request_body->bufs) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            blen += ngx_buf_size(cl->buf);
-        }
-
-        body = ngx_pnalloc(r->pool, blen + 1);
-        if (body == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        n = 0;
-
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-
-            if (b->in_file) {
-                rd = ngx_read_file(b->file, body + n,
-                                   (size_t) (b->file_last - b->file_pos),
-                                   b->file_pos);
-                if (rd < 0) {
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
-                }
-
-                n += rd;
-
-            } else {
-                n = ngx_cpymem(body + n, b->pos, b->last - b->pos) - body;
-            }
-        }
-
-        blen = n;
+    if (ngx_http_promgate_body_bytes(r, &body, &blen) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     err[0] = '\0';

@@ -633,44 +633,57 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_promgate_loc_conf_t *plcf = conf;
 
-    ngx_str_t                       *value;
-    ngx_uint_t                       i;
-    ngx_http_promgate_target_t      *t, **tp;
+    return ngx_http_promgate_target_list_add(cf, &plcf->forwards,
+                                             "forward target", "/_rw/prom");
+}
+
+
+/*
+ * The one parser of target directives (promgate_forward,
+ * promgate_read_forward): the URI of an internal location, once per list.
+ */
+
+char *
+ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
+    const char *what, const char *example)
+{
+    ngx_str_t                    *value;
+    ngx_uint_t                    i;
+    ngx_http_promgate_target_t   *t, **tp;
 
     value = cf->args->elts;
 
     if (value[1].len == 0 || value[1].data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid forward target \"%V\": expected the URI "
-                           "of an internal location, such as /_rw/prom",
-                           &value[1]);
+                           "invalid %s \"%V\": expected the URI of an "
+                           "internal location, such as %s", what, &value[1],
+                           example);
         return NGX_CONF_ERROR;
     }
 
     if (value[1].len >= NGX_HTTP_PROMGATE_TARGET_NAME) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "forward target \"%V\" is longer than %d bytes",
+                           "%s \"%V\" is longer than %d bytes", what,
                            &value[1], NGX_HTTP_PROMGATE_TARGET_NAME - 1);
         return NGX_CONF_ERROR;
     }
 
-    if (plcf->forwards == NULL) {
-        plcf->forwards = ngx_array_create(cf->pool, 4,
-                                          sizeof(ngx_http_promgate_target_t *));
-        if (plcf->forwards == NULL) {
+    if (*list == NULL) {
+        *list = ngx_array_create(cf->pool, 4,
+                                 sizeof(ngx_http_promgate_target_t *));
+        if (*list == NULL) {
             return NGX_CONF_ERROR;
         }
     }
 
-    tp = plcf->forwards->elts;
+    tp = (*list)->elts;
 
-    for (i = 0; i < plcf->forwards->nelts; i++) {
+    for (i = 0; i < (*list)->nelts; i++) {
         if (tp[i]->uri.len == value[1].len
             && ngx_strncmp(tp[i]->uri.data, value[1].data, value[1].len) == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "forward target \"%V\" is duplicate",
-                               &value[1]);
+                               "%s \"%V\" is duplicate", what, &value[1]);
             return NGX_CONF_ERROR;
         }
     }
@@ -680,7 +693,7 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    tp = ngx_array_push(plcf->forwards);
+    tp = ngx_array_push(*list);
     if (tp == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -688,6 +701,76 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     *tp = t;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A request body as one piece of memory: in place when nginx holds it in
+ * one buffer, else gathered from its buffers and temp file into the pool.
+ * *len is 0 without a body.
+ */
+
+ngx_int_t
+ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
+    size_t *len)
+{
+    u_char       *p;
+    off_t         size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            size += ngx_buf_size(cl->buf);
+        }
+    }
+
+    *len = (size_t) size;
+
+    if (size == 0) {
+        *data = NULL;
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        *data = cl->buf->pos;
+        return NGX_OK;
+    }
+
+    p = ngx_palloc(r->pool, (size_t) size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *data = p;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                          "promgate: could not read the request body back "
+                          "from \"%V\"", &b->file->name);
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -222,6 +222,10 @@ extern ngx_module_t  ngx_http_promgate_module;
 /* ngx_http_promgate_module.c */
 ngx_http_promgate_target_t *ngx_http_promgate_target_add(ngx_conf_t *cf,
     ngx_str_t *uri);
+char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
+    const char *what, const char *example);
+ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
+    size_t *len);
 
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);

@@ -350,60 +350,8 @@ static ngx_int_t
 ngx_http_promgate_read_collect(ngx_http_request_t *r, u_char **data,
     size_t *len)
 {
-    u_char       *p;
-    off_t         size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    size = 0;
-
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            size += ngx_buf_size(cl->buf);
-        }
-    }
-
-    if (size == 0) {
-        *len = 0;
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        *data = cl->buf->pos;
-        *len = (size_t) size;
-        return NGX_OK;
-    }
-
-    p = ngx_palloc(r->pool, (size_t) size);
-    if (p == NULL) {
+    if (ngx_http_promgate_body_bytes(r, data, len) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *data = p;
-    *len = (size_t) size;
-
-    for ( /* void */ ; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                          "promgate: could not read the request body back "
-                          "from \"%V\"", &b->file->name);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p += n;
     }
 
     return NGX_OK;
@@ -1204,60 +1152,8 @@ ngx_http_promgate_read_forward(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_promgate_read_loc_conf_t *rlcf = conf;
 
-    ngx_str_t                    *value;
-    ngx_uint_t                    i;
-    ngx_http_promgate_target_t   *t, **tp;
-
-    value = cf->args->elts;
-
-    if (value[1].len == 0 || value[1].data[0] != '/') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid read target \"%V\": expected the URI of "
-                           "an internal location, such as /_rr/prom",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (value[1].len >= NGX_HTTP_PROMGATE_TARGET_NAME) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "read target \"%V\" is longer than %d bytes",
-                           &value[1], NGX_HTTP_PROMGATE_TARGET_NAME - 1);
-        return NGX_CONF_ERROR;
-    }
-
-    if (rlcf->targets == NULL) {
-        rlcf->targets = ngx_array_create(cf->pool, 4,
-                                         sizeof(ngx_http_promgate_target_t *));
-        if (rlcf->targets == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    tp = rlcf->targets->elts;
-
-    for (i = 0; i < rlcf->targets->nelts; i++) {
-        if (tp[i]->uri.len == value[1].len
-            && ngx_strncmp(tp[i]->uri.data, value[1].data, value[1].len) == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "read target \"%V\" is duplicate", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    t = ngx_http_promgate_target_add(cf, &value[1]);
-    if (t == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    tp = ngx_array_push(rlcf->targets);
-    if (tp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *tp = t;
-
-    return NGX_CONF_OK;
+    return ngx_http_promgate_target_list_add(cf, &rlcf->targets,
+                                             "read target", "/_rr/prom");
 }
 
 

@@ -329,23 +329,13 @@ static ngx_int_t
 ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
     u_char **data, size_t *len)
 {
-    u_char       *p;
-    off_t         size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    size = 0;
-
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            size += ngx_buf_size(cl->buf);
-        }
+    if (ngx_http_promgate_body_bytes(r, data, len) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->body_len = size;
+    ctx->body_len = *len;
 
-    if (size == 0) {
+    if (*len == 0) {
         return ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
                                         NGX_HTTP_PROMGATE_REJECT_SNAPPY, 0,
                                         (u_char *) "promgate: empty body: "
@@ -357,44 +347,7 @@ ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
                                         - 1);
     }
 
-    (void) ngx_atomic_fetch_add(&ngx_http_promgate_stats()->bytes, size);
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        *data = cl->buf->pos;
-        *len = (size_t) size;
-        return NGX_OK;
-    }
-
-    p = ngx_palloc(r->pool, (size_t) size);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *data = p;
-    *len = (size_t) size;
-
-    for ( /* void */ ; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                          "promgate: could not read the request body back "
-                          "from \"%V\"", &b->file->name);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p += n;
-    }
+    (void) ngx_atomic_fetch_add(&ngx_http_promgate_stats()->bytes, *len);
 
     return NGX_OK;
 }
