@@ -222,17 +222,7 @@ ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     /* the ring: one block, as large as the rest of the zone allows */
 
-    size = shpool->pfree * ngx_pagesize;
-    base = NULL;
-
-    while (size > ngx_pagesize) {
-        base = ngx_slab_alloc(shpool, size);
-        if (base) {
-            break;
-        }
-
-        size -= ngx_pagesize;
-    }
+    base = ngx_http_promgate_shm_block(shpool, &size);
 
     if (base == NULL) {
         goto too_small;

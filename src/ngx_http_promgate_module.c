@@ -705,6 +705,33 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
 
 
 /*
+ * The largest block left in a fresh shared zone, for the structures of
+ * src/core that want one contiguous region (the exemplar ring, the
+ * series set).  *size gets its size; NULL if not even a page is left.
+ */
+
+void *
+ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size)
+{
+    void    *base;
+    size_t   n;
+
+    for (n = shpool->pfree * ngx_pagesize; n > ngx_pagesize;
+         n -= ngx_pagesize)
+    {
+        base = ngx_slab_alloc(shpool, n);
+
+        if (base) {
+            *size = n;
+            return base;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
  * A request body as one piece of memory: in place when nginx holds it in
  * one buffer, else gathered from its buffers and temp file into the pool.
  * *len is 0 without a body.

@@ -226,6 +226,7 @@ char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
+void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
 
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);

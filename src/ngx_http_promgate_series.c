@@ -265,17 +265,7 @@ ngx_http_promgate_series_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /* one block, as large as the zone allows */
 
-    size = shpool->pfree * ngx_pagesize;
-    base = NULL;
-
-    while (size > ngx_pagesize) {
-        base = ngx_slab_alloc(shpool, size);
-        if (base) {
-            break;
-        }
-
-        size -= ngx_pagesize;
-    }
+    base = ngx_http_promgate_shm_block(shpool, &size);
 
     if (base == NULL) {
         return NGX_ERROR;
