@@ -117,3 +117,11 @@ fuzz-smoke: $(PROTO_GEN)
 # nginx 1.22.1 and the module built with ASan+UBSan, integration suite on it
 test-asan: deps
 	bash t/asan.sh
+
+# faults under load with the long durations (30 s outages, 20 reloads);
+# make test runs the short ones (t/integration/test_fault_load.py)
+.PHONY: fault-test
+fault-test: module
+	FAULT_LONG=1 PROMGATE_MODULE=$(abspath $(MODULE)) NGINX_BIN=$(NGINX_BIN) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider -rs \
+	    t/integration/test_fault_load.py $(PYTEST_ARGS)

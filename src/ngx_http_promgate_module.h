@@ -144,6 +144,8 @@ typedef struct {
     ngx_fd_t                        fd;
     off_t                           fd_size;
     ngx_msec_t                      last_error;
+    ngx_msec_t                      retry_open;  /* after an error */
+    u_char                         *path;     /* of the open segment */
     unsigned                        fsync_running:1;
     unsigned                        close_after_fsync:1;
     unsigned                        dirty:1;

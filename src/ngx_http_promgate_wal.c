@@ -282,7 +282,12 @@ ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
     char                         name[PG_WAL_NAME_MAX];
     ngx_http_promgate_stats_t   *st;
 
-    u_char                       path[NGX_MAX_PATH];
+    if (ctx->path == NULL) {
+        ctx->path = ngx_alloc(NGX_MAX_PATH, log);
+        if (ctx->path == NULL) {
+            return;
+        }
+    }
 
     if (pg_wal_segment_name(name, sizeof(name), (char *) ctx->name.data,
                             (unsigned) ngx_worker, first_seq)
@@ -291,14 +296,16 @@ ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
         return;
     }
 
-    p = ngx_snprintf(path, sizeof(path) - 1, "%V/%s", &ctx->wal->name, name);
+    p = ngx_snprintf(ctx->path, NGX_MAX_PATH - 1, "%V/%s", &ctx->wal->name,
+                     name);
     *p = '\0';
 
-    ctx->fd = ngx_open_file(path, NGX_FILE_APPEND, NGX_FILE_CREATE_OR_OPEN,
-                            NGX_FILE_DEFAULT_ACCESS);
+    ctx->fd = ngx_open_file(ctx->path, NGX_FILE_APPEND,
+                            NGX_FILE_CREATE_OR_OPEN, NGX_FILE_DEFAULT_ACCESS);
 
     if (ctx->fd == NGX_INVALID_FILE) {
-        ngx_http_promgate_wal_error(ctx, ngx_errno, (char *) path, log);
+        ngx_http_promgate_wal_error(ctx, ngx_errno, (char *) ctx->path, log);
+        ctx->retry_open = ngx_current_msec + 1000;
         return;
     }
 
@@ -363,6 +370,7 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
     size_t len, uint64_t first_seq, ngx_uint_t nrecords)
 {
     ssize_t                     n;
+    ngx_uint_t                  empty;
     ngx_log_t                  *log;
     ngx_http_promgate_stats_t  *st;
 
@@ -370,6 +378,19 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
     st = ngx_http_promgate_stats();
 
     if (ctx->fd == NGX_INVALID_FILE) {
+
+        /*
+         * After a failure (a full disk) a new segment is tried once a
+         * second, not per write: the records meanwhile are counted lost.
+         */
+
+        if (ctx->retry_open
+            && (ngx_msec_int_t) (ngx_current_msec - ctx->retry_open) < 0)
+        {
+            (void) ngx_atomic_fetch_add(&st->wal_write_errors, 1);
+            return;
+        }
+
         ngx_http_promgate_wal_open(ctx, first_seq, log);
 
         if (ctx->fd == NGX_INVALID_FILE) {
@@ -385,10 +406,23 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
                 continue;
             }
 
-            ngx_http_promgate_wal_error(ctx, ngx_errno, "a segment", log);
+            ngx_http_promgate_wal_error(ctx, ngx_errno,
+                                        (char *) ctx->path, log);
 
-            /* a partial frame is a torn tail: start a new segment */
+            /*
+             * A partial frame is a torn tail: the next records go to a new
+             * segment.  A segment that took nothing is removed, so a full
+             * disk does not fill the directory with empty files.
+             */
+
+            empty = (ctx->fd_size == 0);
             ngx_http_promgate_wal_close(ctx);
+
+            if (empty) {
+                (void) ngx_delete_file(ctx->path);
+            }
+
+            ctx->retry_open = ngx_current_msec + 1000;
             return;
         }
 
@@ -422,10 +456,10 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     DIR                        *dir;
     uint64_t                    oldest, seq;
     unsigned                    slot;
-    ngx_uint_t                  i, n;
+    ngx_uint_t                  i, n, cap;
     struct dirent              *de;
     pg_exring_stats_t           es;
-    pg_wal_segment_t            segs[1024];
+    pg_wal_segment_t           *segs, *more;
     ngx_http_promgate_stats_t  *st;
 
     u_char                      path[NGX_MAX_PATH];
@@ -448,19 +482,36 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     }
 
     n = 0;
+    cap = 0;
+    segs = NULL;
 
-    while (n < 1024 && (de = readdir(dir)) != NULL) {
+    while ((de = readdir(dir)) != NULL) {
         if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &slot,
                                  &seq)
-            == 0)
+            != 0)
         {
-            segs[n].slot = slot;
-            segs[n].first_seq = seq;
-            n++;
+            continue;
         }
+
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            more = realloc(segs, cap * sizeof(pg_wal_segment_t));
+            if (more == NULL) {
+                break;
+            }
+            segs = more;
+        }
+
+        segs[n].slot = slot;
+        segs[n].first_seq = seq;
+        n++;
     }
 
     closedir(dir);
+
+    if (segs == NULL) {
+        return;
+    }
 
     pg_wal_mark_deletable(segs, n, oldest);
 
@@ -491,6 +542,8 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
                           path);
         }
     }
+
+    free(segs);
 }
 
 
