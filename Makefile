@@ -65,6 +65,14 @@ module: $(MODULE)
 
 # ---------------------------------------------------------------------- tests
 
+# the test Kafka broker: librdkafka's mock cluster as a process (t/kafka_mock.c)
+KAFKA_MOCK  := $(BUILD)/kafka_mock
+
+$(KAFKA_MOCK): t/kafka_mock.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter -o $@ $< \
+	    $(shell pkg-config --cflags --libs rdkafka 2>/dev/null)
+
 $(BUILD)/unit/%: t/unit/%.c $(CORE_SRCS) $(CORE_HDRS) $(PROTO_GEN)
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CORE_CFLAGS) -o $@ $< $(CORE_SRCS) $(PROTO_GEN) \
@@ -74,8 +82,9 @@ unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do \
 	    echo "== $$t"; $$t || rc=1; done; exit $$rc
 
-integration: $(MODULE)
-	PROMGATE_MODULE=$(abspath $(MODULE)) NGINX_BIN=$(NGINX_BIN) \
+integration: $(MODULE) $(KAFKA_MOCK)
+	KAFKA_MOCK=$(abspath $(KAFKA_MOCK)) \
+	    PROMGATE_MODULE=$(abspath $(MODULE)) NGINX_BIN=$(NGINX_BIN) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider t/integration $(PYTEST_ARGS)
 
 test: deps

@@ -389,6 +389,9 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
 static ngx_int_t
 ngx_http_promgate_init_process(ngx_cycle_t *cycle)
 {
+    /* a worker respawned after a crash takes over its slot's gauge */
+    ngx_http_promgate_stats_inflight(0);
+
     return ngx_http_promgate_wal_init_process(cycle);
 }
 

@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_promgate_module.h"
+#include "ngx_http_promgate_kafka.h"
 
 
 #define NGX_HTTP_PROMGATE_STATUS_MAGIC  0x50475354u    /* "PGST" */
@@ -452,6 +453,7 @@ ngx_http_promgate_render(u_char *p, u_char *last,
     p = ngx_http_promgate_exemplar_status(p, last, pmcf);
     p = ngx_http_promgate_series_status(p, last, pmcf);
     p = ngx_http_promgate_wal_status(p, last, pmcf);
+    p = ngx_http_promgate_kafka_status(p, last);
 
     return p;
 }
@@ -474,7 +476,8 @@ ngx_http_promgate_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    size = 64 * 1024 + NGX_HTTP_PROMGATE_MAX_TARGETS * 1024;
+    size = 64 * 1024 + NGX_HTTP_PROMGATE_MAX_TARGETS * 1024
+           + ngx_http_promgate_kafka_status_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {

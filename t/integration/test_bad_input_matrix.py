@@ -17,7 +17,6 @@ fast, and a crash in one shows up as changed worker pids in the next.
 
 import os
 import re
-import socket
 import struct
 import time
 
@@ -27,7 +26,7 @@ import requests
 import rw
 from conftest import gateway_http
 from fakeup import FakeUpstream, Resp, free_port
-from procs import Nginx, wait_for
+from procs import Nginx
 
 N = "__name__"
 V2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"

@@ -1,0 +1,1644 @@
+/*
+ * Kafka consumer logic without nginx or librdkafka: see pg_kafka.h.
+ *
+ * A message becomes an uncompressed WriteRequest: a prompb message as it
+ * is, prompb-snappy decoded, and the JSON of prometheus-kafka-adapter built
+ * with protobuf-c into a WriteRequest of one series and one sample.  Every
+ * message is validated by the same scan as an HTTP write (pg_rw_scan), so
+ * a bad one is known as poison before anything is posted.  Serialized
+ * WriteRequests concatenate into one WriteRequest (protobuf merges repeated
+ * fields), which is how a batch is built.
+ */
+
+#include "pg_kafka.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <snappy-c.h>
+
+#include "remote.pb-c.h"
+
+
+/* ------------------------------------------------------------ formats */
+
+static const char  *pg_kafka_formats[] = {
+    "auto", "prompb", "prompb-snappy", "json"
+};
+
+
+int
+pg_kafka_format_parse(const uint8_t *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < sizeof(pg_kafka_formats) / sizeof(pg_kafka_formats[0]);
+         i++)
+    {
+        if (strlen(pg_kafka_formats[i]) == len
+            && memcmp(pg_kafka_formats[i], name, len) == 0)
+        {
+            return (int) i;
+        }
+    }
+
+    return -1;
+}
+
+
+const char *
+pg_kafka_format_name(pg_kafka_format_e format)
+{
+    if ((unsigned) format > PG_KAFKA_FORMAT_JSON) {
+        return "unknown";
+    }
+
+    return pg_kafka_formats[format];
+}
+
+
+static pg_kafka_rc_e
+pg_kafka_poison(pg_kafka_decoded_t *out, const char *reason,
+    const char *fmt, const char *detail)
+{
+    out->reason = reason;
+    snprintf(out->error, sizeof(out->error), fmt, detail);
+
+    return PG_KAFKA_POISON;
+}
+
+
+/* a WriteRequest as it is: the scan validates it */
+
+static pg_kafka_rc_e
+pg_kafka_decode_prompb(const uint8_t *msg, size_t len,
+    pg_kafka_decoded_t *out)
+{
+    pg_rw_reason_e  reason;
+    pg_rw_error_t   err;
+
+    memset(&out->stats, 0, sizeof(pg_rw_stats_t));
+
+    reason = pg_rw_scan(msg, len, &out->stats, &err, NULL, NULL);
+
+    if (reason != PG_RW_OK) {
+        return pg_kafka_poison(out, pg_rw_reason_name(reason),
+                               "invalid WriteRequest: %s", err.message);
+    }
+
+    out->format = PG_KAFKA_FORMAT_PROMPB;
+    out->data = msg;
+    out->len = len;
+
+    return PG_KAFKA_OK;
+}
+
+
+static pg_kafka_rc_e
+pg_kafka_decode_snappy(const uint8_t *msg, size_t len, size_t max_decoded,
+    pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    size_t          dlen;
+    uint8_t        *buf;
+    pg_kafka_rc_e   rc;
+    pg_snappy_rc_e  src;
+    char            size[64];
+
+    src = pg_snappy_decoded_length(msg, len, max_decoded, &dlen);
+
+    if (src == PG_SNAPPY_TOO_LARGE) {
+        snprintf(size, sizeof(size), "%zu bytes above the limit of %zu",
+                 dlen, max_decoded);
+        return pg_kafka_poison(out, "too_large",
+                               "the snappy block declares %s", size);
+    }
+
+    if (src != PG_SNAPPY_OK) {
+        return pg_kafka_poison(out, "snappy", "%s",
+                               "not a snappy block (remote write uses the "
+                               "block format, not framed)");
+    }
+
+    buf = a->alloc(a->ctx, dlen ? dlen : 1);
+    if (buf == NULL) {
+        return PG_KAFKA_NOMEM;
+    }
+
+    if (pg_snappy_decode(msg, len, buf, dlen) != PG_SNAPPY_OK) {
+        return pg_kafka_poison(out, "snappy", "%s",
+                               "the snappy block is corrupt");
+    }
+
+    rc = pg_kafka_decode_prompb(buf, dlen, out);
+
+    if (rc == PG_KAFKA_OK) {
+        out->format = PG_KAFKA_FORMAT_PROMPB_SNAPPY;
+    }
+
+    return rc;
+}
+
+
+/* ----------------------------------------------------------- the JSON */
+
+/*
+ * prometheus-kafka-adapter writes one sample per message:
+ *
+ *   {"timestamp":"1970-01-01T00:00:00Z","value":"9876543210","name":"up",
+ *    "labels":{"__name__":"up","job":"node"}}
+ *
+ * The timestamp is RFC 3339 (a JSON number is taken as milliseconds since
+ * the epoch), the value a Go float string ("NaN", "+Inf" too) or a number.
+ * __name__ in labels wins over "name".  Unknown keys are skipped.
+ */
+
+#define PG_JSON_MAX_DEPTH   32
+#define PG_JSON_MAX_LABELS  4096
+
+
+typedef struct {
+    const uint8_t      *start;
+    const uint8_t      *p;
+    const uint8_t      *end;
+    pg_allocator_t     *a;
+    int                 nomem;
+    const char         *err;
+} pg_json_t;
+
+
+typedef struct {
+    char               *name;
+    char               *value;
+} pg_json_label_t;
+
+
+static void
+pg_json_ws(pg_json_t *j)
+{
+    while (j->p < j->end
+           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n'
+               || *j->p == '\r'))
+    {
+        j->p++;
+    }
+}
+
+
+static int
+pg_json_fail(pg_json_t *j, const char *err)
+{
+    if (j->err == NULL) {
+        j->err = err;
+    }
+
+    return -1;
+}
+
+
+static int
+pg_json_hex4(const uint8_t *p, unsigned *v)
+{
+    unsigned  i, c, r;
+
+    r = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            c -= '0';
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            c = (c | 0x20) - 'a' + 10;
+
+        } else {
+            return -1;
+        }
+
+        r = r << 4 | c;
+    }
+
+    *v = r;
+
+    return 0;
+}
+
+
+static char *
+pg_json_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char) cp;
+
+    } else if (cp < 0x800) {
+        *o++ = (char) (0xc0 | cp >> 6);
+        *o++ = (char) (0x80 | (cp & 0x3f));
+
+    } else if (cp < 0x10000) {
+        *o++ = (char) (0xe0 | cp >> 12);
+        *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char) (0x80 | (cp & 0x3f));
+
+    } else {
+        *o++ = (char) (0xf0 | cp >> 18);
+        *o++ = (char) (0x80 | ((cp >> 12) & 0x3f));
+        *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char) (0x80 | (cp & 0x3f));
+    }
+
+    return o;
+}
+
+
+/*
+ * A string, unescaped into allocated memory and NUL-terminated (protobuf-c
+ * takes C strings; a \u0000 is refused for that reason).  Lone surrogates
+ * become U+FFFD as in Go.  Raw bytes are copied: the WriteRequest scan
+ * checks UTF-8 afterwards.
+ */
+
+static int
+pg_json_string(pg_json_t *j, char **out, size_t *olen)
+{
+    const uint8_t  *s, *p;
+    char           *buf, *o;
+    unsigned        cp, lo;
+
+    pg_json_ws(j);
+
+    if (j->p == j->end || *j->p != '"') {
+        return pg_json_fail(j, "expected a string");
+    }
+
+    s = ++j->p;
+
+    for (p = s; p < j->end && *p != '"'; p++) {
+        if (*p == '\\') {
+            p++;
+            if (p == j->end) {
+                break;
+            }
+
+        } else if (*p < 0x20) {
+            return pg_json_fail(j, "control character in a string");
+        }
+    }
+
+    if (p >= j->end) {
+        return pg_json_fail(j, "unterminated string");
+    }
+
+    /* unescaping never makes a string longer */
+
+    buf = j->a->alloc(j->a->ctx, (size_t) (p - s) + 1);
+    if (buf == NULL) {
+        j->nomem = 1;
+        return -1;
+    }
+
+    o = buf;
+
+    while (s < p) {
+        if (*s != '\\') {
+            *o++ = (char) *s++;
+            continue;
+        }
+
+        s++;
+
+        switch (*s++) {
+        case '"':  *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/':  *o++ = '/'; break;
+        case 'b':  *o++ = '\b'; break;
+        case 'f':  *o++ = '\f'; break;
+        case 'n':  *o++ = '\n'; break;
+        case 'r':  *o++ = '\r'; break;
+        case 't':  *o++ = '\t'; break;
+
+        case 'u':
+            if (p - s < 4 || pg_json_hex4(s, &cp) != 0) {
+                return pg_json_fail(j, "invalid \\u escape");
+            }
+
+            s += 4;
+
+            if (cp == 0) {
+                return pg_json_fail(j, "\\u0000 in a string");
+            }
+
+            if (cp >= 0xd800 && cp < 0xdc00) {
+                if (p - s >= 6 && s[0] == '\\' && s[1] == 'u'
+                    && pg_json_hex4(s + 2, &lo) == 0
+                    && lo >= 0xdc00 && lo < 0xe000)
+                {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    s += 6;
+
+                } else {
+                    cp = 0xfffd;
+                }
+
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                cp = 0xfffd;
+            }
+
+            o = pg_json_utf8(o, cp);
+            break;
+
+        default:
+            return pg_json_fail(j, "invalid escape in a string");
+        }
+    }
+
+    *o = '\0';
+
+    j->p = p + 1;
+
+    *out = buf;
+    *olen = (size_t) (o - buf);
+
+    return 0;
+}
+
+
+/* a number as JSON writes it, returned as its text */
+
+static int
+pg_json_number(pg_json_t *j, const uint8_t **num, size_t *len)
+{
+    const uint8_t  *p;
+
+    pg_json_ws(j);
+
+    p = j->p;
+
+    if (p < j->end && *p == '-') {
+        p++;
+    }
+
+    if (p == j->end || *p < '0' || *p > '9') {
+        return pg_json_fail(j, "expected a number");
+    }
+
+    while (p < j->end
+           && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e'
+               || *p == 'E' || *p == '+' || *p == '-'))
+    {
+        p++;
+    }
+
+    *num = j->p;
+    *len = (size_t) (p - j->p);
+    j->p = p;
+
+    return 0;
+}
+
+
+static int
+pg_json_literal(pg_json_t *j, const char *lit)
+{
+    size_t  n;
+
+    n = strlen(lit);
+
+    if ((size_t) (j->end - j->p) < n || memcmp(j->p, lit, n) != 0) {
+        return pg_json_fail(j, "invalid literal");
+    }
+
+    j->p += n;
+
+    return 0;
+}
+
+
+static int
+pg_json_skip(pg_json_t *j, unsigned depth)
+{
+    char           *s;
+    size_t          len;
+    const uint8_t  *num;
+
+    if (depth > PG_JSON_MAX_DEPTH) {
+        return pg_json_fail(j, "nested too deep");
+    }
+
+    pg_json_ws(j);
+
+    if (j->p == j->end) {
+        return pg_json_fail(j, "unexpected end");
+    }
+
+    switch (*j->p) {
+
+    case '"':
+        return pg_json_string(j, &s, &len);
+
+    case '{':
+    case '[':
+        if (*j->p++ == '{') {
+            pg_json_ws(j);
+
+            if (j->p < j->end && *j->p == '}') {
+                j->p++;
+                return 0;
+            }
+
+            for ( ;; ) {
+                if (pg_json_string(j, &s, &len) != 0) {
+                    return -1;
+                }
+
+                pg_json_ws(j);
+
+                if (j->p == j->end || *j->p++ != ':') {
+                    return pg_json_fail(j, "expected ':'");
+                }
+
+                if (pg_json_skip(j, depth + 1) != 0) {
+                    return -1;
+                }
+
+                pg_json_ws(j);
+
+                if (j->p < j->end && *j->p == ',') {
+                    j->p++;
+                    continue;
+                }
+
+                if (j->p < j->end && *j->p == '}') {
+                    j->p++;
+                    return 0;
+                }
+
+                return pg_json_fail(j, "expected ',' or '}'");
+            }
+        }
+
+        pg_json_ws(j);
+
+        if (j->p < j->end && *j->p == ']') {
+            j->p++;
+            return 0;
+        }
+
+        for ( ;; ) {
+            if (pg_json_skip(j, depth + 1) != 0) {
+                return -1;
+            }
+
+            pg_json_ws(j);
+
+            if (j->p < j->end && *j->p == ',') {
+                j->p++;
+                continue;
+            }
+
+            if (j->p < j->end && *j->p == ']') {
+                j->p++;
+                return 0;
+            }
+
+            return pg_json_fail(j, "expected ',' or ']'");
+        }
+
+    case 't':
+        return pg_json_literal(j, "true");
+
+    case 'f':
+        return pg_json_literal(j, "false");
+
+    case 'n':
+        return pg_json_literal(j, "null");
+
+    default:
+        return pg_json_number(j, &num, &len);
+    }
+}
+
+
+static int
+pg_kafka_digits(const char *s, size_t n, int *v)
+{
+    size_t  i;
+    int     r;
+
+    r = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        r = r * 10 + (s[i] - '0');
+    }
+
+    *v = r;
+
+    return 0;
+}
+
+
+static int64_t
+pg_kafka_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t   era;
+    unsigned  yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned) (y - era * 400);
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + (int64_t) doe - 719468;
+}
+
+
+/* RFC 3339: 2006-01-02T15:04:05[.999999999](Z|+07:00), in ms */
+
+static int
+pg_kafka_rfc3339(const char *s, size_t len, int64_t *ms)
+{
+    int       year, mon, day, hour, min, sec, oh, om, leap;
+    size_t    i;
+    int64_t   t, frac, scale;
+
+    static const int  mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+                                  30, 31 };
+
+    if (len < 20
+        || pg_kafka_digits(s, 4, &year) != 0 || s[4] != '-'
+        || pg_kafka_digits(s + 5, 2, &mon) != 0 || s[7] != '-'
+        || pg_kafka_digits(s + 8, 2, &day) != 0
+        || (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
+        || pg_kafka_digits(s + 11, 2, &hour) != 0 || s[13] != ':'
+        || pg_kafka_digits(s + 14, 2, &min) != 0 || s[16] != ':'
+        || pg_kafka_digits(s + 17, 2, &sec) != 0)
+    {
+        return -1;
+    }
+
+    leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+    if (mon < 1 || mon > 12 || day < 1
+        || day > mdays[mon - 1] + (mon == 2 && leap)
+        || hour > 23 || min > 59 || sec > 59)
+    {
+        return -1;
+    }
+
+    i = 19;
+    frac = 0;
+    scale = 1000;
+
+    if (s[i] == '.') {
+        i++;
+
+        if (i == len || s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (s[i] - '0') * scale;
+            }
+            i++;
+        }
+    }
+
+    t = pg_kafka_days_from_civil(year, (unsigned) mon, (unsigned) day) * 86400
+        + hour * 3600 + min * 60 + sec;
+
+    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+        i++;
+
+    } else if (i < len && (s[i] == '+' || s[i] == '-')) {
+        if (len - i < 6 || pg_kafka_digits(s + i + 1, 2, &oh) != 0
+            || s[i + 3] != ':' || pg_kafka_digits(s + i + 4, 2, &om) != 0
+            || oh > 23 || om > 59)
+        {
+            return -1;
+        }
+
+        t += (s[i] == '+' ? -1 : 1) * (oh * 3600 + om * 60);
+        i += 6;
+
+    } else {
+        return -1;
+    }
+
+    if (i != len) {
+        return -1;
+    }
+
+    *ms = t * 1000 + frac;
+
+    return 0;
+}
+
+
+/* a float as Go's strconv formats it ("NaN", "+Inf" included) */
+
+static int
+pg_kafka_float(const char *s, size_t len, double *v)
+{
+    char   buf[64], *end;
+
+    if (len == 0 || len >= sizeof(buf)) {
+        return -1;
+    }
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+
+    *v = strtod(buf, &end);
+
+    return end == buf + len ? 0 : -1;
+}
+
+
+static int
+pg_kafka_label_cmp(const void *a, const void *b)
+{
+    const Prometheus__Label  *la = *(Prometheus__Label * const *) a;
+    const Prometheus__Label  *lb = *(Prometheus__Label * const *) b;
+
+    return strcmp(la->name, lb->name);
+}
+
+
+static pg_kafka_rc_e
+pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
+    pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    char                      *key, *s, *name, *lname, *lvalue;
+    size_t                     klen, slen, i, nlabels, cap, size;
+    uint8_t                   *buf;
+    int64_t                    ts;
+    double                     value;
+    pg_json_t                  j;
+    const uint8_t             *num;
+    unsigned                   have_ts, have_value;
+    pg_json_label_t           *labels, *nl;
+    pg_kafka_rc_e              rc;
+    Prometheus__Label         *pl, **plp;
+    Prometheus__Sample         sample, *samplep;
+    Prometheus__TimeSeries     series, *seriesp;
+    Prometheus__WriteRequest   wr;
+
+    j.start = msg;
+    j.p = msg;
+    j.end = msg + len;
+    j.a = a;
+    j.nomem = 0;
+    j.err = NULL;
+
+    name = NULL;
+    labels = NULL;
+    nlabels = 0;
+    cap = 0;
+    have_ts = 0;
+    have_value = 0;
+    ts = 0;
+    value = 0;
+
+    pg_json_ws(&j);
+
+    if (j.p == j.end || *j.p++ != '{') {
+        pg_json_fail(&j, "expected an object");
+        goto failed;
+    }
+
+    pg_json_ws(&j);
+
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+        goto parsed;
+    }
+
+    for ( ;; ) {
+        if (pg_json_string(&j, &key, &klen) != 0) {
+            goto failed;
+        }
+
+        pg_json_ws(&j);
+
+        if (j.p == j.end || *j.p++ != ':') {
+            pg_json_fail(&j, "expected ':'");
+            goto failed;
+        }
+
+        pg_json_ws(&j);
+
+        if (strcmp(key, "timestamp") == 0) {
+            if (j.p < j.end && *j.p == '"') {
+                if (pg_json_string(&j, &s, &slen) != 0) {
+                    goto failed;
+                }
+
+                if (pg_kafka_rfc3339(s, slen, &ts) != 0) {
+                    pg_json_fail(&j, "\"timestamp\" is not RFC 3339");
+                    goto failed;
+                }
+
+            } else {
+                if (pg_json_number(&j, &num, &slen) != 0) {
+                    goto failed;
+                }
+
+                if (pg_kafka_float((const char *) num, slen, &value) != 0
+                    || value != value || value > 9.2e18 || value < -9.2e18)
+                {
+                    pg_json_fail(&j, "invalid \"timestamp\"");
+                    goto failed;
+                }
+
+                ts = (int64_t) value;
+            }
+
+            have_ts = 1;
+
+        } else if (strcmp(key, "value") == 0) {
+            if (j.p < j.end && *j.p == '"') {
+                if (pg_json_string(&j, &s, &slen) != 0) {
+                    goto failed;
+                }
+
+            } else {
+                if (pg_json_number(&j, &num, &slen) != 0) {
+                    goto failed;
+                }
+
+                s = (char *) num;
+            }
+
+            if (pg_kafka_float(s, slen, &value) != 0) {
+                pg_json_fail(&j, "\"value\" is not a number");
+                goto failed;
+            }
+
+            have_value = 1;
+
+        } else if (strcmp(key, "name") == 0) {
+            if (pg_json_string(&j, &name, &slen) != 0) {
+                goto failed;
+            }
+
+        } else if (strcmp(key, "labels") == 0) {
+            if (j.p == j.end || *j.p++ != '{') {
+                pg_json_fail(&j, "\"labels\" is not an object");
+                goto failed;
+            }
+
+            nlabels = 0;
+            pg_json_ws(&j);
+
+            if (j.p < j.end && *j.p == '}') {
+                j.p++;
+
+            } else {
+                for ( ;; ) {
+                    if (pg_json_string(&j, &lname, &slen) != 0) {
+                        goto failed;
+                    }
+
+                    pg_json_ws(&j);
+
+                    if (j.p == j.end || *j.p++ != ':') {
+                        pg_json_fail(&j, "expected ':'");
+                        goto failed;
+                    }
+
+                    if (pg_json_string(&j, &lvalue, &slen) != 0) {
+                        goto failed;
+                    }
+
+                    if (nlabels == cap) {
+                        if (cap == PG_JSON_MAX_LABELS) {
+                            pg_json_fail(&j, "too many labels");
+                            goto failed;
+                        }
+
+                        cap = cap ? cap * 2 : 16;
+
+                        nl = a->alloc(a->ctx, cap * sizeof(pg_json_label_t));
+                        if (nl == NULL) {
+                            j.nomem = 1;
+                            goto failed;
+                        }
+
+                        if (nlabels) {
+                            memcpy(nl, labels,
+                                   nlabels * sizeof(pg_json_label_t));
+                        }
+
+                        labels = nl;
+                    }
+
+                    labels[nlabels].name = lname;
+                    labels[nlabels].value = lvalue;
+                    nlabels++;
+
+                    pg_json_ws(&j);
+
+                    if (j.p < j.end && *j.p == ',') {
+                        j.p++;
+                        continue;
+                    }
+
+                    if (j.p < j.end && *j.p == '}') {
+                        j.p++;
+                        break;
+                    }
+
+                    pg_json_fail(&j, "expected ',' or '}' in \"labels\"");
+                    goto failed;
+                }
+            }
+
+        } else if (pg_json_skip(&j, 1) != 0) {
+            goto failed;
+        }
+
+        pg_json_ws(&j);
+
+        if (j.p < j.end && *j.p == ',') {
+            j.p++;
+            continue;
+        }
+
+        if (j.p < j.end && *j.p == '}') {
+            j.p++;
+            break;
+        }
+
+        pg_json_fail(&j, "expected ',' or '}'");
+        goto failed;
+    }
+
+parsed:
+
+    pg_json_ws(&j);
+
+    if (j.p != j.end) {
+        pg_json_fail(&j, "trailing data after the object");
+        goto failed;
+    }
+
+    if (!have_ts || !have_value) {
+        return pg_kafka_poison(out, "json", "%s",
+                               !have_ts ? "json: no \"timestamp\""
+                                        : "json: no \"value\"");
+    }
+
+    /* the series: labels sorted by name, __name__ from "name" if absent */
+
+    pl = a->alloc(a->ctx, (nlabels + 1) * sizeof(Prometheus__Label));
+    plp = a->alloc(a->ctx, (nlabels + 1) * sizeof(Prometheus__Label *));
+    if (pl == NULL || plp == NULL) {
+        return PG_KAFKA_NOMEM;
+    }
+
+    prometheus__time_series__init(&series);
+    series.labels = plp;
+
+    for (i = 0; i < nlabels; i++) {
+        prometheus__label__init(&pl[i]);
+        pl[i].name = labels[i].name;
+        pl[i].value = labels[i].value;
+        plp[i] = &pl[i];
+    }
+
+    series.n_labels = nlabels;
+
+    for (i = 0; i < nlabels; i++) {
+        if (strcmp(labels[i].name, "__name__") == 0) {
+            break;
+        }
+    }
+
+    if (i == nlabels && name != NULL) {
+        prometheus__label__init(&pl[nlabels]);
+        pl[nlabels].name = "__name__";
+        pl[nlabels].value = name;
+        plp[nlabels] = &pl[nlabels];
+        series.n_labels++;
+    }
+
+    qsort(plp, series.n_labels, sizeof(Prometheus__Label *),
+          pg_kafka_label_cmp);
+
+    prometheus__sample__init(&sample);
+    sample.value = value;
+    sample.timestamp = ts;
+    samplep = &sample;
+
+    series.samples = &samplep;
+    series.n_samples = 1;
+    seriesp = &series;
+
+    prometheus__write_request__init(&wr);
+    wr.timeseries = &seriesp;
+    wr.n_timeseries = 1;
+
+    size = prometheus__write_request__get_packed_size(&wr);
+
+    if (size > max_decoded) {
+        return pg_kafka_poison(out, "too_large", "%s",
+                               "json: the sample is above the size limit");
+    }
+
+    buf = a->alloc(a->ctx, size ? size : 1);
+    if (buf == NULL) {
+        return PG_KAFKA_NOMEM;
+    }
+
+    size = prometheus__write_request__pack(&wr, buf);
+
+    rc = pg_kafka_decode_prompb(buf, size, out);
+
+    if (rc == PG_KAFKA_OK) {
+        out->format = PG_KAFKA_FORMAT_JSON;
+    }
+
+    return rc;
+
+failed:
+
+    if (j.nomem) {
+        return PG_KAFKA_NOMEM;
+    }
+
+    out->reason = "json";
+    snprintf(out->error, sizeof(out->error), "json: %s at byte %zu",
+             j.err ? j.err : "invalid", (size_t) (j.p - j.start));
+
+    return PG_KAFKA_POISON;
+}
+
+
+pg_kafka_rc_e
+pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg, size_t len,
+    size_t max_decoded, pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    pg_kafka_rc_e  rc;
+    char           snappy_error[sizeof(out->error)];
+
+    out->format = format;
+    out->data = NULL;
+    out->len = 0;
+    out->reason = NULL;
+    out->error[0] = '\0';
+    memset(&out->stats, 0, sizeof(pg_rw_stats_t));
+
+    switch (format) {
+
+    case PG_KAFKA_FORMAT_PROMPB:
+        if (len > max_decoded) {
+            return pg_kafka_poison(out, "too_large", "%s",
+                                   "the message is above the size limit");
+        }
+
+        return pg_kafka_decode_prompb(msg, len, out);
+
+    case PG_KAFKA_FORMAT_PROMPB_SNAPPY:
+        return pg_kafka_decode_snappy(msg, len, max_decoded, a, out);
+
+    case PG_KAFKA_FORMAT_JSON:
+        return pg_kafka_decode_json(msg, len, max_decoded, a, out);
+
+    default:
+        break;
+    }
+
+    /*
+     * auto: snappy first (what remote write sends).  A snappy block that
+     * happens to scan as a WriteRequest, or the reverse, would need both
+     * to be valid protobuf: the scan tells them apart in practice.
+     */
+
+    rc = pg_kafka_decode_snappy(msg, len, max_decoded, a, out);
+
+    if (rc != PG_KAFKA_POISON) {
+        return rc;
+    }
+
+    memcpy(snappy_error, out->error, sizeof(snappy_error));
+
+    if (len <= max_decoded) {
+        rc = pg_kafka_decode_prompb(msg, len, out);
+
+        if (rc != PG_KAFKA_POISON) {
+            out->reason = NULL;
+            out->error[0] = '\0';
+            return rc;
+        }
+    }
+
+    out->reason = "malformed";
+    snprintf(out->error, sizeof(out->error), "neither prompb-snappy (%.140s) "
+             "nor prompb (%.140s)", snappy_error,
+             len <= max_decoded ? out->error : "too large");
+
+    return PG_KAFKA_POISON;
+}
+
+
+size_t
+pg_kafka_compress_bound(size_t len)
+{
+    return snappy_max_compressed_length(len);
+}
+
+
+int
+pg_kafka_compress(const uint8_t *src, size_t len, uint8_t *dst,
+    size_t *dst_len)
+{
+    return snappy_compress((const char *) src, len, (char *) dst, dst_len)
+           == SNAPPY_OK ? 0 : -1;
+}
+
+
+/* ----------------------------------------------- the offset watermark */
+
+void
+pg_kafka_wm_init(pg_kafka_wm_t *wm, int64_t *off, uint8_t *done,
+    uint32_t cap)
+{
+    wm->off = off;
+    wm->done = done;
+    wm->cap = cap;
+    wm->head = 0;
+    wm->n = 0;
+    wm->next = -1;
+}
+
+
+void
+pg_kafka_wm_move(pg_kafka_wm_t *wm, int64_t *off, uint8_t *done,
+    uint32_t cap)
+{
+    uint32_t  i, k;
+
+    for (i = 0; i < wm->n; i++) {
+        k = (wm->head + i) & (wm->cap - 1);
+        off[i] = wm->off[k];
+        done[i] = wm->done[k];
+    }
+
+    wm->off = off;
+    wm->done = done;
+    wm->cap = cap;
+    wm->head = 0;
+}
+
+
+int
+pg_kafka_wm_take(pg_kafka_wm_t *wm, int64_t offset)
+{
+    uint32_t  k;
+
+    if (wm->next >= 0 && offset < wm->next) {
+        return PG_KAFKA_WM_ORDER;
+    }
+
+    if (wm->n == wm->cap) {
+        return PG_KAFKA_WM_FULL;
+    }
+
+    k = (wm->head + wm->n) & (wm->cap - 1);
+
+    wm->off[k] = offset;
+    wm->done[k] = 0;
+    wm->n++;
+    wm->next = offset + 1;
+
+    return 0;
+}
+
+
+int
+pg_kafka_wm_done(pg_kafka_wm_t *wm, int64_t offset)
+{
+    uint32_t  lo, hi, mid, k, mask;
+
+    mask = wm->cap - 1;
+    lo = 0;
+    hi = wm->n;
+
+    /* offsets increase along the ring */
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if (wm->off[(wm->head + mid) & mask] < offset) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    if (lo == wm->n) {
+        return -1;
+    }
+
+    k = (wm->head + lo) & mask;
+
+    if (wm->off[k] != offset || wm->done[k]) {
+        return -1;
+    }
+
+    wm->done[k] = 1;
+
+    while (wm->n && wm->done[wm->head]) {
+        wm->head = (wm->head + 1) & mask;
+        wm->n--;
+    }
+
+    return 0;
+}
+
+
+int64_t
+pg_kafka_wm_low(const pg_kafka_wm_t *wm)
+{
+    if (wm->n) {
+        return wm->off[wm->head];
+    }
+
+    return wm->next;
+}
+
+
+uint32_t
+pg_kafka_wm_held(const pg_kafka_wm_t *wm)
+{
+    uint32_t  i, held;
+
+    held = 0;
+
+    for (i = 0; i < wm->n; i++) {
+        held += !wm->done[(wm->head + i) & (wm->cap - 1)];
+    }
+
+    return held;
+}
+
+
+/* ---------------------------------------------------- batch assembly */
+
+void
+pg_kafka_batch_init(pg_kafka_batch_t *b, size_t max_count, size_t max_bytes)
+{
+    b->max_count = max_count ? max_count : 1;
+    b->max_bytes = max_bytes;
+    b->count = 0;
+    b->bytes = 0;
+    b->limit = 0;
+    b->tenant.data = NULL;
+    b->tenant.len = 0;
+}
+
+
+int
+pg_kafka_batch_add(pg_kafka_batch_t *b, size_t size, uint32_t limit,
+    pg_str_t tenant)
+{
+    size_t  max;
+
+    if (b->count == 0) {
+        b->limit = limit;
+        b->tenant = tenant;
+        b->count = 1;
+        b->bytes = size;
+        return 1;
+    }
+
+    if (limit != b->limit || !pg_str_eq(tenant, b->tenant)) {
+        return 0;
+    }
+
+    max = b->max_count;
+
+    if (b->limit && b->limit < max) {
+        max = b->limit;
+    }
+
+    if (b->count >= max || size > b->max_bytes - b->bytes
+        || b->bytes > b->max_bytes)
+    {
+        return 0;
+    }
+
+    b->count++;
+    b->bytes += size;
+
+    return 1;
+}
+
+
+uint32_t
+pg_kafka_batch_split(size_t count)
+{
+    if (count <= 1) {
+        return 0;
+    }
+
+    return (uint32_t) ((count + 1) / 2);
+}
+
+
+/* ----------------------------------------------- the target's answer */
+
+pg_kafka_outcome_e
+pg_kafka_classify(unsigned status)
+{
+    if (status >= 200 && status < 300) {
+        return PG_KAFKA_ACK;
+    }
+
+    switch (status) {
+    case 400:
+    case 409:
+    case 413:
+    case 415:
+        return PG_KAFKA_REJECT;
+    default:
+        return PG_KAFKA_RETRY;
+    }
+}
+
+
+/* ----------------------------------------- HTTP/1.1 response parsing */
+
+enum {
+    PG_RESP_STATUS = 0,
+    PG_RESP_HEADER,
+    PG_RESP_BODY,
+    PG_RESP_BODY_EOF,
+    PG_RESP_CHUNK_SIZE,
+    PG_RESP_CHUNK_DATA,
+    PG_RESP_CHUNK_END,
+    PG_RESP_TRAILER,
+    PG_RESP_DONE
+};
+
+
+#define PG_RESP_MAX_HEAD  65536
+
+
+void
+pg_kafka_resp_init(pg_kafka_resp_t *r)
+{
+    memset(r, 0, sizeof(pg_kafka_resp_t));
+    r->state = PG_RESP_STATUS;
+    r->length = -1;
+}
+
+
+static int
+pg_resp_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t  i, n;
+
+    n = strlen(b);
+
+    if (alen != n) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((a[i] | 0x20) != b[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* a case-insensitive token inside a comma-separated value */
+
+static int
+pg_resp_has(const char *v, size_t len, const char *tok)
+{
+    size_t  i, n;
+
+    n = strlen(tok);
+
+    for (i = 0; i + n <= len; i++) {
+        if (pg_resp_ieq(v + i, n, tok)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+pg_resp_keep(pg_kafka_resp_t *r, const uint8_t *p, size_t n)
+{
+    size_t  room;
+
+    room = sizeof(r->body) - 1 - r->body_len;
+
+    if (n > room) {
+        n = room;
+    }
+
+    memcpy(r->body + r->body_len, p, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+}
+
+
+static pg_kafka_resp_rc_e
+pg_resp_line(pg_kafka_resp_t *r)
+{
+    char      *l, *v, *end;
+    size_t     len, nlen;
+    uint64_t   n;
+    unsigned   d;
+
+    l = r->line;
+    len = r->line_len;
+
+    if (len && l[len - 1] == '\r') {
+        len--;
+    }
+
+    switch (r->state) {
+
+    case PG_RESP_STATUS:
+        if (len == 0) {
+            return PG_KAFKA_RESP_AGAIN;        /* a stray CRLF */
+        }
+
+        if (len < 12 || memcmp(l, "HTTP/1.", 7) != 0
+            || (l[7] != '0' && l[7] != '1') || l[8] != ' '
+            || l[9] < '1' || l[9] > '5' || l[10] < '0' || l[10] > '9'
+            || l[11] < '0' || l[11] > '9' || (len > 12 && l[12] != ' '))
+        {
+            return PG_KAFKA_RESP_ERROR;
+        }
+
+        r->version = l[7] == '1' ? 11 : 10;
+        r->status = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
+        r->keepalive = r->version == 11;
+        r->chunked = 0;
+        r->length = -1;
+        r->state = PG_RESP_HEADER;
+
+        return PG_KAFKA_RESP_AGAIN;
+
+    case PG_RESP_HEADER:
+        if (len == 0) {
+            if (r->status < 200) {
+                r->state = PG_RESP_STATUS;     /* 100 Continue and such */
+                return PG_KAFKA_RESP_AGAIN;
+            }
+
+            if (r->status == 204 || r->status == 304) {
+                r->state = PG_RESP_DONE;
+                return PG_KAFKA_RESP_DONE;
+            }
+
+            if (r->chunked) {
+                r->state = PG_RESP_CHUNK_SIZE;
+                return PG_KAFKA_RESP_AGAIN;
+            }
+
+            if (r->length >= 0) {
+                if (r->length == 0) {
+                    r->state = PG_RESP_DONE;
+                    return PG_KAFKA_RESP_DONE;
+                }
+
+                r->left = (uint64_t) r->length;
+                r->state = PG_RESP_BODY;
+                return PG_KAFKA_RESP_AGAIN;
+            }
+
+            r->keepalive = 0;
+            r->state = PG_RESP_BODY_EOF;
+            return PG_KAFKA_RESP_AGAIN;
+        }
+
+        v = memchr(l, ':', len);
+        if (v == NULL) {
+            return PG_KAFKA_RESP_ERROR;
+        }
+
+        nlen = (size_t) (v - l);
+        v++;
+        end = l + len;
+
+        while (v < end && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+
+        if (pg_resp_ieq(l, nlen, "content-length")) {
+            if (v == end) {
+                return PG_KAFKA_RESP_ERROR;
+            }
+
+            for (n = 0; v < end; v++) {
+                if (*v < '0' || *v > '9' || n > ((uint64_t) 1 << 56)) {
+                    return PG_KAFKA_RESP_ERROR;
+                }
+
+                n = n * 10 + (uint64_t) (*v - '0');
+            }
+
+            if (r->length >= 0 && (uint64_t) r->length != n) {
+                return PG_KAFKA_RESP_ERROR;
+            }
+
+            r->length = (int64_t) n;
+
+        } else if (pg_resp_ieq(l, nlen, "transfer-encoding")) {
+            if (pg_resp_has(v, (size_t) (end - v), "chunked")) {
+                r->chunked = 1;
+            }
+
+        } else if (pg_resp_ieq(l, nlen, "connection")) {
+            if (pg_resp_has(v, (size_t) (end - v), "close")) {
+                r->keepalive = 0;
+
+            } else if (pg_resp_has(v, (size_t) (end - v), "keep-alive")) {
+                r->keepalive = 1;
+            }
+        }
+
+        return PG_KAFKA_RESP_AGAIN;
+
+    case PG_RESP_CHUNK_SIZE:
+        n = 0;
+        nlen = 0;
+
+        while (nlen < len && l[nlen] != ';' && l[nlen] != ' '
+               && l[nlen] != '\t')
+        {
+            d = (unsigned char) l[nlen];
+
+            if (d >= '0' && d <= '9') {
+                d -= '0';
+
+            } else if ((d | 0x20) >= 'a' && (d | 0x20) <= 'f') {
+                d = (d | 0x20) - 'a' + 10;
+
+            } else {
+                return PG_KAFKA_RESP_ERROR;
+            }
+
+            if (n > ((uint64_t) 1 << 56)) {
+                return PG_KAFKA_RESP_ERROR;
+            }
+
+            n = n << 4 | d;
+            nlen++;
+        }
+
+        if (nlen == 0) {
+            return PG_KAFKA_RESP_ERROR;
+        }
+
+        if (n == 0) {
+            r->state = PG_RESP_TRAILER;
+            return PG_KAFKA_RESP_AGAIN;
+        }
+
+        r->left = n;
+        r->state = PG_RESP_CHUNK_DATA;
+        return PG_KAFKA_RESP_AGAIN;
+
+    case PG_RESP_CHUNK_END:
+        if (len != 0) {
+            return PG_KAFKA_RESP_ERROR;
+        }
+
+        r->state = PG_RESP_CHUNK_SIZE;
+        return PG_KAFKA_RESP_AGAIN;
+
+    case PG_RESP_TRAILER:
+        if (len == 0) {
+            r->state = PG_RESP_DONE;
+            return PG_KAFKA_RESP_DONE;
+        }
+
+        return PG_KAFKA_RESP_AGAIN;
+
+    default:
+        return PG_KAFKA_RESP_ERROR;
+    }
+}
+
+
+pg_kafka_resp_rc_e
+pg_kafka_resp_parse(pg_kafka_resp_t *r, const uint8_t *p, size_t n,
+    size_t *used)
+{
+    size_t              i, take;
+    uint8_t             c;
+    pg_kafka_resp_rc_e  rc;
+
+    i = 0;
+    *used = 0;
+
+    while (i < n) {
+
+        switch (r->state) {
+
+        case PG_RESP_DONE:
+            *used = i;
+            return PG_KAFKA_RESP_DONE;
+
+        case PG_RESP_BODY:
+        case PG_RESP_CHUNK_DATA:
+            take = n - i;
+
+            if (take > r->left) {
+                take = (size_t) r->left;
+            }
+
+            pg_resp_keep(r, p + i, take);
+            i += take;
+            r->left -= take;
+
+            if (r->left == 0) {
+                if (r->state == PG_RESP_BODY) {
+                    r->state = PG_RESP_DONE;
+                    *used = i;
+                    return PG_KAFKA_RESP_DONE;
+                }
+
+                r->state = PG_RESP_CHUNK_END;
+            }
+
+            continue;
+
+        case PG_RESP_BODY_EOF:
+            pg_resp_keep(r, p + i, n - i);
+            i = n;
+            continue;
+
+        default:
+            break;
+        }
+
+        c = p[i++];
+
+        if (++r->head > PG_RESP_MAX_HEAD) {
+            *used = i;
+            return PG_KAFKA_RESP_ERROR;
+        }
+
+        if (c != '\n') {
+            if (r->line_len < sizeof(r->line) - 1) {
+                r->line[r->line_len++] = (char) c;
+            }
+
+            continue;
+        }
+
+        rc = pg_resp_line(r);
+        r->line_len = 0;
+
+        if (rc == PG_KAFKA_RESP_ERROR) {
+            *used = i;
+            return rc;
+        }
+
+        if (rc == PG_KAFKA_RESP_DONE) {
+            *used = i;
+            return rc;
+        }
+    }
+
+    *used = n;
+
+    return r->state == PG_RESP_DONE ? PG_KAFKA_RESP_DONE : PG_KAFKA_RESP_AGAIN;
+}
+
+
+pg_kafka_resp_rc_e
+pg_kafka_resp_eof(pg_kafka_resp_t *r)
+{
+    if (r->state == PG_RESP_BODY_EOF || r->state == PG_RESP_DONE) {
+        r->state = PG_RESP_DONE;
+        r->keepalive = 0;
+        return PG_KAFKA_RESP_DONE;
+    }
+
+    return PG_KAFKA_RESP_ERROR;
+}

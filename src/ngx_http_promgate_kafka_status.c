@@ -1,0 +1,636 @@
+
+/*
+ * promgate: the Kafka consumers' counters, in their own small shared zone
+ * (summed over workers, kept across reloads by group and topics), and
+ * their rendering in the Prometheus text format for the status page.
+ */
+
+
+#include "ngx_http_promgate_kafka.h"
+
+
+#define NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC   0x50474b53u    /* "PGKS" */
+#define NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT  1
+
+
+typedef struct {
+    uint32_t                          magic;
+    uint32_t                          layout;
+    ngx_http_promgate_kafka_stats_t   stats;
+} ngx_http_promgate_kafka_status_shm_t;
+
+
+static ngx_int_t ngx_http_promgate_kafka_status_init_zone(
+    ngx_shm_zone_t *shm_zone, void *data);
+
+
+static ngx_http_promgate_kafka_stats_t  *ngx_http_promgate_kafka_stats_ptr;
+static ngx_slab_pool_t                  *ngx_http_promgate_kafka_shpool;
+static ngx_http_promgate_kafka_cstats_t  ngx_http_promgate_kafka_cstats_dummy;
+
+
+static const char  *ngx_http_promgate_kafka_poison_names[] = {
+    "malformed",
+    "missing_name",
+    "invalid_label_name",
+    "unsorted_labels",
+    "duplicate_label",
+    "invalid_utf8",
+    "snappy",
+    "too_large",
+    "json",
+    "tenant",
+    "rejected"
+};
+
+
+ngx_int_t
+ngx_http_promgate_kafka_status_init(ngx_conf_t *cf, ngx_array_t *keys)
+{
+    ngx_str_t        name;
+    ngx_shm_zone_t  *zone;
+
+    ngx_str_set(&name, "promgate_kafka_status");
+
+    zone = ngx_shared_memory_add(cf, &name,
+                                 ngx_align(sizeof(ngx_slab_pool_t)
+                                 + sizeof(ngx_http_promgate_kafka_status_shm_t),
+                                 ngx_pagesize) + 8 * ngx_pagesize,
+                                 &ngx_http_promgate_kafka_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_http_promgate_kafka_status_init_zone;
+    zone->data = keys;
+    zone->noreuse = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_kafka_key_is(ngx_http_promgate_kafka_cstats_t *cs,
+    ngx_http_promgate_kafka_stats_key_t *key)
+{
+    return ngx_strlen(cs->group) == key->group.len
+           && ngx_strncmp(cs->group, key->group.data, key->group.len) == 0
+           && ngx_strlen(cs->topics) == key->topics.len
+           && ngx_strncmp(cs->topics, key->topics.data, key->topics.len)
+              == 0;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_kafka_status_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data)
+{
+    ngx_array_t *keys = shm_zone->data;
+
+    ngx_uint_t                              i, j, free, keep;
+    ngx_slab_pool_t                        *shpool;
+    ngx_http_promgate_kafka_stats_key_t   **kp;
+    ngx_http_promgate_kafka_cstats_t       *cs;
+    ngx_http_promgate_kafka_pstats_t       *ps;
+    ngx_http_promgate_kafka_status_shm_t   *sh;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    sh = (shm_zone->shm.exists || data) ? shpool->data : NULL;
+
+    if (sh == NULL || sh->magic != NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC
+        || sh->layout != NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT)
+    {
+        sh = ngx_slab_calloc(shpool,
+                             sizeof(ngx_http_promgate_kafka_status_shm_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        sh->magic = NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC;
+        sh->layout = NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT;
+        shpool->data = sh;
+    }
+
+    ngx_http_promgate_kafka_stats_ptr = &sh->stats;
+    ngx_http_promgate_kafka_shpool = shpool;
+
+    /* consumers keep their slot by group and topics across reloads */
+
+    kp = keys->elts;
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        cs = &sh->stats.consumers[i];
+
+        if (!cs->used) {
+            continue;
+        }
+
+        keep = 0;
+
+        for (j = 0; j < keys->nelts; j++) {
+            if (ngx_http_promgate_kafka_key_is(cs, kp[j])) {
+                keep = 1;
+                break;
+            }
+        }
+
+        if (!keep) {
+            cs->used = 0;
+        }
+    }
+
+    for (j = 0; j < keys->nelts; j++) {
+        free = NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS;
+
+        for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+            cs = &sh->stats.consumers[i];
+
+            if (!cs->used) {
+                if (free == NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS) {
+                    free = i;
+                }
+                continue;
+            }
+
+            if (ngx_http_promgate_kafka_key_is(cs, kp[j])) {
+                break;
+            }
+        }
+
+        if (i == NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS) {
+            if (free == NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS) {
+                return NGX_ERROR;   /* checked when parsing */
+            }
+
+            i = free;
+            cs = &sh->stats.consumers[i];
+
+            ngx_memzero(cs, sizeof(ngx_http_promgate_kafka_cstats_t));
+            ngx_memcpy(cs->group, kp[j]->group.data, kp[j]->group.len);
+            ngx_memcpy(cs->topics, kp[j]->topics.data, kp[j]->topics.len);
+            cs->used = 1;
+        }
+
+        kp[j]->slot = i;
+    }
+
+    /* partitions of consumers gone, and owners that are gone */
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &sh->stats.partitions[i];
+
+        if (ps->used && !sh->stats.consumers[ps->consumer].used) {
+            ps->used = 0;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_promgate_kafka_stats_t *
+ngx_http_promgate_kafka_stats(void)
+{
+    return ngx_http_promgate_kafka_stats_ptr;
+}
+
+
+ngx_http_promgate_kafka_cstats_t *
+ngx_http_promgate_kafka_cstats(ngx_uint_t slot)
+{
+    if (ngx_http_promgate_kafka_stats_ptr == NULL
+        || slot >= NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS)
+    {
+        return &ngx_http_promgate_kafka_cstats_dummy;
+    }
+
+    return &ngx_http_promgate_kafka_stats_ptr->consumers[slot];
+}
+
+
+/* the slot of a partition, found or taken; NULL when all are taken */
+
+ngx_http_promgate_kafka_pstats_t *
+ngx_http_promgate_kafka_pstats_get(ngx_uint_t consumer, const char *topic,
+    int32_t partition)
+{
+    size_t                             len;
+    ngx_uint_t                         i, free;
+    ngx_http_promgate_kafka_pstats_t  *ps;
+
+    if (ngx_http_promgate_kafka_stats_ptr == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(topic);
+
+    if (len >= NGX_HTTP_PROMGATE_KAFKA_NAME) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ngx_http_promgate_kafka_shpool->mutex);
+
+    free = NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS;
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &ngx_http_promgate_kafka_stats_ptr->partitions[i];
+
+        if (!ps->used) {
+            if (free == NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS) {
+                free = i;
+            }
+            continue;
+        }
+
+        if (ps->consumer == consumer
+            && ps->partition == (ngx_atomic_t) partition
+            && ngx_strcmp(ps->topic, topic) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS) {
+        if (free == NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS) {
+            ngx_shmtx_unlock(&ngx_http_promgate_kafka_shpool->mutex);
+            return NULL;
+        }
+
+        ps = &ngx_http_promgate_kafka_stats_ptr->partitions[free];
+
+        ngx_memzero(ps, sizeof(ngx_http_promgate_kafka_pstats_t));
+        ngx_memcpy(ps->topic, topic, len + 1);
+        ps->consumer = consumer;
+        ps->partition = (ngx_atomic_t) partition;
+        ps->committed = -1;
+        ps->high = -1;
+        ps->used = 1;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_promgate_kafka_shpool->mutex);
+
+    return ps;
+}
+
+
+ngx_uint_t
+ngx_http_promgate_kafka_poison_index(const char *reason)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_NPOISON; i++) {
+        if (ngx_strcmp(ngx_http_promgate_kafka_poison_names[i], reason) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_HTTP_PROMGATE_KAFKA_POISON_MALFORMED;
+}
+
+
+/* ------------------------------------------------------------ the page */
+
+
+static u_char *
+ngx_http_promgate_kafka_escape(u_char *p, u_char *last, u_char *s)
+{
+    for ( /* void */ ; *s && p < last; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            if (last - p < 2) {
+                break;
+            }
+
+            *p++ = '\\';
+            *p++ = (*s == '\n') ? 'n' : *s;
+            continue;
+        }
+
+        *p++ = *s;
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_promgate_kafka_labels(u_char *p, u_char *last,
+    ngx_http_promgate_kafka_cstats_t *cs)
+{
+    p = ngx_slprintf(p, last, "{group=\"");
+    p = ngx_http_promgate_kafka_escape(p, last, cs->group);
+    p = ngx_slprintf(p, last, "\",topics=\"");
+    p = ngx_http_promgate_kafka_escape(p, last, cs->topics);
+    p = ngx_slprintf(p, last, "\"");
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_promgate_kafka_plabels(u_char *p, u_char *last,
+    ngx_http_promgate_kafka_pstats_t *ps)
+{
+    ngx_http_promgate_kafka_cstats_t  *cs;
+
+    cs = &ngx_http_promgate_kafka_stats_ptr->consumers[ps->consumer];
+
+    p = ngx_slprintf(p, last, "{group=\"");
+    p = ngx_http_promgate_kafka_escape(p, last, cs->group);
+    p = ngx_slprintf(p, last, "\",topic=\"");
+    p = ngx_http_promgate_kafka_escape(p, last, ps->topic);
+    p = ngx_slprintf(p, last, "\",partition=\"%uA\"}", ps->partition);
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_promgate_kafka_help(u_char *p, u_char *last, char *name, char *type,
+    char *help)
+{
+    return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                        name, help, name, type);
+}
+
+
+size_t
+ngx_http_promgate_kafka_status_size(void)
+{
+    size_t      size;
+    ngx_uint_t  i;
+
+    size = 8192;
+
+    if (ngx_http_promgate_kafka_stats_ptr == NULL) {
+        return size;
+    }
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        if (ngx_http_promgate_kafka_stats_ptr->consumers[i].used) {
+            size += 32 * (2 * NGX_HTTP_PROMGATE_KAFKA_NAME + 128);
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        if (ngx_http_promgate_kafka_stats_ptr->partitions[i].used) {
+            size += 5 * (2 * NGX_HTTP_PROMGATE_KAFKA_NAME + 128);
+        }
+    }
+
+    return size;
+}
+
+
+u_char *
+ngx_http_promgate_kafka_status(u_char *p, u_char *last)
+{
+    ngx_uint_t                         i, k, w;
+    ngx_atomic_uint_t                  v;
+    ngx_atomic_int_t                   lag;
+    ngx_http_promgate_kafka_stats_t   *st;
+    ngx_http_promgate_kafka_cstats_t  *cs;
+    ngx_http_promgate_kafka_pstats_t  *ps;
+
+    static struct {
+        char    *name;
+        char    *help;
+        size_t   offset;
+    } counters[] = {
+        { "promgate_kafka_messages_total",
+          "Messages taken from Kafka.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, messages) },
+        { "promgate_kafka_bytes_total",
+          "Bytes of the messages taken from Kafka.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, bytes) },
+        { "promgate_kafka_acked_messages_total",
+          "Messages stored as the target's ack policy requires (and so "
+          "committable).",
+          offsetof(ngx_http_promgate_kafka_cstats_t, acked) },
+        { "promgate_kafka_samples_total",
+          "Samples in acknowledged messages.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, samples) },
+        { "promgate_kafka_histograms_total",
+          "Native histogram samples in acknowledged messages.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, histograms) },
+        { "promgate_kafka_exemplars_total",
+          "Exemplars in acknowledged messages.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, exemplars) },
+        { "promgate_kafka_retries_total",
+          "Batches posted again after a 5xx, a timeout or a connection "
+          "error.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, retries) },
+        { "promgate_kafka_splits_total",
+          "Rejected batches split in halves to find the bad message.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, splits) },
+        { "promgate_kafka_dlq_produced_total",
+          "Poison messages the dead-letter topic acknowledged.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, dlq_produced) },
+        { "promgate_kafka_dlq_failed_total",
+          "Poison messages that could not be produced to the dead-letter "
+          "topic (committed nevertheless).",
+          offsetof(ngx_http_promgate_kafka_cstats_t, dlq_failed) },
+        { "promgate_kafka_rebalances_total",
+          "Partition assignments and revocations seen by the workers.",
+          offsetof(ngx_http_promgate_kafka_cstats_t, rebalances) },
+    };
+
+    static struct {
+        char    *outcome;
+        size_t   offset;
+    } outcomes[] = {
+        { "stored", offsetof(ngx_http_promgate_kafka_cstats_t,
+                             posts_stored) },
+        { "failed", offsetof(ngx_http_promgate_kafka_cstats_t,
+                             posts_failed) },
+        { "rejected", offsetof(ngx_http_promgate_kafka_cstats_t,
+                               posts_rejected) },
+    };
+
+    st = ngx_http_promgate_kafka_stats_ptr;
+
+    if (st == NULL) {
+        return p;
+    }
+
+    for (k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+        p = ngx_http_promgate_kafka_help(p, last, counters[k].name,
+                                         "counter", counters[k].help);
+
+        for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+            cs = &st->consumers[i];
+            if (!cs->used) {
+                continue;
+            }
+
+            v = *(ngx_atomic_t *) ((u_char *) cs + counters[k].offset);
+            p = ngx_slprintf(p, last, "%s", counters[k].name);
+            p = ngx_http_promgate_kafka_labels(p, last, cs);
+            p = ngx_slprintf(p, last, "} %uA\n", v);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_posts_total",
+                                     "counter", "Batches posted to the "
+                                     "target, by outcome: stored (2xx), "
+                                     "failed (5xx, timeout: retried), "
+                                     "rejected (400, 409, 413, 415).");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        cs = &st->consumers[i];
+        if (!cs->used) {
+            continue;
+        }
+
+        for (k = 0; k < 3; k++) {
+            v = *(ngx_atomic_t *) ((u_char *) cs + outcomes[k].offset);
+            p = ngx_slprintf(p, last, "promgate_kafka_posts_total");
+            p = ngx_http_promgate_kafka_labels(p, last, cs);
+            p = ngx_slprintf(p, last, ",outcome=\"%s\"} %uA\n",
+                             outcomes[k].outcome, v);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_poison_total",
+                                     "counter", "Poison messages (never "
+                                     "retried, committed, sent to the "
+                                     "dead-letter topic if any), by "
+                                     "reason.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        cs = &st->consumers[i];
+        if (!cs->used) {
+            continue;
+        }
+
+        for (k = 0; k < NGX_HTTP_PROMGATE_KAFKA_NPOISON; k++) {
+            p = ngx_slprintf(p, last, "promgate_kafka_poison_total");
+            p = ngx_http_promgate_kafka_labels(p, last, cs);
+            p = ngx_slprintf(p, last, ",reason=\"%s\"} %uA\n",
+                             ngx_http_promgate_kafka_poison_names[k],
+                             cs->poison[k]);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last,
+                                     "promgate_kafka_inflight_messages",
+                                     "gauge", "Messages taken and not yet "
+                                     "acknowledged, over all workers.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        cs = &st->consumers[i];
+        if (!cs->used) {
+            continue;
+        }
+
+        v = 0;
+        for (w = 0; w < NGX_HTTP_PROMGATE_KAFKA_MAX_WORKERS; w++) {
+            v += cs->inflight[w];
+        }
+
+        p = ngx_slprintf(p, last, "promgate_kafka_inflight_messages");
+        p = ngx_http_promgate_kafka_labels(p, last, cs);
+        p = ngx_slprintf(p, last, "} %uA\n", v);
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_paused_workers",
+                                     "gauge", "Workers whose consumer is "
+                                     "paused because max_in_flight is "
+                                     "reached.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+        cs = &st->consumers[i];
+        if (!cs->used) {
+            continue;
+        }
+
+        v = 0;
+        for (w = 0; w < NGX_HTTP_PROMGATE_KAFKA_MAX_WORKERS; w++) {
+            v += cs->paused[w] ? 1 : 0;
+        }
+
+        p = ngx_slprintf(p, last, "promgate_kafka_paused_workers");
+        p = ngx_http_promgate_kafka_labels(p, last, cs);
+        p = ngx_slprintf(p, last, "} %uA\n", v);
+    }
+
+    /* per partition */
+
+    p = ngx_http_promgate_kafka_help(p, last,
+                                     "promgate_kafka_partition_assigned",
+                                     "gauge", "1 if a worker of this "
+                                     "instance owns the partition.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &st->partitions[i];
+        if (ps->used) {
+            p = ngx_slprintf(p, last, "promgate_kafka_partition_assigned");
+            p = ngx_http_promgate_kafka_plabels(p, last, ps);
+            p = ngx_slprintf(p, last, " %d\n", ps->owner ? 1 : 0);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last,
+                                     "promgate_kafka_partition_paused",
+                                     "gauge", "1 while fetching from the "
+                                     "partition is paused (backpressure "
+                                     "or retries).");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &st->partitions[i];
+        if (ps->used && ps->owner) {
+            p = ngx_slprintf(p, last, "promgate_kafka_partition_paused");
+            p = ngx_http_promgate_kafka_plabels(p, last, ps);
+            p = ngx_slprintf(p, last, " %d\n", ps->paused ? 1 : 0);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last,
+                                     "promgate_kafka_partition_committed_offset",
+                                     "gauge", "The last offset committed "
+                                     "for the group (the next message to "
+                                     "read).");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &st->partitions[i];
+        if (ps->used && ps->committed >= 0) {
+            p = ngx_slprintf(p, last,
+                             "promgate_kafka_partition_committed_offset");
+            p = ngx_http_promgate_kafka_plabels(p, last, ps);
+            p = ngx_slprintf(p, last, " %A\n", ps->committed);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last,
+                                     "promgate_kafka_partition_high_watermark",
+                                     "gauge", "The partition's high "
+                                     "watermark, as last fetched.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &st->partitions[i];
+        if (ps->used && ps->high >= 0) {
+            p = ngx_slprintf(p, last,
+                             "promgate_kafka_partition_high_watermark");
+            p = ngx_http_promgate_kafka_plabels(p, last, ps);
+            p = ngx_slprintf(p, last, " %A\n", ps->high);
+        }
+    }
+
+    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_partition_lag",
+                                     "gauge", "Messages not yet committed: "
+                                     "high watermark minus committed "
+                                     "offset.");
+
+    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+        ps = &st->partitions[i];
+        if (ps->used && ps->high >= 0 && ps->committed >= 0) {
+            lag = ps->high - ps->committed;
+            p = ngx_slprintf(p, last, "promgate_kafka_partition_lag");
+            p = ngx_http_promgate_kafka_plabels(p, last, ps);
+            p = ngx_slprintf(p, last, " %A\n", lag > 0 ? lag : 0);
+        }
+    }
+
+    return p;
+}

@@ -1,0 +1,562 @@
+"""Kafka consumers in every worker (ngx_http_promgate_kafka_module) against
+the mock broker of t/kafka_mock.c, the session's Prometheus and
+VictoriaMetrics, and a gate (kafka_gate.py) that plays a storage going down
+or refusing one message.
+
+Every consumer here uses session.timeout.ms 6000: the mock waits that long
+for members that left without a word (kill -9).
+"""
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+import rw
+from conftest import gateway_http
+from fakeup import Resp, free_port
+from kafka_broker import MockKafka
+from kafka_gate import Gate
+from procs import Nginx, poll_samples, wait_for
+from promtext import Metrics
+
+SESSION_MS = 6000
+EXEMPLAR_ZONE = "    promgate_exemplar_zone kexemplars:8m max=5000;\n"
+
+
+# ------------------------------------------------------------ fixtures
+
+@pytest.fixture
+def kafka(tmp_path):
+    k = MockKafka(str(tmp_path / "kafka"))
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def sockdir():
+    """unix socket paths must stay short: not under pytest's tmp_path"""
+    d = tempfile.mkdtemp(prefix="pgk", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def gate(prom):
+    """declared before make_nginx in a test, so that nginx stops first"""
+    g = Gate(prom.url).start()
+    yield g
+    g.stop()
+
+
+def kafka_http(kafka_bootstrap, consumers, properties=()):
+    lines = ["promgate_kafka_brokers %s;" % kafka_bootstrap,
+             "promgate_kafka_property session.timeout.ms %d;" % SESSION_MS,
+             "promgate_kafka_property heartbeat.interval.ms 1000;",
+             "promgate_kafka_property auto.commit.interval.ms 300;"]
+    lines += ["promgate_kafka_property %s %s;" % p for p in properties]
+    lines += ["promgate_kafka_consumer %s;" % c for c in consumers]
+    return "".join("    %s\n" % l for l in lines)
+
+
+def start_gateway(make_nginx, targets, bootstrap, consumers, workers=2,
+                  properties=(), http_extra="", log_level="info", **kw):
+    port = free_port()
+    n = make_nginx(gateway_http(port, targets,
+                                http_extra=http_extra
+                                + kafka_http(bootstrap, consumers,
+                                             properties), **kw),
+                   workers=workers, log_level=log_level)
+    n.write_url = n.url("/api/v1/write")
+    n.status_url = n.url("/metrics")
+    return n
+
+
+def kafka_metrics(n):
+    """the consumers' metrics on the status page, or None while the status
+    page does not render them (ngx_http_promgate_kafka_status())"""
+    r = requests.get(n.status_url, timeout=10)
+    assert r.status_code == 200, r.text
+    if "promgate_kafka_messages_total" not in r.text:
+        return None
+    return Metrics(r.text)
+
+
+def assigned(n, group, count, timeout=30):
+    """waits until the workers own `count` partitions of the group (their
+    info lines in the error log)"""
+    key = 'group "%s": ' % group
+
+    def check():
+        owned = set()
+        for line in n.error_log_text().splitlines():
+            if key not in line:
+                continue
+            what = line.split(key, 1)[1]
+            tp = what.split(" ", 1)[0]
+            if what.endswith(" assigned"):
+                owned.add(tp)
+            elif " revoked" in what:
+                owned.discard(tp)
+        return len(owned) >= count
+
+    return wait_for(check, timeout, 0.1)
+
+
+def module_has(nginx_bin, module_path, http):
+    """nginx -t of a throwaway config: does the module know these
+    directives?"""
+    d = tempfile.mkdtemp(prefix="pgkt")
+    try:
+        n = Nginx(nginx_bin, module_path, d, http=http)
+        rc, out = n.test_config()
+        return "unknown directive" not in out, out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------- messages
+
+def wr(name, i, t, exemplar=False, extra=None):
+    labels = {"i": str(i)}
+    labels.update(extra or {})
+    ex = [({"trace_id": "%s-%d" % (name[-8:], i)}, float(i), t)] \
+        if exemplar else []
+    return rw.write_request([rw.series(name, labels, [(i + 0.5, t)],
+                                       exemplars=ex)])
+
+
+def adapter_json(name, i, t):
+    """what prometheus-kafka-adapter produces for one sample"""
+    ts = datetime.datetime.fromtimestamp(
+        t // 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps({"timestamp": ts, "value": str(i + 0.25), "name": name,
+                       "labels": {"__name__": name, "i": str(i),
+                                  "job": "adapter"}}).encode()
+
+
+def plain(samples):
+    return {tuple(sorted(k)): v for k, v in samples.items()}
+
+
+def expect(name, n, t, value=0.5, extra=None):
+    out = {}
+    for i in range(n):
+        labels = {"__name__": name, "i": str(i)}
+        labels.update(extra or {})
+        out[tuple(sorted(labels.items()))] = [(t, i + value)]
+    return out
+
+
+def prom_count(prom, name):
+    try:
+        return len(prom.samples(name))
+    except requests.RequestException:
+        return 0
+
+
+# ------------------------------------------------------------- tests
+
+def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
+                                            vm, nginx_bin, module_path):
+    """prompb, prompb-snappy, the JSON of prometheus-kafka-adapter
+    (batched) and auto (both protobuf kinds mixed) land in Prometheus and
+    VictoriaMetrics with the right values; exemplars go through the same
+    location, so promgate_exemplar_query has them"""
+    exemplars, why = module_has(
+        nginx_bin, module_path,
+        EXEMPLAR_ZONE + "    server { listen 127.0.0.1:%d; location / "
+        "{ promgate_exemplar_query kexemplars; } }" % free_port())
+
+    name = rw.uniq("kfmt")
+    topics = {"pb": "prompb", "pbz": "prompb-snappy", "js": "json",
+              "mix": "auto"}
+    for t in topics:
+        kafka.create(name + t, 2)
+
+    consumers = ["topic=%s group=%s-%s format=%s target=/api/v1/write "
+                 "socket=%s/w.sock batch=7" % (name + t, name, t, f, sockdir)
+                 for t, f in topics.items()]
+    extra = {}
+    if exemplars:
+        extra = dict(http_extra=EXEMPLAR_ZONE,
+                     write_extra="promgate_exemplars kexemplars;",
+                     server_extra="location = /api/v1/query_exemplars "
+                                  "{ promgate_exemplar_query kexemplars; }")
+    n = start_gateway(make_nginx, [("prom", prom.url), ("vm", vm.url)],
+                      kafka.bootstrap, consumers, **extra)
+
+    t = (rw.now_ms() // 1000 - 20) * 1000
+    kafka.produce(name + "pb", [wr(name + "pb", i, t, True) for i in range(10)])
+    kafka.produce(name + "pbz", [rw.compress(wr(name + "pbz", i, t, True))
+                                 for i in range(10)])
+    kafka.produce(name + "js", [adapter_json(name + "js", i, t)
+                                for i in range(20)])
+    kafka.produce(name + "mix", [rw.compress(wr(name + "mix", i, t, True))
+                                 if i % 2 else wr(name + "mix", i, t, True)
+                                 for i in range(10)])
+
+    for t_, count, value, extra_labels in (("pb", 10, 0.5, None),
+                                           ("pbz", 10, 0.5, None),
+                                           ("js", 20, 0.25, {"job": "adapter"}),
+                                           ("mix", 10, 0.5, None)):
+        metric = name + t_
+        want = expect(metric, count, t, value, extra_labels)
+        assert wait_for(lambda: prom_count(prom, metric) >= count, 30), \
+            (t_, prom_count(prom, metric))
+        assert plain(prom.samples(metric)) == want, t_
+        got = poll_samples(vm, metric, count, timeout=30, min_samples=count)
+        assert plain(got) == want, t_
+
+    # the exemplars of the protobuf messages, from both
+    for t_ in ("pb", "pbz", "mix"):
+        metric = name + t_
+        ex = prom.exemplars(metric, t / 1000 - 60, t / 1000 + 60)
+        assert sum(len(s["exemplars"]) for s in ex) == 10, (t_, ex)
+
+    if not exemplars:
+        pytest.skip("promgate_exemplar_query is not in this module build: "
+                    "exemplars were checked in Prometheus only (%s)"
+                    % why.strip().splitlines()[0])
+
+    for t_ in ("pb", "pbz", "mix"):
+        metric = name + t_
+        r = requests.get(n.url("/api/v1/query_exemplars"),
+                         params={"query": metric, "start": t / 1000 - 60,
+                                 "end": t / 1000 + 60}, timeout=10)
+        assert r.status_code == 200, r.text
+        got = sorted(x["labels"]["trace_id"] for s in r.json()["data"]
+                     for x in s["exemplars"])
+        assert got == sorted("%s-%d" % (metric[-8:], i) for i in range(10))
+
+
+def test_storage_down_stalls_then_everything_arrives(sockdir, kafka, gate,
+                                                     make_nginx, prom):
+    """a message the storage keeps failing holds its partition's committed
+    offset exactly at it (later ones are not committed either) while other
+    partitions move on; with the storage down consumption stalls and
+    nothing is committed; after recovery every sample arrives and the
+    offsets reach the end"""
+    name = rw.uniq("kdown")
+    topic, group = name, name + "-g"
+    kafka.create(topic, 2)
+    n = start_gateway(make_nginx, [("gate", gate.url)], kafka.bootstrap,
+                      ["topic=%s group=%s target=/api/v1/write socket=%s/d.sock"
+                       " batch=1 max_in_flight=200" % (topic, group, sockdir)],
+                      retries=1, backoff="20ms 100ms", retry_timeout="2s")
+    t = rw.now_ms() - 10000
+
+    # one message held back by the storage on partition 0
+    gate.hold = b"hold-me"
+    kafka.produce(topic, [wr(name, i, t, extra={"p": "0"} if i != 2 else
+                             {"p": "0", "x": "hold-me"}) for i in range(5)],
+                  partition=0)
+    kafka.produce(topic, [wr(name, i, t, extra={"p": "1"})
+                          for i in range(5, 10)], partition=1)
+
+    assert wait_for(lambda: prom_count(prom, name) >= 7, 30), \
+        prom_count(prom, name)
+    assert wait_for(lambda: kafka.committed(group, topic) == {0: 2, 1: 5},
+                    15), kafka.committed(group, topic)
+    for _ in range(5):
+        time.sleep(0.3)
+        assert kafka.committed(group, topic) == {0: 2, 1: 5}
+    # 0, 1 and 5..9: 3 and 4 wait behind 2 (one partition, one order)
+    assert prom_count(prom, name) == 7
+
+    # the storage is down: nothing more is stored, nothing committed
+    gate.closed = True
+    attempts = gate.attempts
+    # more than the watermark's first 64 slots per partition
+    kafka.produce(topic, [wr(name, i, t, extra={"p": "0"})
+                          for i in range(10, 160)], partition=0)
+    kafka.produce(topic, [wr(name, i, t, extra={"p": "1"})
+                          for i in range(160, 310)], partition=1)
+    assert wait_for(lambda: gate.attempts > attempts + 4, 15)
+    for _ in range(6):
+        time.sleep(0.3)
+        assert kafka.committed(group, topic) == {0: 2, 1: 5}
+    assert prom_count(prom, name) == 7
+
+    m = kafka_metrics(n)
+    if m is not None:
+        assert m.sum("promgate_kafka_retries_total", group=group) > 0
+        assert m.sum("promgate_kafka_partition_paused", group=group) >= 1
+        # at most max_in_flight per worker, plus what was fetched before
+        # the pause took effect
+        assert m.sum("promgate_kafka_inflight_messages", group=group) <= 310
+
+    # back: everything arrives, offsets reach the end exactly
+    gate.closed = False
+    gate.hold = None
+    assert wait_for(lambda: prom_count(prom, name) >= 310, 40), \
+        prom_count(prom, name)
+    assert wait_for(lambda: kafka.committed(group, topic) == {0: 155,
+                                                               1: 155},
+                    15), kafka.committed(group, topic)
+    assert len(prom.samples(name)) == 310
+
+
+def test_kill9_and_reload_mid_stream_lose_nothing(sockdir, kafka, make_nginx,
+                                                  prom):
+    """kill -9 of a worker, then a reload, while messages stream in: every
+    produced sample reaches the storage (duplicates allowed)"""
+    name = rw.uniq("kcrash")
+    topic, group = name, name + "-g"
+    kafka.create(topic, 4)
+    n = start_gateway(make_nginx, [("prom", prom.url)], kafka.bootstrap,
+                      ["topic=%s group=%s target=/api/v1/write socket=%s/c.sock"
+                       " batch=20" % (topic, group, sockdir)])
+    # the master logs the killed worker as [alert]: expected here
+    n.error_log_problems = lambda: [
+        l for l in n.error_log_text().splitlines()
+        if ("[alert]" in l or "[crit]" in l or "[emerg]" in l)
+        and "exited on signal 9" not in l]
+
+    t = rw.now_ms() - 10000
+    total, chunk = 600, 10
+    done = threading.Event()
+    errors = []
+
+    def producer():
+        try:
+            for k in range(0, total, chunk):
+                kafka.produce(topic, [rw.compress(wr(name, i, t))
+                                      for i in range(k, k + chunk)])
+                time.sleep(0.08)
+        except Exception as e:          # reported by the main thread
+            errors.append(e)
+        done.set()
+
+    assert assigned(n, group, 4)
+    th = threading.Thread(target=producer)
+    th.start()
+    time.sleep(1.2)
+    victim = sorted(n.worker_pids())[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(n.worker_pids()) == 2
+                    and victim not in n.worker_pids(), 20)
+    time.sleep(1.5)
+    n.reload()
+    assert done.wait(60)
+    th.join(10)
+    assert errors == []
+
+    assert wait_for(lambda: prom_count(prom, name) >= total, 60, 0.5), \
+        prom_count(prom, name)
+    got = plain(prom.samples(name))
+    assert got == expect(name, total, t)
+
+    # and the group's offsets end exactly at the end of each partition
+    ends = {p: hi for p, (_, hi) in kafka.hwm(topic).items()}
+    assert wait_for(lambda: kafka.committed(group, topic) == ends, 20), \
+        (kafka.committed(group, topic), ends)
+
+
+def test_poison_is_counted_sent_to_dlq_and_never_stalls(sockdir, kafka, gate,
+                                                        make_nginx, prom):
+    """an undecodable message and one the storage refuses (400) sit between
+    good ones: the good ones arrive (a refused batch is split to find the
+    bad one; good messages never go to the DLQ), the partition keeps moving,
+    the poison is logged, counted and produced to the DLQ topic.  The
+    target's server has its own unix listener here, which the module
+    finds by itself."""
+    name = rw.uniq("kpois")
+    topic, group, dlq = name, name + "-g", name + "-dlq"
+    kafka.create(topic, 1)
+    kafka.create(dlq, 1)
+    sock = os.path.join(sockdir, "p.sock")
+    n = start_gateway(make_nginx, [("gate", gate.url)], kafka.bootstrap,
+                      ["topic=%s group=%s format=prompb-snappy dlq=%s "
+                       "target=/api/v1/write batch=50" % (topic, group, dlq)],
+                      server_extra="listen unix:%s;" % sock)
+    gate.reject = b"reject-me"
+    t = rw.now_ms() - 10000
+
+    msgs = [rw.compress(wr(name, i, t)) for i in range(9)]
+    msgs[2] = b"\xff\xfe not a snappy block"
+    msgs[6] = rw.compress(wr(name, 6, t, extra={"x": "reject-me"}))
+    kafka.produce(topic, msgs)
+
+    good = [0, 1, 3, 4, 5, 7, 8]
+    assert wait_for(lambda: prom_count(prom, name) >= len(good), 30), \
+        prom_count(prom, name)
+    assert wait_for(lambda: kafka.committed(group, topic) == {0: 9}, 15), \
+        kafka.committed(group, topic)
+
+    # the partition keeps moving after them
+    kafka.produce(topic, [rw.compress(wr(name, i, t)) for i in range(9, 12)])
+    assert wait_for(lambda: prom_count(prom, name) >= len(good) + 3, 30)
+    assert wait_for(lambda: kafka.committed(group, topic) == {0: 12}, 15)
+
+    got = plain(prom.samples(name))
+    want = expect(name, 12, t)
+    for i in (2, 6):
+        want.pop(tuple(sorted({"__name__": name, "i": str(i)}.items())))
+    assert got == want
+
+    # the DLQ has the two poison messages, byte for byte, and why
+    dead = wait_for(lambda: len(kafka.consume(dlq)) == 2 and kafka.consume(dlq),
+                    15)
+    assert dead, kafka.consume(dlq)
+    by_offset = {int(h["promgate-offset"]): (v, h) for _, _, v, h in dead}
+    assert sorted(by_offset) == [2, 6]
+    assert by_offset[2][0] == msgs[2]
+    assert by_offset[2][1]["promgate-reason"] == b"snappy"
+    assert by_offset[6][0] == msgs[6]
+    assert by_offset[6][1]["promgate-reason"] == b"rejected"
+    assert b"rejected sample" in by_offset[6][1]["promgate-error"]
+    assert by_offset[6][1]["promgate-topic"] == topic.encode()
+
+    log = n.error_log_text()
+    assert "poison message %s/0 offset 2" % topic in log
+    assert "poison message %s/0 offset 6" % topic in log
+
+    m = kafka_metrics(n)
+    if m is not None:
+        assert m.sum("promgate_kafka_poison_total", group=group,
+                     reason="snappy") == 1
+        assert m.sum("promgate_kafka_poison_total", group=group,
+                     reason="rejected") == 1
+        assert m.sum("promgate_kafka_dlq_produced_total", group=group) == 2
+        assert m.sum("promgate_kafka_splits_total", group=group) >= 1
+        assert m.sum("promgate_kafka_acked_messages_total",
+                     group=group) >= 10
+
+
+def test_broker_down_nginx_serves_and_quits_promptly(sockdir, kafka,
+                                                     make_nginx, make_fake):
+    """no broker at all: nginx starts, serves HTTP writes, and quits
+    promptly; a broker that goes down and comes back is reconnected to"""
+    up = make_fake(default=Resp(204))
+    n = start_gateway(make_nginx, [("fake", up.url)],
+                      "127.0.0.1:%d" % free_port(),
+                      ["topic=nothing group=nobody target=/api/v1/write "
+                       "socket=%s/b.sock dlq=nothing-dlq" % sockdir])
+    r = rw.write(n.write_url, [rw.series("up", {}, [(1.0, rw.now_ms())])])
+    assert r.status_code == 204, r.text
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    n.stop()
+    assert time.monotonic() - t0 < 5
+    assert "closed" in n.error_log_text()
+
+    # down and up again while consuming
+    name = rw.uniq("kflap")
+    kafka.create(name, 2)
+    up2 = make_fake(default=Resp(204))
+    n2 = start_gateway(make_nginx, [("fake", up2.url)], kafka.bootstrap,
+                       ["topic=%s group=%s target=/api/v1/write "
+                        "socket=%s/b2.sock" % (name, name, sockdir)])
+    t = rw.now_ms()
+    kafka.produce(name, [rw.compress(wr(name, i, t)) for i in range(4)])
+    assert wait_for(lambda: len(up2.posts()) >= 1, 30)
+    kafka.down()
+    time.sleep(2)
+    kafka.up()
+    kafka.produce(name, [rw.compress(wr(name, i, t)) for i in range(4, 8)])
+
+    def stored():
+        seen = set()
+        for p in up2.posts():
+            for s in rw.decode_request(p.body).timeseries:
+                seen.add(dict((l.name, l.value) for l in s.labels)["i"])
+        return len(seen) >= 8
+    assert wait_for(stored, 40)
+    t0 = time.monotonic()
+    n2.stop()
+    assert time.monotonic() - t0 < 7
+
+
+def test_tenant_header_travels_and_splits_batches(sockdir, kafka, make_nginx,
+                                                  make_fake):
+    """the tenant of a message is its Kafka header named like
+    promgate_tenant_header; it reaches the storage as that HTTP header, and
+    messages of different tenants never share a batch (with the debug log
+    on: every debug line of the module runs)"""
+    up = make_fake(default=Resp(204))
+    name = rw.uniq("kten")
+    kafka.create(name, 1)
+    n = start_gateway(make_nginx, [("fake", up.url)], kafka.bootstrap,
+                      ["topic=%s group=%s target=/api/v1/write socket=%s/t.sock"
+                       " batch=50" % (name, name, sockdir)],
+                      http_extra="    promgate_tenant_header X-Scope-OrgID;\n",
+                      log_level="debug")
+    t = rw.now_ms()
+    tenants = ["a", "a", "b", None, "b", "a", "bad\x01"]
+    kafka.produce(name, [(rw.compress(wr(name, i, t)),
+                          {"X-Scope-OrgID": ten.encode()}) if ten else
+                         rw.compress(wr(name, i, t))
+                         for i, ten in enumerate(tenants)])
+
+    def series_of(p):
+        return [dict((l.name, l.value) for l in s.labels)["i"]
+                for s in rw.decode_request(p.body).timeseries]
+
+    assert wait_for(lambda: sum(len(series_of(p)) for p in up.posts()) >= 6,
+                    30)
+    seen = {}
+    for p in up.posts():
+        ten = p.headers.get("X-Scope-OrgID")
+        for i in series_of(p):
+            assert tenants[int(i)] == ten, (i, ten)
+            seen[i] = ten
+    assert sorted(seen) == ["0", "1", "2", "3", "4", "5"]
+    # a tenant that cannot be an HTTP header value is poison
+    assert "poison message %s/0 offset 6" % name in n.error_log_text()
+
+
+@pytest.mark.parametrize("consumer,extra,message", [
+    ("topic=t group=g target=/nowhere socket=/tmp/x.sock", "",
+     'target "/nowhere" matches no location'),
+    ("topic=t group=g target=/api/v1/write", "",
+     "has no unix-domain listener"),
+    ("topic=t group=g target=/api/v1/write socket=/tmp/x.sock",
+     "    server { listen 127.0.0.1:%d; location = /api/v1/write { "
+     "promgate_remote_write; promgate_forward /x; } "
+     "location /x { internal; return 204; } }\n" % free_port(),
+     "matches \"promgate_remote_write\" locations in 2 servers"),
+    ("topic=t group=g target=/_rw/fake socket=/tmp/x.sock", "",
+     "matches no location"),
+    ("topic=t group=g target=/api/v1/write socket=/tmp/x.sock format=xml", "",
+     'invalid format "xml"'),
+    ("topic=t group=g target=/api/v1/write socket=/tmp/x.sock batch=0", "",
+     'invalid parameter "batch=0"'),
+    ("group=g target=/api/v1/write socket=/tmp/x.sock", "",
+     "needs topic=, group= and target="),
+])
+def test_nginx_t_refuses_bad_consumers(make_nginx, make_fake, consumer, extra,
+                                       message):
+    up = make_fake()
+    n = make_nginx(gateway_http(free_port(), [("fake", up.url)],
+                                http_extra=extra + kafka_http(
+                                    "127.0.0.1:9", [consumer])),
+                   start=False)
+    rc, out = n.test_config()
+    assert rc != 0 and message in out, out
+    n.error_log_problems = lambda: []
+
+
+@pytest.mark.parametrize("prop,message", [
+    (("no.such.property", "1"), "No such configuration property"),
+    (("session.timeout.ms", "abc"), "Invalid value"),
+    (("enable.auto.commit", "false"), "is set by promgate itself"),
+])
+def test_nginx_t_refuses_bad_properties(make_nginx, make_fake, prop, message):
+    up = make_fake()
+    n = make_nginx(gateway_http(free_port(), [("fake", up.url)],
+                                http_extra=kafka_http(
+                                    "127.0.0.1:9",
+                                    ["topic=t group=g target=/api/v1/write "
+                                     "socket=/tmp/x.sock"], [prop])),
+                   start=False)
+    rc, out = n.test_config()
+    assert rc != 0 and message in out, out
+    n.error_log_problems = lambda: []
