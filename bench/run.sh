@@ -693,3 +693,20 @@ PY
         log "exemplar_bench failed: see $OUT/exemplar_bench.err"
     fi
 fi
+
+# ----------------------------------------------- Kafka consumer (issue 5)
+
+if [ "${BENCH_KAFKA:-1}" = 1 ] && [ -f "$HERE/kafka_bench.sh" ]; then
+    log "Kafka: consumption from the mock broker, one worker"
+    if bash "$HERE/kafka_bench.sh" > "$OUT/kafka_bench.out" 2>&1; then
+        {
+            echo
+            echo "## Kafka consumer (bench/kafka_bench.sh, mock broker, one worker)"
+            echo
+            grep -E '^\|' "$OUT/kafka_bench.out" || tail -20 "$OUT/kafka_bench.out"
+        } >> "$RESULTS/latest.md"
+        tail -12 "$OUT/kafka_bench.out"
+    else
+        log "kafka_bench failed: see $OUT/kafka_bench.out"
+    fi
+fi
