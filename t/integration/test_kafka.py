@@ -143,7 +143,17 @@ def adapter_json(name, i, t):
 
 
 def plain(samples):
-    return {tuple(sorted(k)): v for k, v in samples.items()}
+    """labels as sorted tuples; a sample stored twice (a re-delivery: Kafka
+    is at-least-once, and VictoriaMetrics keeps exact duplicates) counts
+    once"""
+    out = {}
+    for k, v in samples.items():
+        seen = []
+        for pt in v:
+            if pt not in seen:
+                seen.append(pt)
+        out[tuple(sorted(k))] = seen
+    return out
 
 
 def expect(name, n, t, value=0.5, extra=None):
