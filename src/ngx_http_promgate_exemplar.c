@@ -51,9 +51,8 @@ char *
 ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    u_char                         *p;
     size_t                          size, need;
-    ngx_str_t                      *value, name, s;
+    ngx_str_t                      *value, name;
     ngx_int_t                       max;
     ngx_uint_t                      i;
     ngx_shm_zone_t                 *shm_zone, **zp;
@@ -67,26 +66,10 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    p = (u_char *) ngx_strchr(value[1].data, ':');
-
-    if (p == NULL || p == value[1].data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid exemplar zone \"%V\": expected "
-                           "NAME:SIZE, such as exemplars:64m", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    name.data = value[1].data;
-    name.len = p - value[1].data;
-
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-
-    if (size == (size_t) NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid exemplar zone size \"%V\"", &value[1]);
+    if (ngx_http_promgate_zone_arg(cf, &value[1], "exemplar zone",
+                                   "exemplars:64m", &name, &size)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -302,37 +285,19 @@ ngx_http_promgate_exemplar_check(ngx_conf_t *cf, ngx_shm_zone_t *zone)
 void
 ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
 {
-    ngx_uint_t                      i;
-    ngx_list_part_t                *part;
     ngx_table_elt_t                *h;
     ngx_http_promgate_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
 
-    ngx_str_null(tenant);
+    h = ngx_http_promgate_find_header(&r->headers_in.headers,
+                                      pmcf->tenant_header.data,
+                                      pmcf->tenant_header.len);
+    if (h) {
+        *tenant = h->value;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == pmcf->tenant_header.len
-            && ngx_strncasecmp(h[i].key.data, pmcf->tenant_header.data,
-                               h[i].key.len) == 0)
-        {
-            *tenant = h[i].value;
-            return;
-        }
+    } else {
+        ngx_str_null(tenant);
     }
 }
 

@@ -342,8 +342,6 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
 {
     int64_t                            ra;
     ngx_msec_t                         delay, elapsed;
-    ngx_uint_t                         i;
-    ngx_list_part_t                   *part;
     ngx_table_elt_t                   *h;
     ngx_http_promgate_ctx_t           *ctx;
     ngx_http_promgate_loc_conf_t      *plcf;
@@ -367,37 +365,17 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
 
     /* a storage that says when to come back is believed */
 
-    if (sr->headers_out.status) {
-        part = &sr->headers_out.headers.part;
-        h = part->elts;
+    h = sr->headers_out.status
+        ? ngx_http_promgate_find_header(&sr->headers_out.headers,
+                                        (u_char *) "Retry-After", 11)
+        : NULL;
 
-        for (i = 0; /* void */; i++) {
+    if (h) {
+        ra = pg_retry_after_ms(h->value.data, h->value.len, ngx_time());
 
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].hash == 0 || h[i].key.len != 11
-                || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
-                                   11) != 0)
-            {
-                continue;
-            }
-
-            ra = pg_retry_after_ms(h[i].value.data, h[i].value.len,
-                                   ngx_time());
-            if (ra >= 0) {
-                delay = ra > NGX_MAX_INT32_VALUE ? NGX_MAX_INT32_VALUE
-                                                 : (ngx_msec_t) ra;
-            }
-
-            break;
+        if (ra >= 0) {
+            delay = ra > NGX_MAX_INT32_VALUE ? NGX_MAX_INT32_VALUE
+                                             : (ngx_msec_t) ra;
         }
     }
 

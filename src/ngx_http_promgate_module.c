@@ -707,6 +707,93 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
 }
 
 
+/* the first header of that name in a list (request or response headers) */
+
+ngx_table_elt_t *
+ngx_http_promgate_find_header(ngx_list_t *headers, u_char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* remote write and remote read bodies: "Content-Encoding: snappy" */
+
+ngx_int_t
+ngx_http_promgate_snappy_encoded(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_promgate_find_header(&r->headers_in.headers,
+                                      (u_char *) "Content-Encoding", 16);
+
+    return h != NULL && h->value.len == 6
+           && ngx_strncasecmp(h->value.data, (u_char *) "snappy", 6) == 0;
+}
+
+
+/*
+ * The NAME:SIZE argument of the zone directives.  what and example make
+ * the error messages ("exemplar zone", "exemplars:64m").
+ */
+
+ngx_int_t
+ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg, const char *what,
+    const char *example, ngx_str_t *name, size_t *size)
+{
+    u_char     *p;
+    ngx_str_t   s;
+
+    p = (u_char *) ngx_strlchr(arg->data, arg->data + arg->len, ':');
+
+    if (p == NULL || p == arg->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s \"%V\": expected NAME:SIZE, such as "
+                           "%s", what, arg, example);
+        return NGX_ERROR;
+    }
+
+    name->data = arg->data;
+    name->len = p - arg->data;
+
+    s.data = p + 1;
+    s.len = arg->data + arg->len - s.data;
+
+    *size = ngx_parse_size(&s);
+
+    if (*size == (size_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s size \"%V\"", what, arg);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /*
  * The largest block left in a fresh shared zone, for the structures of
  * src/core that want one contiguous region (the exemplar ring, the

@@ -229,6 +229,11 @@ char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
+ngx_table_elt_t *ngx_http_promgate_find_header(ngx_list_t *headers,
+    u_char *name, size_t len);
+ngx_int_t ngx_http_promgate_snappy_encoded(ngx_http_request_t *r);
+ngx_int_t ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg,
+    const char *what, const char *example, ngx_str_t *name, size_t *size);
 
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);

@@ -238,9 +238,6 @@ ngx_http_promgate_read_check_headers(ngx_http_request_t *r, ngx_str_t *why)
 {
     size_t            len;
     u_char           *p;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
 
     if (r->headers_in.content_type == NULL) {
         goto bad_type;
@@ -259,34 +256,8 @@ ngx_http_promgate_read_check_headers(ngx_http_request_t *r, ngx_str_t *why)
         goto bad_type;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == 16
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Encoding",
-                               16) == 0)
-        {
-            if (h[i].value.len == 6
-                && ngx_strncasecmp(h[i].value.data, (u_char *) "snappy", 6)
-                   == 0)
-            {
-                return NGX_OK;
-            }
-
-            break;
-        }
+    if (ngx_http_promgate_snappy_encoded(r)) {
+        return NGX_OK;
     }
 
     ngx_str_set(why, "promgate: expected \"Content-Encoding: snappy\" "

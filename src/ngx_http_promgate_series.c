@@ -85,7 +85,6 @@ ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_promgate_main_conf_t  *pmcf = conf;
 
-    u_char                           *p;
     size_t                            size;
     time_t                            ttl, pending;
     ngx_str_t                        *value, name, s;
@@ -95,26 +94,10 @@ ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    p = (u_char *) ngx_strchr(value[1].data, ':');
-
-    if (p == NULL || p == value[1].data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid series zone \"%V\": expected NAME:SIZE, "
-                           "such as series:32m", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    name.data = value[1].data;
-    name.len = p - value[1].data;
-
-    s.data = p + 1;
-    s.len = value[1].data + value[1].len - s.data;
-
-    size = ngx_parse_size(&s);
-
-    if (size == (size_t) NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid series zone size \"%V\"", &value[1]);
+    if (ngx_http_promgate_zone_arg(cf, &value[1], "series zone",
+                                   "series:32m", &name, &size)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
