@@ -120,11 +120,14 @@ def gateway_http(port, targets, ack="all", retries=3, backoff="50ms 500ms",
                  max_inflight=64, max_decoded="64m", listen_extra="",
                  max_body="32m"):
     """http{} body: one server on 127.0.0.1:port with the write location
-    forwarding to `targets`, a list of (name, base_url) — each becomes an
+    forwarding to `targets`, a list of (name, base_url[, params]) — params
+    are promgate_forward's (e.g. "proto=v2"); each becomes an
     upstream and an internal location /_rw/<name> proxying to
     base_url + /api/v1/write.  /metrics serves promgate_status."""
     ups, locs, fwd = [], [], []
-    for name, base in targets:
+    for t in targets:
+        name, base = t[0], t[1]
+        params = (" " + t[2]) if len(t) > 2 and t[2] else ""
         hostport = base.split("://", 1)[1].rstrip("/")
         ups.append("    upstream up_%s { server %s;%s }" % (
             name, hostport, " keepalive 16;" if keepalive else ""))
@@ -137,7 +140,7 @@ def gateway_http(port, targets, ack="all", retries=3, backoff="50ms 500ms",
             "            subrequest_output_buffer_size 64k;\n"
             "            %s\n"
             "        }" % (name, name, target_extra))
-        fwd.append("            promgate_forward /_rw/%s;" % name)
+        fwd.append("            promgate_forward /_rw/%s%s;" % (name, params))
     return """
 {ups}
 {http_extra}
