@@ -18,7 +18,9 @@
 
 
 static ngx_int_t ngx_http_promgate_headers(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx);
+    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_payload_t *pl);
+static void ngx_http_promgate_written(ngx_http_promgate_fwd_t *f,
+    ngx_http_request_t *sr);
 static ngx_int_t ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f);
 static ngx_int_t ngx_http_promgate_attempt_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
@@ -40,13 +42,10 @@ static ngx_str_t  ngx_http_promgate_user_agent =
 ngx_int_t
 ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
 {
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, v;
     ngx_http_promgate_fwd_t       *f;
-    ngx_http_promgate_target_t   **tp;
-
-    if (ngx_http_promgate_headers(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    ngx_http_promgate_forward_t   *fw;
+    ngx_http_promgate_payload_t   *pl;
 
     ctx->nfwd = ctx->targets->nelts;
     ctx->acks.targets = ctx->nfwd;
@@ -57,13 +56,33 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    tp = ctx->targets->elts;
+    fw = ctx->targets->elts;
 
     for (i = 0; i < ctx->nfwd; i++) {
         f = &ctx->fwd[i];
 
+        /* the caller made a payload for every protocol its targets speak */
+
+        v = fw[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->version
+                                                         : fw[i].proto;
+        pl = &ctx->payloads[v];
+
+        if (!pl->ready) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "promgate: no body of version %ui for forward "
+                          "target \"%V\"", v, &fw[i].target->uri);
+            return NGX_ERROR;
+        }
+
+        if (pl->headers.part.elts == NULL
+            && ngx_http_promgate_headers(r, ctx, pl) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         f->ctx = ctx;
-        f->target = tp[i];
+        f->target = fw[i].target;
+        f->payload = pl;
         f->state = PG_TARGET_PENDING;
 
         f->timer.handler = ngx_http_promgate_retry_handler;
@@ -87,13 +106,16 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
  * The subrequests' request headers: the client's, with the remote-write
  * ones the spec asks a sender for, our User-Agent, and no framing headers
  * (the proxy module sets Content-Length from the body).  Accept-Encoding
- * goes too: a storage's reason must come back readable, not gzipped.
+ * goes too: a storage's reason must come back readable, not gzipped.  A
+ * body translated into the other remote-write version gets the
+ * Content-Type and version header of what it is.
  */
 
 static ngx_int_t
-ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
+    ngx_http_promgate_payload_t *pl)
 {
-    ngx_uint_t        i, n, version;
+    ngx_uint_t        i, n, version, translated;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
@@ -102,12 +124,13 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
         n += part->nelts;
     }
 
-    if (ngx_list_init(&ctx->headers, r->pool, n + 2, sizeof(ngx_table_elt_t))
+    if (ngx_list_init(&pl->headers, r->pool, n + 3, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
+    translated = (pl->version != ctx->version);
     version = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -142,7 +165,10 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
                    == 0)
             || (h[i].key.len == 15
                 && ngx_strncasecmp(h[i].key.data,
-                                   (u_char *) "Accept-Encoding", 15) == 0))
+                                   (u_char *) "Accept-Encoding", 15) == 0)
+            || (translated && h[i].key.len == 12
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Content-Type", 12) == 0))
         {
             continue;
         }
@@ -152,23 +178,25 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
                                (u_char *) "X-Prometheus-Remote-Write-Version",
                                h[i].key.len) == 0)
         {
+            if (translated) {
+                continue;
+            }
+
             version = 1;
         }
 
-        nh = ngx_list_push(&ctx->headers);
+        nh = ngx_list_push(&pl->headers);
         if (nh == NULL) {
             return NGX_ERROR;
         }
 
         *nh = h[i];
 #if (nginx_version >= 1023000)
-#if (nginx_version >= 1023000)
-    nh->next = NULL;
-#endif
+        nh->next = NULL;
 #endif
     }
 
-    nh = ngx_list_push(&ctx->headers);
+    nh = ngx_list_push(&pl->headers);
     if (nh == NULL) {
         return NGX_ERROR;
     }
@@ -181,8 +209,29 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
     nh->next = NULL;
 #endif
 
+    if (translated) {
+        nh = ngx_list_push(&pl->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_str_set(&nh->key, "Content-Type");
+        nh->lowcase_key = (u_char *) "content-type";
+        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
+
+        if (pl->version == PG_RW_V2) {
+            ngx_str_set(&nh->value, NGX_HTTP_PROMGATE_TYPE_V2);
+
+        } else {
+            ngx_str_set(&nh->value, NGX_HTTP_PROMGATE_TYPE_V1);
+        }
+#if (nginx_version >= 1023000)
+        nh->next = NULL;
+#endif
+    }
+
     if (!version) {
-        nh = ngx_list_push(&ctx->headers);
+        nh = ngx_list_push(&pl->headers);
         if (nh == NULL) {
             return NGX_ERROR;
         }
@@ -190,11 +239,15 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
         ngx_str_set(&nh->key, "X-Prometheus-Remote-Write-Version");
         nh->lowcase_key = (u_char *) "x-prometheus-remote-write-version";
         nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-        ngx_str_set(&nh->value, "0.1.0");
+
+        if (pl->version == PG_RW_V2) {
+            ngx_str_set(&nh->value, "2.0.0");
+
+        } else {
+            ngx_str_set(&nh->value, "0.1.0");
+        }
 #if (nginx_version >= 1023000)
-#if (nginx_version >= 1023000)
-    nh->next = NULL;
-#endif
+        nh->next = NULL;
 #endif
     }
 
@@ -227,13 +280,13 @@ ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
     sr->method = NGX_HTTP_POST;
     sr->method_name = ngx_http_promgate_post;
 
-    sr->headers_in.headers = ctx->headers;
+    sr->headers_in.headers = f->payload->headers;
     sr->headers_in.content_length = NULL;
-    sr->headers_in.content_length_n = ctx->body_len;
+    sr->headers_in.content_length_n = f->payload->len;
 
-    if (ctx->fwd_body) {
+    if (f->payload->body) {
         /* a body of our own (re-encoded), not the client's */
-        sr->request_body = ctx->fwd_body;
+        sr->request_body = f->payload->body;
     }
     sr->headers_in.chunked = 0;
     sr->headers_in.transfer_encoding = NULL;
@@ -302,6 +355,7 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
     switch (pg_attempt_classify(f->status)) {
 
     case PG_ATTEMPT_STORED:
+        ngx_http_promgate_written(f, sr);
         ngx_http_promgate_target_end(f, PG_TARGET_STORED);
         break;
 
@@ -334,6 +388,50 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
 
     /* the subrequest's outcome is ours to judge: never fail the request */
     return NGX_OK;
+}
+
+
+/*
+ * What a remote write 2.0 target says it wrote (X-Prometheus-Remote-Write-
+ * {Samples,Histograms,Exemplars}-Written); a target that sends none of them
+ * is taken to have written everything, as Prometheus' sender does.
+ */
+
+static void
+ngx_http_promgate_written(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
+{
+    ngx_int_t         n;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  names[] = {
+        ngx_string("X-Prometheus-Remote-Write-Samples-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Histograms-Written"),
+        ngx_string("X-Prometheus-Remote-Write-Exemplars-Written")
+    };
+
+    f->confirmed = 0;
+
+    if (f->payload->version != PG_RW_V2) {
+        return;
+    }
+
+    for (i = 0; i < 3; i++) {
+        f->written[i] = 0;
+
+        h = ngx_http_promgate_find_header(&sr->headers_out.headers,
+                                          names[i].data, names[i].len);
+        if (h == NULL) {
+            continue;
+        }
+
+        f->confirmed = 1;
+
+        n = ngx_atoi(h->value.data, h->value.len);
+        if (n > 0) {
+            f->written[i] = (uint64_t) n;
+        }
+    }
 }
 
 

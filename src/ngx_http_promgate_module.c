@@ -40,6 +40,13 @@ static ngx_conf_enum_t  ngx_http_promgate_ack_policies[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_promgate_invalid_series[] = {
+    { ngx_string("drop"), NGX_HTTP_PROMGATE_INVALID_DROP },
+    { ngx_string("reject"), NGX_HTTP_PROMGATE_INVALID_REJECT },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_num_bounds_t  ngx_http_promgate_retries_bounds = {
     ngx_conf_check_num_bounds, 0, 20
 };
@@ -60,7 +67,7 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       NULL },
 
     { ngx_string("promgate_forward"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_promgate_forward_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -72,6 +79,13 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_promgate_loc_conf_t, ack),
       &ngx_http_promgate_ack_policies },
+
+    { ngx_string("promgate_invalid_series"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, invalid_series),
+      &ngx_http_promgate_invalid_series },
 
     { ngx_string("promgate_retries"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -326,7 +340,7 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
     ngx_http_promgate_main_conf_t *pmcf)
 {
     ngx_uint_t                      i, j;
-    ngx_http_promgate_target_t    **tp;
+    ngx_http_promgate_forward_t    *fw;
     ngx_http_promgate_location_t   *loc, *target;
     ngx_http_promgate_loc_conf_t   *plcf;
 
@@ -347,17 +361,17 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
             continue;
         }
 
-        tp = plcf->forwards->elts;
+        fw = plcf->forwards->elts;
 
         for (j = 0; j < plcf->forwards->nelts; j++) {
             target = ngx_http_promgate_find_location(pmcf, loc[i].server,
-                                                     &tp[j]->uri);
+                                                     &fw[j].target->uri);
 
             if (target == NULL) {
                 ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                                    "no location of the server of \"%V\" "
                                    "matches forward target \"%V\"",
-                                   &loc[i].name, &tp[j]->uri);
+                                   &loc[i].name, &fw[j].target->uri);
                 continue;
             }
 
@@ -376,7 +390,8 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
                                    "\"%V\") exceeds promgate_retry_timeout "
                                    "%Mms: a hanging storage holds writes that "
                                    "long", target->read_timeout,
-                                   &target->name, &tp[j]->uri, &loc[i].name,
+                                   &target->name, &fw[j].target->uri,
+                                   &loc[i].name,
                                    plcf->retry_timeout);
             }
         }
@@ -480,6 +495,7 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->remote_write = NGX_CONF_UNSET;
     plcf->status = NGX_CONF_UNSET;
     plcf->ack = NGX_CONF_UNSET_UINT;
+    plcf->invalid_series = NGX_CONF_UNSET_UINT;
     plcf->retries = NGX_CONF_UNSET;
     plcf->backoff_first = NGX_CONF_UNSET_MSEC;
     plcf->backoff_max = NGX_CONF_UNSET_MSEC;
@@ -507,6 +523,8 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->remote_write, prev->remote_write, 0);
     ngx_conf_merge_value(conf->status, prev->status, 0);
     ngx_conf_merge_uint_value(conf->ack, prev->ack, PG_ACK_ALL);
+    ngx_conf_merge_uint_value(conf->invalid_series, prev->invalid_series,
+                              NGX_HTTP_PROMGATE_INVALID_DROP);
     ngx_conf_merge_value(conf->retries, prev->retries, 3);
     ngx_conf_merge_msec_value(conf->backoff_first, prev->backoff_first, 100);
     ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 2000);
@@ -637,22 +655,26 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_promgate_loc_conf_t *plcf = conf;
 
     return ngx_http_promgate_target_list_add(cf, &plcf->forwards,
-                                             "forward target", "/_rw/prom");
+                                             "forward target", "/_rw/prom", 1);
 }
 
 
 /*
  * The one parser of target directives (promgate_forward,
- * promgate_read_forward): the URI of an internal location, once per list.
+ * promgate_read_forward): the URI of an internal location, once per list,
+ * and, where params is set, the protocol the target speaks:
+ * "proto=v1" (remote write 1.0, the default), "proto=v2" (2.0) or
+ * "proto=asis" (whatever the sender sent).
  */
 
 char *
 ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
-    const char *what, const char *example)
+    const char *what, const char *example, ngx_uint_t params)
 {
     ngx_str_t                    *value;
-    ngx_uint_t                    i;
-    ngx_http_promgate_target_t   *t, **tp;
+    ngx_uint_t                    i, proto;
+    ngx_http_promgate_target_t   *t;
+    ngx_http_promgate_forward_t  *fw;
 
     value = cf->args->elts;
 
@@ -671,19 +693,62 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
         return NGX_CONF_ERROR;
     }
 
+    proto = params ? NGX_HTTP_PROMGATE_PROTO_V1
+                   : NGX_HTTP_PROMGATE_PROTO_ASIS;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (params && value[i].len > 6
+            && ngx_strncmp(value[i].data, "proto=", 6) == 0)
+        {
+            if (value[i].len == 8
+                && ngx_strncmp(value[i].data + 6, "v1", 2) == 0)
+            {
+                proto = NGX_HTTP_PROMGATE_PROTO_V1;
+                continue;
+            }
+
+            if (value[i].len == 8
+                && ngx_strncmp(value[i].data + 6, "v2", 2) == 0)
+            {
+                proto = NGX_HTTP_PROMGATE_PROTO_V2;
+                continue;
+            }
+
+            if (value[i].len == 10
+                && ngx_strncmp(value[i].data + 6, "asis", 4) == 0)
+            {
+                proto = NGX_HTTP_PROMGATE_PROTO_ASIS;
+                continue;
+            }
+
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\" of %s \"%V\": expected "
+                               "proto=v1, proto=v2 or proto=asis", &value[i],
+                               what, &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" of %s \"%V\"",
+                           &value[i], what, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     if (*list == NULL) {
         *list = ngx_array_create(cf->pool, 4,
-                                 sizeof(ngx_http_promgate_target_t *));
+                                 sizeof(ngx_http_promgate_forward_t));
         if (*list == NULL) {
             return NGX_CONF_ERROR;
         }
     }
 
-    tp = (*list)->elts;
+    fw = (*list)->elts;
 
     for (i = 0; i < (*list)->nelts; i++) {
-        if (tp[i]->uri.len == value[1].len
-            && ngx_strncmp(tp[i]->uri.data, value[1].data, value[1].len) == 0)
+        if (fw[i].target->uri.len == value[1].len
+            && ngx_strncmp(fw[i].target->uri.data, value[1].data,
+                           value[1].len) == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "%s \"%V\" is duplicate", what, &value[1]);
@@ -696,12 +761,13 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
         return NGX_CONF_ERROR;
     }
 
-    tp = ngx_array_push(*list);
-    if (tp == NULL) {
+    fw = ngx_array_push(*list);
+    if (fw == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    *tp = t;
+    fw->target = t;
+    fw->proto = proto;
 
     return NGX_CONF_OK;
 }

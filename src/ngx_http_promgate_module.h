@@ -63,6 +63,12 @@ typedef struct {
     ngx_atomic_t                    decoded_bytes;
     ngx_atomic_t                    rejected[NGX_HTTP_PROMGATE_NREJECTS];
     ngx_atomic_t                    rejected_samples;
+    ngx_atomic_t                    invalid_series[PG_RW_NREASONS];
+    ngx_atomic_t                    invalid_samples;
+    ngx_atomic_t                    invalid_metadata;
+    ngx_atomic_t                    versions[3];     /* requests by RW version */
+    ngx_atomic_t                    encoded[3];      /* bodies made, by version */
+    ngx_atomic_t                    encoded_bytes;   /* their compressed size */
     ngx_atomic_t                    latency[NGX_HTTP_PROMGATE_LATENCY_BUCKETS];
     ngx_atomic_t                    latency_count;
     ngx_atomic_t                    latency_sum_us;
@@ -88,6 +94,27 @@ typedef struct {
     ngx_str_t                       uri;
     ngx_uint_t                      slot;     /* in the status zone */
 } ngx_http_promgate_target_t;
+
+
+/* the protocol a forward target speaks (promgate_forward ... proto=) */
+#define NGX_HTTP_PROMGATE_PROTO_ASIS  0
+#define NGX_HTTP_PROMGATE_PROTO_V1    PG_RW_V1
+#define NGX_HTTP_PROMGATE_PROTO_V2    PG_RW_V2
+
+#define NGX_HTTP_PROMGATE_TYPE_V1                                            \
+    "application/x-protobuf;proto=prometheus.WriteRequest"
+#define NGX_HTTP_PROMGATE_TYPE_V2                                            \
+    "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+
+#define NGX_HTTP_PROMGATE_INVALID_DROP    0
+#define NGX_HTTP_PROMGATE_INVALID_REJECT  1
+
+
+/* one entry of a location's target list: a target and how to talk to it */
+typedef struct {
+    ngx_http_promgate_target_t     *target;
+    ngx_uint_t                      proto;
+} ngx_http_promgate_forward_t;
 
 
 /* what nginx -t needs to know of every location (see merge_loc_conf) */
@@ -156,8 +183,9 @@ typedef struct {
 typedef struct {
     ngx_flag_t                      remote_write;
     ngx_flag_t                      status;
-    ngx_array_t                    *forwards; /* ngx_http_promgate_target_t * */
+    ngx_array_t                    *forwards; /* ngx_http_promgate_forward_t */
     ngx_uint_t                      ack;
+    ngx_uint_t                      invalid_series;
     ngx_int_t                       retries;
     ngx_msec_t                      backoff_first;
     ngx_msec_t                      backoff_max;
@@ -173,10 +201,22 @@ typedef struct {
 
 typedef struct ngx_http_promgate_ctx_s  ngx_http_promgate_ctx_t;
 
+
+/* a body as sent to targets: the client's, or one made for them */
+typedef struct {
+    ngx_http_request_body_t        *body;     /* NULL: the client's */
+    off_t                           len;
+    ngx_list_t                      headers;  /* for the subrequests */
+    ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
+    unsigned                        ready:1;
+} ngx_http_promgate_payload_t;
+
+
 /* one forward target within one write */
 typedef struct {
     ngx_http_promgate_ctx_t        *ctx;
     ngx_http_promgate_target_t     *target;
+    ngx_http_promgate_payload_t    *payload;  /* what it is sent */
     ngx_http_post_subrequest_t      ps;
     ngx_event_t                     timer;
     pg_target_state_e               state;
@@ -184,6 +224,8 @@ typedef struct {
     ngx_uint_t                      status;   /* of the last attempt */
     ngx_str_t                       reason;   /* the target's answer body */
     off_t                           received; /* answer bytes kept */
+    uint64_t                        written[3];  /* its RW 2.0 answer */
+    unsigned                        confirmed:1; /* it sent written[] */
     unsigned                        running:1;
     unsigned                        waiting:1;   /* timer holds a reference */
     unsigned                        truncated:1; /* answer cut to fit */
@@ -199,16 +241,17 @@ typedef ngx_int_t (*ngx_http_promgate_answer_pt)(ngx_http_request_t *r,
 struct ngx_http_promgate_ctx_s {
     ngx_http_request_t             *request;
     ngx_http_promgate_loc_conf_t   *plcf;
-    ngx_array_t                    *targets;  /* ngx_http_promgate_target_t * */
+    ngx_array_t                    *targets;  /* ngx_http_promgate_forward_t */
     ngx_http_promgate_decide_pt     decide;
     ngx_http_promgate_answer_pt     answer_handler;
-    ngx_http_request_body_t        *fwd_body; /* NULL: the client's body */
     ngx_msec_t                      start;
     ngx_uint_t                      nfwd;
     ngx_http_promgate_fwd_t        *fwd;
-    ngx_list_t                      headers;  /* for the subrequests */
     off_t                           body_len;
-    pg_rw_stats_t                   stats;
+    ngx_uint_t                      version;  /* of the request's body */
+    ngx_http_promgate_payload_t     payloads[3];  /* by version; [0] unused */
+    pg_rw_stats_t                   stats;    /* of what is forwarded */
+    uint64_t                        invalid_series;  /* dropped */
     pg_ack_count_t                  acks;
     ngx_uint_t                      answer;   /* status sent, 0 before */
     ngx_str_t                       tenant;
@@ -225,7 +268,7 @@ extern ngx_module_t  ngx_http_promgate_module;
 ngx_http_promgate_target_t *ngx_http_promgate_target_add(ngx_conf_t *cf,
     ngx_str_t *uri);
 char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
-    const char *what, const char *example);
+    const char *what, const char *example, ngx_uint_t params);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);

@@ -18,7 +18,7 @@
 
 typedef struct {
     ngx_flag_t                      enable;
-    ngx_array_t                    *targets;  /* ngx_http_promgate_target_t * */
+    ngx_array_t                    *targets;  /* ngx_http_promgate_forward_t */
     ngx_array_t                    *replica_labels;  /* pg_str_t */
     ngx_uint_t                      ack;
     ngx_int_t                       max_samples;
@@ -471,8 +471,13 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
     ctx->targets = rlcf->targets;
     ctx->decide = ngx_http_promgate_read_decide;
     ctx->answer_handler = ngx_http_promgate_read_answer;
-    ctx->fwd_body = body;
     ctx->body_len = flen;
+
+    ctx->version = PG_RW_V1;
+    ctx->payloads[PG_RW_V1].body = body;
+    ctx->payloads[PG_RW_V1].len = flen;
+    ctx->payloads[PG_RW_V1].version = PG_RW_V1;
+    ctx->payloads[PG_RW_V1].ready = 1;
 
     /* the forwarder finds its context under ngx_http_promgate_module */
 
@@ -1124,7 +1129,7 @@ ngx_http_promgate_read_forward(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_promgate_read_loc_conf_t *rlcf = conf;
 
     return ngx_http_promgate_target_list_add(cf, &rlcf->targets,
-                                             "read target", "/_rr/prom");
+                                             "read target", "/_rr/prom", 0);
 }
 
 

@@ -37,15 +37,8 @@ static ngx_uint_t  ngx_http_promgate_latency_le[] = {
 };
 
 
+/* the refusals of the glue; the core's reasons come from pg_rw */
 static const char  *ngx_http_promgate_reject_names[] = {
-    "ok",
-    "malformed",
-    "missing_name",
-    "invalid_label_name",
-    "unsorted_labels",
-    "duplicate_label",
-    "invalid_utf8",
-    "aborted",
     "method",
     "content_type",
     "content_encoding",
@@ -288,6 +281,17 @@ ngx_http_promgate_render(u_char *p, u_char *last,
         { "promgate_rejected_samples_total",
           "Samples in write requests refused as invalid.",
           offsetof(ngx_http_promgate_stats_t, rejected_samples) },
+        { "promgate_invalid_samples_total",
+          "Samples and histogram samples of invalid series left out of "
+          "forwarded writes.",
+          offsetof(ngx_http_promgate_stats_t, invalid_samples) },
+        { "promgate_invalid_metadata_total",
+          "Metadata entries (remote write 1.0) left out of forwarded writes "
+          "as invalid.",
+          offsetof(ngx_http_promgate_stats_t, invalid_metadata) },
+        { "promgate_encoded_bytes_total",
+          "Compressed bytes of the bodies made for targets.",
+          offsetof(ngx_http_promgate_stats_t, encoded_bytes) },
         { "promgate_inflight_rejected_total",
           "Writes answered 503 at once because promgate_max_inflight was "
           "reached.",
@@ -329,15 +333,54 @@ ngx_http_promgate_render(u_char *p, u_char *last,
                                "forwarding, by reason.");
 
     for (i = 1; i < NGX_HTTP_PROMGATE_NREJECTS; i++) {
-        if (i == PG_RW_ABORTED) {
+        if (i == PG_RW_ABORTED || i == PG_RW_NOMEM) {
             continue;
         }
 
         ngx_http_promgate_out("promgate_rejected_requests_total"
                               "{reason=\"%s\"} %uA\n",
-                              ngx_http_promgate_reject_names[i],
+                              i < PG_RW_NREASONS
+                              ? pg_rw_reason_name(i)
+                              : ngx_http_promgate_reject_names[
+                                    i - PG_RW_NREASONS],
                               st->rejected[i]);
     }
+
+    p = ngx_http_promgate_help(p, last, "promgate_invalid_series_total",
+                               "counter", "Invalid series left out of "
+                               "writes that were forwarded "
+                               "(promgate_invalid_series drop), by reason.");
+
+    for (i = PG_RW_NO_NAME; i < PG_RW_NREASONS; i++) {
+        if (i == PG_RW_BAD_SYMBOLS || i == PG_RW_NOMEM
+            || i == PG_RW_ABORTED)
+        {
+            continue;
+        }
+
+        ngx_http_promgate_out("promgate_invalid_series_total"
+                              "{reason=\"%s\"} %uA\n",
+                              pg_rw_reason_name(i), st->invalid_series[i]);
+    }
+
+    p = ngx_http_promgate_help(p, last, "promgate_write_versions_total",
+                               "counter", "Valid write requests by remote "
+                               "write version.");
+
+    ngx_http_promgate_out("promgate_write_versions_total{version=\"1.0\"} "
+                          "%uA\npromgate_write_versions_total"
+                          "{version=\"2.0\"} %uA\n",
+                          st->versions[PG_RW_V1], st->versions[PG_RW_V2]);
+
+    p = ngx_http_promgate_help(p, last, "promgate_encoded_bodies_total",
+                               "counter", "Bodies made for targets "
+                               "(translated, or without invalid series), "
+                               "by remote write version.");
+
+    ngx_http_promgate_out("promgate_encoded_bodies_total{version=\"1.0\"} "
+                          "%uA\npromgate_encoded_bodies_total"
+                          "{version=\"2.0\"} %uA\n",
+                          st->encoded[PG_RW_V1], st->encoded[PG_RW_V2]);
 
     p = ngx_http_promgate_help(p, last, "promgate_inflight_requests", "gauge",
                                "Writes in flight, forwarding included.");

@@ -10,7 +10,7 @@
 
 
 static ngx_int_t ngx_http_promgate_check_headers(ngx_http_request_t *r,
-    ngx_str_t *why);
+    ngx_http_promgate_ctx_t *ctx, ngx_str_t *why);
 static void ngx_http_promgate_write_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_body(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, u_char **data, size_t *len);
@@ -20,6 +20,13 @@ static ngx_int_t ngx_http_promgate_reject(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
     uint64_t samples, u_char *text, size_t len);
 static ngx_uint_t ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx);
+static void ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
+    uint64_t *written);
+static ngx_int_t ngx_http_promgate_payload(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req, ngx_uint_t v);
+static void ngx_http_promgate_log_invalid(ngx_http_request_t *r,
+    pg_rw_request_t *req);
 static ngx_int_t ngx_http_promgate_write_answer(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
 static void ngx_http_promgate_write_cleanup(void *data);
@@ -66,9 +73,7 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
 
         h->hash = 1;
 #if (nginx_version >= 1023000)
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
+        h->next = NULL;
 #endif
         ngx_str_set(&h->key, "Allow");
         ngx_str_set(&h->value, "POST");
@@ -80,7 +85,7 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
                                         why.data, why.len);
     }
 
-    rc = ngx_http_promgate_check_headers(r, &why);
+    rc = ngx_http_promgate_check_headers(r, ctx, &why);
     if (rc != NGX_OK) {
         return ngx_http_promgate_reject(r, ctx, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                         rc, 0, why.data, why.len);
@@ -162,14 +167,18 @@ ngx_http_promgate_token(u_char **pp, u_char *end, ngx_str_t *tok, u_char stop)
 
 /*
  * Content-Type: application/x-protobuf[;proto=prometheus.WriteRequest]
+ *               application/x-protobuf;proto=io.prometheus.write.v2.Request
  * Content-Encoding: snappy
  */
 
 static ngx_int_t
-ngx_http_promgate_check_headers(ngx_http_request_t *r, ngx_str_t *why)
+ngx_http_promgate_check_headers(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, ngx_str_t *why)
 {
     u_char           *p, *end;
     ngx_str_t         type, name, value;
+
+    ctx->version = PG_RW_V1;
 
     if (r->headers_in.content_type == NULL) {
         goto bad_type;
@@ -217,6 +226,7 @@ ngx_http_promgate_check_headers(ngx_http_request_t *r, ngx_str_t *why)
             && ngx_strncmp(value.data, "prometheus.WriteRequest",
                            value.len) == 0)
         {
+            ctx->version = PG_RW_V1;
             continue;
         }
 
@@ -224,15 +234,24 @@ ngx_http_promgate_check_headers(ngx_http_request_t *r, ngx_str_t *why)
             && ngx_strncmp(value.data, "io.prometheus.write.v2.Request",
                            value.len) == 0)
         {
-            ngx_str_set(why, "promgate: remote write 2.0 "
-                        "(proto=io.prometheus.write.v2.Request) is not "
-                        "supported; send remote write 1.0: "
-                        "application/x-protobuf;"
-                        "proto=prometheus.WriteRequest\n");
-            return NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE;
+            ctx->version = PG_RW_V2;
+            continue;
         }
 
-        goto bad_type;
+        why->data = ngx_pnalloc(r->pool, 256);
+        if (why->data == NULL) {
+            goto bad_type;
+        }
+
+        why->len = ngx_snprintf(why->data, 256,
+                                "promgate: unsupported proto=\"%*s\"; "
+                                "accepted: prometheus.WriteRequest (remote "
+                                "write 1.0), io.prometheus.write.v2.Request "
+                                "(2.0)\n",
+                                ngx_min(value.len, 64), value.data)
+                   - why->data;
+
+        return NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE;
     }
 
     if (ngx_http_promgate_snappy_encoded(r)) {
@@ -240,15 +259,17 @@ ngx_http_promgate_check_headers(ngx_http_request_t *r, ngx_str_t *why)
     }
 
     ngx_str_set(why, "promgate: expected \"Content-Encoding: snappy\" "
-                "(a snappy block-compressed protobuf WriteRequest)\n");
+                "(a snappy block-compressed protobuf message; no other "
+                "encoding is accepted)\n");
 
     return NGX_HTTP_PROMGATE_REJECT_ENCODING;
 
 bad_type:
 
     ngx_str_set(why, "promgate: expected \"Content-Type: "
-                "application/x-protobuf\" (optionally with "
-                ";proto=prometheus.WriteRequest)\n");
+                "application/x-protobuf\", optionally with "
+                ";proto=prometheus.WriteRequest (remote write 1.0) or "
+                ";proto=io.prometheus.write.v2.Request (2.0)\n");
 
     return NGX_HTTP_PROMGATE_REJECT_CONTENT_TYPE;
 }
@@ -280,9 +301,20 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
         return;
     }
 
-    ctx->targets = ctx->plcf->forwards;
     ctx->decide = ngx_http_promgate_write_decide;
     ctx->answer_handler = ngx_http_promgate_write_answer;
+
+    if (ctx->stats.series == 0 && ctx->stats.metadata == 0
+        && ctx->invalid_series)
+    {
+        /* every series was invalid and dropped: nothing to store */
+        r->write_event_handler = ngx_http_request_empty_handler;
+        ngx_http_finalize_request(r,
+                                  ngx_http_promgate_write_answer(r, ctx, 204));
+        return;
+    }
+
+    ctx->targets = ctx->plcf->forwards;
 
     if (ngx_http_promgate_forward(r, ctx) != NGX_OK) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -327,42 +359,216 @@ ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
 /*
  * The uncompressed body lives only while it is validated, synchronously:
  * one buffer per worker serves every write, instead of a fresh large
- * allocation (and its page faults) per request.  Buffers above 16m are
- * given back after use.
+ * allocation (and its page faults) per request.  So does the buffer a
+ * body made for targets (translated, or without invalid series) is
+ * encoded into before it is compressed.  Buffers above 16m are given back
+ * after use.
  */
 
-static u_char  *ngx_http_promgate_decoded;
-static size_t   ngx_http_promgate_decoded_size;
+typedef struct {
+    u_char   *data;
+    size_t    size;
+} ngx_http_promgate_scratch_t;
+
+
+static ngx_http_promgate_scratch_t  ngx_http_promgate_decoded;
+static ngx_http_promgate_scratch_t  ngx_http_promgate_encoded;
 
 
 static u_char *
-ngx_http_promgate_decode_buffer(size_t size, ngx_log_t *log)
+ngx_http_promgate_scratch(ngx_http_promgate_scratch_t *sb, size_t size,
+    ngx_log_t *log)
 {
-    if (size <= ngx_http_promgate_decoded_size) {
-        return ngx_http_promgate_decoded;
+    if (size <= sb->size) {
+        return sb->data;
     }
 
-    if (ngx_http_promgate_decoded) {
-        ngx_free(ngx_http_promgate_decoded);
+    if (sb->data) {
+        ngx_free(sb->data);
     }
 
     size = ngx_max(ngx_align(size, 65536), 1024 * 1024);
 
-    ngx_http_promgate_decoded = ngx_alloc(size, log);
-    ngx_http_promgate_decoded_size = ngx_http_promgate_decoded ? size : 0;
+    sb->data = ngx_alloc(size, log);
+    sb->size = sb->data ? size : 0;
 
-    return ngx_http_promgate_decoded;
+    return sb->data;
 }
 
 
 static void
-ngx_http_promgate_decode_release(void)
+ngx_http_promgate_scratch_release(ngx_http_promgate_scratch_t *sb)
 {
-    if (ngx_http_promgate_decoded_size > 16 * 1024 * 1024) {
-        ngx_free(ngx_http_promgate_decoded);
-        ngx_http_promgate_decoded = NULL;
-        ngx_http_promgate_decoded_size = 0;
+    if (sb->size > 16 * 1024 * 1024) {
+        ngx_free(sb->data);
+        sb->data = NULL;
+        sb->size = 0;
     }
+}
+
+
+/* pg_buf_t's growth over the encode scratch buffer */
+
+static int
+ngx_http_promgate_encoded_grow(pg_buf_t *b, size_t need)
+{
+    u_char                       *p;
+    size_t                        used, size;
+    ngx_http_promgate_scratch_t  *sb;
+
+    sb = b->data;
+    used = b->pos - b->start;
+
+    size = ngx_max(sb->size * 2, used + need);
+    size = ngx_align(size, 65536);
+
+    p = ngx_alloc(size, ngx_cycle->log);
+    if (p == NULL) {
+        return -1;
+    }
+
+    if (used) {
+        ngx_memcpy(p, b->start, used);
+    }
+
+    if (sb->data) {
+        ngx_free(sb->data);
+    }
+
+    sb->data = p;
+    sb->size = size;
+
+    b->start = p;
+    b->pos = p + used;
+    b->end = p + size;
+
+    return 0;
+}
+
+
+/*
+ * A body of version v for the targets that need one other than the
+ * client's: the valid series only, in v, compressed; made once, shared by
+ * every target and retry that speaks v.
+ */
+
+static ngx_int_t
+ngx_http_promgate_payload(ngx_http_request_t *r,
+    ngx_http_promgate_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req, ngx_uint_t v)
+{
+    u_char                       *out;
+    size_t                        clen;
+    ngx_buf_t                    *b;
+    pg_buf_t                      eb;
+    ngx_chain_t                  *cl;
+    pg_allocator_t                alloc;
+    ngx_http_request_body_t      *body;
+    ngx_http_promgate_payload_t  *pl;
+    ngx_http_promgate_stats_t    *st;
+
+    pl = &ctx->payloads[v];
+    pl->version = v;
+    pl->ready = 1;
+
+    if (v == ctx->version && req->invalid_series == 0
+        && req->invalid_metadata == 0)
+    {
+        pl->body = NULL;                  /* the client's bytes */
+        pl->len = ctx->body_len;
+        return NGX_OK;
+    }
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+
+    eb.start = ngx_http_promgate_scratch(&ngx_http_promgate_encoded,
+                                         dlen + 1024, r->connection->log);
+    if (eb.start == NULL) {
+        return NGX_ERROR;
+    }
+
+    eb.pos = eb.start;
+    eb.end = eb.start + ngx_http_promgate_encoded.size;
+    eb.grow = ngx_http_promgate_encoded_grow;
+    eb.data = &ngx_http_promgate_encoded;
+
+    if (pg_rw_encode(decoded, dlen, req, NULL, v, &alloc, &eb) != 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "promgate: out of memory making a remote write %s "
+                      "body of %uz bytes", v == PG_RW_V2 ? "2.0" : "1.0",
+                      dlen);
+        return NGX_ERROR;
+    }
+
+    clen = pg_snappy_max_encoded(eb.pos - eb.start);
+
+    out = ngx_pnalloc(r->pool, clen);
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+
+    if (out == NULL || b == NULL || cl == NULL || body == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (pg_snappy_encode(eb.start, eb.pos - eb.start, out, &clen)
+        != PG_SNAPPY_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_promgate_scratch_release(&ngx_http_promgate_encoded);
+
+    b->pos = out;
+    b->last = out + clen;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+    body->bufs = cl;
+
+    pl->body = body;
+    pl->len = clen;
+
+    st = ngx_http_promgate_stats();
+    (void) ngx_atomic_fetch_add(&st->encoded[v], 1);
+    (void) ngx_atomic_fetch_add(&st->encoded_bytes, clen);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Invalid series that were dropped are logged at most once a second per
+ * worker, naming the first of them; the counters have them all.
+ */
+
+static void
+ngx_http_promgate_log_invalid(ngx_http_request_t *r, pg_rw_request_t *req)
+{
+    static ngx_msec_t  last;
+    static uint64_t    suppressed;
+
+    if (ngx_current_msec - last < 1000 && last != 0) {
+        suppressed += req->invalid_series + req->invalid_metadata;
+        return;
+    }
+
+    last = ngx_current_msec;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "promgate: dropped %uL invalid series and %uL metadata "
+                  "entries of a write, forwarded the %uL valid series (%uL "
+                  "more dropped since the last message); the first: %s",
+                  req->invalid_series, req->invalid_metadata,
+                  req->stats.series, suppressed, req->first.message);
+
+    suppressed = 0;
 }
 
 
@@ -370,15 +576,18 @@ static ngx_int_t
 ngx_http_promgate_validate(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len)
 {
-    u_char                     *decoded;
-    size_t                      dlen;
-    ngx_int_t                   rc;
-    pg_rw_error_t               err;
-    pg_rw_reason_e              reason;
-    pg_snappy_rc_e              src;
-    ngx_http_promgate_stats_t  *st;
+    u_char                       *decoded;
+    size_t                        dlen;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, need[3];
+    pg_allocator_t                alloc;
+    pg_rw_reason_e                reason;
+    pg_snappy_rc_e                src;
+    pg_rw_request_t               req;
+    ngx_http_promgate_forward_t  *fw;
+    ngx_http_promgate_stats_t    *st;
 
-    u_char                      msg[sizeof(err.message) + 64];
+    u_char                        msg[sizeof(req.first.message) + 64];
 
     src = pg_snappy_decoded_length(data, len, ctx->plcf->max_decoded, &dlen);
 
@@ -396,46 +605,107 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
         goto bad_snappy;
     }
 
-    decoded = ngx_http_promgate_decode_buffer(dlen, r->connection->log);
+    decoded = ngx_http_promgate_scratch(&ngx_http_promgate_decoded, dlen,
+                                        r->connection->log);
     if (decoded == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (pg_snappy_decode(data, len, decoded, dlen) != PG_SNAPPY_OK) {
-        ngx_http_promgate_decode_release();
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
         goto bad_snappy;
     }
 
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+
     if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
         ngx_http_promgate_tenant(r, &ctx->tenant);
-        reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err,
-                            ngx_http_promgate_write_series, ctx);
-
-        if (reason == PG_RW_ABORTED) {
-            ngx_http_promgate_decode_release();
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+        reason = pg_rw_decode(decoded, dlen, ctx->version, &alloc, &req,
+                              ngx_http_promgate_write_series, ctx);
 
     } else {
-        reason = pg_rw_scan(decoded, dlen, &ctx->stats, &err, NULL, NULL);
+        reason = pg_rw_decode(decoded, dlen, ctx->version, &alloc, &req,
+                              NULL, NULL);
+    }
+
+    if (reason == PG_RW_ABORTED || reason == PG_RW_NOMEM) {
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (reason == PG_RW_OK && req.invalid_series + req.invalid_metadata
+        && ctx->plcf->invalid_series == NGX_HTTP_PROMGATE_INVALID_REJECT)
+    {
+        reason = req.first.reason;
     }
 
     if (reason != PG_RW_OK) {
         rc = ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST, reason,
-                                      pg_rw_count_samples(decoded, dlen), msg,
+                                      pg_rw_count_samples(decoded, dlen,
+                                                          ctx->version),
+                                      msg,
                                       ngx_snprintf(msg, sizeof(msg),
                                                    "promgate: invalid write "
                                                    "request: %s\n",
-                                                   err.message) - msg);
-        ngx_http_promgate_decode_release();
+                                                   req.first.message) - msg);
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
         return rc;
     }
 
+    ctx->stats = req.stats;
+    ctx->invalid_series = req.invalid_series;
+
     ngx_http_promgate_series_flush(ctx);     /* the body is still here */
-    ngx_http_promgate_decode_release();
+
+    /* a body for each protocol the targets speak, made while it is here */
+
+    need[PG_RW_V1] = 0;
+    need[PG_RW_V2] = 0;
+
+    fw = ctx->plcf->forwards->elts;
+
+    for (i = 0; i < ctx->plcf->forwards->nelts; i++) {
+        need[fw[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->version
+                                                         : fw[i].proto] = 1;
+    }
+
+    rc = NGX_OK;
+
+    for (i = PG_RW_V1; i <= PG_RW_V2; i++) {
+        if (need[i] && rc == NGX_OK
+            && (req.stats.series || req.stats.metadata
+                || req.invalid_series == 0))
+        {
+            rc = ngx_http_promgate_payload(r, ctx, decoded, dlen, &req, i);
+        }
+    }
+
+    ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     st = ngx_http_promgate_stats();
 
+    if (req.invalid_series || req.invalid_metadata) {
+        ngx_http_promgate_log_invalid(r, &req);
+
+        for (i = 0; i < PG_RW_NREASONS; i++) {
+            if (req.invalid[i]) {
+                (void) ngx_atomic_fetch_add(&st->invalid_series[i],
+                                            req.invalid[i]);
+            }
+        }
+
+        (void) ngx_atomic_fetch_add(&st->invalid_samples,
+                                    req.invalid_samples);
+        (void) ngx_atomic_fetch_add(&st->invalid_metadata,
+                                    req.invalid_metadata);
+    }
+
+    (void) ngx_atomic_fetch_add(&st->versions[ctx->version], 1);
     (void) ngx_atomic_fetch_add(&st->decoded_bytes, dlen);
     (void) ngx_atomic_fetch_add(&st->series, ctx->stats.series);
     (void) ngx_atomic_fetch_add(&st->samples, ctx->stats.samples);
@@ -511,6 +781,39 @@ ngx_http_promgate_reject(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
 }
 
 
+/*
+ * The counts a remote write 2.0 sender is answered with: what promgate
+ * forwarded (the valid series), lowered to what any target that stored
+ * the write says it wrote (a 2.0 target's own headers).  Targets that did
+ * not store it (failed or pending, where the ack policy let the answer go
+ * before them) do not count.
+ */
+
+static void
+ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
+    uint64_t *written)
+{
+    ngx_uint_t                i, k;
+    ngx_http_promgate_fwd_t  *f;
+
+    written[0] = ctx->stats.samples;
+    written[1] = ctx->stats.histograms;
+    written[2] = ctx->stats.exemplars;
+
+    for (i = 0; i < ctx->nfwd; i++) {
+        f = &ctx->fwd[i];
+
+        if (f->state != PG_TARGET_STORED || !f->confirmed) {
+            continue;
+        }
+
+        for (k = 0; k < 3; k++) {
+            written[k] = ngx_min(written[k], f->written[k]);
+        }
+    }
+}
+
+
 /* the ack policy decides; 0 while it depends on pending targets */
 
 static ngx_uint_t
@@ -530,6 +833,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
     ngx_buf_t                *b;
     ngx_uint_t                i;
     ngx_chain_t               out;
+    uint64_t                  written[3];
     ngx_table_elt_t          *h;
     ngx_http_promgate_fwd_t  *f;
 
@@ -551,6 +855,14 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
         r->header_only = 1;
         ngx_http_clear_content_length(r);
 
+        /* remote write 1.0 answers carry no counts, as Prometheus' don't */
+
+        if (ctx->version != PG_RW_V2) {
+            return ngx_http_send_header(r);
+        }
+
+        ngx_http_promgate_written_counts(ctx, written);
+
         for (i = 0; i < 3; i++) {
             h = ngx_list_push(&r->headers_out.headers);
             if (h == NULL) {
@@ -564,17 +876,11 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
             h->hash = 1;
 #if (nginx_version >= 1023000)
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
+            h->next = NULL;
 #endif
             h->key = names[i];
             h->value.data = p;
-            h->value.len = ngx_sprintf(p, "%uL",
-                                       i == 0 ? ctx->stats.samples
-                                       : i == 1 ? ctx->stats.histograms
-                                       : ctx->stats.exemplars)
-                           - p;
+            h->value.len = ngx_sprintf(p, "%uL", written[i]) - p;
         }
 
         return ngx_http_send_header(r);
