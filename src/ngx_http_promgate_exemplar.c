@@ -346,6 +346,37 @@ ngx_http_promgate_copy_labels(ngx_pool_t *pool, pg_pb_iter_t it, size_t *n)
 }
 
 
+/*
+ * An exemplar's labels as the ring can keep them: non-empty names, valid
+ * UTF-8.  Prometheus ignores an exemplar it cannot store without failing
+ * the series; so does promgate (the series is forwarded with it).
+ */
+
+static ngx_int_t
+ngx_http_promgate_exemplar_labels_valid(pg_pb_iter_t it)
+{
+    pg_label_t  l;
+
+    while (pg_rw_next_label(&it, &l)) {
+        if (l.name.len == 0 || !pg_utf8_valid(l.name.data, l.name.len)
+            || !pg_utf8_valid(l.value.data, l.value.len))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_label_cmp(const void *a, const void *b)
+{
+    return pg_str_cmp(((const pg_label_t *) a)->name,
+                      ((const pg_label_t *) b)->name);
+}
+
+
 /* the scan's per-series callback: copy the series' exemplars, if any */
 
 int
@@ -381,9 +412,20 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
         return -1;
     }
 
+    if (s->unsorted) {
+        /* Prometheus sorts a series' labels before it stores them */
+        ngx_sort(series, nseries, sizeof(pg_label_t),
+                 ngx_http_promgate_label_cmp);
+    }
+
     pg_rw_series_exemplars(s, &it);
 
     while (pg_rw_next_exemplar(&it, &ex)) {
+
+        if (!ngx_http_promgate_exemplar_labels_valid(ex.labels)) {
+            continue;
+        }
+
         e = ngx_array_push(ctx->exemplars);
         if (e == NULL) {
             return -1;
