@@ -370,7 +370,10 @@ int
 ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
     const pg_rw_series_t *s)
 {
+    size_t                             n;
     pg_str_t                           tenant;
+    pg_label_t                        *labels;
+    pg_allocator_t                     alloc;
     ngx_http_promgate_series_zone_t   *zone;
     ngx_http_promgate_series_write_t  *sw;
 
@@ -410,7 +413,22 @@ ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
     }
 
     pg_rw_series_labels(s, &sw->labels[sw->nbatch]);
-    pg_series_hash_iter(sw->labels[sw->nbatch], &sw->ids[sw->nbatch]);
+
+    if (s->unsorted) {
+        /* the identity of the label set Prometheus stores: sorted */
+        alloc.alloc = ngx_http_promgate_pool_alloc;
+        alloc.ctx = ctx->request->pool;
+
+        labels = pg_series_copy_labels(sw->labels[sw->nbatch], &alloc, &n);
+        if (labels == NULL) {
+            return 0;
+        }
+
+        pg_series_hash(labels, n, &sw->ids[sw->nbatch]);
+
+    } else {
+        pg_series_hash_iter(sw->labels[sw->nbatch], &sw->ids[sw->nbatch]);
+    }
 
     if (++sw->nbatch == PG_SERIES_BATCH) {
         ngx_http_promgate_series_flush(ctx);

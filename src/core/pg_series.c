@@ -935,9 +935,9 @@ pg_series_json(pg_json_buf_t *b, const pg_label_t *labels, size_t n,
 pg_label_t *
 pg_series_copy_labels(pg_pb_iter_t it, pg_allocator_t *a, size_t *n)
 {
-    size_t         count, bytes;
+    size_t         i, count, bytes;
     uint8_t       *p;
-    pg_label_t     l, *labels;
+    pg_label_t     l, tmp, *labels;
     pg_pb_iter_t   first;
 
     first = it;
@@ -968,6 +968,16 @@ pg_series_copy_labels(pg_pb_iter_t it, pg_allocator_t *a, size_t *n)
         labels[count].value.len = l.value.len;
         memcpy(p, l.value.data, l.value.len);
         p += l.value.len;
+
+        /* out of order (valid, Prometheus sorts): sorted as it stores */
+        for (i = count; i > 0
+                        && pg_str_cmp(labels[i - 1].name, labels[i].name) > 0;
+             i--)
+        {
+            tmp = labels[i];
+            labels[i] = labels[i - 1];
+            labels[i - 1] = tmp;
+        }
 
         count++;
     }

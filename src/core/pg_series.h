@@ -169,7 +169,8 @@ void pg_series_json(pg_json_buf_t *b, const pg_label_t *labels, size_t n,
 
 /*
  * Copies a TimeSeries' labels (views into a body about to be freed) into
- * one allocation.  NULL when out of memory.
+ * one allocation, sorted by name as Prometheus stores them (senders may
+ * send them out of order).  NULL when out of memory.
  */
 pg_label_t *pg_series_copy_labels(pg_pb_iter_t labels, pg_allocator_t *a,
     size_t *n);
