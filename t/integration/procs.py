@@ -88,15 +88,17 @@ class Proc:
 
 class Prometheus:
     def __init__(self, workdir, config_yaml=None, extra_flags=(),
-                 features="exemplar-storage,native-histograms"):
+                 features="exemplar-storage,native-histograms",
+                 binary="prometheus"):
         self.dir = workdir
+        self.binary = binary
         os.makedirs(workdir, exist_ok=True)
         self.port = free_port()
         self.url = "http://%s:%d" % (LOOP, self.port)
         self.config = os.path.join(workdir, "prometheus.yml")
         with open(self.config, "w") as f:
             f.write(config_yaml or "global:\n  scrape_interval: 15s\n")
-        argv = ["prometheus", "--config.file=" + self.config,
+        argv = [binary, "--config.file=" + self.config,
                 "--storage.tsdb.path=" + os.path.join(workdir, "data"),
                 "--web.listen-address=%s:%d" % (LOOP, self.port),
                 "--web.enable-remote-write-receiver",
@@ -182,12 +184,13 @@ def parse_matrix(data):
 # ----------------------------------------------------------- VictoriaMetrics
 
 class VictoriaMetrics:
-    def __init__(self, workdir, extra_flags=()):
+    def __init__(self, workdir, extra_flags=(), binary="victoria-metrics"):
         self.dir = workdir
+        self.binary = binary
         os.makedirs(workdir, exist_ok=True)
         self.port = free_port()
         self.url = "http://%s:%d" % (LOOP, self.port)
-        argv = ["victoria-metrics",
+        argv = [binary,
                 "-storageDataPath=" + os.path.join(workdir, "data"),
                 "-httpListenAddr=%s:%d" % (LOOP, self.port),
                 "-loggerLevel=INFO"] + list(extra_flags)
@@ -295,12 +298,14 @@ def same_float(a, b):
 # ---------------------------------------------------------------- vmagent
 
 class VMAgent:
-    def __init__(self, workdir, remote_write_urls, extra_flags=()):
+    def __init__(self, workdir, remote_write_urls, extra_flags=(),
+                 binary="vmagent"):
         os.makedirs(workdir, exist_ok=True)
+        self.binary = binary
         self.dir = workdir
         self.port = free_port()
         self.url = "http://%s:%d" % (LOOP, self.port)
-        argv = ["vmagent", "-httpListenAddr=%s:%d" % (LOOP, self.port),
+        argv = [binary, "-httpListenAddr=%s:%d" % (LOOP, self.port),
                 "-remoteWrite.tmpDataPath=" + os.path.join(workdir, "buf"),
                 "-remoteWrite.flushInterval=1s", "-loggerLevel=INFO"]
         argv += ["-remoteWrite.url=" + u for u in remote_write_urls]
