@@ -20,7 +20,8 @@ NGX_TREE    := $(BUILD)/nginx
 CORE_SRCS   := $(wildcard src/core/*.c)
 CORE_HDRS   := $(wildcard src/core/*.h)
 GLUE_SRCS   := $(wildcard src/ngx_http_promgate*.c) $(wildcard src/*.h)
-PROTO_GEN   := $(BUILD)/proto/types.pb-c.c $(BUILD)/proto/remote.pb-c.c
+PROTO_GEN   := $(BUILD)/proto/types.pb-c.c $(BUILD)/proto/remote.pb-c.c \
+               $(BUILD)/proto/write_v2.pb-c.c
 UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 

@@ -365,7 +365,7 @@ main(int argc, char **argv)
     uint64_t            seed, tenant, rounds, samples, counter, jbytes;
     lset_t             *sets;
     cpu_set_t           cpus;
-    pg_rw_stats_t       st;
+    pg_rw_request_t     req;
     pg_series_id_t     *ids, id;
     pg_series_set_t    *set;
     pg_series_stats_t   ss;
@@ -563,7 +563,8 @@ main(int argc, char **argv)
     for (a = 0; a < nbodies; a++) {
         w->nnew = 0;
         arena.used = 0;
-        (void) pg_rw_scan(bodies[a], blen[a], &st, NULL, collect, w);
+        (void) pg_rw_decode(bodies[a], blen[a], PG_RW_V1, &w->alloc, &req,
+                            collect, w);
         flush(w);
         (void) publish(w);
     }
@@ -583,7 +584,8 @@ main(int argc, char **argv)
         }
 
         t0 = now_s();
-        (void) pg_rw_scan(bodies[a], blen[a], &st, NULL, NULL, NULL);
+        (void) pg_rw_decode(bodies[a], blen[a], PG_RW_V1, &w->alloc, &req,
+                            NULL, NULL);
         t1 = now_s();
         ts += t1 - t0;
 
@@ -591,14 +593,15 @@ main(int argc, char **argv)
         arena.used = 0;
 
         t0 = now_s();
-        (void) pg_rw_scan(bodies[a], blen[a], &st, NULL, collect, w);
+        (void) pg_rw_decode(bodies[a], blen[a], PG_RW_V1, &w->alloc, &req,
+                            collect, w);
         flush(w);
         t1 = now_s();
         jbytes += publish(w);
         ti += t1 - t0;
         tp += now_s() - t1;
 
-        samples += st.samples;
+        samples += req.stats.samples;
         len += w->nnew;
     }
 

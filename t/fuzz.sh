@@ -64,7 +64,8 @@ CFLAGS="-std=gnu99 -g -O1 -fno-omit-frame-pointer $SAN -Isrc/core -Ibuild/proto 
 mkdir -p "$OUT/obj"
 
 # protobuf-c code from proto/
-make -s build/proto/remote.pb-c.c build/proto/types.pb-c.c >/dev/null
+make -s build/proto/remote.pb-c.c build/proto/types.pb-c.c \
+    build/proto/write_v2.pb-c.c >/dev/null
 
 # ------------------------------------------------------------ core objects
 

@@ -1,29 +1,25 @@
 /*
- * Zero-copy validating scan of a remote-write 1.0 WriteRequest.
+ * Zero-copy validating decoder of remote-write requests: 1.0 here, 2.0 in
+ * pg_rw2.c, and what both share (the invalid-series bookkeeping, the
+ * messages, the iterators).
  *
- * The scan walks the protobuf wire format once, checks every field's wire
- * type against the schema in proto/, validates labels as Prometheus expects
- * them, counts what the request carries and hands each valid series to the
- * caller as a view into the buffer.  Unknown fields are skipped, as proto3
- * requires.
+ * The decoder walks the protobuf wire format once, checks every field's
+ * wire type against the schema in proto/, validates each series as
+ * Prometheus 3.5's receiver does (storage/remote/write_handler.go: the
+ * labels, sorted, must hold a non-empty __name__, non-empty names, valid
+ * UTF-8 everywhere and no name twice), counts what the request carries and
+ * hands each valid series to the caller as a view into the buffer.  An
+ * invalid series is counted, marked in a bitmap and skipped; only a
+ * malformed message fails the request.  Unknown fields are skipped, as
+ * proto3 requires.  Exemplars never make a series invalid: Prometheus
+ * drops a bad exemplar, not its series.
  */
 
-#include "pg_rw.h"
+#include "pg_rw_wire.h"
 
+#include <stdarg.h>
 #include <stdio.h>
-
-
-#define PG_PB_VARINT   0
-#define PG_PB_I64      1
-#define PG_PB_LEN      2
-#define PG_PB_I32      5
-
-
-typedef struct {
-    pg_rw_stats_t   *st;
-    pg_rw_error_t   *err;
-    const uint8_t   *base;
-} pg_rw_scan_t;
+#include <stdlib.h>
 
 
 static const char  *pg_rw_reasons[] = {
@@ -31,9 +27,11 @@ static const char  *pg_rw_reasons[] = {
     "malformed",
     "missing_name",
     "invalid_label_name",
-    "unsorted_labels",
     "duplicate_label",
     "invalid_utf8",
+    "invalid_symbol_ref",
+    "invalid_symbols",
+    "no_memory",
     "aborted"
 };
 
@@ -49,423 +47,66 @@ pg_rw_reason_name(pg_rw_reason_e reason)
 }
 
 
+/* ------------------------------------------------------ shared checks */
+
+
+/* name and value are valid UTF-8 (a label's name may be any of it now) */
 static inline int
-pg_pb_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
+pg_rw_label_utf8(const pg_label_t *l)
 {
-    const uint8_t  *p;
-    uint64_t        r;
-    unsigned        shift;
+    /*
+     * In the direct shape the value follows the name after its one-byte
+     * key and length, both ASCII: one pass covers the two.
+     */
 
-    p = *pp;
-
-    if (p < end && *p < 0x80) {
-        *v = *p;
-        *pp = p + 1;
-        return 0;
-    }
-
-    r = 0;
-
-    for (shift = 0; shift < 64; shift += 7) {
-        if (p == end) {
-            return -1;
+    if (l->value.data == l->name.data + l->name.len + 2) {
+        if (pg_rw_ascii(l->name.data, l->name.len + 2 + l->value.len)) {
+            return 1;
         }
 
-        r |= (uint64_t) (*p & 0x7f) << shift;
-
-        if (*p++ < 0x80) {
-            if (shift == 63 && p[-1] > 1) {
-                return -1;          /* more than 64 bits */
-            }
-            *v = r;
-            *pp = p;
-            return 0;
-        }
-    }
-
-    return -1;
-}
-
-
-/* reads a field key; returns the field number, 0 at end, -1 on error */
-static inline int64_t
-pg_pb_key(const uint8_t **pp, const uint8_t *end, unsigned *wt)
-{
-    uint64_t  key;
-
-    if (*pp == end) {
-        return 0;
-    }
-
-    if (pg_pb_varint(pp, end, &key) != 0) {
-        return -1;
-    }
-
-    *wt = key & 7;
-    key >>= 3;
-
-    if (key == 0 || key > 0x1fffffff) {
-        return -1;
-    }
-
-    return (int64_t) key;
-}
-
-
-static inline int
-pg_pb_len(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
-    size_t *len)
-{
-    uint64_t  n;
-
-    if (pg_pb_varint(pp, end, &n) != 0) {
-        return -1;
-    }
-
-    if (n > (uint64_t) (end - *pp)) {
-        return -1;
-    }
-
-    *data = *pp;
-    *len = (size_t) n;
-    *pp += n;
-
-    return 0;
-}
-
-
-/* skips a field of an unknown number, checking it is well-formed */
-static int
-pg_pb_skip(const uint8_t **pp, const uint8_t *end, unsigned wt)
-{
-    uint64_t        v;
-    const uint8_t  *d;
-    size_t          n;
-
-    switch (wt) {
-
-    case PG_PB_VARINT:
-        return pg_pb_varint(pp, end, &v);
-
-    case PG_PB_I64:
-        if (end - *pp < 8) {
-            return -1;
-        }
-        *pp += 8;
-        return 0;
-
-    case PG_PB_LEN:
-        return pg_pb_len(pp, end, &d, &n);
-
-    case PG_PB_I32:
-        if (end - *pp < 4) {
-            return -1;
-        }
-        *pp += 4;
-        return 0;
-
-    default:
-        /* groups (3, 4) are not used by the schema and deprecated */
-        return -1;
-    }
-}
-
-
-static inline double
-pg_pb_double(const uint8_t *p)
-{
-    uint64_t  u;
-    double    d;
-
-    u = (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
-        | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
-        | (uint64_t) p[5] << 40 | (uint64_t) p[6] << 48
-        | (uint64_t) p[7] << 56;
-
-    memcpy(&d, &u, sizeof(d));
-
-    return d;
-}
-
-
-/* label name characters: 1 first or later, 2 later only */
-static const uint8_t  pg_rw_name_chars[256] = {
-    ['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2,
-    ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
-    ['_'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
-    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
-    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
-    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1
-};
-
-
-static inline int
-pg_rw_label_name_valid(pg_str_t name)
-{
-    size_t  i;
-
-    if (name.len == 0 || pg_rw_name_chars[name.data[0]] != 1) {
-        return 0;
-    }
-
-    for (i = 1; i < name.len; i++) {
-        if (pg_rw_name_chars[name.data[i]] == 0) {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-/* ASCII is the common case: the full UTF-8 check only when it is not */
-static inline int
-pg_rw_utf8_valid(const uint8_t *p, size_t len)
-{
-    size_t    i;
-    uint64_t  w, acc;
-
-    acc = 0;
-
-    for (i = 0; i + 8 <= len; i += 8) {
-        memcpy(&w, p + i, 8);
-        acc |= w;
-    }
-
-    for ( /* void */ ; i < len; i++) {
-        acc |= p[i];
-    }
-
-    if ((acc & 0x8080808080808080ULL) == 0) {
+    } else if (pg_rw_ascii(l->name.data, l->name.len)
+               && pg_rw_ascii(l->value.data, l->value.len))
+    {
         return 1;
     }
 
-    return pg_utf8_valid(p, len);
+    return pg_utf8_valid(l->name.data, l->name.len)
+           && pg_utf8_valid(l->value.data, l->value.len);
 }
 
 
-/*
- * Parses a Label message; 0 or a reason.  Senders write the name then the
- * value, each shorter than 128 bytes as a rule: that shape is read
- * directly, anything else by the general loop.
- */
-
-static inline pg_rw_reason_e
-pg_rw_parse_label(const uint8_t *p, const uint8_t *end, pg_label_t *label)
+static int
+pg_rw_check_spans(const uint8_t *p, const uint8_t *end)
 {
     int64_t         field;
     unsigned        wt;
-    const uint8_t  *d;
-    size_t          n, nl, vl;
-
-    if (end - p >= 4 && p[0] == 0x0a && p[1] < 0x80) {
-        nl = p[1];
-
-        if ((size_t) (end - p) >= nl + 4 && p[2 + nl] == 0x12
-            && p[3 + nl] < 0x80 && (size_t) (end - p) == nl + 4 + p[3 + nl])
-        {
-            vl = p[3 + nl];
-
-            label->name.data = p + 2;
-            label->name.len = nl;
-            label->value.data = p + 4 + nl;
-            label->value.len = vl;
-
-            return PG_RW_OK;
-        }
-    }
-
-    label->name.data = (const uint8_t *) "";
-    label->name.len = 0;
-    label->value = label->name;
+    uint64_t        v;
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
         if (field == 1 || field == 2) {
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
-                return PG_RW_MALFORMED;
-            }
-
-            if (field == 1) {
-                label->name.data = d;
-                label->name.len = n;
-
-            } else {
-                label->value.data = d;
-                label->value.len = n;
-            }
-
-            continue;
-        }
-
-        if (pg_pb_skip(&p, end, wt) != 0) {
-            return PG_RW_MALFORMED;
-        }
-    }
-
-    return field < 0 ? PG_RW_MALFORMED : PG_RW_OK;
-}
-
-
-static inline pg_rw_reason_e
-pg_rw_check_label(const pg_label_t *l)
-{
-    /* a valid name is ASCII: its UTF-8 check is only for the error */
-
-    if (!pg_rw_label_name_valid(l->name)) {
-        return pg_utf8_valid(l->name.data, l->name.len)
-               ? PG_RW_BAD_LABEL_NAME : PG_RW_BAD_UTF8;
-    }
-
-    if (!pg_rw_utf8_valid(l->value.data, l->value.len)) {
-        return PG_RW_BAD_UTF8;
-    }
-
-    return PG_RW_OK;
-}
-
-
-static pg_rw_reason_e
-pg_rw_scan_sample(const uint8_t *p, const uint8_t *end)
-{
-    int64_t   field;
-    unsigned  wt;
-    uint64_t  v;
-
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        if (field == 1) {
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return PG_RW_MALFORMED;
-            }
-            p += 8;
-            continue;
-        }
-
-        if (field == 2) {
             if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return PG_RW_MALFORMED;
+                return -1;
             }
             continue;
         }
 
         if (pg_pb_skip(&p, end, wt) != 0) {
-            return PG_RW_MALFORMED;
+            return -1;
         }
     }
 
-    return field < 0 ? PG_RW_MALFORMED : PG_RW_OK;
-}
-
-
-static pg_rw_reason_e
-pg_rw_scan_exemplar(const uint8_t *p, const uint8_t *end, pg_label_t *bad)
-{
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v;
-    const uint8_t  *d;
-    size_t          n;
-    pg_rw_reason_e  rc;
-
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        switch (field) {
-
-        case 1:
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
-                return PG_RW_MALFORMED;
-            }
-
-            rc = pg_rw_parse_label(d, d + n, bad);
-            if (rc == PG_RW_OK) {
-                rc = pg_rw_check_label(bad);
-            }
-
-            if (rc != PG_RW_OK) {
-                return rc;
-            }
-
-            break;
-
-        case 2:
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return PG_RW_MALFORMED;
-            }
-            p += 8;
-            break;
-
-        case 3:
-            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return PG_RW_MALFORMED;
-            }
-            break;
-
-        default:
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                return PG_RW_MALFORMED;
-            }
-        }
-    }
-
-    return field < 0 ? PG_RW_MALFORMED : PG_RW_OK;
+    return field < 0 ? -1 : 0;
 }
 
 
 /*
- * The wire type a Histogram field must have; repeated scalars may come
- * packed (LEN) or not.
+ * Every field of a Histogram with its wire type, the insides of its spans
+ * and of its packed runs too: a translation copies histograms, and what it
+ * writes must decode wherever it goes.
  */
-static int
-pg_rw_histogram_wt_ok(int64_t field, unsigned wt)
-{
-    switch (field) {
-    case 1: case 4: case 6: case 14: case 15:
-        return wt == PG_PB_VARINT;
-    case 2: case 3: case 5: case 7:
-        return wt == PG_PB_I64;
-    case 8: case 11:
-        return wt == PG_PB_LEN;
-    case 9: case 12:
-        return wt == PG_PB_VARINT || wt == PG_PB_LEN;
-    case 10: case 13:
-        return wt == PG_PB_I64 || wt == PG_PB_LEN;
-    default:
-        return 1;
-    }
-}
-
-
-static pg_rw_reason_e
-pg_rw_scan_histogram(const uint8_t *p, const uint8_t *end)
-{
-    int64_t   field;
-    unsigned  wt;
-
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        if (!pg_rw_histogram_wt_ok(field, wt)) {
-            return PG_RW_MALFORMED;
-        }
-
-        if (pg_pb_skip(&p, end, wt) != 0) {
-            return PG_RW_MALFORMED;
-        }
-    }
-
-    return field < 0 ? PG_RW_MALFORMED : PG_RW_OK;
-}
-
-
-static pg_rw_reason_e
-pg_rw_scan_metadata(const uint8_t *p, const uint8_t *end)
+int
+pg_rw_check_histogram(const uint8_t *p, const uint8_t *end, int v2)
 {
     int64_t         field;
     unsigned        wt;
@@ -477,29 +118,72 @@ pg_rw_scan_metadata(const uint8_t *p, const uint8_t *end)
 
         switch (field) {
 
-        case 1:
+        case 1: case 4: case 6: case 14: case 15:
             if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return PG_RW_MALFORMED;
+                return -1;
             }
             break;
 
-        case 2: case 4: case 5:
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
-                return PG_RW_MALFORMED;
+        case 2: case 3: case 5: case 7:
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
             }
-            if (!pg_utf8_valid(d, n)) {
-                return PG_RW_BAD_UTF8;
+            p += 8;
+            break;
+
+        case 8: case 11:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw_check_spans(d, d + n) != 0)
+            {
+                return -1;
             }
             break;
+
+        case 9: case 12:
+            if (wt == PG_PB_VARINT) {
+                if (pg_pb_varint(&p, end, &v) != 0) {
+                    return -1;
+                }
+
+            } else if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                       || pg_pb_packed_varints(d, d + n, NULL) != 0)
+            {
+                return -1;
+            }
+            break;
+
+        case 10: case 13: case 16:
+            if (wt == PG_PB_I64) {
+                if (end - p < 8) {
+                    return -1;
+                }
+                p += 8;
+
+            } else if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                       || n % 8 != 0)
+            {
+                return -1;
+            }
+            break;
+
+        case 17:
+            if (v2) {
+                if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                    return -1;
+                }
+                break;
+            }
+
+            /* fall through */
 
         default:
             if (pg_pb_skip(&p, end, wt) != 0) {
-                return PG_RW_MALFORMED;
+                return -1;
             }
         }
     }
 
-    return field < 0 ? PG_RW_MALFORMED : PG_RW_OK;
+    return field < 0 ? -1 : 0;
 }
 
 
@@ -538,57 +222,58 @@ pg_rw_error_append(char *out, char *last, const uint8_t *s, size_t len)
         }
     }
 
+    *out = '\0';
+
     return out;
 }
 
 
+void
+pg_rw_detail_name(char *buf, size_t size, const char *what, pg_str_t name)
+{
+    char  *out, *last;
+
+    out = buf + snprintf(buf, size, "%s \"", what);
+    last = buf + size - 2;
+
+    if (out < last) {
+        out = pg_rw_error_append(out, last, name.data,
+                                 name.len > 64 ? 64 : name.len);
+        *out++ = '"';
+        *out = '\0';
+    }
+}
+
+
 /*
- * "series 3 {__name__="up", job="x"}: reason"; the label set is cut to fit,
- * and rendered only as far as it is well-formed.
+ * "series 3 {__name__="up", job="x"}: reason"; the label set is cut to
+ * fit, and rendered only as far as it is well-formed.
  */
 static void
-pg_rw_error_set(pg_rw_scan_t *sc, pg_rw_reason_e reason, size_t series,
-    const uint8_t *p, const uint8_t *end, const char *detail)
+pg_rw_error_series(pg_rw_dec_t *d, pg_rw_reason_e reason,
+    const pg_rw_series_t *s, const char *detail)
 {
     pg_rw_error_t  *err;
     char           *out, *last;
-    int64_t         field;
-    unsigned        wt;
-    const uint8_t  *d;
-    size_t          n;
     pg_label_t      l;
+    pg_pb_iter_t    it;
     int             first;
 
-    err = sc->err;
-
-    if (err == NULL) {
-        return;
-    }
+    err = &d->req->first;
 
     err->reason = reason;
-    err->series = series;
-    err->offset = (size_t) (p - sc->base);
+    err->series = s->index;
+    err->offset = (size_t) (s->data - d->buf);
 
     out = err->message;
     last = err->message + sizeof(err->message) - 1;
 
-    out += snprintf(out, last - out + 1, "series %zu {", series);
+    out += snprintf(out, last - out + 1, "series %zu {", s->index);
     first = 1;
 
-    while (last - out > 64 && (field = pg_pb_key(&p, end, &wt)) > 0) {
+    pg_rw_series_labels(s, &it);
 
-        if (field != 1 || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
-            continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0
-            || pg_rw_parse_label(d, d + n, &l) != PG_RW_OK)
-        {
-            break;
-        }
+    while (last - out > 64 && pg_rw_next_label(&it, &l)) {
 
         if (!first) {
             *out++ = ',';
@@ -614,15 +299,319 @@ pg_rw_error_set(pg_rw_scan_t *sc, pg_rw_reason_e reason, size_t series,
 }
 
 
+static int
+pg_rw_mark(pg_rw_dec_t *d, uint8_t **map, size_t nbits, size_t i)
+{
+    size_t  size;
+
+    if (*map == NULL) {
+        size = nbits / 8 + 1;
+
+        *map = d->alloc->alloc(d->alloc->ctx, size);
+        if (*map == NULL) {
+            return -1;
+        }
+
+        memset(*map, 0, size);
+    }
+
+    (*map)[i >> 3] |= (uint8_t) (1u << (i & 7));
+
+    return 0;
+}
+
+
+pg_rw_reason_e
+pg_rw_series_invalid(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    pg_rw_reason_e reason, const char *detail)
+{
+    pg_rw_request_t  *req;
+
+    req = d->req;
+
+    if (pg_rw_mark(d, &req->dropped, d->nseries_max, s->index) != 0) {
+        return pg_rw_request_error(d, PG_RW_NOMEM, s->index, s->data,
+                                   "series %zu: out of memory", s->index);
+    }
+
+    req->invalid_series++;
+    req->invalid_samples += (uint64_t) s->nsamples + s->nhistograms;
+    req->invalid_exemplars += s->nexemplars;
+    req->invalid[reason]++;
+
+    if (req->first.reason == PG_RW_OK) {
+        pg_rw_error_series(d, reason, s, detail);
+    }
+
+    return PG_RW_OK;
+}
+
+
+pg_rw_reason_e
+pg_rw_series_valid(pg_rw_dec_t *d, const pg_rw_series_t *s)
+{
+    pg_rw_stats_t  *st;
+
+    st = &d->req->stats;
+
+    st->series++;
+    st->samples += s->nsamples;
+    st->exemplars += s->nexemplars;
+    st->histograms += s->nhistograms;
+
+    if (s->nsamples + s->nexemplars + s->nhistograms == 0) {
+        st->empty_series++;
+    }
+
+    if (d->cb && d->cb(d->ctx, s) != 0) {
+        return pg_rw_request_error(d, PG_RW_ABORTED, s->index, s->data,
+                                   "series %zu: processing stopped",
+                                   s->index);
+    }
+
+    return PG_RW_OK;
+}
+
+
+pg_rw_reason_e
+pg_rw_request_error(pg_rw_dec_t *d, pg_rw_reason_e reason, size_t series,
+    const uint8_t *at, const char *fmt, ...)
+{
+    va_list         args;
+    pg_rw_error_t  *err;
+
+    err = &d->req->first;
+
+    err->reason = reason;
+    err->series = series;
+    err->offset = (size_t) (at - d->buf);
+
+    va_start(args, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, args);
+    va_end(args);
+
+    return reason;
+}
+
+
+static int
+pg_rw_name_cmp(const void *a, const void *b)
+{
+    return pg_str_cmp(*(const pg_str_t *) a, *(const pg_str_t *) b);
+}
+
+
+/*
+ * Only for labels that came out of order (Prometheus sorts them, then
+ * refuses a name twice): their names sorted in scratch memory, compared
+ * as neighbours.  Up to 64 names on the stack, by insertion; more in
+ * memory from the allocator, reused from series to series.
+ */
+int
+pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s, pg_str_t *dup)
+{
+    size_t        n, i, j, size;
+    pg_str_t      local[64], *names, t;
+    pg_label_t    l;
+    pg_pb_iter_t  it;
+
+    if (s->nlabels <= 64) {
+        names = local;
+
+    } else {
+        if (d->nnames < s->nlabels) {
+            size = (size_t) s->nlabels * 2;
+
+            d->names = d->alloc->alloc(d->alloc->ctx, size * sizeof(pg_str_t));
+            if (d->names == NULL) {
+                d->nnames = 0;
+                return -1;
+            }
+
+            d->nnames = size;
+        }
+
+        names = d->names;
+    }
+
+    n = 0;
+    pg_rw_series_labels(s, &it);
+
+    while (n < s->nlabels && pg_rw_next_label(&it, &l)) {
+        names[n++] = l.name;
+    }
+
+    if (n > 64) {
+        qsort(names, n, sizeof(pg_str_t), pg_rw_name_cmp);
+
+    } else {
+        for (i = 1; i < n; i++) {
+            t = names[i];
+
+            for (j = i; j > 0 && pg_str_cmp(names[j - 1], t) > 0; j--) {
+                names[j] = names[j - 1];
+            }
+
+            names[j] = t;
+        }
+    }
+
+    for (i = 1; i < n; i++) {
+        if (pg_str_eq(names[i - 1], names[i])) {
+            *dup = names[i];
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* -------------------------------------------------------- 1.0 decoding */
+
+
+static int
+pg_rw1_check_sample(const uint8_t *p, const uint8_t *end)
+{
+    int64_t   field;
+    unsigned  wt;
+    uint64_t  v;
+
+    /* the usual shape: value, then a timestamp */
+
+    if (end - p >= 10 && p[0] == 0x09 && p[9] == 0x10) {
+        p += 10;
+        if (pg_pb_varint(&p, end, &v) != 0) {
+            return -1;
+        }
+    }
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 1) {
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            continue;
+        }
+
+        if (field == 2) {
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            return -1;
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+/* the wire format only: an exemplar never makes its series invalid */
+static int
+pg_rw1_check_exemplar(const uint8_t *p, const uint8_t *end)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    const uint8_t  *d;
+    size_t          n;
+    pg_label_t      l;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        switch (field) {
+
+        case 1:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw_parse_label(d, d + n, &l) != 0)
+            {
+                return -1;
+            }
+            break;
+
+        case 2:
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            break;
+
+        case 3:
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+            break;
+
+        default:
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                return -1;
+            }
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+/* -1 malformed, 0 valid, 1 text that is not UTF-8 */
+static int
+pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    const uint8_t  *d;
+    size_t          n;
+    int             bad;
+
+    bad = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        switch (field) {
+
+        case 1:
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+            break;
+
+        case 2: case 4: case 5:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                return -1;
+            }
+            if (!pg_rw_utf8_valid(d, n)) {
+                bad = 1;
+            }
+            break;
+
+        default:
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                return -1;
+            }
+        }
+    }
+
+    return field < 0 ? -1 : bad;
+}
+
+
 static pg_rw_reason_e
-pg_rw_scan_series(pg_rw_scan_t *sc, pg_rw_series_t *s)
+pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 {
     int64_t         field;
     unsigned        wt;
     const uint8_t  *p, *end, *d;
     size_t          n;
-    pg_label_t      l, prev, bad;
-    pg_rw_reason_e  rc;
+    pg_label_t      l, prev;
+    pg_str_t        dup;
+    pg_rw_reason_e  reason;
     char            detail[200];
     int             cmp;
 
@@ -635,9 +624,12 @@ pg_rw_scan_series(pg_rw_scan_t *sc, pg_rw_series_t *s)
     s->nsamples = 0;
     s->nexemplars = 0;
     s->nhistograms = 0;
+    s->unsorted = 0;
 
     prev.name.len = 0;
     prev.name.data = NULL;
+
+    reason = PG_RW_OK;
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
@@ -655,79 +647,68 @@ pg_rw_scan_series(pg_rw_scan_t *sc, pg_rw_series_t *s)
         switch (field) {
 
         case 1:
-            rc = pg_rw_parse_label(d, d + n, &l);
-            if (rc != PG_RW_OK) {
+            if (pg_rw_parse_label(d, d + n, &l) != 0) {
                 goto malformed;
             }
 
-            rc = pg_rw_check_label(&l);
-            if (rc == PG_RW_BAD_UTF8) {
+            s->nlabels++;
+
+            if (reason != PG_RW_OK) {
+                break;
+            }
+
+            if (l.name.len == 0) {
+                reason = PG_RW_BAD_LABEL_NAME;
+                snprintf(detail, sizeof(detail), "label %u: empty name",
+                         s->nlabels - 1);
+                break;
+            }
+
+            if (!pg_rw_label_utf8(&l)) {
+                reason = PG_RW_BAD_UTF8;
                 snprintf(detail, sizeof(detail),
-                         "label %u is not valid UTF-8", s->nlabels);
-                goto invalid;
+                         "label %u is not valid UTF-8", s->nlabels - 1);
+                break;
             }
 
-            if (rc != PG_RW_OK) {
-                snprintf(detail, sizeof(detail), "invalid label name \"");
-                pg_rw_error_append(detail + strlen(detail),
-                                   detail + sizeof(detail) - 2,
-                                   l.name.data, l.name.len)[0] = '\0';
-                strcat(detail, "\"");
-                goto invalid;
-            }
-
-            if (s->nlabels > 0) {
+            if (s->nlabels > 1) {
                 cmp = pg_str_cmp(prev.name, l.name);
 
                 if (cmp >= 0) {
-                    rc = cmp == 0 ? PG_RW_DUPLICATE_LABEL
-                                  : PG_RW_UNSORTED_LABELS;
-                    snprintf(detail, sizeof(detail), "%s: \"%.*s\" %s \"%.*s\"",
-                             cmp == 0 ? "duplicate label name"
-                                      : "label names not sorted",
-                             (int) (l.name.len > 60 ? 60 : l.name.len),
-                             l.name.data,
-                             cmp == 0 ? "repeats" : "after",
-                             (int) (prev.name.len > 60 ? 60 : prev.name.len),
-                             prev.name.data);
-                    goto invalid;
+                    if (cmp == 0) {
+                        reason = PG_RW_DUPLICATE_LABEL;
+                        pg_rw_detail_name(detail, sizeof(detail),
+                                          "duplicate label name", l.name);
+                        break;
+                    }
+
+                    s->unsorted = 1;
                 }
             }
 
-            if (l.name.len == 8 && memcmp(l.name.data, "__name__", 8) == 0) {
+            if (pg_rw_is_name(l.name)) {
                 s->name = l.value;
             }
 
             prev = l;
-            s->nlabels++;
             break;
 
         case 2:
-            if (pg_rw_scan_sample(d, d + n) != PG_RW_OK) {
+            if (pg_rw1_check_sample(d, d + n) != 0) {
                 goto malformed;
             }
             s->nsamples++;
             break;
 
         case 3:
-            rc = pg_rw_scan_exemplar(d, d + n, &bad);
-            if (rc == PG_RW_MALFORMED) {
+            if (pg_rw1_check_exemplar(d, d + n) != 0) {
                 goto malformed;
             }
-
-            if (rc != PG_RW_OK) {
-                snprintf(detail, sizeof(detail), "exemplar %u: %s",
-                         s->nexemplars,
-                         rc == PG_RW_BAD_UTF8 ? "label is not valid UTF-8"
-                                              : "invalid label name");
-                goto invalid;
-            }
-
             s->nexemplars++;
             break;
 
         default: /* 4 */
-            if (pg_rw_scan_histogram(d, d + n) != PG_RW_OK) {
+            if (pg_rw_check_histogram(d, d + n, 0) != 0) {
                 goto malformed;
             }
             s->nhistograms++;
@@ -739,106 +720,120 @@ pg_rw_scan_series(pg_rw_scan_t *sc, pg_rw_series_t *s)
         goto malformed;
     }
 
-    if (s->name.len == 0) {
-        rc = PG_RW_NO_NAME;
-        snprintf(detail, sizeof(detail), "no metric name (__name__ label)");
-        goto invalid;
+    if (reason == PG_RW_OK && s->name.len == 0) {
+        reason = PG_RW_NO_NAME;
+        snprintf(detail, sizeof(detail), "%s",
+                 s->name.data ? "empty metric name (__name__ label)"
+                              : "no metric name (__name__ label)");
     }
 
-    return PG_RW_OK;
+    if (reason == PG_RW_OK && s->unsorted) {
+        switch (pg_rw_find_duplicate(dec, s, &dup)) {
+        case 0:
+            break;
+        case 1:
+            reason = PG_RW_DUPLICATE_LABEL;
+            pg_rw_detail_name(detail, sizeof(detail), "duplicate label name",
+                              dup);
+            break;
+        default:
+            return pg_rw_request_error(dec, PG_RW_NOMEM, s->index, s->data,
+                                       "series %zu: out of memory", s->index);
+        }
+    }
+
+    if (reason != PG_RW_OK) {
+        return pg_rw_series_invalid(dec, s, reason, detail);
+    }
+
+    return pg_rw_series_valid(dec, s);
 
 malformed:
 
-    rc = PG_RW_MALFORMED;
-    snprintf(detail, sizeof(detail),
-             "malformed protobuf at byte %zu", (size_t) (p - sc->base));
-
-invalid:
-
-    pg_rw_error_set(sc, rc, s->index, s->data, s->data + s->len, detail);
-
-    return rc;
+    return pg_rw_request_error(dec, PG_RW_MALFORMED, s->index, p,
+                               "malformed protobuf at byte %zu (series %zu)",
+                               (size_t) (p - dec->buf), s->index);
 }
 
 
-pg_rw_reason_e
-pg_rw_scan(const uint8_t *buf, size_t len, pg_rw_stats_t *st,
-    pg_rw_error_t *err, pg_rw_series_pt cb, void *ctx)
+static pg_rw_reason_e
+pg_rw1_decode(pg_rw_dec_t *dec)
 {
-    int64_t         field;
-    unsigned        wt;
-    const uint8_t  *p, *end, *d;
-    size_t          n;
-    pg_rw_scan_t    sc;
-    pg_rw_series_t  s;
-    pg_rw_reason_e  rc;
+    int64_t           field;
+    unsigned          wt;
+    const uint8_t    *p, *end, *d;
+    size_t            n;
+    int               rc;
+    pg_rw_series_t    s;
+    pg_rw_reason_e    reason;
+    pg_rw_request_t  *req;
 
-    memset(st, 0, sizeof(pg_rw_stats_t));
+    req = dec->req;
 
-    sc.st = st;
-    sc.err = err;
-    sc.base = buf;
+    /* a TimeSeries or MetricMetadata field takes 2 bytes at least */
+    dec->nseries_max = dec->len / 2;
 
-    p = buf;
-    end = buf + len;
+    memset(&s, 0, sizeof(pg_rw_series_t));
+    s.version = PG_RW_V1;
+
+    p = dec->buf;
+    end = dec->buf + dec->len;
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
-        if (field == 1 || field == 3) {
+        if (field == 1) {
             if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
                 goto malformed;
             }
 
-            if (field == 3) {
-                rc = pg_rw_scan_metadata(d, d + n);
-                if (rc != PG_RW_OK) {
-                    if (err) {
-                        err->reason = rc;
-                        err->series = (size_t) -1;
-                        err->offset = (size_t) (d - buf);
-                        snprintf(err->message, sizeof(err->message),
-                                 "metadata %llu: %s",
-                                 (unsigned long long) st->metadata,
-                                 rc == PG_RW_BAD_UTF8
-                                 ? "text is not valid UTF-8"
-                                 : "malformed protobuf");
-                    }
-                    return rc;
-                }
-
-                st->metadata++;
-                continue;
-            }
-
             s.data = d;
             s.len = n;
-            s.index = st->series;
+            s.index = req->nseries_total++;
 
-            rc = pg_rw_scan_series(&sc, &s);
-            if (rc != PG_RW_OK) {
-                return rc;
+            reason = pg_rw1_series(dec, &s);
+            if (reason != PG_RW_OK) {
+                return reason;
             }
 
-            st->series++;
-            st->samples += s.nsamples;
-            st->exemplars += s.nexemplars;
-            st->histograms += s.nhistograms;
+            continue;
+        }
 
-            if (s.nsamples + s.nexemplars + s.nhistograms == 0) {
-                st->empty_series++;
+        if (field == 3) {
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                goto malformed;
             }
 
-            if (cb && cb(ctx, &s) != 0) {
-                if (err) {
-                    err->reason = PG_RW_ABORTED;
-                    err->series = s.index;
-                    err->offset = (size_t) (d - buf);
-                    snprintf(err->message, sizeof(err->message),
-                             "series %zu: processing stopped", s.index);
+            rc = pg_rw1_check_metadata(d, d + n);
+
+            if (rc < 0) {
+                return pg_rw_request_error(dec, PG_RW_MALFORMED, (size_t) -1,
+                                           d, "metadata %zu: malformed "
+                                           "protobuf", req->nmetadata_total);
+            }
+
+            if (rc > 0) {
+                if (pg_rw_mark(dec, &req->dropped_metadata, dec->nseries_max,
+                               req->nmetadata_total)
+                    != 0)
+                {
+                    return pg_rw_request_error(dec, PG_RW_NOMEM, (size_t) -1,
+                                               d, "out of memory");
                 }
-                return PG_RW_ABORTED;
+
+                req->invalid_metadata++;
+                req->invalid[PG_RW_BAD_UTF8]++;
+
+                if (req->first.reason == PG_RW_OK) {
+                    pg_rw_request_error(dec, PG_RW_BAD_UTF8, (size_t) -1, d,
+                                        "metadata %zu: text is not valid "
+                                        "UTF-8", req->nmetadata_total);
+                }
+
+            } else {
+                req->stats.metadata++;
             }
 
+            req->nmetadata_total++;
             continue;
         }
 
@@ -853,18 +848,50 @@ pg_rw_scan(const uint8_t *buf, size_t len, pg_rw_stats_t *st,
 
 malformed:
 
-    if (err) {
-        err->reason = PG_RW_MALFORMED;
-        err->series = st->series;
-        err->offset = (size_t) (p - buf);
-        snprintf(err->message, sizeof(err->message),
-                 "malformed protobuf WriteRequest at byte %zu (after %llu "
-                 "series)", (size_t) (p - buf),
-                 (unsigned long long) st->series);
-    }
-
-    return PG_RW_MALFORMED;
+    return pg_rw_request_error(dec, PG_RW_MALFORMED, req->nseries_total, p,
+                               "malformed protobuf WriteRequest at byte %zu "
+                               "(after %zu series)", (size_t) (p - dec->buf),
+                               req->nseries_total);
 }
+
+
+pg_rw_reason_e
+pg_rw_decode(const uint8_t *buf, size_t len, pg_rw_version_e version,
+    pg_allocator_t *alloc, pg_rw_request_t *req, pg_rw_series_pt cb,
+    void *ctx)
+{
+    pg_rw_dec_t  dec;
+
+    memset(req, 0, sizeof(pg_rw_request_t));
+    req->version = version;
+
+    dec.buf = buf;
+    dec.len = len;
+    dec.alloc = alloc;
+    dec.req = req;
+    dec.cb = cb;
+    dec.ctx = ctx;
+    dec.nseries_max = 0;
+    dec.names = NULL;
+    dec.nnames = 0;
+
+    switch (version) {
+
+    case PG_RW_V1:
+        return pg_rw1_decode(&dec);
+
+    case PG_RW_V2:
+        return pg_rw2_decode(&dec);
+
+    default:
+        return pg_rw_request_error(&dec, PG_RW_MALFORMED, 0, buf,
+                                   "unknown remote-write version %d",
+                                   (int) version);
+    }
+}
+
+
+/* -------------------------------------------------------- iteration */
 
 
 void
@@ -872,20 +899,74 @@ pg_rw_series_labels(const pg_rw_series_t *s, pg_pb_iter_t *it)
 {
     it->p = s->data;
     it->end = s->data + s->len;
+    it->pp = NULL;
+    it->pend = NULL;
+    it->sym = s->version == PG_RW_V2 ? s->symtab : NULL;
 }
 
 
 void
 pg_rw_series_exemplars(const pg_rw_series_t *s, pg_pb_iter_t *it)
 {
-    it->p = s->data;
-    it->end = s->data + s->len;
+    pg_rw_series_labels(s, it);
+}
+
+
+/* the next of a run of 2.0 label refs, packed or not */
+static inline int
+pg_rw2_next_ref(pg_pb_iter_t *it, uint32_t *ref)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    const uint8_t  *d;
+    size_t          n;
+
+    for ( ;; ) {
+        if (it->pp < it->pend) {
+            if (pg_pb_varint(&it->pp, it->pend, &v) != 0) {
+                return 0;
+            }
+
+            *ref = (uint32_t) v;
+            return 1;
+        }
+
+        field = pg_pb_key(&it->p, it->end, &wt);
+
+        if (field <= 0) {
+            return 0;
+        }
+
+        if (field == 1 && wt == PG_PB_VARINT) {
+            if (pg_pb_varint(&it->p, it->end, &v) != 0) {
+                return 0;
+            }
+
+            *ref = (uint32_t) v;
+            return 1;
+        }
+
+        if (field == 1 && wt == PG_PB_LEN) {
+            if (pg_pb_len(&it->p, it->end, &d, &n) != 0) {
+                return 0;
+            }
+
+            it->pp = d;
+            it->pend = d + n;
+            continue;
+        }
+
+        if (pg_pb_skip(&it->p, it->end, wt) != 0) {
+            return 0;
+        }
+    }
 }
 
 
 /*
  * Both iterators walk a TimeSeries (or an Exemplar, for its labels) and
- * stop at fields of their kind; the scan has validated the bytes.
+ * stop at fields of their kind; the decoder has validated the bytes.
  */
 int
 pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
@@ -894,12 +975,25 @@ pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
     unsigned        wt;
     const uint8_t  *d;
     size_t          n;
+    uint32_t        nr, vr;
+
+    if (it->sym) {
+        if (pg_rw2_next_ref(it, &nr) && pg_rw2_next_ref(it, &vr)
+            && nr < it->sym->n && vr < it->sym->n)
+        {
+            label->name = pg_rw_symbol(it->sym, nr);
+            label->value = pg_rw_symbol(it->sym, vr);
+            return 1;
+        }
+
+        goto done;
+    }
 
     while ((field = pg_pb_key(&it->p, it->end, &wt)) > 0) {
 
         if (field == 1 && wt == PG_PB_LEN) {
             if (pg_pb_len(&it->p, it->end, &d, &n) != 0
-                || pg_rw_parse_label(d, d + n, label) != PG_RW_OK)
+                || pg_rw_parse_label(d, d + n, label) != 0)
             {
                 break;
             }
@@ -911,7 +1005,10 @@ pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
         }
     }
 
+done:
+
     it->p = it->end;
+    it->pp = it->pend;
     return 0;
 }
 
@@ -919,15 +1016,17 @@ pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
 int
 pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex)
 {
-    int64_t         field;
+    int64_t         field, want;
     unsigned        wt;
     const uint8_t  *d, *p, *end;
     size_t          n;
     uint64_t        v;
 
+    want = it->sym ? 4 : 3;
+
     while ((field = pg_pb_key(&it->p, it->end, &wt)) > 0) {
 
-        if (field != 3 || wt != PG_PB_LEN) {
+        if (field != want || wt != PG_PB_LEN) {
             if (pg_pb_skip(&it->p, it->end, wt) != 0) {
                 break;
             }
@@ -940,6 +1039,9 @@ pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex)
 
         ex->labels.p = d;
         ex->labels.end = d + n;
+        ex->labels.pp = NULL;
+        ex->labels.pend = NULL;
+        ex->labels.sym = it->sym;
         ex->value = 0;
         ex->timestamp = 0;
 
@@ -969,14 +1071,21 @@ pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex)
 }
 
 
+/* -------------------------------------------------------- best effort */
+
+
 uint64_t
-pg_rw_count_samples(const uint8_t *buf, size_t len)
+pg_rw_count_samples(const uint8_t *buf, size_t len, pg_rw_version_e version)
 {
     int64_t         field, f2;
     unsigned        wt, wt2;
     const uint8_t  *p, *end, *d, *q, *d2;
     size_t          n, n2;
     uint64_t        samples;
+    int64_t         ts_field, h_field;
+
+    ts_field = version == PG_RW_V2 ? 5 : 1;
+    h_field = version == PG_RW_V2 ? 3 : 4;
 
     samples = 0;
     p = buf;
@@ -984,7 +1093,7 @@ pg_rw_count_samples(const uint8_t *buf, size_t len)
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
-        if (field != 1 || wt != PG_PB_LEN) {
+        if (field != ts_field || wt != PG_PB_LEN) {
             if (pg_pb_skip(&p, end, wt) != 0) {
                 break;
             }
@@ -998,7 +1107,7 @@ pg_rw_count_samples(const uint8_t *buf, size_t len)
         q = d;
 
         while ((f2 = pg_pb_key(&q, d + n, &wt2)) > 0) {
-            if (f2 == 2 && wt2 == PG_PB_LEN) {
+            if ((f2 == 2 || f2 == h_field) && wt2 == PG_PB_LEN) {
                 if (pg_pb_len(&q, d + n, &d2, &n2) != 0) {
                     break;
                 }

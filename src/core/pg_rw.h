@@ -1,7 +1,15 @@
 /*
- * Remote-write 1.0 request decoding and validation: a zero-copy scan of the
- * protobuf WriteRequest.  Nothing is allocated; label names, values and
- * exemplars are views into the decoded buffer.
+ * Remote-write requests, 1.0 (prometheus.WriteRequest) and 2.0
+ * (io.prometheus.write.v2.Request): decoding, validation with Prometheus
+ * 3.5's rules, iteration, and re-encoding (a subset of the series in the
+ * same version, or a translation to the other one).
+ *
+ * Decoding is a zero-copy scan: label names, values and exemplars are
+ * views into the decoded buffer (or, for 2.0, into its symbol table, itself
+ * views into the buffer).  An invalid series never fails the request: it is
+ * counted, remembered in a bitmap and left out of what is forwarded, as
+ * Prometheus leaves it out of what it stores.  Only a request that is not a
+ * well-formed protobuf message of its version fails as a whole.
  */
 
 #ifndef PG_RW_H
@@ -11,13 +19,22 @@
 
 
 typedef enum {
+    PG_RW_V1 = 1,
+    PG_RW_V2 = 2
+} pg_rw_version_e;
+
+
+typedef enum {
     PG_RW_OK = 0,
-    PG_RW_MALFORMED,          /* not a valid protobuf WriteRequest */
-    PG_RW_NO_NAME,            /* series without __name__ (or empty) */
-    PG_RW_BAD_LABEL_NAME,     /* label name not [a-zA-Z_][a-zA-Z0-9_]* */
-    PG_RW_UNSORTED_LABELS,
-    PG_RW_DUPLICATE_LABEL,
-    PG_RW_BAD_UTF8,
+    PG_RW_MALFORMED,          /* request: not a valid protobuf message */
+    PG_RW_NO_NAME,            /* series: no __name__, or an empty one */
+    PG_RW_BAD_LABEL_NAME,     /* series: an empty label name */
+    PG_RW_DUPLICATE_LABEL,    /* series: two labels of one name */
+    PG_RW_BAD_UTF8,           /* series (or 1.0 metadata entry) */
+    PG_RW_BAD_SYMBOL_REF,     /* 2.0 series: odd label refs, a ref past */
+                              /*   the symbol table */
+    PG_RW_BAD_SYMBOLS,        /* 2.0 request: symbols[0] is not "" */
+    PG_RW_NOMEM,              /* the allocator failed */
     PG_RW_ABORTED,            /* the series callback asked to stop */
     PG_RW_NREASONS
 } pg_rw_reason_e;
@@ -29,78 +46,219 @@ typedef struct {
 } pg_label_t;
 
 
-/* a protobuf sub-message seen as bytes; iterate it with the functions below */
+/*
+ * The symbols of a 2.0 request, as 4 bytes each (memory stays within twice
+ * the request): symbol i is the length-prefixed string at
+ * base + (off[i] & PG_RW_SYM_OFFSET); PG_RW_SYM_BAD_UTF8 is set when it is
+ * not valid UTF-8 (checked once per symbol, not per reference).
+ */
 typedef struct {
+    const uint8_t  *base;          /* the request */
+    const uint32_t *off;
+    uint32_t        n;
+} pg_rw_symtab_t;
+
+#define PG_RW_SYM_OFFSET    0x7fffffffu
+#define PG_RW_SYM_BAD_UTF8  0x80000000u
+
+
+/* symbol i < t->n */
+static inline pg_str_t
+pg_rw_symbol(const pg_rw_symtab_t *t, uint32_t i)
+{
     const uint8_t  *p;
-    const uint8_t  *end;
+    pg_str_t        s;
+    size_t          n;
+    unsigned        shift;
+
+    p = t->base + (t->off[i] & PG_RW_SYM_OFFSET);
+
+    if (*p < 0x80) {
+        s.len = *p;
+        s.data = p + 1;
+        return s;
+    }
+
+    n = 0;
+
+    for (shift = 0; *p >= 0x80; shift += 7) {
+        n |= (size_t) (*p++ & 0x7f) << shift;
+    }
+
+    s.len = n | (size_t) *p << shift;
+    s.data = p + 1;
+
+    return s;
+}
+
+
+/*
+ * An iterator over the labels or exemplars of a TimeSeries, or over the
+ * labels of an exemplar; 1.0 when sym is NULL, 2.0 (labels as refs into
+ * sym) otherwise.  Copy it by value to iterate again.
+ */
+typedef struct {
+    const uint8_t         *p;
+    const uint8_t         *end;
+    const uint8_t         *pp;     /* 2.0: the rest of packed label refs */
+    const uint8_t         *pend;
+    const pg_rw_symtab_t  *sym;
 } pg_pb_iter_t;
 
 
 typedef struct {
-    pg_pb_iter_t    labels;        /* the Exemplar message, labels inside */
+    pg_pb_iter_t    labels;        /* iterate with pg_rw_next_label() */
     double          value;
     int64_t         timestamp;     /* ms */
 } pg_exemplar_t;
 
 
 typedef struct {
-    const uint8_t  *data;          /* the TimeSeries message */
-    size_t          len;
-    size_t          index;         /* position in the request, from 0 */
-    pg_str_t        name;          /* value of __name__ */
-    uint32_t        nlabels;
-    uint32_t        nsamples;
-    uint32_t        nexemplars;
-    uint32_t        nhistograms;
+    const uint8_t         *data;   /* the TimeSeries message */
+    size_t                 len;
+    size_t                 index;  /* position in the request, from 0, */
+                                   /*   invalid series counted too */
+    pg_rw_version_e        version;
+    const pg_rw_symtab_t  *symtab; /* 2.0 */
+    pg_str_t               name;   /* value of __name__ */
+    uint32_t               nlabels;
+    uint32_t               nsamples;
+    uint32_t               nexemplars;
+    uint32_t               nhistograms;
+    unsigned               unsorted:1;  /* label names out of order: valid, */
+                                        /*   consumers that need order sort */
+
+    /* 2.0 only */
+    int64_t                created_timestamp;  /* TimeSeries field 6, else */
+                                               /*   the first sample's or */
+                                               /*   histogram's start */
+    uint32_t               metadata_type;      /* MetricType, 0: unknown */
+    pg_str_t               help;
+    pg_str_t               unit;
 } pg_rw_series_t;
 
 
+/* what the valid series (and metadata) hold: what is forwarded */
 typedef struct {
     uint64_t        series;
     uint64_t        samples;
     uint64_t        histograms;
     uint64_t        exemplars;
-    uint64_t        metadata;
+    uint64_t        metadata;      /* 1.0 entries; 2.0 series with metadata */
     uint64_t        empty_series;  /* no sample, histogram nor exemplar */
 } pg_rw_stats_t;
 
 
 typedef struct {
     pg_rw_reason_e  reason;
-    size_t          series;        /* index of the offending series */
+    size_t          series;        /* index of the series; (size_t) -1 for */
+                                   /*   a 1.0 metadata entry */
     size_t          offset;        /* byte offset in the decoded body */
     char            message[512];  /* operator-readable, NUL-terminated */
 } pg_rw_error_t;
 
 
+typedef struct {
+    pg_rw_version_e   version;
+    pg_rw_stats_t     stats;             /* the valid series */
+    uint64_t          invalid_series;    /* series left out */
+    uint64_t          invalid_samples;   /* samples + histograms in them */
+    uint64_t          invalid_exemplars;
+    uint64_t          invalid[PG_RW_NREASONS];  /* series and 1.0 metadata */
+                                                /*   entries, per reason */
+    uint64_t          invalid_metadata;  /* 1.0 metadata entries left out */
+    uint8_t          *dropped;           /* bit i: series i left out; NULL */
+                                         /*   when none */
+    uint8_t          *dropped_metadata;  /* 1.0 metadata entries, the same */
+    size_t            nseries_total;     /* valid + invalid */
+    size_t            nmetadata_total;
+    pg_rw_symtab_t    symtab;            /* 2.0 */
+    pg_rw_error_t     first;             /* the first invalid series (or */
+                                         /*   metadata entry), or the */
+                                         /*   request-level error */
+} pg_rw_request_t;
+
+
+#define pg_rw_bit(map, i)  ((map) != NULL && ((map)[(i) >> 3] >> ((i) & 7)) & 1)
+
+
 /*
  * Called once per valid series, in request order.  Return 0 to continue,
- * non-zero to stop (the scan then fails with PG_RW_ABORTED).
+ * non-zero to stop (decoding then fails with PG_RW_ABORTED).
  */
 typedef int (*pg_rw_series_pt)(void *ctx, const pg_rw_series_t *series);
 
 
 /*
- * Validates a decoded (uncompressed) WriteRequest and counts what it holds.
- * Returns PG_RW_OK or the reason of the first offending series; err (may be
- * NULL) then says which series and why.  cb may be NULL.
+ * Decodes and validates a decoded (uncompressed) request.  Returns
+ * PG_RW_OK when it is a well-formed message of that version (invalid
+ * series may be in it: see req->invalid_series), else the request-level
+ * reason (MALFORMED, BAD_SYMBOLS, NOMEM, ABORTED) with req->first set.
+ * alloc provides the 2.0 symbol table and the bitmaps: at most about
+ * 2.1 times len for 2.0, len / 8 for 1.0, plus what sorting the names of
+ * a series of more than 64 unsorted labels takes.  cb may be NULL.
  */
-pg_rw_reason_e pg_rw_scan(const uint8_t *buf, size_t len, pg_rw_stats_t *st,
-    pg_rw_error_t *err, pg_rw_series_pt cb, void *ctx);
+pg_rw_reason_e pg_rw_decode(const uint8_t *buf, size_t len,
+    pg_rw_version_e version, pg_allocator_t *alloc, pg_rw_request_t *req,
+    pg_rw_series_pt cb, void *ctx);
 
+/* snake_case, for metrics */
 const char *pg_rw_reason_name(pg_rw_reason_e reason);
 
-/* counts the samples of a request that failed validation, as far as it can */
-uint64_t pg_rw_count_samples(const uint8_t *buf, size_t len);
+/* samples + histograms of a request that failed, as far as it can tell */
+uint64_t pg_rw_count_samples(const uint8_t *buf, size_t len,
+    pg_rw_version_e version);
 
 
-/* iterators over a valid series (pg_rw_scan() checked the wire format) */
+/* iterators over a series pg_rw_decode() gave */
 void pg_rw_series_labels(const pg_rw_series_t *s, pg_pb_iter_t *it);
 void pg_rw_series_exemplars(const pg_rw_series_t *s, pg_pb_iter_t *it);
+
+/* 1 and a label, 0 at the end; 1.0 and 2.0 alike */
 int pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label);
+
+/* 1 and an exemplar, 0 at the end; its labels: it = ex->labels */
 int pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex);
 
-/* the labels of an exemplar: it = ex->labels, then pg_rw_next_label() */
+
+/* an output buffer that grows through the caller */
+typedef struct pg_buf_s  pg_buf_t;
+
+struct pg_buf_s {
+    uint8_t        *start;
+    uint8_t        *pos;
+    uint8_t        *end;
+    /* makes end - pos >= need (may move the bytes); 0, or -1 on failure */
+    int           (*grow)(pg_buf_t *b, size_t need);
+    void           *data;
+};
+
+
+/*
+ * Appends to out the series of a decoded request that are not in
+ * req->dropped (and, when select is not NULL, whose bit is set in select),
+ * encoded as version `to`:
+ *
+ *   - same version: the kept top-level fields copied as they are (2.0: all
+ *     symbols, the kept series; 1.0: the kept series and the metadata
+ *     entries not in req->dropped_metadata);
+ *   - 1.0 to 2.0: a symbol table ("" first, each string once), labels and
+ *     exemplar labels as refs, samples and histograms as they are, 1.0
+ *     metadata attached to each series of the family it describes
+ *     (__name__, or __name__ less a _bucket, _sum, _count, _total,
+ *     _created or _info suffix when only that matches);
+ *   - 2.0 to 1.0: labels resolved, samples without their start timestamp,
+ *     histograms without theirs (field 17), exemplars, created timestamps
+ *     dropped, series metadata moved to WriteRequest.metadata once per
+ *     (family, type, help, unit), the family being __name__ less a _bucket,
+ *     _sum or _count suffix for the histogram, gauge histogram and summary
+ *     types.
+ *
+ * Returns 0, or -1 when alloc or out->grow failed.
+ */
+int pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const uint8_t *select, pg_rw_version_e to, pg_allocator_t *alloc,
+    pg_buf_t *out);
 
 
 /* snappy block format (remote write's framing) */
@@ -117,5 +275,10 @@ pg_snappy_rc_e pg_snappy_decoded_length(const uint8_t *src, size_t len,
 /* dst must hold the length pg_snappy_decoded_length() returned */
 pg_snappy_rc_e pg_snappy_decode(const uint8_t *src, size_t len,
     uint8_t *dst, size_t dst_len);
+
+/* dst must hold pg_snappy_max_encoded(len); *dst_len: the encoded length */
+size_t pg_snappy_max_encoded(size_t len);
+pg_snappy_rc_e pg_snappy_encode(const uint8_t *src, size_t len,
+    uint8_t *dst, size_t *dst_len);
 
 #endif /* PG_RW_H */

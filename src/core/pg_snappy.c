@@ -45,3 +45,30 @@ pg_snappy_decode(const uint8_t *src, size_t len, uint8_t *dst,
 
     return PG_SNAPPY_OK;
 }
+
+
+size_t
+pg_snappy_max_encoded(size_t len)
+{
+    return snappy_max_compressed_length(len);
+}
+
+
+pg_snappy_rc_e
+pg_snappy_encode(const uint8_t *src, size_t len, uint8_t *dst,
+    size_t *dst_len)
+{
+    size_t  n;
+
+    n = snappy_max_compressed_length(len);
+
+    if (snappy_compress((const char *) src, len, (char *) dst, &n)
+        != SNAPPY_OK)
+    {
+        return PG_SNAPPY_INVALID;
+    }
+
+    *dst_len = n;
+
+    return PG_SNAPPY_OK;
+}

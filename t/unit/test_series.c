@@ -195,7 +195,7 @@ test_hash_iter(void **state)
     size_t                    i, len;
     uint8_t                   buf[4096];
     iter_ctx_t                c;
-    pg_rw_stats_t             st;
+    pg_rw_request_t           req;
     pg_series_id_t            id;
     Prometheus__Label         l[3], *lp[3];
     Prometheus__Sample        smp, *smpp;
@@ -229,7 +229,8 @@ test_hash_iter(void **state)
     len = prometheus__write_request__pack(&wr, buf);
 
     memset(&c, 0, sizeof(c));
-    assert_int_equal(pg_rw_scan(buf, len, &st, NULL, collect_ids, &c),
+    assert_int_equal(pg_rw_decode(buf, len, PG_RW_V1, &test_allocator, &req,
+                                  collect_ids, &c),
                      PG_RW_OK);
     assert_int_equal(c.n, 1);
 
@@ -971,7 +972,7 @@ test_copy_labels(void **state)
     iter_ctx_t                c;
     pg_label_t               *ls;
     pg_pb_iter_t              it;
-    pg_rw_stats_t             st;
+    pg_rw_request_t           req;
     Prometheus__Label         l[3], *lp[3];
     Prometheus__TimeSeries    ts, *tsp;
     Prometheus__WriteRequest  wr;
@@ -995,10 +996,12 @@ test_copy_labels(void **state)
     len = prometheus__write_request__pack(&wr, buf);
 
     memset(&c, 0, sizeof(c));
-    assert_int_equal(pg_rw_scan(buf, len, &st, NULL, collect_ids, &c),
+    assert_int_equal(pg_rw_decode(buf, len, PG_RW_V1, &test_allocator, &req,
+                                  collect_ids, &c),
                      PG_RW_OK);
 
     /* the series' labels sit in the TimeSeries after the field header */
+    memset(&it, 0, sizeof(it));
     it.p = buf + 2;
     it.end = buf + len;
 

@@ -1,0 +1,653 @@
+/*
+ * Zero-copy validating decoder of remote-write 2.0 requests
+ * (io.prometheus.write.v2.Request, proto/write_v2.proto).
+ *
+ * Symbols and series may come in any order on the wire (repeated fields
+ * may interleave), so the top level is walked three times: to count the
+ * symbols, to index them (and check each one's UTF-8 once), and to
+ * validate the series against them.  Each walk only hops over the other
+ * fields.  Both layouts of the created timestamp are read: TimeSeries
+ * field 6 (Prometheus 3.5) and the start_timestamp of samples and
+ * histograms (2.0-rc.4).
+ */
+
+#include "pg_rw_wire.h"
+
+#include <stdio.h>
+
+
+typedef struct {
+    pg_rw_dec_t           *dec;
+    pg_rw_series_t        *s;
+    const pg_rw_symtab_t  *sym;
+    pg_rw_reason_e         reason;
+    uint32_t               name_ref;
+    unsigned               have_name:1;
+    pg_str_t               prev;
+    char                   detail[200];
+} pg_rw2_labels_t;
+
+
+static inline void
+pg_rw2_invalid(pg_rw2_labels_t *lb, pg_rw_reason_e reason, const char *fmt,
+    uint64_t a, uint64_t b)
+{
+    if (lb->reason == PG_RW_OK) {
+        lb->reason = reason;
+        snprintf(lb->detail, sizeof(lb->detail), fmt,
+                 (unsigned long long) a, (unsigned long long) b);
+    }
+}
+
+
+/* one label ref, paired with the one before it */
+static inline void
+pg_rw2_label_ref(pg_rw2_labels_t *lb, uint64_t v)
+{
+    uint32_t         ref, nr;
+    pg_str_t         name;
+    int              cmp;
+    pg_rw_series_t  *s;
+
+    /* a uint32 field: Go's protobuf (so Prometheus) keeps the low bits */
+    ref = (uint32_t) v;
+
+    if (ref >= lb->sym->n) {
+        pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                       "label ref %llu past the %llu symbols", ref,
+                       lb->sym->n);
+    }
+
+    if (!lb->have_name) {
+        lb->name_ref = ref;
+        lb->have_name = 1;
+        return;
+    }
+
+    lb->have_name = 0;
+
+    s = lb->s;
+    s->nlabels++;
+
+    if (lb->reason != PG_RW_OK) {
+        return;
+    }
+
+    nr = lb->name_ref;
+    name = pg_rw_symbol(lb->sym, nr);
+
+    if (name.len == 0) {
+        pg_rw2_invalid(lb, PG_RW_BAD_LABEL_NAME, "label %llu: empty name",
+                       s->nlabels - 1, 0);
+        return;
+    }
+
+    if ((lb->sym->off[nr] | lb->sym->off[ref]) & PG_RW_SYM_BAD_UTF8) {
+        pg_rw2_invalid(lb, PG_RW_BAD_UTF8, "label %llu is not valid UTF-8",
+                       s->nlabels - 1, 0);
+        return;
+    }
+
+    if (s->nlabels > 1) {
+        cmp = pg_str_cmp(lb->prev, name);
+
+        if (cmp >= 0) {
+            if (cmp == 0) {
+                lb->reason = PG_RW_DUPLICATE_LABEL;
+                pg_rw_detail_name(lb->detail, sizeof(lb->detail),
+                                  "duplicate label name", name);
+                return;
+            }
+
+            s->unsorted = 1;
+        }
+    }
+
+    if (pg_rw_is_name(name)) {
+        s->name = pg_rw_symbol(lb->sym, ref);
+    }
+
+    lb->prev = name;
+}
+
+
+/* the refs of an exemplar: a run of pairs, all in the table */
+static int
+pg_rw2_check_exemplar(pg_rw2_labels_t *lb, const uint8_t *p,
+    const uint8_t *end, uint32_t index)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v, nrefs;
+    const uint8_t  *d, *q;
+    size_t          n;
+
+    nrefs = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        switch (field) {
+
+        case 1:
+            if (wt == PG_PB_VARINT) {
+                if (pg_pb_varint(&p, end, &v) != 0) {
+                    return -1;
+                }
+
+                if ((uint32_t) v >= lb->sym->n) {
+                    pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                                   "exemplar %llu: label ref %llu past the "
+                                   "symbols", index, (uint32_t) v);
+                }
+
+                nrefs++;
+                break;
+            }
+
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                return -1;
+            }
+
+            for (q = d; q < d + n; nrefs++) {
+                if (pg_pb_varint(&q, d + n, &v) != 0) {
+                    return -1;
+                }
+
+                if ((uint32_t) v >= lb->sym->n) {
+                    pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                                   "exemplar %llu: label ref %llu past the "
+                                   "symbols", index, (uint32_t) v);
+                }
+            }
+
+            break;
+
+        case 2:
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            break;
+
+        case 3:
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+            break;
+
+        default:
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                return -1;
+            }
+        }
+    }
+
+    if (field < 0) {
+        return -1;
+    }
+
+    if (nrefs & 1) {
+        pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                       "exemplar %llu: an odd number (%llu) of label refs",
+                       index, nrefs);
+    }
+
+    return 0;
+}
+
+
+/* Sample: value, timestamp, start timestamp (rc.4) */
+static int
+pg_rw2_check_sample(const uint8_t *p, const uint8_t *end, int64_t *start)
+{
+    int64_t   field;
+    unsigned  wt;
+    uint64_t  v;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 1) {
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            continue;
+        }
+
+        if (field == 2 || field == 3) {
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+
+            if (field == 3) {
+                *start = (int64_t) v;
+            }
+
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            return -1;
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+/* a histogram's start timestamp (rc.4, field 17), 0 if none */
+static int64_t
+pg_rw2_histogram_start(const uint8_t *p, const uint8_t *end)
+{
+    int64_t   field, start;
+    unsigned  wt;
+    uint64_t  v;
+
+    start = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 17 && wt == PG_PB_VARINT) {
+            if (pg_pb_varint(&p, end, &v) != 0) {
+                break;
+            }
+            start = (int64_t) v;
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+    }
+
+    return start;
+}
+
+
+/* Metadata: fields present on the wire replace what an earlier one set */
+static int
+pg_rw2_check_metadata(pg_rw2_labels_t *lb, const uint8_t *p,
+    const uint8_t *end)
+{
+    int64_t          field;
+    unsigned         wt;
+    uint64_t         v;
+    uint32_t         ref;
+    pg_rw_series_t  *s;
+
+    s = lb->s;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 1 && field != 3 && field != 4) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                return -1;
+            }
+            continue;
+        }
+
+        if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+            return -1;
+        }
+
+        ref = (uint32_t) v;
+
+        if (field == 1) {
+            s->metadata_type = ref;
+            continue;
+        }
+
+        if (ref >= lb->sym->n) {
+            pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                           field == 3 ? "metadata help ref %llu past the "
+                                        "%llu symbols"
+                                      : "metadata unit ref %llu past the "
+                                        "%llu symbols",
+                           ref, lb->sym->n);
+            continue;
+        }
+
+        if (field == 3) {
+            s->help = pg_rw_symbol(lb->sym, ref);
+
+        } else {
+            s->unit = pg_rw_symbol(lb->sym, ref);
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+static pg_rw_reason_e
+pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
+{
+    int64_t          field;
+    unsigned         wt;
+    uint64_t         v;
+    const uint8_t   *p, *end, *d, *q;
+    size_t           n;
+    int64_t          start, created;
+    int              has_created;
+    pg_str_t         dup;
+    pg_rw2_labels_t  lb;
+
+    p = s->data;
+    end = s->data + s->len;
+
+    s->name.data = NULL;
+    s->name.len = 0;
+    s->nlabels = 0;
+    s->nsamples = 0;
+    s->nexemplars = 0;
+    s->nhistograms = 0;
+    s->unsorted = 0;
+    s->created_timestamp = 0;
+    s->metadata_type = 0;
+    s->help.data = (const uint8_t *) "";
+    s->help.len = 0;
+    s->unit = s->help;
+
+    lb.dec = dec;
+    lb.s = s;
+    lb.sym = s->symtab;
+    lb.reason = PG_RW_OK;
+    lb.have_name = 0;
+    lb.name_ref = 0;
+    lb.prev.data = NULL;
+    lb.prev.len = 0;
+
+    created = 0;
+    has_created = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        switch (field) {
+
+        case 1:
+            if (wt == PG_PB_VARINT) {
+                if (pg_pb_varint(&p, end, &v) != 0) {
+                    goto malformed;
+                }
+
+                pg_rw2_label_ref(&lb, v);
+                break;
+            }
+
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                goto malformed;
+            }
+
+            for (q = d; q < d + n; /* void */) {
+                if (*q < 0x80) {
+                    v = *q++;
+
+                } else if (pg_pb_varint(&q, d + n, &v) != 0) {
+                    p = q;
+                    goto malformed;
+                }
+
+                pg_rw2_label_ref(&lb, v);
+            }
+
+            break;
+
+        case 2:
+            start = 0;
+
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw2_check_sample(d, d + n, &start) != 0)
+            {
+                goto malformed;
+            }
+
+            if (created == 0) {
+                created = start;
+            }
+
+            s->nsamples++;
+            break;
+
+        case 3:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw_check_histogram(d, d + n, 1) != 0)
+            {
+                goto malformed;
+            }
+
+            if (created == 0) {
+                created = pg_rw2_histogram_start(d, d + n);
+            }
+
+            s->nhistograms++;
+            break;
+
+        case 4:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw2_check_exemplar(&lb, d, d + n, s->nexemplars) != 0)
+            {
+                goto malformed;
+            }
+
+            s->nexemplars++;
+            break;
+
+        case 5:
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                || pg_rw2_check_metadata(&lb, d, d + n) != 0)
+            {
+                goto malformed;
+            }
+            break;
+
+        case 6:
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                goto malformed;
+            }
+
+            s->created_timestamp = (int64_t) v;
+            has_created = 1;
+            break;
+
+        default:
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                goto malformed;
+            }
+        }
+    }
+
+    if (field < 0) {
+        goto malformed;
+    }
+
+    if (!has_created) {
+        s->created_timestamp = created;
+    }
+
+    if (lb.have_name) {
+        pg_rw2_invalid(&lb, PG_RW_BAD_SYMBOL_REF,
+                       "an odd number (%llu) of label refs",
+                       (uint64_t) s->nlabels * 2 + 1, 0);
+    }
+
+    if (lb.reason == PG_RW_OK && s->name.len == 0) {
+        lb.reason = PG_RW_NO_NAME;
+        snprintf(lb.detail, sizeof(lb.detail), "%s",
+                 s->name.data ? "empty metric name (__name__ label)"
+                              : "no metric name (__name__ label)");
+    }
+
+    if (lb.reason == PG_RW_OK && s->unsorted) {
+        switch (pg_rw_find_duplicate(dec, s, &dup)) {
+        case 0:
+            break;
+        case 1:
+            lb.reason = PG_RW_DUPLICATE_LABEL;
+            pg_rw_detail_name(lb.detail, sizeof(lb.detail),
+                              "duplicate label name", dup);
+            break;
+        default:
+            return pg_rw_request_error(dec, PG_RW_NOMEM, s->index, s->data,
+                                       "series %zu: out of memory", s->index);
+        }
+    }
+
+    if (lb.reason != PG_RW_OK) {
+        return pg_rw_series_invalid(dec, s, lb.reason, lb.detail);
+    }
+
+    if (s->metadata_type != 0 || s->help.len || s->unit.len) {
+        dec->req->stats.metadata++;
+    }
+
+    return pg_rw_series_valid(dec, s);
+
+malformed:
+
+    return pg_rw_request_error(dec, PG_RW_MALFORMED, s->index, p,
+                               "malformed protobuf at byte %zu (series %zu)",
+                               (size_t) (p - dec->buf), s->index);
+}
+
+
+pg_rw_reason_e
+pg_rw2_decode(pg_rw_dec_t *dec)
+{
+    int64_t           field;
+    unsigned          wt;
+    const uint8_t    *p, *end, *d;
+    size_t            n, nsym, nseries;
+    uint32_t         *off;
+    pg_str_t          s0;
+    pg_rw_series_t    s;
+    pg_rw_reason_e    reason;
+    pg_rw_request_t  *req;
+
+    req = dec->req;
+    end = dec->buf + dec->len;
+
+    if (dec->len > PG_RW_SYM_OFFSET) {
+        return pg_rw_request_error(dec, PG_RW_MALFORMED, 0, dec->buf,
+                                   "a 2.0 request of %zu bytes is above "
+                                   "2 GB", dec->len);
+    }
+
+    /* 1: the wire format of the top level, the counts */
+
+    nsym = 0;
+    nseries = 0;
+    p = dec->buf;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 4 || field == 5) {
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                goto malformed;
+            }
+
+            if (field == 4) {
+                nsym++;
+            } else {
+                nseries++;
+            }
+
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            goto malformed;
+        }
+    }
+
+    if (field < 0) {
+        goto malformed;
+    }
+
+    dec->nseries_max = nseries;
+
+    /* 2: the symbol table */
+
+    off = NULL;
+
+    if (nsym) {
+        off = dec->alloc->alloc(dec->alloc->ctx, nsym * sizeof(uint32_t));
+        if (off == NULL) {
+            return pg_rw_request_error(dec, PG_RW_NOMEM, 0, dec->buf,
+                                       "out of memory for %zu symbols",
+                                       nsym);
+        }
+
+        nsym = 0;
+        p = dec->buf;
+
+        while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+            if (field == 4) {
+                off[nsym] = (uint32_t) (p - dec->buf);
+
+                if (pg_pb_len(&p, end, &d, &n) != 0) {
+                    goto malformed;   /* not reached: walk 1 checked it */
+                }
+
+                if (!pg_rw_utf8_valid(d, n)) {
+                    off[nsym] |= PG_RW_SYM_BAD_UTF8;
+                }
+
+                nsym++;
+                continue;
+            }
+
+            (void) pg_pb_skip(&p, end, wt);
+        }
+    }
+
+    req->symtab.base = dec->buf;
+    req->symtab.off = off;
+    req->symtab.n = (uint32_t) nsym;
+
+    if (nsym) {
+        s0 = pg_rw_symbol(&req->symtab, 0);
+
+        if (s0.len != 0) {
+            return pg_rw_request_error(dec, PG_RW_BAD_SYMBOLS, 0, s0.data,
+                                       "symbols[0] is not the empty string "
+                                       "(%zu bytes)", s0.len);
+        }
+    }
+
+    /* 3: the series */
+
+    memset(&s, 0, sizeof(pg_rw_series_t));
+    s.version = PG_RW_V2;
+    s.symtab = &req->symtab;
+
+    p = dec->buf;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 5) {
+            (void) pg_pb_skip(&p, end, wt);
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            goto malformed;
+        }
+
+        s.data = d;
+        s.len = n;
+        s.index = req->nseries_total++;
+
+        reason = pg_rw2_series(dec, &s);
+        if (reason != PG_RW_OK) {
+            return reason;
+        }
+    }
+
+    return PG_RW_OK;
+
+malformed:
+
+    return pg_rw_request_error(dec, PG_RW_MALFORMED, 0, p,
+                               "malformed protobuf Request at byte %zu",
+                               (size_t) (p - dec->buf));
+}

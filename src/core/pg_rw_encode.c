@@ -1,0 +1,1395 @@
+/*
+ * Re-encoding of a decoded remote-write request: the kept series in the
+ * same version (a subset, for targets that must not see invalid series or
+ * only get some), or translated between 1.0 and 2.0.
+ *
+ * The input was validated by pg_rw_decode(), so the walks here trust the
+ * wire format (they still stop at anything they cannot read, never reading
+ * past a buffer).  A length-delimited field is written with a one-byte
+ * length first and moved up when its content turns out longer: contents
+ * are short as a rule.  2.0 output puts the symbol table first, as senders
+ * do: it is built while the series are written, then the series are moved
+ * up behind it once.
+ */
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "pg_rw_wire.h"
+
+
+#define PG_ENC_CACHE  64               /* label positions remembered */
+
+
+typedef struct {
+    uint32_t        ref;               /* 0: empty slot ("" is never in) */
+    uint32_t        hash;
+} pg_enc_slot_t;
+
+
+typedef struct {
+    pg_str_t        str;
+    uint32_t        ref;
+} pg_enc_cached_t;
+
+
+/* a 1.0 MetricMetadata, or the metadata of a 2.0 series */
+typedef struct {
+    pg_str_t        family;
+    uint32_t        type;
+    pg_str_t        help;
+    pg_str_t        unit;
+    uint64_t        hash;
+} pg_enc_meta_t;
+
+
+typedef struct {
+    pg_buf_t        *out;
+    pg_allocator_t  *alloc;
+
+    /* 1.0 to 2.0: the symbols being built */
+    pg_str_t        *syms;
+    uint32_t         nsyms;
+    uint32_t         csyms;
+    pg_enc_slot_t   *slots;
+    uint32_t         mask;
+    pg_enc_cached_t  names[PG_ENC_CACHE];
+    pg_enc_cached_t  values[PG_ENC_CACHE];
+
+    /* metadata: 1.0 entries by family, or 2.0's distinct ones */
+    pg_enc_meta_t   *meta;
+    uint32_t         nmeta;
+    uint32_t         cmeta;
+    uint32_t        *mslots;           /* index + 1, 0 empty */
+    uint32_t         mmask;
+} pg_enc_t;
+
+
+/* ------------------------------------------------------------ output */
+
+
+static inline int
+pg_enc_reserve(pg_buf_t *b, size_t n)
+{
+    if ((size_t) (b->end - b->pos) >= n) {
+        return 0;
+    }
+
+    if (b->grow == NULL || b->grow(b, n) != 0
+        || (size_t) (b->end - b->pos) < n)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static inline int
+pg_enc_bytes(pg_buf_t *b, const uint8_t *p, size_t n)
+{
+    if (pg_enc_reserve(b, n) != 0) {
+        return -1;
+    }
+
+    memcpy(b->pos, p, n);
+    b->pos += n;
+
+    return 0;
+}
+
+
+/* a length-delimited field with a one-byte length for now (reserved) */
+static inline size_t
+pg_enc_open(pg_buf_t *b, uint8_t tag)
+{
+    *b->pos++ = tag;
+    return (size_t) (b->pos++ - b->start);
+}
+
+
+static inline int
+pg_enc_close(pg_buf_t *b, size_t at)
+{
+    size_t    len, k;
+    uint8_t  *p;
+
+    len = (size_t) (b->pos - b->start) - at - 1;
+
+    if (len < 0x80) {
+        b->start[at] = (uint8_t) len;
+        return 0;
+    }
+
+    k = pg_pb_varint_size(len) - 1;
+
+    if (pg_enc_reserve(b, k) != 0) {
+        return -1;
+    }
+
+    p = b->start + at;
+    memmove(p + 1 + k, p + 1, len);
+    pg_pb_put_varint(p, len);
+    b->pos += k;
+
+    return 0;
+}
+
+
+static inline void
+pg_enc_string(pg_buf_t *b, uint8_t tag, pg_str_t s)
+{
+    *b->pos++ = tag;
+    b->pos = pg_pb_put_varint(b->pos, s.len);
+    memcpy(b->pos, s.data, s.len);
+    b->pos += s.len;
+}
+
+
+/* ------------------------------------------------------------ subset */
+
+
+static int
+pg_rw_kept(const pg_rw_request_t *req, const uint8_t *select, size_t i)
+{
+    return !pg_rw_bit(req->dropped, i)
+           && (select == NULL || pg_rw_bit(select, i));
+}
+
+
+/*
+ * The top-level fields as they are, less the series (and 1.0 metadata)
+ * left out; runs of kept fields are copied in one piece.
+ */
+static int
+pg_rw_encode_subset(const uint8_t *buf, size_t len,
+    const pg_rw_request_t *req, const uint8_t *select, pg_buf_t *out)
+{
+    int64_t         field, series_field;
+    unsigned        wt;
+    const uint8_t  *p, *end, *run, *at;
+    size_t          nseries, nmeta;
+    int             keep;
+
+    if (req->dropped == NULL && req->dropped_metadata == NULL
+        && select == NULL)
+    {
+        return pg_enc_bytes(out, buf, len);
+    }
+
+    series_field = req->version == PG_RW_V2 ? 5 : 1;
+
+    p = buf;
+    end = buf + len;
+    run = p;
+    nseries = 0;
+    nmeta = 0;
+
+    for ( ;; ) {
+        at = p;
+        field = pg_pb_key(&p, end, &wt);
+
+        if (field <= 0) {
+            break;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+
+        if (field == series_field && wt == PG_PB_LEN) {
+            keep = pg_rw_kept(req, select, nseries);
+            nseries++;
+
+        } else if (req->version == PG_RW_V1 && field == 3 && wt == PG_PB_LEN) {
+            keep = !pg_rw_bit(req->dropped_metadata, nmeta);
+            nmeta++;
+
+        } else {
+            keep = 1;
+        }
+
+        if (!keep) {
+            if (at > run && pg_enc_bytes(out, run, at - run) != 0) {
+                return -1;
+            }
+
+            run = p;
+        }
+    }
+
+    if (at > run && pg_enc_bytes(out, run, at - run) != 0) {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* ------------------------------------------------ what both ways share */
+
+
+/* a Histogram less its start timestamp (field 17, 2.0-rc.4) */
+static int
+pg_enc_histogram(pg_buf_t *out, uint8_t tag, const uint8_t *d, size_t n)
+{
+    int64_t         field;
+    unsigned        wt;
+    const uint8_t  *p, *end, *run, *at;
+    size_t          o;
+
+    if (pg_enc_reserve(out, n + 2) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, tag);
+
+    p = d;
+    end = d + n;
+    run = p;
+    at = p;
+
+    for ( ;; ) {
+        at = p;
+        field = pg_pb_key(&p, end, &wt);
+
+        if (field <= 0 || pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+
+        if (field == 17) {
+            memcpy(out->pos, run, at - run);
+            out->pos += at - run;
+            run = p;
+        }
+    }
+
+    memcpy(out->pos, run, at - run);
+    out->pos += at - run;
+
+    return pg_enc_close(out, o);
+}
+
+
+/* an Exemplar's value (2) and timestamp (3), alike in both versions */
+static inline void
+pg_enc_exemplar_value(pg_buf_t *out, const uint8_t *p, const uint8_t *end)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v, ts;
+    const uint8_t  *value;
+
+    value = NULL;
+    ts = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+        if (field == 2 && wt == PG_PB_I64 && end - p >= 8) {
+            value = p;
+            p += 8;
+            continue;
+        }
+
+        if (field == 3 && wt == PG_PB_VARINT
+            && pg_pb_varint(&p, end, &v) == 0)
+        {
+            ts = v;
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+    }
+
+    if (value) {
+        *out->pos++ = pg_pb_tag(2, PG_PB_I64);
+        memcpy(out->pos, value, 8);
+        out->pos += 8;
+    }
+
+    if (ts) {
+        *out->pos++ = pg_pb_tag(3, PG_PB_VARINT);
+        out->pos = pg_pb_put_varint(out->pos, ts);
+    }
+}
+
+
+/* a Sample: value (1) and timestamp (2) alike in both versions */
+static int
+pg_enc_sample(pg_buf_t *out, const uint8_t *d, size_t n)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v, ts;
+    const uint8_t  *p, *end, *value;
+
+    if (pg_enc_reserve(out, 24) != 0) {
+        return -1;
+    }
+
+    *out->pos++ = pg_pb_tag(2, PG_PB_LEN);
+
+    /* the usual shape, value then timestamp and nothing else: as it is */
+
+    p = d + 10;
+    end = d + n;
+
+    if (n >= 11 && n <= 20 && d[0] == 0x09 && d[9] == 0x10
+        && pg_pb_varint(&p, end, &v) == 0 && p == end)
+    {
+        *out->pos++ = (uint8_t) n;
+        memcpy(out->pos, d, n);
+        out->pos += n;
+        return 0;
+    }
+
+    value = NULL;
+    ts = 0;
+    p = d;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+        if (field == 1 && wt == PG_PB_I64 && end - p >= 8) {
+            value = p;
+            p += 8;
+            continue;
+        }
+
+        if (field == 2 && wt == PG_PB_VARINT
+            && pg_pb_varint(&p, end, &v) == 0)
+        {
+            ts = v;
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+    }
+
+    *out->pos++ = (uint8_t) ((value ? 9 : 0)
+                             + (ts ? 1 + pg_pb_varint_size(ts) : 0));
+
+    if (value) {
+        *out->pos++ = pg_pb_tag(1, PG_PB_I64);
+        memcpy(out->pos, value, 8);
+        out->pos += 8;
+    }
+
+    if (ts) {
+        *out->pos++ = pg_pb_tag(2, PG_PB_VARINT);
+        out->pos = pg_pb_put_varint(out->pos, ts);
+    }
+
+    return 0;
+}
+
+
+static const char  *pg_enc_suffixes[] = {
+    "_bucket", "_sum", "_count", "_total", "_created", "_info"
+};
+
+
+/* name less one of the first n suffixes, or an empty string */
+static pg_str_t
+pg_enc_strip(pg_str_t name, size_t i)
+{
+    size_t    k;
+    pg_str_t  r;
+
+    k = strlen(pg_enc_suffixes[i]);
+
+    if (name.len > k
+        && memcmp(name.data + name.len - k, pg_enc_suffixes[i], k) == 0)
+    {
+        r.data = name.data;
+        r.len = name.len - k;
+        return r;
+    }
+
+    r.data = NULL;
+    r.len = 0;
+    return r;
+}
+
+
+static uint64_t
+pg_enc_meta_hash(const pg_enc_meta_t *m, int full)
+{
+    uint64_t  h;
+
+    h = XXH3_64bits(m->family.data, m->family.len);
+
+    if (full) {
+        h ^= XXH3_64bits_withSeed(m->help.data, m->help.len, m->type + 1);
+        h = h * 0x9e3779b97f4a7c15ull
+            ^ XXH3_64bits_withSeed(m->unit.data, m->unit.len, 7);
+    }
+
+    return h;
+}
+
+
+static int
+pg_enc_meta_eq(const pg_enc_meta_t *a, const pg_enc_meta_t *b, int full)
+{
+    if (!pg_str_eq(a->family, b->family)) {
+        return 0;
+    }
+
+    return !full || (a->type == b->type && pg_str_eq(a->help, b->help)
+                     && pg_str_eq(a->unit, b->unit));
+}
+
+
+/*
+ * Finds m (by family, or by all four fields when full), else adds it.
+ * Returns its index, or -1 when out of memory.
+ */
+static int64_t
+pg_enc_meta_add(pg_enc_t *e, pg_enc_meta_t *m, int full, int *added)
+{
+    uint32_t        i, k, cap, *slots;
+    pg_enc_meta_t  *meta;
+
+    m->hash = pg_enc_meta_hash(m, full);
+    *added = 0;
+
+    if (e->mslots) {
+        for (i = (uint32_t) m->hash & e->mmask; e->mslots[i];
+             i = (i + 1) & e->mmask)
+        {
+            k = e->mslots[i] - 1;
+
+            if (e->meta[k].hash == m->hash && pg_enc_meta_eq(&e->meta[k], m,
+                                                             full))
+            {
+                return k;
+            }
+        }
+    }
+
+    if (e->nmeta == e->cmeta) {
+        cap = e->cmeta ? e->cmeta * 2 : 64;
+
+        meta = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_enc_meta_t));
+        slots = e->alloc->alloc(e->alloc->ctx, cap * 2 * sizeof(uint32_t));
+
+        if (meta == NULL || slots == NULL) {
+            return -1;
+        }
+
+        if (e->nmeta) {
+            memcpy(meta, e->meta, e->nmeta * sizeof(pg_enc_meta_t));
+        }
+
+        memset(slots, 0, cap * 2 * sizeof(uint32_t));
+
+        e->meta = meta;
+        e->cmeta = cap;
+        e->mslots = slots;
+        e->mmask = cap * 2 - 1;
+
+        for (k = 0; k < e->nmeta; k++) {
+            for (i = (uint32_t) meta[k].hash & e->mmask; slots[i];
+                 i = (i + 1) & e->mmask)
+            {
+                /* void */
+            }
+
+            slots[i] = k + 1;
+        }
+    }
+
+    k = e->nmeta++;
+    e->meta[k] = *m;
+
+    for (i = (uint32_t) m->hash & e->mmask; e->mslots[i];
+         i = (i + 1) & e->mmask)
+    {
+        /* void */
+    }
+
+    e->mslots[i] = k + 1;
+    *added = 1;
+
+    return k;
+}
+
+
+static const pg_enc_meta_t *
+pg_enc_meta_find(pg_enc_t *e, pg_str_t family)
+{
+    uint32_t  i, k;
+    uint64_t  h;
+
+    if (e->nmeta == 0 || family.len == 0) {
+        return NULL;
+    }
+
+    h = XXH3_64bits(family.data, family.len);
+
+    for (i = (uint32_t) h & e->mmask; e->mslots[i]; i = (i + 1) & e->mmask) {
+        k = e->mslots[i] - 1;
+
+        if (e->meta[k].hash == h && pg_str_eq(e->meta[k].family, family)) {
+            return &e->meta[k];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* ------------------------------------------------------- 1.0 to 2.0 */
+
+
+static int
+pg_enc_grow_symbols(pg_enc_t *e)
+{
+    uint32_t        cap, i, j, r;
+    pg_str_t       *syms;
+    pg_enc_slot_t  *slots;
+
+    if (e->nsyms == e->csyms) {
+        cap = e->csyms * 2;
+
+        syms = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_str_t));
+        if (syms == NULL) {
+            return -1;
+        }
+
+        memcpy(syms, e->syms, e->nsyms * sizeof(pg_str_t));
+        e->syms = syms;
+        e->csyms = cap;
+    }
+
+    if (e->nsyms * 2 > e->mask) {
+        cap = (e->mask + 1) * 2;
+
+        slots = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_enc_slot_t));
+        if (slots == NULL) {
+            return -1;
+        }
+
+        memset(slots, 0, cap * sizeof(pg_enc_slot_t));
+
+        for (i = 0; i <= e->mask; i++) {
+            r = e->slots[i].ref;
+
+            if (r == 0) {
+                continue;
+            }
+
+            for (j = e->slots[i].hash & (cap - 1); slots[j].ref;
+                 j = (j + 1) & (cap - 1))
+            {
+                /* void */
+            }
+
+            slots[j] = e->slots[i];
+        }
+
+        e->slots = slots;
+        e->mask = cap - 1;
+    }
+
+    return 0;
+}
+
+
+/* the ref of s in the table being built; UINT32_MAX: out of memory */
+static inline uint32_t
+pg_enc_intern(pg_enc_t *e, pg_str_t s)
+{
+    uint64_t  h;
+    uint32_t  i, r;
+
+    if (s.len == 0) {
+        return 0;
+    }
+
+    h = XXH3_64bits(s.data, s.len);
+
+    for (i = (uint32_t) h & e->mask; (r = e->slots[i].ref) != 0;
+         i = (i + 1) & e->mask)
+    {
+        if (e->slots[i].hash == (uint32_t) h && pg_str_eq(e->syms[r], s)) {
+            return r;
+        }
+    }
+
+    r = e->nsyms++;
+    e->syms[r] = s;
+    e->slots[i].ref = r;
+    e->slots[i].hash = (uint32_t) h;
+
+    if ((e->nsyms == e->csyms || e->nsyms * 2 > e->mask)
+        && pg_enc_grow_symbols(e) != 0)
+    {
+        return UINT32_MAX;
+    }
+
+    return r;
+}
+
+
+/* the same, first against what label position i had last time */
+static inline uint32_t
+pg_enc_intern_at(pg_enc_t *e, pg_enc_cached_t *cache, uint32_t i, pg_str_t s)
+{
+    pg_enc_cached_t  *c;
+    uint32_t          r;
+
+    if (i >= PG_ENC_CACHE) {
+        return pg_enc_intern(e, s);
+    }
+
+    c = &cache[i];
+
+    if (c->str.len == s.len
+        && (s.len == 0 || memcmp(c->str.data, s.data, s.len) == 0))
+    {
+        return c->ref;
+    }
+
+    r = pg_enc_intern(e, s);
+
+    c->str = s;
+    c->ref = r;
+
+    return r;
+}
+
+
+static int
+pg_enc12_init(pg_enc_t *e)
+{
+    e->csyms = 1024;
+    e->mask = 2047;
+
+    e->syms = e->alloc->alloc(e->alloc->ctx, e->csyms * sizeof(pg_str_t));
+    e->slots = e->alloc->alloc(e->alloc->ctx,
+                               (e->mask + 1) * sizeof(pg_enc_slot_t));
+
+    if (e->syms == NULL || e->slots == NULL) {
+        return -1;
+    }
+
+    memset(e->slots, 0, (e->mask + 1) * sizeof(pg_enc_slot_t));
+
+    e->syms[0].data = (const uint8_t *) "";
+    e->syms[0].len = 0;
+    e->nsyms = 1;
+
+    /* an empty entry matches only an empty string: ref 0 */
+    memset(e->names, 0, sizeof(e->names));
+    memset(e->values, 0, sizeof(e->values));
+
+    return 0;
+}
+
+
+/* 1.0 MetricMetadata entries kept, by family name (the first one wins) */
+static int
+pg_enc12_metadata(pg_enc_t *e, const uint8_t *buf, size_t len,
+    const pg_rw_request_t *req)
+{
+    int64_t         field, f;
+    unsigned        wt, wt2;
+    const uint8_t  *p, *end, *d, *q, *s;
+    size_t          n, sn, nmeta;
+    uint64_t        v;
+    pg_enc_meta_t   m;
+    int             added;
+
+    p = buf;
+    end = buf + len;
+    nmeta = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 3 || wt != PG_PB_LEN) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            break;
+        }
+
+        if (pg_rw_bit(req->dropped_metadata, nmeta)) {
+            nmeta++;
+            continue;
+        }
+
+        nmeta++;
+
+        memset(&m, 0, sizeof(m));
+        q = d;
+
+        while ((f = pg_pb_key(&q, d + n, &wt2)) > 0) {
+            if (f == 1 && wt2 == PG_PB_VARINT) {
+                if (pg_pb_varint(&q, d + n, &v) != 0) {
+                    break;
+                }
+                m.type = (uint32_t) v;
+                continue;
+            }
+
+            if ((f == 2 || f == 4 || f == 5) && wt2 == PG_PB_LEN) {
+                if (pg_pb_len(&q, d + n, &s, &sn) != 0) {
+                    break;
+                }
+
+                if (f == 2) {
+                    m.family.data = s;
+                    m.family.len = sn;
+
+                } else if (f == 4) {
+                    m.help.data = s;
+                    m.help.len = sn;
+
+                } else {
+                    m.unit.data = s;
+                    m.unit.len = sn;
+                }
+
+                continue;
+            }
+
+            if (pg_pb_skip(&q, d + n, wt2) != 0) {
+                break;
+            }
+        }
+
+        if (m.family.len == 0) {
+            continue;
+        }
+
+        if (pg_enc_meta_add(e, &m, 0, &added) < 0) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* a 1.0 Exemplar as a 2.0 one: labels as refs */
+static int
+pg_enc12_exemplar(pg_enc_t *e, const uint8_t *d, size_t n)
+{
+    size_t          o, r;
+    pg_label_t      l;
+    pg_buf_t       *out;
+    uint32_t        nr, vr;
+    pg_pb_iter_t    it;
+
+    out = e->out;
+
+    if (pg_enc_reserve(out, 2 * n + 32) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, pg_pb_tag(4, PG_PB_LEN));
+    r = pg_enc_open(out, pg_pb_tag(1, PG_PB_LEN));
+
+    it.p = d;
+    it.end = d + n;
+    it.pp = NULL;
+    it.pend = NULL;
+    it.sym = NULL;
+
+    while (pg_rw_next_label(&it, &l)) {
+        nr = pg_enc_intern(e, l.name);
+        vr = pg_enc_intern(e, l.value);
+
+        if (nr == UINT32_MAX || vr == UINT32_MAX) {
+            return -1;
+        }
+
+        out->pos = pg_pb_put_varint(out->pos, nr);
+        out->pos = pg_pb_put_varint(out->pos, vr);
+    }
+
+    if (out->pos == out->start + r + 1) {
+        out->pos -= 2;              /* no labels: no field */
+
+    } else if (pg_enc_close(out, r) != 0) {
+        return -1;
+    }
+
+    if (pg_enc_reserve(out, 24) != 0) {
+        return -1;
+    }
+
+    pg_enc_exemplar_value(out, d, d + n);
+
+    return pg_enc_close(out, o);
+}
+
+
+static int
+pg_enc12_series(pg_enc_t *e, const uint8_t *data, size_t len)
+{
+    int64_t               field;
+    unsigned              wt;
+    const uint8_t        *p, *end, *d, *rest, *at;
+    size_t                n, o, r;
+    uint32_t              i, nr, vr;
+    pg_label_t            l;
+    pg_str_t              name, family;
+    pg_buf_t             *out;
+    const pg_enc_meta_t  *m;
+    size_t                mo;
+
+    out = e->out;
+
+    if (pg_enc_reserve(out, len + 64) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, pg_pb_tag(5, PG_PB_LEN));
+    r = pg_enc_open(out, pg_pb_tag(1, PG_PB_LEN));
+
+    /* labels first, as one packed run of refs */
+
+    p = data;
+    end = data + len;
+    rest = NULL;
+    name.data = NULL;
+    name.len = 0;
+    i = 0;
+
+    for ( ;; ) {
+        at = p;
+        field = pg_pb_key(&p, end, &wt);
+
+        if (field <= 0) {
+            break;
+        }
+
+        if (field != 1 || wt != PG_PB_LEN) {
+            if (rest == NULL) {
+                rest = at;
+            }
+
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0
+            || pg_rw_parse_label(d, d + n, &l) != 0)
+        {
+            break;
+        }
+
+        nr = pg_enc_intern_at(e, e->names, i, l.name);
+        vr = pg_enc_intern_at(e, e->values, i, l.value);
+        i++;
+
+        if (nr == UINT32_MAX || vr == UINT32_MAX) {
+            return -1;
+        }
+
+        if (pg_enc_reserve(out, 10) != 0) {
+            return -1;
+        }
+
+        out->pos = pg_pb_put_varint(out->pos, nr);
+        out->pos = pg_pb_put_varint(out->pos, vr);
+
+        if (pg_rw_is_name(l.name)) {
+            name = l.value;
+        }
+    }
+
+    if (out->pos == out->start + r + 1) {
+        out->pos -= 2;
+
+    } else if (pg_enc_close(out, r) != 0) {
+        return -1;
+    }
+
+    /* then samples, exemplars and histograms, in their order */
+
+    for (p = rest ? rest : end; (field = pg_pb_key(&p, end, &wt)) > 0; ) {
+
+        if (wt != PG_PB_LEN) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            break;
+        }
+
+        switch (field) {
+
+        case 2:
+            if (pg_enc_sample(out, d, n) != 0) {
+                return -1;
+            }
+            break;
+
+        case 3:
+            if (pg_enc12_exemplar(e, d, n) != 0) {
+                return -1;
+            }
+            break;
+
+        case 4:
+            if (pg_enc_histogram(out, pg_pb_tag(3, PG_PB_LEN), d, n) != 0) {
+                return -1;
+            }
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    /* the metadata of its family */
+
+    m = NULL;
+
+    if (e->nmeta) {
+        m = pg_enc_meta_find(e, name);
+
+        for (i = 0; m == NULL && i < 6; i++) {
+            family = pg_enc_strip(name, i);
+            m = family.len ? pg_enc_meta_find(e, family) : NULL;
+        }
+    }
+
+    if (m) {
+        nr = pg_enc_intern(e, m->help);
+        vr = pg_enc_intern(e, m->unit);
+
+        if (nr == UINT32_MAX || vr == UINT32_MAX
+            || pg_enc_reserve(out, 24) != 0)
+        {
+            return -1;
+        }
+
+        mo = pg_enc_open(out, pg_pb_tag(5, PG_PB_LEN));
+
+        if (m->type) {
+            *out->pos++ = pg_pb_tag(1, PG_PB_VARINT);
+            out->pos = pg_pb_put_varint(out->pos, m->type);
+        }
+
+        if (nr) {
+            *out->pos++ = pg_pb_tag(3, PG_PB_VARINT);
+            out->pos = pg_pb_put_varint(out->pos, nr);
+        }
+
+        if (vr) {
+            *out->pos++ = pg_pb_tag(4, PG_PB_VARINT);
+            out->pos = pg_pb_put_varint(out->pos, vr);
+        }
+
+        (void) pg_enc_close(out, mo);
+    }
+
+    return pg_enc_close(out, o);
+}
+
+
+static int
+pg_rw_encode_1to2(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const uint8_t *select, pg_enc_t *e)
+{
+    int64_t         field;
+    unsigned        wt;
+    const uint8_t  *p, *end, *d;
+    size_t          n, i, base, body, size;
+    uint32_t        k;
+    pg_buf_t       *out;
+    uint8_t        *q;
+
+    out = e->out;
+
+    if (pg_enc12_init(e) != 0) {
+        return -1;
+    }
+
+    if (req->stats.metadata && pg_enc12_metadata(e, buf, len, req) != 0) {
+        return -1;
+    }
+
+    base = (size_t) (out->pos - out->start);
+
+    p = buf;
+    end = buf + len;
+    i = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 1 || wt != PG_PB_LEN) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            break;
+        }
+
+        if (pg_rw_kept(req, select, i++) && pg_enc12_series(e, d, n) != 0) {
+            return -1;
+        }
+    }
+
+    /* the symbols, put in front of the series */
+
+    size = 0;
+
+    for (k = 0; k < e->nsyms; k++) {
+        size += 1 + pg_pb_varint_size(e->syms[k].len) + e->syms[k].len;
+    }
+
+    if (pg_enc_reserve(out, size) != 0) {
+        return -1;
+    }
+
+    body = (size_t) (out->pos - out->start) - base;
+    q = out->start + base;
+
+    memmove(q + size, q, body);
+
+    for (k = 0; k < e->nsyms; k++) {
+        *q++ = pg_pb_tag(4, PG_PB_LEN);
+        q = pg_pb_put_varint(q, e->syms[k].len);
+        memcpy(q, e->syms[k].data, e->syms[k].len);
+        q += e->syms[k].len;
+    }
+
+    out->pos += size;
+
+    return 0;
+}
+
+
+/* ------------------------------------------------------- 2.0 to 1.0 */
+
+
+/* a Label message of a resolved pair */
+static inline int
+pg_enc21_label(pg_buf_t *out, pg_str_t name, pg_str_t value)
+{
+    size_t  n;
+
+    if (pg_enc_reserve(out, name.len + value.len + 24) != 0) {
+        return -1;
+    }
+
+    n = 2 + pg_pb_varint_size(name.len) + name.len
+        + pg_pb_varint_size(value.len) + value.len;
+
+    *out->pos++ = pg_pb_tag(1, PG_PB_LEN);
+    out->pos = pg_pb_put_varint(out->pos, n);
+    pg_enc_string(out, pg_pb_tag(1, PG_PB_LEN), name);
+    pg_enc_string(out, pg_pb_tag(2, PG_PB_LEN), value);
+
+    return 0;
+}
+
+
+/* the labels of a 2.0 series or exemplar as 1.0 Label messages */
+static int
+pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
+    size_t n, pg_str_t *name)
+{
+    pg_pb_iter_t  it;
+    pg_label_t    l;
+
+    it.p = d;
+    it.end = d + n;
+    it.pp = NULL;
+    it.pend = NULL;
+    it.sym = sym;
+
+    while (pg_rw_next_label(&it, &l)) {
+        if (pg_enc21_label(out, l.name, l.value) != 0) {
+            return -1;
+        }
+
+        if (name && pg_rw_is_name(l.name)) {
+            *name = l.value;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+pg_enc21_series(pg_enc_t *e, const pg_rw_symtab_t *sym, const uint8_t *data,
+    size_t len)
+{
+    int64_t         field, f;
+    unsigned        wt, wt2;
+    const uint8_t  *p, *end, *d, *q;
+    size_t          n, o, x, i;
+    uint64_t        v;
+    uint32_t        ref;
+    pg_str_t        name, family;
+    pg_buf_t       *out;
+    pg_enc_meta_t   m;
+    int             has_meta, bad, added;
+
+    out = e->out;
+
+    if (pg_enc_reserve(out, 8) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, pg_pb_tag(1, PG_PB_LEN));
+
+    name.data = NULL;
+    name.len = 0;
+
+    if (pg_enc21_labels(out, sym, data, len, &name) != 0) {
+        return -1;
+    }
+
+    memset(&m, 0, sizeof(m));
+    has_meta = 0;
+    bad = 0;
+
+    p = data;
+    end = data + len;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (wt != PG_PB_LEN || field < 2 || field > 5) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            break;
+        }
+
+        switch (field) {
+
+        case 2:
+            if (pg_enc_sample(out, d, n) != 0) {
+                return -1;
+            }
+            break;
+
+        case 3:
+            if (pg_enc_histogram(out, pg_pb_tag(4, PG_PB_LEN), d, n) != 0) {
+                return -1;
+            }
+            break;
+
+        case 4:
+            if (pg_enc_reserve(out, 32) != 0) {
+                return -1;
+            }
+
+            x = pg_enc_open(out, pg_pb_tag(3, PG_PB_LEN));
+
+            if (pg_enc21_labels(out, sym, d, n, NULL) != 0
+                || pg_enc_reserve(out, 24) != 0)
+            {
+                return -1;
+            }
+
+            pg_enc_exemplar_value(out, d, d + n);
+
+            if (pg_enc_close(out, x) != 0) {
+                return -1;
+            }
+
+            break;
+
+        default: /* 5 */
+            has_meta = 1;
+            q = d;
+
+            while ((f = pg_pb_key(&q, d + n, &wt2)) > 0) {
+                if (wt2 != PG_PB_VARINT) {
+                    if (pg_pb_skip(&q, d + n, wt2) != 0) {
+                        break;
+                    }
+                    continue;
+                }
+
+                if (pg_pb_varint(&q, d + n, &v) != 0) {
+                    break;
+                }
+
+                ref = (uint32_t) v;
+
+                if (f == 1) {
+                    m.type = ref;
+
+                } else if ((f == 3 || f == 4) && ref < sym->n) {
+                    if (sym->off[ref] & PG_RW_SYM_BAD_UTF8) {
+                        bad = 1;
+                    }
+
+                    if (f == 3) {
+                        m.help = pg_rw_symbol(sym, ref);
+                    } else {
+                        m.unit = pg_rw_symbol(sym, ref);
+                    }
+                }
+            }
+
+            break;
+        }
+    }
+
+    if (pg_enc_close(out, o) != 0) {
+        return -1;
+    }
+
+    if (!has_meta || bad || name.len == 0
+        || (m.type == 0 && m.help.len == 0 && m.unit.len == 0))
+    {
+        return 0;
+    }
+
+    m.family = name;
+
+    /* histogram, gauge histogram, summary: the family of their series */
+
+    if (m.type == 3 || m.type == 4 || m.type == 5) {
+        for (i = 0; i < 3; i++) {
+            family = pg_enc_strip(name, i);
+
+            if (family.len) {
+                m.family = family;
+                break;
+            }
+        }
+    }
+
+    return pg_enc_meta_add(e, &m, 1, &added) < 0 ? -1 : 0;
+}
+
+
+static int
+pg_enc21_metadata(pg_enc_t *e)
+{
+    uint32_t        k;
+    size_t          o;
+    pg_buf_t       *out;
+    pg_enc_meta_t  *m;
+
+    out = e->out;
+
+    for (k = 0; k < e->nmeta; k++) {
+        m = &e->meta[k];
+
+        if (pg_enc_reserve(out, m->family.len + m->help.len + m->unit.len
+                                + 40)
+            != 0)
+        {
+            return -1;
+        }
+
+        o = pg_enc_open(out, pg_pb_tag(3, PG_PB_LEN));
+
+        if (m->type) {
+            *out->pos++ = pg_pb_tag(1, PG_PB_VARINT);
+            out->pos = pg_pb_put_varint(out->pos, m->type);
+        }
+
+        pg_enc_string(out, pg_pb_tag(2, PG_PB_LEN), m->family);
+
+        if (m->help.len) {
+            pg_enc_string(out, pg_pb_tag(4, PG_PB_LEN), m->help);
+        }
+
+        if (m->unit.len) {
+            pg_enc_string(out, pg_pb_tag(5, PG_PB_LEN), m->unit);
+        }
+
+        if (pg_enc_close(out, o) != 0) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+pg_rw_encode_2to1(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const uint8_t *select, pg_enc_t *e)
+{
+    int64_t         field;
+    unsigned        wt;
+    const uint8_t  *p, *end, *d;
+    size_t          n, i;
+
+    p = buf;
+    end = buf + len;
+    i = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 5 || wt != PG_PB_LEN) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (pg_pb_len(&p, end, &d, &n) != 0) {
+            break;
+        }
+
+        if (pg_rw_kept(req, select, i++)
+            && pg_enc21_series(e, &req->symtab, d, n) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return pg_enc21_metadata(e);
+}
+
+
+int
+pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const uint8_t *select, pg_rw_version_e to, pg_allocator_t *alloc,
+    pg_buf_t *out)
+{
+    pg_enc_t  e;
+
+    if (req->version == to) {
+        return pg_rw_encode_subset(buf, len, req, select, out);
+    }
+
+    memset(&e, 0, sizeof(pg_enc_t));
+    e.out = out;
+    e.alloc = alloc;
+
+    if (req->version == PG_RW_V1 && to == PG_RW_V2) {
+        return pg_rw_encode_1to2(buf, len, req, select, &e);
+    }
+
+    if (req->version == PG_RW_V2 && to == PG_RW_V1) {
+        return pg_rw_encode_2to1(buf, len, req, select, &e);
+    }
+
+    return -1;
+}

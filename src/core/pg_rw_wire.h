@@ -1,0 +1,347 @@
+/*
+ * Internal to pg_rw*.c: the protobuf wire format (read and write) and what
+ * the 1.0 and 2.0 decoders share.  Not part of the core API.
+ */
+
+#ifndef PG_RW_WIRE_H
+#define PG_RW_WIRE_H
+
+#include "pg_rw.h"
+
+
+#define PG_PB_VARINT   0
+#define PG_PB_I64      1
+#define PG_PB_LEN      2
+#define PG_PB_I32      5
+
+#define pg_pb_tag(field, wt)  (uint8_t) ((field) << 3 | (wt))
+
+
+static inline int
+pg_pb_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t  *p;
+    uint64_t        r;
+    unsigned        shift;
+
+    p = *pp;
+
+    if (p < end && *p < 0x80) {
+        *v = *p;
+        *pp = p + 1;
+        return 0;
+    }
+
+    r = 0;
+
+    for (shift = 0; shift < 64; shift += 7) {
+        if (p == end) {
+            return -1;
+        }
+
+        r |= (uint64_t) (*p & 0x7f) << shift;
+
+        if (*p++ < 0x80) {
+            if (shift == 63 && p[-1] > 1) {
+                return -1;          /* more than 64 bits */
+            }
+            *v = r;
+            *pp = p;
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+/* reads a field key; returns the field number, 0 at end, -1 on error */
+static inline int64_t
+pg_pb_key(const uint8_t **pp, const uint8_t *end, unsigned *wt)
+{
+    uint64_t  key;
+
+    if (*pp == end) {
+        return 0;
+    }
+
+    if (**pp < 0x80) {
+        key = **pp;
+        (*pp)++;
+
+    } else if (pg_pb_varint(pp, end, &key) != 0) {
+        return -1;
+    }
+
+    *wt = key & 7;
+    key >>= 3;
+
+    if (key == 0 || key > 0x1fffffff) {
+        return -1;
+    }
+
+    return (int64_t) key;
+}
+
+
+static inline int
+pg_pb_len(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
+    size_t *len)
+{
+    uint64_t  n;
+
+    if (pg_pb_varint(pp, end, &n) != 0) {
+        return -1;
+    }
+
+    if (n > (uint64_t) (end - *pp)) {
+        return -1;
+    }
+
+    *data = *pp;
+    *len = (size_t) n;
+    *pp += n;
+
+    return 0;
+}
+
+
+/* skips a field of an unknown number, checking it is well-formed */
+static inline int
+pg_pb_skip(const uint8_t **pp, const uint8_t *end, unsigned wt)
+{
+    uint64_t        v;
+    const uint8_t  *d;
+    size_t          n;
+
+    switch (wt) {
+
+    case PG_PB_VARINT:
+        return pg_pb_varint(pp, end, &v);
+
+    case PG_PB_I64:
+        if (end - *pp < 8) {
+            return -1;
+        }
+        *pp += 8;
+        return 0;
+
+    case PG_PB_LEN:
+        return pg_pb_len(pp, end, &d, &n);
+
+    case PG_PB_I32:
+        if (end - *pp < 4) {
+            return -1;
+        }
+        *pp += 4;
+        return 0;
+
+    default:
+        /* groups (3, 4) are not used by the schemas and deprecated */
+        return -1;
+    }
+}
+
+
+/* a packed run of varints: well-formed to its last byte */
+static inline int
+pg_pb_packed_varints(const uint8_t *p, const uint8_t *end, uint64_t *count)
+{
+    uint64_t  v, n;
+
+    for (n = 0; p < end; n++) {
+        if (pg_pb_varint(&p, end, &v) != 0) {
+            return -1;
+        }
+    }
+
+    if (count) {
+        *count = n;
+    }
+
+    return 0;
+}
+
+
+static inline double
+pg_pb_double(const uint8_t *p)
+{
+    uint64_t  u;
+    double    d;
+
+    u = (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
+        | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
+        | (uint64_t) p[5] << 40 | (uint64_t) p[6] << 48
+        | (uint64_t) p[7] << 56;
+
+    memcpy(&d, &u, sizeof(d));
+
+    return d;
+}
+
+
+static inline size_t
+pg_pb_varint_size(uint64_t v)
+{
+    size_t  n;
+
+    for (n = 1; v >= 0x80; n++) {
+        v >>= 7;
+    }
+
+    return n;
+}
+
+
+static inline uint8_t *
+pg_pb_put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+
+    *p++ = (uint8_t) v;
+
+    return p;
+}
+
+
+/* ASCII is the common case: the full UTF-8 check only when it is not */
+static inline int
+pg_rw_ascii(const uint8_t *p, size_t len)
+{
+    size_t    i;
+    uint64_t  w, acc;
+
+    acc = 0;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+
+    for ( /* void */ ; i < len; i++) {
+        acc |= p[i];
+    }
+
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
+
+static inline int
+pg_rw_utf8_valid(const uint8_t *p, size_t len)
+{
+    return pg_rw_ascii(p, len) || pg_utf8_valid(p, len);
+}
+
+
+static inline int
+pg_rw_is_name(pg_str_t s)
+{
+    return s.len == 8 && memcmp(s.data, "__name__", 8) == 0;
+}
+
+
+/*
+ * Parses a Label message.  Senders write the name then the value, each
+ * shorter than 128 bytes as a rule: that shape is read directly, anything
+ * else by the general loop.
+ */
+
+static inline int
+pg_rw_parse_label(const uint8_t *p, const uint8_t *end, pg_label_t *label)
+{
+    int64_t         field;
+    unsigned        wt;
+    const uint8_t  *d;
+    size_t          n, nl, vl;
+
+    if (end - p >= 4 && p[0] == 0x0a && p[1] < 0x80) {
+        nl = p[1];
+
+        if ((size_t) (end - p) >= nl + 4 && p[2 + nl] == 0x12
+            && p[3 + nl] < 0x80 && (size_t) (end - p) == nl + 4 + p[3 + nl])
+        {
+            vl = p[3 + nl];
+
+            label->name.data = p + 2;
+            label->name.len = nl;
+            label->value.data = p + 4 + nl;
+            label->value.len = vl;
+
+            return 0;
+        }
+    }
+
+    label->name.data = (const uint8_t *) "";
+    label->name.len = 0;
+    label->value = label->name;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 1 || field == 2) {
+            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+                return -1;
+            }
+
+            if (field == 1) {
+                label->name.data = d;
+                label->name.len = n;
+
+            } else {
+                label->value.data = d;
+                label->value.len = n;
+            }
+
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            return -1;
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+/* the decoder's state, shared by pg_rw.c (1.0) and pg_rw2.c (2.0) */
+typedef struct {
+    const uint8_t     *buf;
+    size_t             len;
+    pg_allocator_t    *alloc;
+    pg_rw_request_t   *req;
+    pg_rw_series_pt    cb;
+    void              *ctx;
+    size_t             nseries_max;     /* bits in req->dropped */
+    pg_str_t          *names;           /* scratch of the duplicate check */
+    size_t             nnames;
+} pg_rw_dec_t;
+
+
+/* a Histogram (1.0 fields 1..16, 2.0 adds 17): wire types, packed runs */
+int pg_rw_check_histogram(const uint8_t *p, const uint8_t *end, int v2);
+
+/* an invalid series: counted, marked, the first one described */
+pg_rw_reason_e pg_rw_series_invalid(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    pg_rw_reason_e reason, const char *detail);
+
+/* a valid series: counted, handed to the callback */
+pg_rw_reason_e pg_rw_series_valid(pg_rw_dec_t *d, const pg_rw_series_t *s);
+
+/* a request-level error */
+pg_rw_reason_e pg_rw_request_error(pg_rw_dec_t *d, pg_rw_reason_e reason,
+    size_t series, const uint8_t *at, const char *fmt, ...);
+
+/* labels out of order: 1 and the name when two are the same, 0 if none */
+int pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    pg_str_t *dup);
+
+/* "label \"x\"" cut to fit, escaped */
+void pg_rw_detail_name(char *buf, size_t size, const char *what,
+    pg_str_t name);
+
+pg_rw_reason_e pg_rw2_decode(pg_rw_dec_t *d);
+
+#endif /* PG_RW_WIRE_H */
