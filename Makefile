@@ -4,6 +4,8 @@
 #                   installed nginx (Debian's nginx-dev tree), or against
 #                   NGINX_SRC=/path/to/nginx-x.y.z
 #   make test       install what is missing, build, run unit + integration
+#   make servers    current Prometheus/VictoriaMetrics/vmagent from Debian
+#                   unstable into build/servers (t/servers.sh; no install)
 #   make demo       nginx + module in front of Prometheus and VictoriaMetrics
 #   make bench      benchmarks (never part of make test)
 
@@ -31,8 +33,8 @@ CORE_CFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
-.PHONY: all module deps unit integration test demo demo-stop bench clean \
-        fuzz fuzz-smoke
+.PHONY: all module deps servers unit integration test demo demo-stop bench \
+        clean fuzz fuzz-smoke
 
 all: module
 
@@ -40,6 +42,12 @@ all: module
 
 deps:
 	@bash t/deps.sh
+
+# Prometheus 3.5.x, promtool, VictoriaMetrics and vmagent 1.145.x (Debian
+# sid, trixie as fallback) unpacked into build/servers/root; the integration
+# suite runs against them and against Debian 12's (t/integration/servers.py)
+servers:
+	@bash t/servers.sh
 
 # --------------------------------------------------------------------- module
 
@@ -83,8 +91,8 @@ unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do \
 	    echo "== $$t"; $$t || rc=1; done; exit $$rc
 
-integration: $(MODULE) $(KAFKA_MOCK)
-	KAFKA_MOCK=$(abspath $(KAFKA_MOCK)) \
+integration: $(MODULE) $(KAFKA_MOCK) servers
+	PROMGATE_REQUIRE_CURRENT=1 KAFKA_MOCK=$(abspath $(KAFKA_MOCK)) \
 	    PROMGATE_MODULE=$(abspath $(MODULE)) NGINX_BIN=$(NGINX_BIN) \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider t/integration $(PYTEST_ARGS)
 
@@ -96,7 +104,7 @@ test: deps
 
 # ----------------------------------------------------------------------- demo
 
-demo: deps module
+demo: deps module servers
 	@bash t/demo.sh start
 
 demo-stop:
@@ -104,7 +112,7 @@ demo-stop:
 
 # ---------------------------------------------------------------------- bench
 
-bench: deps module
+bench: deps module servers
 	@bash bench/run.sh
 
 clean:
@@ -125,7 +133,7 @@ fuzz-smoke: $(PROTO_GEN)
 	bash t/fuzz.sh smoke
 
 # nginx 1.22.1 and the module built with ASan+UBSan, integration suite on it
-test-asan: deps
+test-asan: deps servers
 	bash t/asan.sh
 
 # faults under load with the long durations (30 s outages, 20 reloads);
