@@ -4,6 +4,20 @@ upstreams.  Run:
 
     PROMGATE_MODULE=/abs/build/ngx_http_promgate_module.so NGINX_BIN=/usr/sbin/nginx \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration
+
+Server sets (servers.py): every test that uses `serverset`, or a fixture
+built on it (`prom`, `vm`, `storage_gateway`, `make_prometheus`,
+`make_vmagent`), runs once per set, with test ids ending in [current] or
+[debian12]:
+
+    current   Prometheus 3.5.x + VictoriaMetrics/vmagent 1.145.x from
+              build/servers (make servers)
+    debian12  /usr/bin/prometheus 2.42, /usr/bin/victoria-metrics and
+              /usr/bin/vmagent 1.79
+
+PROMGATE_SERVERSETS=current (or debian12) runs one set only.  A missing
+current set skips its tests, or fails them with PROMGATE_REQUIRE_CURRENT=1
+(make integration sets it).
 """
 
 import os
@@ -13,8 +27,9 @@ import subprocess
 import pytest
 
 import rw
+import servers as serversets
 from fakeup import FakeUpstream, free_port
-from procs import Nginx, Prometheus, VictoriaMetrics
+from procs import Nginx, Prometheus, VictoriaMetrics, VMAgent
 
 REPO_ROOT = rw.REPO_ROOT
 DEFAULT_MODULE = os.path.join(REPO_ROOT, "build", "ngx_http_promgate_module.so")
@@ -57,18 +72,92 @@ def module_path(tmp_path_factory):
     return copy
 
 
+def selected_serversets():
+    env = os.environ.get("PROMGATE_SERVERSETS", "")
+    names = [n.strip() for n in env.split(",") if n.strip()]
+    for n in names:
+        if n not in serversets.SET_NAMES:
+            raise pytest.UsageError("PROMGATE_SERVERSETS: unknown set %r (known: %s)"
+                                    % (n, ", ".join(serversets.SET_NAMES)))
+    return names or list(serversets.SET_NAMES)
+
+
+def pytest_report_header(config):
+    lines = []
+    for name in selected_serversets():
+        ss = serversets.get(name)
+        lines.append("serverset " + ss.header()
+                     + ("" if ss.available else "  [MISSING: %s]" % (
+                         ", ".join(ss.missing) or "no version")))
+    lines.append("PROMGATE_REQUIRE_CURRENT=%s" % (
+        os.environ.get("PROMGATE_REQUIRE_CURRENT", "")))
+    return lines
+
+
+@pytest.fixture(scope="session", params=selected_serversets())
+def serverset(request):
+    """the servers.ServerSet this test runs against (parametrized: every
+    test using it runs once per set)"""
+    ss = serversets.get(request.param)
+    if not ss.available:
+        msg = "server set %s is incomplete (%s): make servers" % (
+            ss.name, ", ".join(ss.missing) or "no Prometheus version")
+        if ss.name != "current" or serversets.require_current():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return ss
+
+
 @pytest.fixture(scope="session")
-def prom(tmp_path_factory):
-    p = Prometheus(str(tmp_path_factory.mktemp("prom-storage")))
+def prom(serverset, tmp_path_factory):
+    p = Prometheus(str(tmp_path_factory.mktemp("prom-storage-" + serverset.name)),
+                   binary=serverset.prometheus, features=serverset.prom_features)
     yield p
     p.stop()
 
 
 @pytest.fixture(scope="session")
-def vm(tmp_path_factory):
-    v = VictoriaMetrics(str(tmp_path_factory.mktemp("vm-storage")))
+def vm(serverset, tmp_path_factory):
+    v = VictoriaMetrics(str(tmp_path_factory.mktemp("vm-storage-" + serverset.name)),
+                        binary=serverset.victoria_metrics)
     yield v
     v.stop()
+
+
+@pytest.fixture
+def make_prometheus(serverset, tmp_path):
+    """make_prometheus(name, config_yaml=None, **Prometheus kwargs): a
+    Prometheus of the test's server set (a sender, a second storage);
+    stopped at teardown"""
+    made = []
+
+    def make(name, config_yaml=None, **kw):
+        kw.setdefault("features", serverset.prom_features)
+        p = Prometheus(str(tmp_path / name), config_yaml,
+                       binary=serverset.prometheus, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def make_vmagent(serverset, tmp_path):
+    """make_vmagent(remote_write_urls, extra_flags=(), name="vmagent"): a
+    vmagent of the test's server set; stopped at teardown"""
+    made = []
+
+    def make(urls, extra_flags=(), name="vmagent"):
+        a = VMAgent(str(tmp_path / name), urls, extra_flags,
+                    binary=serverset.vmagent)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.stop()
 
 
 # ------------------------------------------------------------- per test
@@ -194,7 +283,30 @@ def storage_gateway(gateway, prom, vm):
     return make
 
 
+def promtools():
+    """[(label, path)]: the promtool of every available server set (the
+    Debian 12 one, 2.42, and the current one)"""
+    out = []
+    for name in serversets.SET_NAMES:
+        ss = serversets.get(name)
+        if os.access(ss.promtool, os.X_OK):
+            out.append(("promtool %s" % (ss.prom_version_str or name), ss.promtool))
+    if not out and shutil.which("promtool"):
+        out.append(("promtool", shutil.which("promtool")))
+    return out
+
+
 def promtool_check_metrics(text):
-    r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
-                       capture_output=True, timeout=60)
-    return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
+    """`promtool check metrics` by every available promtool version;
+    (0, output) only if all of them pass"""
+    rc, outs = 0, []
+    tools = promtools()
+    if not tools:
+        return 127, "no promtool"
+    for label, path in tools:
+        r = subprocess.run([path, "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=60)
+        rc = rc or r.returncode
+        outs.append("%s (rc %d): %s" % (label, r.returncode,
+                                        (r.stdout + r.stderr).decode("utf-8", "replace")))
+    return rc, "\n".join(outs)

@@ -33,6 +33,7 @@ import pytest
 import requests
 
 import rw
+from conftest import promtools
 from fakeup import free_port
 from procs import poll_samples, wait_for
 
@@ -277,11 +278,13 @@ def test_compose_services():
 
 
 def test_prometheus_yml():
-    if shutil.which("promtool") is None:
+    tools = promtools()        # 2.42 (the compose image) and the current one
+    if not tools:
         pytest.skip("promtool is not installed (Debian: prometheus)")
-    r = subprocess.run(["promtool", "check", "config", PROM_YML],
-                       capture_output=True, timeout=60)
-    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+    for label, path in tools:
+        r = subprocess.run([path, "check", "config", PROM_YML],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, (label, (r.stdout + r.stderr).decode())
     targets = [t for j in load_yaml(PROM_YML)["scrape_configs"]
                for sc in j.get("static_configs", []) for t in sc["targets"]]
     assert "promgate:9201" in targets

@@ -1,8 +1,9 @@
 """The exemplar store and /api/v1/query_exemplars.
 
 The same remote-write stream goes through promgate into a dedicated, real
-Prometheus 2.42 with exemplar storage; for every query the answer of
-promgate's promgate_exemplar_query must equal Prometheus' byte for byte.
+Prometheus with exemplar storage, of each server set (3.5 and 2.42); for
+every query the answer of promgate's promgate_exemplar_query must equal that
+Prometheus' byte for byte.
 """
 
 import os
@@ -30,8 +31,9 @@ def http_conf(port, prom_url, extra_http="", workers=2):
 
 
 @pytest.fixture(scope="module")
-def eprom(tmp_path_factory):
-    p = Prometheus(str(tmp_path_factory.mktemp("eprom")))
+def eprom(tmp_path_factory, serverset):
+    p = Prometheus(str(tmp_path_factory.mktemp("eprom-" + serverset.name)),
+                   binary=serverset.prometheus, features=serverset.prom_features)
     yield p
     p.stop()
 

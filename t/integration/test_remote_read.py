@@ -146,12 +146,14 @@ class Data:
 # ----------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory):
+def replicas(tmp_path_factory, serverset):
     made = []
     try:
         for name in ("a", "b"):
             made.append(Prometheus(str(tmp_path_factory.mktemp("rr-" + name)),
-                                   config_yaml=replica_conf(name)))
+                                   config_yaml=replica_conf(name),
+                                   binary=serverset.prometheus,
+                                   features=serverset.prom_features))
         yield made
     finally:
         for p in made:
@@ -288,12 +290,14 @@ def test_replica_labels(gw, replicas, data):
     assert i1[20] == (data.t0 + 20 * STEP, 201.0)
 
 
-def test_prometheus_reads_through_promgate(gw, prom, data, tmp_path):
-    """a real client of the protocol: PromQL over the merged data"""
+def test_prometheus_reads_through_promgate(gw, prom, data, tmp_path, serverset):
+    """a real client of the protocol (the set's Prometheus): PromQL over the
+    merged data"""
     cfg = ("global:\n  scrape_interval: 15s\n"
            "remote_read:\n  - url: %s\n    read_recent: true\n"
            % gw.url("/api/v1/read"))
-    client = Prometheus(str(tmp_path / "client"), config_yaml=cfg)
+    client = Prometheus(str(tmp_path / "client"), config_yaml=cfg,
+                        binary=serverset.prometheus)
     try:
         t = (data.tend + 1000) / 1000.0
         sel = '%s{job="rr"}' % data.name

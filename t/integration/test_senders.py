@@ -107,7 +107,7 @@ def om_target():
     t.stop()
 
 
-def test_prometheus_sender(storage_gateway, prom, vm, om_target, tmp_path):
+def test_prometheus_sender(storage_gateway, prom, vm, om_target, make_prometheus):
     gw = storage_gateway()
     job = rw.uniq("job")
     cfg = """
@@ -130,7 +130,7 @@ remote_write:
       send: true
       send_interval: 1s
 """.format(job=job, tp=om_target.port, url=gw.write_url)
-    sender = Prometheus(str(tmp_path / "sender"), cfg, features="exemplar-storage")
+    sender = make_prometheus("sender", cfg, features="exemplar-storage")
     try:
         counter = '%s_requests_total{path="/a"}' % om_target.prefix
         got = poll_samples(prom, counter, 1, timeout=60, min_samples=6)
@@ -181,12 +181,11 @@ remote_write:
 
 
 @pytest.mark.parametrize("sort_flag", [False, True], ids=["sorted-input", "sortLabels"])
-def test_vmagent_sender(storage_gateway, prom, vm, tmp_path, sort_flag):
+def test_vmagent_sender(storage_gateway, prom, vm, make_vmagent, sort_flag):
     """vmagent relays labels in input order; a user feeding it unsorted
     labels needs -sortLabels (the gateway rejects unsorted label sets)"""
     gw = storage_gateway()
-    agent = VMAgent(str(tmp_path / "vmagent"), [gw.write_url],
-                    ["-sortLabels"] if sort_flag else [])
+    agent = make_vmagent([gw.write_url], ["-sortLabels"] if sort_flag else [])
     try:
         name = rw.uniq("pgva")
         t = rw.now_ms() - 10000
