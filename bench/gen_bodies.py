@@ -1,19 +1,38 @@
 #!/usr/bin/python3
 """
-Remote-write 1.0 request bodies for the promgate benchmarks.
+Remote-write 1.0 and 2.0 request bodies for the promgate benchmarks.
 
 Writes, into OUTDIR (default build/bench):
 
-    <shape>-NN.bin      snappy-compressed WriteRequest bodies (block format)
+    <shape>-NN.bin      snappy-compressed 1.0 WriteRequest bodies (block format)
+    <shape>.v2-NN.bin   the same data as remote write 2.0
+                        (io.prometheus.write.v2.Request), snappy-compressed:
+                        same series, labels, samples and exemplars as
+                        <shape>-NN.bin, one symbol table per request
+                        (loadgen sends these with the 2.0 headers)
     <shape>.samples     samples per body (one integer; every body of a shape
-                        carries the same number), read by loadgen -S
-    <shape>.meta.json   series/labels/exemplars/bytes of the shape
-    churn-NN.bin.patch  offsets of 16-hex-char placeholders inside the
+                        carries the same number, 1.0 and 2.0), read by loadgen -S
+    <shape>.meta.json   series/labels/exemplars/bytes of the shape (both
+                        protocols)
+    churn-NN.bin.patch,
+    churn.v2-NN.bin.patch
+                        offsets of 16-hex-char placeholders inside the
                         *compressed* churn body (loadgen -u rewrites them per
                         request, so the "new" series are new in every request,
                         not only in the first round of bodies)
     .stamp              generator version + parameters; a rerun with the same
                         stamp does nothing
+
+The 2.0 bodies are encoded the way a Prometheus 3 sender encodes them
+(prompb/io/prometheus/write/v2, gogo-protobuf): symbols interned in order of
+first use ("" first), label refs as one packed field per series, proto3
+defaults (0 value, 0 timestamp) left out, and the non-nullable Metadata
+field written even when empty (`2a 00`: type UNSPECIFIED, no help/unit),
+as Prometheus does for a series whose metadata it does not know.  A 1.0 body
+carries a series' sample and its exemplar in one TimeSeries; the 2.0 body
+does the same, so both carry exactly the same data.  The 2.0 encoder is
+written here (no generated code), and the first body of every shape is
+decoded back and compared with its 1.0 twin.
 
 Deterministic: one seed per shape.  Timestamps are "now" at generation time
 (a null sink does not care; real storages would want them recent).
@@ -27,13 +46,14 @@ import hashlib
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import time
 
 import snappy
 
-GEN_VERSION = "4"
+GEN_VERSION = "5"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -205,8 +225,10 @@ def sample_value(r, kind, labels):
 def build_body(pb, tpb, r, series, labels_per_series, exemplar_every, ts,
                churn_slots):
     """churn_slots: set of series indexes whose pod value gets a placeholder.
-    Returns (raw bytes, nexemplars, nlabels, placeholders list)."""
+    Returns (raw 1.0 bytes, raw 2.0 bytes, nexemplars, nlabels, placeholders
+    list, symbols in the 2.0 body)."""
     wr = pb.WriteRequest()
+    data = []           # per series: (label pairs, value, ts, exemplar|None)
     nex = 0
     nlab = 0
     placeholders = []
@@ -232,6 +254,7 @@ def build_body(pb, tpb, r, series, labels_per_series, exemplar_every, ts,
         smp = s.samples.add()
         smp.value = sample_value(r, kind, labels)
         smp.timestamp = ts + (hash_small(labels.get("instance", "")) % 1000)
+        ex = None
         if exemplar_every and i % exemplar_every == exemplar_every // 2:
             e = s.exemplars.add()
             for n, v in (("span_id", "%016x" % r.getrandbits(64)),
@@ -241,8 +264,180 @@ def build_body(pb, tpb, r, series, labels_per_series, exemplar_every, ts,
                 el.value = v
             e.value = r.random() * 2.0
             e.timestamp = smp.timestamp - r.randrange(0, 15000)
+            ex = ([(el.name, el.value) for el in e.labels], e.value,
+                  e.timestamp)
             nex += 1
-    return wr.SerializeToString(), nex, nlab, placeholders
+        data.append(([(n, labels[n]) for n in names], smp.value,
+                     smp.timestamp, ex))
+    raw2, nsym = encode_v2(data)
+    return wr.SerializeToString(), raw2, nex, nlab, placeholders, nsym
+
+
+# ------------------------------------------- remote write 2.0, by hand
+#
+# io.prometheus.write.v2 (Prometheus prompb/io/prometheus/write/v2):
+#   Request    { 4: repeated string symbols; 5: repeated TimeSeries }
+#   TimeSeries { 1: packed uint32 labels_refs; 2: Sample; 3: Histogram;
+#                4: Exemplar; 5: Metadata; 6: int64 created_timestamp }
+#   Sample     { 1: double value; 2: int64 timestamp }
+#   Exemplar   { 1: packed uint32 labels_refs; 2: double value; 3: int64 ts }
+#   Metadata   { 1: type; 3: uint32 help_ref; 4: uint32 unit_ref }
+
+def _varint(n):
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(tag_byte, payload):
+    return bytes((tag_byte,)) + _varint(len(payload)) + payload
+
+
+def _sample_like(value_tag, ts_tag, value, ts):
+    """proto3: zero value / zero timestamp are not written"""
+    out = b""
+    if value != 0:
+        out += bytes((value_tag,)) + struct.pack("<d", value)
+    if ts != 0:
+        out += bytes((ts_tag,)) + _varint(ts)
+    return out
+
+
+EMPTY_METADATA = b"\x2a\x00"      # field 5, length 0 (gogo non-nullable)
+
+
+def encode_v2(data):
+    """data: [(label pairs, value, ts, (exemplar pairs, value, ts) | None)]
+    -> (raw Request bytes, number of symbols)"""
+    symbols = [""]
+    index = {"": 0}
+
+    def ref(s):
+        k = index.get(s)
+        if k is None:
+            k = index[s] = len(symbols)
+            symbols.append(s)
+        return k
+
+    series = []
+    for pairs, value, ts, ex in data:
+        refs = b"".join(_varint(ref(n)) + _varint(ref(v)) for n, v in pairs)
+        out = _ld(0x0a, refs)
+        out += _ld(0x12, _sample_like(0x09, 0x10, value, ts))
+        if ex is not None:
+            epairs, evalue, ets = ex
+            erefs = b"".join(_varint(ref(n)) + _varint(ref(v))
+                             for n, v in epairs)
+            out += _ld(0x22, (_ld(0x0a, erefs) if erefs else b"")
+                       + _sample_like(0x11, 0x18, evalue, ets))
+        out += EMPTY_METADATA
+        series.append(_ld(0x2a, out))
+    head = b"".join(_ld(0x22, s.encode()) for s in symbols)
+    return head + b"".join(series), len(symbols)
+
+
+def _fields(buf):
+    i, out = 0, []
+    while i < len(buf):
+        key, i = _uvarint(buf, i)
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _uvarint(buf, i)
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 2:
+            n, i = _uvarint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.append((f, v))
+    return out
+
+
+def _uvarint(buf, i):
+    n = shift = 0
+    while True:
+        c = buf[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        if not c & 0x80:
+            return n, i
+        shift += 7
+
+
+def _refs(buf):
+    out, i = [], 0
+    while i < len(buf):
+        n, i = _uvarint(buf, i)
+        out.append(n)
+    return out
+
+
+def _int64(v):
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def decode_v2(raw):
+    """a 2.0 body back to [(label pairs, value, ts, exemplar|None)]"""
+    syms, out = [], []
+    for f, v in _fields(raw):
+        if f == 4:
+            syms.append(v.decode())
+    assert syms and syms[0] == "", "symbols[0] must be empty"
+    for f, v in _fields(raw):
+        if f != 5:
+            continue
+        pairs, value, ts, ex, nsmp, nmeta = [], 0.0, 0, None, 0, 0
+        for ff, vv in _fields(v):
+            if ff == 1:
+                rr = _refs(vv)
+                pairs = [(syms[rr[k]], syms[rr[k + 1]])
+                         for k in range(0, len(rr), 2)]
+            elif ff == 2:
+                nsmp += 1
+                for g, w in _fields(vv):
+                    if g == 1:
+                        value = struct.unpack("<d", w)[0]
+                    elif g == 2:
+                        ts = _int64(w)
+            elif ff == 4:
+                ep, ev, et = [], 0.0, 0
+                for g, w in _fields(vv):
+                    if g == 1:
+                        rr = _refs(w)
+                        ep = [(syms[rr[k]], syms[rr[k + 1]])
+                              for k in range(0, len(rr), 2)]
+                    elif g == 2:
+                        ev = struct.unpack("<d", w)[0]
+                    elif g == 3:
+                        et = _int64(w)
+                ex = (ep, ev, et)
+            elif ff == 5:
+                nmeta += 1
+                assert vv == b"", "metadata is written empty"
+            else:
+                raise AssertionError("unexpected TimeSeries field %d" % ff)
+        assert nsmp == 1 and nmeta == 1
+        out.append((pairs, value, ts, ex))
+    return out
+
+
+def v1_as_data(pb, raw):
+    wr = pb.WriteRequest()
+    wr.ParseFromString(raw)
+    out = []
+    for s in wr.timeseries:
+        assert len(s.samples) == 1 and len(s.exemplars) <= 1
+        ex = None
+        for e in s.exemplars:
+            ex = ([(l.name, l.value) for l in e.labels], e.value, e.timestamp)
+        out.append(([(l.name, l.value) for l in s.labels], s.samples[0].value,
+                    s.samples[0].timestamp, ex))
+    return out
 
 
 TARGET_ORDER = ["job", "instance", "namespace", "pod", "service", "container",
@@ -264,7 +459,7 @@ def gen_shape(pb, tpb, outdir, shape, p, now_ms):
     # request holds series of many targets, few per target
     universe = series_universe(r, 4 * nb * ns)
     r.shuffle(universe)
-    raw_total = comp_total = 0
+    raw_total = comp_total = raw2_total = comp2_total = sym_total = 0
     nex_total = nlab_total = 0
     for b in range(nb):
         series = universe[b * ns:(b + 1) * ns]
@@ -275,33 +470,50 @@ def gen_shape(pb, tpb, outdir, shape, p, now_ms):
             slots = set(range(step // 2, ns, step))
         ts = now_ms - (nb - b) * 1000
         for attempt in range(50):
-            raw, nex, nlab, phs = build_body(pb, tpb, r, series, p["labels"],
-                                             p["exemplar_every"], ts, slots)
+            raw, raw2, nex, nlab, phs, nsym = build_body(
+                pb, tpb, r, series, p["labels"], p["exemplar_every"], ts, slots)
             comp = snappy.compress(raw)
-            offsets = []
+            comp2 = snappy.compress(raw2)
+            offsets = ([], [])
             ok = True
             for ph in phs:
                 phb = ph.encode()
-                if raw.count(phb) != 1 or comp.count(phb) != 1:
-                    ok = False
+                for k, (rw, cp) in enumerate(((raw, comp), (raw2, comp2))):
+                    if rw.count(phb) != 1 or cp.count(phb) != 1:
+                        ok = False
+                        break
+                    offsets[k].append(cp.find(phb))
+                if not ok:
                     break
-                offsets.append(comp.find(phb))
             if ok:
                 break
         else:
             sys.exit("gen_bodies: could not place churn placeholders as "
                      "snappy literals in %s-%02d" % (shape, b))
         assert snappy.uncompress(comp) == raw
-        path = os.path.join(outdir, "%s-%02d.bin" % (shape, b))
-        with open(path, "wb") as f:
-            f.write(comp)
-        if phs:
-            with open(path + ".patch", "w") as f:
-                f.write("%d %d\n" % (len(offsets), PLACEHOLDER_LEN))
-                for o in offsets:
-                    f.write("%d\n" % o)
+        assert snappy.uncompress(comp2) == raw2
+        if b == 0:
+            # the 2.0 body says exactly what the 1.0 body says
+            d1, d2 = v1_as_data(pb, raw), decode_v2(raw2)
+            if d1 != d2:
+                sys.exit("gen_bodies: %s-00: the 2.0 body differs from the "
+                         "1.0 body" % shape)
+        for name, body, offs in (("%s-%02d.bin" % (shape, b), comp, offsets[0]),
+                                 ("%s.v2-%02d.bin" % (shape, b), comp2,
+                                  offsets[1])):
+            path = os.path.join(outdir, name)
+            with open(path, "wb") as f:
+                f.write(body)
+            if phs:
+                with open(path + ".patch", "w") as f:
+                    f.write("%d %d\n" % (len(offs), PLACEHOLDER_LEN))
+                    for o in offs:
+                        f.write("%d\n" % o)
         raw_total += len(raw)
         comp_total += len(comp)
+        raw2_total += len(raw2)
+        comp2_total += len(comp2)
+        sym_total += nsym
         nex_total += nex
         nlab_total += nlab
     with open(os.path.join(outdir, shape + ".samples"), "w") as f:
@@ -314,6 +526,9 @@ def gen_shape(pb, tpb, outdir, shape, p, now_ms):
         "new_series_per_request": p["churn"],
         "raw_bytes_avg": raw_total // nb,
         "snappy_bytes_avg": comp_total // nb,
+        "v2_raw_bytes_avg": raw2_total // nb,
+        "v2_snappy_bytes_avg": comp2_total // nb,
+        "v2_symbols_avg": sym_total / nb,
         "generated_at_ms": now_ms,
     }
     with open(os.path.join(outdir, shape + ".meta.json"), "w") as f:
@@ -351,10 +566,13 @@ def main():
         with open(stamp_path, "w") as f:
             json.dump(stamp, f)
         print("gen_bodies: %-8s %d bodies, %d series, %.1f labels, "
-              "%.0f exemplars, raw %d B, snappy %d B (%.1fs)"
+              "%.0f exemplars, 1.0 raw %d B snappy %d B, 2.0 raw %d B "
+              "snappy %d B (%.0f symbols) (%.1fs)"
               % (s, m["bodies"], m["series_per_body"],
                  m["labels_per_series_avg"], m["exemplars_per_body_avg"],
-                 m["raw_bytes_avg"], m["snappy_bytes_avg"], time.time() - t0))
+                 m["raw_bytes_avg"], m["snappy_bytes_avg"],
+                 m["v2_raw_bytes_avg"], m["v2_snappy_bytes_avg"],
+                 m["v2_symbols_avg"], time.time() - t0))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,16 @@
  *    "errors":..,"duration_s":..,"req_per_s":..,"samples_per_s":..,
  *    "latency_us":{"p50":..,"p90":..,"p99":..,"p999":..,"max":..,"mean":..}}
  *
+ * Remote write 1.0 or 2.0: a body whose file name contains ".v2-" (what
+ * gen_bodies.py writes for 2.0) is sent with the 2.0 headers
+ *     Content-Type: application/x-protobuf;proto=io.prometheus.write.v2.Request
+ *     X-Prometheus-Remote-Write-Version: 2.0.0
+ * every other body with the 1.0 headers a Prometheus 2.x sender uses
+ *     Content-Type: application/x-protobuf
+ *     X-Prometheus-Remote-Write-Version: 0.1.0
+ * -V 1 / -V 2 forces one of them for every body.  The JSON line says which
+ * ("rw_version": "1.0", "2.0" or "mixed").
+ *
  * -u rewrites, in every request, the 16-character placeholders listed in
  * BODY.bin.patch (offsets into the snappy body; written by gen_bodies.py,
  * which makes sure each is one snappy literal) with a value unique to the
@@ -66,6 +76,7 @@ typedef struct {
     size_t      hdr_len;
     uint32_t   *patch;        /* placeholder offsets into data */
     int         npatch;
+    int         version;      /* remote write 1 (1.0) or 2 (2.0) */
 } body_t;
 
 
@@ -102,6 +113,7 @@ static long         o_samples = -1;
 static double       o_grace = 10;
 static int          o_unique;
 static const char  *o_label = "";
+static int          o_version;            /* 0: from the file name */
 
 /* state */
 static body_t      *bodies;
@@ -194,21 +206,31 @@ read_file(const char *path, size_t *len)
 static void
 load_body(body_t *b, const char *path)
 {
-    char   ppath[4096];
-    FILE  *f;
-    int    n, plen, i;
-    long   off;
+    char         ppath[4096];
+    FILE        *f;
+    int          n, plen, i;
+    long         off;
+    const char  *base;
 
     b->data = read_file(path, &b->len);
+
+    base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    b->version = o_version ? o_version : (strstr(base, ".v2-") ? 2 : 1);
+
     b->hdr_len = snprintf(b->hdr, sizeof(b->hdr),
         "POST %s HTTP/1.1\r\n"
         "Host: %s:%d\r\n"
         "User-Agent: promgate-bench-loadgen/1\r\n"
         "Content-Encoding: snappy\r\n"
-        "Content-Type: application/x-protobuf\r\n"
-        "X-Prometheus-Remote-Write-Version: 0.1.0\r\n"
+        "Content-Type: %s\r\n"
+        "X-Prometheus-Remote-Write-Version: %s\r\n"
         "Content-Length: %zu\r\n"
-        "\r\n", o_path, o_host, o_port, b->len);
+        "\r\n", o_path, o_host, o_port,
+        b->version == 2
+            ? "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+            : "application/x-protobuf",
+        b->version == 2 ? "2.0.0" : "0.1.0", b->len);
 
     if (!o_unique) {
         return;
@@ -735,9 +757,11 @@ usage(void)
     fprintf(stderr,
         "usage: loadgen -p PORT [-H HOST] [-P PATH] [-c CONNS] [-d SECONDS]\n"
         "               [-n REQUESTS] [-r RATE] [-s SAMPLES | -S FILE] [-u]\n"
-        "               [-t GRACE_S] [-l LABEL] BODY.bin...\n"
+        "               [-t GRACE_S] [-l LABEL] [-V 1|2] BODY.bin...\n"
         "  -r 0 (default): max rate; -r R: open loop, R requests/s,\n"
-        "  latency from the scheduled send time\n");
+        "  latency from the scheduled send time\n"
+        "  -V: remote write 1.0 or 2.0 headers for every body (default: 2.0\n"
+        "  for a file name containing \".v2-\", 1.0 otherwise)\n");
     exit(2);
 }
 
@@ -750,10 +774,12 @@ main(int argc, char **argv)
     int                 opt, i, n, first;
     size_t              maxlen = 0;
     long                s2xx = 0, unfinished, inflight = 0;
+    int                 nv2 = 0;
+    const char         *rw_version;
     double              sum = 0;
     FILE               *f;
 
-    while ((opt = getopt(argc, argv, "H:p:P:c:d:n:r:s:S:ut:l:h")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:P:c:d:n:r:s:S:ut:l:V:h")) != -1) {
         switch (opt) {
         case 'H': o_host = optarg; break;
         case 'p': o_port = atoi(optarg); break;
@@ -773,6 +799,12 @@ main(int argc, char **argv)
         case 'u': o_unique = 1; break;
         case 't': o_grace = atof(optarg); break;
         case 'l': o_label = optarg; break;
+        case 'V':
+            o_version = atoi(optarg);
+            if (o_version != 1 && o_version != 2) {
+                usage();
+            }
+            break;
         default: usage();
         }
     }
@@ -794,7 +826,9 @@ main(int argc, char **argv)
         if (bodies[i].len > maxlen) {
             maxlen = bodies[i].len;
         }
+        nv2 += bodies[i].version == 2;
     }
+    rw_version = nv2 == 0 ? "1.0" : nv2 == nbodies ? "2.0" : "mixed";
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
@@ -953,10 +987,11 @@ main(int argc, char **argv)
     }
 
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"rate_target\":%.3f,"
+           "\"rw_version\":\"%s\",\"path\":\"%s\","
            "\"connections\":%d,\"bodies\":%d,\"requests\":%ld,"
            "\"completed\":%ld,\"responses\":{",
-           o_label, o_rate > 0 ? "rate" : "max", o_rate, o_conns, nbodies,
-           sent_reqs, completed);
+           o_label, o_rate > 0 ? "rate" : "max", o_rate, rw_version, o_path,
+           o_conns, nbodies, sent_reqs, completed);
     first = 1;
     for (i = 0; i < MAX_STATUS; i++) {
         if (status_count[i]) {

@@ -9,6 +9,8 @@ import datetime
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 
@@ -24,6 +26,23 @@ NOTES = [
     "'sustained' figure divides by window + drain time.",
     "vmagent 1.79 drops exemplars when forwarding (so on the exemplar shape "
     "it forwards less than promgate does).",
+    "vmagent = the current vmagent (Debian sid's victoria-metrics package, "
+    "unpacked by t/servers.sh into build/servers), vmagent 1.79 = Debian "
+    "12's. Both GOMAXPROCS=1, the same flags; the current one also with "
+    "-remoteWrite.forcePromProto: it otherwise starts in the VictoriaMetrics "
+    "protocol (zstd) and keeps it with a sink that answers 204 to anything, "
+    "while the sinks stand for Prometheus-protocol storages. 'forwarded' "
+    "shows what the sinks received (protocol, encoding).",
+    "Remote write 2.0 rows: the same nginx as the promgate row, one more "
+    "location per target protocol (promgate_forward ... proto=asis / "
+    "proto=v2); the four rows (a 1.0 reference, 2.0 as is, 2.0->1.0, "
+    "1.0->2.0) run interleaved, round after round, so that drift of a "
+    "shared machine is spread over all of them; the reference of each "
+    "comparison is the interleaved 1.0 row, not the promgate row of the "
+    "main table (a separate, longer window). The 2.0 bodies carry the same "
+    "series, labels, samples and exemplars as the 1.0 bodies, encoded as "
+    "Prometheus 3 encodes them (bench/gen_bodies.py). Exemplar capture is "
+    "on in every promgate row.",
     "CPU-s/M = CPU-seconds (utime+stime of the gateway: nginx master + "
     "workers, all vmagent threads) per million samples accepted with 2xx; "
     "samples/CPU-s is its inverse.",
@@ -114,13 +133,298 @@ def table(headers, rows):
     return out
 
 
+# ------------------------------------------------ rows, labels, aggregation
+
+# the remote write 2.0 rows (bench/run.sh measure_rw2), reference first
+RW2_ROWS = ["ref", "v2asis", "v2v1", "v1v2"]
+RW2_NAME = {
+    "ref": "1.0 in, as is (reference)",
+    "v2asis": "2.0 in, forwarded as is",
+    "v2v1": "2.0 in, translated to 1.0",
+    "v1v2": "1.0 in, translated to 2.0",
+}
+RW2_HOW = {
+    "ref": "1.0 → targets default (v1)",
+    "v2asis": "2.0 → targets proto=asis",
+    "v2v1": "2.0 → targets default (v1)",
+    "v1v2": "1.0 → targets proto=v2",
+}
+# what the sinks must receive from each promgate row
+EXPECT_OUT = {"promgate": "1.0", "ref": "1.0", "v2asis": "2.0",
+              "v2v1": "1.0", "v1v2": "2.0"}
+# the goals of the issue, on the main shape: Δ µs/sample over the 1.0 path
+RW2_GOAL = {"v2asis": 0.0, "v2v1": 0.3, "v1v2": 0.3}
+
+
+def vm_version(info):
+    m = re.search(r"victoria-metrics (\d+\.\d+(?:\.\d+)?)", info or "")
+    return m.group(1) if m else None
+
+
+def gw_label(gw, vminfo, short=False):
+    """row names: 'vmagent' is the current vmagent, 'vmagent179' Debian
+    12's; short=True gives the names of the ratio lines ('vmagent' for the
+    current one, as the line has always read, 'vmagent 1.79')"""
+    if gw.startswith("promgate:"):
+        return "promgate " + RW2_NAME[gw.split(":", 1)[1]]
+    if gw in ("vmagent", "vmagent179"):
+        v = vm_version(vminfo.get(gw)) or ("1.79" if gw == "vmagent179"
+                                            else "?")
+        if short:
+            return ("vmagent" if gw == "vmagent"
+                    else "vmagent " + ".".join(v.split(".")[:2]))
+        return "vmagent " + v
+    return gw
+
+
+def spc(r):
+    """samples per CPU-second of a max-rate record (or None)"""
+    if not r or not r.get("cpu_s") or not r["load"].get("samples"):
+        return None
+    return r["load"]["samples"] / r["cpu_s"]
+
+
+def per_m(r):
+    """CPU-seconds per million samples = µs of CPU per sample"""
+    v = spc(r)
+    return 1e6 / v if v else None
+
+
+def merge_received(dicts):
+    out = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            o = out.setdefault(k, {"n": 0, "bytes": 0})
+            o["n"] += v["n"]
+            o["bytes"] += v["n"] * v["avg_bytes"]
+    return {k: {"n": v["n"], "avg_bytes": v["bytes"] / v["n"]}
+            for k, v in out.items() if v["n"]}
+
+
+def aggregate(rs):
+    """several windows of one row (rounds) as one max-rate record: sums of
+    samples, CPU and requests; medians of the latencies; the worst CPU1
+    other"""
+    loads = [r["load"] for r in rs]
+    ld = dict(loads[0])
+    dur = sum(x["duration_s"] for x in loads) or 1e-9
+    ld["duration_s"] = dur
+    for k in ("samples", "ok", "errors", "completed", "requests"):
+        ld[k] = sum(x.get(k, 0) for x in loads)
+    ld["req_per_s"] = ld["completed"] / dur
+    ld["samples_per_s"] = ld["samples"] / dur
+    resp = {}
+    for x in loads:
+        for k, v in x["responses"].items():
+            resp[k] = resp.get(k, 0) + v
+    ld["responses"] = resp
+    ld["latency_us"] = {k: statistics.median(x["latency_us"][k] for x in loads)
+                        for k in loads[0]["latency_us"]}
+    cpus = [r.get("cpu_s") for r in rs]
+    out = dict(rs[0])
+    out["load"] = ld
+    out["cpu_s"] = None if any(c is None for c in cpus) else sum(cpus)
+    out["crashes"] = sum(r.get("crashes", 0) for r in rs)
+    out["pss_kb"] = max(r.get("pss_kb") or 0 for r in rs)
+    for k in ("sink_a_requests", "sink_b_requests"):
+        out[k] = sum(r.get(k, 0) for r in rs)
+    for k in ("sink_a_received", "sink_b_received"):
+        out[k] = merge_received(r.get(k) for r in rs)
+    oc = [r.get("other_cpu") for r in rs if r.get("other_cpu") is not None]
+    out["other_cpu"] = max(oc) if oc else None
+    out["rounds"] = len(rs)
+    return out
+
+
+def received(r):
+    """'1.0 snappy, 123.4 KB' per kind the sinks got (both sinks merged)"""
+    m = merge_received([r.get("sink_a_received"), r.get("sink_b_received")])
+    return ", ".join("%s %s ×%d, %.1f KB" % (k.split()[0], k.split()[1],
+                                             v["n"], v["avg_bytes"] / 1000)
+                     for k, v in sorted(m.items()))
+
+
+def proto_problem(r, want):
+    """None when both sinks got only WANT ('1.0'/'2.0') over snappy; else
+    what they got.  Records without the sink log (older runs): None."""
+    if "sink_a_received" not in r:
+        return None
+    for side in ("sink_a_received", "sink_b_received"):
+        got = r.get(side) or {}
+        if not got:
+            return "sinks logged nothing"
+        if set(got) != {want + " snappy"}:
+            return "sinks got " + received(r) + ", want " + want + " snappy"
+    return None
+
+
+def max_row(s, gw, r, vminfo):
+    ld = r["load"]
+    samples = ld.get("samples", 0)
+    cpu = r.get("cpu_s")
+    pm = cpu / (samples / 1e6) if cpu and samples > 0 else None
+    per_cpu = samples / cpu if cpu else None
+    sustained = None
+    vm = gw.startswith("vmagent")
+    if vm:
+        d = ld["duration_s"] + float(r.get("drain_s") or 0)
+        sustained = samples / d if d > 0 else None
+    check = "–"
+    if r.get("crashes"):
+        check = "CRASHED (%s so far)" % r["crashes"]
+    elif ld["ok"] == 0:
+        check = "NO 2xx"
+    elif gw.startswith("promgate") or gw == "mirror":
+        ok = ld["ok"]
+        a_, b_ = r.get("sink_a_requests"), r.get("sink_b_requests")
+        check = ("ok (%d+%d)" % (a_, b_) if a_ == ok and b_ == ok
+                 else "MISMATCH a=%s b=%s of %d" % (a_, b_, ok))
+        if gw.startswith("promgate"):
+            want = EXPECT_OUT[gw.split(":", 1)[-1]]
+            bad_ = proto_problem(r, want)
+            if bad_:
+                check = "MISMATCH: " + bad_
+            elif "sink_a_received" in r:
+                check += ", %s" % received(r)
+    elif vm:
+        rin, rsent = r.get("vm_rows_in"), r.get("vm_rows_sent")
+        if rin == samples and rsent == 2 * rin:
+            check = "ok (%s rows x2)" % fmt(rin)
+        else:
+            check = "MISMATCH in=%s sent=%s (want 2x%s)" % (
+                rin, rsent, samples)
+        if "sink_a_received" in r:
+            bad_ = proto_problem(r, "1.0")
+            check += (" — " + bad_) if bad_ else ", %s" % received(r)
+    label = gw_label(gw, vminfo)
+    if r.get("rounds"):
+        label += " (%d× %.0fs)" % (r["rounds"], ld["duration_s"] / r["rounds"])
+    return [s, label, fmt(ld["req_per_s"], 1),
+            fmt(ld["samples_per_s"]),
+            fmt(sustained) if vm else "",
+            fmt(cpu, 2) if cpu is not None else "–",
+            fmt(pm, 3) if pm is not None else "–",
+            fmt(per_cpu) if per_cpu is not None else "–",
+            fmt(r["pss_kb"] / 1024, 1) if r.get("pss_kb") else "–",
+            fmt(ld["latency_us"]["p50"]),
+            fmt(ld["latency_us"]["p99"]),
+            str(bad(ld)), check, pct(r.get("other_cpu"))]
+
+
+def signed(v, nd=3):
+    return ("+" if v >= 0 else "−") + ("%.*f" % (nd, abs(v)))
+
+
+def rw2_section(rw2, shapes):
+    L = ["## Remote write 2.0 through promgate (2.0 as is, translations) "
+         "vs the 1.0 path", ""]
+    if not rw2:
+        L += ["Not measured (see Skipped).", ""]
+        return L
+    L.append("Same nginx, same exemplar zone (capture on), same sinks; the "
+             "rows of a shape run interleaved (round 1: 1.0, 2.0 as is, "
+             "2.0→1.0, 1.0→2.0; round 2 starts one row later, and so on). "
+             "CPU-s/M samples = µs of gateway CPU per sample; Δ = a row's "
+             "µs/sample minus the 1.0 reference's, over all rounds; 'per "
+             "round' = the same difference within each round (its spread is "
+             "the noise of the comparison). 'forwarded' = what the two sinks "
+             "received: protocol, encoding, requests, mean body size.")
+    L.append("")
+    rows = []
+    verdicts = []
+    for s in shapes:
+        by = rw2.get(s)
+        if not by or "ref" not in by:
+            continue
+        ref = aggregate(by["ref"])
+        ref_rounds = {r["round"]: per_m(r) for r in by["ref"]}
+        for row in RW2_ROWS:
+            rs = by.get(row)
+            if not rs:
+                continue
+            g = aggregate(rs)
+            pm, rpm = per_m(g), per_m(ref)
+            delta = pm - rpm if pm is not None and rpm is not None else None
+            paired = [per_m(r) - ref_rounds[r["round"]] for r in rs
+                      if per_m(r) is not None
+                      and ref_rounds.get(r["round"]) is not None]
+            problem = None
+            if g.get("crashes"):
+                problem = "CRASHED"
+            elif g["load"]["ok"] == 0:
+                problem = "NO 2xx"
+            elif (g.get("sink_a_requests") != g["load"]["ok"]
+                  or g.get("sink_b_requests") != g["load"]["ok"]):
+                problem = "MISMATCH a=%s b=%s of %d" % (
+                    g.get("sink_a_requests"), g.get("sink_b_requests"),
+                    g["load"]["ok"])
+            else:
+                problem = proto_problem(g, EXPECT_OUT[row])
+            errs = bad(g["load"])
+            if errs != "0" and not problem:
+                problem = "non-2xx / errors: " + errs
+            rows.append([
+                s, RW2_NAME[row], RW2_HOW[row],
+                "%d × %.0fs" % (g["rounds"], g["load"]["duration_s"]
+                                / g["rounds"]),
+                fmt(g["load"]["samples"]),
+                fmt(g["cpu_s"], 2) if g["cpu_s"] is not None else "–",
+                fmt(pm, 3) if pm is not None else "–",
+                fmt(spc(g)) if spc(g) else "–",
+                "%.2f" % (spc(g) / spc(ref)) if spc(g) and spc(ref) else "–",
+                "–" if row == "ref" or delta is None else
+                "**%s**" % signed(delta),
+                "–" if row == "ref" or len(paired) < 2 else
+                "%s … %s" % (signed(min(paired)), signed(max(paired))),
+                problem or received(g) or "ok",
+                pct(g.get("other_cpu"))])
+            if s == "main" and row in RW2_GOAL:
+                goal = RW2_GOAL[row]
+                if problem or delta is None:
+                    v = "**NOT MEASURED** (%s)" % (problem or "no CPU figure")
+                else:
+                    v = "**%s**" % ("PASS" if delta <= goal + 1e-12
+                                    else "FAIL")
+                    if paired and len(paired) > 1 and \
+                            min(paired) <= goal < max(paired):
+                        v += (" — the rounds straddle the goal (%s … %s): "
+                              "within the noise of this run"
+                              % (signed(min(paired)), signed(max(paired))))
+                verdicts.append(
+                    "- main, %s: %s µs/sample vs %s for the 1.0 path "
+                    "(Δ %s µs/sample, ratio %.2f in samples per CPU-second;"
+                    " goal: Δ ≤ %s): %s"
+                    % (RW2_NAME[row], fmt(pm, 3), fmt(rpm, 3),
+                       signed(delta) if delta is not None else "?",
+                       spc(g) / spc(ref) if spc(g) and spc(ref) else 0,
+                       "0 (costs no more per sample)" if goal == 0
+                       else "+%.1f" % goal, v))
+    L += table(["shape", "row", "in → targets", "rounds × window",
+                "samples", "CPU s", "CPU-s/M samples", "samples/CPU-s",
+                "ratio to 1.0 (samples/CPU-s)", "Δ µs/sample vs 1.0",
+                "Δ per round (min … max)", "forwarded (what the sinks got)",
+                "CPU1 other (worst round)"], rows)
+    L.append("")
+    if verdicts:
+        L.append("Goals (main shape): 2.0 forwarded as is costs no more per "
+                 "sample than 1.0; a translation adds at most 0.3 µs per "
+                 "sample.")
+        L.append("")
+        L += verdicts
+        L.append("")
+    return L
+
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
     ap.add_argument("--out")
     ap.add_argument("--meta-dir")
     ap.add_argument("--nginx", default="?")
-    ap.add_argument("--vmagent", default="?")
+    ap.add_argument("--vmagent", action="append", default=[],
+                    help="GW=PATH, victoria-metrics VERSION[, flags] "
+                         "(one per vmagent that ran)")
     ap.add_argument("--seconds", default="?")
     ap.add_argument("--seconds-other", default="?")
     ap.add_argument("--conns", default="?")
@@ -128,6 +432,8 @@ def main():
     ap.add_argument("--module", default="?")
     ap.add_argument("--hooks", default="")
     ap.add_argument("--loadavg", default="?")
+    ap.add_argument("--rw2", default="")
+    ap.add_argument("--elapsed", default="")
     a = ap.parse_args()
 
     recs = []
@@ -149,6 +455,14 @@ def main():
     baserate = {(r["for"], r["shape"]): r for r in recs
                 if r.get("kind") == "rate" and r["gw"] == "baseline"}
     skips = [r for r in recs if r.get("kind") == "skip"]
+    rw2 = {}
+    for r in recs:
+        if r.get("kind") == "rw2":
+            rw2.setdefault(r["shape"], {}).setdefault(r["row"], []).append(r)
+    vminfo = {}
+    for v in a.vmagent:
+        gw, _, rest = v.partition("=")
+        vminfo[gw] = rest
     decode = {r["shape"]: r for r in recs if r.get("kind") == "decode"}
 
     L = []
@@ -158,7 +472,11 @@ def main():
     L.append("- date: %s" % now.strftime("%Y-%m-%d %H:%M:%S UTC"))
     L.append("- machine: %s cores (nproc), %s, %s RAM, Linux %s"
              % (os.cpu_count(), cpu_model(), mem_total(), platform.release()))
-    L.append("- nginx: %s; %s (GOMAXPROCS=1)" % (a.nginx, a.vmagent))
+    L.append("- nginx: %s" % a.nginx)
+    for gw in ("vmagent", "vmagent179"):
+        if gw in vminfo:
+            L.append("- %s: %s (GOMAXPROCS=1)" % (gw_label(gw, vminfo),
+                                                 vminfo[gw]))
     L.append("- load average (1/5/15 min) %s — the machine may be shared; "
              "a high start value means other work competed with the run"
              % a.loadavg)
@@ -171,6 +489,11 @@ def main():
              "hooks: %s"
              % (a.seconds, a.seconds_other, a.conns,
                 "on" if a.pin == "1" else "off", a.hooks or "none"))
+    if a.rw2:
+        L.append("- remote write 2.0 rows: %s" % a.rw2)
+    if a.elapsed:
+        L.append("- gateway benchmark run time: %s s (the exemplar-query and "
+                 "Kafka sections below come after it)" % a.elapsed)
     L.append("- command: `%s`" % " ".join(
         ["%s=%s" % (k, os.environ[k]) for k in sorted(os.environ)
          if k.startswith("BENCH_")] + ["bash bench/run.sh"]))
@@ -184,18 +507,23 @@ def main():
                 continue
             with open(p) as f:
                 m = json.load(f)
+            def kb(k):
+                return fmt(m[k] / 1000, 1) if k in m else "–"
             rows.append([s, fmt(m["bodies"]), fmt(m["series_per_body"]),
                          fmt(m["labels_per_series_avg"], 1),
                          fmt(m["exemplars_per_body_avg"]),
                          fmt(m["new_series_per_request"]),
-                         fmt(m["raw_bytes_avg"] / 1000, 1),
-                         fmt(m["snappy_bytes_avg"] / 1000, 1)])
+                         kb("raw_bytes_avg"), kb("snappy_bytes_avg"),
+                         kb("v2_raw_bytes_avg"), kb("v2_snappy_bytes_avg"),
+                         fmt(m.get("v2_symbols_avg"))])
         if rows:
             L.append("## Workload (build/bench, bench/gen_bodies.py)")
             L.append("")
             L += table(["shape", "bodies", "series (=samples)/req",
                         "labels/series", "exemplars/req",
-                        "new series/req", "raw KB", "snappy KB"], rows)
+                        "new series/req", "1.0 raw KB", "1.0 snappy KB",
+                        "2.0 raw KB", "2.0 snappy KB", "2.0 symbols/req"],
+                       rows)
             L.append("")
 
     L.append("## Throughput and cost at max rate")
@@ -203,62 +531,33 @@ def main():
     rows = []
     ratios = []
     for s in shapes:
-        for gw in ("baseline", "promgate", "vmagent", "mirror"):
-            r = maxrec.get((gw, s))
+        order = [("baseline", maxrec.get(("baseline", s))),
+                 ("promgate", maxrec.get(("promgate", s)))]
+        for row in RW2_ROWS[1:]:
+            recs_ = rw2.get(s, {}).get(row)
+            if recs_:
+                order.append(("promgate:" + row, aggregate(recs_)))
+        for gw in ("vmagent", "vmagent179", "mirror"):
+            order.append((gw, maxrec.get((gw, s))))
+        for gw, r in order:
             if r is None:
                 continue
-            ld = r["load"]
-            samples = ld.get("samples", 0)
-            cpu = r.get("cpu_s")
-            per_m = cpu / (samples / 1e6) if cpu and samples > 0 else None
-            per_cpu = samples / cpu if cpu else None
-            sustained = None
-            if gw == "vmagent":
-                d = ld["duration_s"] + float(r.get("drain_s") or 0)
-                sustained = samples / d if d > 0 else None
-            check = "–"
-            if r.get("crashes"):
-                check = "CRASHED (%s so far)" % r["crashes"]
-            elif ld["ok"] == 0:
-                check = "NO 2xx"
-            elif gw in ("promgate", "mirror"):
-                ok = ld["ok"]
-                a_, b_ = r.get("sink_a_requests"), r.get("sink_b_requests")
-                check = ("ok (%d+%d)" % (a_, b_) if a_ == ok and b_ == ok
-                         else "MISMATCH a=%s b=%s of %d" % (a_, b_, ok))
-            elif gw == "vmagent":
-                rin, rsent = r.get("vm_rows_in"), r.get("vm_rows_sent")
-                if rin == samples and rsent == 2 * rin:
-                    check = "ok (%s rows x2)" % fmt(rin)
-                else:
-                    check = "MISMATCH in=%s sent=%s (want 2x%s)" % (
-                        rin, rsent, samples)
-            errs = bad(ld)
-            rows.append([s, gw, fmt(ld["req_per_s"], 1),
-                         fmt(ld["samples_per_s"]),
-                         fmt(sustained) if gw == "vmagent" else "",
-                         fmt(cpu, 2) if cpu is not None else "–",
-                         fmt(per_m, 3) if per_m is not None else "–",
-                         fmt(per_cpu) if per_cpu is not None else "–",
-                         fmt(r["pss_kb"] / 1024, 1) if r.get("pss_kb") else "–",
-                         fmt(ld["latency_us"]["p50"]),
-                         fmt(ld["latency_us"]["p99"]),
-                         str(errs), check, pct(r.get("other_cpu"))])
-        pg, vm, mi = (maxrec.get((g, s)) for g in ("promgate", "vmagent",
-                                                    "mirror"))
-
-        def spc(r):
-            if not r or not r.get("cpu_s") or not r["load"].get("samples"):
-                return None
-            return r["load"]["samples"] / r["cpu_s"]
-        if spc(pg) and spc(vm):
-            ratios.append("- %s: promgate/vmagent samples per CPU-second = "
-                          "**%.2f** (%s vs %s)"
-                          % (s, spc(pg) / spc(vm), fmt(spc(pg)), fmt(spc(vm))))
+            rows.append(max_row(s, gw, r, vminfo))
+        pg = maxrec.get(("promgate", s))
+        mi = maxrec.get(("mirror", s))
+        for gw in ("vmagent", "vmagent179"):
+            vm = maxrec.get((gw, s))
+            if spc(pg) and spc(vm):
+                ratios.append("- %s: promgate/%s samples per CPU-second = "
+                              "**%.2f** (%s vs %s; %s)"
+                              % (s, gw_label(gw, vminfo, short=True),
+                                 spc(pg) / spc(vm), fmt(spc(pg)),
+                                 fmt(spc(vm)), gw_label(gw, vminfo)))
         if spc(pg) and spc(mi):
             ratios.append("- %s: promgate/mirror samples per CPU-second = "
                           "%.2f (mirror is plain nginx, no decoding)"
                           % (s, spc(pg) / spc(mi)))
+        vm = maxrec.get(("vmagent", s))
         if spc(vm) and spc(mi) and not spc(pg):
             ratios.append("- %s: mirror/vmagent samples per CPU-second = "
                           "%.2f (promgate row missing)"
@@ -279,7 +578,7 @@ def main():
     L.append("")
     rows = []
     for s in shapes:
-        for gw in ("promgate", "vmagent"):
+        for gw in ("promgate", "vmagent", "vmagent179"):
             r = raterec.get((gw, s))
             b = baserate.get((gw, s))
             if r is None or b is None:
@@ -290,7 +589,7 @@ def main():
                 errs += " CRASHED"
             cpu, smp = r.get("cpu_s"), r["load"].get("samples", 0)
             per_m = fmt(cpu / (smp / 1e6), 3) if cpu and smp > 0 else "–"
-            rows.append([s, gw, fmt(r["rate"], 1),
+            rows.append([s, gw_label(gw, vminfo), fmt(r["rate"], 1),
                          "%s / %s / %s" % (fmt(gl["p50"]), fmt(gl["p99"]),
                                            fmt(gl["p999"])),
                          "%s / %s / %s" % (fmt(bl["p50"]), fmt(bl["p99"]),
@@ -309,10 +608,13 @@ def main():
         L.append("(no latency runs)")
     L.append("")
 
+    L += rw2_section(rw2, shapes)
+
     L.append("## Decode only (src/core, no nginx; bench/decode_bench.c)")
     L.append("")
     if decode:
         rows = []
+        rows2 = []
         for s in shapes:
             r = decode.get(s)
             if r is None:
@@ -332,11 +634,31 @@ def main():
                          share,
                          fmt(ld.get("snappy_protobufc_malloc_us_per_sample"), 3),
                          fmt(ld.get("snappy_protobufc_arena_us_per_sample"), 3)])
+            if "decode_v2_us_per_sample" in ld:
+                rows2.append([s, fmt(ld.get("decode_v1_us_per_sample"), 3),
+                              fmt(ld.get("decode_v2_us_per_sample"), 3),
+                              fmt(ld.get("translate_1to2_us_per_sample"), 3),
+                              fmt(ld.get("translate_2to1_us_per_sample"), 3),
+                              fmt(ld.get("subset_v1_us_per_sample"), 3),
+                              fmt(ld.get("subset_v2_us_per_sample"), 3)])
         L += table(["shape", "samples/CPU-s (snappy+scan)",
                     "snappy µs/sample", "scan µs/sample",
                     "snappy+scan µs/sample", "share of promgate's CPU-s/M",
                     "protobuf-c unpack (malloc) µs/sample",
                     "protobuf-c unpack (arena) µs/sample"], rows)
+        if rows2:
+            L.append("")
+            L.append("Decoders and translations alone, on the uncompressed "
+                     "bodies (decode_bench makes its 2.0 bodies with the "
+                     "core's own 1.0→2.0 translation; translation = encode "
+                     "time on top of the decode):")
+            L.append("")
+            L += table(["shape", "1.0 decode µs/sample",
+                        "2.0 decode µs/sample",
+                        "translate 1.0→2.0 µs/sample",
+                        "translate 2.0→1.0 µs/sample",
+                        "1.0 subset (1% left out) µs/sample",
+                        "2.0 subset µs/sample"], rows2)
         L.append("")
         L.append("µs per sample = CPU-seconds per million samples, the unit of "
                  "the gateway table; the share compares snappy+scan with "

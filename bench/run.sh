@@ -6,7 +6,19 @@
 # Rows, per body shape (bench/gen_bodies.py):
 #   baseline  loadgen straight to a null sink (nginx `return 204`)
 #   promgate  nginx + ngx_http_promgate_module, fan-out to two null sinks
-#   vmagent   vmagent 1.79, GOMAXPROCS=1, -remoteWrite.url x2 to the same sinks
+#             (remote write 1.0 in, targets default proto=v1: forwarded as is)
+#   promgate remote write 2.0 rows (BENCH_RW2_SHAPES), on the same nginx,
+#             interleaved in rounds with a 1.0 reference window:
+#               2.0 in, forwarded as is     (targets proto=asis)
+#               2.0 in, translated to 1.0   (targets default, proto=v1)
+#               1.0 in, translated to 2.0   (targets proto=v2)
+#   vmagent   the current vmagent (build/servers, Debian sid: 1.145 when
+#             written), GOMAXPROCS=1, -remoteWrite.url x2 to the same sinks,
+#             -remoteWrite.forcePromProto (the sinks stand for Prometheus-
+#             protocol storages; a null sink would otherwise be taken for
+#             VictoriaMetrics and get zstd blocks)
+#   vmagent179  Debian 12's vmagent 1.79 (/usr/bin/vmagent), same flags
+#             (it has no VictoriaMetrics protocol to force off)
 #   mirror    plain nginx, proxy_pass + mirror to the two sinks (no module):
 #             the floor for "nginx moves the body to two places"
 # Figures: samples/s at max rate, CPU-seconds per million samples of the
@@ -21,16 +33,31 @@
 #   BENCH_WARMUP=2            unmeasured warm-up before each max-rate window
 #   BENCH_SHAPES="main small large exemplar churn"
 #   BENCH_LATENCY_SHAPES=main shapes that also get the 50%-rate latency runs
-#   BENCH_GATEWAYS="promgate vmagent mirror"
+#   BENCH_GATEWAYS="promgate vmagent vmagent179 mirror"
+#   BENCH_RW2_SHAPES="main small large exemplar churn"
+#                             shapes that get the remote write 2.0 rows
+#                             ("" to leave them out)
+#   BENCH_RW2_ROUNDS=3        interleaved rounds on main (1.0 reference,
+#                             2.0 as is, 2.0->1.0, 1.0->2.0, each round)
+#   BENCH_RW2_ROUNDS_OTHER=1  rounds on the other shapes
+#   BENCH_RW2_SECONDS=5       window per row and round, main
+#   BENCH_RW2_SECONDS_OTHER=3 window per row and round, other shapes
+#   BENCH_RW2_WARMUP=1        unmeasured warm-up before each of those windows
 #   BENCH_MIRROR_SHAPES=main  shapes that get the mirror reference row
 #   BENCH_CONNS=8             sender connections
 #   BENCH_PIN=1               gateway on CPU 1, sender + sinks on CPU 0
 #   BENCH_EXEMPLARS=1         0: leave exemplar capture out
 #   BENCH_SERIES_INDEX=0      1: add the series-index directives (hook)
 #   PROMGATE_HTTP_EXTRA / PROMGATE_LOCATION_EXTRA   raw nginx.conf lines
-#   BENCH_DECODE=1            decode-only table (bench/decode_bench.c, built here)
-#   PROMGATE_MODULE, NGINX_BIN, VMAGENT_BIN, BUILD, DECODE_BENCH
+#   BENCH_DECODE=1            decode-only table (bench/decode_bench.c, built here
+#                             from src/core of BENCH_SRC_TREE, default this checkout)
+#   BENCH_DECODE_REPEAT=3     decode_bench -r: best of N passes per figure
+#   PROMGATE_MODULE, NGINX_BIN, VMAGENT_BIN (current vmagent; run.sh runs
+#   t/servers.sh once when it is missing), VMAGENT179_BIN (/usr/bin/vmagent),
+#   BUILD, DECODE_BENCH
 #   BENCH_KEEP=1              keep the run directory (configs, logs, JSON)
+#   BENCH_RESULTS=DIR         where latest.md / latest.jsonl go
+#                             (default bench/results)
 #
 # Output: a table on stdout and in bench/results/latest.md; the raw JSON
 # lines in bench/results/latest.jsonl.
@@ -41,18 +68,27 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 BUILD=${BUILD:-$REPO/build}
 OUT=$BUILD/bench
-RESULTS=$HERE/results
+RESULTS=${BENCH_RESULTS:-$HERE/results}
+T_START=$(date +%s)
 PYTHON=${PYTHON:-/usr/bin/python3}
 MODULE=${PROMGATE_MODULE:-$BUILD/ngx_http_promgate_module.so}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
-VMAGENT_BIN=${VMAGENT_BIN:-$(command -v vmagent || echo /usr/bin/vmagent)}
+SERVERS_DIR=${SERVERS_DIR:-$BUILD/servers}
+VMAGENT_BIN=${VMAGENT_BIN:-$SERVERS_DIR/root/usr/bin/vmagent}
+VMAGENT179_BIN=${VMAGENT179_BIN:-/usr/bin/vmagent}
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_SECONDS_OTHER=${BENCH_SECONDS_OTHER:-5}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SHAPES=${BENCH_SHAPES:-main small large exemplar churn}
 BENCH_LATENCY_SHAPES=${BENCH_LATENCY_SHAPES:-main}
-BENCH_GATEWAYS=${BENCH_GATEWAYS:-promgate vmagent mirror}
+BENCH_GATEWAYS=${BENCH_GATEWAYS:-promgate vmagent vmagent179 mirror}
+BENCH_RW2_SHAPES=${BENCH_RW2_SHAPES-main small large exemplar churn}
+BENCH_RW2_ROUNDS=${BENCH_RW2_ROUNDS:-3}
+BENCH_RW2_ROUNDS_OTHER=${BENCH_RW2_ROUNDS_OTHER:-1}
+BENCH_RW2_SECONDS=${BENCH_RW2_SECONDS:-5}
+BENCH_RW2_SECONDS_OTHER=${BENCH_RW2_SECONDS_OTHER:-3}
+BENCH_RW2_WARMUP=${BENCH_RW2_WARMUP:-1}
 BENCH_MIRROR_SHAPES=${BENCH_MIRROR_SHAPES:-main}
 BENCH_CONNS=${BENCH_CONNS:-8}
 BENCH_PIN=${BENCH_PIN:-1}
@@ -191,6 +227,25 @@ vm_metric_sum() {   # vm_metric_sum PORT REGEX: sum of matching vmagent metrics
         | awk -v re="$2" '$0 ~ re {s += $NF} END {printf "%.0f\n", s}'
 }
 
+sink_log_lines() {  # sink_log_lines S: lines in sink S's /gw/write log so far
+    local n
+    n=$(wc -l <"$RUN/sink_$1/gw.log" 2>/dev/null)
+    echo $(( ${n:-0} ))
+}
+
+# what sink S got on /gw/write after line FROM: a JSON object
+# {"<proto> <encoding>": {"n": requests, "avg_bytes": mean Content-Length}}
+# with proto "2.0" for io.prometheus.write.v2.Request, "1.0" otherwise
+sink_received() {   # sink_received S FROM
+    tail -n +"$(($2 + 1))" "$RUN/sink_$1/gw.log" 2>/dev/null | awk -F'|' '
+        { p = ($1 ~ /io\.prometheus\.write\.v2\.Request/) ? "2.0" : "1.0"
+          e = ($2 == "" || $2 == "-") ? "identity" : $2
+          k = p " " e; n[k]++; b[k] += $4 }
+        END { printf "{"; sep = ""
+              for (k in n) { printf "%s\"%s\":{\"n\":%d,\"avg_bytes\":%.0f}", sep, k, n[k], b[k] / n[k]; sep = "," }
+              printf "}\n" }'
+}
+
 json_get() {        # json_get JSON KEY.PATH
     "$PYTHON" -c '
 import json, sys
@@ -289,7 +344,7 @@ cpu_s() {
 # worker crashes so far (nginx: "exited on signal"; vmagent: not running)
 crashes() {
     case $1 in
-        vmagent) kill -0 "$GW_PID" 2>/dev/null && echo 0 || echo 1 ;;
+        vmagent*) kill -0 "$GW_PID" 2>/dev/null && echo 0 || echo 1 ;;
         *) local n; n=$(grep -c 'exited on signal' "$RUN/$1/error.log" 2>/dev/null)
            echo "${n:-0}" ;;
     esac
@@ -305,6 +360,12 @@ other_cpu() {       # other_cpu BUSY0 BUSY1 TICKS0 TICKS1 WALL0 WALL1 -> fractio
 }
 
 # ---------------------------------------------------------------- null sinks
+# /api/v1/write: the baseline and the mirror (no log); /gw/write: promgate
+# and vmagent forward here, and every request is logged (content type,
+# encoding, remote-write version, length) so that each window can say what
+# the sinks actually received (1.0 or 2.0, snappy or zstd, bytes).  The log
+# is written on the sinks' CPU (0), not the gateway's, at a few hundred
+# lines a second.
 
 PORT_A=$(free_port); PORT_B=$(free_port)
 while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
@@ -313,10 +374,12 @@ for s in a b; do
     start_nginx "sink_$s" "$(common_nginx_head "$RUN/sink_$s")
 http {
 $(common_http "$RUN/sink_$s")
+    log_format rw '\$http_content_type|\$http_content_encoding|\$http_x_prometheus_remote_write_version|\$content_length';
     server {
         listen 127.0.0.1:${!port} backlog=1024;
         client_max_body_size 0;
         location = /api/v1/write { return 204; }
+        location = /gw/write { access_log $RUN/sink_$s/gw.log rw; return 204; }
         location = /nginx_status { stub_status; }
     }
 }" 0 || { log "FATAL: null sink $s: ${NGX_ERR:-nginx -t failed}"; exit 1; }
@@ -328,8 +391,30 @@ log "null sinks on 127.0.0.1:$PORT_A and :$PORT_B"
 
 GW_PID=; GW_PORT=; GW_ERR=
 
+# one promgate write location: promgate_location PATH PROTO LOC_EXTRA
+# (PROTO: "" = the default, proto=v1; or asis / v2)
+promgate_location() {
+    local p=${2:+ proto=$2}
+    cat <<EOF
+        location = $1 {
+            promgate_remote_write;
+            promgate_forward /_rw/a$p;
+            promgate_forward /_rw/b$p;
+            client_max_body_size 64m;
+            client_body_buffer_size 64m;$3
+        }
+EOF
+}
+
+# the locations of the remote write 2.0 rows, on the same nginx as the 1.0
+# row (one exemplar zone, one worker): the loadgen picks the row by path
+RW2_PATH_ASIS=/rw2/asis     # targets proto=asis: the sender's bytes
+RW2_PATH_V2=/rw2/v2         # targets proto=v2: 1.0 in, 2.0 out
+RW2_ERR=
+
 start_promgate() {
     local dir=$RUN/promgate http_extra="$PROMGATE_HTTP_EXTRA" loc_extra="$PROMGATE_LOCATION_EXTRA"
+    local rw2_locs="" with_rw2
     GW_PORT=$(free_port)
     if [ ! -f "$MODULE" ]; then
         GW_ERR="module not built: $MODULE does not exist (make -C $REPO module)"
@@ -348,7 +433,16 @@ start_promgate() {
         http_extra+=$'\n'"    promgate_series_zone series:32m ttl=7d;"
         loc_extra+=$'\n'"            promgate_series_index series;"
     fi
-    start_nginx promgate "load_module $RUN/ngx_http_promgate_module.so;
+    # with the 2.0 locations first; a module without proto= (or without
+    # 2.0) still gets its 1.0 row, and the 2.0 rows say why they are missing
+    for with_rw2 in 1 0; do
+        rw2_locs=""
+        if [ $with_rw2 = 1 ]; then
+            [ -n "$BENCH_RW2_SHAPES" ] || continue
+            rw2_locs="$(promgate_location "$RW2_PATH_ASIS" asis "$loc_extra")
+$(promgate_location "$RW2_PATH_V2" v2 "$loc_extra")"
+        fi
+        start_nginx promgate "load_module $RUN/ngx_http_promgate_module.so;
 $(common_nginx_head "$dir")
 http {
 $(common_http "$dir")
@@ -362,27 +456,33 @@ $http_extra
         # *subrequest's* location (/_rw/*, default 1m): a 1.2 MB body would be
         # refused there with 413 (client intended to send too large body)
         client_max_body_size 64m;
-        location = /api/v1/write {
-            promgate_remote_write;
-            promgate_forward /_rw/a;
-            promgate_forward /_rw/b;
-            client_max_body_size 64m;
-            client_body_buffer_size 64m;$loc_extra
-        }
+$(promgate_location /api/v1/write "" "$loc_extra")
+$rw2_locs
         location /_rw/a {
             internal;
-            proxy_pass http://sink_a/api/v1/write;
+            proxy_pass http://sink_a/gw/write;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
         location /_rw/b {
             internal;
-            proxy_pass http://sink_b/api/v1/write;
+            proxy_pass http://sink_b/gw/write;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
     }
-}" 1 || { GW_ERR="nginx does not accept the promgate config: ${NGX_ERR:-see $dir/test.log}"; return 1; }
+}" 1 && break
+        if [ $with_rw2 = 1 ]; then
+            RW2_ERR="nginx does not accept promgate_forward ... proto=asis|v2: ${NGX_ERR:-see $dir/test.log}"
+            log "promgate: $RW2_ERR; starting without the 2.0 rows"
+        else
+            GW_ERR="nginx does not accept the promgate config: ${NGX_ERR:-see $dir/test.log}"
+            return 1
+        fi
+    done
+    if [ -z "$rw2_locs" ] && [ -z "$RW2_ERR" ]; then
+        RW2_ERR="BENCH_RW2_SHAPES is empty"
+    fi
     GW_PID=$NGX_PID
     wait_port "$GW_PORT" || { GW_ERR="promgate nginx did not start (see $dir/error.log)"; return 1; }
     check_comm "$GW_PID" nginx || { GW_ERR="pid $GW_PID is not nginx"; return 1; }
@@ -420,18 +520,62 @@ $(common_http "$dir")
     check_comm "$GW_PID" nginx || { GW_ERR="pid $GW_PID is not nginx"; return 1; }
 }
 
-start_vmagent() {
-    local dir=$RUN/vmagent
+# the vmagents: "vmagent" is the current one (build/servers, from Debian
+# sid: 1.145 when written), "vmagent179" Debian 12's 1.79.  Debian's builds
+# print no version (-version is empty), so the version is the package's.
+vmagent_bin() {     # vmagent_bin GW -> path
+    case $1 in
+        vmagent179) echo "$VMAGENT179_BIN" ;;
+        *) echo "$VMAGENT_BIN" ;;
+    esac
+}
+
+vmagent_version() { # vmagent_version GW -> Debian package version, or "unknown"
+    local v=""
+    case $1 in
+        vmagent179)
+            if [ "$VMAGENT179_BIN" = /usr/bin/vmagent ]; then
+                v=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)
+            fi ;;
+        *)
+            if [ "$VMAGENT_BIN" = "$SERVERS_DIR/root/usr/bin/vmagent" ]; then
+                v=$(awk '$1 == "victoria-metrics" {print $2 " (Debian " $3 ")"}' \
+                        "$SERVERS_DIR/versions" 2>/dev/null)
+                [ -n "$v" ] || v=$(dpkg-deb -f "$(ls "$SERVERS_DIR"/debs/victoria-metrics_*.deb 2>/dev/null | tail -1)" \
+                                       Version 2>/dev/null)
+            fi ;;
+    esac
+    echo "${v:-unknown}"
+}
+
+is_vmagent() { case $1 in vmagent*) return 0 ;; *) return 1 ;; esac; }
+
+start_vmagent() {   # start_vmagent GW
+    local gw=$1 dir=$RUN/$1 bin extra=()
+    bin=$(vmagent_bin "$gw")
     mkdir -p "$dir/queue"
     GW_PORT=$(free_port)
-    if [ ! -x "$VMAGENT_BIN" ]; then GW_ERR="vmagent not found"; return 1; fi
+    if [ ! -x "$bin" ] && [ "$gw" = vmagent ] && [ "$VMAGENT_BIN" = "$SERVERS_DIR/root/usr/bin/vmagent" ] \
+            && [ -f "$REPO/t/servers.sh" ]; then
+        log "vmagent: $bin missing; bash t/servers.sh (Debian sid .debs, unpacked under $SERVERS_DIR)"
+        SERVERS_DIR=$SERVERS_DIR bash "$REPO/t/servers.sh" >"$RUN/servers.log" 2>&1 \
+            || log "t/servers.sh failed: $(tail -1 "$RUN/servers.log")"
+    fi
+    if [ ! -x "$bin" ]; then GW_ERR="$bin not found"; return 1; fi
+    # the sinks answer 204 to anything: a vmagent that speaks the
+    # VictoriaMetrics protocol (zstd) would keep it; the sinks stand for
+    # Prometheus-protocol storages, so force that protocol where it exists
+    if "$bin" -help 2>&1 | grep -q -- '-remoteWrite.forcePromProto'; then
+        extra+=(-remoteWrite.forcePromProto=true,true)
+    fi
     # nothing relabeled, rounded or limited: no -remoteWrite.relabelConfig,
     # -remoteWrite.urlRelabelConfig, -remoteWrite.roundDigits,
     # -remoteWrite.significantFigures, -remoteWrite.maxHourlySeries/
     # maxDailySeries, -remoteWrite.rateLimit; unlimited disk queue
-    GOMAXPROCS=1 "${PIN1[@]}" "$VMAGENT_BIN" \
-        -remoteWrite.url="http://127.0.0.1:$PORT_A/api/v1/write" \
-        -remoteWrite.url="http://127.0.0.1:$PORT_B/api/v1/write" \
+    GOMAXPROCS=1 "${PIN1[@]}" "$bin" \
+        -remoteWrite.url="http://127.0.0.1:$PORT_A/gw/write" \
+        -remoteWrite.url="http://127.0.0.1:$PORT_B/gw/write" \
+        "${extra[@]}" \
         -httpListenAddr="127.0.0.1:$GW_PORT" \
         -remoteWrite.tmpDataPath="$dir/queue" \
         -remoteWrite.maxDiskUsagePerURL=0 \
@@ -439,9 +583,12 @@ start_vmagent() {
         -loggerOutput=stderr >"$dir/vmagent.log" 2>&1 &
     GW_PID=$!
     STARTED+=("$GW_PID")
-    wait_port "$GW_PORT" 20 || { GW_ERR="vmagent did not start (see $dir/vmagent.log)"; return 1; }
+    wait_port "$GW_PORT" 20 || { GW_ERR="$gw did not start (see $dir/vmagent.log)"; return 1; }
     check_comm "$GW_PID" vmagent || { GW_ERR="pid $GW_PID is not vmagent"; return 1; }
+    VM_INFO+=("$gw=$bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+, ${extra[*]}}")
+    log "$gw: $bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+ (${extra[*]})}"
 }
+VM_INFO=()
 
 stop_gateway() {
     [ -n "$GW_PID" ] && stop_pid "$GW_PID" "${1:-TERM}"
@@ -459,7 +606,7 @@ vmagent_drain() {   # vmagent_drain PORT MAX_SECONDS -> prints seconds waited
     while :; do
         inserted=$(vm_metric_sum "$port" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
         sent=$(vm_metric_sum "$port" '^vmagent_remotewrite_block_size_rows_sum')
-        pending=$(vm_metric_sum "$port" '^(vmagent_remotewrite_pending_data_bytes|vm_persistentqueue_bytes_pending)')
+        pending=$(vm_metric_sum "$port" "$VM_PENDING_RE")
         now=$(date +%s.%N)
         if [ "$sent" -ge $((2 * inserted)) ] && [ "$pending" -eq 0 ]; then
             break
@@ -475,23 +622,40 @@ vmagent_drain() {   # vmagent_drain PORT MAX_SECONDS -> prints seconds waited
 
 # --------------------------------------------------------------- one window
 
+# what the windows send: LOAD_PATH on the gateway, LOAD_V 1 (<shape>-NN.bin,
+# remote write 1.0) or 2 (<shape>.v2-NN.bin, 2.0; loadgen sends 2.0 headers)
+LOAD_PATH=/api/v1/write
+LOAD_V=1
+
+body_files() {      # body_files SHAPE -> the body files LOAD_V selects
+    if [ "$LOAD_V" = 2 ]; then echo "$OUT/$1".v2-*.bin; else echo "$OUT/$1"-*.bin; fi
+}
+
 # run_load LABEL PORT SHAPE SECONDS RATE -> prints loadgen's JSON line
 run_load() {
     local label=$1 port=$2 shape=$3 secs=$4 rate=${5:-0} extra=()
     [ "$shape" = churn ] && extra+=(-u)
-    pin 0 "$LOADGEN" -p "$port" -c "$BENCH_CONNS" -d "$secs" -r "$rate" -t 10 \
-        -l "$label" -S "$OUT/$shape.samples" "${extra[@]}" "$OUT/$shape"-*.bin
+    # shellcheck disable=SC2046
+    pin 0 "$LOADGEN" -p "$port" -P "$LOAD_PATH" -c "$BENCH_CONNS" -d "$secs" -r "$rate" -t 10 \
+        -l "$label" -S "$OUT/$shape.samples" "${extra[@]}" $(body_files "$shape")
 }
 
-# measure GATEWAY SHAPE SECONDS: max-rate window with CPU, PSS, forwarding check
+VM_PENDING_RE='^(vmagent_remotewrite_pending_data_bytes|vm_persistentqueue_bytes_pending|vmagent_remotewrite_pending_inmemory_blocks)'
+
+# measure_max GATEWAY SHAPE SECONDS [KIND ROW ROUND WARMUP]: max-rate window
+# with CPU, PSS, forwarding check (and what the sinks received).  KIND max
+# (the main table) or rw2 (the remote write 2.0 rows: ROW, ROUND).
 measure_max() {
-    local gw=$1 shape=$2 secs=$3 j ticks0 ticks1 a0 b0 a1 b1 drain=0 cpu pss
+    local gw=$1 shape=$2 secs=$3 kind=${4:-max} row=${5:-} round=${6:-0}
+    local warm=${7:-$BENCH_WARMUP}
+    local j ticks0 ticks1 a0 b0 a1 b1 drain=0 cpu pss la0 lb0
     local busy0 busy1 w0 w1 crash0
     local vm_in0=0 vm_in1=0 vm_sent0=0 vm_sent1=0
-    run_load warmup "$GW_PORT" "$shape" "$BENCH_WARMUP" >/dev/null
-    [ "$gw" = vmagent ] && vmagent_drain "$GW_PORT" 60 >/dev/null
+    run_load warmup "$GW_PORT" "$shape" "$warm" >/dev/null
+    is_vmagent "$gw" && vmagent_drain "$GW_PORT" 60 >/dev/null
     a0=$(sink_requests "$PORT_A"); b0=$(sink_requests "$PORT_B")
-    if [ "$gw" = vmagent ]; then
+    la0=$(sink_log_lines a); lb0=$(sink_log_lines b)
+    if is_vmagent "$gw"; then
         vm_in0=$(vm_metric_sum "$GW_PORT" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
         vm_sent0=$(vm_metric_sum "$GW_PORT" '^vmagent_remotewrite_block_size_rows_sum')
     fi
@@ -499,8 +663,8 @@ measure_max() {
     pss_start "$GW_PID" "$RUN/pss"
     busy0=$(cpu_busy); w0=$(date +%s.%N)
     ticks0=$(cpu_ticks "$GW_PID")
-    j=$(run_load "$gw" "$GW_PORT" "$shape" "$secs" 0)
-    if [ "$gw" = vmagent ]; then
+    j=$(run_load "$gw${row:+:$row}" "$GW_PORT" "$shape" "$secs" 0)
+    if is_vmagent "$gw"; then
         drain=$(vmagent_drain "$GW_PORT" 120)
     fi
     ticks1=$(cpu_ticks "$GW_PID")
@@ -508,15 +672,17 @@ measure_max() {
     pss_stop
     pss=$(cat "$RUN/pss")
     a1=$(sink_requests "$PORT_A"); b1=$(sink_requests "$PORT_B")
-    if [ "$gw" = vmagent ]; then
+    if is_vmagent "$gw"; then
         vm_in1=$(vm_metric_sum "$GW_PORT" '^vmagent_rows_inserted_total\{type="promremotewrite"\}')
         vm_sent1=$(vm_metric_sum "$GW_PORT" '^vmagent_remotewrite_block_size_rows_sum')
     fi
     # the stub_status probes count themselves: one per read
-    emit kind=max gw="$gw" shape="$shape" load="$j" \
+    emit kind="$kind" gw="$gw" shape="$shape" row="$row" round="$round" \
+        path="$LOAD_PATH" rw_in="$LOAD_V.0" load="$j" \
         cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 )) \
         pss_kb="$pss" drain_s="$drain" \
         sink_a_requests=$((a1 - a0 - 1)) sink_b_requests=$((b1 - b0 - 1)) \
+        sink_a_received="$(sink_received a "$la0")" sink_b_received="$(sink_received b "$lb0")" \
         vm_rows_in=$((vm_in1 - vm_in0)) vm_rows_sent=$((vm_sent1 - vm_sent0)) \
         other_cpu="$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")"
     echo "$j"
@@ -528,7 +694,7 @@ measure_rate() {    # measure_rate GW SHAPE SECONDS RATE: latency, and CPU at th
     busy0=$(cpu_busy); w0=$(date +%s.%N)
     ticks0=$(cpu_ticks "$GW_PID")
     j=$(run_load "$gw@rate" "$GW_PORT" "$shape" "$secs" "$rate")
-    [ "$gw" = vmagent ] && drain=$(vmagent_drain "$GW_PORT" 60)
+    is_vmagent "$gw" && drain=$(vmagent_drain "$GW_PORT" 60)
     ticks1=$(cpu_ticks "$GW_PID")
     busy1=$(cpu_busy); w1=$(date +%s.%N)
     emit kind=rate gw="$gw" shape="$shape" rate="$rate" load="$j" drain_s="$drain" \
@@ -540,6 +706,37 @@ measure_baseline_rate() {   # measure_baseline_rate FOR_GW SHAPE SECONDS RATE
     local j
     j=$(run_load "baseline@rate" "$PORT_A" "$2" "$3" "$4")
     emit kind=rate gw=baseline for="$1" shape="$2" rate="$4" load="$j"
+}
+
+# The remote write 2.0 rows of one shape, on the running promgate: ROUNDS
+# rounds, each a window of every row in turn, so that the rows see the same
+# machine (a shared machine drifts over minutes; interleaving spreads that
+# over all rows instead of charging it to one); each round starts one row
+# later than the one before, so that no row is always first:
+#   ref     1.0 in, /api/v1/write, targets default (v1): the 1.0 path
+#   v2asis  2.0 in, /rw2/asis, targets proto=asis: forwarded as is
+#   v2v1    2.0 in, /api/v1/write, targets default: translated to 1.0
+#   v1v2    1.0 in, /rw2/v2, targets proto=v2: translated to 2.0
+measure_rw2() {     # measure_rw2 SHAPE ROUNDS SECONDS
+    local shape=$1 rounds=$2 secs=$3 k i row rows=(ref v2asis v2v1 v1v2)
+    for k in $(seq "$rounds"); do
+        for i in 0 1 2 3; do
+            row=${rows[(i + k - 1) % 4]}
+            case $row in
+                ref)    LOAD_PATH=/api/v1/write;   LOAD_V=1 ;;
+                v2asis) LOAD_PATH=$RW2_PATH_ASIS;  LOAD_V=2 ;;
+                v2v1)   LOAD_PATH=/api/v1/write;   LOAD_V=2 ;;
+                v1v2)   LOAD_PATH=$RW2_PATH_V2;    LOAD_V=1 ;;
+            esac
+            log "promgate  $shape: 2.0 rows, round $k/$rounds, $row (${LOAD_V}.0 in, $LOAD_PATH) ${secs}s"
+            measure_max promgate "$shape" "$secs" rw2 "$row" "$k" "$BENCH_RW2_WARMUP" >/dev/null
+            if ! kill -0 "$GW_PID" 2>/dev/null; then
+                LOAD_PATH=/api/v1/write; LOAD_V=1
+                return 1
+            fi
+        done
+    done
+    LOAD_PATH=/api/v1/write; LOAD_V=1
 }
 
 # ---------------------------------------------------------------------- run
@@ -564,29 +761,36 @@ done
 # output of proto/ in build/bench/proto.  DECODE_BENCH=path overrides;
 # BENCH_DECODE=0 skips.
 BENCH_DECODE=${BENCH_DECODE:-1}
+BENCH_DECODE_REPEAT=${BENCH_DECODE_REPEAT:-3}   # best of N passes per figure
+# the source tree decode_bench is built from: this checkout, or (to match a
+# module built from a clean export) BENCH_SRC_TREE=/path/to/export
+SRC_TREE=${BENCH_SRC_TREE:-$REPO}
 CORE_PKGS="libprotobuf-c snappy rdkafka libpcre2-8 libxxhash"
 build_decode_bench() {
     local bin=$OUT/decode_bench src=$HERE/decode_bench.c f newer=0
     [ -f "$src" ] || { DECODE_ERR="no $src"; return 1; }
-    for f in "$src" "$REPO"/src/core/*.[ch] "$REPO"/proto/*.proto; do
+    for f in "$src" "$SRC_TREE"/src/core/*.[ch] "$SRC_TREE"/proto/*.proto; do
         [ "$f" -nt "$bin" ] && newer=1
     done
+    # built from another tree (an export's files carry the commit's mtime)
+    [ "$(cat "$bin.src" 2>/dev/null)" = "$SRC_TREE" ] || newer=1
     [ -x "$bin" ] && [ $newer = 0 ] && { DECODE_BENCH=$bin; return 0; }
+    rm -f "$bin.src"
     mkdir -p "$OUT/proto"
-    protoc-c --c_out="$OUT/proto" -I"$REPO/proto" "$REPO/proto/types.proto" \
-        "$REPO/proto/remote.proto" >"$RUN/decode_build.log" 2>&1 \
+    protoc-c --c_out="$OUT/proto" -I"$SRC_TREE/proto" "$SRC_TREE/proto/types.proto" \
+        "$SRC_TREE/proto/remote.proto" >"$RUN/decode_build.log" 2>&1 \
         || { DECODE_ERR="protoc-c failed (see $RUN/decode_build.log)"; return 1; }
     # only what the decode path needs first (the rest of src/core may be
     # mid-edit in a shared tree), then all of src/core
     local core
-    for core in "pg_rw.c pg_snappy.c pg_utf8.c" "*.c"; do
+    for core in "pg_rw.c pg_rw2.c pg_rw_encode.c pg_snappy.c pg_utf8.c" "pg_rw.c pg_snappy.c pg_utf8.c" "*.c"; do
         # shellcheck disable=SC2046,SC2086
-        cc -std=gnu99 -O2 -I"$REPO/src/core" -I"$OUT/proto" \
+        cc -std=gnu99 -O2 -I"$SRC_TREE/src/core" -I"$OUT/proto" \
             $(pkg-config --cflags $CORE_PKGS 2>/dev/null) -o "$bin" "$src" \
-            $(cd "$REPO/src/core" && printf "$REPO/src/core/%s " $core) \
+            $(cd "$SRC_TREE/src/core" && printf "$SRC_TREE/src/core/%s " $core) \
             "$OUT"/proto/types.pb-c.c "$OUT"/proto/remote.pb-c.c \
             $(pkg-config --libs $CORE_PKGS 2>/dev/null) -lm >>"$RUN/decode_build.log" 2>&1 \
-            && { DECODE_BENCH=$bin; return 0; }
+            && { DECODE_BENCH=$bin; echo "$SRC_TREE" >"$bin.src"; return 0; }
     done
     DECODE_ERR="decode_bench does not build: $(grep -m1 -E 'error' "$RUN/decode_build.log")"
     return 1
@@ -600,7 +804,7 @@ if [ "$BENCH_DECODE" = 1 ]; then
                 -v b="$(ls "$OUT/$shape"-*.bin | wc -l)" \
                 'BEGIN {i = int(400000 / (s * b)); print (i < 2 ? 2 : i)}')
             log "decode-only  $shape: $iter iterations over its bodies"
-            j=$(pin 1 "$DECODE_BENCH" -n "$iter" "$OUT/$shape"-*.bin 2>"$RUN/decode_$shape.err")
+            j=$(pin 1 "$DECODE_BENCH" -n "$iter" -r "$BENCH_DECODE_REPEAT" "$OUT/$shape"-*.bin 2>"$RUN/decode_$shape.err")
             if [ -n "$j" ]; then
                 emit kind=decode shape="$shape" load="$j"
             else
@@ -617,7 +821,7 @@ for gw in $BENCH_GATEWAYS; do
     GW_ERR=
     case $gw in
         promgate) start_promgate ;;
-        vmagent)  start_vmagent ;;
+        vmagent|vmagent179) start_vmagent "$gw" ;;
         mirror)   start_mirror ;;
         *) log "unknown gateway $gw"; continue ;;
     esac
@@ -647,6 +851,23 @@ for gw in $BENCH_GATEWAYS; do
                 measure_baseline_rate "$gw" "$shape" "$secs" "$rate"
             fi
         fi
+        if [ "$gw" = promgate ] && in_list "$shape" $BENCH_RW2_SHAPES; then
+            if [ -n "$RW2_ERR" ]; then
+                emit kind=skip gw="promgate 2.0 rows" shape="$shape" reason="$RW2_ERR"
+            else
+                if [ "$shape" = main ]; then
+                    rounds=$BENCH_RW2_ROUNDS; rsecs=$BENCH_RW2_SECONDS
+                else
+                    rounds=$BENCH_RW2_ROUNDS_OTHER; rsecs=$BENCH_RW2_SECONDS_OTHER
+                fi
+                if ! measure_rw2 "$shape" "$rounds" "$rsecs"; then
+                    log "ERROR: promgate died during the 2.0 rows of $shape; see $RUN/promgate"
+                    BENCH_KEEP=1
+                    emit kind=skip gw="promgate 2.0 rows" shape="$shape" reason="process died during the run"
+                    break
+                fi
+            fi
+        fi
     done
     stop_gateway
 done
@@ -655,15 +876,19 @@ done
 
 cp "$JSONL" "$RESULTS/latest.jsonl"
 NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
-VMAGENT_VERSION=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo unknown)
+vm_args=()
+for v in "${VM_INFO[@]}"; do vm_args+=(--vmagent "$v"); done
+log "vmagents that ran: ${VM_INFO[*]:-none}"
 "$PYTHON" "$HERE/report.py" "$JSONL" \
     --out "$RESULTS/latest.md" \
     --meta-dir "$OUT" \
-    --nginx "$NGINX_VERSION" --vmagent "vmagent (victoria-metrics $VMAGENT_VERSION)" \
+    --nginx "$NGINX_VERSION" "${vm_args[@]}" \
     --seconds "$BENCH_SECONDS" --seconds-other "$BENCH_SECONDS_OTHER" \
     --conns "$BENCH_CONNS" --pin "$BENCH_PIN" \
     --module "${MODULE_INFO:-$MODULE (not loaded)}" \
     --hooks "exemplars=$BENCH_EXEMPLARS series_index=$BENCH_SERIES_INDEX" \
+    --rw2 "shapes: ${BENCH_RW2_SHAPES:-none}; main ${BENCH_RW2_ROUNDS} rounds × ${BENCH_RW2_SECONDS}s, others ${BENCH_RW2_ROUNDS_OTHER} × ${BENCH_RW2_SECONDS_OTHER}s, +${BENCH_RW2_WARMUP}s warm-up each" \
+    --elapsed "$(( $(date +%s) - T_START ))" \
     --loadavg "start $LOADAVG_START, end $(cut -d' ' -f1-3 /proc/loadavg); all CPUs busy $BUSY_BEFORE in the second before the run"
 
 # ------------------------------------------------- exemplar queries (issue 3)
