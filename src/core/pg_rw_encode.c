@@ -12,18 +12,17 @@
  * up behind it once.
  */
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "pg_rw_wire.h"
 
 
 #define PG_ENC_CACHE  64               /* label positions remembered */
 
 
+/* a slot of the symbol hash table: the string itself, no indirection */
 typedef struct {
+    const uint8_t  *data;
+    uint32_t        len;
     uint32_t        ref;               /* 0: empty slot ("" is never in) */
-    uint32_t        hash;
 } pg_enc_slot_t;
 
 
@@ -53,6 +52,9 @@ typedef struct {
     uint32_t         csyms;
     pg_enc_slot_t   *slots;
     uint32_t         mask;
+    uint64_t         seed;
+    uint8_t         *copy;             /* the symbols' bytes, close */
+    size_t           ncopy;            /*   together: cache-friendly */
     pg_enc_cached_t  names[PG_ENC_CACHE];
     pg_enc_cached_t  values[PG_ENC_CACHE];
 
@@ -63,6 +65,73 @@ typedef struct {
     uint32_t        *mslots;           /* index + 1, 0 empty */
     uint32_t         mmask;
 } pg_enc_t;
+
+
+/* ------------------------------------------------------------ hashing */
+
+
+static inline uint64_t
+pg_enc_mix(uint64_t a, uint64_t b)
+{
+    __uint128_t  r;
+
+    r = (__uint128_t) a * b;
+
+    return (uint64_t) r ^ (uint64_t) (r >> 64);
+}
+
+
+/*
+ * A multiply-fold hash in the manner of wyhash, inline: the symbol table
+ * hashes every label string of a request, and most are short.  The seed
+ * comes from the caller's address (ASLR), so inputs that collide on
+ * purpose are harder to make.
+ */
+static inline uint64_t
+pg_enc_hash(const uint8_t *p, size_t len, uint64_t seed)
+{
+    uint64_t  a, b, h;
+    uint32_t  x, y;
+    size_t    i;
+
+    h = seed ^ (len * 0x9e3779b97f4a7c15ull);
+
+    if (len <= 16) {
+        if (len >= 8) {
+            memcpy(&a, p, 8);
+            memcpy(&b, p + len - 8, 8);
+
+        } else if (len >= 4) {
+            memcpy(&x, p, 4);
+            memcpy(&y, p + len - 4, 4);
+            a = x;
+            b = y;
+
+        } else if (len > 0) {
+            a = (uint64_t) p[0] << 16 | (uint64_t) p[len >> 1] << 8
+                | p[len - 1];
+            b = 0;
+
+        } else {
+            a = 0;
+            b = 0;
+        }
+
+    } else {
+        for (i = len; i > 16; i -= 16, p += 16) {
+            memcpy(&a, p, 8);
+            memcpy(&b, p + 8, 8);
+            h = pg_enc_mix(a ^ 0xa0761d6478bd642full, b ^ h);
+        }
+
+        /* the last 16 bytes, overlapping what was mixed in */
+        memcpy(&a, p + i - 16, 8);
+        memcpy(&b, p + i - 8, 8);
+    }
+
+    return pg_enc_mix(a ^ 0xe7037ed1a0b428dbull,
+                      b ^ h ^ 0x8ebc6af09c88c6e3ull);
+}
 
 
 /* ------------------------------------------------------------ output */
@@ -414,16 +483,16 @@ pg_enc_strip(pg_str_t name, size_t i)
 
 
 static uint64_t
-pg_enc_meta_hash(const pg_enc_meta_t *m, int full)
+pg_enc_meta_hash(const pg_enc_meta_t *m, int full, uint64_t seed)
 {
     uint64_t  h;
 
-    h = XXH3_64bits(m->family.data, m->family.len);
+    h = pg_enc_hash(m->family.data, m->family.len, seed);
 
     if (full) {
-        h ^= XXH3_64bits_withSeed(m->help.data, m->help.len, m->type + 1);
+        h ^= pg_enc_hash(m->help.data, m->help.len, seed + m->type + 1);
         h = h * 0x9e3779b97f4a7c15ull
-            ^ XXH3_64bits_withSeed(m->unit.data, m->unit.len, 7);
+            ^ pg_enc_hash(m->unit.data, m->unit.len, seed + 7);
     }
 
     return h;
@@ -452,7 +521,7 @@ pg_enc_meta_add(pg_enc_t *e, pg_enc_meta_t *m, int full, int *added)
     uint32_t        i, k, cap, *slots;
     pg_enc_meta_t  *meta;
 
-    m->hash = pg_enc_meta_hash(m, full);
+    m->hash = pg_enc_meta_hash(m, full, e->seed);
     *added = 0;
 
     if (e->mslots) {
@@ -527,7 +596,7 @@ pg_enc_meta_find(pg_enc_t *e, pg_str_t family)
         return NULL;
     }
 
-    h = XXH3_64bits(family.data, family.len);
+    h = pg_enc_hash(family.data, family.len, e->seed);
 
     for (i = (uint32_t) h & e->mmask; e->mslots[i]; i = (i + 1) & e->mmask) {
         k = e->mslots[i] - 1;
@@ -547,7 +616,8 @@ pg_enc_meta_find(pg_enc_t *e, pg_str_t family)
 static int
 pg_enc_grow_symbols(pg_enc_t *e)
 {
-    uint32_t        cap, i, j, r;
+    uint32_t        cap, i, j;
+    uint64_t        h;
     pg_str_t       *syms;
     pg_enc_slot_t  *slots;
 
@@ -564,7 +634,7 @@ pg_enc_grow_symbols(pg_enc_t *e)
         e->csyms = cap;
     }
 
-    if (e->nsyms * 2 > e->mask) {
+    if (e->nsyms * 4 > (e->mask + 1) * 3) {
         cap = (e->mask + 1) * 2;
 
         slots = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_enc_slot_t));
@@ -575,13 +645,13 @@ pg_enc_grow_symbols(pg_enc_t *e)
         memset(slots, 0, cap * sizeof(pg_enc_slot_t));
 
         for (i = 0; i <= e->mask; i++) {
-            r = e->slots[i].ref;
-
-            if (r == 0) {
+            if (e->slots[i].ref == 0) {
                 continue;
             }
 
-            for (j = e->slots[i].hash & (cap - 1); slots[j].ref;
+            h = pg_enc_hash(e->slots[i].data, e->slots[i].len, e->seed);
+
+            for (j = (uint32_t) h & (cap - 1); slots[j].ref;
                  j = (j + 1) & (cap - 1))
             {
                 /* void */
@@ -598,33 +668,49 @@ pg_enc_grow_symbols(pg_enc_t *e)
 }
 
 
-/* the ref of s in the table being built; UINT32_MAX: out of memory */
+/*
+ * The ref of s (hashed to h) in the table being built; UINT32_MAX: out of
+ * memory.
+ */
 static inline uint32_t
-pg_enc_intern(pg_enc_t *e, pg_str_t s)
+pg_enc_intern_hashed(pg_enc_t *e, pg_str_t s, uint64_t h)
 {
-    uint64_t  h;
-    uint32_t  i, r;
+    uint32_t        i, r;
+    pg_enc_slot_t  *slot;
 
-    if (s.len == 0) {
-        return 0;
-    }
-
-    h = XXH3_64bits(s.data, s.len);
-
-    for (i = (uint32_t) h & e->mask; (r = e->slots[i].ref) != 0;
+    for (i = (uint32_t) h & e->mask;
+         (slot = &e->slots[i])->ref != 0;
          i = (i + 1) & e->mask)
     {
-        if (e->slots[i].hash == (uint32_t) h && pg_str_eq(e->syms[r], s)) {
-            return r;
+        if (slot->len == s.len && pg_rw_mem_eq(slot->data, s.data, s.len)) {
+            return slot->ref;
         }
+    }
+
+    /* a new symbol: its bytes copied next to the others' */
+
+    if (s.len <= 256) {
+        if (e->ncopy < s.len) {
+            e->ncopy = 65536;
+            e->copy = e->alloc->alloc(e->alloc->ctx, e->ncopy);
+            if (e->copy == NULL) {
+                return UINT32_MAX;
+            }
+        }
+
+        memcpy(e->copy, s.data, s.len);
+        s.data = e->copy;
+        e->copy += s.len;
+        e->ncopy -= s.len;
     }
 
     r = e->nsyms++;
     e->syms[r] = s;
-    e->slots[i].ref = r;
-    e->slots[i].hash = (uint32_t) h;
+    slot->data = s.data;
+    slot->len = (uint32_t) s.len;
+    slot->ref = r;
 
-    if ((e->nsyms == e->csyms || e->nsyms * 2 > e->mask)
+    if ((e->nsyms == e->csyms || e->nsyms * 4 > (e->mask + 1) * 3)
         && pg_enc_grow_symbols(e) != 0)
     {
         return UINT32_MAX;
@@ -634,39 +720,110 @@ pg_enc_intern(pg_enc_t *e, pg_str_t s)
 }
 
 
-/* the same, first against what label position i had last time */
 static inline uint32_t
-pg_enc_intern_at(pg_enc_t *e, pg_enc_cached_t *cache, uint32_t i, pg_str_t s)
+pg_enc_intern(pg_enc_t *e, pg_str_t s)
 {
-    pg_enc_cached_t  *c;
-    uint32_t          r;
-
-    if (i >= PG_ENC_CACHE) {
-        return pg_enc_intern(e, s);
+    if (s.len == 0) {
+        return 0;
     }
 
-    c = &cache[i];
+    return pg_enc_intern_hashed(e, s, pg_enc_hash(s.data, s.len, e->seed));
+}
 
-    if (c->str.len == s.len
-        && (s.len == 0 || memcmp(c->str.data, s.data, s.len) == 0))
-    {
-        return c->ref;
+
+/*
+ * A label string on its way to a ref.  What label position i had in the
+ * series before is tried first (names repeat so, and values often);
+ * otherwise the string is hashed and its slot prefetched, and looked up
+ * only when the next label has been read: the cache misses of two labels
+ * overlap.
+ */
+typedef struct {
+    pg_str_t        str;
+    uint64_t        hash;
+    uint32_t        ref;               /* UINT32_MAX: not known yet */
+} pg_enc_pending_t;
+
+
+static inline void
+pg_enc_prepare(pg_enc_t *e, pg_enc_pending_t *pd, pg_enc_cached_t *cache,
+    uint32_t i, pg_str_t s)
+{
+    pd->str = s;
+
+    if (i < PG_ENC_CACHE && pg_rw_str_eq(cache[i].str, s)) {
+        pd->ref = cache[i].ref;
+        return;
     }
 
-    r = pg_enc_intern(e, s);
+    if (s.len == 0) {
+        pd->ref = 0;
+        return;
+    }
 
-    c->str = s;
-    c->ref = r;
+    pd->hash = pg_enc_hash(s.data, s.len, e->seed);
+    pd->ref = UINT32_MAX;
+
+    __builtin_prefetch(&e->slots[(uint32_t) pd->hash & e->mask]);
+}
+
+
+static inline uint32_t
+pg_enc_resolve(pg_enc_t *e, pg_enc_pending_t *pd, pg_enc_cached_t *cache,
+    uint32_t i)
+{
+    uint32_t  r;
+
+    if (pd->ref != UINT32_MAX) {
+        return pd->ref;
+    }
+
+    r = pg_enc_intern_hashed(e, pd->str, pd->hash);
+
+    if (i < PG_ENC_CACHE) {
+        cache[i].str = pd->str;
+        cache[i].ref = r;
+    }
 
     return r;
 }
 
 
-static int
-pg_enc12_init(pg_enc_t *e)
+/* the refs of label i - 1 */
+static inline int
+pg_enc_label_refs(pg_enc_t *e, pg_enc_pending_t *pd, uint32_t i,
+    pg_buf_t *out)
 {
-    e->csyms = 1024;
-    e->mask = 2047;
+    uint32_t  nr, vr;
+
+    nr = pg_enc_resolve(e, &pd[0], e->names, i - 1);
+    vr = pg_enc_resolve(e, &pd[1], e->values, i - 1);
+
+    if (nr == UINT32_MAX || vr == UINT32_MAX
+        || pg_enc_reserve(out, 10) != 0)
+    {
+        return -1;
+    }
+
+    out->pos = pg_pb_put_varint(out->pos, nr);
+    out->pos = pg_pb_put_varint(out->pos, vr);
+
+    return 0;
+}
+
+
+static int
+pg_enc12_init(pg_enc_t *e, size_t len)
+{
+    /* about one distinct string per 256 bytes of a 1.0 request */
+
+    for (e->csyms = 1024; e->csyms < len / 256 && e->csyms < (1u << 24);
+         e->csyms *= 2)
+    {
+        /* void */
+    }
+
+    e->mask = e->csyms * 2 - 1;
 
     e->syms = e->alloc->alloc(e->alloc->ctx, e->csyms * sizeof(pg_str_t));
     e->slots = e->alloc->alloc(e->alloc->ctx,
@@ -845,6 +1002,7 @@ pg_enc12_series(pg_enc_t *e, const uint8_t *data, size_t len)
     pg_buf_t             *out;
     const pg_enc_meta_t  *m;
     size_t                mo;
+    pg_enc_pending_t      pd[4];
 
     out = e->out;
 
@@ -890,24 +1048,26 @@ pg_enc12_series(pg_enc_t *e, const uint8_t *data, size_t len)
             break;
         }
 
-        nr = pg_enc_intern_at(e, e->names, i, l.name);
-        vr = pg_enc_intern_at(e, e->values, i, l.value);
+        /* label i read, label i - 1 written */
+
+        pg_enc_prepare(e, &pd[2 * (i & 1)], e->names, i, l.name);
+        pg_enc_prepare(e, &pd[2 * (i & 1) + 1], e->values, i, l.value);
+
+        if (i > 0 && pg_enc_label_refs(e, &pd[2 * ((i - 1) & 1)], i, out)
+                     != 0)
+        {
+            return -1;
+        }
+
         i++;
-
-        if (nr == UINT32_MAX || vr == UINT32_MAX) {
-            return -1;
-        }
-
-        if (pg_enc_reserve(out, 10) != 0) {
-            return -1;
-        }
-
-        out->pos = pg_pb_put_varint(out->pos, nr);
-        out->pos = pg_pb_put_varint(out->pos, vr);
 
         if (pg_rw_is_name(l.name)) {
             name = l.value;
         }
+    }
+
+    if (i > 0 && pg_enc_label_refs(e, &pd[2 * ((i - 1) & 1)], i, out) != 0) {
+        return -1;
     }
 
     if (out->pos == out->start + r + 1) {
@@ -1018,7 +1178,7 @@ pg_rw_encode_1to2(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
 
     out = e->out;
 
-    if (pg_enc12_init(e) != 0) {
+    if (pg_enc12_init(e, len) != 0) {
         return -1;
     }
 
@@ -1087,10 +1247,28 @@ pg_rw_encode_1to2(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
 static inline int
 pg_enc21_label(pg_buf_t *out, pg_str_t name, pg_str_t value)
 {
-    size_t  n;
+    size_t    n;
+    uint8_t  *p;
 
     if (pg_enc_reserve(out, name.len + value.len + 24) != 0) {
         return -1;
+    }
+
+    p = out->pos;
+    n = 4 + name.len + value.len;
+
+    if (n < 0x80) {
+        p[0] = pg_pb_tag(1, PG_PB_LEN);
+        p[1] = (uint8_t) n;
+        p[2] = pg_pb_tag(1, PG_PB_LEN);
+        p[3] = (uint8_t) name.len;
+        memcpy(p + 4, name.data, name.len);
+        p += 4 + name.len;
+        p[0] = pg_pb_tag(2, PG_PB_LEN);
+        p[1] = (uint8_t) value.len;
+        memcpy(p + 2, value.data, value.len);
+        out->pos = p + 2 + value.len;
+        return 0;
     }
 
     n = 2 + pg_pb_varint_size(name.len) + name.len
@@ -1105,27 +1283,86 @@ pg_enc21_label(pg_buf_t *out, pg_str_t name, pg_str_t value)
 }
 
 
-/* the labels of a 2.0 series or exemplar as 1.0 Label messages */
+/*
+ * The labels of a 2.0 series or exemplar as 1.0 Label messages.  The
+ * refs are read here, not through the iterator: this is the hot loop of
+ * the translation.  The series is valid: refs come in pairs, each in the
+ * table (a ref past it would be skipped).
+ */
 static int
 pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
     size_t n, pg_str_t *name)
 {
-    pg_pb_iter_t  it;
-    pg_label_t    l;
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    uint32_t        ref, nref;
+    const uint8_t  *p, *end, *q, *qend;
+    size_t          len;
+    int             have;
+    pg_str_t        ln, lv;
 
-    it.p = d;
-    it.end = d + n;
-    it.pp = NULL;
-    it.pend = NULL;
-    it.sym = sym;
+    p = d;
+    end = d + n;
+    have = 0;
+    nref = 0;
 
-    while (pg_rw_next_label(&it, &l)) {
-        if (pg_enc21_label(out, l.name, l.value) != 0) {
-            return -1;
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 1) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
         }
 
-        if (name && pg_rw_is_name(l.name)) {
-            *name = l.value;
+        if (wt == PG_PB_LEN) {
+            if (pg_pb_len(&p, end, &q, &len) != 0) {
+                break;
+            }
+            qend = q + len;
+
+        } else {
+            q = p;
+            if (pg_pb_varint(&p, end, &v) != 0) {
+                break;
+            }
+            qend = p;
+        }
+
+        while (q < qend) {
+            if (*q < 0x80) {
+                ref = *q++;
+
+            } else if (pg_pb_varint(&q, qend, &v) == 0) {
+                ref = (uint32_t) v;
+
+            } else {
+                break;
+            }
+
+            if (!have) {
+                nref = ref;
+                have = 1;
+                continue;
+            }
+
+            have = 0;
+
+            if (nref >= sym->n || ref >= sym->n) {
+                continue;
+            }
+
+            ln = pg_rw_symbol(sym, nref);
+            lv = pg_rw_symbol(sym, ref);
+
+            if (pg_enc21_label(out, ln, lv) != 0) {
+                return -1;
+            }
+
+            if (name && pg_rw_is_name(ln)) {
+                *name = lv;
+            }
         }
     }
 
@@ -1382,6 +1619,8 @@ pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     memset(&e, 0, sizeof(pg_enc_t));
     e.out = out;
     e.alloc = alloc;
+    e.seed = pg_enc_mix((uintptr_t) &e ^ 0x2d358dccaa6c78a5ull,
+                        (uintptr_t) out ^ 0x8bb84b93962eacc9ull);
 
     if (req->version == PG_RW_V1 && to == PG_RW_V2) {
         return pg_rw_encode_1to2(buf, len, req, select, &e);

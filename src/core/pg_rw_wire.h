@@ -207,6 +207,61 @@ pg_pb_put_varint(uint8_t *p, uint64_t v)
 }
 
 
+/* equality of short strings without a call to memcmp() */
+static inline int
+pg_rw_mem_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint64_t  x, y;
+    uint32_t  u, v;
+
+    if (n >= 8) {
+        for ( /* void */ ; n > 8; a += 8, b += 8, n -= 8) {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
+
+            if (x != y) {
+                return 0;
+            }
+        }
+
+        /* the last 8 bytes, overlapping what was compared */
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+
+        return x == y;
+    }
+
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+
+        if (u != v) {
+            return 0;
+        }
+
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+
+        return u == v;
+    }
+
+    for ( /* void */ ; n; n--) {
+        if (*a++ != *b++) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static inline int
+pg_rw_str_eq(pg_str_t a, pg_str_t b)
+{
+    return a.len == b.len && pg_rw_mem_eq(a.data, b.data, a.len);
+}
+
+
 /* ASCII is the common case: the full UTF-8 check only when it is not */
 static inline int
 pg_rw_ascii(const uint8_t *p, size_t len)
