@@ -369,8 +369,8 @@ test_histogram(void **state)
     /* the insides of a histogram are checked: a span field as i64 */
     {
         uint8_t  h[] = {
-            0x0a, 0x1a,
-            0x0a, 0x0b, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
+            0x0a, 0x1c,
+            0x0a, 0x0d, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
             0x12, 0x01, 'h',
             0x22, 0x0b,                         /* histogram */
             0x5a, 0x09, 0x09, 0, 0, 0, 0, 0, 0, 0, 0  /* span: 1 as i64 */
@@ -388,8 +388,8 @@ test_histogram(void **state)
     /* packed deltas that end inside a varint */
     {
         static const uint8_t  h[] = {
-            0x0a, 0x14,
-            0x0a, 0x0b, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
+            0x0a, 0x16,
+            0x0a, 0x0d, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
             0x12, 0x01, 'h',
             0x22, 0x05,                         /* histogram */
             0x62, 0x03, 0x02, 0x04, 0x80        /* positive deltas */
@@ -407,15 +407,21 @@ test_histogram(void **state)
     /* packed counts that are not a whole number of doubles */
     {
         static const uint8_t  h[] = {
-            0x0a, 0x14,
-            0x0a, 0x0b, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
+            0x0a, 0x16,
+            0x0a, 0x0d, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
             0x12, 0x01, 'h',
             0x22, 0x05,                         /* histogram */
             0x6a, 0x03, 0x00, 0x00, 0x00        /* positive counts */
         };
+        uint8_t  ok[sizeof(h)];
 
         assert_int_equal(decode(h, sizeof(h), &r, NULL, NULL),
                          PG_RW_MALFORMED);
+
+        /* as packed sint64 deltas (12) the same bytes are fine */
+        memcpy(ok, h, sizeof(h));
+        ok[19] = 0x62;
+        assert_int_equal(decode(ok, sizeof(ok), &r, NULL, NULL), PG_RW_OK);
     }
 }
 
@@ -804,13 +810,21 @@ test_malformed(void **state)
     /* an exemplar's label with the wrong wire type */
     {
         static const uint8_t  s[] = {
-            0x0a, 0x13,
-            0x0a, 0x0b, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
+            0x0a, 0x15,
+            0x0a, 0x0d, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',
             0x12, 0x01, 'a',
             0x1a, 0x04, 0x0a, 0x02, 0x08, 0x01  /* label name as varint */
         };
+        uint8_t  ok[sizeof(s)];
+
         assert_int_equal(decode(s, sizeof(s), &r, NULL, NULL),
                          PG_RW_MALFORMED);
+
+        /* as an unknown label field (1, varint): fine */
+        memcpy(ok, s, sizeof(s));
+        ok[sizeof(ok) - 2] = 0x08 | 0x18;
+        assert_int_equal(decode(ok, sizeof(ok), &r, NULL, NULL), PG_RW_OK);
+        assert_int_equal(r.stats.exemplars, 1);
     }
 
     assert_int_equal(pg_rw_count_samples(q.buf, q.len, PG_RW_V1), 1);
