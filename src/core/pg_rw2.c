@@ -22,7 +22,11 @@ typedef struct {
     const pg_rw_symtab_t  *sym;
     pg_rw_reason_e         reason;
     uint32_t               name_ref;
+    uint32_t               help_ref;
+    uint32_t               unit_ref;
     unsigned               have_name:1;
+    unsigned               has_help:1;
+    unsigned               has_unit:1;
     pg_str_t               prev;
     char                   detail[200];
 } pg_rw2_labels_t;
@@ -264,18 +268,18 @@ pg_rw2_histogram_start(const uint8_t *p, const uint8_t *end)
 }
 
 
-/* Metadata: fields present on the wire replace what an earlier one set */
+/*
+ * Metadata: a field present on the wire replaces what an earlier
+ * occurrence set (a message field met twice merges), so its refs are
+ * checked once the series is read.
+ */
 static int
 pg_rw2_check_metadata(pg_rw2_labels_t *lb, const uint8_t *p,
     const uint8_t *end)
 {
-    int64_t          field;
-    unsigned         wt;
-    uint64_t         v;
-    uint32_t         ref;
-    pg_rw_series_t  *s;
-
-    s = lb->s;
+    int64_t   field;
+    unsigned  wt;
+    uint64_t  v;
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
@@ -290,28 +294,16 @@ pg_rw2_check_metadata(pg_rw2_labels_t *lb, const uint8_t *p,
             return -1;
         }
 
-        ref = (uint32_t) v;
-
         if (field == 1) {
-            s->metadata_type = ref;
-            continue;
-        }
+            lb->s->metadata_type = (uint32_t) v;
 
-        if (ref >= lb->sym->n) {
-            pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
-                           field == 3 ? "metadata help ref %llu past the "
-                                        "%llu symbols"
-                                      : "metadata unit ref %llu past the "
-                                        "%llu symbols",
-                           ref, lb->sym->n);
-            continue;
-        }
-
-        if (field == 3) {
-            s->help = pg_rw_symbol(lb->sym, ref);
+        } else if (field == 3) {
+            lb->help_ref = (uint32_t) v;
+            lb->has_help = 1;
 
         } else {
-            s->unit = pg_rw_symbol(lb->sym, ref);
+            lb->unit_ref = (uint32_t) v;
+            lb->has_unit = 1;
         }
     }
 
@@ -353,6 +345,8 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
     lb.sym = s->symtab;
     lb.reason = PG_RW_OK;
     lb.have_name = 0;
+    lb.has_help = 0;
+    lb.has_unit = 0;
     lb.name_ref = 0;
     lb.prev.data = NULL;
     lb.prev.len = 0;
@@ -462,6 +456,28 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
     if (!has_created) {
         s->created_timestamp = created;
+    }
+
+    if (lb.has_help) {
+        if (lb.help_ref < lb.sym->n) {
+            s->help = pg_rw_symbol(lb.sym, lb.help_ref);
+
+        } else {
+            pg_rw2_invalid(&lb, PG_RW_BAD_SYMBOL_REF,
+                           "metadata help ref %llu past the %llu symbols",
+                           lb.help_ref, lb.sym->n);
+        }
+    }
+
+    if (lb.has_unit) {
+        if (lb.unit_ref < lb.sym->n) {
+            s->unit = pg_rw_symbol(lb.sym, lb.unit_ref);
+
+        } else {
+            pg_rw2_invalid(&lb, PG_RW_BAD_SYMBOL_REF,
+                           "metadata unit ref %llu past the %llu symbols",
+                           lb.unit_ref, lb.sym->n);
+        }
     }
 
     if (lb.have_name) {
@@ -604,13 +620,19 @@ pg_rw2_decode(pg_rw_dec_t *dec)
     req->symtab.off = off;
     req->symtab.n = (uint32_t) nsym;
 
+    /*
+     * symbols[0] must be "": when it is not, the request is refused, but
+     * only once its series proved well-formed (a malformed request is
+     * reported as such), and no series goes to the callback.
+     */
+
+    s0.len = 0;
+
     if (nsym) {
         s0 = pg_rw_symbol(&req->symtab, 0);
 
         if (s0.len != 0) {
-            return pg_rw_request_error(dec, PG_RW_BAD_SYMBOLS, 0, s0.data,
-                                       "symbols[0] is not the empty string "
-                                       "(%zu bytes)", s0.len);
+            dec->cb = NULL;
         }
     }
 
@@ -641,6 +663,14 @@ pg_rw2_decode(pg_rw_dec_t *dec)
         if (reason != PG_RW_OK) {
             return reason;
         }
+    }
+
+    if (s0.len != 0) {
+        memset(&req->stats, 0, sizeof(pg_rw_stats_t));
+
+        return pg_rw_request_error(dec, PG_RW_BAD_SYMBOLS, 0, s0.data,
+                                   "symbols[0] is not the empty string "
+                                   "(%zu bytes)", s0.len);
     }
 
     return PG_RW_OK;

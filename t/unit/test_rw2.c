@@ -570,6 +570,13 @@ test_v2_symbols(void **state)
     assert_int_equal(r.first.reason, PG_RW_BAD_SYMBOLS);
     assert_non_null(strstr(r.first.message, "symbols[0]"));
 
+    /* ...but a malformed request is reported as malformed */
+    q.buf[q.len++] = 0x2a;
+    q.buf[q.len++] = 0x02;
+    q.buf[q.len++] = 0x10;
+    q.buf[q.len++] = 0x00;
+    assert_int_equal(decode2(q.buf, q.len, &r, NULL, NULL), PG_RW_MALFORMED);
+
     /* series without any symbol: no name, nothing to refer to */
     req2_init(&q);
     q.r.n_symbols = 0;
@@ -664,6 +671,31 @@ test_v2_refs(void **state)
     q.md[i].help_ref = 56;
     assert_int_equal(scan2(&q, &r), PG_RW_OK);
     assert_one_invalid(&r, 0, PG_RW_BAD_SYMBOL_REF);
+
+    /* metadata met twice merges: the last help ref counts */
+    {
+        static const uint8_t  s[] = {
+            0x0a, 0x02, 0x01, 0x02,
+            0x2a, 0x04, 0x08, 0x01, 0x18, 0x63,     /* counter, help 99 */
+            0x2a, 0x02, 0x18, 0x04                  /* help 4 ("x") */
+        };
+        uint8_t  b[128];
+        size_t   n;
+        seen_t   c;
+
+        n = raw_request(b, s, sizeof(s));
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(decode2(b, n, &r, seen_cb, &c), PG_RW_OK);
+        assert_all_valid(&r);
+        assert_int_equal(c.type[0], 1);
+        assert_string_equal(c.help[0], "x");
+
+        /* the other way round, the bad ref is the one that counts */
+        b[n - 1] = 0x63;
+        b[n - 5] = 0x04;
+        assert_int_equal(decode2(b, n, &r, NULL, NULL), PG_RW_OK);
+        assert_one_invalid(&r, 0, PG_RW_BAD_SYMBOL_REF);
+    }
 }
 
 
