@@ -113,6 +113,24 @@ def corpus_rw():
         put("fuzz_rw", "raw-wire-" + name, raw)
         put("fuzz_rw", "snappy-wire-" + name, rw.compress(raw))
 
+    # invalid series among valid ones, metadata with text that is not UTF-8,
+    # more than 64 unsorted labels with a name twice
+    mixed = rw.raw_write_request([
+        rw.raw_series([(N, "ok")], [(1.0, T0)]),
+        rw.raw_series([("job", "x")], [(1.0, T0)]),
+        rw.raw_series([(N, "m"), ("a", b"\xff")], [(1.0, T0)]),
+        rw.raw_series([(N, "ok2")], [(1.0, T0)])])
+    put("fuzz_rw", "raw-mixed-invalid", mixed)
+    put("fuzz_rw", "snappy-mixed-invalid", rw.compress(mixed))
+    put("fuzz_rw", "raw-metadata-bad-utf8",
+        rw.write_request([], [rw.metadata("a", "COUNTER", "ok", ""),
+                              rw.metadata("b", "GAUGE", "ok", "")])
+        .replace(b"\x22\x02ok", b"\x22\x02\xc0\xaf", 1))
+    many = rw.raw_write_request([rw.raw_series(
+        [("l%02d" % (79 - i), "v") for i in range(80)] + [("l03", "w"), (N, "m")],
+        [(1.0, T0)])])
+    put("fuzz_rw", "raw-many-unsorted-duplicate", many)
+
     # snappy framing itself
     ok = rw.compress(rw.write_request(valid["basic"]))
     put("fuzz_rw", "snappy-truncated", ok[: len(ok) // 2])
@@ -347,10 +365,133 @@ def corpus_json():
     put("fuzz_json", "string-no-memory", b"\x82" + b"x" * 200)
 
 
+# --------------------------------------------------------------- fuzz_rw2
+
+def corpus_rw2():
+    """remote write 2.0 requests: valid ones of every shape, each validity
+    rule broken once, both created-timestamp layouts, refs packed and not,
+    and wire-format breakage"""
+    import rw2
+    from rw2 import f_bytes, f_double, f_packed, f_varint, v2_request, v2_series
+
+    def zz(n):                       # sint32/sint64 zigzag
+        return (n << 1) ^ (n >> 63)
+
+    def histogram(start=None):
+        span = f_varint(1, zz(-1)) + f_varint(2, 3)
+        h = (f_varint(1, 5) + f_double(3, 7.25) + f_varint(4, zz(2))
+             + f_bytes(11, span) + f_packed(12, [zz(1), zz(2), zz(-1)])
+             + f_varint(15, T0))
+        if start is not None:
+            h += f_varint(17, start)
+        return h
+
+    def full():
+        b = rw2.V2Builder()
+        b.series({"__name__": "req_bucket", "job": "x", "le": "0.5"},
+                 samples=[(3.0, T0), (4.0, T0 + 15000)],
+                 exemplars=[({"trace_id": "4bf92f3577b34da6"}, 0.42, T0)],
+                 metadata=("HISTOGRAM", "request latency", "seconds"),
+                 created_timestamp=T0 - 60000)
+        b.series({"__name__": "native", "job": "x"},
+                 histograms=[histogram()], metadata=("HISTOGRAM", "n", ""))
+        b.series({"__name__": "up", "job": "x"}, samples=[(1.0, T0)])
+        return b
+
+    valid = {"full": full().encode()}
+
+    b = rw2.V2Builder()
+    b.series({"__name__": "c_total"}, metadata=("COUNTER", "c", ""))
+    # rc.4: start timestamps in the sample and the histogram
+    b.payloads.append(v2_series([1, 2], metadata=(1, 0, 0))
+                      + f_bytes(2, f_double(1, 1.0) + f_varint(2, T0)
+                                + f_varint(3, T0 - 5000))
+                      + f_bytes(3, histogram(T0 - 7000)))
+    valid["rc4-start-timestamps"] = b.encode()
+
+    syms = ["", "__name__", "m", "job", "x"]
+    valid["unpacked-refs"] = v2_request(
+        syms, [b"".join(f_varint(1, r) for r in [1, 2, 3, 4])
+               + f_bytes(2, f_double(1, 1.0) + f_varint(2, T0))])
+    valid["split-refs"] = v2_request(
+        syms, [f_packed(1, [1, 2, 3]) + f_bytes(2, b"") + f_varint(1, 4)])
+    valid["interleaved"] = (f_bytes(4, b"") + f_bytes(5, f_packed(1, [1, 2]))
+                            + f_bytes(4, b"__name__") + f_bytes(4, b"z"))
+    valid["utf8-names"] = rw2.V2Builder().series(
+        {"__name__": "http.server.duration", "service.name": "checkout",
+         "city": "Zürich ✓ 𝄞"}, samples=[(1.0, T0)]).encode()
+    valid["unsorted"] = rw2.V2Builder().series(
+        [("job", "x"), ("__name__", "u"), ("a", "1")],
+        samples=[(1.0, T0)]).encode()
+    valid["symbols-only"] = v2_request(["", "a", "b"], [])
+    valid["empty"] = b""
+    valid["many-labels"] = rw2.V2Builder().series(
+        [("l%02d" % (79 - i), "v") for i in range(80)] + [("__name__", "m")],
+        samples=[(1.0, T0)]).encode()
+
+    for name, raw in valid.items():
+        put("fuzz_rw2", "raw-valid-" + name, raw)
+        put("fuzz_rw2", "snappy-valid-" + name, rw.compress(raw))
+
+    def one(labels, raw=False, **kw):
+        bl = rw2.V2Builder()
+        bl.series({"__name__": "ok"}, samples=[(1.0, T0)])
+        bl.series(labels, raw=raw, samples=[(2.0, T0)], **kw)
+        return bl.encode()
+
+    invalid = {
+        "no-name": one({"job": "x"}),
+        "empty-name": one({"__name__": ""}),
+        "empty-label-name": one([("__name__", "m"), ("", "x")]),
+        "duplicate": one([("__name__", "m"), ("a", "1"), ("a", "2")]),
+        "duplicate-apart": one([("a", "1"), ("__name__", "m"), ("a", "2")]),
+        "bad-utf8": one([("__name__", "m"), ("a", b"\xff")]),
+        "bad-utf8-name": one([("__name__", "m"), (b"\xed\xa0\x80", "v")]),
+        "ref-past-end": one([1, 2, 3, 99], raw=True),
+        "odd-refs": one([1, 2, 3], raw=True),
+        "exemplar-ref": v2_request(syms, [v2_series(
+            [1, 2], exemplars=[([3, 77], 1.0, T0)])]),
+        "metadata-ref": v2_request(syms, [v2_series(
+            [1, 2], metadata=(1, 55, 0))]),
+        "bad-symbols": v2_request(["junk", "__name__", "m"],
+                                  [v2_series([1, 2], [(1.0, T0)])]),
+        "exemplar-bad-utf8": rw2.V2Builder().series(
+            {"__name__": "m"}, exemplars=[({"t": b"\xff"}, 1.0, T0)],
+            metadata=("COUNTER", b"bad \xff", "")).encode(),
+    }
+    for name, raw in invalid.items():
+        put("fuzz_rw2", "raw-invalid-" + name, raw)
+        put("fuzz_rw2", "snappy-invalid-" + name, rw.compress(raw))
+
+    good = v2_series([1, 2], [(1.0, T0)])
+    wire = {
+        "truncated": valid["full"][:-3],
+        "symbol-varint": b"\x20\x00",
+        "series-varint": b"\x28\x00",
+        "refs-i64": v2_request(syms, [b"\x09" + b"\x00" * 8]),
+        "refs-packed-cut": v2_request(syms, [b"\x0a\x02\x01\x82"]),
+        "sample-wt": v2_request(syms, [good + b"\x12\x02\x08\x00"]),
+        "start-wt": v2_request(syms, [good + b"\x12\x02\x1a\x00"]),
+        "created-len": v2_request(syms, [good + b"\x32\x00"]),
+        "histogram-17-len": v2_request(syms, [good + b"\x1a\x03\x8a\x01\x00"]),
+        "span-i64": v2_request(syms, [good + f_bytes(3, f_bytes(
+            11, b"\x09" + b"\x00" * 8))]),
+        "metadata-len": v2_request(syms, [good + b"\x2a\x02\x0a\x00"]),
+        "unknown-fields": (b"\x0a\x00" + v2_request(
+            syms, [good + b"\x78\x01" + f_bytes(2, b"\x38\x01")])),
+        "metadata-twice": v2_request(syms, [good + f_bytes(5, b"\x08\x01\x18\x63")
+                                            + f_bytes(5, b"\x18\x04")]),
+    }
+    for name, raw in wire.items():
+        put("fuzz_rw2", "raw-wire-" + name, raw)
+        put("fuzz_rw2", "snappy-wire-" + name, rw.compress(raw))
+
+
 # ------------------------------------------------------------------- main
 
 TARGETS = {
     "fuzz_rw": corpus_rw,
+    "fuzz_rw2": corpus_rw2,
     "fuzz_exemplar": corpus_exemplar,
     "fuzz_promql": corpus_promql,
     "fuzz_matcher": corpus_matcher,

@@ -559,7 +559,10 @@ pg_rw1_check_exemplar(const uint8_t *p, const uint8_t *end)
 }
 
 
-/* -1 malformed, 0 valid, 1 text that is not UTF-8 */
+/*
+ * -1 malformed, 0 valid, 1 text that is not UTF-8.  A field met twice
+ * keeps its last value (protobuf's rule): only that one is checked.
+ */
 static int
 pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
 {
@@ -567,10 +570,10 @@ pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
     unsigned        wt;
     uint64_t        v;
     const uint8_t  *d;
-    size_t          n;
-    int             bad;
+    size_t          n, i;
+    pg_str_t        text[3];
 
-    bad = 0;
+    memset(text, 0, sizeof(text));
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
@@ -586,9 +589,10 @@ pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
             if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
                 return -1;
             }
-            if (!pg_rw_utf8_valid(d, n)) {
-                bad = 1;
-            }
+
+            i = field == 2 ? 0 : field - 3;
+            text[i].data = d;
+            text[i].len = n;
             break;
 
         default:
@@ -598,7 +602,17 @@ pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
         }
     }
 
-    return field < 0 ? -1 : bad;
+    if (field < 0) {
+        return -1;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (!pg_rw_utf8_valid(text[i].data, text[i].len)) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
