@@ -157,3 +157,39 @@ def get(name):
 
 def require_current():
     return os.environ.get("PROMGATE_REQUIRE_CURRENT") == "1"
+
+
+# ---- cosmetic differences between the Prometheus versions' answers
+#
+# Tests that compare promgate's answers with the Prometheus of their set
+# compare through these, so that promgate may follow either version's
+# wording (it follows 2.42 today; 3.5 is the one to match going forward):
+#
+#   JSON      2.42 escapes < > & in strings as \u003c \u003e \u0026
+#             (Go's encoding/json HTML escaping); 3.5 writes them as is.
+#   parse     an empty query: 2.42 "1:1: parse error: no expression found
+#             in input", 3.5 "unknown position: parse error: ...".
+#   regexp    2.42 quotes the anchored regexp in errors (`^(?:(a)$`), 3.5
+#             the one the user wrote (`(a`).
+#   times     2.42 "Invalid time value for 'start'", 3.5 "invalid time ...".
+
+_HTML_ESCAPES = (("\\u003c", "<"), ("\\u003e", ">"), ("\\u0026", "&"))
+
+
+def prom_json_normal(text):
+    """a Prometheus JSON answer with 2.42's HTML escapes undone"""
+    if text is None:
+        return None
+    for esc, ch in _HTML_ESCAPES:
+        text = text.replace(esc, ch)
+    return text
+
+
+def prom_error_normal(msg):
+    """a Prometheus API error text in one wording for 2.42 and 3.5"""
+    if not isinstance(msg, str):
+        return msg
+    msg = re.sub(r"^unknown position: parse error:", "1:1: parse error:", msg)
+    msg = re.sub(r"`\^\(\?:(.*)\)\$`", r"`\1`", msg)
+    msg = msg.replace("Invalid time value for", "invalid time value for")
+    return prom_json_normal(msg)
