@@ -487,6 +487,59 @@ def corpus_rw2():
         put("fuzz_rw2", "snappy-wire-" + name, rw.compress(raw))
 
 
+# -------------------------------------------------------------- fuzz_kafka
+
+def corpus_kafka():
+    """the remote write 2.0 seeds of fuzz_kafka (the 1.0, JSON and response
+    seeds beside them were written by hand and are left as they are)"""
+    import rw2
+    import snappy
+
+    def v2_valid():
+        b = rw2.V2Builder()
+        b.series({"__name__": "req_bucket", "job": "x", "le": "0.5"},
+                 samples=[(3.0, T0), (4.0, T0 + 15000)],
+                 exemplars=[({"trace_id": "4bf92f3577b34da6"}, 0.42, T0)],
+                 metadata=("HISTOGRAM", "request latency", "seconds"),
+                 created_timestamp=T0 - 60000)
+        b.series({"__name__": "up", "job": "x"}, samples=[(1.0, T0)])
+        return b.encode()
+
+    def v2_invalid():
+        b = rw2.V2Builder()
+        b.series({"__name__": "ok", "job": "x"}, samples=[(1.0, T0)])
+        b.series([("__name__", "dup"), ("job", "a"), ("job", "b")],
+                 samples=[(2.0, T0)])
+        b.series({"job": "noname"}, samples=[(3.0, T0)])
+        b.series([1, 99], raw=True, samples=[(4.0, T0)])   # ref past the end
+        return b.encode()
+
+    v1 = rw.write_request([rw.series("up", {"job": "x"}, [(1.0, T0)])])
+    v1_invalid = v1 + rw.raw_write_request(
+        [rw.raw_series([("job", "noname")], [(2.0, T0)])])
+
+    # the first byte: 0x30 auto, 0x31 prompb, 0x32 prompb-snappy,
+    # 0x80 prompb-v2, 0x84 with a 256-byte limit, 0x88 a 512-byte arena
+    put("fuzz_kafka", "v2", b"\x80" + v2_valid())
+    put("fuzz_kafka", "v2z", b"\x80" + snappy.compress(v2_valid()))
+    put("fuzz_kafka", "v2_small_arena", b"\x88" + v2_valid())
+    put("fuzz_kafka", "v2_small_limit", b"\x84" + snappy.compress(v2_valid()))
+    put("fuzz_kafka", "v2_invalid_series", b"\x80" + v2_invalid())
+    put("fuzz_kafka", "v2_bad_symbols",
+        b"\x80" + rw2.v2_request(["x", "__name__", "up"],
+                                 [rw2.v2_series([1, 2], [(1.0, T0)])]))
+    put("fuzz_kafka", "v2_given_v1", b"\x80" + snappy.compress(v1))
+    put("fuzz_kafka", "v2_empty_snappy", b"\x80\x00")
+    put("fuzz_kafka", "auto_v2", b"\x30" + v2_valid())
+    put("fuzz_kafka", "auto_v2z", b"\x30" + snappy.compress(v2_valid()))
+    put("fuzz_kafka", "auto_v1_invalid_series",
+        b"\x30" + snappy.compress(v1_invalid))
+    put("fuzz_kafka", "auto_both_versions", b"\x30" + v2_valid() + v1)
+    put("fuzz_kafka", "prompb_given_v2", b"\x31" + v2_valid())
+    put("fuzz_kafka", "prompb_snappy_given_v2",
+        b"\x32" + snappy.compress(v2_invalid()))
+
+
 # ------------------------------------------------------------------- main
 
 TARGETS = {
@@ -499,6 +552,7 @@ TARGETS = {
     "fuzz_wal": corpus_wal,
     "fuzz_policy": corpus_policy,
     "fuzz_json": corpus_json,
+    "fuzz_kafka": corpus_kafka,
 }
 
 

@@ -606,7 +606,8 @@ ngx_http_promgate_kafka_consumer(ngx_conf_t *cf, ngx_command_t *cmd,
             if (format < 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid format \"%V\": expected auto, "
-                                   "prompb, prompb-snappy or json", &v);
+                                   "prompb, prompb-snappy, prompb-v2 or "
+                                   "json", &v);
                 return NGX_CONF_ERROR;
             }
 
@@ -2171,23 +2172,32 @@ ngx_http_promgate_kafka_palloc(void *ctx, size_t size)
 }
 
 
+/* the request head: remote write 1.0 or 2.0, as the body is */
+
 static u_char *
 ngx_http_promgate_kafka_head(ngx_http_promgate_kafka_partition_t *p,
-    ngx_pool_t *pool, size_t body, pg_str_t *tenant, size_t *len)
+    ngx_pool_t *pool, size_t body, pg_rw_version_e version, pg_str_t *tenant,
+    size_t *len)
 {
     u_char                                   *head, *last;
     size_t                                    size;
     ngx_http_promgate_kafka_consumer_conf_t  *cc;
 
+    static ngx_str_t  v1 = ngx_string(
+                          "Content-Type: application/x-protobuf\r\n"
+                          "X-Prometheus-Remote-Write-Version: 0.1.0\r\n");
+    static ngx_str_t  v2 = ngx_string(
+                          "Content-Type: application/x-protobuf;"
+                          "proto=io.prometheus.write.v2.Request\r\n"
+                          "X-Prometheus-Remote-Write-Version: 2.0.0\r\n");
+
     cc = p->consumer->conf;
 
     size = sizeof("POST  HTTP/1.1\r\nHost: \r\n"
-                  "Content-Type: application/x-protobuf\r\n"
                   "Content-Encoding: snappy\r\n"
-                  "X-Prometheus-Remote-Write-Version: 0.1.0\r\n"
                   "User-Agent: promgate-kafka/" PG_VERSION "\r\n"
                   "Content-Length: \r\n: \r\n\r\n")
-           + cc->target.len + cc->host.len + NGX_SIZE_T_LEN
+           + v2.len + cc->target.len + cc->host.len + NGX_SIZE_T_LEN
            + cc->tenant_header.len + tenant->len;
 
     head = ngx_pnalloc(pool, size);
@@ -2196,12 +2206,11 @@ ngx_http_promgate_kafka_head(ngx_http_promgate_kafka_partition_t *p,
     }
 
     last = ngx_sprintf(head, "POST %V HTTP/1.1\r\nHost: %V\r\n"
-                       "Content-Type: application/x-protobuf\r\n"
+                       "%V"
                        "Content-Encoding: snappy\r\n"
-                       "X-Prometheus-Remote-Write-Version: 0.1.0\r\n"
                        "User-Agent: promgate-kafka/" PG_VERSION "\r\n"
                        "Content-Length: %uz\r\n", &cc->target, &cc->host,
-                       body);
+                       version == PG_RW_V2 ? &v2 : &v1, body);
 
     if (tenant->len) {
         last = ngx_sprintf(last, "%V: %*s\r\n", &cc->tenant_header,
@@ -2261,10 +2270,13 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
 
     /*
      * The batch is the head of the partition's queue: poison and empty
-     * messages met on the way are done with at once.
+     * messages met on the way are done with at once.  A closed batch
+     * (full, or holding a 2.0 message) ends the walk: the next message is
+     * not decoded for nothing.
      */
 
-    for (q = ngx_queue_head(&p->msgs); q != ngx_queue_sentinel(&p->msgs);
+    for (q = ngx_queue_head(&p->msgs);
+         q != ngx_queue_sentinel(&p->msgs) && !pg_kafka_batch_closed(&b);
          q = next)
     {
         next = ngx_queue_next(q);
@@ -2286,16 +2298,25 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
             continue;
         }
 
-        if (d.stats.series == 0 && d.stats.metadata == 0) {
-            /* an empty WriteRequest: nothing to store */
+        if (d.stats.series == 0 && d.stats.metadata == 0 && d.invalid == 0)
+        {
+            /* an empty request: nothing to store */
             ngx_queue_remove(q);
             (void) ngx_atomic_fetch_add(&c->cs->acked, 1);
             ngx_http_promgate_kafka_msg_done(m);
             continue;
         }
 
-        if (!pg_kafka_batch_add(&b, d.len, m->limit, m->tenant)) {
+        if (!pg_kafka_batch_add(&b, d.len, m->limit, m->tenant, d.version)) {
             break;
+        }
+
+        if (d.invalid) {
+            /* the target drops them and counts them (or refuses: split) */
+            ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_http_promgate_kafka_w.log,
+                           0, "promgate kafka: %s/%D offset %L: %uL invalid "
+                           "series, first: %s", p->topic, p->partition,
+                           m->offset, d.invalid, d.error);
         }
 
         piece = ngx_array_push(&pieces);
@@ -2307,7 +2328,7 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
         piece->len = d.len;
 
         if (b.count == 1) {
-            single = (d.format == PG_KAFKA_FORMAT_PROMPB_SNAPPY);
+            single = d.snappy;
         }
 
         p->batch_stats.samples += d.stats.samples;
@@ -2334,7 +2355,10 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
 
     if (b.count == 1 && single) {
 
-        /* one message as remote write sends it: forwarded byte-for-byte */
+        /*
+         * One message as remote write sends it: forwarded byte-for-byte.
+         * So is every snappy 2.0 message: one per post, never merged.
+         */
 
         p->post.body.data = first->rkm->payload;
         p->post.body.len = first->rkm->len;
@@ -2378,6 +2402,7 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
 
     p->post.head.data = ngx_http_promgate_kafka_head(p, pool,
                                                      p->post.body.len,
+                                                     b.version,
                                                      &first->tenant, &hlen);
     if (p->post.head.data == NULL) {
         ngx_destroy_pool(pool);

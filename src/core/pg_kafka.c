@@ -1,17 +1,21 @@
 /*
  * Kafka consumer logic without nginx or librdkafka: see pg_kafka.h.
  *
- * A message becomes an uncompressed WriteRequest: a prompb message as it
- * is, prompb-snappy decoded, and the JSON of prometheus-kafka-adapter built
+ * A message becomes an uncompressed request: a raw protobuf message as it
+ * is, a snappy one decoded, and the JSON of prometheus-kafka-adapter built
  * with protobuf-c into a WriteRequest of one series and one sample.  Every
- * message is validated by the same scan as an HTTP write (pg_rw_scan), so
- * a bad one is known as poison before anything is posted.  Serialized
+ * request is decoded by the same code as an HTTP write (pg_rw_decode), so a
+ * message that is not a well-formed request is known as poison before
+ * anything is posted; invalid series in a well-formed one are the target
+ * location's to drop (or refuse), as for an HTTP write.  Serialized 1.0
  * WriteRequests concatenate into one WriteRequest (protobuf merges repeated
- * fields), which is how a batch is built.
+ * fields), which is how a batch is built; 2.0 Requests do not (see
+ * pg_kafka_batch_add()).
  */
 
 #include "pg_kafka.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,7 +27,7 @@
 /* ------------------------------------------------------------ formats */
 
 static const char  *pg_kafka_formats[] = {
-    "auto", "prompb", "prompb-snappy", "json"
+    "auto", "prompb", "prompb-snappy", "json", "prompb-v2"
 };
 
 
@@ -49,7 +53,7 @@ pg_kafka_format_parse(const uint8_t *name, size_t len)
 const char *
 pg_kafka_format_name(pg_kafka_format_e format)
 {
-    if ((unsigned) format > PG_KAFKA_FORMAT_JSON) {
+    if ((unsigned) format > PG_KAFKA_FORMAT_PROMPB_V2) {
         return "unknown";
     }
 
@@ -57,60 +61,227 @@ pg_kafka_format_name(pg_kafka_format_e format)
 }
 
 
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
 static pg_kafka_rc_e
 pg_kafka_poison(pg_kafka_decoded_t *out, const char *reason,
-    const char *fmt, const char *detail)
+    const char *fmt, ...)
 {
+    va_list  args;
+
     out->reason = reason;
-    snprintf(out->error, sizeof(out->error), fmt, detail);
+
+    va_start(args, fmt);
+    vsnprintf(out->error, sizeof(out->error), fmt, args);
+    va_end(args);
 
     return PG_KAFKA_POISON;
 }
 
 
-/* a WriteRequest as it is: the scan validates it */
+/* ------------------------------------------- remote write 1.0 or 2.0 */
 
-static pg_kafka_rc_e
-pg_kafka_decode_prompb(const uint8_t *msg, size_t len,
-    pg_kafka_decoded_t *out)
+/* a varint; 0, or -1 past the end or above 64 bits */
+
+static int
+pg_kafka_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
 {
-    pg_rw_reason_e  reason;
-    pg_rw_error_t   err;
+    const uint8_t  *p;
+    uint64_t        r;
+    unsigned        shift;
 
-    memset(&out->stats, 0, sizeof(pg_rw_stats_t));
+    p = *pp;
+    r = 0;
 
-    reason = pg_rw_scan(msg, len, &out->stats, &err, NULL, NULL);
+    for (shift = 0; shift < 64 && p < end; shift += 7) {
+        r |= (uint64_t) (*p & 0x7f) << shift;
 
-    if (reason != PG_RW_OK) {
-        return pg_kafka_poison(out, pg_rw_reason_name(reason),
-                               "invalid WriteRequest: %s", err.message);
+        if (*p++ < 0x80) {
+            *v = r;
+            *pp = p;
+            return 0;
+        }
     }
 
-    out->format = PG_KAFKA_FORMAT_PROMPB;
-    out->data = msg;
+    return -1;
+}
+
+
+unsigned
+pg_kafka_rw_fields(const uint8_t *msg, size_t len)
+{
+    uint64_t        key, n;
+    unsigned        fields;
+    const uint8_t  *p, *end;
+
+    p = msg;
+    end = msg + len;
+    fields = 0;
+
+    while (p < end
+           && fields != (PG_KAFKA_FIELDS_V1 | PG_KAFKA_FIELDS_V2))
+    {
+        if (pg_kafka_varint(&p, end, &key) != 0) {
+            break;
+        }
+
+        switch (key >> 3) {
+        case 1:
+        case 3:
+            fields |= PG_KAFKA_FIELDS_V1;
+            break;
+        case 4:
+        case 5:
+            fields |= PG_KAFKA_FIELDS_V2;
+            break;
+        }
+
+        switch (key & 7) {
+
+        case 0:
+            if (pg_kafka_varint(&p, end, &n) != 0) {
+                return fields;
+            }
+            break;
+
+        case 1:
+            if (end - p < 8) {
+                return fields;
+            }
+            p += 8;
+            break;
+
+        case 2:
+            if (pg_kafka_varint(&p, end, &n) != 0
+                || n > (uint64_t) (end - p))
+            {
+                return fields;
+            }
+            p += n;
+            break;
+
+        case 5:
+            if (end - p < 4) {
+                return fields;
+            }
+            p += 4;
+            break;
+
+        default:
+            return fields;          /* groups: no remote-write message */
+        }
+    }
+
+    return fields;
+}
+
+
+/*
+ * An uncompressed request, of the version `want` (0: the one its fields
+ * say), through the remote-write decoder.
+ */
+
+static pg_kafka_rc_e
+pg_kafka_decode_request(const uint8_t *buf, size_t len, pg_rw_version_e want,
+    pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    unsigned          fields;
+    pg_rw_reason_e    reason;
+    pg_rw_version_e   version;
+    pg_rw_request_t   req;
+
+    fields = pg_kafka_rw_fields(buf, len);
+
+    if (fields == (PG_KAFKA_FIELDS_V1 | PG_KAFKA_FIELDS_V2)) {
+        return pg_kafka_poison(out, "malformed", "%s",
+                               "top-level fields of both remote write 1.0 "
+                               "(1, 3) and 2.0 (4, 5)");
+    }
+
+    /* no field of either: an empty request, whichever version */
+
+    version = (fields == PG_KAFKA_FIELDS_V2) ? PG_RW_V2 : PG_RW_V1;
+
+    if (want != 0 && fields != 0 && version != want) {
+        return pg_kafka_poison(out, "malformed", "%s",
+                               want == PG_RW_V1
+                               ? "a remote write 2.0 Request (top-level "
+                                 "fields 4, 5), not a 1.0 WriteRequest: "
+                                 "use format=prompb-v2 or auto"
+                               : "a remote write 1.0 WriteRequest (top-level "
+                                 "fields 1, 3), not a 2.0 Request: use "
+                                 "format=auto");
+    }
+
+    if (want != 0) {
+        version = want;
+    }
+
+    reason = pg_rw_decode(buf, len, version, a, &req, NULL, NULL);
+
+    if (reason == PG_RW_NOMEM) {
+        return PG_KAFKA_NOMEM;
+    }
+
+    if (reason != PG_RW_OK) {
+        /* MALFORMED, or a 2.0 symbols[0] that is not "" */
+        return pg_kafka_poison(out, "malformed", "invalid %s: %s",
+                               version == PG_RW_V2 ? "2.0 Request"
+                                                   : "WriteRequest",
+                               req.first.message);
+    }
+
+    out->version = version;
+    out->data = buf;
     out->len = len;
+    out->stats = req.stats;
+    out->invalid = req.invalid_series + req.invalid_metadata;
+    out->reason = NULL;
+    out->error[0] = '\0';
+
+    if (out->invalid) {
+        snprintf(out->error, sizeof(out->error), "%s", req.first.message);
+    }
 
     return PG_KAFKA_OK;
 }
 
 
 static pg_kafka_rc_e
-pg_kafka_decode_snappy(const uint8_t *msg, size_t len, size_t max_decoded,
-    pg_allocator_t *a, pg_kafka_decoded_t *out)
+pg_kafka_decode_raw(const uint8_t *msg, size_t len, pg_rw_version_e want,
+    size_t max_decoded, pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    if (len > max_decoded) {
+        return pg_kafka_poison(out, "too_large", "the message (%zu bytes) is "
+                               "above the size limit of %zu", len,
+                               max_decoded);
+    }
+
+    out->snappy = 0;
+
+    return pg_kafka_decode_request(msg, len, want, a, out);
+}
+
+
+/* out->snappy is set once the message proved a snappy block */
+
+static pg_kafka_rc_e
+pg_kafka_decode_snappy(const uint8_t *msg, size_t len, pg_rw_version_e want,
+    size_t max_decoded, pg_allocator_t *a, pg_kafka_decoded_t *out)
 {
     size_t          dlen;
     uint8_t        *buf;
-    pg_kafka_rc_e   rc;
     pg_snappy_rc_e  src;
-    char            size[64];
+
+    out->snappy = 0;
 
     src = pg_snappy_decoded_length(msg, len, max_decoded, &dlen);
 
     if (src == PG_SNAPPY_TOO_LARGE) {
-        snprintf(size, sizeof(size), "%zu bytes above the limit of %zu",
-                 dlen, max_decoded);
-        return pg_kafka_poison(out, "too_large",
-                               "the snappy block declares %s", size);
+        return pg_kafka_poison(out, "too_large", "the snappy block declares "
+                               "%zu bytes, above the limit of %zu", dlen,
+                               max_decoded);
     }
 
     if (src != PG_SNAPPY_OK) {
@@ -129,13 +300,63 @@ pg_kafka_decode_snappy(const uint8_t *msg, size_t len, size_t max_decoded,
                                "the snappy block is corrupt");
     }
 
-    rc = pg_kafka_decode_prompb(buf, dlen, out);
+    out->snappy = 1;
 
-    if (rc == PG_KAFKA_OK) {
-        out->format = PG_KAFKA_FORMAT_PROMPB_SNAPPY;
+    return pg_kafka_decode_request(buf, dlen, want, a, out);
+}
+
+
+/*
+ * auto and prompb-v2: snappy first (what remote write sends), then raw.  A
+ * snappy block that happens to decode into a well-formed request, or the
+ * reverse, would need both to be valid protobuf: the decoder tells them
+ * apart in practice.  When neither works, a message that was a snappy
+ * block (or declared a size above the limit, which a raw request's first
+ * byte cannot) is reported as snappy.
+ */
+
+static pg_kafka_rc_e
+pg_kafka_decode_either(const uint8_t *msg, size_t len, pg_rw_version_e want,
+    size_t max_decoded, pg_allocator_t *a, pg_kafka_decoded_t *out)
+{
+    unsigned        was_snappy;
+    const char     *snappy_reason;
+    pg_kafka_rc_e   rc;
+    char            snappy_error[sizeof(out->error)];
+    char            raw_error[256];
+
+    rc = pg_kafka_decode_snappy(msg, len, want, max_decoded, a, out);
+
+    if (rc != PG_KAFKA_POISON) {
+        return rc;
     }
 
-    return rc;
+    was_snappy = out->snappy;
+    snappy_reason = out->reason;
+    memcpy(snappy_error, out->error, sizeof(snappy_error));
+
+    rc = pg_kafka_decode_raw(msg, len, want, max_decoded, a, out);
+
+    if (rc != PG_KAFKA_POISON) {
+        return rc;
+    }
+
+    if (was_snappy || strcmp(snappy_reason, "too_large") == 0) {
+        out->snappy = was_snappy;
+        out->reason = snappy_reason;
+        snprintf(out->error, sizeof(out->error),
+                 "snappy-compressed: %.600s", snappy_error);
+        return PG_KAFKA_POISON;
+    }
+
+    memcpy(raw_error, out->error, sizeof(raw_error) - 1);
+    raw_error[sizeof(raw_error) - 1] = '\0';
+
+    out->reason = "malformed";
+    snprintf(out->error, sizeof(out->error), "neither snappy-compressed "
+             "(%.200s) nor raw (%s)", snappy_error, raw_error);
+
+    return PG_KAFKA_POISON;
 }
 
 
@@ -958,7 +1179,7 @@ parsed:
 
     size = prometheus__write_request__pack(&wr, buf);
 
-    rc = pg_kafka_decode_prompb(buf, size, out);
+    rc = pg_kafka_decode_request(buf, size, PG_RW_V1, a, out);
 
     if (rc == PG_KAFKA_OK) {
         out->format = PG_KAFKA_FORMAT_JSON;
@@ -985,11 +1206,13 @@ pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg, size_t len,
     size_t max_decoded, pg_allocator_t *a, pg_kafka_decoded_t *out)
 {
     pg_kafka_rc_e  rc;
-    char           snappy_error[sizeof(out->error)];
 
     out->format = format;
+    out->version = PG_RW_V1;
+    out->snappy = 0;
     out->data = NULL;
     out->len = 0;
+    out->invalid = 0;
     out->reason = NULL;
     out->error[0] = '\0';
     memset(&out->stats, 0, sizeof(pg_rw_stats_t));
@@ -997,53 +1220,36 @@ pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg, size_t len,
     switch (format) {
 
     case PG_KAFKA_FORMAT_PROMPB:
-        if (len > max_decoded) {
-            return pg_kafka_poison(out, "too_large", "%s",
-                                   "the message is above the size limit");
-        }
-
-        return pg_kafka_decode_prompb(msg, len, out);
+        return pg_kafka_decode_raw(msg, len, PG_RW_V1, max_decoded, a, out);
 
     case PG_KAFKA_FORMAT_PROMPB_SNAPPY:
-        return pg_kafka_decode_snappy(msg, len, max_decoded, a, out);
+        return pg_kafka_decode_snappy(msg, len, PG_RW_V1, max_decoded, a,
+                                      out);
 
     case PG_KAFKA_FORMAT_JSON:
         return pg_kafka_decode_json(msg, len, max_decoded, a, out);
+
+    case PG_KAFKA_FORMAT_PROMPB_V2:
+        return pg_kafka_decode_either(msg, len, PG_RW_V2, max_decoded, a,
+                                      out);
 
     default:
         break;
     }
 
-    /*
-     * auto: snappy first (what remote write sends).  A snappy block that
-     * happens to scan as a WriteRequest, or the reverse, would need both
-     * to be valid protobuf: the scan tells them apart in practice.
-     */
+    /* auto: the version from the fields, raw or snappy as they decode */
 
-    rc = pg_kafka_decode_snappy(msg, len, max_decoded, a, out);
+    rc = pg_kafka_decode_either(msg, len, 0, max_decoded, a, out);
 
-    if (rc != PG_KAFKA_POISON) {
-        return rc;
+    if (rc == PG_KAFKA_OK && out->version == PG_RW_V1) {
+        out->format = out->snappy ? PG_KAFKA_FORMAT_PROMPB_SNAPPY
+                                  : PG_KAFKA_FORMAT_PROMPB;
+
+    } else if (rc == PG_KAFKA_OK) {
+        out->format = PG_KAFKA_FORMAT_PROMPB_V2;
     }
 
-    memcpy(snappy_error, out->error, sizeof(snappy_error));
-
-    if (len <= max_decoded) {
-        rc = pg_kafka_decode_prompb(msg, len, out);
-
-        if (rc != PG_KAFKA_POISON) {
-            out->reason = NULL;
-            out->error[0] = '\0';
-            return rc;
-        }
-    }
-
-    out->reason = "malformed";
-    snprintf(out->error, sizeof(out->error), "neither prompb-snappy (%.140s) "
-             "nor prompb (%.140s)", snappy_error,
-             len <= max_decoded ? out->error : "too large");
-
-    return PG_KAFKA_POISON;
+    return rc;
 }
 
 
@@ -1202,34 +1408,45 @@ pg_kafka_batch_init(pg_kafka_batch_t *b, size_t max_count, size_t max_bytes)
     b->limit = 0;
     b->tenant.data = NULL;
     b->tenant.len = 0;
+    b->version = PG_RW_V1;
+}
+
+
+static size_t
+pg_kafka_batch_max(const pg_kafka_batch_t *b)
+{
+    if (b->version == PG_RW_V2) {
+        return 1;
+    }
+
+    if (b->limit && b->limit < b->max_count) {
+        return b->limit;
+    }
+
+    return b->max_count;
 }
 
 
 int
 pg_kafka_batch_add(pg_kafka_batch_t *b, size_t size, uint32_t limit,
-    pg_str_t tenant)
+    pg_str_t tenant, pg_rw_version_e version)
 {
-    size_t  max;
-
     if (b->count == 0) {
         b->limit = limit;
         b->tenant = tenant;
+        b->version = version;
         b->count = 1;
         b->bytes = size;
         return 1;
     }
 
-    if (limit != b->limit || !pg_str_eq(tenant, b->tenant)) {
+    if (limit != b->limit || !pg_str_eq(tenant, b->tenant)
+        || version != b->version)
+    {
         return 0;
     }
 
-    max = b->max_count;
-
-    if (b->limit && b->limit < max) {
-        max = b->limit;
-    }
-
-    if (b->count >= max || size > b->max_bytes - b->bytes
+    if (b->count >= pg_kafka_batch_max(b) || size > b->max_bytes - b->bytes
         || b->bytes > b->max_bytes)
     {
         return 0;
@@ -1239,6 +1456,13 @@ pg_kafka_batch_add(pg_kafka_batch_t *b, size_t size, uint32_t limit,
     b->bytes += size;
 
     return 1;
+}
+
+
+int
+pg_kafka_batch_closed(const pg_kafka_batch_t *b)
+{
+    return b->count != 0 && b->count >= pg_kafka_batch_max(b);
 }
 
 

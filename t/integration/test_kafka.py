@@ -1,7 +1,8 @@
 """Kafka consumers in every worker (ngx_http_promgate_kafka_module) against
 the mock broker of t/kafka_mock.c, the session's Prometheus and
 VictoriaMetrics, and a gate (kafka_gate.py) that plays a storage going down
-or refusing one message.
+or refusing one message.  Messages are remote write 1.0 (rw.py), 2.0
+(rw2.py's V2Builder) or the JSON of prometheus-kafka-adapter.
 
 Every consumer here uses session.timeout.ms 6000: the mock waits that long
 for members that left without a word (kill -9).
@@ -18,8 +19,10 @@ import time
 
 import pytest
 import requests
+import snappy
 
 import rw
+import rw2
 from conftest import gateway_http
 from fakeup import Resp, free_port
 from kafka_broker import MockKafka
@@ -131,6 +134,20 @@ def wr(name, i, t, exemplar=False, extra=None):
         if exemplar else []
     return rw.write_request([rw.series(name, labels, [(i + 0.5, t)],
                                        exemplars=ex)])
+
+
+def v2_message(name, first, count, t, exemplar=True, extra=None):
+    """a remote write 2.0 Request of `count` series name{i=first...}, one
+    sample each (value i + 0.5), an exemplar each, and metadata"""
+    b = rw2.V2Builder()
+    for i in range(first, first + count):
+        labels = {"__name__": name, "i": str(i)}
+        labels.update(extra or {})
+        ex = [({"trace_id": "%s-%d" % (name[-8:], i)}, float(i), t)] \
+            if exemplar else []
+        b.series(labels, samples=[(i + 0.5, t)], exemplars=ex,
+                 metadata=("GAUGE", "a gauge from Kafka", ""))
+    return b.encode()
 
 
 def adapter_json(name, i, t):
@@ -245,6 +262,245 @@ def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
         got = sorted(x["labels"]["trace_id"] for s in r.json()["data"]
                      for x in s["exemplars"])
         assert got == sorted("%s-%d" % (metric[-8:], i) for i in range(10))
+
+
+def test_v2_messages_reach_both_storages(sockdir, kafka, make_nginx, prom,
+                                        vm, nginx_bin, module_path):
+    """remote write 2.0 messages, raw and snappy, consumed with
+    format=prompb-v2, and mixed with 1.0 ones under auto, reach Prometheus
+    and VictoriaMetrics through the location's default (proto=v1) targets,
+    which every server set takes: every sample arrives, the exemplars are in
+    Prometheus and in the gateway's exemplar zone, every message is
+    acknowledged and every offset committed, nothing is poison"""
+    exemplars, why = module_has(
+        nginx_bin, module_path,
+        EXEMPLAR_ZONE + "    server { listen 127.0.0.1:%d; location / "
+        "{ promgate_exemplar_query kexemplars; } }" % free_port())
+
+    name = rw.uniq("kv2")
+    topics = {"v2": "prompb-v2", "au": "auto"}
+    for t_ in topics:
+        kafka.create(name + t_, 2)
+
+    consumers = ["topic=%s group=%s-%s format=%s target=/api/v1/write "
+                 "socket=%s/v.sock batch=7" % (name + t_, name, t_, f, sockdir)
+                 for t_, f in topics.items()]
+    extra = {}
+    if exemplars:
+        extra = dict(http_extra=EXEMPLAR_ZONE,
+                     write_extra="promgate_exemplars kexemplars;",
+                     server_extra="location = /api/v1/query_exemplars "
+                                  "{ promgate_exemplar_query kexemplars; }")
+    n = start_gateway(make_nginx, [("prom", prom.url), ("vm", vm.url)],
+                      kafka.bootstrap, consumers, **extra)
+
+    t = (rw.now_ms() // 1000 - 20) * 1000
+
+    # prompb-v2: 6 messages of 3 series, raw and snappy in turn
+    v2 = name + "v2"
+    msgs = [v2_message(v2, 3 * k, 3, t) for k in range(6)]
+    msgs = [rw.compress(m) if k % 2 else m for k, m in enumerate(msgs)]
+    kafka.produce(v2, msgs)
+
+    # auto: 2.0 raw, 2.0 snappy, 1.0 raw, 1.0 snappy, in turn; 2 series each
+    au = name + "au"
+    msgs = []
+    for k in range(12):
+        if k % 4 < 2:
+            raw = v2_message(au, 2 * k, 2, t)
+        else:
+            raw = rw.write_request(
+                [rw.series(au, {"i": str(i)}, [(i + 0.5, t)],
+                           exemplars=[({"trace_id": "%s-%d" % (au[-8:], i)},
+                                       float(i), t)])
+                 for i in (2 * k, 2 * k + 1)])
+        msgs.append(rw.compress(raw) if k % 2 else raw)
+    kafka.produce(au, msgs)
+
+    for metric, count in ((v2, 18), (au, 24)):
+        want = expect(metric, count, t)
+        assert wait_for(lambda: prom_count(prom, metric) >= count, 30), \
+            (metric, prom_count(prom, metric))
+        assert plain(prom.samples(metric)) == want, metric
+        got = poll_samples(vm, metric, count, timeout=30, min_samples=count)
+        assert plain(got) == want, metric
+
+        ex = prom.exemplars(metric, t / 1000 - 60, t / 1000 + 60)
+        assert sum(len(s["exemplars"]) for s in ex) == count, (metric, ex)
+
+    # every offset committed (a partition that got no message has none)
+    for t_ in topics:
+        topic, group = name + t_, "%s-%s" % (name, t_)
+        ends = {p: hi for p, (_, hi) in kafka.hwm(topic).items() if hi}
+        assert wait_for(lambda: {p: o for p, o in
+                                 kafka.committed(group, topic).items()
+                                 if p in ends} == ends, 20), \
+            (t_, kafka.committed(group, topic), ends)
+
+    # at least once: a rebalance as the second worker joins may re-deliver
+    m = kafka_metrics(n)
+    if m is not None:
+        for t_, messages, samples in (("v2", 6, 18), ("au", 12, 24)):
+            group = "%s-%s" % (name, t_)
+            assert m.sum("promgate_kafka_acked_messages_total",
+                         group=group) >= messages
+            assert m.sum("promgate_kafka_samples_total",
+                         group=group) >= samples
+            assert m.sum("promgate_kafka_exemplars_total",
+                         group=group) >= samples
+            assert m.sum("promgate_kafka_poison_total", group=group) == 0
+        # a 2.0 message is posted alone
+        assert m.sum("promgate_kafka_posts_total", group=name + "-v2",
+                     outcome="stored") >= 6
+
+    if not exemplars:
+        pytest.skip("promgate_exemplar_query is not in this module build: "
+                    "exemplars were checked in Prometheus only (%s)"
+                    % why.strip().splitlines()[0])
+
+    for metric, count in ((v2, 18), (au, 24)):
+        r = requests.get(n.url("/api/v1/query_exemplars"),
+                         params={"query": metric, "start": t / 1000 - 60,
+                                 "end": t / 1000 + 60}, timeout=10)
+        assert r.status_code == 200, r.text
+        got = sorted(x["labels"]["trace_id"] for s in r.json()["data"]
+                     for x in s["exemplars"])
+        assert got == sorted("%s-%d" % (metric[-8:], i)
+                             for i in range(count)), metric
+
+
+def test_v2_message_is_posted_alone_as_sent(sockdir, kafka, make_nginx,
+                                            make_fake):
+    """each 2.0 message is posted alone, with the 2.0 Content-Type and
+    version header, never merged with its neighbours: a proto=asis target
+    gets a snappy one byte for byte and a raw one as its bytes compressed;
+    1.0 messages next to them still go in 1.0 posts of their own"""
+    up = make_fake(default=Resp(204))
+    name = rw.uniq("kv2a")
+    kafka.create(name, 1)
+    # one worker: no rebalance that would re-deliver (and re-post)
+    start_gateway(make_nginx, [("fake", up.url, "proto=asis")],
+                  kafka.bootstrap,
+                  ["topic=%s group=%s format=auto target=/api/v1/write "
+                   "socket=%s/a.sock batch=50" % (name, name, sockdir)],
+                  workers=1)
+    t = rw.now_ms()
+    v2a, v2b, v2c = (v2_message(name, 0, 2, t), v2_message(name, 2, 2, t),
+                     v2_message(name, 4, 1, t))
+    msgs = [rw.compress(v2a), v2b, wr(name, 5, t), rw.compress(wr(name, 6, t)),
+            rw.compress(v2c)]
+    kafka.produce(name, msgs)
+
+    def series_seen():
+        seen = []
+        for p in up.posts():
+            body = snappy.decompress(p.body)
+            if "v2.Request" in (p.headers.get("Content-Type") or ""):
+                seen += [dict(s["labels"])["i"]
+                         for s in rw2.decode_v2(body)["timeseries"]]
+            else:
+                seen += [dict((l.name, l.value) for l in s.labels)["i"]
+                         for s in rw.decode_request(p.body).timeseries]
+        return seen
+
+    assert wait_for(lambda: len(series_seen()) >= 7, 30), series_seen()
+    assert sorted(series_seen()) == [str(i) for i in range(7)]
+
+    v2_posts = [p for p in up.posts()
+                if "v2.Request" in (p.headers.get("Content-Type") or "")]
+    v1_posts = [p for p in up.posts() if p not in v2_posts]
+    assert [snappy.decompress(p.body) for p in v2_posts] == \
+        [v2a, v2b, v2c]
+    # the snappy one as the sender made it (the target takes it as is)
+    assert v2_posts[0].body == msgs[0]
+    for p in v2_posts:
+        assert p.headers["Content-Type"] == rw2.V2_CONTENT_TYPE
+        assert p.headers["X-Prometheus-Remote-Write-Version"] == "2.0.0"
+    for p in v1_posts:
+        assert "v2" not in (p.headers.get("Content-Type") or "")
+        assert {dict((l.name, l.value) for l in s.labels)["i"]
+                for s in rw.decode_request(p.body).timeseries} <= {"5", "6"}
+
+
+@pytest.mark.parametrize("policy", ["drop", "reject"])
+def test_invalid_series_do_not_make_poison(sockdir, kafka, make_nginx, prom,
+                                           policy):
+    """a message mixing valid and invalid series (2.0 or 1.0) is not
+    poison: with promgate_invalid_series drop (the default) its valid
+    series are stored and it is committed, not sent to the DLQ; with reject
+    the location answers 400, the batch is split and the message alone is
+    poison (rejected).  A 2.0 message whose symbols[0] is not "" is poison
+    (malformed) either way, and never stalls the partition"""
+    name = rw.uniq("kinv")
+    topic, group, dlq = name, name + "-g", name + "-dlq"
+    kafka.create(topic, 1)
+    kafka.create(dlq, 1)
+    # one worker: no rebalance that would re-deliver (and count twice)
+    n = start_gateway(make_nginx, [("prom", prom.url)], kafka.bootstrap,
+                      ["topic=%s group=%s format=auto dlq=%s "
+                       "target=/api/v1/write socket=%s/i.sock batch=50"
+                       % (topic, group, dlq, sockdir)],
+                      write_extra="promgate_invalid_series %s;" % policy,
+                      workers=1)
+    t = rw.now_ms() - 10000
+
+    def v2_mixed(first):
+        b = rw2.V2Builder()
+        b.series({"__name__": name, "i": str(first)},
+                 samples=[(first + 0.5, t)])
+        b.series([("__name__", name), ("i", "dup"), ("i", "dup2")],
+                 samples=[(99.0, t)])                   # a label name twice
+        b.series({"job": "no-name"}, samples=[(98.0, t)])
+        b.series({"__name__": name, "i": str(first + 1)},
+                 samples=[(first + 1.5, t)])
+        return b.encode()
+
+    v1_mixed = (rw.write_request([rw.series(name, {"i": "6"}, [(6.5, t)])])
+                + rw.raw_write_request([rw.raw_series(
+                    [("i", "no-name")], [(97.0, t)])]))
+
+    msgs = [
+        rw.compress(v2_message(name, 0, 2, t, exemplar=False)),   # 0, 1
+        rw.compress(v2_mixed(2)),                                 # 2, 3
+        wr(name, 4, t),                                           # 4
+        rw.compress(wr(name, 5, t)),                              # 5
+        rw.compress(v1_mixed),                                    # 6
+        rw.compress(rw2.v2_request(["x", "__name__", name],
+                                   [rw2.v2_series([1, 2], [(1.0, t)])])),
+        wr(name, 7, t),                                           # 7
+    ]
+    kafka.produce(topic, msgs)
+
+    stored = [0, 1, 4, 5, 7] + ([2, 3, 6] if policy == "drop" else [])
+    poison = {5: b"malformed"}
+    if policy == "reject":
+        poison.update({1: b"rejected", 4: b"rejected"})
+
+    assert wait_for(lambda: kafka.committed(group, topic) == {0: len(msgs)},
+                    30), kafka.committed(group, topic)
+    assert wait_for(lambda: prom_count(prom, name) >= len(stored), 30), \
+        prom_count(prom, name)
+    assert plain(prom.samples(name)) == {
+        tuple(sorted({"__name__": name, "i": str(i)}.items())): [(t, i + 0.5)]
+        for i in stored}
+
+    dead = wait_for(lambda: len(kafka.consume(dlq)) == len(poison)
+                    and kafka.consume(dlq), 15)
+    assert dead, kafka.consume(dlq)
+    by_offset = {int(h["promgate-offset"]): (v, h) for _, _, v, h in dead}
+    assert {o: h["promgate-reason"] for o, (_, h) in by_offset.items()} == \
+        poison
+    assert by_offset[5][0] == msgs[5]
+    assert b"symbols[0]" in by_offset[5][1]["promgate-error"]
+
+    m = kafka_metrics(n)
+    if m is not None:
+        assert m.sum("promgate_kafka_poison_total", group=group,
+                     reason="malformed") == 1
+        assert m.sum("promgate_kafka_poison_total", group=group,
+                     reason="rejected") == (2 if policy == "reject" else 0)
+        assert m.sum("promgate_kafka_dlq_produced_total",
+                     group=group) == len(poison)
 
 
 def test_storage_down_stalls_then_everything_arrives(sockdir, kafka, gate,

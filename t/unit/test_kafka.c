@@ -1,8 +1,8 @@
 /*
  * Kafka consumer logic (src/core/pg_kafka.c): format detection and
- * decoding, the JSON of prometheus-kafka-adapter, the offset watermark,
- * batch assembly and splitting, answer classification and the HTTP
- * response parser.
+ * decoding (remote write 1.0 and 2.0, raw and snappy), the JSON of
+ * prometheus-kafka-adapter, the offset watermark, batch assembly and
+ * splitting, answer classification and the HTTP response parser.
  */
 
 #include <stdarg.h>
@@ -99,6 +99,145 @@ make_wr(uint8_t *buf, const char *name, const char *job, double v, int64_t t)
 }
 
 
+/* the protobuf wire format by hand, for 2.0 Requests and odd messages */
+
+static uint8_t *
+put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+
+    *p++ = (uint8_t) v;
+
+    return p;
+}
+
+
+static uint8_t *
+put_bytes(uint8_t *p, unsigned field, const void *data, size_t len)
+{
+    p = put_varint(p, field << 3 | 2);
+    p = put_varint(p, len);
+    memcpy(p, data, len);
+
+    return p + len;
+}
+
+
+static uint8_t *
+put_refs(uint8_t *p, unsigned field, const uint32_t *refs, size_t n)
+{
+    uint8_t   packed[256], *q;
+    size_t    i;
+
+    q = packed;
+
+    for (i = 0; i < n; i++) {
+        q = put_varint(q, refs[i]);
+    }
+
+    return put_bytes(p, field, packed, (size_t) (q - packed));
+}
+
+
+/* a Sample or an Exemplar's value (field vf) and timestamp (field tf) */
+
+static uint8_t *
+put_point(uint8_t *p, unsigned vf, double v, unsigned tf, int64_t t)
+{
+    p = put_varint(p, vf << 3 | 1);
+    memcpy(p, &v, 8);
+    p += 8;
+    p = put_varint(p, tf << 3);
+
+    return put_varint(p, (uint64_t) t);
+}
+
+
+typedef struct {
+    const uint32_t   *refs;         /* label refs, name/value pairs */
+    size_t            nrefs;
+    double            value;
+    int64_t           t;
+    const uint32_t   *ex;           /* an exemplar's label refs, or NULL */
+    size_t            nex;
+} v2_series_t;
+
+
+/* a 2.0 Request: symbols, then series of one sample (and an exemplar) */
+
+static size_t
+make_v2(uint8_t *buf, const char *const *sym, size_t nsym,
+    const v2_series_t *s, size_t ns)
+{
+    uint8_t  *p, ts[512], *q, pt[64], *r;
+    size_t    i;
+
+    p = buf;
+
+    for (i = 0; i < nsym; i++) {
+        p = put_bytes(p, 4, sym[i], strlen(sym[i]));
+    }
+
+    for (i = 0; i < ns; i++) {
+        q = put_refs(ts, 1, s[i].refs, s[i].nrefs);
+
+        r = put_point(pt, 1, s[i].value, 2, s[i].t);
+        q = put_bytes(q, 2, pt, (size_t) (r - pt));
+
+        if (s[i].ex) {
+            r = put_refs(pt, 1, s[i].ex, s[i].nex);
+            r = put_point(r, 2, s[i].value, 3, s[i].t);
+            q = put_bytes(q, 4, pt, (size_t) (r - pt));
+        }
+
+        p = put_bytes(p, 5, ts, (size_t) (q - ts));
+    }
+
+    return (size_t) (p - buf);
+}
+
+
+static const char *const  v2_sym[] = {
+    "", "__name__", "up", "job", "node", "trace_id", "abc", "down"
+};
+
+static const uint32_t  v2_up[] = { 1, 2, 3, 4 };         /* up{job="node"} */
+static const uint32_t  v2_down[] = { 1, 7, 3, 4 };
+static const uint32_t  v2_trace[] = { 5, 6 };
+static const uint32_t  v2_dup[] = { 1, 2, 3, 4, 3, 7 };  /* job twice */
+static const uint32_t  v2_noname[] = { 3, 4 };
+
+
+/* up (with an exemplar) and down: two valid series */
+
+static size_t
+make_v2_valid(uint8_t *buf, int64_t t)
+{
+    v2_series_t  s[2] = {
+        { v2_up, 4, 1, t, v2_trace, 2 },
+        { v2_down, 4, 0, t, NULL, 0 },
+    };
+
+    return make_v2(buf, v2_sym, 8, s, 2);
+}
+
+
+static size_t
+compress(const uint8_t *raw, size_t len, uint8_t *z, size_t size)
+{
+    size_t  zlen;
+
+    zlen = size;
+    assert_int_equal(snappy_compress((const char *) raw, len, (char *) z,
+                                     &zlen), SNAPPY_OK);
+
+    return zlen;
+}
+
+
 static Prometheus__WriteRequest *
 unpack(const pg_kafka_decoded_t *d)
 {
@@ -141,8 +280,18 @@ test_format_names(void **state)
     assert_int_equal(pg_kafka_format_parse((const uint8_t *) "jso", 3), -1);
     assert_int_equal(pg_kafka_format_parse((const uint8_t *) "prompbx", 7),
                      -1);
+    assert_int_equal(pg_kafka_format_parse((const uint8_t *) "prompb-v2",
+                                           9), PG_KAFKA_FORMAT_PROMPB_V2);
+    assert_int_equal(pg_kafka_format_parse((const uint8_t *) "prompb-v", 8),
+                     -1);
+    assert_int_equal(pg_kafka_format_parse((const uint8_t *) "prompb-v2-snappy",
+                                           16), -1);
     assert_string_equal(pg_kafka_format_name(PG_KAFKA_FORMAT_PROMPB_SNAPPY),
                         "prompb-snappy");
+    assert_string_equal(pg_kafka_format_name(PG_KAFKA_FORMAT_PROMPB_V2),
+                        "prompb-v2");
+    assert_string_equal(pg_kafka_format_name((pg_kafka_format_e) 5),
+                        "unknown");
 }
 
 
@@ -167,6 +316,9 @@ test_decode_prompb_and_snappy(void **state)
     assert_int_equal(d.len, len);
     assert_int_equal(d.stats.samples, 1);
     assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB);
+    assert_int_equal(d.version, PG_RW_V1);
+    assert_int_equal(d.snappy, 0);
+    assert_int_equal(d.invalid, 0);
 
     /* prompb-snappy */
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_SNAPPY, z, zlen,
@@ -174,16 +326,22 @@ test_decode_prompb_and_snappy(void **state)
     assert_int_equal(d.len, len);
     assert_memory_equal(d.data, raw, len);
     assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_SNAPPY);
+    assert_int_equal(d.version, PG_RW_V1);
+    assert_int_equal(d.snappy, 1);
 
     /* auto tells them apart */
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, z, zlen, 1 << 20,
                                      &al, &d), PG_KAFKA_OK);
     assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_SNAPPY);
+    assert_int_equal(d.version, PG_RW_V1);
+    assert_int_equal(d.snappy, 1);
     assert_int_equal(d.stats.series, 1);
 
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, raw, len, 1 << 20,
                                      &al, &d), PG_KAFKA_OK);
     assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB);
+    assert_int_equal(d.version, PG_RW_V1);
+    assert_int_equal(d.snappy, 0);
     assert_ptr_equal(d.data, raw);
 
     /* snappy where prompb was promised, and the reverse: poison */
@@ -206,9 +364,27 @@ test_decode_prompb_and_snappy(void **state)
                                      len - 1, &al, &d), PG_KAFKA_POISON);
     assert_string_equal(d.reason, "too_large");
 
-    /* an empty message is an empty WriteRequest for prompb and auto */
+    /* a raw message above the limit */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB, raw, len,
+                                     len - 1, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "too_large");
+
+    /*
+     * An empty message is an empty request for prompb, auto and
+     * prompb-v2 (which version cannot be told, nor does it matter:
+     * nothing is posted); a snappy block of nothing too.
+     */
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, raw, 0, 1 << 20,
                                      &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 0);
+    assert_int_equal(d.invalid, 0);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, 0,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 0);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO,
+                                     (const uint8_t *) "\0", 1, 1 << 20,
+                                     &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.snappy, 1);
     assert_int_equal(d.stats.series, 0);
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_SNAPPY, raw, 0,
                                      1 << 20, &al, &d), PG_KAFKA_POISON);
@@ -223,20 +399,285 @@ test_decode_prompb_and_snappy(void **state)
 
 
 static void
-test_decode_invalid_series(void **state)
+test_rw_fields(void **state)
+{
+    uint8_t  raw[256], buf[512], *p;
+    size_t   len;
+
+    /* 1.0: fields 1 and 3; 2.0: 4 and 5 */
+    len = make_wr(raw, "up", "node", 1, 1000);
+    assert_int_equal(pg_kafka_rw_fields(raw, len), PG_KAFKA_FIELDS_V1);
+
+    p = put_bytes(buf, 3, "\x12\x02up", 4);                /* metadata */
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)),
+                     PG_KAFKA_FIELDS_V1);
+
+    len = make_v2_valid(raw, 1000);
+    assert_int_equal(pg_kafka_rw_fields(raw, len), PG_KAFKA_FIELDS_V2);
+
+    p = put_bytes(buf, 4, "", 0);                          /* symbols only */
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)),
+                     PG_KAFKA_FIELDS_V2);
+
+    /* nothing, or only fields of neither: no series either way */
+    assert_int_equal(pg_kafka_rw_fields(buf, 0), 0);
+    p = put_bytes(buf, 2, "x", 1);
+    p = put_varint(p, 6 << 3);
+    p = put_varint(p, 300);
+    p = put_varint(p, 7 << 3 | 1);
+    memset(p, 0, 8);
+    p += 8;
+    p = put_varint(p, 8 << 3 | 5);
+    memset(p, 0, 4);
+    p += 4;
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)), 0);
+
+    /* a field of each, in either order; past unknown ones */
+    p = put_bytes(p, 5, "", 0);
+    p = put_bytes(p, 1, "", 0);
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)),
+                     PG_KAFKA_FIELDS_V1 | PG_KAFKA_FIELDS_V2);
+
+    /* the walk stops at malformed bytes: what was seen before counts */
+    p = put_bytes(buf, 4, "", 0);
+    *p++ = 0x0a;                                           /* 1, no length */
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)),
+                     PG_KAFKA_FIELDS_V1 | PG_KAFKA_FIELDS_V2);
+    p = put_bytes(buf, 4, "", 0);
+    *p++ = 0x2a;
+    *p++ = 0x7f;                                           /* 127 > rest */
+    p = put_bytes(p, 1, "", 0);
+    assert_int_equal(pg_kafka_rw_fields(buf, (size_t) (p - buf)),
+                     PG_KAFKA_FIELDS_V2);
+    assert_int_equal(pg_kafka_rw_fields((const uint8_t *) "\xff\xff", 2), 0);
+    assert_int_equal(pg_kafka_rw_fields((const uint8_t *) "\x0b\x0c", 2),
+                     PG_KAFKA_FIELDS_V1);                  /* a group */
+}
+
+
+static void
+test_decode_v2(void **state)
 {
     arena_t             a = { .n = 0 };
     pg_allocator_t      al = { arena_alloc, &a };
-    uint8_t             raw[256];
-    size_t              len;
+    uint8_t             raw[512], z[1024];
+    size_t              len, zlen;
     pg_kafka_decoded_t  d;
+
+    len = make_v2_valid(raw, 1700000000000LL);
+    zlen = compress(raw, len, z, sizeof(z));
+
+    /* prompb-v2, raw: in place */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_V2);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.snappy, 0);
+    assert_ptr_equal(d.data, raw);
+    assert_int_equal(d.len, len);
+    assert_int_equal(d.stats.series, 2);
+    assert_int_equal(d.stats.samples, 2);
+    assert_int_equal(d.stats.exemplars, 1);
+    assert_int_equal(d.invalid, 0);
+    assert_null(d.reason);
+
+    /* prompb-v2, snappy */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, z, zlen,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_V2);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.snappy, 1);
+    assert_int_equal(d.len, len);
+    assert_memory_equal(d.data, raw, len);
+    assert_int_equal(d.stats.series, 2);
+    assert_int_equal(d.stats.exemplars, 1);
+
+    /* auto: 2.0 raw and snappy */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, raw, len, 1 << 20,
+                                     &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_V2);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.snappy, 0);
+    assert_ptr_equal(d.data, raw);
+    assert_int_equal(d.stats.samples, 2);
+
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, z, zlen, 1 << 20,
+                                     &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.format, PG_KAFKA_FORMAT_PROMPB_V2);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.snappy, 1);
+    assert_int_equal(d.stats.samples, 2);
+
+    /* the size limit: declared by snappy, or of the raw message */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, z, zlen,
+                                     len - 1, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "too_large");
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, raw, len, len - 1,
+                                     &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "above the size limit"));
+
+    /* out of memory for the symbol table is not poison */
+    al.alloc = fail_alloc;
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_NOMEM);
+
+    arena_free(&a);
+}
+
+
+static void
+test_decode_v2_poison(void **state)
+{
+    arena_t             a = { .n = 0 };
+    pg_allocator_t      al = { arena_alloc, &a };
+    uint8_t             raw[512], z[1024], buf[512], *p;
+    size_t              len, zlen;
+    pg_kafka_decoded_t  d;
+
+    static const char *const  bad_sym[] = { "x", "__name__", "up" };
+    static const uint32_t     refs[] = { 1, 2 };
+    v2_series_t               s = { refs, 2, 1, 1000, NULL, 0 };
+
+    /* symbols[0] is not "": the request is malformed, raw or snappy */
+    len = make_v2(raw, bad_sym, 3, &s, 1);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "symbols[0]"));
+
+    zlen = compress(raw, len, z, sizeof(z));
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, z, zlen, 1 << 20,
+                                     &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "snappy-compressed"));
+    assert_non_null(strstr(d.error, "symbols[0]"));
+
+    /* truncated */
+    len = make_v2_valid(raw, 1000);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len - 3,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+
+    /* 2.0 where 1.0 was promised: poison, not an empty WriteRequest */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "prompb-v2"));
+    zlen = compress(raw, len, z, sizeof(z));
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_SNAPPY, z, zlen,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+
+    /* and 1.0 where 2.0 was, raw or snappy */
+    len = make_wr(raw, "up", "node", 1, 1000);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "1.0 WriteRequest"));
+    zlen = compress(raw, len, z, sizeof(z));
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, z, zlen,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "1.0 WriteRequest"));
+
+    /* fields of both versions: auto cannot tell, neither decodes it all */
+    len = make_v2_valid(buf, 1000);
+    p = buf + len;
+    len = make_wr(raw, "up", "node", 1, 1000);
+    memcpy(p, raw, len);
+    p += len;
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, buf,
+                                     (size_t) (p - buf), 1 << 20, &al, &d),
+                     PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "both"));
+
+    /* garbage */
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2,
+                                     (const uint8_t *) "\xff\xff\xff\xff", 4,
+                                     1 << 20, &al, &d), PG_KAFKA_POISON);
+    assert_string_equal(d.reason, "malformed");
+    assert_non_null(strstr(d.error, "neither"));
+    assert_true(strlen(d.error) < sizeof(d.error));
+
+    arena_free(&a);
+}
+
+
+/*
+ * Invalid series make a message neither poison nor empty: it is posted,
+ * and the target location drops them (or refuses the message).
+ */
+
+static void
+test_invalid_series_not_poison(void **state)
+{
+    arena_t             a = { .n = 0 };
+    pg_allocator_t      al = { arena_alloc, &a };
+    uint8_t             raw[512], z[1024], ts[128], *p, *q, pt[32], *r;
+    size_t              len, zlen;
+    pg_kafka_decoded_t  d;
+
+    v2_series_t  v2[3] = {
+        { v2_up, 4, 1, 1000, v2_trace, 2 },
+        { v2_dup, 6, 2, 1000, NULL, 0 },          /* a duplicate label */
+        { v2_noname, 2, 3, 1000, NULL, 0 },       /* no __name__ */
+    };
+
+    /* 2.0: one valid series, two invalid */
+    len = make_v2(raw, v2_sym, 8, v2, 3);
+    zlen = compress(raw, len, z, sizeof(z));
+
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, z, zlen,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.snappy, 1);
+    assert_int_equal(d.stats.series, 1);
+    assert_int_equal(d.stats.samples, 1);
+    assert_int_equal(d.stats.exemplars, 1);
+    assert_int_equal(d.invalid, 2);
+    assert_null(d.reason);
+    assert_true(d.error[0] != '\0');          /* the first, for the log */
+
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, raw, len, 1 << 20,
+                                     &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.version, PG_RW_V2);
+    assert_int_equal(d.invalid, 2);
+
+    /* 2.0: only invalid series, still not empty */
+    len = make_v2(raw, v2_sym, 8, v2 + 1, 2);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB_V2, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 0);
+    assert_int_equal(d.invalid, 2);
+
+    /* 1.0: a series without a name after a valid one */
+    len = make_wr(raw, "up", "node", 1, 1000);
+    q = put_bytes(ts, 1, "\x0a\x03job\x12\x01x", 8);
+    r = put_point(pt, 1, 1, 2, 1000);
+    q = put_bytes(q, 2, pt, (size_t) (r - pt));
+    p = put_bytes(raw + len, 1, ts, (size_t) (q - ts));
+    len = (size_t) (p - raw);
+    zlen = compress(raw, len, z, sizeof(z));
+
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB, raw, len,
+                                     1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 1);
+    assert_int_equal(d.invalid, 1);
+    assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_AUTO, z, zlen, 1 << 20,
+                                     &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.version, PG_RW_V1);
+    assert_int_equal(d.stats.series, 1);
+    assert_int_equal(d.invalid, 1);
 
     /* any UTF-8 is a valid metric name value in remote write 1.0 */
     len = make_wr(raw, "bad-name", "x", 1, 1000);
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB, raw, len,
                                      1 << 20, &al, &d), PG_KAFKA_OK);
+    assert_int_equal(d.invalid, 0);
 
-    /* truncated protobuf */
+    /* truncated protobuf is poison */
     len = make_wr(raw, "up", "node", 1, 1000);
     assert_int_equal(pg_kafka_decode(PG_KAFKA_FORMAT_PROMPB, raw, len - 3,
                                      1 << 20, &al, &d), PG_KAFKA_POISON);
@@ -418,20 +859,28 @@ test_json_poison(void **state)
         assert_true(d.error[0] != '\0');
     }
 
-    /* decodes, but the scan refuses it: no name, a bad label name */
+    /*
+     * It decodes into a WriteRequest whose one series is invalid (no name,
+     * bad UTF-8): not poison, the target location drops it (or refuses
+     * it).  A label name with a '-' is valid since Prometheus 3.
+     */
     assert_int_equal(json(&a, "{\"timestamp\":\"2020-01-01T00:00:00Z\","
-                              "\"value\":\"1\"}", &d), PG_KAFKA_POISON);
-    assert_string_equal(d.reason, "missing_name");
+                              "\"value\":\"1\"}", &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 0);
+    assert_int_equal(d.invalid, 1);
+    assert_null(d.reason);
 
     assert_int_equal(json(&a, "{\"timestamp\":\"2020-01-01T00:00:00Z\","
                               "\"value\":\"1\",\"name\":\"x\",\"labels\":"
-                              "{\"a-b\":\"1\"}}", &d), PG_KAFKA_POISON);
-    assert_string_equal(d.reason, "invalid_label_name");
+                              "{\"a-b\":\"1\"}}", &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 1);
+    assert_int_equal(d.invalid, 0);
 
     assert_int_equal(json(&a, "{\"timestamp\":\"2020-01-01T00:00:00Z\","
                               "\"value\":\"1\",\"name\":\"x\",\"labels\":"
-                              "{\"a\":\"\xff\"}}", &d), PG_KAFKA_POISON);
-    assert_string_equal(d.reason, "invalid_utf8");
+                              "{\"a\":\"\xff\"}}", &d), PG_KAFKA_OK);
+    assert_int_equal(d.stats.series, 0);
+    assert_int_equal(d.invalid, 1);
 
     arena_free(&a);
 }
@@ -576,6 +1025,10 @@ test_watermark_random(void **state)
 }
 
 
+#define V1  PG_RW_V1
+#define V2  PG_RW_V2
+
+
 static void
 test_batch_assembly(void **state)
 {
@@ -586,36 +1039,88 @@ test_batch_assembly(void **state)
 
     /* count */
     pg_kafka_batch_init(&b, 3, 1000);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 0);
     assert_int_equal(b.count, 3);
 
     /* bytes, but never an empty batch */
     pg_kafka_batch_init(&b, 100, 25);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 0);
     pg_kafka_batch_init(&b, 100, 25);
-    assert_int_equal(pg_kafka_batch_add(&b, 1000, 0, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1000, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 0);
 
     /* tenants do not mix */
     pg_kafka_batch_init(&b, 100, 1000);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t1), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t1), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t2), 0);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t1, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t1, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, t2, V1), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 0);
 
     /* limits from a split do not mix either, and cap the batch */
     pg_kafka_batch_init(&b, 100, 1000);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none, V1), 0);
     pg_kafka_batch_init(&b, 100, 1000);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none), 1);
-    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 2, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 0);
+
+    /* closed: when no message of any size can join */
+    pg_kafka_batch_init(&b, 2, 1000);
+    assert_int_equal(pg_kafka_batch_closed(&b), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_closed(&b), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_closed(&b), 1);
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 1, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_closed(&b), 1);       /* split to one */
+}
+
+
+static void
+test_batch_versions(void **state)
+{
+    pg_kafka_batch_t  b;
+    pg_str_t          none = { NULL, 0 };
+
+    /* 1.0 messages concatenate; a 2.0 one does not join them */
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V2), 0);
+    assert_int_equal(b.count, 2);
+    assert_int_equal(b.version, PG_RW_V1);
+
+    /* a 2.0 message is alone: its symbol table is its own */
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_closed(&b), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V2), 1);
+    assert_int_equal(b.version, PG_RW_V2);
+    assert_int_equal(pg_kafka_batch_closed(&b), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V2), 0);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 0);
+    assert_int_equal(b.count, 1);
+
+    /* whatever its size, and whatever batch= says */
+    pg_kafka_batch_init(&b, 1, 5);
+    assert_int_equal(pg_kafka_batch_add(&b, 1000, 0, none, V2), 1);
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 1, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_closed(&b), 0);
+
+    /* a re-initialised batch forgets the version */
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V2), 1);
+    pg_kafka_batch_init(&b, 100, 1000);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
+    assert_int_equal(pg_kafka_batch_add(&b, 10, 0, none, V1), 1);
 }
 
 
@@ -643,7 +1148,7 @@ test_batch_split_finds_the_bad_one(void **state)
             pg_kafka_batch_init(&b, 100, 1 << 20);
 
             for (n = i; n < 100; n++) {
-                if (!pg_kafka_batch_add(&b, 1, limit[n], none)) {
+                if (!pg_kafka_batch_add(&b, 1, limit[n], none, V1)) {
                     break;
                 }
             }
@@ -799,7 +1304,10 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_format_names),
         cmocka_unit_test(test_decode_prompb_and_snappy),
-        cmocka_unit_test(test_decode_invalid_series),
+        cmocka_unit_test(test_rw_fields),
+        cmocka_unit_test(test_decode_v2),
+        cmocka_unit_test(test_decode_v2_poison),
+        cmocka_unit_test(test_invalid_series_not_poison),
         cmocka_unit_test(test_json_adapter),
         cmocka_unit_test(test_json_values_and_escapes),
         cmocka_unit_test(test_json_poison),
@@ -807,6 +1315,7 @@ main(void)
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_watermark_random),
         cmocka_unit_test(test_batch_assembly),
+        cmocka_unit_test(test_batch_versions),
         cmocka_unit_test(test_batch_split_finds_the_bad_one),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_response_parser),
