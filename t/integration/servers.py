@@ -121,14 +121,29 @@ class ServerSet:
 
     @property
     def vm_native_histograms(self):
-        """VictoriaMetrics stores remote-written native histograms?  No
-        version does (1.79 and 1.145 drop them silently)."""
-        return False
+        """VictoriaMetrics keeps remote-written native histograms?  1.79
+        drops them silently (answering 204); 1.145 converts each into its
+        own histogram form: <name>_bucket{vmrange="lo...hi"} per populated
+        bucket (the zero bucket included), <name>_sum and <name>_count.
+        None for versions in between (not measured)."""
+        if self.vm_at_least(1, 145):
+            return True
+        if not self.vm_at_least(1, 80):
+            return False
+        return None
 
     @property
     def vm_exemplars(self):
-        """VictoriaMetrics keeps no exemplars (1.79 and 1.145)"""
+        """VictoriaMetrics keeps no exemplars (1.79 and 1.145:
+        /api/v1/query_exemplars answers an empty list)"""
         return False
+
+    @property
+    def prom_native_histogram_flag(self):
+        """remote-written native histograms need --enable-feature=
+        native-histograms in 2.42 and still in 3.5 (without it both answer
+        500 "native histograms are disabled")"""
+        return True
 
     def header(self):
         return "%s: prometheus %s (%s), victoria-metrics/vmagent %s (%s)" % (

@@ -114,6 +114,38 @@ def test_native_histogram_reaches_prometheus(storage_gateway, prom):
     assert h[0][1]["count"] == "6" and h[0][1]["sum"] == "12.5"
 
 
+def test_native_histogram_in_victoriametrics(storage_gateway, vm, serverset):
+    """the version's truth: VictoriaMetrics 1.79 drops a native histogram
+    (204), 1.145 keeps it converted into _bucket{vmrange}, _sum, _count"""
+    gw = storage_gateway()
+    n = rw.uniq("vmhist")
+    t = rw.now_ms() - 5000
+    r = rw.write(gw.write_url, [rw.series(n, {"job": "pg"},
+                                          histograms=[rw.native_histogram(t)])])
+    assert r.status_code == 204, r.text
+    sel = '{__name__=~"%s(_bucket|_sum|_count)?"}' % n
+    keeps = serverset.vm_native_histograms
+    if keeps is None:
+        pytest.skip("VictoriaMetrics %s: native histograms not measured"
+                    % serverset.vm_version_str)
+    if keeps:
+        got = poll_samples(vm, sel, 6)
+        plain = {dict(k)["__name__"][len(n):] + dict(k).get("vmrange", ""): v
+                 for k, v in got.items()}
+        assert plain == {
+            "_count": [(t, 6.0)], "_sum": [(t, 12.5)],
+            "_bucket-1.000e-128...1.000e-128": [(t, 1.0)],
+            "_bucket5.000e-01...1.000e+00": [(t, 2.0)],
+            "_bucket1.000e+00...2.000e+00": [(t, 1.0)],
+            "_bucket2.000e+00...4.000e+00": [(t, 2.0)]}, as_plain(got)
+    else:
+        # a valid sample written after it is visible, the histogram is not
+        r = rw.write(gw.write_url, [rw.series(n + "_after", {"job": "pg"}, [(1.0, t)])])
+        assert r.status_code == 204, r.text
+        assert poll_samples(vm, n + "_after", 1)
+        assert vm.export(sel) == {}
+
+
 def test_metadata_only_request(storage_gateway):
     gw = storage_gateway()
     n = rw.uniq("meta")
