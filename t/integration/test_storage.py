@@ -13,10 +13,10 @@ from procs import as_plain, poll_samples, wait_for
 INF = float("inf")
 
 
-def hdr_int(r, name):
-    v = r.headers.get(name)
-    assert v is not None, "missing %s in %s" % (name, dict(r.headers))
-    return int(v)
+def no_count(r, name):
+    """a 1.0 answer carries no X-Prometheus-Remote-Write-*-Written header,
+    as Prometheus' own 1.0 answers do not (test_protocols checks 2.0's)"""
+    return name not in r.headers
 
 
 def finite_or_inf(vals):
@@ -45,9 +45,9 @@ def test_samples_reach_both_storages(storage_gateway, prom, vm):
     ]
     r = rw.write(gw.write_url, req)
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == 11
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Histograms-Written") == 0
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Exemplars-Written") == 0
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
+    assert no_count(r, "X-Prometheus-Remote-Write-Histograms-Written")
+    assert no_count(r, "X-Prometheus-Remote-Write-Exemplars-Written")
 
     # Prometheus: acknowledged means stored, so no polling needed
     a = prom.samples(n + "_a")
@@ -80,16 +80,16 @@ def test_exemplars_reach_prometheus(storage_gateway, prom):
         rw.series(n + "_total", labels, [(1.0, t), (2.0, t + 1000)],
                   exemplars=[({"trace_id": "aaa1"}, 0.25, t + 1000)])])
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == 2
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Exemplars-Written") == 1
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
+    assert no_count(r, "X-Prometheus-Remote-Write-Exemplars-Written")
 
     # an exemplar-only series (no samples) for the now known series
     r = rw.write(gw.write_url, [
         rw.series(n + "_total", labels,
                   exemplars=[({"trace_id": "bbb2", "span_id": "s1"}, 0.5, t + 2000)])])
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == 0
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Exemplars-Written") == 1
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
+    assert no_count(r, "X-Prometheus-Remote-Write-Exemplars-Written")
 
     ex = prom.exemplars(n + "_total", t / 1000 - 60, time.time() + 60)
     assert len(ex) == 1, ex
@@ -107,8 +107,8 @@ def test_native_histogram_reaches_prometheus(storage_gateway, prom):
     r = rw.write(gw.write_url, [rw.series(n, {"job": "pg"},
                                           histograms=[rw.native_histogram(t)])])
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Histograms-Written") == 1
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == 0
+    assert no_count(r, "X-Prometheus-Remote-Write-Histograms-Written")
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
     h = one(prom.samples(n))
     assert len(h) == 1 and h[0][0] == t
     assert h[0][1]["count"] == "6" and h[0][1]["sum"] == "12.5"
@@ -153,7 +153,7 @@ def test_metadata_only_request(storage_gateway):
         rw.metadata(n + "_total", "COUNTER", "Requests served."),
         rw.metadata(n + "_temp", "GAUGE", "Temperature.", "celsius")])
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == 0
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
 
 
 def big_request(name, nseries=1000, value_len=1100):
@@ -188,7 +188,7 @@ def test_one_megabyte_body(storage_gateway, prom, vm, buffer_size):
     body, nseries, total = big_request(name)
     r = rw.post(gw.write_url, body, timeout=60)
     assert r.status_code == 204, r.text
-    assert hdr_int(r, "X-Prometheus-Remote-Write-Samples-Written") == nseries
+    assert no_count(r, "X-Prometheus-Remote-Write-Samples-Written")
     check_big(prom, vm, name, nseries, total)
 
 
