@@ -2,11 +2,36 @@
 # make demo / make demo-stop: nginx with promgate in front of a local
 # Prometheus and VictoriaMetrics, all on loopback under build/demo, with a
 # sender writing samples and exemplars through the gateway.
+#
+# The servers are the current ones users run, from build/servers (make
+# servers: Prometheus 3.5.x, VictoriaMetrics 1.145.x from Debian unstable);
+# PROMETHEUS_BIN / VICTORIA_BIN override them (e.g. /usr/bin/prometheus for
+# Debian 12's 2.42).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir="$top/build/demo"
 py=/usr/bin/python3
+servers="$top/build/servers"
+prometheus_bin=${PROMETHEUS_BIN:-$servers/root/usr/bin/prometheus}
+victoria_bin=${VICTORIA_BIN:-$servers/root/usr/bin/victoria-metrics}
+
+prometheus_version() {
+    "$prometheus_bin" --version 2>&1 | sed -n 's/^prometheus, version \([^ ]*\).*/\1/p'
+}
+
+victoria_version() {     # Debian's builds print no -version
+    local v
+    v=$("$victoria_bin" -version 2>&1 | grep -o 'v[0-9][0-9.]*' | head -1)
+    if [ -z "$v" ] && [ "$victoria_bin" = "$servers/root/usr/bin/victoria-metrics" ]; then
+        v=$(awk '$1 == "victoria-metrics" {print $2 " (Debian " $3 ")"}' \
+            "$servers/versions" 2>/dev/null)
+    fi
+    if [ -z "$v" ] && [ "$victoria_bin" = /usr/bin/victoria-metrics ]; then
+        v=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)
+    fi
+    echo "${v:-unknown}"
+}
 
 port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -59,6 +84,10 @@ start)
     ;;
 esac
 
+for b in "$prometheus_bin" "$victoria_bin"; do
+    [ -x "$b" ] || { echo "demo: $b is missing (make servers)" >&2; exit 1; }
+done
+
 stop
 mkdir -p "$dir"/{prom,vm,nginx/logs}
 
@@ -76,13 +105,13 @@ scrape_configs:
       - targets: ['127.0.0.1:$gw']
 YML
 
-prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom" \
+"$prometheus_bin" --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom" \
     --web.listen-address="127.0.0.1:$pp" --web.enable-remote-write-receiver \
     --enable-feature=exemplar-storage,native-histograms \
     >"$dir/prometheus.log" 2>&1 </dev/null &
 echo $! > "$dir/prometheus.pid"
 
-victoria-metrics -storageDataPath="$dir/vm" -httpListenAddr="127.0.0.1:$vp" \
+"$victoria_bin" -storageDataPath="$dir/vm" -httpListenAddr="127.0.0.1:$vp" \
     -search.latencyOffset=1s >"$dir/victoria.log" 2>&1 </dev/null &
 echo $! > "$dir/victoria.pid"
 
@@ -111,6 +140,10 @@ sleep 3
 cat <<TXT
 
 promgate demo is running (work directory: $dir)
+
+  Prometheus $(prometheus_version) ($prometheus_bin)
+  VictoriaMetrics $(victoria_version) ($victoria_bin)
+  nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*nginx/||')
 
   remote write:     http://127.0.0.1:$gw/api/v1/write   (a sender posts every 2 s)
   promgate metrics: http://127.0.0.1:$gw/metrics
