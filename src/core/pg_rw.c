@@ -307,7 +307,7 @@ pg_rw_mark(pg_rw_dec_t *d, uint8_t **map, size_t nbits, size_t i)
     if (*map == NULL) {
         size = nbits / 8 + 1;
 
-        *map = d->alloc->alloc(d->alloc->ctx, size);
+        *map = pg_rw_alloc(d->alloc, size);
         if (*map == NULL) {
             return -1;
         }
@@ -422,7 +422,7 @@ pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s, pg_str_t *dup)
         if (d->nnames < s->nlabels) {
             size = (size_t) s->nlabels * 2;
 
-            d->names = d->alloc->alloc(d->alloc->ctx, size * sizeof(pg_str_t));
+            d->names = pg_rw_alloc(d->alloc, size * sizeof(pg_str_t));
             if (d->names == NULL) {
                 d->nnames = 0;
                 return -1;

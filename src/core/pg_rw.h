@@ -194,9 +194,14 @@ typedef int (*pg_rw_series_pt)(void *ctx, const pg_rw_series_t *series);
  * PG_RW_OK when it is a well-formed message of that version (invalid
  * series may be in it: see req->invalid_series), else the request-level
  * reason (MALFORMED, BAD_SYMBOLS, NOMEM, ABORTED) with req->first set.
- * alloc provides the 2.0 symbol table and the bitmaps: at most about
- * 2.1 times len for 2.0, len / 8 for 1.0, plus what sorting the names of
- * a series of more than 64 unsorted labels takes.  cb may be NULL.
+ * alloc provides the 2.0 symbol table (4 bytes a symbol) and the bitmaps:
+ * at most about 2.1 times len for 2.0, len / 8 for 1.0, plus, when a
+ * series of more than 64 labels has them out of order, 64 bytes a label of
+ * the largest such series (their names are sorted to find duplicates).
+ * Nothing is allocated for a valid 1.0 request.  alloc NULL: any need of
+ * memory is PG_RW_NOMEM.  cb may be NULL; it may have been called for
+ * earlier series when a later byte turns out malformed.  After a
+ * request-level error only req->first is meaningful.
  */
 pg_rw_reason_e pg_rw_decode(const uint8_t *buf, size_t len,
     pg_rw_version_e version, pg_allocator_t *alloc, pg_rw_request_t *req,
@@ -254,7 +259,11 @@ struct pg_buf_s {
  *     _sum or _count suffix for the histogram, gauge histogram and summary
  *     types.
  *
- * Returns 0, or -1 when alloc or out->grow failed.
+ * alloc holds, for a translation, the symbol table being built (1.0 to
+ * 2.0: about 60 bytes a distinct string plus a copy of the strings up to
+ * 256 bytes) and the metadata sets; a subset allocates nothing.  The
+ * output grows through out->grow (NULL: it must be large enough).
+ * Returns 0, or -1 when alloc or out->grow failed (out then holds a part).
  */
 int pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     const uint8_t *select, pg_rw_version_e to, pg_allocator_t *alloc,

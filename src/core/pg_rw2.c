@@ -586,7 +586,7 @@ pg_rw2_decode(pg_rw_dec_t *dec)
     off = NULL;
 
     if (nsym) {
-        off = dec->alloc->alloc(dec->alloc->ctx, nsym * sizeof(uint32_t));
+        off = pg_rw_alloc(dec->alloc, nsym * sizeof(uint32_t));
         if (off == NULL) {
             return pg_rw_request_error(dec, PG_RW_NOMEM, 0, dec->buf,
                                        "out of memory for %zu symbols",

@@ -541,8 +541,8 @@ pg_enc_meta_add(pg_enc_t *e, pg_enc_meta_t *m, int full, int *added)
     if (e->nmeta == e->cmeta) {
         cap = e->cmeta ? e->cmeta * 2 : 64;
 
-        meta = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_enc_meta_t));
-        slots = e->alloc->alloc(e->alloc->ctx, cap * 2 * sizeof(uint32_t));
+        meta = pg_rw_alloc(e->alloc, cap * sizeof(pg_enc_meta_t));
+        slots = pg_rw_alloc(e->alloc, cap * 2 * sizeof(uint32_t));
 
         if (meta == NULL || slots == NULL) {
             return -1;
@@ -624,7 +624,7 @@ pg_enc_grow_symbols(pg_enc_t *e)
     if (e->nsyms == e->csyms) {
         cap = e->csyms * 2;
 
-        syms = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_str_t));
+        syms = pg_rw_alloc(e->alloc, cap * sizeof(pg_str_t));
         if (syms == NULL) {
             return -1;
         }
@@ -637,7 +637,7 @@ pg_enc_grow_symbols(pg_enc_t *e)
     if (e->nsyms * 4 > (e->mask + 1) * 3) {
         cap = (e->mask + 1) * 2;
 
-        slots = e->alloc->alloc(e->alloc->ctx, cap * sizeof(pg_enc_slot_t));
+        slots = pg_rw_alloc(e->alloc, cap * sizeof(pg_enc_slot_t));
         if (slots == NULL) {
             return -1;
         }
@@ -692,7 +692,7 @@ pg_enc_intern_hashed(pg_enc_t *e, pg_str_t s, uint64_t h)
     if (s.len <= 256) {
         if (e->ncopy < s.len) {
             e->ncopy = 65536;
-            e->copy = e->alloc->alloc(e->alloc->ctx, e->ncopy);
+            e->copy = pg_rw_alloc(e->alloc, e->ncopy);
             if (e->copy == NULL) {
                 return UINT32_MAX;
             }
@@ -825,9 +825,8 @@ pg_enc12_init(pg_enc_t *e, size_t len)
 
     e->mask = e->csyms * 2 - 1;
 
-    e->syms = e->alloc->alloc(e->alloc->ctx, e->csyms * sizeof(pg_str_t));
-    e->slots = e->alloc->alloc(e->alloc->ctx,
-                               (e->mask + 1) * sizeof(pg_enc_slot_t));
+    e->syms = pg_rw_alloc(e->alloc, e->csyms * sizeof(pg_str_t));
+    e->slots = pg_rw_alloc(e->alloc, (e->mask + 1) * sizeof(pg_enc_slot_t));
 
     if (e->syms == NULL || e->slots == NULL) {
         return -1;

@@ -375,6 +375,13 @@ typedef struct {
 } pg_rw_dec_t;
 
 
+static inline void *
+pg_rw_alloc(pg_allocator_t *a, size_t size)
+{
+    return a ? a->alloc(a->ctx, size) : NULL;
+}
+
+
 /* a Histogram (1.0 fields 1..16, 2.0 adds 17): wire types, packed runs */
 int pg_rw_check_histogram(const uint8_t *p, const uint8_t *end, int v2);
 

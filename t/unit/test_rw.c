@@ -625,6 +625,16 @@ test_invalid_series_continue(void **state)
     arena_cap = 0;
     assert_int_equal(decode(q.buf, q.len, &r, NULL, NULL), PG_RW_NOMEM);
     arena_cap = sizeof(arena);
+
+    /* no allocator at all: the same; a valid request needs none */
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, NULL, &r, NULL,
+                                  NULL), PG_RW_NOMEM);
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", NULL);
+    req_pack(&q);
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, NULL, &r, NULL,
+                                  NULL), PG_RW_OK);
 }
 
 

@@ -1084,8 +1084,8 @@ rich_v1(req_t *q)
     req_sample(q, i, 3, 1000);
     i = req_series(q, "__name__", "req_seconds_sum", NULL);
     req_sample(q, i, 1.5, 1000);
-    i = req_series(q, "__name__", "native", "zone", "Z\xc3\xbcrich \xe2\x9c\x93",
-                   NULL);
+    i = req_series(q, "__name__", "native", "zone",
+                   "Z\xc3\xbcrich \xe2\x9c\x93", NULL);
     req_histogram(q, i);
     i = req_series(q, "zeta", "z", "__name__", "unsorted", "", "", NULL);
     q->l[i][2].name = "alpha";
