@@ -89,7 +89,10 @@ for b in "$prometheus_bin" "$victoria_bin"; do
 done
 
 stop
-mkdir -p "$dir"/{prom,vm,nginx/logs}
+# data per server version: a newer storage's files do not open in an older one
+prom_data="$dir/prom/$(prometheus_version | tr -c 'A-Za-z0-9.+\n-' _)"
+vm_data="$dir/vm/$(victoria_version | cut -d" " -f1 | tr -c 'A-Za-z0-9.+\n-' _)"
+mkdir -p "$prom_data" "$vm_data" "$dir/nginx/logs"
 
 gw=$(pick_port 9201)
 pp=$(pick_port 9090)
@@ -105,13 +108,13 @@ scrape_configs:
       - targets: ['127.0.0.1:$gw']
 YML
 
-"$prometheus_bin" --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom" \
+"$prometheus_bin" --config.file="$dir/prometheus.yml" --storage.tsdb.path="$prom_data" \
     --web.listen-address="127.0.0.1:$pp" --web.enable-remote-write-receiver \
     --enable-feature=exemplar-storage,native-histograms \
     >"$dir/prometheus.log" 2>&1 </dev/null &
 echo $! > "$dir/prometheus.pid"
 
-"$victoria_bin" -storageDataPath="$dir/vm" -httpListenAddr="127.0.0.1:$vp" \
+"$victoria_bin" -storageDataPath="$vm_data" -httpListenAddr="127.0.0.1:$vp" \
     -search.latencyOffset=1s >"$dir/victoria.log" 2>&1 </dev/null &
 echo $! > "$dir/victoria.pid"
 
@@ -137,6 +140,26 @@ echo $! > "$dir/sender.pid"
 
 sleep 3
 
+# Debian's builds of Prometheus 3.5 and VictoriaMetrics 1.145 come without
+# their web UIs (404); then the demo points at the query APIs only
+ui_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' -L "$1")" = 200 ]; }
+prom_q="http://127.0.0.1:$pp/api/v1/query?query=promgate_demo_requests_total"
+if ui_ok "http://127.0.0.1:$pp/graph"; then
+    prom_ui="http://127.0.0.1:$pp/graph?g0.expr=promgate_demo_requests_total
+                    curl '$prom_q'"
+else
+    prom_ui="curl '$prom_q'
+                    (this Prometheus build has no web UI)"
+fi
+vm_q="http://127.0.0.1:$vp/api/v1/query?query=promgate_demo_requests_total"
+if ui_ok "http://127.0.0.1:$vp/vmui/"; then
+    vm_ui="http://127.0.0.1:$vp/vmui/  (query promgate_demo_requests_total)
+                    curl '$vm_q'"
+else
+    vm_ui="curl '$vm_q'
+                    (this VictoriaMetrics build has no vmui)"
+fi
+
 cat <<TXT
 
 promgate demo is running (work directory: $dir)
@@ -147,12 +170,11 @@ promgate demo is running (work directory: $dir)
 
   remote write:     http://127.0.0.1:$gw/api/v1/write   (a sender posts every 2 s)
   promgate metrics: http://127.0.0.1:$gw/metrics
-  Prometheus:       http://127.0.0.1:$pp/graph?g0.expr=promgate_demo_requests_total
+  Prometheus:       $prom_ui
   exemplars:        http://127.0.0.1:$gw/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket
                     (promgate's exemplar store; Prometheus has them too:
                      http://127.0.0.1:$pp/api/v1/query_exemplars?query=promgate_demo_request_duration_seconds_bucket)
-  VictoriaMetrics:  http://127.0.0.1:$vp/vmui/  (query promgate_demo_requests_total)
-                    curl 'http://127.0.0.1:$vp/api/v1/query?query=promgate_demo_requests_total'
+  VictoriaMetrics:  $vm_ui
   nginx error log:  $dir/nginx/logs/error.log
 
 Stop it with: make demo-stop
