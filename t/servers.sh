@@ -14,6 +14,8 @@
 # Idempotent: when everything is there it only prints the versions.
 # SERVERS_REFRESH=1 downloads again.  SERVERS_MIN_PROMETHEUS (default 3.5) is
 # the lowest Prometheus accepted (a trixie fallback has 2.53).
+# SERVERS_SUITES (default "sid trixie") is the order suites are tried in;
+# SERVERS_DIR (default build/servers) where everything goes.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,7 @@ d=${SERVERS_DIR:-$top/build/servers}
 root=$d/root
 bin=$root/usr/bin
 min_prom=${SERVERS_MIN_PROMETHEUS:-3.5}
+suites=(${SERVERS_SUITES:-sid trixie})
 pkgs=(prometheus promtool victoria-metrics)
 need_bins=(prometheus promtool victoria-metrics vmagent)
 
@@ -71,10 +74,10 @@ signed=""
     signed="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
 
 mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/debs"
-cat > "$d/sources.list" <<EOF
-deb ${signed}$uri sid main
-deb ${signed}$uri trixie main
-EOF
+: > "$d/sources.list"
+for suite in "${suites[@]}"; do
+    echo "deb ${signed}$uri $suite main" >> "$d/sources.list"
+done
 
 o=(-q -o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=-
    -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
@@ -82,7 +85,7 @@ o=(-q -o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=-
 # as root apt would drop to _apt, which may not reach this directory
 [ "$(id -u)" -eq 0 ] && o+=(-o APT::Sandbox::User=root)
 
-echo "servers: apt-get update (sid, trixie) into $d/lists"
+echo "servers: apt-get update (${suites[*]}) into $d/lists"
 apt-get "${o[@]}" update >"$d/apt-update.log" 2>&1 || {
     tail -20 "$d/apt-update.log" >&2; exit 1; }
 
@@ -90,7 +93,7 @@ rm -f "$d"/debs/*.deb
 : > "$d/versions.tmp"
 for p in "${pkgs[@]}"; do
     got=""
-    for suite in sid trixie; do
+    for suite in "${suites[@]}"; do
         if (cd "$d/debs" && apt-get "${o[@]}" download "$p/$suite") \
                 >>"$d/apt-download.log" 2>&1; then
             got=$suite
@@ -100,28 +103,30 @@ for p in "${pkgs[@]}"; do
     if [ -z "$got" ]; then
         # promtool was part of the prometheus package before 3.x
         [ "$p" = promtool ] && continue
-        echo "servers.sh: $p is in neither sid nor trixie; see $d/apt-download.log" >&2
+        echo "servers.sh: $p is in none of ${suites[*]}; see $d/apt-download.log" >&2
         exit 1
     fi
     f=$(ls "$d"/debs/"${p}"_*.deb | head -1)
     echo "$p $(dpkg-deb -f "$f" Version) $got" >> "$d/versions.tmp"
 done
 
+# unpack next to the old tree, check, then swap
 rm -rf "$root.tmp"
 mkdir -p "$root.tmp"
 for f in "$d"/debs/*.deb; do dpkg-deb -x "$f" "$root.tmp"; done
-rm -rf "$root"
-mv "$root.tmp" "$root"
-
 for b in "${need_bins[@]}"; do
-    [ -x "$bin/$b" ] || { echo "servers.sh: no $b in the packages" >&2; exit 1; }
+    [ -x "$root.tmp/usr/bin/$b" ] || {
+        echo "servers.sh: no $b in the packages" >&2; exit 1; }
 done
-pv=$(prom_version "$bin/prometheus")
+pv=$(prom_version "$root.tmp/usr/bin/prometheus")
 if [ -z "$pv" ] || ! version_ge "$pv" "$min_prom"; then
     echo "servers.sh: got Prometheus '${pv:-?}', need >= $min_prom" \
          "(SERVERS_MIN_PROMETHEUS=... accepts an older one)" >&2
     cat "$d/versions.tmp" >&2
+    rm -rf "$root.tmp"
     exit 1
 fi
+rm -rf "$root"
+mv "$root.tmp" "$root"
 mv "$d/versions.tmp" "$d/versions"
 report
