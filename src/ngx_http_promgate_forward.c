@@ -102,6 +102,46 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
 }
 
 
+/* a payload whose body is in memory (made for the targets) */
+
+ngx_int_t
+ngx_http_promgate_payload_set(ngx_pool_t *pool,
+    ngx_http_promgate_payload_t *pl, ngx_uint_t version, u_char *data,
+    size_t len)
+{
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_http_request_body_t  *body;
+
+    b = ngx_calloc_buf(pool);
+    cl = ngx_alloc_chain_link(pool);
+    body = ngx_pcalloc(pool, sizeof(ngx_http_request_body_t));
+
+    if (b == NULL || cl == NULL || body == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+    body->bufs = cl;
+
+    pl->body = body;
+    pl->len = len;
+    pl->version = version;
+    pl->ready = 1;
+
+    return NGX_OK;
+}
+
+
 /*
  * The subrequests' request headers: the client's, with the remote-write
  * ones the spec asks a sender for, our User-Agent, and no framing headers

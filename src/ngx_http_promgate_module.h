@@ -285,6 +285,9 @@ ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_promgate_forward(ngx_http_request_t *r,
     ngx_http_promgate_ctx_t *ctx);
 void ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx);
+ngx_int_t ngx_http_promgate_payload_set(ngx_pool_t *pool,
+    ngx_http_promgate_payload_t *pl, ngx_uint_t version, u_char *data,
+    size_t len);
 ngx_int_t ngx_http_promgate_forward_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);

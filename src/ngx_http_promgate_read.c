@@ -337,15 +337,12 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
 {
     u_char                             *fdata;
     size_t                              flen;
-    ngx_buf_t                          *b;
     ngx_int_t                           status;
     ngx_pool_t                         *scratch;
     pg_read_rc_e                        rc;
-    ngx_chain_t                        *cl;
     pg_allocator_t                      alloc, salloc;
     pg_read_error_t                     err;
     ngx_pool_cleanup_t                 *cln;
-    ngx_http_request_body_t            *body;
     ngx_http_promgate_ctx_t            *ctx;
     ngx_http_promgate_loc_conf_t       *plcf;
     ngx_http_promgate_read_loc_conf_t  *rlcf;
@@ -437,33 +434,22 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
                                 rlcf->targets->nelts) - msg);
     }
 
-    /* the body the targets get, from memory, with its own length */
-
-    b = ngx_calloc_buf(r->pool);
-    cl = ngx_alloc_chain_link(r->pool);
-    body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_ctx_t));
     rctx->targets = ngx_pcalloc(r->pool, rlcf->targets->nelts
                                      * sizeof(ngx_http_promgate_read_target_t));
 
-    if (b == NULL || cl == NULL || body == NULL || ctx == NULL
-        || rctx->targets == NULL)
-    {
+    if (ctx == NULL || rctx->targets == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->pos = fdata;
-    b->last = fdata + flen;
-    b->start = b->pos;
-    b->end = b->last;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
+    /* the body the targets get, from memory, with its own length */
 
-    cl->buf = b;
-    cl->next = NULL;
-
-    body->bufs = cl;
+    if (ngx_http_promgate_payload_set(r->pool, &ctx->payloads[PG_RW_V1],
+                                      PG_RW_V1, fdata, flen)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     ctx->request = r;
     ctx->plcf = plcf;
@@ -474,10 +460,6 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
     ctx->body_len = flen;
 
     ctx->version = PG_RW_V1;
-    ctx->payloads[PG_RW_V1].body = body;
-    ctx->payloads[PG_RW_V1].len = flen;
-    ctx->payloads[PG_RW_V1].version = PG_RW_V1;
-    ctx->payloads[PG_RW_V1].ready = 1;
 
     /* the forwarder finds its context under ngx_http_promgate_module */
 

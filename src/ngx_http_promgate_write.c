@@ -459,11 +459,8 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
 {
     u_char                       *out;
     size_t                        clen;
-    ngx_buf_t                    *b;
     pg_buf_t                      eb;
-    ngx_chain_t                  *cl;
     pg_allocator_t                alloc;
-    ngx_http_request_body_t      *body;
     ngx_http_promgate_payload_t  *pl;
     ngx_http_promgate_stats_t    *st;
 
@@ -504,11 +501,7 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     clen = pg_snappy_max_encoded(eb.pos - eb.start);
 
     out = ngx_pnalloc(r->pool, clen);
-    b = ngx_calloc_buf(r->pool);
-    cl = ngx_alloc_chain_link(r->pool);
-    body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
-
-    if (out == NULL || b == NULL || cl == NULL || body == NULL) {
+    if (out == NULL) {
         return NGX_ERROR;
     }
 
@@ -520,20 +513,9 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
 
     ngx_http_promgate_scratch_release(&ngx_http_promgate_encoded);
 
-    b->pos = out;
-    b->last = out + clen;
-    b->start = b->pos;
-    b->end = b->last;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    cl->buf = b;
-    cl->next = NULL;
-    body->bufs = cl;
-
-    pl->body = body;
-    pl->len = clen;
+    if (ngx_http_promgate_payload_set(r->pool, pl, v, out, clen) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     st = ngx_http_promgate_stats();
     (void) ngx_atomic_fetch_add(&st->encoded[v], 1);
