@@ -752,7 +752,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
     }
 
     if (set.nselectors == 0) {
-        /* Prometheus 2.42 answers a query without a selector so */
+        /* Prometheus 3.5 (as 2.42) answers a query without a selector so */
         return ngx_http_promgate_query_send(r, NGX_HTTP_NO_CONTENT, NULL, 0);
     }
 

@@ -1,7 +1,9 @@
 /*
- * JSON writing, byte-identical to Prometheus 2.42 (built with Go 1.19):
- * encoding/json's HTML-safe string escaping, strconv's shortest float
- * formatting as jsonutil.MarshalValue uses it, jsonutil.MarshalTimestamp.
+ * JSON writing, byte-identical to Prometheus 3.5: encoding/json's HTML-safe
+ * string escaping (jsoniter's standard-library mode, for error texts),
+ * jsoniter's plain WriteString for label names and values (the API's own
+ * label encoder), strconv's shortest float formatting as
+ * jsonutil.MarshalFloat uses it, jsonutil.MarshalTimestamp.
  */
 
 #include <math.h>
@@ -617,31 +619,91 @@ pg_json_timestamp(pg_json_buf_t *b, int64_t ms)
 }
 
 
+/*
+ * jsoniter's Stream.WriteString(): only controls, '"' and '\\' are
+ * escaped; bytes that are not UTF-8, U+2028 and U+2029 go out as they are.
+ */
+static void
+pg_json_label_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
+{
+    size_t    i, start;
+    uint8_t  *p, c;
+
+    /* the worst case, every byte a \u00XX, is 6 bytes per input byte */
+    if (n > (SIZE_MAX - 2) / 6) {
+        b->failed = 1;
+        return;
+    }
+
+    p = pg_json_reserve(b, n * 6 + 2);
+    if (p == NULL) {
+        return;
+    }
+
+    *p++ = '"';
+    start = 0;
+
+    for (i = 0; i < n; i++) {
+        c = s[i];
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+
+        memcpy(p, s + start, i - start);
+        p += i - start;
+
+        *p++ = '\\';
+
+        switch (c) {
+        case '"':
+        case '\\':
+            *p++ = c;
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = pg_json_hex[c >> 4];
+            *p++ = pg_json_hex[c & 0xf];
+        }
+
+        start = i + 1;
+    }
+
+    memcpy(p, s + start, n - start);
+    p += n - start;
+    *p++ = '"';
+
+    b->len = p - b->data;
+}
+
+
 void
 pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n)
 {
     size_t  i;
-    int     first;
 
     pg_json_literal(b, "{");
-    first = 1;
 
+    /* marshalLabelsJSON(): every label, in order, as WriteString writes */
     for (i = 0; i < n; i++) {
-
-        /* Go builds a map: a later label of the same name replaces */
-        if (i + 1 < n && pg_str_eq(labels[i].name, labels[i + 1].name)) {
-            continue;
-        }
-
-        if (!first) {
+        if (i) {
             pg_json_literal(b, ",");
         }
 
-        first = 0;
-
-        pg_json_string(b, labels[i].name.data, labels[i].name.len);
+        pg_json_label_string(b, labels[i].name.data, labels[i].name.len);
         pg_json_literal(b, ":");
-        pg_json_string(b, labels[i].value.data, labels[i].value.len);
+        pg_json_label_string(b, labels[i].value.data, labels[i].value.len);
     }
 
     pg_json_literal(b, "}");

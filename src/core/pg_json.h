@@ -1,8 +1,9 @@
 /*
- * JSON writing for the query API, byte-identical to what Prometheus 2.42
- * answers: Go's encoding/json string escaping (HTML-safe), label sets as
- * maps with sorted keys, sample values as jsonutil.MarshalValue writes them
- * and timestamps as jsonutil.MarshalTimestamp does.
+ * JSON writing for the query API, byte-identical to what Prometheus 3.5
+ * answers: error texts with Go's encoding/json string escaping (HTML-safe),
+ * label sets as the API's label encoder writes them (jsoniter's plain
+ * WriteString, in label order), sample values as jsonutil.MarshalFloat
+ * writes them and timestamps as jsonutil.MarshalTimestamp does.
  */
 
 #ifndef PG_JSON_H
@@ -50,8 +51,10 @@ void pg_json_value(pg_json_buf_t *b, double v);
 void pg_json_timestamp(pg_json_buf_t *b, int64_t ms);
 
 /*
- * A label set as a JSON object.  The labels must be sorted by name; of
- * labels with the same name the last one wins, as in Go's labels.Map().
+ * A label set as a JSON object, every label in the order given (Prometheus
+ * stores them sorted by name): names and values escaped as jsoniter's
+ * WriteString() does, i.e. only controls, '"' and '\\' (no HTML escaping,
+ * no U+FFFD for bytes that are not UTF-8, U+2028/U+2029 as they are).
  */
 void pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n);
 

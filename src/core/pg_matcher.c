@@ -1,10 +1,10 @@
 /*
  * Label matchers.  Regular expressions are accepted exactly when Go's
- * regexp/syntax (the copy in github.com/grafana/regexp that Prometheus 2.42
- * links, i.e. Go 1.19.2's) accepts "^(?:RE)$" and RE, with Go's error text.
- * The parse tree is then written out as a PCRE2 pattern that means the same
- * thing: every construct is spelled explicitly (\x{..}, explicit ranges,
- * \A and \z) so that nothing depends on how PCRE2 reads the same characters.
+ * regexp/syntax (as Prometheus 3.5 links it) accepts RE with Perl|DotNL
+ * flags and "^(?s:RE)$", with Go's error text, which quotes RE.  The parse
+ * tree is then written out as a PCRE2 pattern that means the same thing:
+ * every construct is spelled explicitly (\x{..}, explicit ranges, \A and
+ * \z) so that nothing depends on how PCRE2 reads the same characters.
  */
 
 #define PCRE2_CODE_UNIT_WIDTH  8
@@ -98,6 +98,7 @@ typedef struct {
 
 /* a matcher's state changes as it matches: one at a time */
 struct pg_regex_s {
+    pg_str_t                literals; /* set: "a|b|c" matched by equality */
     pcre2_code             *code;
     pcre2_match_data       *match_data;
     pcre2_match_context    *match_ctx;
@@ -129,7 +130,7 @@ static void pg_pcre2_free(void *p, void *data);
 static void *pg_alloc(const pg_allocator_t *a, size_t size);
 
 static int pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
-    pg_re_node_t **tree);
+    unsigned flags, pg_re_node_t **tree);
 static pg_re_node_t *pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp,
     int top);
 static int pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
@@ -424,6 +425,31 @@ pg_match_op_str(pg_match_op_e op)
 }
 
 
+/* [a-zA-Z_][a-zA-Z0-9_]*: what the lexer reads as one identifier */
+static int
+pg_legacy_name(pg_str_t n)
+{
+    size_t  i;
+    int     c;
+
+    if (n.len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < n.len; i++) {
+        c = n.data[i];
+
+        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (i > 0 && c >= '0' && c <= '9')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 size_t
 pg_selector_format(const pg_selector_t *sel, char *buf, size_t size)
 {
@@ -446,7 +472,14 @@ pg_selector_format(const pg_selector_t *sel, char *buf, size_t size)
             pg_out(&o, ",", 1);
         }
 
-        pg_out(&o, m->name.data, m->name.len);
+        /* a name PromQL cannot write bare is quoted, as 3.5 reads it */
+        if (pg_legacy_name(m->name)) {
+            pg_out(&o, m->name.data, m->name.len);
+
+        } else {
+            pg_out_quoted(&o, m->name.data, m->name.len, PG_QUOTE_PROMQL);
+        }
+
         pg_out(&o, op, strlen(op));
         pg_out_quoted(&o, m->value.data, m->value.len, PG_QUOTE_PROMQL);
     }
@@ -646,6 +679,22 @@ pg_alloc(const pg_allocator_t *a, size_t size)
 }
 
 
+/* no byte of regexp.QuoteMeta()'s specials but "|" */
+static int
+pg_re_literal_set(pg_str_t v)
+{
+    size_t  i;
+
+    for (i = 0; i < v.len; i++) {
+        if (strchr("\\.+*?()[]{}^$", v.data[i]) != NULL && v.data[i] != 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static int
 pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     size_t err_size)
@@ -656,7 +705,7 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     uint8_t                 *wrapped;
     PCRE2_SIZE               erroffset;
     pg_regex_t              *re;
-    pg_re_node_t            *tree;
+    pg_re_node_t            *tree, *wtree;
     pg_re_parser_t           p;
     pcre2_general_context   *gctx;
     pcre2_compile_context   *cctx;
@@ -666,26 +715,46 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     p.alloc = alloc;
 
     /*
-     * Prometheus compiles "^(?:" + v + ")$" and then parses v alone, and
-     * reports the first failure: run both for the same verdict and text.
+     * Prometheus 3.5 (optimizeAlternatingLiterals) matches a pattern made
+     * of literals and "|" by string equality and never parses it, so that
+     * bytes that are not UTF-8 (from \x escapes) are no error there.
      */
-    n = m->value.len;
-    wrapped = pg_alloc(alloc, n + 7);
-    if (wrapped == NULL) {
-        return PG_MATCHER_NOMEM;
+    if (pg_re_literal_set(m->value)) {
+        re = pg_alloc(alloc, sizeof(pg_regex_t));
+        if (re == NULL) {
+            return PG_MATCHER_NOMEM;
+        }
+
+        memset(re, 0, sizeof(pg_regex_t));
+        re->literals = m->value;
+        m->re = re;
+
+        return PG_MATCHER_OK;
     }
 
-    memcpy(wrapped, "^(?:", 4);
-    if (n) {
-        memcpy(wrapped + 4, m->value.data, n);
-    }
-    memcpy(wrapped + 4 + n, ")$", 2);
-    wrapped[n + 6] = '\0';
-
-    rc = pg_re_parse(&p, wrapped, n + 6, &tree);
+    /*
+     * Prometheus 3.5 (NewFastRegexMatcher) parses v with Perl|DotNL and
+     * reports its error, quoting v; it then compiles "^(?s:" + the parsed
+     * v + ")$", which only the limits on nesting and size can refuse where
+     * v alone passed: the second parse gives that verdict (its text quotes
+     * the wrapped pattern as written, where Go quotes its re-printing).
+     */
+    rc = pg_re_parse(&p, m->value.data, m->value.len, PG_RE_DOTNL, &tree);
 
     if (rc == PG_MATCHER_OK) {
-        rc = pg_re_parse(&p, m->value.data, n, &tree);
+        n = m->value.len;
+        wrapped = pg_alloc(alloc, n + 7);
+        if (wrapped == NULL) {
+            return PG_MATCHER_NOMEM;
+        }
+
+        memcpy(wrapped, "^(?s:", 5);
+        if (n) {
+            memcpy(wrapped + 5, m->value.data, n);
+        }
+        memcpy(wrapped + 5 + n, ")$", 2);
+
+        rc = pg_re_parse(&p, wrapped, n + 7, 0, &wtree);
     }
 
     if (rc != PG_MATCHER_OK) {
@@ -799,6 +868,33 @@ pg_regex_match(pg_regex_t *re, pg_str_t v)
     const uint8_t   *s, *end;
     static const uint8_t  empty[1] = { 0 };
 
+    if (re->code == NULL) {
+        /* a literal set: any of its "|"-separated strings, byte for byte */
+        if (re->literals.len == 0) {
+            return v.len == 0;
+        }
+
+        s = re->literals.data;
+        end = s + re->literals.len;
+
+        for ( ;; ) {
+            const uint8_t  *bar;
+
+            bar = memchr(s, '|', end - s);
+            n = (bar ? bar : end) - s;
+
+            if (n == v.len && (n == 0 || memcmp(s, v.data, n) == 0)) {
+                return 1;
+            }
+
+            if (bar == NULL) {
+                return 0;
+            }
+
+            s = bar + 1;
+        }
+    }
+
     s = v.len ? v.data : empty;
     len = v.len;
 
@@ -910,14 +1006,14 @@ pg_re_format_error(pg_re_parser_t *p, char *err, size_t err_size)
 
 static int
 pg_re_parse(pg_re_parser_t *p, const uint8_t *s, size_t len,
-    pg_re_node_t **tree)
+    unsigned flags, pg_re_node_t **tree)
 {
     const uint8_t  *sp;
     pg_re_node_t   *re;
 
     p->whole = s;
     p->end = s + len;
-    p->flags = 0;
+    p->flags = flags;
     p->depth = 0;
     p->code = NULL;
 
@@ -1098,7 +1194,7 @@ static int
 pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
     pg_re_node_t *concat)
 {
-    int              sign, saw_flag, capture;
+    int              sign, saw_flag, capture, named;
     unsigned         flags, saved;
     uint32_t         c;
     const uint8_t   *s, *t, *name, *e;
@@ -1112,9 +1208,13 @@ pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
     if (t < p->end && *t == '?') {
         capture = 0;
 
-        if (p->end - s > 4 && s[2] == 'P' && s[3] == '<') {
+        /* (?P<name>re), and (?<name>re) since Go 1.22 */
+        named = (p->end - s > 4 && s[2] == 'P' && s[3] == '<') ? 4
+                : (p->end - s > 3 && s[2] == '<') ? 3 : 0;
 
-            /* (?P<name>re); captures do not matter for matching */
+        if (named) {
+
+            /* captures do not matter for matching */
             for (e = s; e < p->end && *e != '>'; e++) { /* void */ }
 
             if (e == p->end) {
@@ -1124,7 +1224,7 @@ pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
                 return pg_re_error(p, pg_re_err_named, s, p->end - s);
             }
 
-            name = s + 4;
+            name = s + named;
 
             if (pg_re_check_utf8(p, name, e) != PG_MATCHER_OK) {
                 return PG_MATCHER_BAD_RE;

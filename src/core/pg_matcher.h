@@ -2,12 +2,13 @@
  * Label matchers as Prometheus evaluates them: =, !=, =~ and !~ against a
  * series' label set, a missing label reading as the empty string.
  *
- * Regular expressions use Go's RE2 syntax, which Prometheus compiles as
- * "^(?:RE)$".  The pattern is parsed with Go's rules: whatever Go refuses
- * (lookaround, backreferences, possessive and nested quantifiers, atomic
- * groups, \K, recursion, conditionals, unknown escapes...) is refused with
- * Go's message, and the rest is written out as a PCRE2 pattern that means
- * the same, every construct spelled explicitly.
+ * Regular expressions use Go's RE2 syntax, which Prometheus 3.5 compiles
+ * as "^(?s:RE)$": anchored, and "." matches a newline too (unless the
+ * pattern says (?-s)).  The pattern is parsed with Go's rules: whatever
+ * Go refuses (lookaround, backreferences, possessive and nested
+ * quantifiers, atomic groups, \K, recursion, conditionals, unknown
+ * escapes...) is refused with Go's message, and the rest is written out as
+ * a PCRE2 pattern that means the same, every construct spelled explicitly.
  *
  * Matching runs pcre2_dfa_match(), which does not backtrack, with a fixed
  * workspace that bounds its work per subject byte; a pattern that needs
@@ -115,8 +116,9 @@ const char *pg_match_op_str(pg_match_op_e op);
 
 /*
  * The selector as {name="value",...}, in matcher order, values quoted as
- * Go's %q quotes them (and U+FFFD as \ufffd): PromQL that parses back to
- * the same matchers.  Writes at most size bytes, NUL-terminated; returns
+ * Go's %q quotes them (and U+FFFD as \ufffd), names that are not
+ * [a-zA-Z_][a-zA-Z0-9_]* quoted the same way ({"service.name"="x"}):
+ * PromQL that parses back to the same matchers.  Writes at most size bytes, NUL-terminated; returns
  * the length it needed, like snprintf().
  */
 size_t pg_selector_format(const pg_selector_t *sel, char *buf, size_t size);

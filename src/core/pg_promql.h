@@ -1,14 +1,15 @@
 /*
  * PromQL selector extraction for /api/v1/query_exemplars: parses a query
- * with the grammar, lexer and checks of Prometheus 2.42's parser.ParseExpr
- * and returns what parser.ExtractSelectors would, as matcher sets.
+ * with the lexer, the very LALR automaton (goyacc's tables) and the checks
+ * of Prometheus 3.5's parser.ParseExpr, experimental features off, and
+ * returns what parser.ExtractSelectors would, as matcher sets.  UTF-8
+ * names are written quoted: {"http.server.duration"}, {"service.name"="x"}.
  *
- * A query Prometheus rejects is rejected here, at the same position and,
- * wherever practical, with the same text; a query it accepts yields the
- * same selectors.  Deliberate differences: nesting deeper than
- * PG_PROMQL_MAX_DEPTH is refused (Go's parser has no limit); in each
- * selector the __name__ matcher of a metric name comes first (Prometheus
- * appends it last; order does not change what matches).
+ * A query Prometheus rejects is rejected here, at the same position and
+ * with the same text; a query it accepts yields the same selectors, each
+ * with its matchers in Prometheus' order (a metric name written outside
+ * the braces comes last).  Deliberate difference: a tree deeper than
+ * PG_PROMQL_MAX_DEPTH is refused (Go's parser has no limit).
  */
 
 #ifndef PG_PROMQL_H
@@ -18,8 +19,8 @@
 #include "pg_matcher.h"
 
 
-/* parentheses, calls, unary operators, "^" chains and the like */
-#define PG_PROMQL_MAX_DEPTH  256
+/* the height of the expression tree: parentheses, operators, calls... */
+#define PG_PROMQL_MAX_DEPTH  2048
 
 
 typedef enum {
@@ -34,8 +35,12 @@ typedef enum {
  * longer (a regexp error quotes the whole pattern).
  */
 typedef struct {
-    size_t          pos;          /* byte offset in the query */
-    char            message[256]; /* NUL-terminated */
+    size_t          pos;          /* byte offset in the query; above its
+                                     length: Go's "invalid position" */
+    int             raw;          /* the message alone: "unexpected error",
+                                     Prometheus' answer to a Go panic in
+                                     its parser */
+    char            message[1024]; /* NUL-terminated */
 } pg_promql_error_t;
 
 
@@ -52,7 +57,8 @@ pg_promql_rc_e pg_promql_selectors(const uint8_t *query, size_t len,
 
 /*
  * The error as Prometheus' API reports it, "<line>:<col>: parse error:
- * <message>" (col counts bytes from 1).  Writes at most size bytes,
+ * <message>" (col counts bytes from 1), "unknown position: parse error:
+ * ..." for an empty query, or the message alone when err->raw is set.  Writes at most size bytes,
  * NUL-terminated; returns the length it needed, like snprintf().
  */
 size_t pg_promql_error_format(const uint8_t *query, size_t len,

@@ -1,5 +1,5 @@
 /*
- * Query API parameters as Prometheus 2.42 (Go 1.19) reads them: times with
+ * Query API parameters as Prometheus 3.5 reads them: times with
  * parseTime() and timestamp.FromTime(), forms with url.ParseQuery() and
  * r.FormValue(), and a JSON body for clients that post one.
  */
@@ -741,7 +741,7 @@ pg_query_finish(pg_query_params_t *qp, const pg_str_t *vals, unsigned have,
             (void) pg_go_quote(quoted, n + 1, vals[k].data, vals[k].len,
                                '"');
 
-            pg_time_errorf(err, err_len, "invalid parameter \"%s\": Invalid "
+            pg_time_errorf(err, err_len, "invalid parameter \"%s\": invalid "
                            "time value for '%s': cannot parse %s to a valid "
                            "timestamp", pg_query_keys[k], pg_query_keys[k],
                            quoted);

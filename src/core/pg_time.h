@@ -1,7 +1,7 @@
 /*
- * Time and query parameters of the query API, parsed as Prometheus 2.42
- * (built with Go 1.19) parses them: parseTime(), r.FormValue(), and the
- * errors it words.
+ * Time and query parameters of the query API, parsed as Prometheus 3.5
+ * parses them (as 2.42 did, but for the wording of a bad time):
+ * parseTime(), r.FormValue(), and the errors it words.
  */
 
 #ifndef PG_TIME_H

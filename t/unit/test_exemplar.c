@@ -380,8 +380,9 @@ test_duplicate_out_of_order(void **state)
 
 
 /*
- * Prometheus 2.42: labels sorted by name, of equal names the sender's last
- * one shows; names + values at most 128 runes (an invalid byte is one).
+ * Prometheus 3.5: labels with a value sorted by name, stably, each shown
+ * (equal names too, in the sender's order); names + values at most 128
+ * runes (an invalid byte is one).
  */
 static void
 test_labels(void **state)
@@ -411,8 +412,9 @@ test_labels(void **state)
         "{\"status\":\"success\",\"data\":[{\"seriesLabels\":{\"__name__\":"
         "\"pg_e\"},\"exemplars\":[{\"labels\":{\"a\":\"2\",\"z\":\"1\"},"
         "\"value\":\"1\",\"timestamp\":1795307778.010},{\"labels\":{\"k\":"
-        "\"y\"},\"value\":\"2\",\"timestamp\":1795307778.020},{\"labels\":{"
-        "\"k\":\"x\"},\"value\":\"3\",\"timestamp\":1795307778.030}]}]}");
+        "\"x\",\"k\":\"y\"},\"value\":\"2\",\"timestamp\":1795307778.020},"
+        "{\"labels\":{\"k\":\"y\",\"k\":\"x\"},\"value\":\"3\",\"timestamp\":"
+        "1795307778.030}]}]}");
 
     /* 128 runes fit, 129 do not */
     l[0].name = S("n");

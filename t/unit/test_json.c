@@ -247,45 +247,45 @@ static const str_vector_t  str_vectors[] = {
 static const param_vector_t  param_vectors[] = {
     { "start=x", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"x\\\" to a valid timestamp\"}" },
     { "end=abc%22q", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"end\\\": Invalid time value for 'end"
+      "\"invalid parameter \\\"end\\\": invalid time value for 'end"
       "': cannot parse \\\"abc\\\\\\\"q\\\" to a valid timestamp\"}" },
     { "start=10&end=5", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
       "\"end timestamp must not be before start timestamp\"}" },
     { "start=1e400", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"1e400\\\" to a valid timestamp\"}" },
     { "start=%2Bnan", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"+nan\\\" to a valid timestamp\"}" },
     { "start=%2010", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\" 10\\\" to a valid timestamp\"}" },
     { "start=2021-09-30T05:38:22.1234567891234Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T05:38:22.1234567891234Z\\"
       "\" to a valid timestamp\"}" },
     { "start=2021-02-29T05:38:22Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-02-29T05:38:22Z\\\" to a valid "
       "timestamp\"}" },
     { "start=2021-09-30T24:00:00Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T24:00:00Z\\\" to a valid "
       "timestamp\"}" },
     { "start=x%0Ay%09%C3%A9%E2%80%A8%FF%00%1B%7F%C2%85", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"x\\\\ny\\\\t\xc3\xa9\\\\u2028\\\\xff"
       "\\\\x00\\\\x1b\\\\x7f\\\\u0085\\\" to a valid timestamp\"}" },
     { "start=2021-09-30T05:38:22.0005Z&end=2021-09-30T05:38:22.0001"
@@ -295,30 +295,30 @@ static const param_vector_t  param_vectors[] = {
     { "start=x;y", 200, NULL },
     { "start=%zz&start=abc", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"abc\\\" to a valid timestamp\"}" },
     { "start=&start=abc", 200, NULL },
     { "start=abc&start=def", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"abc\\\" to a valid timestamp\"}" },
     { "start=5&end=1e19", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
       "\"end timestamp must not be before start timestamp\"}" },
     { "start=%E2%80", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"\\\\xe2\\\\x80\\\" to a valid timest"
       "amp\"}" },
     { "start=%2B2021-09-30T05:38:22Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"+2021-09-30T05:38:22Z\\\" to a valid"
       " timestamp\"}" },
     { "start=0021-09-30T05:38:22Z&end=0021-09-30T05:38:22Z", 200, NULL },
     { "start=-021-09-30T05:38:22Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"-021-09-30T05:38:22Z\\\" to a valid "
       "timestamp\"}" },
     { "start=2021-09-30T5:38:22Z", 200, NULL },
@@ -326,75 +326,75 @@ static const param_vector_t  param_vectors[] = {
     { "start=2021-09-30T05:38:22,5Z", 200, NULL },
     { "start=1e", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"1e\\\" to a valid timestamp\"}" },
     { "start=0x10", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"0x10\\\" to a valid timestamp\"}" },
     { "start=.5&end=5.", 200, NULL },
     { "start=1__0", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"1__0\\\" to a valid timestamp\"}" },
     { "start=_1", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"_1\\\" to a valid timestamp\"}" },
     { "start=1_", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"1_\\\" to a valid timestamp\"}" },
     { "start=0x_1p0", 200, NULL },
     { "start=0x1p-1_0", 200, NULL },
     { "start=infinity&end=-INF", 200, NULL },
     { "start=infinit", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"infinit\\\" to a valid timestamp\"}" },
     { "start=2021-09-30T05:38:22.Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T05:38:22.Z\\\" to a valid"
       " timestamp\"}" },
     { "start=2021-09-30T05:38Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T05:38Z\\\" to a valid tim"
       "estamp\"}" },
     { "start=2021-13-01T00:00:00Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-13-01T00:00:00Z\\\" to a valid "
       "timestamp\"}" },
     { "start=2000-02-29T00:00:00Z&end=2000-02-29T00:00:00Z", 200, NULL },
     { "start=1900-02-29T00:00:00Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"1900-02-29T00:00:00Z\\\" to a valid "
       "timestamp\"}" },
     { "start=2021-09-30T05:38:22%2B0200", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T05:38:22+0200\\\" to a va"
       "lid timestamp\"}" },
     { "start=2021-09-30T05:38:22z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30T05:38:22z\\\" to a valid "
       "timestamp\"}" },
     { "start=2021-09-30%2005:38:22Z", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"2021-09-30 05:38:22Z\\\" to a valid "
       "timestamp\"}" },
     { "sta%72t=abc", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"abc\\\" to a valid timestamp\"}" },
     { "start=%e2%80%a8", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"\\\\u2028\\\" to a valid timestamp\""
       "}" },
     { "start=yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
@@ -404,7 +404,7 @@ static const param_vector_t  param_vectors[] = {
       "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
       "yyyyyy", 400,
       "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-      "\"invalid parameter \\\"start\\\": Invalid time value for 's"
+      "\"invalid parameter \\\"start\\\": invalid time value for 's"
       "tart': cannot parse \\\"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
       "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
       "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
@@ -641,19 +641,20 @@ test_labels_and_errors(void **state)
     pg_json_buf_t   b;
     pg_label_t      l[4];
 
-    /* sorted names; of equal names the last one, as Go's map */
+    /* Prometheus 3.5: every label in order, jsoniter's WriteString */
     l[0].name = S("a");
     l[0].value = S("1");
     l[1].name = S("k");
-    l[1].value = S("x");
-    l[2].name = S("k");
-    l[2].value = S("y");
+    l[1].value = S("x\"\\\n\x01");
+    l[2].name = S("service.name");
+    l[2].value = S("<&>\xe2\x80\xa8\xff");
     l[3].name = S("z<");
     l[3].value = S("");
 
     pg_json_init(&b, alloc);
     pg_json_labels(&b, l, 4);
-    assert_buf(&b, "{\"a\":\"1\",\"k\":\"y\",\"z\\u003c\":\"\"}");
+    assert_buf(&b, "{\"a\":\"1\",\"k\":\"x\\\"\\\\\\n\\u0001\",\"service.name\":"
+               "\"<&>\xe2\x80\xa8\xff\",\"z<\":\"\"}");
 
     pg_json_init(&b, alloc);
     pg_json_labels(&b, l, 0);
@@ -1046,7 +1047,7 @@ test_query_json(void **state)
     /* the time errors are Prometheus' */
     assert_int_equal(json(&a, "{\"start\":\"x\"}", 0, &qp, err),
                      PG_TIME_BAD_REQUEST);
-    assert_string_equal(err, "invalid parameter \"start\": Invalid time "
+    assert_string_equal(err, "invalid parameter \"start\": invalid time "
                         "value for 'start': cannot parse \"x\" to a valid "
                         "timestamp");
     assert_int_equal(json(&a, "{\"start\":5,\"end\":4}", 0, &qp, err),

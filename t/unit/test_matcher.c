@@ -3,7 +3,8 @@
  * semantics, Go (RE2) regular expression syntax on PCRE2.  The tables of
  * regexp verdicts and of refused patterns, with their messages, were
  * checked against a real Prometheus 2.42 (series scraped with those label
- * values, then /api/v1/query_exemplars).
+ * values, then /api/v1/query_exemplars), the refusals and "." (DotNL)
+ * again against Prometheus 3.5.3.
  */
 
 #include <stdarg.h>
@@ -85,11 +86,17 @@ static const test_sem_t  sem[] = {
     { "\\d+",
       "00000000000000000001000000000000000000001100" },
     { ".",
+      "01100111111000011100000110111000110000110001" },
+    { "(?-s).",
       "01100111111000001100000110111000110000110001" },
     { "(?s).",
       "01100111111000011100000110111000110000110001" },
     { ".*",
+      "11111111111111111111111111111111111111111111" },
+    { "(?-s).*",
       "11111111111110001111111111111111111111111111" },
+    { "(?<n>a)",
+      "01000000000000000000000000000000000000000000" },
     { "foo$",
       "00000000000100000000000000000000000000000000" },
     { "(?m)foo$",
@@ -168,9 +175,9 @@ static const test_bad_t  bad[] = {
     { "(?!a)",
       "error parsing regexp: invalid or unsupported Perl syntax: `(?!`" },
     { "(?<=a)",
-      "error parsing regexp: invalid or unsupported Perl syntax: `(?<`" },
+      "error parsing regexp: invalid named capture: `(?<=a)`" },
     { "(?<!a)",
-      "error parsing regexp: invalid or unsupported Perl syntax: `(?<`" },
+      "error parsing regexp: invalid named capture: `(?<!a)`" },
     { "(?>a)",
       "error parsing regexp: invalid or unsupported Perl syntax: `(?>`" },
     { "(?#c)",
@@ -183,8 +190,6 @@ static const test_bad_t  bad[] = {
       "error parsing regexp: invalid or unsupported Perl syntax: `(?(`" },
     { "(?|a)",
       "error parsing regexp: invalid or unsupported Perl syntax: `(?|`" },
-    { "(?<n>a)",
-      "error parsing regexp: invalid or unsupported Perl syntax: `(?<`" },
     { "(?'n'a)",
       "error parsing regexp: invalid or unsupported Perl syntax: `(?'`" },
     { "(?P=n)",
@@ -258,17 +263,17 @@ static const test_bad_t  bad[] = {
     { "[[:foo:]]",
       "error parsing regexp: invalid character class range: `[:foo:]`" },
     { "[a",
-      "error parsing regexp: missing closing ]: `[a)$`" },
+      "error parsing regexp: missing closing ]: `[a`" },
     { "(a",
-      "error parsing regexp: missing closing ): `^(?:(a)$`" },
+      "error parsing regexp: missing closing ): `(a`" },
     { "a)",
-      "error parsing regexp: unexpected ): `^(?:a))$`" },
+      "error parsing regexp: unexpected ): `a)`" },
     { "(*UTF)a",
       "error parsing regexp: missing argument to repetition operator: `*`" },
     { "(?i",
-      "error parsing regexp: missing closing ): `^(?:(?i)$`" },
-    { "\377",
-      "error parsing regexp: invalid UTF-8: `\357\277\275)$`" },
+      "error parsing regexp: invalid or unsupported Perl syntax: `(?i`" },
+    { "a+\377",
+      "error parsing regexp: invalid UTF-8: `\357\277\275`" },
 };
 
 
@@ -484,9 +489,17 @@ test_anchoring(void **state)
     assert_true(test_match(PG_MATCH_RE, "(?m)foo$\\n", "foo\n"));
     assert_true(test_match(PG_MATCH_RE, "(?m)foo\\n^", "foo\n"));
 
-    /* . stops at a newline unless (?s) */
-    assert_false(test_match(PG_MATCH_RE, ".*", "a\nb"));
+    /* Prometheus 3.5 parses with DotNL: . takes a newline unless (?-s) */
+    assert_true(test_match(PG_MATCH_RE, ".*", "a\nb"));
     assert_true(test_match(PG_MATCH_RE, "(?s).*", "a\nb"));
+    assert_false(test_match(PG_MATCH_RE, "(?-s).*", "a\nb"));
+
+    /* literals and "|" alone compare bytes, never parsed (3.5) */
+    assert_true(test_match(PG_MATCH_RE, "a|\377", "\377"));
+    assert_false(test_match(PG_MATCH_RE, "a|\377", "\357\277\275"));
+    assert_true(test_match(PG_MATCH_RE, "a|", ""));
+    assert_false(test_match(PG_MATCH_RE, "a|b", "a|b"));
+    assert_true(test_match(PG_MATCH_NRE, "a|b", "c"));
 
     /* the empty pattern matches the empty value only */
     assert_true(test_match(PG_MATCH_RE, "", ""));
