@@ -209,6 +209,18 @@ PROMQL = [
     '-' * 300 + 'up',
     'up{job=~"\\p{Greek}+"}',
     'up{job=~"a{1001}"}',
+    # Prometheus 3.5: quoted names, numbers as durations, experimental
+    # features refused, literal-set regexps
+    '{"http.server.duration", "service.name"="checkout"}',
+    'sum by ("service.name") (rate({"a.b"}[5]))',
+    'up offset -5 @ 5m',
+    'up[1m+1m:30s]',
+    'limitk(2, up)',
+    'info(up, {a="b"})',
+    '1_000 * 0x_1F + .5e3',
+    'up{job=~"a|\\xff"}',
+    'up{job=~"(?<n>a)"}',
+    'sum(up) by (a) (b)',
 ]
 
 MATCHER = [

@@ -46,6 +46,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "pg_exemplar.h"
 
 
@@ -532,7 +535,7 @@ pg_exring_repair(pg_exring_t *r)
             rec->oldest_ts = slot->ts;
 
         } else {
-            if (slot->ts <= rec->newest_ts) {
+            if (slot->ts < rec->newest_ts) {
                 goto reset;
             }
 
@@ -1113,13 +1116,56 @@ pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
 }
 
 
+/*
+ * labels.Labels.Hash() of Prometheus 3.5 (stringlabels): XXH64, seed 0,
+ * of each name and value after its length (one byte below 255, else 255
+ * and three bytes little-endian).
+ */
+static uint64_t
+pg_exring_prom_hash(const pg_label_t *l, size_t k)
+{
+    size_t          i, j;
+    uint8_t         size[4];
+    pg_str_t        s;
+    XXH64_state_t   st;
+
+    (void) XXH64_reset(&st, 0);
+
+    for (i = 0; i < k; i++) {
+        for (j = 0; j < 2; j++) {
+            s = j ? l[i].value : l[i].name;
+
+            if (s.len < 255) {
+                size[0] = (uint8_t) s.len;
+                (void) XXH64_update(&st, size, 1);
+
+            } else {
+                size[0] = 255;
+                size[1] = (uint8_t) s.len;
+                size[2] = (uint8_t) (s.len >> 8);
+                size[3] = (uint8_t) (s.len >> 16);
+                (void) XXH64_update(&st, size, 4);
+            }
+
+            if (s.len) {
+                (void) XXH64_update(&st, s.data, s.len);
+            }
+        }
+    }
+
+    return XXH64_digest(&st);
+}
+
+
 pg_exring_rc_e
 pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
     size_t n, const pg_label_t *ex, size_t m, double value, int64_t ts_ms,
     uint64_t *seq)
 {
     pg_label_t      sorted[PG_EXEMPLAR_MAX_RUNES];
-    uint8_t         buf[PG_EX_LABELS_MAX], *log, *p;
+    pg_label_t      prev[PG_EXEMPLAR_MAX_RUNES];
+    uint8_t         buf[PG_EX_LABELS_MAX], text[PG_EX_LABELS_MAX];
+    uint8_t        *log, *p;
     uint16_t       *lens;
     size_t          i, j, k, runes, len;
     uint64_t        rec_size, lsize, need, pos;
@@ -1194,7 +1240,12 @@ pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
     hash = pg_exring_series_hash(tenant, series, n);
     id = pg_exring_lookup(r, hash, tenant, series, n);
 
-    /* as CircularExemplarStorage.validateExemplar() */
+    /*
+     * As 3.5's CircularExemplarStorage.validateExemplar(): equal to the
+     * newest is a duplicate; before it is out of order, and so is one at
+     * the same time with a lower value, or the same value and a lower
+     * label hash (a native histogram's exemplars share a timestamp).
+     */
     if (id != PG_NONE) {
         rec = pg_exring_record(r, id);
         newest = &slots[rec->newest];
@@ -1206,8 +1257,19 @@ pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
             return PG_EXRING_DUPLICATE;
         }
 
-        if (ts_ms <= newest->ts) {
+        if (ts_ms < newest->ts
+            || (ts_ms == newest->ts && value < newest->value))
+        {
             return PG_EXRING_OUT_OF_ORDER;
+        }
+
+        if (ts_ms == newest->ts && value == newest->value) {
+            j = pg_exring_decode(pg_exring_labels(r, newest), newest->len,
+                                 prev, text);
+
+            if (pg_exring_prom_hash(sorted, k) < pg_exring_prom_hash(prev, j)) {
+                return PG_EXRING_OUT_OF_ORDER;
+            }
         }
     }
 
@@ -1812,7 +1874,7 @@ pg_exring_check(pg_exring_t *r, char *err, size_t err_len)
 
             slot = &slots[s];
 
-            if (slot->series != id || (count > 0 && slot->ts <= ts)
+            if (slot->series != id || (count > 0 && slot->ts < ts)
                 || ++count > rec->count)
             {
                 return pg_exring_fail(err, err_len, "series slots", id, s);

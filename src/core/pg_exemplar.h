@@ -1,7 +1,7 @@
 /*
  * The exemplar store: a ring of the last "max" exemplars with a per-series
  * index, in one caller-provided memory region (an nginx shared zone).
- * Semantics are those of Prometheus 2.42's CircularExemplarStorage.
+ * Semantics are those of Prometheus 3.5's CircularExemplarStorage.
  *
  * The region holds offsets and indexes only, never pointers.  The caller
  * serializes every call (the glue holds the zone mutex around each); a
@@ -30,7 +30,9 @@ typedef struct pg_exring_s  pg_exring_t;
 typedef enum {
     PG_EXRING_ADDED = 0,
     PG_EXRING_DUPLICATE,      /* equal to the series' newest: ignored */
-    PG_EXRING_OUT_OF_ORDER,   /* ts <= the series' newest exemplar's */
+    PG_EXRING_OUT_OF_ORDER,   /* before the series' newest exemplar, or */
+                              /*   at its time with a lower value, or */
+                              /*   that value and a lower label hash */
     PG_EXRING_TOO_LONG,       /* labels above PG_EXEMPLAR_MAX_RUNES */
     PG_EXRING_NO_SPACE,       /* the series' label set cannot be stored */
     PG_EXRING_NRESULTS

@@ -282,6 +282,41 @@ def test_utf8_names_equal_prometheus(egw, eprom, serverset):
     assert "span.id" in data[0]["exemplars"][0]["labels"]
 
 
+def test_same_time_exemplars_equal_prometheus(egw, eprom, serverset):
+    """3.5's order of exemplars in a series: one at the newest's time is
+    kept when its value is higher, or equal with a higher label hash (a
+    native histogram's exemplars share a timestamp); NaN is never a
+    duplicate.  Each step a request of its own, one with several."""
+    if serverset.prom_major < 3:
+        pytest.skip("Prometheus %s keeps one exemplar per timestamp (an "
+                    "equal time is out of order); promgate follows 3.5"
+                    % serverset.prom_version_str)
+    name = rw.uniq("exo")
+    t = (rw.now_ms() // 1000 - 20) * 1000
+    post(egw.write_url, [rw.series(name, {"job": "o"}, samples=[(1, t)])])
+
+    steps = [
+        [({"t": "a"}, 1, t)], [({"t": "a"}, 1, t)],         # duplicate
+        [({"t": "b"}, 1, t)], [({"t": "a"}, 1, t)],         # by label hash
+        [({"t": "a"}, 0.5, t)], [({"t": "a"}, 2, t)],       # by value
+        [({"t": "c"}, 5, t - 5)],                           # older
+        [({"t": "n"}, float("nan"), t + 10)],
+        [({"t": "n"}, float("nan"), t + 10)],               # NaN again
+        [({"t": "d"}, 3, t + 20), ({"t": "e"}, 3, t + 20),
+         ({"t": "d"}, 2, t + 20), ({"t": "f"}, 3, t + 20)],
+    ]
+    for exs in steps:
+        post(egw.write_url, [rw.series(name, {"job": "o"}, exemplars=exs)])
+
+    for (a, b) in [(t / 1000.0 - 60, t / 1000.0 + 60),
+                   (t / 1000.0, t / 1000.0)]:
+        params = {"query": name, "start": "%.3f" % a, "end": "%.3f" % b}
+        want = get_raw(eprom.url + "/api/v1/query_exemplars", params)
+        got = get_raw(egw.query_url, params)
+        assert got == want, "window %r" % ((a, b),)
+    assert want[1].count('"labels"') >= 3, want
+
+
 def test_query_forms_and_errors(egw, eprom):
     name = rw.uniq("exf")
     s, t0 = stream(name)
