@@ -280,7 +280,37 @@ static const char  *pg_re_unicode_names[] = {
     "Tai_Tham", "Tai_Viet", "Takri", "Tamil", "Tangut", "Telugu", "Thaana",
     "Thai", "Tibetan", "Tifinagh", "Tirhuta", "Ugaritic", "Vai", "Wancho",
     "Warang_Citi", "Yezidi", "Yi", "Zanabazar_Square",
+    /* Unicode 14 (PCRE2 10.40+ knows them) */
+    "Cypro_Minoan", "Old_Uyghur", "Tangsa", "Toto", "Vithkuqi",
+    /* Go 1.25+ categories; LC is PCRE2's L& */
+    "Cn", "LC",
+    /* Unicode 15 and 16: written as ranges, see pg_re_new_scripts */
+    "Kawi", "Nag_Mundari", "Garay", "Gurung_Khema", "Kirat_Rai", "Ol_Onal",
+    "Sunuwar", "Todhri", "Tulu_Tigalari",
     NULL
+};
+
+
+/*
+ * Scripts newer than PCRE2 10.42's Unicode 14 tables, which Prometheus
+ * 3.5 (Go's Unicode 16 tables) knows: Unicode 15's exactly as Go's
+ * tables have them, Unicode 16's as their blocks (what the blocks hold
+ * but the script does not is not assigned yet).
+ */
+static const struct {
+    const char     *name;
+    uint32_t        r[6];         /* lo, hi pairs; hi 0 ends */
+} pg_re_new_scripts[] = {
+    { "Kawi", { 0x11f00, 0x11f10, 0x11f12, 0x11f3a, 0x11f3e, 0x11f59 } },
+    { "Nag_Mundari", { 0x1e4d0, 0x1e4f9 } },
+    { "Garay", { 0x10d40, 0x10d8f } },
+    { "Gurung_Khema", { 0x16100, 0x1613f } },
+    { "Kirat_Rai", { 0x16d40, 0x16d7f } },
+    { "Ol_Onal", { 0x1e5d0, 0x1e5ff } },
+    { "Sunuwar", { 0x11bc0, 0x11bff } },
+    { "Todhri", { 0x105c0, 0x105ff } },
+    { "Tulu_Tigalari", { 0x11380, 0x113ff } },
+    { NULL, { 0 } }
 };
 
 
@@ -2272,8 +2302,11 @@ static int
 pg_re_class_add_prop(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
     const uint8_t *name, size_t len)
 {
-    char    *props;
-    size_t   need;
+    int              rc;
+    char            *props;
+    size_t           need, i, k;
+    uint32_t         next;
+    const uint32_t  *r;
 
     need = cls->props_len + len + 5;
 
@@ -2293,13 +2326,44 @@ pg_re_class_add_prop(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
         cls->props = props;
     }
 
+    /* a script PCRE2 does not know: its ranges (uncased, no folding) */
+    for (i = 0; pg_re_new_scripts[i].name != NULL; i++) {
+        if (strlen(pg_re_new_scripts[i].name) != len
+            || memcmp(pg_re_new_scripts[i].name, name, len) != 0)
+        {
+            continue;
+        }
+
+        r = pg_re_new_scripts[i].r;
+        next = 0;
+
+        for (k = 0; k < 6 && r[k + 1] != 0; k += 2) {
+            rc = negate ? (r[k] > next ? pg_re_class_add(p, cls, next,
+                                                         r[k] - 1)
+                                       : PG_MATCHER_OK)
+                        : pg_re_class_add(p, cls, r[k], r[k + 1]);
+            if (rc != PG_MATCHER_OK) {
+                return rc;
+            }
+            next = r[k + 1] + 1;
+        }
+
+        if (negate) {
+            return pg_re_class_add(p, cls, next, PG_RUNE_MAX);
+        }
+
+        return PG_MATCHER_OK;
+    }
+
     /*
      * Under (?i) Go adds to a class what folds into it: for the cased
      * letter categories that is all cased letters, PCRE2's L&.  Go's
-     * "Any" is every code point; PCRE2 spells it the same.
+     * "Any" is every code point; PCRE2 spells it the same.  Go's LC is
+     * PCRE2's L&.
      */
-    if ((p->flags & PG_RE_FOLD) && len == 2 && name[0] == 'L'
-        && (name[1] == 'u' || name[1] == 'l' || name[1] == 't'))
+    if (((p->flags & PG_RE_FOLD) && len == 2 && name[0] == 'L'
+         && (name[1] == 'u' || name[1] == 'l' || name[1] == 't'))
+        || (len == 2 && name[0] == 'L' && name[1] == 'C'))
     {
         name = (const uint8_t *) "L&";
     }

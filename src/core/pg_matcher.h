@@ -26,7 +26,9 @@
  *
  * Known differences from Go: under (?i), \p{Lu}, \p{Ll} and \p{Lt} match
  * every cased letter and \p{Script} is not case-folded, where Go's tables
- * differ by a few characters; non-capturing groups nested more than
+ * differ by a few characters; \p{..} classes follow PCRE2's Unicode 14
+ * tables where Prometheus 3.5's Go has Unicode 16 (the scripts added since
+ * are written as ranges: Unicode 15's exactly, 16's as their blocks); non-capturing groups nested more than
  * PG_REGEX_MAX_NESTING deep are refused; a pattern PCRE2 cannot hold
  * (compiled size over 64 KiB, e.g. a big group repeated {1000} times) is
  * refused with PCRE2's reason.

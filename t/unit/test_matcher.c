@@ -508,6 +508,28 @@ test_anchoring(void **state)
 }
 
 
+/* the classes Go's newer tables have (Prometheus 3.5's Go, Unicode 16) */
+static void
+test_unicode_tables(void **state)
+{
+    /* Unicode 14 scripts (PCRE2 has them) */
+    assert_true(test_match(PG_MATCH_RE, "\\p{Vithkuqi}", "\360\220\225\260"));
+    /* Unicode 15: Go's ranges */
+    assert_true(test_match(PG_MATCH_RE, "\\p{Kawi}+", "\360\221\274\200"));
+    assert_false(test_match(PG_MATCH_RE, "\\p{Kawi}", "\360\221\274\221"));
+    assert_true(test_match(PG_MATCH_RE, "\\P{Kawi}", "a"));
+    assert_true(test_match(PG_MATCH_RE, "[^\\P{Nag_Mundari}]",
+                           "\360\236\223\220"));
+    /* Unicode 16: blocks */
+    assert_true(test_match(PG_MATCH_RE, "\\p{Garay}", "\360\220\265\200"));
+    /* Go 1.25's categories */
+    assert_true(test_match(PG_MATCH_RE, "\\p{LC}+", "aB"));
+    assert_false(test_match(PG_MATCH_RE, "\\p{LC}", "1"));
+    assert_true(test_match(PG_MATCH_RE, "\\p{Cn}", "\363\240\200\200"));
+    assert_false(test_match(PG_MATCH_RE, "\\p{Cn}", "a"));
+}
+
+
 static void
 test_utf8(void **state)
 {
@@ -797,6 +819,7 @@ main(void)
         cmocka_unit_test(test_regex_semantics),
         cmocka_unit_test(test_regex_rejected),
         cmocka_unit_test(test_anchoring),
+        cmocka_unit_test(test_unicode_tables),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_catastrophic),
         cmocka_unit_test(test_selector_match),
