@@ -732,10 +732,9 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     int                      rc, errcode;
     char                    *pattern;
     size_t                   len, n, size;
-    uint8_t                 *wrapped;
     PCRE2_SIZE               erroffset;
     pg_regex_t              *re;
-    pg_re_node_t            *tree, *wtree;
+    pg_re_node_t            *tree;
     pg_re_parser_t           p;
     pcre2_general_context   *gctx;
     pcre2_compile_context   *cctx;
@@ -764,28 +763,11 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
 
     /*
      * Prometheus 3.5 (NewFastRegexMatcher) parses v with Perl|DotNL and
-     * reports its error, quoting v; it then compiles "^(?s:" + the parsed
-     * v + ")$", which only the limits on nesting and size can refuse where
-     * v alone passed: the second parse gives that verdict (its text quotes
-     * the wrapped pattern as written, where Go quotes its re-printing).
+     * reports its error, quoting v.  It then compiles "^(?s:" + v as Go
+     * prints it back + ")$", which can only fail where v alone is at
+     * Go's nesting or size limit: that edge is not reproduced.
      */
     rc = pg_re_parse(&p, m->value.data, m->value.len, PG_RE_DOTNL, &tree);
-
-    if (rc == PG_MATCHER_OK) {
-        n = m->value.len;
-        wrapped = pg_alloc(alloc, n + 7);
-        if (wrapped == NULL) {
-            return PG_MATCHER_NOMEM;
-        }
-
-        memcpy(wrapped, "^(?s:", 5);
-        if (n) {
-            memcpy(wrapped + 5, m->value.data, n);
-        }
-        memcpy(wrapped + 5 + n, ")$", 2);
-
-        rc = pg_re_parse(&p, wrapped, n + 7, 0, &wtree);
-    }
 
     if (rc != PG_MATCHER_OK) {
         if (rc == PG_MATCHER_BAD_RE) {
