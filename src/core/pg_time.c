@@ -384,9 +384,10 @@ pg_time_underscore_ok(const uint8_t *s, size_t len)
 
 
 /*
- * time.Parse(time.RFC3339Nano, s) of Go 1.19: a 4-digit year, 2-digit
- * month, day, minute and second, a 1- or 2-digit hour, an optional
- * fraction of up to 9 digits after '.' or ',', then 'Z' or +hh:mm/-hh:mm
+ * time.Parse(time.RFC3339Nano, s) of the Go Prometheus 3.5 is built with:
+ * a 4-digit year, 2-digit month, day, minute and second, a 1- or 2-digit
+ * hour, an optional fraction of any number of digits after '.' or ','
+ * (the first 9 count; Go 1.19 took 9 at most), then 'Z' or +hh:mm/-hh:mm
  * (offset digits not range-checked).
  */
 static int
@@ -465,9 +466,12 @@ pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t)
         i++;
         digits = 0;
 
-        while (i < len && pg_digit(s[i]) && digits < 9) {
-            nsec = nsec * 10 + (s[i] - '0');
-            digits++;
+        /* Go 1.20+ takes any number of digits, the first 9 counting */
+        while (i < len && pg_digit(s[i])) {
+            if (digits < 9) {
+                nsec = nsec * 10 + (s[i] - '0');
+                digits++;
+            }
             i++;
         }
 
