@@ -45,7 +45,8 @@ static ngx_connection_t *ngx_http_promgate_kafka_idle_get(
 static void ngx_http_promgate_kafka_idle_handler(ngx_event_t *ev);
 static void ngx_http_promgate_kafka_close(ngx_connection_t *c,
     ngx_http_promgate_kafka_link_t *link);
-static void ngx_http_promgate_kafka_dummy_handler(ngx_event_t *ev);
+static void ngx_http_promgate_kafka_post_end(
+    ngx_http_promgate_kafka_post_t *post, ngx_uint_t keepalive);
 
 
 static ngx_queue_t  ngx_http_promgate_kafka_posts;
@@ -94,12 +95,7 @@ ngx_http_promgate_kafka_post_start(ngx_http_promgate_kafka_post_t *post)
             return NGX_OK;
         }
 
-        ngx_queue_remove(&post->queue);
-        ngx_http_promgate_kafka_nposts--;
-        post->active = 0;
-
-        ngx_http_promgate_kafka_close(post->connection, post->link);
-        post->connection = NULL;
+        ngx_http_promgate_kafka_post_end(post, 0);
 
         if (!post->reused) {
             break;
@@ -372,12 +368,7 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
 
                 /* the server had closed the keep-alive connection */
 
-                ngx_queue_remove(&post->queue);
-                ngx_http_promgate_kafka_nposts--;
-                post->active = 0;
-
-                ngx_http_promgate_kafka_close(c, post->link);
-                post->connection = NULL;
+                ngx_http_promgate_kafka_post_end(post, 0);
 
                 if (ngx_http_promgate_kafka_post_start(post) != NGX_OK) {
                     post->status = 0;
@@ -419,7 +410,6 @@ ngx_http_promgate_kafka_post_done(ngx_http_promgate_kafka_post_t *post,
     ngx_connection_t  *c;
 
     c = post->connection;
-    post->connection = NULL;
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -429,16 +419,8 @@ ngx_http_promgate_kafka_post_done(ngx_http_promgate_kafka_post_t *post,
         ngx_del_timer(c->write);
     }
 
-    if (keepalive && !ngx_exiting && !ngx_terminate && !ngx_quit) {
-        ngx_http_promgate_kafka_idle_put(c, post->link);
-
-    } else {
-        ngx_http_promgate_kafka_close(c, post->link);
-    }
-
-    ngx_queue_remove(&post->queue);
-    ngx_http_promgate_kafka_nposts--;
-    post->active = 0;
+    ngx_http_promgate_kafka_post_end(post, keepalive && !ngx_exiting
+                                           && !ngx_terminate && !ngx_quit);
 
     post->status = post->resp.status;
 
@@ -450,12 +432,7 @@ static void
 ngx_http_promgate_kafka_post_fail(ngx_http_promgate_kafka_post_t *post,
     const char *error)
 {
-    ngx_http_promgate_kafka_close(post->connection, post->link);
-    post->connection = NULL;
-
-    ngx_queue_remove(&post->queue);
-    ngx_http_promgate_kafka_nposts--;
-    post->active = 0;
+    ngx_http_promgate_kafka_post_end(post, 0);
 
     post->status = 0;
     post->error = error;
@@ -464,14 +441,22 @@ ngx_http_promgate_kafka_post_fail(ngx_http_promgate_kafka_post_t *post,
 }
 
 
-void
-ngx_http_promgate_kafka_post_cancel(ngx_http_promgate_kafka_post_t *post)
+/*
+ * The attempt is over: the post leaves the active ones, its connection is
+ * kept for another post (keepalive) or closed.
+ */
+
+static void
+ngx_http_promgate_kafka_post_end(ngx_http_promgate_kafka_post_t *post,
+    ngx_uint_t keepalive)
 {
-    if (!post->active) {
-        return;
+    if (keepalive) {
+        ngx_http_promgate_kafka_idle_put(post->connection, post->link);
+
+    } else {
+        ngx_http_promgate_kafka_close(post->connection, post->link);
     }
 
-    ngx_http_promgate_kafka_close(post->connection, post->link);
     post->connection = NULL;
 
     ngx_queue_remove(&post->queue);
@@ -493,7 +478,7 @@ ngx_http_promgate_kafka_client_cancel_all(void)
     while (!ngx_queue_empty(&ngx_http_promgate_kafka_posts)) {
         q = ngx_queue_head(&ngx_http_promgate_kafka_posts);
         post = ngx_queue_data(q, ngx_http_promgate_kafka_post_t, queue);
-        ngx_http_promgate_kafka_post_cancel(post);
+        ngx_http_promgate_kafka_post_end(post, 0);
     }
 }
 
@@ -523,7 +508,7 @@ ngx_http_promgate_kafka_idle_put(ngx_connection_t *c,
 
     c->data = link;
     c->read->handler = ngx_http_promgate_kafka_idle_handler;
-    c->write->handler = ngx_http_promgate_kafka_dummy_handler;
+    c->write->handler = ngx_http_empty_handler;
 
     /* ngx_close_idle_connections() closes it when the worker exits */
     c->idle = 1;
@@ -634,10 +619,4 @@ ngx_http_promgate_kafka_close(ngx_connection_t *c,
     if (pool) {
         ngx_destroy_pool(pool);
     }
-}
-
-
-static void
-ngx_http_promgate_kafka_dummy_handler(ngx_event_t *ev)
-{
 }

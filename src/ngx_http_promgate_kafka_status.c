@@ -10,7 +10,7 @@
 
 
 #define NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC   0x50474b53u    /* "PGKS" */
-#define NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT  1
+#define NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT  2    /* 6 poison reasons */
 
 
 typedef struct {
@@ -29,13 +29,9 @@ static ngx_slab_pool_t                  *ngx_http_promgate_kafka_shpool;
 static ngx_http_promgate_kafka_cstats_t  ngx_http_promgate_kafka_cstats_dummy;
 
 
+/* as ngx_http_promgate_kafka_poison_e */
 static const char  *ngx_http_promgate_kafka_poison_names[] = {
     "malformed",
-    "missing_name",
-    "invalid_label_name",
-    "unsorted_labels",
-    "duplicate_label",
-    "invalid_utf8",
     "snappy",
     "too_large",
     "json",
@@ -189,13 +185,6 @@ ngx_http_promgate_kafka_status_init_zone(ngx_shm_zone_t *shm_zone,
 }
 
 
-ngx_http_promgate_kafka_stats_t *
-ngx_http_promgate_kafka_stats(void)
-{
-    return ngx_http_promgate_kafka_stats_ptr;
-}
-
-
 ngx_http_promgate_kafka_cstats_t *
 ngx_http_promgate_kafka_cstats(ngx_uint_t slot)
 {
@@ -293,6 +282,120 @@ ngx_http_promgate_kafka_poison_index(const char *reason)
 /* ------------------------------------------------------------ the page */
 
 
+typedef enum {
+    NGX_HTTP_PROMGATE_KAFKA_COUNTER = 0,    /* the field at offset */
+    NGX_HTTP_PROMGATE_KAFKA_POSTS,          /* by outcome */
+    NGX_HTTP_PROMGATE_KAFKA_POISON,         /* by reason */
+    NGX_HTTP_PROMGATE_KAFKA_INFLIGHT,       /* summed over workers */
+    NGX_HTTP_PROMGATE_KAFKA_PAUSED,         /* workers paused */
+    NGX_HTTP_PROMGATE_KAFKA_ASSIGNED,       /* per partition from here */
+    NGX_HTTP_PROMGATE_KAFKA_PPAUSED,
+    NGX_HTTP_PROMGATE_KAFKA_COMMITTED,
+    NGX_HTTP_PROMGATE_KAFKA_HIGH,
+    NGX_HTTP_PROMGATE_KAFKA_LAG
+} ngx_http_promgate_kafka_metric_e;
+
+
+typedef struct {
+    char                              *name;
+    char                              *type;
+    char                              *help;
+    ngx_http_promgate_kafka_metric_e   kind;
+    size_t                             offset;
+} ngx_http_promgate_kafka_metric_t;
+
+
+#define ngx_http_promgate_kafka_counter(name, help, field)                    \
+    { name, "counter", help, NGX_HTTP_PROMGATE_KAFKA_COUNTER,                 \
+      offsetof(ngx_http_promgate_kafka_cstats_t, field) }
+
+
+static ngx_http_promgate_kafka_metric_t  ngx_http_promgate_kafka_metrics[] = {
+
+    ngx_http_promgate_kafka_counter("promgate_kafka_messages_total",
+        "Messages taken from Kafka.", messages),
+    ngx_http_promgate_kafka_counter("promgate_kafka_bytes_total",
+        "Bytes of the messages taken from Kafka.", bytes),
+    ngx_http_promgate_kafka_counter("promgate_kafka_acked_messages_total",
+        "Messages stored as the target's ack policy requires (and so "
+        "committable).", acked),
+    ngx_http_promgate_kafka_counter("promgate_kafka_samples_total",
+        "Samples in acknowledged messages.", samples),
+    ngx_http_promgate_kafka_counter("promgate_kafka_histograms_total",
+        "Native histogram samples in acknowledged messages.", histograms),
+    ngx_http_promgate_kafka_counter("promgate_kafka_exemplars_total",
+        "Exemplars in acknowledged messages.", exemplars),
+    ngx_http_promgate_kafka_counter("promgate_kafka_retries_total",
+        "Batches posted again after a 5xx, a timeout or a connection "
+        "error.", retries),
+    ngx_http_promgate_kafka_counter("promgate_kafka_splits_total",
+        "Rejected batches split in halves to find the bad message.", splits),
+    ngx_http_promgate_kafka_counter("promgate_kafka_dlq_produced_total",
+        "Poison messages the dead-letter topic acknowledged.", dlq_produced),
+    ngx_http_promgate_kafka_counter("promgate_kafka_dlq_failed_total",
+        "Poison messages that could not be produced to the dead-letter "
+        "topic (committed nevertheless).", dlq_failed),
+    ngx_http_promgate_kafka_counter("promgate_kafka_rebalances_total",
+        "Partition assignments and revocations seen by the workers.",
+        rebalances),
+
+    { "promgate_kafka_posts_total", "counter",
+      "Batches posted to the target, by outcome: stored (2xx), failed "
+      "(5xx, timeout: retried), rejected (400, 409, 413, 415).",
+      NGX_HTTP_PROMGATE_KAFKA_POSTS, 0 },
+
+    { "promgate_kafka_poison_total", "counter",
+      "Poison messages (never retried, committed, sent to the dead-letter "
+      "topic if any), by reason.",
+      NGX_HTTP_PROMGATE_KAFKA_POISON, 0 },
+
+    { "promgate_kafka_inflight_messages", "gauge",
+      "Messages taken and not yet acknowledged, over all workers.",
+      NGX_HTTP_PROMGATE_KAFKA_INFLIGHT, 0 },
+
+    { "promgate_kafka_paused_workers", "gauge",
+      "Workers whose consumer is paused because max_in_flight is reached.",
+      NGX_HTTP_PROMGATE_KAFKA_PAUSED, 0 },
+
+    { "promgate_kafka_partition_assigned", "gauge",
+      "1 if a worker of this instance owns the partition.",
+      NGX_HTTP_PROMGATE_KAFKA_ASSIGNED, 0 },
+
+    { "promgate_kafka_partition_paused", "gauge",
+      "1 while fetching from the partition is paused (backpressure or "
+      "retries).",
+      NGX_HTTP_PROMGATE_KAFKA_PPAUSED, 0 },
+
+    { "promgate_kafka_partition_committed_offset", "gauge",
+      "The last offset committed for the group (the next message to "
+      "read).",
+      NGX_HTTP_PROMGATE_KAFKA_COMMITTED, 0 },
+
+    { "promgate_kafka_partition_high_watermark", "gauge",
+      "The partition's high watermark, as last fetched.",
+      NGX_HTTP_PROMGATE_KAFKA_HIGH, 0 },
+
+    { "promgate_kafka_partition_lag", "gauge",
+      "Messages not yet committed: high watermark minus committed "
+      "offset.",
+      NGX_HTTP_PROMGATE_KAFKA_LAG, 0 },
+
+    { NULL, NULL, NULL, 0, 0 }
+};
+
+
+/* posts_total's outcomes */
+static struct {
+    char                              *outcome;
+    size_t                             offset;
+} ngx_http_promgate_kafka_outcomes[] = {
+    { "stored", offsetof(ngx_http_promgate_kafka_cstats_t, posts_stored) },
+    { "failed", offsetof(ngx_http_promgate_kafka_cstats_t, posts_failed) },
+    { "rejected", offsetof(ngx_http_promgate_kafka_cstats_t,
+                           posts_rejected) }
+};
+
+
 static u_char *
 ngx_http_promgate_kafka_escape(u_char *p, u_char *last, u_char *s)
 {
@@ -314,44 +417,138 @@ ngx_http_promgate_kafka_escape(u_char *p, u_char *last, u_char *s)
 }
 
 
+/* name{group="G",topics="T"[,label="value"]} v */
+
 static u_char *
-ngx_http_promgate_kafka_labels(u_char *p, u_char *last,
-    ngx_http_promgate_kafka_cstats_t *cs)
+ngx_http_promgate_kafka_line(u_char *p, u_char *last, char *name,
+    ngx_http_promgate_kafka_cstats_t *cs, char *label, const char *value,
+    ngx_atomic_uint_t v)
 {
-    p = ngx_slprintf(p, last, "{group=\"");
+    p = ngx_slprintf(p, last, "%s{group=\"", name);
     p = ngx_http_promgate_kafka_escape(p, last, cs->group);
     p = ngx_slprintf(p, last, "\",topics=\"");
     p = ngx_http_promgate_kafka_escape(p, last, cs->topics);
-    p = ngx_slprintf(p, last, "\"");
 
-    return p;
+    if (label) {
+        p = ngx_slprintf(p, last, "\",%s=\"%s", label, value);
+    }
+
+    return ngx_slprintf(p, last, "\"} %uA\n", v);
 }
 
 
+/* name{group="G",topic="T",partition="P"} v */
+
 static u_char *
-ngx_http_promgate_kafka_plabels(u_char *p, u_char *last,
-    ngx_http_promgate_kafka_pstats_t *ps)
+ngx_http_promgate_kafka_pline(u_char *p, u_char *last, char *name,
+    ngx_http_promgate_kafka_pstats_t *ps, ngx_atomic_int_t v)
 {
     ngx_http_promgate_kafka_cstats_t  *cs;
 
     cs = &ngx_http_promgate_kafka_stats_ptr->consumers[ps->consumer];
 
-    p = ngx_slprintf(p, last, "{group=\"");
+    p = ngx_slprintf(p, last, "%s{group=\"", name);
     p = ngx_http_promgate_kafka_escape(p, last, cs->group);
     p = ngx_slprintf(p, last, "\",topic=\"");
     p = ngx_http_promgate_kafka_escape(p, last, ps->topic);
-    p = ngx_slprintf(p, last, "\",partition=\"%uA\"}", ps->partition);
 
-    return p;
+    return ngx_slprintf(p, last, "\",partition=\"%uA\"} %A\n", ps->partition,
+                        v);
 }
 
 
+/* a consumer's lines of one metric */
+
 static u_char *
-ngx_http_promgate_kafka_help(u_char *p, u_char *last, char *name, char *type,
-    char *help)
+ngx_http_promgate_kafka_consumer_lines(u_char *p, u_char *last,
+    ngx_http_promgate_kafka_metric_t *m, ngx_http_promgate_kafka_cstats_t *cs)
 {
-    return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
-                        name, help, name, type);
+    size_t             off;
+    ngx_uint_t         k, w;
+    const char        *label;
+    ngx_atomic_uint_t  v;
+
+    switch (m->kind) {
+
+    case NGX_HTTP_PROMGATE_KAFKA_POSTS:
+        for (k = 0; k < 3; k++) {
+            label = ngx_http_promgate_kafka_outcomes[k].outcome;
+            off = ngx_http_promgate_kafka_outcomes[k].offset;
+            v = *(ngx_atomic_t *) ((u_char *) cs + off);
+
+            p = ngx_http_promgate_kafka_line(p, last, m->name, cs, "outcome",
+                                             label, v);
+        }
+
+        return p;
+
+    case NGX_HTTP_PROMGATE_KAFKA_POISON:
+        for (k = 0; k < NGX_HTTP_PROMGATE_KAFKA_NPOISON; k++) {
+            label = ngx_http_promgate_kafka_poison_names[k];
+
+            p = ngx_http_promgate_kafka_line(p, last, m->name, cs, "reason",
+                                             label, cs->poison[k]);
+        }
+
+        return p;
+
+    case NGX_HTTP_PROMGATE_KAFKA_INFLIGHT:
+    case NGX_HTTP_PROMGATE_KAFKA_PAUSED:
+        v = 0;
+
+        for (w = 0; w < NGX_HTTP_PROMGATE_KAFKA_MAX_WORKERS; w++) {
+            if (m->kind == NGX_HTTP_PROMGATE_KAFKA_INFLIGHT) {
+                v += cs->inflight[w];
+
+            } else {
+                v += cs->paused[w] ? 1 : 0;
+            }
+        }
+
+        break;
+
+    default: /* NGX_HTTP_PROMGATE_KAFKA_COUNTER */
+        v = *(ngx_atomic_t *) ((u_char *) cs + m->offset);
+        break;
+    }
+
+    return ngx_http_promgate_kafka_line(p, last, m->name, cs, NULL, NULL, v);
+}
+
+
+/* a partition's value of one metric; NGX_DECLINED: not shown */
+
+static ngx_int_t
+ngx_http_promgate_kafka_partition_value(ngx_http_promgate_kafka_metric_t *m,
+    ngx_http_promgate_kafka_pstats_t *ps, ngx_atomic_int_t *v)
+{
+    switch (m->kind) {
+
+    case NGX_HTTP_PROMGATE_KAFKA_ASSIGNED:
+        *v = ps->owner ? 1 : 0;
+        return NGX_OK;
+
+    case NGX_HTTP_PROMGATE_KAFKA_PPAUSED:
+        *v = ps->paused ? 1 : 0;
+        return ps->owner ? NGX_OK : NGX_DECLINED;
+
+    case NGX_HTTP_PROMGATE_KAFKA_COMMITTED:
+        *v = ps->committed;
+        return ps->committed >= 0 ? NGX_OK : NGX_DECLINED;
+
+    case NGX_HTTP_PROMGATE_KAFKA_HIGH:
+        *v = ps->high;
+        return ps->high >= 0 ? NGX_OK : NGX_DECLINED;
+
+    default: /* NGX_HTTP_PROMGATE_KAFKA_LAG */
+        *v = ps->high - ps->committed;
+
+        if (*v < 0) {
+            *v = 0;
+        }
+
+        return (ps->high >= 0 && ps->committed >= 0) ? NGX_OK : NGX_DECLINED;
+    }
 }
 
 
@@ -386,67 +583,12 @@ ngx_http_promgate_kafka_status_size(void)
 u_char *
 ngx_http_promgate_kafka_status(u_char *p, u_char *last)
 {
-    ngx_uint_t                         i, k, w;
-    ngx_atomic_uint_t                  v;
-    ngx_atomic_int_t                   lag;
+    ngx_uint_t                         i;
+    ngx_atomic_int_t                   v;
+    ngx_http_promgate_kafka_metric_t  *m;
     ngx_http_promgate_kafka_stats_t   *st;
     ngx_http_promgate_kafka_cstats_t  *cs;
     ngx_http_promgate_kafka_pstats_t  *ps;
-
-    static struct {
-        char    *name;
-        char    *help;
-        size_t   offset;
-    } counters[] = {
-        { "promgate_kafka_messages_total",
-          "Messages taken from Kafka.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, messages) },
-        { "promgate_kafka_bytes_total",
-          "Bytes of the messages taken from Kafka.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, bytes) },
-        { "promgate_kafka_acked_messages_total",
-          "Messages stored as the target's ack policy requires (and so "
-          "committable).",
-          offsetof(ngx_http_promgate_kafka_cstats_t, acked) },
-        { "promgate_kafka_samples_total",
-          "Samples in acknowledged messages.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, samples) },
-        { "promgate_kafka_histograms_total",
-          "Native histogram samples in acknowledged messages.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, histograms) },
-        { "promgate_kafka_exemplars_total",
-          "Exemplars in acknowledged messages.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, exemplars) },
-        { "promgate_kafka_retries_total",
-          "Batches posted again after a 5xx, a timeout or a connection "
-          "error.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, retries) },
-        { "promgate_kafka_splits_total",
-          "Rejected batches split in halves to find the bad message.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, splits) },
-        { "promgate_kafka_dlq_produced_total",
-          "Poison messages the dead-letter topic acknowledged.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, dlq_produced) },
-        { "promgate_kafka_dlq_failed_total",
-          "Poison messages that could not be produced to the dead-letter "
-          "topic (committed nevertheless).",
-          offsetof(ngx_http_promgate_kafka_cstats_t, dlq_failed) },
-        { "promgate_kafka_rebalances_total",
-          "Partition assignments and revocations seen by the workers.",
-          offsetof(ngx_http_promgate_kafka_cstats_t, rebalances) },
-    };
-
-    static struct {
-        char    *outcome;
-        size_t   offset;
-    } outcomes[] = {
-        { "stored", offsetof(ngx_http_promgate_kafka_cstats_t,
-                             posts_stored) },
-        { "failed", offsetof(ngx_http_promgate_kafka_cstats_t,
-                             posts_failed) },
-        { "rejected", offsetof(ngx_http_promgate_kafka_cstats_t,
-                               posts_rejected) },
-    };
 
     st = ngx_http_promgate_kafka_stats_ptr;
 
@@ -454,181 +596,32 @@ ngx_http_promgate_kafka_status(u_char *p, u_char *last)
         return p;
     }
 
-    for (k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-        p = ngx_http_promgate_kafka_help(p, last, counters[k].name,
-                                         "counter", counters[k].help);
+    for (m = ngx_http_promgate_kafka_metrics; m->name; m++) {
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                         m->name, m->help, m->name, m->type);
 
-        for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-            cs = &st->consumers[i];
-            if (!cs->used) {
-                continue;
+        if (m->kind < NGX_HTTP_PROMGATE_KAFKA_ASSIGNED) {
+            for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
+                cs = &st->consumers[i];
+
+                if (cs->used) {
+                    p = ngx_http_promgate_kafka_consumer_lines(p, last, m,
+                                                               cs);
+                }
             }
 
-            v = *(ngx_atomic_t *) ((u_char *) cs + counters[k].offset);
-            p = ngx_slprintf(p, last, "%s", counters[k].name);
-            p = ngx_http_promgate_kafka_labels(p, last, cs);
-            p = ngx_slprintf(p, last, "} %uA\n", v);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_posts_total",
-                                     "counter", "Batches posted to the "
-                                     "target, by outcome: stored (2xx), "
-                                     "failed (5xx, timeout: retried), "
-                                     "rejected (400, 409, 413, 415).");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-        cs = &st->consumers[i];
-        if (!cs->used) {
             continue;
         }
 
-        for (k = 0; k < 3; k++) {
-            v = *(ngx_atomic_t *) ((u_char *) cs + outcomes[k].offset);
-            p = ngx_slprintf(p, last, "promgate_kafka_posts_total");
-            p = ngx_http_promgate_kafka_labels(p, last, cs);
-            p = ngx_slprintf(p, last, ",outcome=\"%s\"} %uA\n",
-                             outcomes[k].outcome, v);
-        }
-    }
+        for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
+            ps = &st->partitions[i];
 
-    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_poison_total",
-                                     "counter", "Poison messages (never "
-                                     "retried, committed, sent to the "
-                                     "dead-letter topic if any), by "
-                                     "reason.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-        cs = &st->consumers[i];
-        if (!cs->used) {
-            continue;
-        }
-
-        for (k = 0; k < NGX_HTTP_PROMGATE_KAFKA_NPOISON; k++) {
-            p = ngx_slprintf(p, last, "promgate_kafka_poison_total");
-            p = ngx_http_promgate_kafka_labels(p, last, cs);
-            p = ngx_slprintf(p, last, ",reason=\"%s\"} %uA\n",
-                             ngx_http_promgate_kafka_poison_names[k],
-                             cs->poison[k]);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last,
-                                     "promgate_kafka_inflight_messages",
-                                     "gauge", "Messages taken and not yet "
-                                     "acknowledged, over all workers.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-        cs = &st->consumers[i];
-        if (!cs->used) {
-            continue;
-        }
-
-        v = 0;
-        for (w = 0; w < NGX_HTTP_PROMGATE_KAFKA_MAX_WORKERS; w++) {
-            v += cs->inflight[w];
-        }
-
-        p = ngx_slprintf(p, last, "promgate_kafka_inflight_messages");
-        p = ngx_http_promgate_kafka_labels(p, last, cs);
-        p = ngx_slprintf(p, last, "} %uA\n", v);
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_paused_workers",
-                                     "gauge", "Workers whose consumer is "
-                                     "paused because max_in_flight is "
-                                     "reached.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-        cs = &st->consumers[i];
-        if (!cs->used) {
-            continue;
-        }
-
-        v = 0;
-        for (w = 0; w < NGX_HTTP_PROMGATE_KAFKA_MAX_WORKERS; w++) {
-            v += cs->paused[w] ? 1 : 0;
-        }
-
-        p = ngx_slprintf(p, last, "promgate_kafka_paused_workers");
-        p = ngx_http_promgate_kafka_labels(p, last, cs);
-        p = ngx_slprintf(p, last, "} %uA\n", v);
-    }
-
-    /* per partition */
-
-    p = ngx_http_promgate_kafka_help(p, last,
-                                     "promgate_kafka_partition_assigned",
-                                     "gauge", "1 if a worker of this "
-                                     "instance owns the partition.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        ps = &st->partitions[i];
-        if (ps->used) {
-            p = ngx_slprintf(p, last, "promgate_kafka_partition_assigned");
-            p = ngx_http_promgate_kafka_plabels(p, last, ps);
-            p = ngx_slprintf(p, last, " %d\n", ps->owner ? 1 : 0);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last,
-                                     "promgate_kafka_partition_paused",
-                                     "gauge", "1 while fetching from the "
-                                     "partition is paused (backpressure "
-                                     "or retries).");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        ps = &st->partitions[i];
-        if (ps->used && ps->owner) {
-            p = ngx_slprintf(p, last, "promgate_kafka_partition_paused");
-            p = ngx_http_promgate_kafka_plabels(p, last, ps);
-            p = ngx_slprintf(p, last, " %d\n", ps->paused ? 1 : 0);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last,
-                                     "promgate_kafka_partition_committed_offset",
-                                     "gauge", "The last offset committed "
-                                     "for the group (the next message to "
-                                     "read).");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        ps = &st->partitions[i];
-        if (ps->used && ps->committed >= 0) {
-            p = ngx_slprintf(p, last,
-                             "promgate_kafka_partition_committed_offset");
-            p = ngx_http_promgate_kafka_plabels(p, last, ps);
-            p = ngx_slprintf(p, last, " %A\n", ps->committed);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last,
-                                     "promgate_kafka_partition_high_watermark",
-                                     "gauge", "The partition's high "
-                                     "watermark, as last fetched.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        ps = &st->partitions[i];
-        if (ps->used && ps->high >= 0) {
-            p = ngx_slprintf(p, last,
-                             "promgate_kafka_partition_high_watermark");
-            p = ngx_http_promgate_kafka_plabels(p, last, ps);
-            p = ngx_slprintf(p, last, " %A\n", ps->high);
-        }
-    }
-
-    p = ngx_http_promgate_kafka_help(p, last, "promgate_kafka_partition_lag",
-                                     "gauge", "Messages not yet committed: "
-                                     "high watermark minus committed "
-                                     "offset.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        ps = &st->partitions[i];
-        if (ps->used && ps->high >= 0 && ps->committed >= 0) {
-            lag = ps->high - ps->committed;
-            p = ngx_slprintf(p, last, "promgate_kafka_partition_lag");
-            p = ngx_http_promgate_kafka_plabels(p, last, ps);
-            p = ngx_slprintf(p, last, " %A\n", lag > 0 ? lag : 0);
+            if (ps->used
+                && ngx_http_promgate_kafka_partition_value(m, ps, &v)
+                   == NGX_OK)
+            {
+                p = ngx_http_promgate_kafka_pline(p, last, m->name, ps, v);
+            }
         }
     }
 

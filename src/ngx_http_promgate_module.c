@@ -301,7 +301,7 @@ ngx_http_promgate_init(ngx_conf_t *cf)
  * exact and prefix locations (regex locations are not considered).
  */
 
-static ngx_http_promgate_location_t *
+ngx_http_promgate_location_t *
 ngx_http_promgate_find_location(ngx_http_promgate_main_conf_t *pmcf,
     void *server, ngx_str_t *uri)
 {
@@ -587,7 +587,7 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
 
-    if (clcf->name.len && clcf->name.data[0] == '/'
+    if (clcf->name.len && clcf->name.data[0] == '/' && !clcf->noname
 #if (NGX_PCRE)
         && clcf->regex == NULL
 #endif

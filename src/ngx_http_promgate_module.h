@@ -269,6 +269,8 @@ ngx_http_promgate_target_t *ngx_http_promgate_target_add(ngx_conf_t *cf,
     ngx_str_t *uri);
 char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example, ngx_uint_t params);
+ngx_http_promgate_location_t *ngx_http_promgate_find_location(
+    ngx_http_promgate_main_conf_t *pmcf, void *server, ngx_str_t *uri);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
