@@ -43,6 +43,10 @@
 #   BENCH_RW2_SECONDS=5       window per row and round, main
 #   BENCH_RW2_SECONDS_OTHER=3 window per row and round, other shapes
 #   BENCH_RW2_WARMUP=1        unmeasured warm-up before each of those windows
+#   BENCH_RETRIES=2           a gateway window whose CPU went more than
+#   BENCH_RETRY_OTHER=0.10    this share to other work is measured again, up
+#                             to BENCH_RETRIES more times; the least
+#                             disturbed attempt is kept (0: never again)
 #   BENCH_MIRROR_SHAPES=main  shapes that get the mirror reference row
 #   BENCH_CONNS=8             sender connections
 #   BENCH_PIN=1               gateway on CPU 1, sender + sinks on CPU 0
@@ -89,6 +93,8 @@ BENCH_RW2_ROUNDS_OTHER=${BENCH_RW2_ROUNDS_OTHER:-1}
 BENCH_RW2_SECONDS=${BENCH_RW2_SECONDS:-5}
 BENCH_RW2_SECONDS_OTHER=${BENCH_RW2_SECONDS_OTHER:-3}
 BENCH_RW2_WARMUP=${BENCH_RW2_WARMUP:-1}
+BENCH_RETRIES=${BENCH_RETRIES:-2}
+BENCH_RETRY_OTHER=${BENCH_RETRY_OTHER:-0.10}
 BENCH_MIRROR_SHAPES=${BENCH_MIRROR_SHAPES:-main}
 BENCH_CONNS=${BENCH_CONNS:-8}
 BENCH_PIN=${BENCH_PIN:-1}
@@ -256,7 +262,11 @@ print(v)' "$1" "$2"
 }
 
 emit() {            # emit KEY=VALUE... (values that look like JSON stay JSON)
-    "$PYTHON" - "$@" >>"$JSONL" <<'EOF'
+    json_line "$@" >>"$JSONL"
+}
+
+json_line() {       # json_line KEY=VALUE...: the JSON object on stdout
+    "$PYTHON" - "$@" <<'EOF'
 import json, sys
 d = {}
 for a in sys.argv[1:]:
@@ -565,7 +575,10 @@ start_vmagent() {   # start_vmagent GW
     # the sinks answer 204 to anything: a vmagent that speaks the
     # VictoriaMetrics protocol (zstd) would keep it; the sinks stand for
     # Prometheus-protocol storages, so force that protocol where it exists
-    if "$bin" -help 2>&1 | grep -q -- '-remoteWrite.forcePromProto'; then
+    # (-help into a file first: `-help | grep -q` under pipefail fails at
+    # random when grep exits before vmagent has written all of it)
+    "$bin" -help >"$dir/help.txt" 2>&1
+    if grep -q -- '-remoteWrite.forcePromProto' "$dir/help.txt"; then
         extra+=(-remoteWrite.forcePromProto=true,true)
     fi
     # nothing relabeled, rounded or limited: no -remoteWrite.relabelConfig,
@@ -642,10 +655,44 @@ run_load() {
 
 VM_PENDING_RE='^(vmagent_remotewrite_pending_data_bytes|vm_persistentqueue_bytes_pending|vmagent_remotewrite_pending_inmemory_blocks)'
 
+# A window whose gateway CPU went more than BENCH_RETRY_OTHER (share of the
+# window) to other work is measured again, up to BENCH_RETRIES more times;
+# the least disturbed attempt is kept and says how many there were.  The
+# same rule for every row: on a shared machine, contention inflates the CPU
+# per sample of some gateways (vmagent's Go runtime more than nginx) and a
+# ratio from disturbed windows is not a figure.
+better_attempt() {  # better_attempt OTHER BEST: OTHER < BEST
+    awk -v a="$1" -v b="$2" 'BEGIN {exit !(a < b)}'
+}
+disturbed() {       # disturbed OTHER: above BENCH_RETRY_OTHER
+    awk -v a="$1" -v t="$BENCH_RETRY_OTHER" 'BEGIN {exit !(a > t)}'
+}
+
 # measure_max GATEWAY SHAPE SECONDS [KIND ROW ROUND WARMUP]: max-rate window
 # with CPU, PSS, forwarding check (and what the sinks received).  KIND max
-# (the main table) or rw2 (the remote write 2.0 rows: ROW, ROUND).
+# (the main table) or rw2 (the remote write 2.0 rows: ROW, ROUND).  Emits
+# the record, prints loadgen's JSON line.
 measure_max() {
+    local n=0 best_rec="" best_j="" best_other=9 tries="[]"
+    while :; do
+        n=$((n + 1))
+        measure_max_once "$@" || true
+        tries=$("$PYTHON" -c 'import json,sys; t=json.loads(sys.argv[1]); t.append(float(sys.argv[2])); print(json.dumps(t))' "$tries" "$MM_OTHER")
+        if better_attempt "$MM_OTHER" "$best_other"; then
+            best_rec=$MM_REC; best_j=$MM_J; best_other=$MM_OTHER
+        fi
+        disturbed "$best_other" || break
+        [ "$n" -gt "$BENCH_RETRIES" ] && break
+        kill -0 "$GW_PID" 2>/dev/null || break
+        log "$1  $2${5:+ $5}: CPU1 other $(awk -v o="$MM_OTHER" 'BEGIN {printf "%.0f%%", 100 * o}') during the window; again ($((n + 1))/$((BENCH_RETRIES + 1)))"
+    done
+    "$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); d["attempts_other_cpu"]=json.loads(sys.argv[2]); print(json.dumps(d))' \
+        "$best_rec" "$tries" >>"$JSONL"
+    echo "$best_j"
+}
+
+# one attempt: sets MM_REC (the record), MM_J (loadgen's line), MM_OTHER
+measure_max_once() {
     local gw=$1 shape=$2 secs=$3 kind=${4:-max} row=${5:-} round=${6:-0}
     local warm=${7:-$BENCH_WARMUP}
     local j ticks0 ticks1 a0 b0 a1 b1 drain=0 cpu pss la0 lb0
@@ -677,29 +724,42 @@ measure_max() {
         vm_sent1=$(vm_metric_sum "$GW_PORT" '^vmagent_remotewrite_block_size_rows_sum')
     fi
     # the stub_status probes count themselves: one per read
-    emit kind="$kind" gw="$gw" shape="$shape" row="$row" round="$round" \
+    MM_OTHER=$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")
+    MM_J=$j
+    MM_REC=$(json_line kind="$kind" gw="$gw" shape="$shape" row="$row" round="$round" \
         path="$LOAD_PATH" rw_in="$LOAD_V.0" load="$j" \
         cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 )) \
         pss_kb="$pss" drain_s="$drain" \
         sink_a_requests=$((a1 - a0 - 1)) sink_b_requests=$((b1 - b0 - 1)) \
         sink_a_received="$(sink_received a "$la0")" sink_b_received="$(sink_received b "$lb0")" \
         vm_rows_in=$((vm_in1 - vm_in0)) vm_rows_sent=$((vm_sent1 - vm_sent0)) \
-        other_cpu="$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")"
-    echo "$j"
+        other_cpu="$MM_OTHER")
 }
 
 measure_rate() {    # measure_rate GW SHAPE SECONDS RATE: latency, and CPU at that load
     local gw=$1 shape=$2 secs=$3 rate=$4 j ticks0 ticks1 drain=0 busy0 busy1 w0 w1 crash0
-    crash0=$(crashes "$gw")
-    busy0=$(cpu_busy); w0=$(date +%s.%N)
-    ticks0=$(cpu_ticks "$GW_PID")
-    j=$(run_load "$gw@rate" "$GW_PORT" "$shape" "$secs" "$rate")
-    is_vmagent "$gw" && drain=$(vmagent_drain "$GW_PORT" 60)
-    ticks1=$(cpu_ticks "$GW_PID")
-    busy1=$(cpu_busy); w1=$(date +%s.%N)
-    emit kind=rate gw="$gw" shape="$shape" rate="$rate" load="$j" drain_s="$drain" \
-        other_cpu="$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")" \
-        cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 ))
+    local n=0 other rec best_rec="" best_other=9
+    while :; do
+        n=$((n + 1))
+        crash0=$(crashes "$gw")
+        busy0=$(cpu_busy); w0=$(date +%s.%N)
+        ticks0=$(cpu_ticks "$GW_PID")
+        j=$(run_load "$gw@rate" "$GW_PORT" "$shape" "$secs" "$rate")
+        is_vmagent "$gw" && drain=$(vmagent_drain "$GW_PORT" 60)
+        ticks1=$(cpu_ticks "$GW_PID")
+        busy1=$(cpu_busy); w1=$(date +%s.%N)
+        other=$(other_cpu "$busy0" "$busy1" "$ticks0" "$ticks1" "$w0" "$w1")
+        rec=$(json_line kind=rate gw="$gw" shape="$shape" rate="$rate" load="$j" drain_s="$drain" \
+            other_cpu="$other" \
+            cpu_s="$(cpu_s "$ticks0" "$ticks1")" crashes=$(( $(crashes "$gw") - crash0 )))
+        if better_attempt "$other" "$best_other"; then best_rec=$rec; best_other=$other; fi
+        disturbed "$best_other" || break
+        [ "$n" -gt "$BENCH_RETRIES" ] && break
+        kill -0 "$GW_PID" 2>/dev/null || break
+        log "$gw  $shape @ $rate req/s: CPU1 other $(awk -v o="$other" 'BEGIN {printf "%.0f%%", 100 * o}'); again ($((n + 1))/$((BENCH_RETRIES + 1)))"
+    done
+    "$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); d["attempts"]=int(sys.argv[2]); print(json.dumps(d))' \
+        "$best_rec" "$n" >>"$JSONL"
 }
 
 measure_baseline_rate() {   # measure_baseline_rate FOR_GW SHAPE SECONDS RATE
@@ -889,6 +949,7 @@ log "vmagents that ran: ${VM_INFO[*]:-none}"
     --hooks "exemplars=$BENCH_EXEMPLARS series_index=$BENCH_SERIES_INDEX" \
     --rw2 "shapes: ${BENCH_RW2_SHAPES:-none}; main ${BENCH_RW2_ROUNDS} rounds × ${BENCH_RW2_SECONDS}s, others ${BENCH_RW2_ROUNDS_OTHER} × ${BENCH_RW2_SECONDS_OTHER}s, +${BENCH_RW2_WARMUP}s warm-up each" \
     --elapsed "$(( $(date +%s) - T_START ))" \
+    --src "$SRC_TREE ($(cat "$SRC_TREE/.commit" 2>/dev/null || git -C "$SRC_TREE" rev-parse --short HEAD 2>/dev/null || echo '?'))" \
     --loadavg "start $LOADAVG_START, end $(cut -d' ' -f1-3 /proc/loadavg); all CPUs busy $BUSY_BEFORE in the second before the run"
 
 # ------------------------------------------------- exemplar queries (issue 3)
