@@ -1,4 +1,4 @@
-"""The compatibility table of the README, each cell tested: senders
+"""The compatibility table of docs/compatibility.md, each cell tested: senders
 (Prometheus 2.42, Prometheus 3.5 on remote write 1.0 and on 2.0, vmagent
 1.79 and 1.145) × storages (Prometheus 2.42 and 3.5, VictoriaMetrics 1.79
 and 1.145), all four storages behind one gateway (Prometheus 3.5 with

@@ -768,7 +768,7 @@ def test_validity_table_headers_prometheus3(table, hdr_results):
 # The same requests through promgate (promgate_invalid_series drop, one
 # recording target speaking the sender's protocol): a case series is
 # forwarded exactly where Prometheus 3.5 stores it, the valid neighbour
-# always.  Deviations, documented in README.md: a 2.0 request whose
+# always.  Deviations, documented in docs/compatibility.md: a 2.0 request whose
 # symbols[0] is not "" is refused (400) — the 2.0 spec requires "" and 3.5
 # does not check; label refs past the symbols (3.5's handler panics) drop
 # that series only.
