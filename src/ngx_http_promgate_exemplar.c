@@ -382,7 +382,7 @@ ngx_http_promgate_label_cmp(const void *a, const void *b)
 int
 ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
 {
-    ngx_http_promgate_ctx_t *ctx = data;
+    ngx_http_promgate_write_ctx_t *ctx = data;
 
     size_t                         nseries;
     pg_label_t                    *series;
@@ -453,7 +453,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
  */
 
 void
-ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 {
     u_char                        *frames, *p;
     size_t                         size;

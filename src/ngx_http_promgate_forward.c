@@ -1,10 +1,13 @@
 
 /*
- * promgate: fan-out of a request to every forward target, with retries.
- * This is the one implementation of forwarding: HTTP writes, Kafka
- * messages (posted to the same location) and remote reads all come through
- * here; the caller says when the answer is known (ctx->decide) and what it
- * is (ctx->answer_handler).
+ * promgate: the forwarder, fan-out of a request to every target, with
+ * retries.  This is the one implementation of forwarding: HTTP writes,
+ * Kafka messages (posted to the same location) and remote reads all come
+ * through here.  A module of its own in promgate's .so: its request
+ * context (the caller's ngx_http_promgate_forwarder_t), the retry
+ * directives, the $promgate_forward_status variable and the body filter
+ * that caps the targets' answers.  The caller says when the answer is
+ * known (fw->decide) and what it is (fw->answer).
  *
  * Each attempt is a background, in-memory POST subrequest to an internal
  * location that proxies to a storage.  The subrequest carries the client's
@@ -18,18 +21,96 @@
 
 
 static ngx_int_t ngx_http_promgate_headers(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_payload_t *pl);
-static void ngx_http_promgate_written(ngx_http_promgate_fwd_t *f,
-    ngx_http_request_t *sr);
+    ngx_http_promgate_forwarder_t *fw, ngx_http_promgate_payload_t *pl);
 static ngx_int_t ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f);
 static ngx_int_t ngx_http_promgate_attempt_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static void ngx_http_promgate_written(ngx_http_promgate_fwd_t *f,
+    ngx_http_request_t *sr);
 static void ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f,
     ngx_http_request_t *sr);
 static void ngx_http_promgate_retry_handler(ngx_event_t *ev);
 static void ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
     pg_target_state_e state);
 static void ngx_http_promgate_resume(ngx_http_request_t *r);
+static void ngx_http_promgate_forwarder_cleanup(void *data);
+static ngx_int_t ngx_http_promgate_forward_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_promgate_forward_status_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+static ngx_int_t ngx_http_promgate_forward_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_promgate_forward_init(ngx_conf_t *cf);
+static void *ngx_http_promgate_forward_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_promgate_forward_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_promgate_retry_backoff(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_promgate_retries_bounds = {
+    ngx_conf_check_num_bounds, 0, 20
+};
+
+
+static ngx_command_t  ngx_http_promgate_forward_commands[] = {
+
+    { ngx_string("promgate_retries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_forward_loc_conf_t, retries),
+      &ngx_http_promgate_retries_bounds },
+
+    { ngx_string("promgate_retry_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_promgate_retry_backoff,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_retry_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_forward_loc_conf_t, retry_timeout),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_promgate_forward_module_ctx = {
+    ngx_http_promgate_forward_add_variables,  /* preconfiguration */
+    ngx_http_promgate_forward_init,        /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_promgate_forward_create_loc_conf,
+                                           /* create location configuration */
+    ngx_http_promgate_forward_merge_loc_conf
+                                           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_promgate_forward_module = {
+    NGX_MODULE_V1,
+    &ngx_http_promgate_forward_module_ctx, /* module context */
+    ngx_http_promgate_forward_commands,    /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -39,49 +120,91 @@ static ngx_str_t  ngx_http_promgate_user_agent =
     ngx_string("promgate/" PG_VERSION);
 
 
-ngx_int_t
-ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
+/*
+ * A forwarder for r, embedded in the caller's context (data): the retry
+ * settings of r's location, the deadline's start, and r's ctx slot of this
+ * module, where the forwarder's handlers and $promgate_forward_status find
+ * it.  The caller then sets the targets, the body's version, a payload for
+ * every version its targets speak, decide and answer, and starts it.
+ */
+
+void
+ngx_http_promgate_forwarder_init(ngx_http_promgate_forwarder_t *fw,
+    ngx_http_request_t *r, void *data)
 {
-    ngx_uint_t                     i, v;
+    fw->request = r;
+    fw->conf = ngx_http_get_module_loc_conf(r,
+                                            ngx_http_promgate_forward_module);
+    fw->start = ngx_current_msec;
+    fw->data = data;
+
+    ngx_http_set_ctx(r, fw, ngx_http_promgate_forward_module);
+}
+
+
+/*
+ * Starts an attempt to every target.  On an error the caller answers the
+ * request; attempts already started go on in the background, and the
+ * forwarder answers nothing.
+ */
+
+ngx_int_t
+ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
+{
+    ngx_uint_t                     i, n, v;
+    ngx_http_request_t            *r;
+    ngx_pool_cleanup_t            *cln;
     ngx_http_promgate_fwd_t       *f;
-    ngx_http_promgate_forward_t   *fw;
+    ngx_http_promgate_forward_t   *fe;
     ngx_http_promgate_payload_t   *pl;
 
-    ctx->nfwd = ctx->targets->nelts;
-    ctx->acks.targets = ctx->nfwd;
+    r = fw->request;
+    n = fw->targets->nelts;
 
-    ctx->fwd = ngx_pcalloc(r->pool,
-                           ctx->nfwd * sizeof(ngx_http_promgate_fwd_t));
-    if (ctx->fwd == NULL) {
-        return NGX_ERROR;
+    /* no timer may outlive the request's pool */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        goto failed;
     }
 
-    fw = ctx->targets->elts;
+    cln->handler = ngx_http_promgate_forwarder_cleanup;
+    cln->data = fw;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    fw->fwd = ngx_pcalloc(r->pool, n * sizeof(ngx_http_promgate_fwd_t));
+    if (fw->fwd == NULL) {
+        goto failed;
+    }
+
+    fw->nfwd = n;
+    fw->acks.targets = n;
+
+    fe = fw->targets->elts;
+
+    for (i = 0; i < n; i++) {
+        f = &fw->fwd[i];
 
         /* the caller made a payload for every protocol its targets speak */
 
-        v = fw[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->version
-                                                         : fw[i].proto;
-        pl = &ctx->payloads[v];
+        v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? fw->version
+                                                         : fe[i].proto;
+        pl = &fw->payloads[v];
 
         if (!pl->ready) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "promgate: no body of version %ui for forward "
-                          "target \"%V\"", v, &fw[i].target->uri);
-            return NGX_ERROR;
+                          "target \"%V\"", v, &fe[i].target->uri);
+            goto failed;
         }
 
         if (pl->headers.part.elts == NULL
-            && ngx_http_promgate_headers(r, ctx, pl) != NGX_OK)
+            && ngx_http_promgate_headers(r, fw, pl) != NGX_OK)
         {
-            return NGX_ERROR;
+            goto failed;
         }
 
-        f->ctx = ctx;
-        f->target = fw[i].target;
+        f->fw = fw;
+        f->target = fe[i].target;
         f->payload = pl;
         f->state = PG_TARGET_PENDING;
 
@@ -92,13 +215,19 @@ ngx_http_promgate_forward(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx)
 
     r->write_event_handler = ngx_http_promgate_resume;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        if (ngx_http_promgate_attempt(&ctx->fwd[i]) != NGX_OK) {
-            return NGX_ERROR;
+    for (i = 0; i < n; i++) {
+        if (ngx_http_promgate_attempt(&fw->fwd[i]) != NGX_OK) {
+            goto failed;
         }
     }
 
     return NGX_OK;
+
+failed:
+
+    fw->answered = 1;
+
+    return NGX_ERROR;
 }
 
 
@@ -152,8 +281,8 @@ ngx_http_promgate_payload_set(ngx_pool_t *pool,
  */
 
 static ngx_int_t
-ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
-    ngx_http_promgate_payload_t *pl)
+ngx_http_promgate_headers(ngx_http_request_t *r,
+    ngx_http_promgate_forwarder_t *fw, ngx_http_promgate_payload_t *pl)
 {
     ngx_uint_t        i, n, version, translated;
     ngx_list_part_t  *part;
@@ -170,7 +299,7 @@ ngx_http_promgate_headers(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    translated = (pl->version != ctx->version);
+    translated = (pl->version != fw->version);
     version = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -299,11 +428,9 @@ static ngx_int_t
 ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
 {
     ngx_http_request_t                *r, *sr;
-    ngx_http_promgate_ctx_t           *ctx;
     ngx_http_promgate_target_stats_t  *ts;
 
-    ctx = f->ctx;
-    r = ctx->request;
+    r = f->fw->request;
 
     f->ps.handler = ngx_http_promgate_attempt_done;
     f->ps.data = f;
@@ -357,7 +484,8 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
     ngx_http_promgate_fwd_t *f = data;
 
     ngx_buf_t                         *b;
-    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_promgate_forwarder_t     *fw;
     ngx_http_promgate_target_stats_t  *ts;
 
     /* finalization may pass here again for the same subrequest */
@@ -366,7 +494,7 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
     }
 
     f->running = 0;
-    ctx = f->ctx;
+    fw = f->fw;
 
     f->status = sr->headers_out.status;
 
@@ -421,9 +549,22 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
         break;
     }
 
-    if (!ctx->answer && ctx->decide(ctx) != 0) {
+    if (fw->done) {
+        fw->done(fw, f, sr);
+
+    } else if (f->truncated) {
+        clcf = ngx_http_get_module_loc_conf(sr, ngx_http_core_module);
+
+        ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
+                      "promgate: the answer of forward target \"%V\" is "
+                      "larger than subrequest_output_buffer_size %uz of its "
+                      "location; its text is cut", &f->target->uri,
+                      clcf->subrequest_output_buffer_size);
+    }
+
+    if (!fw->answered && fw->decide(fw) != 0) {
         /* answer from the main request's own handler, not from here */
-        (void) ngx_http_post_request(ctx->request, NULL);
+        (void) ngx_http_post_request(fw->request, NULL);
     }
 
     /* the subrequest's outcome is ours to judge: never fail the request */
@@ -478,17 +619,17 @@ ngx_http_promgate_written(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
 static void
 ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
 {
-    int64_t                            ra;
-    ngx_msec_t                         delay, elapsed;
-    ngx_table_elt_t                   *h;
-    ngx_http_promgate_ctx_t           *ctx;
-    ngx_http_promgate_loc_conf_t      *plcf;
-    ngx_http_promgate_target_stats_t  *ts;
+    int64_t                                ra;
+    ngx_msec_t                             delay, elapsed;
+    ngx_table_elt_t                       *h;
+    ngx_http_promgate_forwarder_t         *fw;
+    ngx_http_promgate_target_stats_t      *ts;
+    ngx_http_promgate_forward_loc_conf_t  *fcf;
 
-    ctx = f->ctx;
-    plcf = ctx->plcf;
+    fw = f->fw;
+    fcf = fw->conf;
 
-    if ((ngx_int_t) f->attempts > plcf->retries) {
+    if ((ngx_int_t) f->attempts > fcf->retries) {
         ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
                       "promgate: forward target \"%V\" failed after %ui "
                       "attempts, last status %ui", &f->target->uri,
@@ -497,8 +638,8 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
         return;
     }
 
-    delay = (ngx_msec_t) pg_backoff_ms(plcf->backoff_first,
-                                       plcf->backoff_max, f->attempts - 1,
+    delay = (ngx_msec_t) pg_backoff_ms(fcf->backoff_first,
+                                       fcf->backoff_max, f->attempts - 1,
                                        (uint32_t) ngx_random());
 
     /* a storage that says when to come back is believed */
@@ -517,14 +658,14 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
         }
     }
 
-    elapsed = ngx_current_msec - ctx->start;
+    elapsed = ngx_current_msec - fw->start;
 
-    if (elapsed + delay >= plcf->retry_timeout) {
+    if (elapsed + delay >= fcf->retry_timeout) {
         ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
                       "promgate: forward target \"%V\" failed with status "
                       "%ui; no retry: promgate_retry_timeout %Mms would "
                       "pass (after %ui attempts, %Mms)", &f->target->uri,
-                      f->status, plcf->retry_timeout, f->attempts, elapsed);
+                      f->status, fcf->retry_timeout, f->attempts, elapsed);
 
         ts = &ngx_http_promgate_stats()->targets[f->target->slot];
         (void) ngx_atomic_fetch_add(&ts->giveups, 1);
@@ -534,7 +675,7 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
     }
 
     /* the timer keeps the request alive, even after the answer */
-    ctx->request->main->count++;
+    fw->request->main->count++;
     f->waiting = 1;
 
     ngx_add_timer(&f->timer, delay);
@@ -546,12 +687,12 @@ ngx_http_promgate_retry_handler(ngx_event_t *ev)
 {
     ngx_http_promgate_fwd_t *f = ev->data;
 
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
-    ngx_http_promgate_ctx_t  *ctx;
+    ngx_connection_t               *c;
+    ngx_http_request_t             *r;
+    ngx_http_promgate_forwarder_t  *fw;
 
-    ctx = f->ctx;
-    r = ctx->request;
+    fw = f->fw;
+    r = fw->request;
     c = r->connection;
 
     f->waiting = 0;
@@ -563,7 +704,7 @@ ngx_http_promgate_retry_handler(ngx_event_t *ev)
 
         ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
 
-        if (!ctx->answer && ctx->decide(ctx) != 0) {
+        if (!fw->answered && fw->decide(fw) != 0) {
             (void) ngx_http_post_request(r, NULL);
         }
     }
@@ -579,10 +720,10 @@ static void
 ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
     pg_target_state_e state)
 {
-    ngx_http_promgate_ctx_t           *ctx;
+    ngx_http_promgate_forwarder_t     *fw;
     ngx_http_promgate_target_stats_t  *ts;
 
-    ctx = f->ctx;
+    fw = f->fw;
     f->state = state;
 
     ts = &ngx_http_promgate_stats()->targets[f->target->slot];
@@ -590,17 +731,17 @@ ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
     switch (state) {
 
     case PG_TARGET_STORED:
-        ctx->acks.stored++;
+        fw->acks.stored++;
         (void) ngx_atomic_fetch_add(&ts->stored, 1);
         break;
 
     case PG_TARGET_REJECTED:
-        ctx->acks.rejected++;
+        fw->acks.rejected++;
         (void) ngx_atomic_fetch_add(&ts->rejected, 1);
         break;
 
     default:
-        ctx->acks.failed++;
+        fw->acks.failed++;
         (void) ngx_atomic_fetch_add(&ts->failed, 1);
         break;
     }
@@ -610,81 +751,40 @@ ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
 static void
 ngx_http_promgate_resume(ngx_http_request_t *r)
 {
-    ngx_uint_t                decision;
-    ngx_http_promgate_ctx_t  *ctx;
+    ngx_uint_t                      decision;
+    ngx_http_promgate_forwarder_t  *fw;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_promgate_module);
+    fw = ngx_http_get_module_ctx(r, ngx_http_promgate_forward_module);
 
-    if (ctx == NULL || ctx->answer) {
+    if (fw == NULL || fw->answered) {
         return;
     }
 
-    decision = ctx->decide(ctx);
+    decision = fw->decide(fw);
 
     if (decision == 0) {
         return;
     }
 
+    fw->answered = 1;
     r->write_event_handler = ngx_http_request_empty_handler;
 
-    ngx_http_finalize_request(r, ctx->answer_handler(r, ctx, decision));
+    ngx_http_finalize_request(r, fw->answer(r, fw, decision));
 }
 
 
-ngx_int_t
-ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
+/* the request's pool goes: no timer may outlive it */
+
+static void
+ngx_http_promgate_forwarder_cleanup(void *data)
 {
-    u_char                   *p;
-    ngx_uint_t                i;
-    ngx_http_promgate_ctx_t  *ctx;
+    ngx_http_promgate_forwarder_t *fw = data;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_module);
-
-    if (ctx == NULL || ctx->nfwd == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, ctx->nfwd * (NGX_INT_T_LEN + 1));
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-
-    for (i = 0; i < ctx->nfwd; i++) {
-        if (i) {
-            *p++ = ',';
-        }
-
-        if (ctx->fwd[i].state == PG_TARGET_PENDING) {
-            *p++ = '-';
-
-        } else {
-            p = ngx_sprintf(p, "%ui", ctx->fwd[i].status);
-        }
-    }
-
-    v->len = p - v->data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-/* called when the request's pool goes: no timer may outlive it */
-
-void
-ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx)
-{
     ngx_uint_t  i;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        if (ctx->fwd[i].timer.timer_set) {
-            ngx_del_timer(&ctx->fwd[i].timer);
+    for (i = 0; i < fw->nfwd; i++) {
+        if (fw->fwd[i].timer.timer_set) {
+            ngx_del_timer(&fw->fwd[i].timer);
         }
     }
 }
@@ -694,8 +794,9 @@ ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx)
  * A target's answer is read in memory, into the target location's
  * subrequest_output_buffer_size; nginx treats an answer that does not fit
  * as an error of the client's connection and drops it.  This filter keeps
- * what fits and swallows the rest: the answer's status still counts, its
- * text is cut (f->truncated).
+ * what fits and swallows the rest, for every caller's targets: the
+ * answer's status still counts, its text is cut (f->truncated); what that
+ * means is the caller's (a write says "(cut)", a read answers 413).
  */
 
 static ngx_int_t
@@ -735,12 +836,6 @@ ngx_http_promgate_forward_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_next_body_filter(r, in);
         }
 
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "promgate: the answer of forward target \"%V\" is "
-                      "larger than subrequest_output_buffer_size %uz of its "
-                      "location; its text is cut", &f->target->uri,
-                      clcf->subrequest_output_buffer_size);
-
         f->truncated = 1;
     }
 
@@ -753,11 +848,158 @@ ngx_http_promgate_forward_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-ngx_int_t
+/* each target's final status, in target order; "-" while pending */
+
+static ngx_int_t
+ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                         *p;
+    ngx_uint_t                      i;
+    ngx_http_promgate_forwarder_t  *fw;
+
+    fw = ngx_http_get_module_ctx(r->main, ngx_http_promgate_forward_module);
+
+    if (fw == NULL || fw->nfwd == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, fw->nfwd * (NGX_INT_T_LEN + 1));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    for (i = 0; i < fw->nfwd; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        if (fw->fwd[i].state == PG_TARGET_PENDING) {
+            *p++ = '-';
+
+        } else {
+            p = ngx_sprintf(p, "%ui", fw->fwd[i].status);
+        }
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------- configuration */
+
+
+static ngx_int_t
+ngx_http_promgate_forward_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    static ngx_str_t  name = ngx_string("promgate_forward_status");
+
+    var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_promgate_forward_status_variable;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_http_promgate_forward_init(ngx_conf_t *cf)
 {
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_promgate_forward_body_filter;
 
     return NGX_OK;
+}
+
+
+static void *
+ngx_http_promgate_forward_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_promgate_forward_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_forward_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->retries = NGX_CONF_UNSET;
+    conf->backoff_first = NGX_CONF_UNSET_MSEC;
+    conf->backoff_max = NGX_CONF_UNSET_MSEC;
+    conf->retry_timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_promgate_forward_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_promgate_forward_loc_conf_t *prev = parent;
+    ngx_http_promgate_forward_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->retries, prev->retries, 3);
+    ngx_conf_merge_msec_value(conf->backoff_first, prev->backoff_first, 100);
+    ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 2000);
+    ngx_conf_merge_msec_value(conf->retry_timeout, prev->retry_timeout,
+                              10000);
+
+    if (conf->backoff_first > conf->backoff_max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"promgate_retry_backoff\": the first delay "
+                           "(%Mms) is above the maximum (%Mms)",
+                           conf->backoff_first, conf->backoff_max);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_promgate_retry_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_forward_loc_conf_t *fcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   first, max;
+
+    if (fcf->backoff_first != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    first = ngx_parse_time(&value[1], 0);
+    if (first == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid first retry delay \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    max = ngx_parse_time(&value[2], 0);
+    if (max == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid maximum retry delay \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    fcf->backoff_first = first;
+    fcf->backoff_max = max;
+
+    return NGX_CONF_OK;
 }

@@ -1096,11 +1096,12 @@ ngx_http_promgate_kafka_target(ngx_conf_t *cf,
                                 (size_t) clcf->client_max_body_size / 4 * 3);
     }
 
-    cc->backoff_first = plcf->backoff_first ? plcf->backoff_first : 100;
-    cc->backoff_max = ngx_max(plcf->backoff_max, cc->backoff_first);
+    cc->backoff_first = target->fcf->backoff_first
+                        ? target->fcf->backoff_first : 100;
+    cc->backoff_max = ngx_max(target->fcf->backoff_max, cc->backoff_first);
 
     if (cc->timeout == NGX_CONF_UNSET_MSEC) {
-        cc->timeout = plcf->retry_timeout + 20000;
+        cc->timeout = target->fcf->retry_timeout + 20000;
     }
 
     return NGX_OK;

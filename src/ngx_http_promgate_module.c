@@ -20,8 +20,6 @@ static char *ngx_http_promgate_remote_write(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_promgate_forward_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_promgate_retry_backoff(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static char *ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_promgate_exemplar_query(ngx_conf_t *cf,
@@ -44,11 +42,6 @@ static ngx_conf_enum_t  ngx_http_promgate_invalid_series[] = {
     { ngx_string("drop"), NGX_HTTP_PROMGATE_INVALID_DROP },
     { ngx_string("reject"), NGX_HTTP_PROMGATE_INVALID_REJECT },
     { ngx_null_string, 0 }
-};
-
-
-static ngx_conf_num_bounds_t  ngx_http_promgate_retries_bounds = {
-    ngx_conf_check_num_bounds, 0, 20
 };
 
 
@@ -86,27 +79,6 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_promgate_loc_conf_t, invalid_series),
       &ngx_http_promgate_invalid_series },
-
-    { ngx_string("promgate_retries"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_promgate_loc_conf_t, retries),
-      &ngx_http_promgate_retries_bounds },
-
-    { ngx_string("promgate_retry_backoff"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
-      ngx_http_promgate_retry_backoff,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("promgate_retry_timeout"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_promgate_loc_conf_t, retry_timeout),
-      NULL },
 
     { ngx_string("promgate_max_inflight"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -216,10 +188,6 @@ static ngx_http_variable_t  ngx_http_promgate_vars[] = {
       ngx_http_promgate_stat_variable,
       offsetof(pg_rw_stats_t, exemplars), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-    { ngx_string("promgate_forward_status"), NULL,
-      ngx_http_promgate_forward_status_variable,
-      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
       ngx_http_null_variable
 };
 
@@ -247,8 +215,8 @@ static ngx_int_t
 ngx_http_promgate_stat_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                   *p;
-    ngx_http_promgate_ctx_t  *ctx;
+    u_char                         *p;
+    ngx_http_promgate_write_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_module);
 
@@ -285,10 +253,6 @@ ngx_http_promgate_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_promgate_check_targets(cf, pmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_promgate_forward_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -383,7 +347,7 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
 
             target->clcf->client_max_body_size = 0;
 
-            if (target->read_timeout > plcf->retry_timeout) {
+            if (target->read_timeout > loc[i].fcf->retry_timeout) {
                 ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                                    "proxy_read_timeout %Mms of location "
                                    "\"%V\" (forward target \"%V\" of "
@@ -392,7 +356,7 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
                                    "long", target->read_timeout,
                                    &target->name, &fw[j].target->uri,
                                    &loc[i].name,
-                                   plcf->retry_timeout);
+                                   loc[i].fcf->retry_timeout);
             }
         }
     }
@@ -496,10 +460,6 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->status = NGX_CONF_UNSET;
     plcf->ack = NGX_CONF_UNSET_UINT;
     plcf->invalid_series = NGX_CONF_UNSET_UINT;
-    plcf->retries = NGX_CONF_UNSET;
-    plcf->backoff_first = NGX_CONF_UNSET_MSEC;
-    plcf->backoff_max = NGX_CONF_UNSET_MSEC;
-    plcf->retry_timeout = NGX_CONF_UNSET_MSEC;
     plcf->max_inflight = NGX_CONF_UNSET;
     plcf->max_decoded = NGX_CONF_UNSET_SIZE;
     plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
@@ -525,11 +485,6 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->ack, prev->ack, PG_ACK_ALL);
     ngx_conf_merge_uint_value(conf->invalid_series, prev->invalid_series,
                               NGX_HTTP_PROMGATE_INVALID_DROP);
-    ngx_conf_merge_value(conf->retries, prev->retries, 3);
-    ngx_conf_merge_msec_value(conf->backoff_first, prev->backoff_first, 100);
-    ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 2000);
-    ngx_conf_merge_msec_value(conf->retry_timeout, prev->retry_timeout,
-                              10000);
     ngx_conf_merge_size_value(conf->max_decoded, prev->max_decoded,
                               64 * 1024 * 1024);
 
@@ -603,6 +558,8 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         loc->name = clcf->name;
         loc->exact = clcf->exact_match;
         loc->plcf = conf;
+        loc->fcf = ((ngx_http_conf_ctx_t *) cf->ctx)
+                       ->loc_conf[ngx_http_promgate_forward_module.ctx_index];
         loc->clcf = clcf;
         loc->read_timeout = 0;
 
@@ -614,14 +571,6 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                 loc->read_timeout = ucf->read_timeout;
             }
         }
-    }
-
-    if (conf->backoff_first > conf->backoff_max) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"promgate_retry_backoff\": the first delay "
-                           "(%Mms) is above the maximum (%Mms)",
-                           conf->backoff_first, conf->backoff_max);
-        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -997,42 +946,6 @@ ngx_http_promgate_target_add(ngx_conf_t *cf, ngx_str_t *uri)
     t->slot = 0;
 
     return t;
-}
-
-
-static char *
-ngx_http_promgate_retry_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_promgate_loc_conf_t *plcf = conf;
-
-    ngx_str_t   *value;
-    ngx_msec_t   first, max;
-
-    if (plcf->backoff_first != NGX_CONF_UNSET_MSEC) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    first = ngx_parse_time(&value[1], 0);
-    if (first == (ngx_msec_t) NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid first retry delay \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    max = ngx_parse_time(&value[2], 0);
-    if (max == (ngx_msec_t) NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid maximum retry delay \"%V\"", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    plcf->backoff_first = first;
-    plcf->backoff_max = max;
-
-    return NGX_CONF_OK;
 }
 
 

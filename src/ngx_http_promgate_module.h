@@ -17,6 +17,8 @@
 #include "pg_rw.h"
 #include "pg_policy.h"
 
+#include "ngx_http_promgate_forward.h"
+
 
 #define NGX_HTTP_PROMGATE_MAX_TARGETS    64
 #define NGX_HTTP_PROMGATE_MAX_WORKERS    256
@@ -90,31 +92,8 @@ typedef struct {
 } ngx_http_promgate_stats_t;
 
 
-typedef struct {
-    ngx_str_t                       uri;
-    ngx_uint_t                      slot;     /* in the status zone */
-} ngx_http_promgate_target_t;
-
-
-/* the protocol a forward target speaks (promgate_forward ... proto=) */
-#define NGX_HTTP_PROMGATE_PROTO_ASIS  0
-#define NGX_HTTP_PROMGATE_PROTO_V1    PG_RW_V1
-#define NGX_HTTP_PROMGATE_PROTO_V2    PG_RW_V2
-
-#define NGX_HTTP_PROMGATE_TYPE_V1                                            \
-    "application/x-protobuf;proto=prometheus.WriteRequest"
-#define NGX_HTTP_PROMGATE_TYPE_V2                                            \
-    "application/x-protobuf;proto=io.prometheus.write.v2.Request"
-
 #define NGX_HTTP_PROMGATE_INVALID_DROP    0
 #define NGX_HTTP_PROMGATE_INVALID_REJECT  1
-
-
-/* one entry of a location's target list: a target and how to talk to it */
-typedef struct {
-    ngx_http_promgate_target_t     *target;
-    ngx_uint_t                      proto;
-} ngx_http_promgate_forward_t;
 
 
 /* what nginx -t needs to know of every location (see merge_loc_conf) */
@@ -123,6 +102,7 @@ typedef struct {
     ngx_str_t                       name;
     ngx_msec_t                      read_timeout;   /* proxy's, 0 if none */
     void                           *plcf;     /* ours */
+    ngx_http_promgate_forward_loc_conf_t  *fcf;   /* its retries */
     ngx_http_core_loc_conf_t       *clcf;
     unsigned                        exact:1;
 } ngx_http_promgate_location_t;
@@ -186,10 +166,6 @@ typedef struct {
     ngx_array_t                    *forwards; /* ngx_http_promgate_forward_t */
     ngx_uint_t                      ack;
     ngx_uint_t                      invalid_series;
-    ngx_int_t                       retries;
-    ngx_msec_t                      backoff_first;
-    ngx_msec_t                      backoff_max;
-    ngx_msec_t                      retry_timeout;
     ngx_int_t                       max_inflight;
     size_t                          max_decoded;
     ngx_shm_zone_t                 *exemplar_zone;    /* capture into */
@@ -199,66 +175,21 @@ typedef struct {
 } ngx_http_promgate_loc_conf_t;
 
 
-typedef struct ngx_http_promgate_ctx_s  ngx_http_promgate_ctx_t;
-
-
-/* a body as sent to targets: the client's, or one made for them */
+/* one remote write: its forwarder, and what only a write keeps */
 typedef struct {
-    ngx_http_request_body_t        *body;     /* NULL: the client's */
-    off_t                           len;
-    ngx_list_t                      headers;  /* for the subrequests */
-    ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
-    unsigned                        ready:1;
-} ngx_http_promgate_payload_t;
-
-
-/* one forward target within one write */
-typedef struct {
-    ngx_http_promgate_ctx_t        *ctx;
-    ngx_http_promgate_target_t     *target;
-    ngx_http_promgate_payload_t    *payload;  /* what it is sent */
-    ngx_http_post_subrequest_t      ps;
-    ngx_event_t                     timer;
-    pg_target_state_e               state;
-    ngx_uint_t                      attempts;
-    ngx_uint_t                      status;   /* of the last attempt */
-    ngx_str_t                       reason;   /* the target's answer body */
-    off_t                           received; /* answer bytes kept */
-    uint64_t                        written[3];  /* its RW 2.0 answer */
-    unsigned                        confirmed:1; /* it sent written[] */
-    unsigned                        running:1;
-    unsigned                        waiting:1;   /* timer holds a reference */
-    unsigned                        truncated:1; /* answer cut to fit */
-} ngx_http_promgate_fwd_t;
-
-
-typedef ngx_uint_t (*ngx_http_promgate_decide_pt)(
-    ngx_http_promgate_ctx_t *ctx);
-typedef ngx_int_t (*ngx_http_promgate_answer_pt)(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
-
-
-struct ngx_http_promgate_ctx_s {
+    ngx_http_promgate_forwarder_t   fw;
     ngx_http_request_t             *request;
     ngx_http_promgate_loc_conf_t   *plcf;
-    ngx_array_t                    *targets;  /* ngx_http_promgate_forward_t */
-    ngx_http_promgate_decide_pt     decide;
-    ngx_http_promgate_answer_pt     answer_handler;
     ngx_msec_t                      start;
-    ngx_uint_t                      nfwd;
-    ngx_http_promgate_fwd_t        *fwd;
     off_t                           body_len;
-    ngx_uint_t                      version;  /* of the request's body */
-    ngx_http_promgate_payload_t     payloads[3];  /* by version; [0] unused */
     pg_rw_stats_t                   stats;    /* of what is forwarded */
     uint64_t                        invalid_series;  /* dropped */
-    pg_ack_count_t                  acks;
     ngx_uint_t                      answer;   /* status sent, 0 before */
     ngx_str_t                       tenant;
     ngx_array_t                    *exemplars;  /* to store on 2xx */
     void                           *series;     /* new series, for 2xx */
     unsigned                        inflight:1;
-};
+} ngx_http_promgate_write_ctx_t;
 
 
 extern ngx_module_t  ngx_http_promgate_module;
@@ -283,17 +214,6 @@ ngx_int_t ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg,
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
 
-/* ngx_http_promgate_forward.c */
-ngx_int_t ngx_http_promgate_forward(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx);
-void ngx_http_promgate_forward_cleanup(ngx_http_promgate_ctx_t *ctx);
-ngx_int_t ngx_http_promgate_payload_set(ngx_pool_t *pool,
-    ngx_http_promgate_payload_t *pl, ngx_uint_t version, u_char *data,
-    size_t len);
-ngx_int_t ngx_http_promgate_forward_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_promgate_forward_status_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-
 /* ngx_http_promgate_exemplar.c */
 void *ngx_http_promgate_pool_alloc(void *ctx, size_t size);
 char *ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -304,7 +224,7 @@ ngx_int_t ngx_http_promgate_exemplar_check(ngx_conf_t *cf,
     ngx_shm_zone_t *zone);
 void ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
 int ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s);
-void ngx_http_promgate_exemplars_store(ngx_http_promgate_ctx_t *ctx);
+void ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx);
 u_char *ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
     ngx_http_promgate_main_conf_t *pmcf);
 ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
@@ -324,10 +244,10 @@ char *ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-int ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
+int ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
     const pg_rw_series_t *s);
-void ngx_http_promgate_series_flush(ngx_http_promgate_ctx_t *ctx);
-void ngx_http_promgate_series_publish(ngx_http_promgate_ctx_t *ctx);
+void ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx);
+void ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx);
 u_char *ngx_http_promgate_series_status(u_char *p, u_char *last,
     ngx_http_promgate_main_conf_t *pmcf);
 
@@ -336,7 +256,7 @@ ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf,
     ngx_http_promgate_main_conf_t *pmcf);
 ngx_http_promgate_stats_t *ngx_http_promgate_stats(void);
 void ngx_http_promgate_stats_reject(ngx_uint_t reason, uint64_t samples);
-void ngx_http_promgate_stats_answer(ngx_http_promgate_ctx_t *ctx,
+void ngx_http_promgate_stats_answer(ngx_http_promgate_write_ctx_t *ctx,
     ngx_uint_t status);
 void ngx_http_promgate_stats_inflight(ngx_uint_t n);
 ngx_int_t ngx_http_promgate_status_handler(ngx_http_request_t *r);

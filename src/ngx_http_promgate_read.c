@@ -1,10 +1,11 @@
 
 /*
  * promgate: remote read.  A module of its own in promgate's .so, with its
- * own directives; the fan-out and retries are ngx_http_promgate_module's
- * (ngx_http_promgate_forward.c), decoding and merging are
- * src/core/pg_read.c.  The request is forwarded to every read target
- * asking for SAMPLES; the answers are merged into one ReadResponse.
+ * own directives and request context; the fan-out and retries are the
+ * forwarder's (ngx_http_promgate_forward.c), embedded in that context,
+ * decoding and merging are src/core/pg_read.c.  The request is forwarded
+ * to every read target asking for SAMPLES; the answers are merged into
+ * one ReadResponse.
  */
 
 
@@ -28,19 +29,17 @@ typedef struct {
 
 /* what the read module knows of one target within one read */
 typedef struct {
-    ngx_http_request_t             *sr;       /* the attempt being received */
-    off_t                           received; /* its answer so far */
-    ngx_str_t                       type;     /* its Content-Type */
+    ngx_str_t                       type;     /* its last answer's */
     ngx_str_t                       encoding; /* its Content-Encoding */
     u_char                         *problem;  /* an invalid answer: why */
-    unsigned                        too_big:1;
 } ngx_http_promgate_read_target_t;
 
 
 typedef struct {
+    ngx_http_promgate_forwarder_t   fw;
     pg_read_request_t               req;
     pg_read_mode_e                  mode;
-    ngx_http_promgate_read_target_t  *targets;   /* as ctx->fwd */
+    ngx_http_promgate_read_target_t  *targets;   /* as fw.fwd */
 } ngx_http_promgate_read_ctx_t;
 
 
@@ -52,22 +51,21 @@ static ngx_int_t ngx_http_promgate_read_collect(ngx_http_request_t *r,
     u_char **data, size_t *len);
 static ngx_int_t ngx_http_promgate_read_start(ngx_http_request_t *r,
     ngx_http_promgate_read_ctx_t *rctx, u_char *data, size_t len);
-static ngx_uint_t ngx_http_promgate_read_decide(ngx_http_promgate_ctx_t *ctx);
+static ngx_uint_t ngx_http_promgate_read_decide(
+    ngx_http_promgate_forwarder_t *fw);
+static void ngx_http_promgate_read_done(ngx_http_promgate_forwarder_t *fw,
+    ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr);
 static ngx_int_t ngx_http_promgate_read_answer(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision);
 static ngx_int_t ngx_http_promgate_read_merge(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_read_ctx_t *rctx);
+    ngx_http_promgate_read_ctx_t *rctx);
 static ngx_int_t ngx_http_promgate_read_failed(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_read_ctx_t *rctx);
+    ngx_http_promgate_read_ctx_t *rctx);
 static ngx_int_t ngx_http_promgate_read_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *type, ngx_str_t *encoding, u_char *data,
     size_t len);
 static ngx_int_t ngx_http_promgate_read_refuse(ngx_http_request_t *r,
     ngx_uint_t status, u_char *text, size_t len);
-static void ngx_http_promgate_read_cleanup(void *data);
-static ngx_int_t ngx_http_promgate_read_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
-static ngx_int_t ngx_http_promgate_read_init(ngx_conf_t *cf);
 
 static void *ngx_http_promgate_read_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_promgate_read_merge_loc_conf(ngx_conf_t *cf,
@@ -142,7 +140,7 @@ static ngx_command_t  ngx_http_promgate_read_commands[] = {
 
 static ngx_http_module_t  ngx_http_promgate_read_module_ctx = {
     NULL,                                  /* preconfiguration */
-    ngx_http_promgate_read_init,           /* postconfiguration */
+    NULL,                                  /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -169,9 +167,6 @@ ngx_module_t  ngx_http_promgate_read_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
-
-
-static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_promgate_read_samples_type =
@@ -342,8 +337,6 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
     pg_read_rc_e                        rc;
     pg_allocator_t                      alloc, salloc;
     pg_read_error_t                     err;
-    ngx_pool_cleanup_t                 *cln;
-    ngx_http_promgate_ctx_t            *ctx;
     ngx_http_promgate_loc_conf_t       *plcf;
     ngx_http_promgate_read_loc_conf_t  *rlcf;
 
@@ -434,46 +427,30 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
                                 rlcf->targets->nelts) - msg);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_ctx_t));
     rctx->targets = ngx_pcalloc(r->pool, rlcf->targets->nelts
                                      * sizeof(ngx_http_promgate_read_target_t));
-
-    if (ctx == NULL || rctx->targets == NULL) {
+    if (rctx->targets == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_promgate_forwarder_init(&rctx->fw, r, rctx);
+
     /* the body the targets get, from memory, with its own length */
 
-    if (ngx_http_promgate_payload_set(r->pool, &ctx->payloads[PG_RW_V1],
+    if (ngx_http_promgate_payload_set(r->pool, &rctx->fw.payloads[PG_RW_V1],
                                       PG_RW_V1, fdata, flen)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ctx->plcf = plcf;
-    ctx->start = ngx_current_msec;
-    ctx->targets = rlcf->targets;
-    ctx->decide = ngx_http_promgate_read_decide;
-    ctx->answer_handler = ngx_http_promgate_read_answer;
-    ctx->body_len = flen;
+    rctx->fw.version = PG_RW_V1;
+    rctx->fw.targets = rlcf->targets;
+    rctx->fw.decide = ngx_http_promgate_read_decide;
+    rctx->fw.answer = ngx_http_promgate_read_answer;
+    rctx->fw.done = ngx_http_promgate_read_done;
 
-    ctx->version = PG_RW_V1;
-
-    /* the forwarder finds its context under ngx_http_promgate_module */
-
-    ngx_http_set_ctx(r, ctx, ngx_http_promgate_module);
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_promgate_read_cleanup;
-    cln->data = ctx;
-
-    if (ngx_http_promgate_forward(r, ctx) != NGX_OK) {
+    if (ngx_http_promgate_forwarder_start(&rctx->fw) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -487,20 +464,19 @@ ngx_http_promgate_read_start(ngx_http_request_t *r,
  */
 
 static ngx_uint_t
-ngx_http_promgate_read_decide(ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_read_decide(ngx_http_promgate_forwarder_t *fw)
 {
     ngx_http_promgate_read_loc_conf_t  *rlcf;
 
-    rlcf = ngx_http_get_module_loc_conf(ctx->request,
+    rlcf = ngx_http_get_module_loc_conf(fw->request,
                                         ngx_http_promgate_read_module);
 
-    if (rlcf->ack == PG_ACK_ALL && (ctx->acks.failed || ctx->acks.rejected))
-    {
+    if (rlcf->ack == PG_ACK_ALL && (fw->acks.failed || fw->acks.rejected)) {
         return NGX_HTTP_PROMGATE_READ_FAIL;
     }
 
-    if (ctx->acks.stored + ctx->acks.rejected + ctx->acks.failed
-        < ctx->acks.targets)
+    if (fw->acks.stored + fw->acks.rejected + fw->acks.failed
+        < fw->acks.targets)
     {
         return 0;
     }
@@ -509,9 +485,47 @@ ngx_http_promgate_read_decide(ngx_http_promgate_ctx_t *ctx)
 }
 
 
+/*
+ * An attempt ended: what a passed-through answer is sent as is its own
+ * Content-Type and Content-Encoding (strings in the main request's pool).
+ * An answer cut to subrequest_output_buffer_size is answered with 413.
+ */
+
+static void
+ngx_http_promgate_read_done(ngx_http_promgate_forwarder_t *fw,
+    ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
+{
+    ngx_http_core_loc_conf_t         *clcf;
+    ngx_http_promgate_read_ctx_t     *rctx;
+    ngx_http_promgate_read_target_t  *t;
+
+    rctx = fw->data;
+    t = &rctx->targets[f - fw->fwd];
+
+    t->type = sr->headers_out.content_type;
+
+    if (sr->headers_out.content_encoding) {
+        t->encoding = sr->headers_out.content_encoding->value;
+
+    } else {
+        ngx_str_null(&t->encoding);
+    }
+
+    if (f->truncated && f->state == PG_TARGET_STORED) {
+        clcf = ngx_http_get_module_loc_conf(sr, ngx_http_core_module);
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "promgate: the answer of read target \"%V\" is "
+                      "larger than subrequest_output_buffer_size %uz of "
+                      "its location: answering 413", &f->target->uri,
+                      clcf->subrequest_output_buffer_size);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_promgate_read_answer(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision)
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision)
 {
     u_char                           *p;
     ngx_uint_t                        i;
@@ -521,14 +535,14 @@ ngx_http_promgate_read_answer(ngx_http_request_t *r,
 
     u_char                            msg[NGX_HTTP_PROMGATE_TARGET_NAME + 256];
 
-    rctx = ngx_http_get_module_ctx(r, ngx_http_promgate_read_module);
+    rctx = fw->data;
 
     /* an answer too big for its buffer is a limit, not a failed target */
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    for (i = 0; i < fw->nfwd; i++) {
+        f = &fw->fwd[i];
 
-        if (f->state == PG_TARGET_STORED && rctx->targets[i].too_big) {
+        if (f->state == PG_TARGET_STORED && f->truncated) {
             p = ngx_snprintf(msg, sizeof(msg), "promgate: the answer of read "
                              "target \"%V\" does not fit the "
                              "subrequest_output_buffer_size of its location: "
@@ -542,14 +556,14 @@ ngx_http_promgate_read_answer(ngx_http_request_t *r,
     }
 
     if (decision == NGX_HTTP_PROMGATE_READ_FAIL) {
-        return ngx_http_promgate_read_failed(r, ctx, rctx);
+        return ngx_http_promgate_read_failed(r, rctx);
     }
 
     if (rctx->mode == PG_READ_MODE_PASSTHROUGH) {
-        f = &ctx->fwd[0];
+        f = &fw->fwd[0];
 
         if (f->state != PG_TARGET_STORED) {
-            return ngx_http_promgate_read_failed(r, ctx, rctx);
+            return ngx_http_promgate_read_failed(r, rctx);
         }
 
         /* as the target said it: a stream, or whatever it chose */
@@ -563,13 +577,13 @@ ngx_http_promgate_read_answer(ngx_http_request_t *r,
                                            f->reason.len);
     }
 
-    return ngx_http_promgate_read_merge(r, ctx, rctx);
+    return ngx_http_promgate_read_merge(r, rctx);
 }
 
 
 static ngx_int_t
 ngx_http_promgate_read_merge(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_read_ctx_t *rctx)
+    ngx_http_promgate_read_ctx_t *rctx)
 {
     u_char                             *p, *out;
     size_t                              len;
@@ -582,6 +596,7 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
     pg_read_stats_t                     st;
     pg_read_limits_t                    limits;
     ngx_http_promgate_fwd_t            *f;
+    ngx_http_promgate_forwarder_t      *fw;
     ngx_http_promgate_read_loc_conf_t  *rlcf;
 
     u_char                              msg[sizeof(err.message)
@@ -589,6 +604,7 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
                                             + 128];
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_read_module);
+    fw = &rctx->fw;
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = r->pool;
@@ -608,8 +624,8 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
 
     usable = 0;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    for (i = 0; i < fw->nfwd; i++) {
+        f = &fw->fwd[i];
 
         if (f->state != PG_TARGET_STORED) {
             continue;
@@ -671,9 +687,9 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
     }
 
     if (usable == 0
-        || (rlcf->ack == PG_ACK_ALL && usable < ctx->nfwd))
+        || (rlcf->ack == PG_ACK_ALL && usable < fw->nfwd))
     {
-        return ngx_http_promgate_read_failed(r, ctx, rctx);
+        return ngx_http_promgate_read_failed(r, rctx);
     }
 
     rc = pg_read_merge_finish(m, &out, &len, &st, &err);
@@ -701,7 +717,7 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
     ngx_log_debug6(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "promgate read: %ui of %ui targets merged: %uL series, "
                    "%uL samples, %uL duplicates, %uz bytes",
-                   usable, ctx->nfwd, st.series, st.samples, st.duplicates,
+                   usable, fw->nfwd, st.series, st.samples, st.duplicates,
                    st.size);
 
     return ngx_http_promgate_read_send(r, NGX_HTTP_OK,
@@ -719,18 +735,22 @@ ngx_http_promgate_read_merge(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_promgate_read_failed(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_http_promgate_read_ctx_t *rctx)
+    ngx_http_promgate_read_ctx_t *rctx)
 {
-    u_char                   *p, *last;
-    size_t                    len;
-    ngx_uint_t                i;
-    ngx_http_promgate_fwd_t  *f;
+    u_char                         *p, *last;
+    size_t                          len;
+    ngx_uint_t                      i;
+    ngx_http_promgate_fwd_t        *f;
+    ngx_http_promgate_forwarder_t  *fw;
 
-    static const char        *states[] = { "pending", "answered",
-                                           "rejected the query", "failed" };
+    static const char              *states[] = { "pending", "answered",
+                                                 "rejected the query",
+                                                 "failed" };
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    fw = &rctx->fw;
+
+    for (i = 0; i < fw->nfwd; i++) {
+        f = &fw->fwd[i];
 
         if (f->state != PG_TARGET_REJECTED) {
             continue;
@@ -756,8 +776,8 @@ ngx_http_promgate_read_failed(ngx_http_request_t *r,
 
     len = sizeof("promgate: remote read failed as promgate_read_ack "
                  "requires:\n") - 1
-          + ctx->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64
-                         + sizeof(((pg_read_error_t *) 0)->message));
+          + fw->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64
+                        + sizeof(((pg_read_error_t *) 0)->message));
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -769,8 +789,8 @@ ngx_http_promgate_read_failed(ngx_http_request_t *r,
     len = ngx_slprintf(p, last, "promgate: remote read failed as "
                        "promgate_read_ack requires:\n") - p;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    for (i = 0; i < fw->nfwd; i++) {
+        f = &fw->fwd[i];
 
         if (rctx->targets[i].problem) {
             len = ngx_slprintf(p + len, last, "  %V: invalid answer: %s\n",
@@ -880,123 +900,7 @@ ngx_http_promgate_read_refuse(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static void
-ngx_http_promgate_read_cleanup(void *data)
-{
-    ngx_http_promgate_ctx_t *ctx = data;
-
-    ngx_http_promgate_forward_cleanup(ctx);
-}
-
-
-/*
- * Answers are read in memory, into subrequest_output_buffer_size.  nginx
- * treats an answer that does not fit as an error of the client's
- * connection and drops it; a read answers 413 instead.  This filter sees
- * the answers of a read's targets before nginx's in-memory filter does,
- * and swallows the rest of an answer that would not fit.
- */
-
-static ngx_int_t
-ngx_http_promgate_read_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    off_t                             size;
-    ngx_uint_t                        i;
-    ngx_chain_t                      *cl;
-    ngx_http_promgate_ctx_t          *ctx;
-    ngx_http_core_loc_conf_t         *clcf;
-    ngx_http_promgate_read_ctx_t     *rctx;
-    ngx_http_promgate_read_target_t  *t;
-
-    if (r == r->main || !r->subrequest_in_memory
-        || r->post_subrequest == NULL)
-    {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    rctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_read_module);
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_promgate_module);
-
-    if (rctx == NULL || rctx->targets == NULL || ctx == NULL) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    for (i = 0; i < ctx->nfwd; i++) {
-        if (r->post_subrequest->data == &ctx->fwd[i]) {
-            break;
-        }
-    }
-
-    if (i == ctx->nfwd) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    t = &rctx->targets[i];
-
-    if (t->sr != r) {
-        /* a new attempt; its header strings live in the main pool */
-        t->sr = r;
-        t->received = 0;
-        t->too_big = 0;
-        t->type = r->headers_out.content_type;
-
-        if (r->headers_out.content_encoding) {
-            t->encoding = r->headers_out.content_encoding->value;
-
-        } else {
-            ngx_str_null(&t->encoding);
-        }
-    }
-
-    if (!t->too_big) {
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-        size = 0;
-
-        for (cl = in; cl; cl = cl->next) {
-            size += ngx_buf_size(cl->buf);
-        }
-
-        if (r->headers_out.content_length_n
-            > (off_t) clcf->subrequest_output_buffer_size
-            || t->received + size > (off_t) clcf->subrequest_output_buffer_size)
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "promgate: the answer of read target \"%V\" is "
-                          "larger than subrequest_output_buffer_size %uz of "
-                          "its location: answering 413",
-                          &ctx->fwd[i].target->uri,
-                          clcf->subrequest_output_buffer_size);
-
-            t->too_big = 1;
-
-        } else {
-            t->received += size;
-
-            return ngx_http_next_body_filter(r, in);
-        }
-    }
-
-    for (cl = in; cl; cl = cl->next) {
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-    }
-
-    return NGX_OK;
-}
-
-
 /* ------------------------------------------------------- configuration */
-
-
-static ngx_int_t
-ngx_http_promgate_read_init(ngx_conf_t *cf)
-{
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_promgate_read_body_filter;
-
-    return NGX_OK;
-}
 
 
 static void *

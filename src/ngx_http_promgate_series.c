@@ -367,7 +367,7 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
  */
 
 int
-ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
+ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
     const pg_rw_series_t *s)
 {
     size_t                             n;
@@ -444,7 +444,7 @@ ngx_http_promgate_series_collect(ngx_http_promgate_ctx_t *ctx,
  */
 
 void
-ngx_http_promgate_series_flush(ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
 {
     ngx_uint_t                         i;
     pg_allocator_t                     alloc;
@@ -510,7 +510,7 @@ failed:
  */
 
 void
-ngx_http_promgate_series_publish(ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
 {
     uint64_t                           now;
     ngx_uint_t                         i;

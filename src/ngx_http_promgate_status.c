@@ -186,7 +186,7 @@ ngx_http_promgate_stats_reject(ngx_uint_t reason, uint64_t samples)
 
 
 void
-ngx_http_promgate_stats_answer(ngx_http_promgate_ctx_t *ctx,
+ngx_http_promgate_stats_answer(ngx_http_promgate_write_ctx_t *ctx,
     ngx_uint_t status)
 {
     ngx_uint_t                  i, us;

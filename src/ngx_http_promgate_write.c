@@ -10,25 +10,26 @@
 
 
 static ngx_int_t ngx_http_promgate_check_headers(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_str_t *why);
+    ngx_http_promgate_write_ctx_t *ctx, ngx_str_t *why);
 static void ngx_http_promgate_write_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_body(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, u_char **data, size_t *len);
+    ngx_http_promgate_write_ctx_t *ctx, u_char **data, size_t *len);
 static ngx_int_t ngx_http_promgate_validate(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len);
+    ngx_http_promgate_write_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_promgate_reject(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
+    ngx_http_promgate_write_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
     uint64_t samples, u_char *text, size_t len);
-static ngx_uint_t ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx);
-static void ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
-    uint64_t *written);
+static ngx_uint_t ngx_http_promgate_write_decide(
+    ngx_http_promgate_forwarder_t *fw);
+static void ngx_http_promgate_written_counts(
+    ngx_http_promgate_write_ctx_t *ctx, uint64_t *written);
 static ngx_int_t ngx_http_promgate_payload(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, u_char *decoded, size_t dlen,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t v);
 static void ngx_http_promgate_log_invalid(ngx_http_request_t *r,
     pg_rw_request_t *req);
 static ngx_int_t ngx_http_promgate_write_answer(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision);
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision);
 static void ngx_http_promgate_write_cleanup(void *data);
 static int ngx_http_promgate_write_series(void *data,
     const pg_rw_series_t *s);
@@ -41,12 +42,12 @@ static ngx_uint_t  ngx_http_promgate_inflight;
 ngx_int_t
 ngx_http_promgate_write_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      why;
-    ngx_table_elt_t               *h;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_promgate_ctx_t       *ctx;
-    ngx_http_promgate_loc_conf_t  *plcf;
+    ngx_int_t                       rc;
+    ngx_str_t                       why;
+    ngx_table_elt_t                *h;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_promgate_loc_conf_t   *plcf;
+    ngx_http_promgate_write_ctx_t  *ctx;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
 
@@ -54,7 +55,7 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_ctx_t));
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_write_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -64,6 +65,8 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
     ctx->start = ngx_current_msec;
 
     ngx_http_set_ctx(r, ctx, ngx_http_promgate_module);
+
+    ngx_http_promgate_forwarder_init(&ctx->fw, r, ctx);
 
     if (r->method != NGX_HTTP_POST) {
         h = ngx_list_push(&r->headers_out.headers);
@@ -173,12 +176,12 @@ ngx_http_promgate_token(u_char **pp, u_char *end, ngx_str_t *tok, u_char stop)
 
 static ngx_int_t
 ngx_http_promgate_check_headers(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_str_t *why)
+    ngx_http_promgate_write_ctx_t *ctx, ngx_str_t *why)
 {
     u_char           *p, *end;
     ngx_str_t         type, name, value;
 
-    ctx->version = PG_RW_V1;
+    ctx->fw.version = PG_RW_V1;
 
     if (r->headers_in.content_type == NULL) {
         goto bad_type;
@@ -226,7 +229,7 @@ ngx_http_promgate_check_headers(ngx_http_request_t *r,
             && ngx_strncmp(value.data, "prometheus.WriteRequest",
                            value.len) == 0)
         {
-            ctx->version = PG_RW_V1;
+            ctx->fw.version = PG_RW_V1;
             continue;
         }
 
@@ -234,7 +237,7 @@ ngx_http_promgate_check_headers(ngx_http_request_t *r,
             && ngx_strncmp(value.data, "io.prometheus.write.v2.Request",
                            value.len) == 0)
         {
-            ctx->version = PG_RW_V2;
+            ctx->fw.version = PG_RW_V2;
             continue;
         }
 
@@ -278,10 +281,10 @@ bad_type:
 static void
 ngx_http_promgate_write_body(ngx_http_request_t *r)
 {
-    u_char                   *data;
-    size_t                    len;
-    ngx_int_t                 rc;
-    ngx_http_promgate_ctx_t  *ctx;
+    u_char                         *data;
+    size_t                          len;
+    ngx_int_t                       rc;
+    ngx_http_promgate_write_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_promgate_module);
 
@@ -301,22 +304,22 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
         return;
     }
 
-    ctx->decide = ngx_http_promgate_write_decide;
-    ctx->answer_handler = ngx_http_promgate_write_answer;
-
     if (ctx->stats.series == 0 && ctx->stats.metadata == 0
         && ctx->invalid_series)
     {
         /* every series was invalid and dropped: nothing to store */
         r->write_event_handler = ngx_http_request_empty_handler;
         ngx_http_finalize_request(r,
-                                  ngx_http_promgate_write_answer(r, ctx, 204));
+                                  ngx_http_promgate_write_answer(r, &ctx->fw,
+                                                                 204));
         return;
     }
 
-    ctx->targets = ctx->plcf->forwards;
+    ctx->fw.targets = ctx->plcf->forwards;
+    ctx->fw.decide = ngx_http_promgate_write_decide;
+    ctx->fw.answer = ngx_http_promgate_write_answer;
 
-    if (ngx_http_promgate_forward(r, ctx) != NGX_OK) {
+    if (ngx_http_promgate_forwarder_start(&ctx->fw) != NGX_OK) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -329,8 +332,8 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
 /* the compressed body as one piece of memory */
 
 static ngx_int_t
-ngx_http_promgate_body(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
-    u_char **data, size_t *len)
+ngx_http_promgate_body(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char **data, size_t *len)
 {
     if (ngx_http_promgate_body_bytes(r, data, len) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -454,7 +457,7 @@ ngx_http_promgate_encoded_grow(pg_buf_t *b, size_t need)
 
 static ngx_int_t
 ngx_http_promgate_payload(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, u_char *decoded, size_t dlen,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t v)
 {
     u_char                       *out;
@@ -464,11 +467,11 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     ngx_http_promgate_payload_t  *pl;
     ngx_http_promgate_stats_t    *st;
 
-    pl = &ctx->payloads[v];
+    pl = &ctx->fw.payloads[v];
     pl->version = v;
     pl->ready = 1;
 
-    if (v == ctx->version && req->invalid_series == 0
+    if (v == ctx->fw.version && req->invalid_series == 0
         && req->invalid_metadata == 0)
     {
         pl->body = NULL;                  /* the client's bytes */
@@ -556,7 +559,7 @@ ngx_http_promgate_log_invalid(ngx_http_request_t *r, pg_rw_request_t *req)
 
 static ngx_int_t
 ngx_http_promgate_validate(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, u_char *data, size_t len)
+    ngx_http_promgate_write_ctx_t *ctx, u_char *data, size_t len)
 {
     u_char                       *decoded;
     size_t                        dlen;
@@ -566,7 +569,7 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     pg_rw_reason_e                reason;
     pg_snappy_rc_e                src;
     pg_rw_request_t               req;
-    ngx_http_promgate_forward_t  *fw;
+    ngx_http_promgate_forward_t  *fe;
     ngx_http_promgate_stats_t    *st;
 
     u_char                        msg[sizeof(req.first.message) + 64];
@@ -603,11 +606,11 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
 
     if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
         ngx_http_promgate_tenant(r, &ctx->tenant);
-        reason = pg_rw_decode(decoded, dlen, ctx->version, &alloc, &req,
+        reason = pg_rw_decode(decoded, dlen, ctx->fw.version, &alloc, &req,
                               ngx_http_promgate_write_series, ctx);
 
     } else {
-        reason = pg_rw_decode(decoded, dlen, ctx->version, &alloc, &req,
+        reason = pg_rw_decode(decoded, dlen, ctx->fw.version, &alloc, &req,
                               NULL, NULL);
     }
 
@@ -625,7 +628,7 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     if (reason != PG_RW_OK) {
         rc = ngx_http_promgate_reject(r, ctx, NGX_HTTP_BAD_REQUEST, reason,
                                       pg_rw_count_samples(decoded, dlen,
-                                                          ctx->version),
+                                                          ctx->fw.version),
                                       msg,
                                       ngx_snprintf(msg, sizeof(msg),
                                                    "promgate: invalid write "
@@ -645,11 +648,11 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     need[PG_RW_V1] = 0;
     need[PG_RW_V2] = 0;
 
-    fw = ctx->plcf->forwards->elts;
+    fe = ctx->plcf->forwards->elts;
 
     for (i = 0; i < ctx->plcf->forwards->nelts; i++) {
-        need[fw[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->version
-                                                         : fw[i].proto] = 1;
+        need[fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->fw.version
+                                                         : fe[i].proto] = 1;
     }
 
     rc = NGX_OK;
@@ -687,7 +690,7 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
                                     req.invalid_metadata);
     }
 
-    (void) ngx_atomic_fetch_add(&st->versions[ctx->version], 1);
+    (void) ngx_atomic_fetch_add(&st->versions[ctx->fw.version], 1);
     (void) ngx_atomic_fetch_add(&st->decoded_bytes, dlen);
     (void) ngx_atomic_fetch_add(&st->series, ctx->stats.series);
     (void) ngx_atomic_fetch_add(&st->samples, ctx->stats.samples);
@@ -716,9 +719,9 @@ bad_snappy:
  */
 
 static ngx_int_t
-ngx_http_promgate_reject(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
-    ngx_uint_t status, ngx_uint_t reason, uint64_t samples, u_char *text,
-    size_t len)
+ngx_http_promgate_reject(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
+    uint64_t samples, u_char *text, size_t len)
 {
     ngx_int_t     rc;
     ngx_buf_t    *b;
@@ -772,7 +775,7 @@ ngx_http_promgate_reject(ngx_http_request_t *r, ngx_http_promgate_ctx_t *ctx,
  */
 
 static void
-ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
+ngx_http_promgate_written_counts(ngx_http_promgate_write_ctx_t *ctx,
     uint64_t *written)
 {
     ngx_uint_t                i, k;
@@ -782,8 +785,8 @@ ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
     written[1] = ctx->stats.histograms;
     written[2] = ctx->stats.exemplars;
 
-    for (i = 0; i < ctx->nfwd; i++) {
-        f = &ctx->fwd[i];
+    for (i = 0; i < ctx->fw.nfwd; i++) {
+        f = &ctx->fw.fwd[i];
 
         if (f->state != PG_TARGET_STORED || !f->confirmed) {
             continue;
@@ -799,16 +802,20 @@ ngx_http_promgate_written_counts(ngx_http_promgate_ctx_t *ctx,
 /* the ack policy decides; 0 while it depends on pending targets */
 
 static ngx_uint_t
-ngx_http_promgate_write_decide(ngx_http_promgate_ctx_t *ctx)
+ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
 {
-    return pg_ack_decide(ctx->plcf->ack, &ctx->acks);
+    ngx_http_promgate_write_ctx_t *ctx = fw->data;
+
+    return pg_ack_decide(ctx->plcf->ack, &fw->acks);
 }
 
 
 static ngx_int_t
 ngx_http_promgate_write_answer(ngx_http_request_t *r,
-    ngx_http_promgate_ctx_t *ctx, ngx_uint_t decision)
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision)
 {
+    ngx_http_promgate_write_ctx_t *ctx = fw->data;
+
     u_char                   *p, *last;
     size_t                    len;
     ngx_int_t                 rc;
@@ -839,7 +846,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
         /* remote write 1.0 answers carry no counts, as Prometheus' don't */
 
-        if (ctx->version != PG_RW_V2) {
+        if (fw->version != PG_RW_V2) {
             return ngx_http_send_header(r);
         }
 
@@ -872,15 +879,15 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
         /* the data is bad: the first rejection (in target order) speaks */
 
-        for (i = 0; i < ctx->nfwd; i++) {
-            f = &ctx->fwd[i];
+        for (i = 0; i < fw->nfwd; i++) {
+            f = &fw->fwd[i];
 
             if (f->state == PG_TARGET_REJECTED) {
                 break;
             }
         }
 
-        f = &ctx->fwd[i];
+        f = &fw->fwd[i];
 
         len = sizeof("promgate: forward target \"\" rejected the data: ")
               - 1 + f->target->uri.len + f->reason.len + sizeof(" (cut)");
@@ -907,7 +914,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
         len = sizeof("promgate: not stored as the ack policy requires;"
                      " the sender should retry:\n") - 1
-              + ctx->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64);
+              + fw->nfwd * (NGX_HTTP_PROMGATE_TARGET_NAME + 64);
 
         b = ngx_create_temp_buf(r->pool, len);
         if (b == NULL) {
@@ -920,8 +927,8 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
         p = ngx_slprintf(p, last, "promgate: not stored as the ack policy "
                          "requires; the sender should retry:\n");
 
-        for (i = 0; i < ctx->nfwd; i++) {
-            f = &ctx->fwd[i];
+        for (i = 0; i < fw->nfwd; i++) {
+            f = &fw->fwd[i];
 
             p = ngx_slprintf(p, last, "  %V: %s, status %ui after %ui "
                              "attempt%s\n", &f->target->uri, states[f->state],
@@ -962,7 +969,7 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 static int
 ngx_http_promgate_write_series(void *data, const pg_rw_series_t *s)
 {
-    ngx_http_promgate_ctx_t *ctx = data;
+    ngx_http_promgate_write_ctx_t *ctx = data;
 
     if (ctx->plcf->exemplar_zone
         && ngx_http_promgate_exemplars_collect(ctx, s) != 0)
@@ -981,9 +988,7 @@ ngx_http_promgate_write_series(void *data, const pg_rw_series_t *s)
 static void
 ngx_http_promgate_write_cleanup(void *data)
 {
-    ngx_http_promgate_ctx_t *ctx = data;
-
-    ngx_http_promgate_forward_cleanup(ctx);
+    ngx_http_promgate_write_ctx_t *ctx = data;
 
     if (ctx->inflight) {
         ctx->inflight = 0;
