@@ -276,15 +276,17 @@ ngx_http_promgate_payload_set(ngx_pool_t *pool,
  * ones the spec asks a sender for, our User-Agent, and no framing headers
  * (the proxy module sets Content-Length from the body).  Accept-Encoding
  * goes too: a storage's reason must come back readable, not gzipped.  A
- * body translated into the other remote-write version gets the
- * Content-Type and version header of what it is.
+ * remote-write body goes with the Content-Type, Content-Encoding and
+ * version header of what it is, whatever the client wrote (promgate took
+ * an "Application/X-Protobuf" or an odd parameter that Prometheus 3
+ * answers 415 to); 1.0's type is the plain one Prometheus sends.
  */
 
 static ngx_int_t
 ngx_http_promgate_headers(ngx_http_request_t *r,
     ngx_http_promgate_forwarder_t *fw, ngx_http_promgate_payload_t *pl)
 {
-    ngx_uint_t        i, n, version, translated;
+    ngx_uint_t        i, n, version, rw;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
@@ -293,13 +295,13 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
         n += part->nelts;
     }
 
-    if (ngx_list_init(&pl->headers, r->pool, n + 3, sizeof(ngx_table_elt_t))
+    if (ngx_list_init(&pl->headers, r->pool, n + 4, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    translated = (pl->version != fw->version);
+    rw = pl->remote_write;
     version = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -335,9 +337,12 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
             || (h[i].key.len == 15
                 && ngx_strncasecmp(h[i].key.data,
                                    (u_char *) "Accept-Encoding", 15) == 0)
-            || (translated && h[i].key.len == 12
+            || (rw && h[i].key.len == 12
                 && ngx_strncasecmp(h[i].key.data,
-                                   (u_char *) "Content-Type", 12) == 0))
+                                   (u_char *) "Content-Type", 12) == 0)
+            || (rw && h[i].key.len == 16
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Content-Encoding", 16) == 0))
         {
             continue;
         }
@@ -347,7 +352,7 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
                                (u_char *) "X-Prometheus-Remote-Write-Version",
                                h[i].key.len) == 0)
         {
-            if (translated) {
+            if (rw) {
                 continue;
             }
 
@@ -378,7 +383,20 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
     nh->next = NULL;
 #endif
 
-    if (translated) {
+    if (rw) {
+        nh = ngx_list_push(&pl->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_str_set(&nh->key, "Content-Encoding");
+        nh->lowcase_key = (u_char *) "content-encoding";
+        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
+        ngx_str_set(&nh->value, "snappy");
+#if (nginx_version >= 1023000)
+        nh->next = NULL;
+#endif
+
         nh = ngx_list_push(&pl->headers);
         if (nh == NULL) {
             return NGX_ERROR;

@@ -30,8 +30,7 @@
 #define NGX_HTTP_PROMGATE_PROTO_V1    PG_RW_V1
 #define NGX_HTTP_PROMGATE_PROTO_V2    PG_RW_V2
 
-#define NGX_HTTP_PROMGATE_TYPE_V1                                            \
-    "application/x-protobuf;proto=prometheus.WriteRequest"
+#define NGX_HTTP_PROMGATE_TYPE_V1  "application/x-protobuf"
 #define NGX_HTTP_PROMGATE_TYPE_V2                                            \
     "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 
@@ -66,6 +65,7 @@ typedef struct {
     ngx_list_t                      headers;  /* for the subrequests */
     ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
     unsigned                        ready:1;
+    unsigned                        remote_write:1;  /* canonical headers */
 } ngx_http_promgate_payload_t;
 
 

@@ -470,6 +470,7 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     pl = &ctx->fw.payloads[v];
     pl->version = v;
     pl->ready = 1;
+    pl->remote_write = 1;
 
     if (v == ctx->fw.version && req->invalid_series == 0
         && req->invalid_metadata == 0)

@@ -568,12 +568,6 @@ def v2_utf8_names(b, tag, t):
 
 # -------------------------------------------------------------- cases
 
-CT_VERBATIM = (
-    "the forwarder passes the client's Content-Type on verbatim; Prometheus "
-    "3.5 answers 415 to this one (uppercase, or a parameter without '='), "
-    "which the ack policy turns into 503: promgate should forward its "
-    "canonical type (or refuse the request 415 as 3.5 does)",
-    lambda ss: ss.prom_major >= 3)
 CASES = [
     # methods
     Case("write-get", W, "GET", valid, status=405, match=("POST",)),
@@ -601,10 +595,10 @@ CASES = [
          body=valid, status=204, forwarded=None, check=written(0, 0)),
     Case("write-content-type-7k-unknown-param", W,
          headers={"Content-Type": "application/x-protobuf;" + "x" * 7000},
-         body=valid, status=204, forwarded=True, known_bug=CT_VERBATIM),
+         body=valid, status=204, forwarded=True),
     Case("write-content-type-uppercase", W,
          headers={"Content-Type": "Application/X-Protobuf"}, body=valid,
-         status=204, forwarded=True, known_bug=CT_VERBATIM),
+         status=204, forwarded=True),
     Case("write-content-type-quoted-proto", W,
          headers={"Content-Type": 'application/x-protobuf; proto="prometheus.WriteRequest"'},
          body=valid, status=204, forwarded=True),
@@ -1216,7 +1210,4 @@ def test_still_serving_after_the_matrix(srv):
                      r'[1-9]', m.text), m.text[:4000]
     bad = [l for l in m.text.splitlines()
            if l.startswith("promgate_write_requests_total") and 'code="5' in l]
-    # the known Content-Type defect (CT_VERBATIM) answers 503 twice
-    if srv.ss.prom_major >= 3:
-        bad = [l for l in bad if not re.search(r'code="503"\} [12]$', l)]
     assert bad == [], m.text[:2000]

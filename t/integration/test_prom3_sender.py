@@ -190,7 +190,7 @@ def test_prometheus3_sender_utf8(gateway, make_fake, p3_storages, tmp_path, v2):
             def v1_meta():
                 out = set()
                 for q in rec1.posts():
-                    assert q.headers["Content-Type"] == rw2.V1_CONTENT_TYPE
+                    assert q.headers["Content-Type"] == "application/x-protobuf"
                     wr = rw.decode_request(q.body)
                     out |= {(m.metric_family_name, m.type, m.help, m.unit)
                             for m in wr.metadata}

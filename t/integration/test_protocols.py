@@ -108,7 +108,7 @@ def test_v2_to_every_protocol(gateway, recorders):
         assert rec.headers["Content-Type"] == rw2.V2_CONTENT_TYPE
         assert rec.headers["X-Prometheus-Remote-Write-Version"] == "2.0.0"
     # v1: translated, metadata moved into WriteRequest.metadata, once
-    assert a.headers["Content-Type"] == rw2.V1_CONTENT_TYPE
+    assert a.headers["Content-Type"] == "application/x-protobuf"
     assert a.headers["X-Prometheus-Remote-Write-Version"] == "0.1.0"
     wr = rw.decode_request(a.body)
     assert v1_series(wr) == [(labels_of(name, {"i": str(i)}), [(i + 0.5, ts)])
@@ -281,3 +281,26 @@ def test_bad_forward_proto_refused_by_nginx_t(make_nginx, make_fake):
     rc, out = n.test_config()
     assert rc != 0
     assert "proto=v1, proto=v2 or proto=asis" in out
+
+
+@pytest.mark.parametrize("ctype", [
+    "Application/X-Protobuf",
+    "application/x-protobuf;" + "x" * 700,
+    'application/x-protobuf; proto="prometheus.WriteRequest"',
+])
+def test_targets_get_the_canonical_headers(gateway, make_fake, ctype):
+    """promgate takes Content-Types that Prometheus 3 answers 415 to; a
+    target gets the type, encoding and version of the body it is sent"""
+    up = make_fake()
+    gw = gateway([("u", up.url)])
+    body = rw.compress(rw.write_request([rw.series(rw.uniq("cn"), {},
+                                                   samples=[(1.0, rw.now_ms())])]))
+    r = rw.post(gw.write_url, body, headers={"Content-Type": ctype,
+                                             "Content-Encoding": "SNAPPY"},
+                drop=("X-Prometheus-Remote-Write-Version",))
+    assert r.status_code == 204, r.text
+    rec = up.wait_requests(1)[0]
+    assert rec.body == body
+    assert rec.headers.get_all("Content-Type") == ["application/x-protobuf"]
+    assert rec.headers.get_all("Content-Encoding") == ["snappy"]
+    assert rec.headers.get_all("X-Prometheus-Remote-Write-Version") == ["0.1.0"]
