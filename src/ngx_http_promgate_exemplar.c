@@ -582,8 +582,8 @@ ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
         { "promgate_exemplar_zone_label_capacity_bytes", "gauge",
           "Bytes of variable-length label storage in the zone.",
           offsetof(pg_exring_stats_t, log_size) },
-        { "promgate_exemplar_zone_sequence", "counter",
-          "Sequence number of the newest exemplar inserted.",
+        { "promgate_exemplar_zone_appended_total", "counter",
+          "Exemplars appended to the zone since it was created.",
           offsetof(pg_exring_stats_t, seq) },
     };
 
