@@ -3,13 +3,16 @@ was sent, summed over both workers."""
 
 import os
 import re
+import shutil
+import tempfile
 import threading
 
+import pytest
 import requests
 
 import rw
-from conftest import promtool_check_metrics
-from fakeup import Resp
+from conftest import gateway_http, promtool_check_metrics
+from fakeup import Resp, free_port
 from procs import wait_for
 from promtext import Metrics, scrape
 
@@ -181,3 +184,70 @@ def test_reload_keeps_serving(gateway, make_fake):
     rc, out = promtool_check_metrics(r.text)
     assert rc == 0, out
     assert Metrics(r.text).sum("promgate_write_requests_total", code="204") >= 4
+
+
+@pytest.fixture
+def kafka(tmp_path):
+    """the mock broker; declared before make_nginx in a test so that nginx
+    stops first"""
+    from kafka_broker import MockKafka
+    k = MockKafka(str(tmp_path / "kafka"))
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def sockdir():
+    d = tempfile.mkdtemp(prefix="pgst", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,
+                                              make_fake, tmp_path):
+    """the status page with every feature configured and used (exemplar
+    zone with its WAL, series index, Kafka consumer and producer) passes
+    `promtool check metrics` with no complaint at all, and carries each
+    feature's families"""
+    k = kafka
+    topic = rw.uniq("st")
+    k.create(topic, 2)
+    k.create("idx", 2)
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    up = make_fake()
+    http_extra = (
+        "    promgate_exemplar_zone ex:8m max=1000 wal=%s;\n"
+        "    promgate_series_zone series:2m;\n"
+        "    promgate_kafka_brokers %s;\n"
+        "    promgate_kafka_consumer topic=%s group=%s "
+        "format=prompb-snappy target=/api/v1/write socket=%s/k.sock;\n"
+        % (wal, k.bootstrap, topic, topic, sockdir))
+    n = make_nginx(gateway_http(
+        free_port(), [("a", up.url)], http_extra=http_extra,
+        write_extra="promgate_exemplars ex; "
+                    "promgate_series_index series topic=idx;",
+        server_extra="location = /api/v1/query_exemplars "
+                     "{ promgate_exemplar_query ex; }"), workers=2)
+    url = n.url("/api/v1/write")
+    for i in range(3):
+        assert rw.post(url, make_body(i + 1)[0]).status_code == 204
+    assert rw.post(url, malformed_body()).status_code == 400
+    k.produce(topic, [make_body(2)[0]])
+    assert wait_for(lambda: scrape(n.url("/metrics")).sum(
+        "promgate_kafka_messages_total") >= 1, 60), \
+        requests.get(n.url("/metrics"), timeout=10).text
+    r = requests.get(n.url("/metrics"), timeout=10)
+    assert r.status_code == 200
+    rc, out = promtool_check_metrics(r.text)
+    assert rc == 0, out + "\n---\n" + r.text
+    complaints = [ln for ln in out.splitlines()
+                  if ln.strip() and not re.match(r"^promtool .*\(rc 0\): $",
+                                                 ln)]
+    assert complaints == [], out
+    families = set(re.findall(r"(?m)^# TYPE (\S+)", r.text))
+    for prefix in ("promgate_write_", "promgate_forward_",
+                   "promgate_exemplar_zone_", "promgate_wal_",
+                   "promgate_series_", "promgate_kafka_"):
+        assert any(f.startswith(prefix) for f in families), \
+            (prefix, sorted(families))
