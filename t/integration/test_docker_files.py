@@ -35,6 +35,7 @@ import requests
 import rw
 from conftest import promtools
 from fakeup import free_port
+from kafka_broker import MockKafka
 from procs import poll_samples, wait_for
 
 try:
@@ -78,23 +79,13 @@ def read(path):
 
 def load_yaml(path):
     if yaml is None:
-        pytest.skip("PyYAML is not installed (Debian: python3-yaml)")
+        pytest.fail("PyYAML is not installed (make deps: python3-yaml)")
     return yaml.safe_load(read(path))
 
 
 def module_source():
     return "\n".join(read(p) for p in sorted(
         glob.glob(os.path.join(rw.REPO_ROOT, "src", "*.c"))))
-
-
-def kafka_in_source():
-    return bool(glob.glob(os.path.join(rw.REPO_ROOT, "src",
-                                       "ngx_http_promgate_kafka*.c")))
-
-
-def module_has_kafka(module_path):
-    with open(module_path, "rb") as f:
-        return b"promgate_kafka_consumer" in f.read()
 
 
 def dashboard():
@@ -149,8 +140,6 @@ def adapt(text, workdir, module, gw_port, prom, vm, kafka):
     """docker/nginx.conf on loopback: service names, the listen port, the
     module path, main-context directives and absolute paths"""
     for key, what in list(SERVICES.items()) + [("listen", LISTEN)]:
-        if key == "kafka" and not KAFKA_DIRECTIVES.search(text):
-            continue                    # test_docker_nginx_conf_without_kafka
         assert what in text, "docker/nginx.conf no longer mentions %r" % what
     text = text.replace(SERVICES["prometheus"], prom)
     text = text.replace(SERVICES["victoria"], vm)
@@ -195,32 +184,16 @@ def adapt(text, workdir, module, gw_port, prom, vm, kafka):
     return "\n".join(lines) + "\n", sockdir
 
 
-# the directives that need the Kafka client built into the module
-KAFKA_DIRECTIVES = re.compile(
-    r"(?m)^[ \t]*promgate_(kafka_\w+|series_zone|series_index)\b[^;]*;")
-
-
-def without_kafka(text):
-    return KAFKA_DIRECTIVES.sub("", text)
-
-
 @pytest.fixture
 def docker_nginx(make_nginx, module_path, tmp_path):
-    """make(prom, vm, kafka, strip_kafka=False) -> Nginx (not started)
+    """make(prom, vm, kafka) -> Nginx (not started)
     running docker/nginx.conf against those host:port strings"""
     if not os.path.exists(NGINX_CONF):
         pytest.fail("%s is missing" % NGINX_CONF)
     made = []
 
-    def make(prom, vm, kafka, strip_kafka=False):
+    def make(prom, vm, kafka):
         conf = read(NGINX_CONF)
-        if strip_kafka:
-            conf = without_kafka(conf)
-        elif KAFKA_DIRECTIVES.search(conf) and \
-                not module_has_kafka(module_path):
-            pytest.skip("docker/nginx.conf uses the Kafka client and this "
-                        "build of the module has none (src/ngx_http_"
-                        "promgate_kafka*.c not built in)")
         gw = free_port()
         n = make_nginx(start=False, workers=2)
         text, sockdir = adapt(conf, n.dir, module_path, gw, prom, vm,
@@ -240,7 +213,7 @@ def docker_nginx(make_nginx, module_path, tmp_path):
 
 def test_compose_config():
     if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (Debian: docker-compose)")
+        pytest.fail("docker-compose is not installed (make deps)")
     r = subprocess.run(["docker-compose", "-f", COMPOSE, "config", "-q"],
                        cwd=rw.REPO_ROOT, capture_output=True, timeout=60)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
@@ -279,8 +252,7 @@ def test_compose_services():
 
 def test_prometheus_yml():
     tools = promtools()        # 2.42 (the compose image) and the current one
-    if not tools:
-        pytest.skip("promtool is not installed (Debian: prometheus)")
+    assert tools, "no promtool (make servers)"
     for label, path in tools:
         r = subprocess.run([path, "check", "config", PROM_YML],
                            capture_output=True, timeout=60)
@@ -362,10 +334,7 @@ def test_dashboard_metrics_in_source():
 def test_dashboard_kafka_metrics_in_source():
     names = sorted(n for n in dashboard_metrics()
                    if n.startswith("promgate_kafka_"))
-    if not names:
-        pytest.skip("the dashboard has no Kafka panels")
-    if not kafka_in_source():
-        pytest.skip("src/ngx_http_promgate_kafka*.c is not in the tree yet")
+    assert names, "the dashboard has no Kafka panels"
     src = module_source()
     missing = [n for n in names if '"%s' % n not in src]
     assert missing == [], missing
@@ -439,35 +408,13 @@ def test_docker_nginx_conf(docker_nginx):
     assert missing == [], "not on the status page: %s" % missing
 
 
-def test_docker_nginx_conf_without_kafka(docker_nginx, module_path):
-    """until the module has the Kafka client: the rest of the file, with
-    the Kafka and series-index directives taken out"""
-    if module_has_kafka(module_path):
-        pytest.skip("the module has the Kafka client: test_docker_nginx_conf "
-                    "checks the whole file")
-    n = docker_nginx(unreachable(), unreachable(), unreachable(),
-                     strip_kafka=True)
-    rc, out = n.test_config()
-    assert rc == 0 and "test is successful" in out, out
-    n.start()
-    want = {family(m) for m in dashboard_metrics()
-            if m.startswith("promgate_") and
-            not m.startswith(("promgate_kafka_", "promgate_series_"))}
-    missing = sorted(want - status_families(n))
-    assert missing == [], "not on the status page: %s" % missing
-
-
 def test_docker_nginx_conf_kafka_metrics(docker_nginx):
     want = {family(m) for m in dashboard_metrics()
             if m.startswith("promgate_kafka_")}
-    if not want:
-        pytest.skip("the dashboard has no Kafka panels")
+    assert want, "the dashboard has no Kafka panels"
     n = docker_nginx(unreachable(), unreachable(), unreachable())
     n.start()
     families = status_families(n)
-    if not any(f.startswith("promgate_kafka_") for f in families):
-        pytest.skip("promgate_status renders no promgate_kafka_* metric yet: "
-                    "the dashboard's Kafka panels stay empty")
     missing = sorted(want - families)
     assert missing == [], "not on the status page: %s" % missing
 
@@ -478,13 +425,7 @@ def test_stack_data_path(docker_nginx, prom, vm, tmp_path):
     """produce.py -> kcat -> Kafka -> promgate (docker/nginx.conf) ->
     Prometheus + VictoriaMetrics; exemplars in promgate's zone; new series
     announced on metric-index"""
-    if shutil.which("kcat") is None:
-        pytest.skip("kcat is not installed (Debian: kcat)")
-    try:
-        from kafka_broker import MockKafka
-    except ImportError:
-        pytest.skip("t/integration/kafka_broker.py (the mock broker) is "
-                    "missing")
+    assert shutil.which("kcat"), "kcat is not installed (make deps)"
     k = MockKafka(str(tmp_path / "kafka"))
     n = None
     try:

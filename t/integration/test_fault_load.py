@@ -29,8 +29,9 @@ import requests
 import rw
 from conftest import gateway_http
 from fakeup import free_port
+from kafka_broker import MockKafka
 from loadsend import Load, RecordingUpstream, keys_of_samples
-from procs import Nginx, wait_for
+from procs import wait_for
 from promtext import scrape
 
 LONG = os.environ.get("FAULT_LONG", "") not in ("", "0")
@@ -644,40 +645,6 @@ def test_wal_dir_not_writable(make_nginx, recorder, mounts, capsys, tmp_path,
 
 # --------------------------------------------------------------- Kafka
 
-def kafka_consumer_available(nginx_bin, module_path):
-    """(True, "") or (False, why): the mock broker driver is in the tree,
-    it can take brokers down and up, and the module knows the consumer
-    directives"""
-    try:
-        import kafka_broker
-    except ImportError:
-        return False, ("t/integration/kafka_broker.py (the mock broker "
-                       "driver of the Kafka consumer work) is not in this "
-                       "tree")
-    mk = kafka_broker.MockKafka
-    if not ((hasattr(mk, "down") and hasattr(mk, "up"))
-            or (hasattr(mk, "set_down") and hasattr(mk, "set_up"))):
-        return False, "MockKafka cannot take brokers down and up"
-    d = tempfile.mkdtemp(prefix="pgfk")
-    try:
-        n = Nginx(nginx_bin, module_path, d, http=(
-            "    promgate_kafka_brokers 127.0.0.1:9;\n"
-            "    promgate_kafka_consumer topic=t group=g "
-            "target=/api/v1/write socket=%s/s.sock;\n"
-            "    server { listen 127.0.0.1:%d; location = /api/v1/write {"
-            " promgate_remote_write; promgate_forward /_rw/x; }"
-            " location /_rw/x { internal; return 204; } }\n"
-            % (d, free_port())))
-        rc, out = n.test_config()
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    if "unknown directive" in out:
-        return False, ("the module lacks the Kafka consumer directives "
-                       "(promgate_kafka_consumer): " +
-                       out.strip().splitlines()[-2 if rc else -1][:200])
-    return True, ""
-
-
 def test_kafka_broker_down_during_consumption(nginx_bin, module_path,
                                               make_nginx, recorder, capsys,
                                               tmp_path):
@@ -685,17 +652,11 @@ def test_kafka_broker_down_during_consumption(nginx_bin, module_path,
     broker goes down for OUTAGE seconds and comes back; more is produced
     after.  Every committed message is in both targets, everything is
     committed in the end, HTTP writes go on during the outage"""
-    ok, why = kafka_consumer_available(nginx_bin, module_path)
-    if not ok:
-        pytest.skip(why)
-    from kafka_broker import MockKafka
-
     kafka = MockKafka(str(tmp_path / "kafka"))
     sockdir = tempfile.mkdtemp(prefix="pgfk", dir="/tmp")
     gw = None
     try:
-        down = getattr(kafka, "set_down", None) or kafka.down
-        up = getattr(kafka, "set_up", None) or kafka.up
+        down, up = kafka.down, kafka.up
         name = rw.uniq("fkafka")
         topic, group, parts = name, name + "-g", 2
         kafka.create(topic, parts)

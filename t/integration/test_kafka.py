@@ -27,7 +27,7 @@ from conftest import gateway_http
 from fakeup import Resp, free_port
 from kafka_broker import MockKafka
 from kafka_gate import Gate
-from procs import Nginx, poll_samples, wait_for
+from procs import poll_samples, wait_for
 from promtext import Metrics
 
 SESSION_MS = 6000
@@ -113,18 +113,6 @@ def assigned(n, group, count, timeout=30):
     return wait_for(check, timeout, 0.1)
 
 
-def module_has(nginx_bin, module_path, http):
-    """nginx -t of a throwaway config: does the module know these
-    directives?"""
-    d = tempfile.mkdtemp(prefix="pgkt")
-    try:
-        n = Nginx(nginx_bin, module_path, d, http=http)
-        rc, out = n.test_config()
-        return "unknown directive" not in out, out
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 # --------------------------------------------------------- messages
 
 def wr(name, i, t, exemplar=False, extra=None):
@@ -192,16 +180,11 @@ def prom_count(prom, name):
 # ------------------------------------------------------------- tests
 
 def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
-                                            vm, nginx_bin, module_path):
+                                            vm):
     """prompb, prompb-snappy, the JSON of prometheus-kafka-adapter
     (batched) and auto (both protobuf kinds mixed) land in Prometheus and
     VictoriaMetrics with the right values; exemplars go through the same
     location, so promgate_exemplar_query has them"""
-    exemplars, why = module_has(
-        nginx_bin, module_path,
-        EXEMPLAR_ZONE + "    server { listen 127.0.0.1:%d; location / "
-        "{ promgate_exemplar_query kexemplars; } }" % free_port())
-
     name = rw.uniq("kfmt")
     topics = {"pb": "prompb", "pbz": "prompb-snappy", "js": "json",
               "mix": "auto"}
@@ -211,12 +194,10 @@ def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
     consumers = ["topic=%s group=%s-%s format=%s target=/api/v1/write "
                  "socket=%s/w.sock batch=7" % (name + t, name, t, f, sockdir)
                  for t, f in topics.items()]
-    extra = {}
-    if exemplars:
-        extra = dict(http_extra=EXEMPLAR_ZONE,
-                     write_extra="promgate_exemplars kexemplars;",
-                     server_extra="location = /api/v1/query_exemplars "
-                                  "{ promgate_exemplar_query kexemplars; }")
+    extra = dict(http_extra=EXEMPLAR_ZONE,
+                 write_extra="promgate_exemplars kexemplars;",
+                 server_extra="location = /api/v1/query_exemplars "
+                              "{ promgate_exemplar_query kexemplars; }")
     n = start_gateway(make_nginx, [("prom", prom.url), ("vm", vm.url)],
                       kafka.bootstrap, consumers, **extra)
 
@@ -248,11 +229,6 @@ def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
         ex = prom.exemplars(metric, t / 1000 - 60, t / 1000 + 60)
         assert sum(len(s["exemplars"]) for s in ex) == 10, (t_, ex)
 
-    if not exemplars:
-        pytest.skip("promgate_exemplar_query is not in this module build: "
-                    "exemplars were checked in Prometheus only (%s)"
-                    % why.strip().splitlines()[0])
-
     for t_ in ("pb", "pbz", "mix"):
         metric = name + t_
         r = requests.get(n.url("/api/v1/query_exemplars"),
@@ -265,18 +241,13 @@ def test_every_format_reaches_both_storages(sockdir, kafka, make_nginx, prom,
 
 
 def test_v2_messages_reach_both_storages(sockdir, kafka, make_nginx, prom,
-                                        vm, nginx_bin, module_path):
+                                        vm):
     """remote write 2.0 messages, raw and snappy, consumed with
     format=prompb-v2, and mixed with 1.0 ones under auto, reach Prometheus
     and VictoriaMetrics through the location's default (proto=v1) targets,
     which every server set takes: every sample arrives, the exemplars are in
     Prometheus and in the gateway's exemplar zone, every message is
     acknowledged and every offset committed, nothing is poison"""
-    exemplars, why = module_has(
-        nginx_bin, module_path,
-        EXEMPLAR_ZONE + "    server { listen 127.0.0.1:%d; location / "
-        "{ promgate_exemplar_query kexemplars; } }" % free_port())
-
     name = rw.uniq("kv2")
     topics = {"v2": "prompb-v2", "au": "auto"}
     for t_ in topics:
@@ -285,12 +256,10 @@ def test_v2_messages_reach_both_storages(sockdir, kafka, make_nginx, prom,
     consumers = ["topic=%s group=%s-%s format=%s target=/api/v1/write "
                  "socket=%s/v.sock batch=7" % (name + t_, name, t_, f, sockdir)
                  for t_, f in topics.items()]
-    extra = {}
-    if exemplars:
-        extra = dict(http_extra=EXEMPLAR_ZONE,
-                     write_extra="promgate_exemplars kexemplars;",
-                     server_extra="location = /api/v1/query_exemplars "
-                                  "{ promgate_exemplar_query kexemplars; }")
+    extra = dict(http_extra=EXEMPLAR_ZONE,
+                 write_extra="promgate_exemplars kexemplars;",
+                 server_extra="location = /api/v1/query_exemplars "
+                              "{ promgate_exemplar_query kexemplars; }")
     n = start_gateway(make_nginx, [("prom", prom.url), ("vm", vm.url)],
                       kafka.bootstrap, consumers, **extra)
 
@@ -352,11 +321,6 @@ def test_v2_messages_reach_both_storages(sockdir, kafka, make_nginx, prom,
         # a 2.0 message is posted alone
         assert m.sum("promgate_kafka_posts_total", group=name + "-v2",
                      outcome="stored") >= 6
-
-    if not exemplars:
-        pytest.skip("promgate_exemplar_query is not in this module build: "
-                    "exemplars were checked in Prometheus only (%s)"
-                    % why.strip().splitlines()[0])
 
     for metric, count in ((v2, 18), (au, 24)):
         r = requests.get(n.url("/api/v1/query_exemplars"),

@@ -22,18 +22,7 @@ from fakeup import Resp, free_port
 from procs import wait_for
 from promtext import Metrics
 
-try:
-    from kafka_broker import MockKafka
-except ImportError:                        # the Kafka work has not landed
-    MockKafka = None
-
-pytestmark = [
-    pytest.mark.skipif(MockKafka is None,
-                       reason="t/integration/kafka_broker.py (the mock "
-                              "broker driver) is missing"),
-    pytest.mark.skipif(shutil.which("kcat") is None,
-                       reason="kcat is not installed (Debian: kcat)"),
-]
+from kafka_broker import MockKafka
 
 TOPIC = "metric-index"
 
@@ -112,6 +101,7 @@ def kafka(tmp_path):
 
 def topic_messages(kafka, timeout=20):
     """[(key, value dict)] of every message on the topic, via kcat"""
+    assert shutil.which("kcat"), "kcat is not installed (make deps)"
     r = subprocess.run(["kcat", "-C", "-b", kafka.bootstrap, "-t", TOPIC,
                         "-o", "beginning", "-e", "-q", "-J"],
                        capture_output=True, timeout=timeout)
