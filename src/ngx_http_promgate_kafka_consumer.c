@@ -493,6 +493,10 @@ ngx_http_promgate_kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           &c->conf->group, tp->topic, tp->partition);
         }
 
+        ngx_log_error(NGX_LOG_INFO, ngx_http_promgate_kafka_w.log, 0,
+                      "promgate kafka: group \"%V\": joined, %d "
+                      "partition(s) assigned to this worker",
+                      &c->conf->group, parts->cnt);
         return;
     }
 
@@ -501,6 +505,11 @@ ngx_http_promgate_kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       "promgate kafka: group \"%V\": rebalance error: %s",
                       &c->conf->group, rd_kafka_err2str(err));
     }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_http_promgate_kafka_w.log, 0,
+                  "promgate kafka: group \"%V\": rebalancing, %d "
+                  "partition(s) revoked from this worker",
+                  &c->conf->group, parts->cnt);
 
     for (i = 0; i < parts->cnt; i++) {
         tp = &parts->elems[i];

@@ -156,3 +156,37 @@ class MockKafka:
                 self.p.kill()
                 self.p.wait(10)
         self.log.close()
+
+
+def group_settled(n, group, workers, timeout=60):
+    """waits until all `workers` of nginx `n` have joined consumer group
+    `group` and none is in a rebalance: every worker's last rebalance line
+    in the error log is "joined" (librdkafka's eager protocol calls back
+    every member, with or without partitions).  A test that counts
+    deliveries exactly waits for this before producing: a member joining
+    late revokes the partitions of the others, and what they had not
+    committed yet is delivered again (at least once).  Returns the number
+    of partitions each worker pid holds, or fails the test with the log."""
+    import re
+    import time
+    key = 'group "%s": ' % group
+    pat = re.compile(r"\d+#\d+: .*" + re.escape(key) +
+                     r"(joined, (\d+)|rebalancing)")
+    deadline = time.monotonic() + timeout
+    last = {}
+    while True:
+        last = {}
+        for line in n.error_log_text().splitlines():
+            m = pat.search(line)
+            if m:
+                pid = line.split("#", 1)[1].split(":", 1)[0]
+                last[pid] = int(m.group(2)) if m.group(2) else None
+        if len(last) >= workers and all(v is not None
+                                         for v in last.values()):
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("group %s not settled over %d workers in "
+                                 "%ds: %s\n%s" % (group, workers, timeout,
+                                                  last, n.error_log_text()
+                                                  [-4000:]))
+        time.sleep(0.2)

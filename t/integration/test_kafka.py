@@ -11,6 +11,7 @@ for members that left without a word (kill -9).
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -25,7 +26,7 @@ import rw
 import rw2
 from conftest import gateway_http
 from fakeup import Resp, free_port
-from kafka_broker import MockKafka
+from kafka_broker import MockKafka, group_settled
 from kafka_gate import Gate
 from procs import poll_samples, wait_for
 from promtext import Metrics
@@ -70,7 +71,10 @@ def kafka_http(kafka_bootstrap, consumers, properties=()):
 
 
 def start_gateway(make_nginx, targets, bootstrap, consumers, workers=2,
-                  properties=(), http_extra="", log_level="info", **kw):
+                  properties=(), http_extra="", log_level="info",
+                  settle=True, **kw):
+    """nginx with the consumers; with settle, returns once every worker
+    is in each consumer's group (kafka_broker.group_settled)"""
     port = free_port()
     n = make_nginx(gateway_http(port, targets,
                                 http_extra=http_extra
@@ -79,16 +83,17 @@ def start_gateway(make_nginx, targets, bootstrap, consumers, workers=2,
                    workers=workers, log_level=log_level)
     n.write_url = n.url("/api/v1/write")
     n.status_url = n.url("/metrics")
+    if settle:
+        for c in consumers:
+            group_settled(n, re.search(r"group=(\S+)", c).group(1), workers)
     return n
 
 
 def kafka_metrics(n):
-    """the consumers' metrics on the status page, or None while the status
-    page does not render them (ngx_http_promgate_kafka_status())"""
+    """the consumers' metrics on the status page"""
     r = requests.get(n.status_url, timeout=10)
     assert r.status_code == 200, r.text
-    if "promgate_kafka_messages_total" not in r.text:
-        return None
+    assert "promgate_kafka_messages_total" in r.text, r.text
     return Metrics(r.text)
 
 
@@ -308,19 +313,18 @@ def test_v2_messages_reach_both_storages(sockdir, kafka, make_nginx, prom,
 
     # at least once: a rebalance as the second worker joins may re-deliver
     m = kafka_metrics(n)
-    if m is not None:
-        for t_, messages, samples in (("v2", 6, 18), ("au", 12, 24)):
-            group = "%s-%s" % (name, t_)
-            assert m.sum("promgate_kafka_acked_messages_total",
-                         group=group) >= messages
-            assert m.sum("promgate_kafka_samples_total",
-                         group=group) >= samples
-            assert m.sum("promgate_kafka_exemplars_total",
-                         group=group) >= samples
-            assert m.sum("promgate_kafka_poison_total", group=group) == 0
-        # a 2.0 message is posted alone
-        assert m.sum("promgate_kafka_posts_total", group=name + "-v2",
-                     outcome="stored") >= 6
+    for t_, messages, samples in (("v2", 6, 18), ("au", 12, 24)):
+        group = "%s-%s" % (name, t_)
+        assert m.sum("promgate_kafka_acked_messages_total",
+                     group=group) >= messages
+        assert m.sum("promgate_kafka_samples_total",
+                     group=group) >= samples
+        assert m.sum("promgate_kafka_exemplars_total",
+                     group=group) >= samples
+        assert m.sum("promgate_kafka_poison_total", group=group) == 0
+    # a 2.0 message is posted alone
+    assert m.sum("promgate_kafka_posts_total", group=name + "-v2",
+                 outcome="stored") >= 6
 
     for metric, count in ((v2, 18), (au, 24)):
         r = requests.get(n.url("/api/v1/query_exemplars"),
@@ -458,13 +462,12 @@ def test_invalid_series_do_not_make_poison(sockdir, kafka, make_nginx, prom,
     assert b"symbols[0]" in by_offset[5][1]["promgate-error"]
 
     m = kafka_metrics(n)
-    if m is not None:
-        assert m.sum("promgate_kafka_poison_total", group=group,
-                     reason="malformed") == 1
-        assert m.sum("promgate_kafka_poison_total", group=group,
-                     reason="rejected") == (2 if policy == "reject" else 0)
-        assert m.sum("promgate_kafka_dlq_produced_total",
-                     group=group) == len(poison)
+    assert m.sum("promgate_kafka_poison_total", group=group,
+                 reason="malformed") == 1
+    assert m.sum("promgate_kafka_poison_total", group=group,
+                 reason="rejected") == (2 if policy == "reject" else 0)
+    assert m.sum("promgate_kafka_dlq_produced_total",
+                 group=group) == len(poison)
 
 
 def test_storage_down_stalls_then_everything_arrives(sockdir, kafka, gate,
@@ -516,12 +519,11 @@ def test_storage_down_stalls_then_everything_arrives(sockdir, kafka, gate,
     assert prom_count(prom, name) == 7
 
     m = kafka_metrics(n)
-    if m is not None:
-        assert m.sum("promgate_kafka_retries_total", group=group) > 0
-        assert m.sum("promgate_kafka_partition_paused", group=group) >= 1
-        # at most max_in_flight per worker, plus what was fetched before
-        # the pause took effect
-        assert m.sum("promgate_kafka_inflight_messages", group=group) <= 310
+    assert m.sum("promgate_kafka_retries_total", group=group) > 0
+    assert m.sum("promgate_kafka_partition_paused", group=group) >= 1
+    # at most max_in_flight per worker, plus what was fetched before
+    # the pause took effect
+    assert m.sum("promgate_kafka_inflight_messages", group=group) <= 310
 
     # back: everything arrives, offsets reach the end exactly
     gate.closed = False
@@ -650,15 +652,14 @@ def test_poison_is_counted_sent_to_dlq_and_never_stalls(sockdir, kafka, gate,
     assert "poison message %s/0 offset 6" % topic in log
 
     m = kafka_metrics(n)
-    if m is not None:
-        assert m.sum("promgate_kafka_poison_total", group=group,
-                     reason="snappy") == 1
-        assert m.sum("promgate_kafka_poison_total", group=group,
-                     reason="rejected") == 1
-        assert m.sum("promgate_kafka_dlq_produced_total", group=group) == 2
-        assert m.sum("promgate_kafka_splits_total", group=group) >= 1
-        assert m.sum("promgate_kafka_acked_messages_total",
-                     group=group) >= 10
+    assert m.sum("promgate_kafka_poison_total", group=group,
+                 reason="snappy") == 1
+    assert m.sum("promgate_kafka_poison_total", group=group,
+                 reason="rejected") == 1
+    assert m.sum("promgate_kafka_dlq_produced_total", group=group) == 2
+    assert m.sum("promgate_kafka_splits_total", group=group) >= 1
+    assert m.sum("promgate_kafka_acked_messages_total",
+                 group=group) >= 10
 
 
 def test_broker_down_nginx_serves_and_quits_promptly(sockdir, kafka,
@@ -669,7 +670,8 @@ def test_broker_down_nginx_serves_and_quits_promptly(sockdir, kafka,
     n = start_gateway(make_nginx, [("fake", up.url)],
                       "127.0.0.1:%d" % free_port(),
                       ["topic=nothing group=nobody target=/api/v1/write "
-                       "socket=%s/b.sock dlq=nothing-dlq" % sockdir])
+                       "socket=%s/b.sock dlq=nothing-dlq" % sockdir],
+                      settle=False)
     r = rw.write(n.write_url, [rw.series("up", {}, [(1.0, rw.now_ms())])])
     assert r.status_code == 204, r.text
     time.sleep(1.5)

@@ -22,7 +22,7 @@ from fakeup import Resp, free_port
 from procs import wait_for
 from promtext import Metrics
 
-from kafka_broker import MockKafka
+from kafka_broker import MockKafka, group_settled
 
 TOPIC = "metric-index"
 
@@ -408,6 +408,7 @@ def test_kafka_consumed_writes_are_indexed(sockdir, kafka, make_nginx,
                 "format=prompb-snappy target=/api/v1/write "
                 "socket=%s/w.sock;\n" % (name, name, sockdir))
     n = start(make_nginx, make_fake, kafka, http_extra=consumer)
+    group_settled(n, name, 2)
     s = [{"__name__": name, "i": str(i)} for i in range(7)]
     t = rw.now_ms()
     bodies = [rw.compress(rw.write_request(
@@ -415,11 +416,12 @@ def test_kafka_consumed_writes_are_indexed(sockdir, kafka, make_nginx,
         for part in (s[:5], s[2:])]
     kafka.produce(name, bodies)
 
-    msgs = wait_messages(kafka, 7, 30)
+    msgs = wait_messages(kafka, 7, 60)
     time.sleep(1.0)
     msgs = topic_messages(kafka)
     keys = by_key(msgs)
-    assert len(msgs) == 7, msgs
+    assert len(msgs) == 7, (msgs, requests.get(n.status_url, timeout=10).text,
+                            n.error_log_text()[-6000:])
     for ls in s:
         assert len(keys["%016x" % labels_hash(ls)]) == 1
     assert n.alive()
