@@ -1,7 +1,8 @@
 /*
  * Zero-copy validating decoder of remote-write requests: 1.0 here, 2.0 in
- * pg_rw2.c, and what both share (the invalid-series bookkeeping, the
- * messages, the iterators).
+ * pg_rw2.c, and what both share (the checks of exemplars, histograms and
+ * whole series, the invalid-series bookkeeping, the messages, the
+ * iterators; the checks of samples and labels are in pg_rw_wire.h).
  *
  * The decoder walks the protobuf wire format once, checks every field's
  * wire type against the schema in proto/, validates each series as
@@ -18,7 +19,6 @@
 #include "pg_rw_wire.h"
 
 #include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 
@@ -187,6 +187,72 @@ pg_rw_check_histogram(const uint8_t *p, const uint8_t *end, int v2)
 }
 
 
+int
+pg_rw_check_exemplar(const uint8_t *p, const uint8_t *end,
+    const pg_rw_symtab_t *sym, uint64_t *nrefs, uint64_t *bad)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    const uint8_t  *d, *q;
+    size_t          n;
+    pg_label_t      l;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        switch (field) {
+
+        case 1:
+            if (sym == NULL) {
+                if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
+                    || pg_rw_parse_label(d, d + n, &l) != 0)
+                {
+                    return -1;
+                }
+                break;
+            }
+
+            if (pg_pb_varint_run(&p, end, wt, &d, &n) != 0) {
+                return -1;
+            }
+
+            for (q = d; q < d + n; (*nrefs)++) {
+                if (pg_pb_varint(&q, d + n, &v) != 0) {
+                    return -1;
+                }
+
+                /* a uint32 field: Go's protobuf keeps the low bits */
+                if ((uint32_t) v >= sym->n && *bad == UINT64_MAX) {
+                    *bad = (uint32_t) v;
+                }
+            }
+
+            break;
+
+        case 2:
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            break;
+
+        case 3:
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+            break;
+
+        default:
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                return -1;
+            }
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
 /* appends s to the message, escaped as Prometheus prints label values */
 static char *
 pg_rw_error_append(char *out, char *last, const uint8_t *s, size_t len)
@@ -321,7 +387,8 @@ pg_rw_mark(pg_rw_dec_t *d, uint8_t **map, size_t nbits, size_t i)
 }
 
 
-pg_rw_reason_e
+/* an invalid series: counted, marked, the first one described */
+static pg_rw_reason_e
 pg_rw_series_invalid(pg_rw_dec_t *d, const pg_rw_series_t *s,
     pg_rw_reason_e reason, const char *detail)
 {
@@ -347,12 +414,19 @@ pg_rw_series_invalid(pg_rw_dec_t *d, const pg_rw_series_t *s,
 }
 
 
-pg_rw_reason_e
+/* a valid series: counted, handed to the callback */
+static pg_rw_reason_e
 pg_rw_series_valid(pg_rw_dec_t *d, const pg_rw_series_t *s)
 {
     pg_rw_stats_t  *st;
 
     st = &d->req->stats;
+
+    if (s->version == PG_RW_V2
+        && (s->metadata_type != 0 || s->help.len || s->unit.len))
+    {
+        st->metadata++;
+    }
 
     st->series++;
     st->samples += s->nsamples;
@@ -407,7 +481,7 @@ pg_rw_name_cmp(const void *a, const void *b)
  * as neighbours.  Up to 64 names on the stack, by insertion; more in
  * memory from the allocator, reused from series to series.
  */
-int
+static int
 pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s, pg_str_t *dup)
 {
     size_t        n, i, j, size;
@@ -467,96 +541,52 @@ pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s, pg_str_t *dup)
 }
 
 
-/* -------------------------------------------------------- 1.0 decoding */
-
-
-static int
-pg_rw1_check_sample(const uint8_t *p, const uint8_t *end)
+pg_rw_reason_e
+pg_rw_series_end(pg_rw_dec_t *d, pg_rw_series_t *s, pg_rw_reason_e reason,
+    char *detail, size_t size)
 {
-    int64_t   field;
-    unsigned  wt;
-    uint64_t  v;
+    pg_str_t  dup;
 
-    /* the usual shape: value, then a timestamp */
-
-    if (end - p >= 10 && p[0] == 0x09 && p[9] == 0x10) {
-        p += 10;
-        if (pg_pb_varint(&p, end, &v) != 0) {
-            return -1;
-        }
+    if (reason == PG_RW_OK && s->name.len == 0) {
+        reason = PG_RW_NO_NAME;
+        snprintf(detail, size, "%s",
+                 s->name.data ? "empty metric name (__name__ label)"
+                              : "no metric name (__name__ label)");
     }
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        if (field == 1) {
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return -1;
-            }
-            p += 8;
-            continue;
-        }
-
-        if (field == 2) {
-            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return -1;
-            }
-            continue;
-        }
-
-        if (pg_pb_skip(&p, end, wt) != 0) {
-            return -1;
-        }
-    }
-
-    return field < 0 ? -1 : 0;
-}
-
-
-/* the wire format only: an exemplar never makes its series invalid */
-static int
-pg_rw1_check_exemplar(const uint8_t *p, const uint8_t *end)
-{
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v;
-    const uint8_t  *d;
-    size_t          n;
-    pg_label_t      l;
-
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        switch (field) {
-
+    if (reason == PG_RW_OK && s->unsorted) {
+        switch (pg_rw_find_duplicate(d, s, &dup)) {
+        case 0:
+            break;
         case 1:
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
-                || pg_rw_parse_label(d, d + n, &l) != 0)
-            {
-                return -1;
-            }
+            reason = PG_RW_DUPLICATE_LABEL;
+            pg_rw_detail_name(detail, size, "duplicate label name", dup);
             break;
-
-        case 2:
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return -1;
-            }
-            p += 8;
-            break;
-
-        case 3:
-            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return -1;
-            }
-            break;
-
         default:
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                return -1;
-            }
+            return pg_rw_request_error(d, PG_RW_NOMEM, s->index, s->data,
+                                       "series %zu: out of memory", s->index);
         }
     }
 
-    return field < 0 ? -1 : 0;
+    if (reason != PG_RW_OK) {
+        return pg_rw_series_invalid(d, s, reason, detail);
+    }
+
+    return pg_rw_series_valid(d, s);
 }
+
+
+pg_rw_reason_e
+pg_rw_series_malformed(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    const uint8_t *at)
+{
+    return pg_rw_request_error(d, PG_RW_MALFORMED, s->index, at,
+                               "malformed protobuf at byte %zu (series %zu)",
+                               (size_t) (at - d->buf), s->index);
+}
+
+
+/* -------------------------------------------------------- 1.0 decoding */
 
 
 /*
@@ -623,25 +653,18 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
     unsigned        wt;
     const uint8_t  *p, *end, *d;
     size_t          n;
-    pg_label_t      l, prev;
-    pg_str_t        dup;
+    pg_label_t      l;
+    pg_str_t        prev;
     pg_rw_reason_e  reason;
     char            detail[200];
-    int             cmp;
 
     p = s->data;
     end = s->data + s->len;
 
-    s->name.data = NULL;
-    s->name.len = 0;
-    s->nlabels = 0;
-    s->nsamples = 0;
-    s->nexemplars = 0;
-    s->nhistograms = 0;
-    s->unsorted = 0;
+    pg_rw_series_clear(s);
 
-    prev.name.len = 0;
-    prev.name.data = NULL;
+    prev.len = 0;
+    prev.data = NULL;
 
     reason = PG_RW_OK;
 
@@ -671,51 +694,24 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
                 break;
             }
 
-            if (l.name.len == 0) {
-                reason = PG_RW_BAD_LABEL_NAME;
-                snprintf(detail, sizeof(detail), "label %u: empty name",
-                         s->nlabels - 1);
-                break;
-            }
+            reason = pg_rw_check_label(s, &prev, l.name, pg_rw_label_utf8(&l),
+                                       detail, sizeof(detail));
 
-            if (!pg_rw_label_utf8(&l)) {
-                reason = PG_RW_BAD_UTF8;
-                snprintf(detail, sizeof(detail),
-                         "label %u is not valid UTF-8", s->nlabels - 1);
-                break;
-            }
-
-            if (s->nlabels > 1) {
-                cmp = pg_str_cmp(prev.name, l.name);
-
-                if (cmp >= 0) {
-                    if (cmp == 0) {
-                        reason = PG_RW_DUPLICATE_LABEL;
-                        pg_rw_detail_name(detail, sizeof(detail),
-                                          "duplicate label name", l.name);
-                        break;
-                    }
-
-                    s->unsorted = 1;
-                }
-            }
-
-            if (pg_rw_is_name(l.name)) {
+            if (reason == PG_RW_OK && pg_rw_is_name(l.name)) {
                 s->name = l.value;
             }
 
-            prev = l;
             break;
 
         case 2:
-            if (pg_rw1_check_sample(d, d + n) != 0) {
+            if (pg_rw_check_sample(d, d + n, NULL) != 0) {
                 goto malformed;
             }
             s->nsamples++;
             break;
 
         case 3:
-            if (pg_rw1_check_exemplar(d, d + n) != 0) {
+            if (pg_rw_check_exemplar(d, d + n, NULL, NULL, NULL) != 0) {
                 goto malformed;
             }
             s->nexemplars++;
@@ -734,39 +730,11 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
         goto malformed;
     }
 
-    if (reason == PG_RW_OK && s->name.len == 0) {
-        reason = PG_RW_NO_NAME;
-        snprintf(detail, sizeof(detail), "%s",
-                 s->name.data ? "empty metric name (__name__ label)"
-                              : "no metric name (__name__ label)");
-    }
-
-    if (reason == PG_RW_OK && s->unsorted) {
-        switch (pg_rw_find_duplicate(dec, s, &dup)) {
-        case 0:
-            break;
-        case 1:
-            reason = PG_RW_DUPLICATE_LABEL;
-            pg_rw_detail_name(detail, sizeof(detail), "duplicate label name",
-                              dup);
-            break;
-        default:
-            return pg_rw_request_error(dec, PG_RW_NOMEM, s->index, s->data,
-                                       "series %zu: out of memory", s->index);
-        }
-    }
-
-    if (reason != PG_RW_OK) {
-        return pg_rw_series_invalid(dec, s, reason, detail);
-    }
-
-    return pg_rw_series_valid(dec, s);
+    return pg_rw_series_end(dec, s, reason, detail, sizeof(detail));
 
 malformed:
 
-    return pg_rw_request_error(dec, PG_RW_MALFORMED, s->index, p,
-                               "malformed protobuf at byte %zu (series %zu)",
-                               (size_t) (p - dec->buf), s->index);
+    return pg_rw_series_malformed(dec, s, p);
 }
 
 
@@ -952,17 +920,8 @@ pg_rw2_next_ref(pg_pb_iter_t *it, uint32_t *ref)
             return 0;
         }
 
-        if (field == 1 && wt == PG_PB_VARINT) {
-            if (pg_pb_varint(&it->p, it->end, &v) != 0) {
-                return 0;
-            }
-
-            *ref = (uint32_t) v;
-            return 1;
-        }
-
-        if (field == 1 && wt == PG_PB_LEN) {
-            if (pg_pb_len(&it->p, it->end, &d, &n) != 0) {
+        if (field == 1 && (wt == PG_PB_VARINT || wt == PG_PB_LEN)) {
+            if (pg_pb_varint_run(&it->p, it->end, wt, &d, &n) != 0) {
                 return 0;
             }
 
@@ -986,7 +945,6 @@ int
 pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
 {
     int64_t         field;
-    unsigned        wt;
     const uint8_t  *d;
     size_t          n;
     uint32_t        nr, vr;
@@ -1003,19 +961,13 @@ pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label)
         goto done;
     }
 
-    while ((field = pg_pb_key(&it->p, it->end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&it->p, it->end, &d, &n)) > 0) {
 
-        if (field == 1 && wt == PG_PB_LEN) {
-            if (pg_pb_len(&it->p, it->end, &d, &n) != 0
-                || pg_rw_parse_label(d, d + n, label) != 0)
-            {
+        if (field == 1) {
+            if (pg_rw_parse_label(d, d + n, label) != 0) {
                 break;
             }
             return 1;
-        }
-
-        if (pg_pb_skip(&it->p, it->end, wt) != 0) {
-            break;
         }
     }
 
@@ -1038,17 +990,10 @@ pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex)
 
     want = it->sym ? 4 : 3;
 
-    while ((field = pg_pb_key(&it->p, it->end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&it->p, it->end, &d, &n)) > 0) {
 
-        if (field != want || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&it->p, it->end, wt) != 0) {
-                break;
-            }
+        if (field != want) {
             continue;
-        }
-
-        if (pg_pb_len(&it->p, it->end, &d, &n) != 0) {
-            break;
         }
 
         ex->labels.p = d;
@@ -1092,7 +1037,6 @@ uint64_t
 pg_rw_count_samples(const uint8_t *buf, size_t len, pg_rw_version_e version)
 {
     int64_t         field, f2;
-    unsigned        wt, wt2;
     const uint8_t  *p, *end, *d, *q, *d2;
     size_t          n, n2;
     uint64_t        samples;
@@ -1105,32 +1049,17 @@ pg_rw_count_samples(const uint8_t *buf, size_t len, pg_rw_version_e version)
     p = buf;
     end = buf + len;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
-        if (field != ts_field || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
+        if (field != ts_field) {
             continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
         }
 
         q = d;
 
-        while ((f2 = pg_pb_key(&q, d + n, &wt2)) > 0) {
-            if ((f2 == 2 || f2 == h_field) && wt2 == PG_PB_LEN) {
-                if (pg_pb_len(&q, d + n, &d2, &n2) != 0) {
-                    break;
-                }
+        while ((f2 = pg_pb_next_len(&q, d + n, &d2, &n2)) > 0) {
+            if (f2 == 2 || f2 == h_field) {
                 samples++;
-                continue;
-            }
-
-            if (pg_pb_skip(&q, d + n, wt2) != 0) {
-                break;
             }
         }
     }

@@ -17,7 +17,6 @@
 
 
 typedef struct {
-    pg_rw_dec_t           *dec;
     pg_rw_series_t        *s;
     const pg_rw_symtab_t  *sym;
     pg_rw_reason_e         reason;
@@ -48,9 +47,9 @@ pg_rw2_invalid(pg_rw2_labels_t *lb, pg_rw_reason_e reason, const char *fmt,
 static inline void
 pg_rw2_label_ref(pg_rw2_labels_t *lb, uint64_t v)
 {
+    int              utf8;
     uint32_t         ref, nr;
     pg_str_t         name;
-    int              cmp;
     pg_rw_series_t  *s;
 
     /* a uint32 field: Go's protobuf (so Prometheus) keeps the low bits */
@@ -80,38 +79,14 @@ pg_rw2_label_ref(pg_rw2_labels_t *lb, uint64_t v)
     nr = lb->name_ref;
     name = pg_rw_symbol(lb->sym, nr);
 
-    if (name.len == 0) {
-        pg_rw2_invalid(lb, PG_RW_BAD_LABEL_NAME, "label %llu: empty name",
-                       s->nlabels - 1, 0);
-        return;
-    }
+    utf8 = !((lb->sym->off[nr] | lb->sym->off[ref]) & PG_RW_SYM_BAD_UTF8);
 
-    if ((lb->sym->off[nr] | lb->sym->off[ref]) & PG_RW_SYM_BAD_UTF8) {
-        pg_rw2_invalid(lb, PG_RW_BAD_UTF8, "label %llu is not valid UTF-8",
-                       s->nlabels - 1, 0);
-        return;
-    }
+    lb->reason = pg_rw_check_label(s, &lb->prev, name, utf8, lb->detail,
+                                   sizeof(lb->detail));
 
-    if (s->nlabels > 1) {
-        cmp = pg_str_cmp(lb->prev, name);
-
-        if (cmp >= 0) {
-            if (cmp == 0) {
-                lb->reason = PG_RW_DUPLICATE_LABEL;
-                pg_rw_detail_name(lb->detail, sizeof(lb->detail),
-                                  "duplicate label name", name);
-                return;
-            }
-
-            s->unsorted = 1;
-        }
-    }
-
-    if (pg_rw_is_name(name)) {
+    if (lb->reason == PG_RW_OK && pg_rw_is_name(name)) {
         s->name = pg_rw_symbol(lb->sym, ref);
     }
-
-    lb->prev = name;
 }
 
 
@@ -120,74 +95,19 @@ static int
 pg_rw2_check_exemplar(pg_rw2_labels_t *lb, const uint8_t *p,
     const uint8_t *end, uint32_t index)
 {
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v, nrefs;
-    const uint8_t  *d, *q;
-    size_t          n;
+    uint64_t  nrefs, bad;
 
     nrefs = 0;
+    bad = UINT64_MAX;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        switch (field) {
-
-        case 1:
-            if (wt == PG_PB_VARINT) {
-                if (pg_pb_varint(&p, end, &v) != 0) {
-                    return -1;
-                }
-
-                if ((uint32_t) v >= lb->sym->n) {
-                    pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
-                                   "exemplar %llu: label ref %llu past the "
-                                   "symbols", index, (uint32_t) v);
-                }
-
-                nrefs++;
-                break;
-            }
-
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
-                return -1;
-            }
-
-            for (q = d; q < d + n; nrefs++) {
-                if (pg_pb_varint(&q, d + n, &v) != 0) {
-                    return -1;
-                }
-
-                if ((uint32_t) v >= lb->sym->n) {
-                    pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
-                                   "exemplar %llu: label ref %llu past the "
-                                   "symbols", index, (uint32_t) v);
-                }
-            }
-
-            break;
-
-        case 2:
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return -1;
-            }
-            p += 8;
-            break;
-
-        case 3:
-            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return -1;
-            }
-            break;
-
-        default:
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                return -1;
-            }
-        }
+    if (pg_rw_check_exemplar(p, end, lb->sym, &nrefs, &bad) != 0) {
+        return -1;
     }
 
-    if (field < 0) {
-        return -1;
+    if (bad != UINT64_MAX) {
+        pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF,
+                       "exemplar %llu: label ref %llu past the symbols",
+                       index, bad);
     }
 
     if (nrefs & 1) {
@@ -197,45 +117,6 @@ pg_rw2_check_exemplar(pg_rw2_labels_t *lb, const uint8_t *p,
     }
 
     return 0;
-}
-
-
-/* Sample: value, timestamp, start timestamp (rc.4) */
-static int
-pg_rw2_check_sample(const uint8_t *p, const uint8_t *end, int64_t *start)
-{
-    int64_t   field;
-    unsigned  wt;
-    uint64_t  v;
-
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        if (field == 1) {
-            if (wt != PG_PB_I64 || end - p < 8) {
-                return -1;
-            }
-            p += 8;
-            continue;
-        }
-
-        if (field == 2 || field == 3) {
-            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
-                return -1;
-            }
-
-            if (field == 3) {
-                *start = (int64_t) v;
-            }
-
-            continue;
-        }
-
-        if (pg_pb_skip(&p, end, wt) != 0) {
-            return -1;
-        }
-    }
-
-    return field < 0 ? -1 : 0;
 }
 
 
@@ -311,6 +192,20 @@ pg_rw2_check_metadata(pg_rw2_labels_t *lb, const uint8_t *p,
 }
 
 
+/* the help or unit text a metadata ref names */
+static void
+pg_rw2_metadata_text(pg_rw2_labels_t *lb, uint32_t ref, pg_str_t *text,
+    const char *past)
+{
+    if (ref < lb->sym->n) {
+        *text = pg_rw_symbol(lb->sym, ref);
+
+    } else {
+        pg_rw2_invalid(lb, PG_RW_BAD_SYMBOL_REF, past, ref, lb->sym->n);
+    }
+}
+
+
 static pg_rw_reason_e
 pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 {
@@ -321,26 +216,18 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
     size_t           n;
     int64_t          start, created;
     int              has_created;
-    pg_str_t         dup;
     pg_rw2_labels_t  lb;
 
     p = s->data;
     end = s->data + s->len;
 
-    s->name.data = NULL;
-    s->name.len = 0;
-    s->nlabels = 0;
-    s->nsamples = 0;
-    s->nexemplars = 0;
-    s->nhistograms = 0;
-    s->unsorted = 0;
+    pg_rw_series_clear(s);
     s->created_timestamp = 0;
     s->metadata_type = 0;
     s->help.data = (const uint8_t *) "";
     s->help.len = 0;
     s->unit = s->help;
 
-    lb.dec = dec;
     lb.s = s;
     lb.sym = s->symtab;
     lb.reason = PG_RW_OK;
@@ -359,16 +246,7 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
         switch (field) {
 
         case 1:
-            if (wt == PG_PB_VARINT) {
-                if (pg_pb_varint(&p, end, &v) != 0) {
-                    goto malformed;
-                }
-
-                pg_rw2_label_ref(&lb, v);
-                break;
-            }
-
-            if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0) {
+            if (pg_pb_varint_run(&p, end, wt, &d, &n) != 0) {
                 goto malformed;
             }
 
@@ -390,7 +268,7 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
             start = 0;
 
             if (wt != PG_PB_LEN || pg_pb_len(&p, end, &d, &n) != 0
-                || pg_rw2_check_sample(d, d + n, &start) != 0)
+                || pg_rw_check_sample(d, d + n, &start) != 0)
             {
                 goto malformed;
             }
@@ -459,25 +337,13 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
     }
 
     if (lb.has_help) {
-        if (lb.help_ref < lb.sym->n) {
-            s->help = pg_rw_symbol(lb.sym, lb.help_ref);
-
-        } else {
-            pg_rw2_invalid(&lb, PG_RW_BAD_SYMBOL_REF,
-                           "metadata help ref %llu past the %llu symbols",
-                           lb.help_ref, lb.sym->n);
-        }
+        pg_rw2_metadata_text(&lb, lb.help_ref, &s->help,
+                             "metadata help ref %llu past the %llu symbols");
     }
 
     if (lb.has_unit) {
-        if (lb.unit_ref < lb.sym->n) {
-            s->unit = pg_rw_symbol(lb.sym, lb.unit_ref);
-
-        } else {
-            pg_rw2_invalid(&lb, PG_RW_BAD_SYMBOL_REF,
-                           "metadata unit ref %llu past the %llu symbols",
-                           lb.unit_ref, lb.sym->n);
-        }
+        pg_rw2_metadata_text(&lb, lb.unit_ref, &s->unit,
+                             "metadata unit ref %llu past the %llu symbols");
     }
 
     if (lb.have_name) {
@@ -486,43 +352,11 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
                        (uint64_t) s->nlabels * 2 + 1, 0);
     }
 
-    if (lb.reason == PG_RW_OK && s->name.len == 0) {
-        lb.reason = PG_RW_NO_NAME;
-        snprintf(lb.detail, sizeof(lb.detail), "%s",
-                 s->name.data ? "empty metric name (__name__ label)"
-                              : "no metric name (__name__ label)");
-    }
-
-    if (lb.reason == PG_RW_OK && s->unsorted) {
-        switch (pg_rw_find_duplicate(dec, s, &dup)) {
-        case 0:
-            break;
-        case 1:
-            lb.reason = PG_RW_DUPLICATE_LABEL;
-            pg_rw_detail_name(lb.detail, sizeof(lb.detail),
-                              "duplicate label name", dup);
-            break;
-        default:
-            return pg_rw_request_error(dec, PG_RW_NOMEM, s->index, s->data,
-                                       "series %zu: out of memory", s->index);
-        }
-    }
-
-    if (lb.reason != PG_RW_OK) {
-        return pg_rw_series_invalid(dec, s, lb.reason, lb.detail);
-    }
-
-    if (s->metadata_type != 0 || s->help.len || s->unit.len) {
-        dec->req->stats.metadata++;
-    }
-
-    return pg_rw_series_valid(dec, s);
+    return pg_rw_series_end(dec, s, lb.reason, lb.detail, sizeof(lb.detail));
 
 malformed:
 
-    return pg_rw_request_error(dec, PG_RW_MALFORMED, s->index, p,
-                               "malformed protobuf at byte %zu (series %zu)",
-                               (size_t) (p - dec->buf), s->index);
+    return pg_rw_series_malformed(dec, s, p);
 }
 
 

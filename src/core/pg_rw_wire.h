@@ -1,12 +1,15 @@
 /*
- * Internal to pg_rw*.c: the protobuf wire format (read and write) and what
- * the 1.0 and 2.0 decoders share.  Not part of the core API.
+ * Internal to src/core: the protobuf wire format (read and write), which
+ * pg_rw*.c and pg_read.c write by hand, and what the 1.0 and 2.0 decoders
+ * share.  Not part of the core API.
  */
 
 #ifndef PG_RW_WIRE_H
 #define PG_RW_WIRE_H
 
 #include "pg_rw.h"
+
+#include <stdio.h>
 
 
 #define PG_PB_VARINT   0
@@ -143,6 +146,63 @@ pg_pb_skip(const uint8_t **pp, const uint8_t *end, unsigned wt)
 }
 
 
+/*
+ * The next length-delimited field, the others read over: its number and
+ * content, or 0 at the end or at bytes it cannot read.  For walks of a
+ * message the decoder has validated.
+ */
+static inline int64_t
+pg_pb_next_len(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
+    size_t *len)
+{
+    int64_t   field;
+    unsigned  wt;
+
+    while ((field = pg_pb_key(pp, end, &wt)) > 0) {
+
+        if (wt == PG_PB_LEN) {
+            return pg_pb_len(pp, end, data, len) == 0 ? field : 0;
+        }
+
+        if (pg_pb_skip(pp, end, wt) != 0) {
+            return 0;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A repeated varint field, packed or (as protobuf also allows) one element
+ * at a time: the run of varints this occurrence holds.
+ */
+static inline int
+pg_pb_varint_run(const uint8_t **pp, const uint8_t *end, unsigned wt,
+    const uint8_t **data, size_t *len)
+{
+    uint64_t  v;
+
+    if (wt == PG_PB_LEN) {
+        return pg_pb_len(pp, end, data, len);
+    }
+
+    if (wt != PG_PB_VARINT) {
+        return -1;
+    }
+
+    *data = *pp;
+
+    if (pg_pb_varint(pp, end, &v) != 0) {
+        return -1;
+    }
+
+    *len = (size_t) (*pp - *data);
+
+    return 0;
+}
+
+
 /* a packed run of varints: well-formed to its last byte */
 static inline int
 pg_pb_packed_varints(const uint8_t *p, const uint8_t *end, uint64_t *count)
@@ -204,6 +264,21 @@ pg_pb_put_varint(uint8_t *p, uint64_t v)
     *p++ = (uint8_t) v;
 
     return p;
+}
+
+
+/* a length-delimited field: tag, length, bytes */
+static inline uint8_t *
+pg_pb_put_bytes(uint8_t *p, uint8_t tag, const uint8_t *data, size_t len)
+{
+    *p++ = tag;
+    p = pg_pb_put_varint(p, len);
+
+    if (len) {
+        memcpy(p, data, len);
+    }
+
+    return p + len;
 }
 
 
@@ -385,25 +460,143 @@ pg_rw_alloc(pg_allocator_t *a, size_t size)
 /* a Histogram (1.0 fields 1..16, 2.0 adds 17): wire types, packed runs */
 int pg_rw_check_histogram(const uint8_t *p, const uint8_t *end, int v2);
 
-/* an invalid series: counted, marked, the first one described */
-pg_rw_reason_e pg_rw_series_invalid(pg_rw_dec_t *d, const pg_rw_series_t *s,
-    pg_rw_reason_e reason, const char *detail);
+/*
+ * An Exemplar's wire format: an exemplar never makes its series invalid.
+ * 2.0 (sym not NULL): its label refs are added to *nrefs, and the first
+ * one past the table goes to *bad if that is still UINT64_MAX.
+ */
+int pg_rw_check_exemplar(const uint8_t *p, const uint8_t *end,
+    const pg_rw_symtab_t *sym, uint64_t *nrefs, uint64_t *bad);
 
-/* a valid series: counted, handed to the callback */
-pg_rw_reason_e pg_rw_series_valid(pg_rw_dec_t *d, const pg_rw_series_t *s);
+/*
+ * A series read to its end: the checks that need all of its labels, then
+ * counted as invalid (reason and detail: what was found before) or valid
+ * and handed to the callback.
+ */
+pg_rw_reason_e pg_rw_series_end(pg_rw_dec_t *d, pg_rw_series_t *s,
+    pg_rw_reason_e reason, char *detail, size_t size);
+
+/* a series that is not well-formed: the request fails */
+pg_rw_reason_e pg_rw_series_malformed(pg_rw_dec_t *d,
+    const pg_rw_series_t *s, const uint8_t *at);
 
 /* a request-level error */
 pg_rw_reason_e pg_rw_request_error(pg_rw_dec_t *d, pg_rw_reason_e reason,
     size_t series, const uint8_t *at, const char *fmt, ...);
-
-/* labels out of order: 1 and the name when two are the same, 0 if none */
-int pg_rw_find_duplicate(pg_rw_dec_t *d, const pg_rw_series_t *s,
-    pg_str_t *dup);
 
 /* "label \"x\"" cut to fit, escaped */
 void pg_rw_detail_name(char *buf, size_t size, const char *what,
     pg_str_t name);
 
 pg_rw_reason_e pg_rw2_decode(pg_rw_dec_t *d);
+
+
+/* what a series' decoding counts, cleared */
+static inline void
+pg_rw_series_clear(pg_rw_series_t *s)
+{
+    s->name.data = NULL;
+    s->name.len = 0;
+    s->nlabels = 0;
+    s->nsamples = 0;
+    s->nexemplars = 0;
+    s->nhistograms = 0;
+    s->unsorted = 0;
+}
+
+
+/*
+ * A Sample: value, timestamp and, in 2.0 (start not NULL), the start
+ * timestamp of 2.0-rc.4 (field 3, unknown to 1.0).
+ */
+static inline int
+pg_rw_check_sample(const uint8_t *p, const uint8_t *end, int64_t *start)
+{
+    int64_t   field;
+    unsigned  wt;
+    uint64_t  v;
+
+    /* the usual shape: value, then a timestamp */
+
+    if (end - p >= 10 && p[0] == 0x09 && p[9] == 0x10) {
+        p += 10;
+        if (pg_pb_varint(&p, end, &v) != 0) {
+            return -1;
+        }
+    }
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field == 1) {
+            if (wt != PG_PB_I64 || end - p < 8) {
+                return -1;
+            }
+            p += 8;
+            continue;
+        }
+
+        if (field == 2 || (field == 3 && start != NULL)) {
+            if (wt != PG_PB_VARINT || pg_pb_varint(&p, end, &v) != 0) {
+                return -1;
+            }
+
+            if (field == 3) {
+                *start = (int64_t) v;
+            }
+
+            continue;
+        }
+
+        if (pg_pb_skip(&p, end, wt) != 0) {
+            return -1;
+        }
+    }
+
+    return field < 0 ? -1 : 0;
+}
+
+
+/*
+ * One label of a series, as Prometheus 3.5 checks it (after the 2.0 ref
+ * checks): a name, valid UTF-8 (utf8: the caller's verdict on the name
+ * and the value), not the name before it.  A name below the one before
+ * marks the series unsorted: pg_rw_series_end() then looks for a name
+ * twice.  prev: the name before.  PG_RW_OK, or the reason with detail
+ * written.
+ */
+static inline pg_rw_reason_e
+pg_rw_check_label(pg_rw_series_t *s, pg_str_t *prev, pg_str_t name, int utf8,
+    char *detail, size_t size)
+{
+    int  cmp;
+
+    if (name.len == 0) {
+        snprintf(detail, size, "label %u: empty name", s->nlabels - 1);
+        return PG_RW_BAD_LABEL_NAME;
+    }
+
+    if (!utf8) {
+        snprintf(detail, size, "label %u is not valid UTF-8",
+                 s->nlabels - 1);
+        return PG_RW_BAD_UTF8;
+    }
+
+    if (s->nlabels > 1) {
+        cmp = pg_str_cmp(*prev, name);
+
+        if (cmp >= 0) {
+            if (cmp == 0) {
+                pg_rw_detail_name(detail, size, "duplicate label name", name);
+                return PG_RW_DUPLICATE_LABEL;
+            }
+
+            s->unsorted = 1;
+        }
+    }
+
+    *prev = name;
+
+    return PG_RW_OK;
+}
 
 #endif /* PG_RW_WIRE_H */
