@@ -208,10 +208,7 @@ pg_enc_close(pg_buf_t *b, size_t at)
 static inline void
 pg_enc_string(pg_buf_t *b, uint8_t tag, pg_str_t s)
 {
-    *b->pos++ = tag;
-    b->pos = pg_pb_put_varint(b->pos, s.len);
-    memcpy(b->pos, s.data, s.len);
-    b->pos += s.len;
+    b->pos = pg_pb_put_bytes(b->pos, tag, s.data, s.len);
 }
 
 
@@ -340,9 +337,14 @@ pg_enc_histogram(pg_buf_t *out, uint8_t tag, const uint8_t *d, size_t n)
 }
 
 
-/* an Exemplar's value (2) and timestamp (3), alike in both versions */
+/*
+ * A value (double, field f) and a timestamp (int64, field f + 1), alike in
+ * both versions: a Sample's (1, 2) or an Exemplar's (2, 3).  A zero
+ * timestamp is left out, as proto3 does.  out holds 20 bytes.
+ */
 static inline void
-pg_enc_exemplar_value(pg_buf_t *out, const uint8_t *p, const uint8_t *end)
+pg_enc_value_ts(pg_buf_t *out, const uint8_t *p, const uint8_t *end,
+    int64_t f)
 {
     int64_t         field;
     unsigned        wt;
@@ -353,13 +355,13 @@ pg_enc_exemplar_value(pg_buf_t *out, const uint8_t *p, const uint8_t *end)
     ts = 0;
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-        if (field == 2 && wt == PG_PB_I64 && end - p >= 8) {
+        if (field == f && wt == PG_PB_I64 && end - p >= 8) {
             value = p;
             p += 8;
             continue;
         }
 
-        if (field == 3 && wt == PG_PB_VARINT
+        if (field == f + 1 && wt == PG_PB_VARINT
             && pg_pb_varint(&p, end, &v) == 0)
         {
             ts = v;
@@ -372,85 +374,47 @@ pg_enc_exemplar_value(pg_buf_t *out, const uint8_t *p, const uint8_t *end)
     }
 
     if (value) {
-        *out->pos++ = pg_pb_tag(2, PG_PB_I64);
+        *out->pos++ = pg_pb_tag(f, PG_PB_I64);
         memcpy(out->pos, value, 8);
         out->pos += 8;
     }
 
     if (ts) {
-        *out->pos++ = pg_pb_tag(3, PG_PB_VARINT);
+        *out->pos++ = pg_pb_tag(f + 1, PG_PB_VARINT);
         out->pos = pg_pb_put_varint(out->pos, ts);
     }
 }
 
 
-/* a Sample: value (1) and timestamp (2) alike in both versions */
 static int
 pg_enc_sample(pg_buf_t *out, const uint8_t *d, size_t n)
 {
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v, ts;
-    const uint8_t  *p, *end, *value;
+    uint64_t        v;
+    const uint8_t  *p;
+    size_t          o;
 
     if (pg_enc_reserve(out, 24) != 0) {
         return -1;
     }
 
-    *out->pos++ = pg_pb_tag(2, PG_PB_LEN);
-
     /* the usual shape, value then timestamp and nothing else: as it is */
 
     p = d + 10;
-    end = d + n;
 
     if (n >= 11 && n <= 20 && d[0] == 0x09 && d[9] == 0x10
-        && pg_pb_varint(&p, end, &v) == 0 && p == end)
+        && pg_pb_varint(&p, d + n, &v) == 0 && p == d + n)
     {
+        *out->pos++ = pg_pb_tag(2, PG_PB_LEN);
         *out->pos++ = (uint8_t) n;
         memcpy(out->pos, d, n);
         out->pos += n;
         return 0;
     }
 
-    value = NULL;
-    ts = 0;
-    p = d;
+    o = pg_enc_open(out, pg_pb_tag(2, PG_PB_LEN));
+    pg_enc_value_ts(out, d, d + n, 1);
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-        if (field == 1 && wt == PG_PB_I64 && end - p >= 8) {
-            value = p;
-            p += 8;
-            continue;
-        }
-
-        if (field == 2 && wt == PG_PB_VARINT
-            && pg_pb_varint(&p, end, &v) == 0)
-        {
-            ts = v;
-            continue;
-        }
-
-        if (pg_pb_skip(&p, end, wt) != 0) {
-            break;
-        }
-    }
-
-    *out->pos++ = (uint8_t) ((value ? 9 : 0)
-                             + (ts ? 1 + pg_pb_varint_size(ts) : 0));
-
-    if (value) {
-        *out->pos++ = pg_pb_tag(1, PG_PB_I64);
-        memcpy(out->pos, value, 8);
-        out->pos += 8;
-    }
-
-    if (ts) {
-        *out->pos++ = pg_pb_tag(2, PG_PB_VARINT);
-        out->pos = pg_pb_put_varint(out->pos, ts);
-    }
-
-    return 0;
+    return pg_enc_close(out, o);
 }
 
 
@@ -852,7 +816,7 @@ pg_enc12_metadata(pg_enc_t *e, const uint8_t *buf, size_t len,
     const pg_rw_request_t *req)
 {
     int64_t         field, f;
-    unsigned        wt, wt2;
+    unsigned        wt2;
     const uint8_t  *p, *end, *d, *q, *s;
     size_t          n, sn, nmeta;
     uint64_t        v;
@@ -863,17 +827,10 @@ pg_enc12_metadata(pg_enc_t *e, const uint8_t *buf, size_t len,
     end = buf + len;
     nmeta = 0;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
-        if (field != 3 || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
+        if (field != 3) {
             continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
         }
 
         if (pg_rw_bit(req->dropped_metadata, nmeta)) {
@@ -982,7 +939,7 @@ pg_enc12_exemplar(pg_enc_t *e, const uint8_t *d, size_t n)
         return -1;
     }
 
-    pg_enc_exemplar_value(out, d, d + n);
+    pg_enc_value_ts(out, d, d + n, 2);
 
     return pg_enc_close(out, o);
 }
@@ -1078,18 +1035,9 @@ pg_enc12_series(pg_enc_t *e, const uint8_t *data, size_t len)
 
     /* then samples, exemplars and histograms, in their order */
 
-    for (p = rest ? rest : end; (field = pg_pb_key(&p, end, &wt)) > 0; ) {
+    p = rest ? rest : end;
 
-        if (wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
-            continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
-        }
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
         switch (field) {
 
@@ -1168,7 +1116,6 @@ pg_rw_encode_1to2(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     const uint8_t *select, pg_enc_t *e)
 {
     int64_t         field;
-    unsigned        wt;
     const uint8_t  *p, *end, *d;
     size_t          n, i, base, body, size;
     uint32_t        k;
@@ -1191,20 +1138,11 @@ pg_rw_encode_1to2(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     end = buf + len;
     i = 0;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
-        if (field != 1 || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
-            continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
-        }
-
-        if (pg_rw_kept(req, select, i++) && pg_enc12_series(e, d, n) != 0) {
+        if (field == 1 && pg_rw_kept(req, select, i++)
+            && pg_enc12_series(e, d, n) != 0)
+        {
             return -1;
         }
     }
@@ -1369,14 +1307,39 @@ pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
 }
 
 
+/* a 2.0 Exemplar as a 1.0 one: labels resolved */
+static int
+pg_enc21_exemplar(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
+    size_t n)
+{
+    size_t  o;
+
+    if (pg_enc_reserve(out, 32) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, pg_pb_tag(3, PG_PB_LEN));
+
+    if (pg_enc21_labels(out, sym, d, n, NULL) != 0
+        || pg_enc_reserve(out, 24) != 0)
+    {
+        return -1;
+    }
+
+    pg_enc_value_ts(out, d, d + n, 2);
+
+    return pg_enc_close(out, o);
+}
+
+
 static int
 pg_enc21_series(pg_enc_t *e, const pg_rw_symtab_t *sym, const uint8_t *data,
     size_t len)
 {
     int64_t         field, f;
-    unsigned        wt, wt2;
+    unsigned        wt2;
     const uint8_t  *p, *end, *d, *q;
-    size_t          n, o, x, i;
+    size_t          n, o, i;
     uint64_t        v;
     uint32_t        ref;
     pg_str_t        name, family;
@@ -1406,18 +1369,7 @@ pg_enc21_series(pg_enc_t *e, const pg_rw_symtab_t *sym, const uint8_t *data,
     p = data;
     end = data + len;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
-
-        if (wt != PG_PB_LEN || field < 2 || field > 5) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
-            continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
-        }
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
         switch (field) {
 
@@ -1434,27 +1386,12 @@ pg_enc21_series(pg_enc_t *e, const pg_rw_symtab_t *sym, const uint8_t *data,
             break;
 
         case 4:
-            if (pg_enc_reserve(out, 32) != 0) {
+            if (pg_enc21_exemplar(out, sym, d, n) != 0) {
                 return -1;
             }
-
-            x = pg_enc_open(out, pg_pb_tag(3, PG_PB_LEN));
-
-            if (pg_enc21_labels(out, sym, d, n, NULL) != 0
-                || pg_enc_reserve(out, 24) != 0)
-            {
-                return -1;
-            }
-
-            pg_enc_exemplar_value(out, d, d + n);
-
-            if (pg_enc_close(out, x) != 0) {
-                return -1;
-            }
-
             break;
 
-        default: /* 5 */
+        case 5:
             has_meta = 1;
             q = d;
 
@@ -1572,7 +1509,6 @@ pg_rw_encode_2to1(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     const uint8_t *select, pg_enc_t *e)
 {
     int64_t         field;
-    unsigned        wt;
     const uint8_t  *p, *end, *d;
     size_t          n, i;
 
@@ -1580,20 +1516,9 @@ pg_rw_encode_2to1(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     end = buf + len;
     i = 0;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+    while ((field = pg_pb_next_len(&p, end, &d, &n)) > 0) {
 
-        if (field != 5 || wt != PG_PB_LEN) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
-            continue;
-        }
-
-        if (pg_pb_len(&p, end, &d, &n) != 0) {
-            break;
-        }
-
-        if (pg_rw_kept(req, select, i++)
+        if (field == 5 && pg_rw_kept(req, select, i++)
             && pg_enc21_series(e, &req->symtab, d, n) != 0)
         {
             return -1;
