@@ -10,7 +10,7 @@
  */
 
 #include "pg_read.h"
-#include "pg_rw.h"
+#include "pg_rw_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,18 +151,23 @@ pg_read_rc_name(pg_read_rc_e rc)
 
 
 /*
- * A snappy block into allocator memory, its declared length checked first.
- * what names the message in errors.
+ * A snappy block (its declared length checked first) unpacked by
+ * protobuf-c as a desc message, both in allocator memory, protobuf-c's
+ * within a budget.  what names the message in errors; *decoded: the
+ * uncompressed length.
  */
 
 static pg_read_rc_e
-pg_read_unsnappy(const uint8_t *body, size_t len, size_t max,
-    pg_allocator_t *a, uint8_t **out, size_t *outlen, const char *what,
+pg_read_unpack(const uint8_t *body, size_t len, size_t max,
+    pg_allocator_t *a, const ProtobufCMessageDescriptor *desc,
+    const char *what, ProtobufCMessage **msg, size_t *decoded,
     pg_read_error_t *err)
 {
-    size_t          n;
-    uint8_t        *p;
-    pg_snappy_rc_e  rc;
+    size_t              n;
+    uint8_t            *p;
+    pg_snappy_rc_e      rc;
+    pg_read_budget_t    budget;
+    ProtobufCAllocator  pba;
 
     rc = pg_snappy_decoded_length(body, len, max, &n);
 
@@ -189,36 +194,7 @@ pg_read_unsnappy(const uint8_t *body, size_t len, size_t max,
         return PG_READ_SNAPPY;
     }
 
-    *out = p;
-    *outlen = n;
-
-    return PG_READ_OK;
-}
-
-
-/* ------------------------------------------------------------- requests */
-
-
-pg_read_rc_e
-pg_read_request_decode(const uint8_t *body, size_t len, size_t max_decoded,
-    pg_allocator_t *a, pg_read_request_t *req, pg_read_error_t *err)
-{
-    size_t                    i, j, n;
-    uint8_t                  *buf;
-    pg_read_rc_e              rc;
-    pg_read_budget_t          budget;
-    ProtobufCAllocator        pba;
-    Prometheus__Query        *q;
-    Prometheus__ReadRequest  *msg;
-    Prometheus__LabelMatcher *lm;
-
-    memset(req, 0, sizeof(pg_read_request_t));
-
-    rc = pg_read_unsnappy(body, len, max_decoded, a, &buf, &n, "request",
-                          err);
-    if (rc != PG_READ_OK) {
-        return rc;
-    }
+    *decoded = n;
 
     budget.a = a;
     budget.used = 0;
@@ -230,23 +206,53 @@ pg_read_request_decode(const uint8_t *body, size_t len, size_t max_decoded,
     pba.free = pg_read_pb_free;
     pba.allocator_data = &budget;
 
-    msg = prometheus__read_request__unpack(&pba, n, buf);
+    *msg = protobuf_c_message_unpack(desc, &pba, n, p);
 
-    if (msg == NULL) {
-        if (budget.nomem) {
-            pg_read_fail(err, "out of memory");
-            return PG_READ_NOMEM;
-        }
-
-        if (budget.over) {
-            pg_read_fail(err, "decoding the request needs more than %zu "
-                         "bytes of memory", budget.budget);
-            return PG_READ_TOO_LARGE;
-        }
-
-        pg_read_fail(err, "the body is not a valid protobuf ReadRequest");
-        return PG_READ_MALFORMED;
+    if (*msg != NULL) {
+        return PG_READ_OK;
     }
+
+    if (budget.nomem) {
+        pg_read_fail(err, "out of memory");
+        return PG_READ_NOMEM;
+    }
+
+    if (budget.over) {
+        pg_read_fail(err, "decoding the %s (%zu bytes) needs more than %zu "
+                     "bytes of memory", what, n, budget.budget);
+        return PG_READ_TOO_LARGE;
+    }
+
+    pg_read_fail(err, "the %s is not a valid protobuf %s", what,
+                 desc->short_name);
+    return PG_READ_MALFORMED;
+}
+
+
+/* ------------------------------------------------------------- requests */
+
+
+pg_read_rc_e
+pg_read_request_decode(const uint8_t *body, size_t len, size_t max_decoded,
+    pg_allocator_t *a, pg_read_request_t *req, pg_read_error_t *err)
+{
+    size_t                    i, j, n;
+    pg_read_rc_e              rc;
+    ProtobufCMessage         *pm;
+    Prometheus__Query        *q;
+    Prometheus__ReadRequest  *msg;
+    Prometheus__LabelMatcher *lm;
+
+    memset(req, 0, sizeof(pg_read_request_t));
+
+    rc = pg_read_unpack(body, len, max_decoded, a,
+                        &prometheus__read_request__descriptor, "request", &pm,
+                        &n, err);
+    if (rc != PG_READ_OK) {
+        return rc;
+    }
+
+    msg = (Prometheus__ReadRequest *) pm;
 
     for (i = 0; i < msg->n_queries; i++) {
         q = msg->queries[i];
@@ -563,48 +569,21 @@ pg_read_merge_add(pg_read_merge_t *m, const uint8_t *body, size_t len,
     pg_allocator_t *scratch, pg_read_error_t *err)
 {
     size_t                     i, j, n;
-    uint8_t                   *buf;
     uint64_t                   samples;
     pg_read_rc_e               rc;
     pg_read_batch_t           *batches;
-    pg_read_budget_t           budget;
-    ProtobufCAllocator         pba;
+    ProtobufCMessage          *pm;
     Prometheus__QueryResult   *qr;
     Prometheus__ReadResponse  *msg;
 
-    rc = pg_read_unsnappy(body, len, m->limits.max_size, scratch, &buf, &n,
-                          "answer", err);
+    rc = pg_read_unpack(body, len, m->limits.max_size, scratch,
+                        &prometheus__read_response__descriptor, "answer", &pm,
+                        &n, err);
     if (rc != PG_READ_OK) {
         return rc;
     }
 
-    budget.a = scratch;
-    budget.used = 0;
-    budget.budget = n * PG_READ_SCRATCH_FACTOR + PG_READ_SCRATCH_SLACK;
-    budget.over = 0;
-    budget.nomem = 0;
-
-    pba.alloc = pg_read_pb_alloc;
-    pba.free = pg_read_pb_free;
-    pba.allocator_data = &budget;
-
-    msg = prometheus__read_response__unpack(&pba, n, buf);
-
-    if (msg == NULL) {
-        if (budget.nomem) {
-            pg_read_fail(err, "out of memory");
-            return PG_READ_NOMEM;
-        }
-
-        if (budget.over) {
-            pg_read_fail(err, "decoding the answer (%zu bytes) needs more "
-                         "than %zu bytes of memory", n, budget.budget);
-            return PG_READ_TOO_LARGE;
-        }
-
-        pg_read_fail(err, "the answer is not a valid protobuf ReadResponse");
-        return PG_READ_MALFORMED;
-    }
+    msg = (Prometheus__ReadResponse *) pm;
 
     if (msg->n_results != m->nqueries) {
         pg_read_fail(err, "the answer has %zu results for %zu queries",
@@ -895,35 +874,8 @@ pg_read_merge_elts(pg_read_merge_t *m, pg_read_series_t **group, size_t n,
 }
 
 
-static size_t
-pg_read_varint_len(uint64_t v)
-{
-    size_t  n;
-
-    for (n = 1; v >= 0x80; n++) {
-        v >>= 7;
-    }
-
-    return n;
-}
-
-
-static uint8_t *
-pg_read_put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t) (v | 0x80);
-        v >>= 7;
-    }
-
-    *p++ = (uint8_t) v;
-
-    return p;
-}
-
-
 /* a length-delimited field's size with its tag and length */
-#define pg_read_field_len(n)  (1 + pg_read_varint_len(n) + (n))
+#define pg_read_field_len(n)  (1 + pg_pb_varint_size(n) + (n))
 
 
 static uint64_t
@@ -942,7 +894,7 @@ pg_read_sample_len(const pg_read_sample_t *s)
     memcpy(&bits, &s->v, sizeof(uint64_t));
 
     return (bits ? 9 : 0)
-           + (s->ts ? 1 + pg_read_varint_len((uint64_t) s->ts) : 0);
+           + (s->ts ? 1 + pg_pb_varint_size((uint64_t) s->ts) : 0);
 }
 
 
@@ -971,20 +923,6 @@ pg_read_series_len(const pg_read_series_t *s)
 
 
 static uint8_t *
-pg_read_put_bytes(uint8_t *p, unsigned tag, const uint8_t *data, size_t len)
-{
-    *p++ = (uint8_t) tag;
-    p = pg_read_put_varint(p, len);
-
-    if (len) {
-        memcpy(p, data, len);
-    }
-
-    return p + len;
-}
-
-
-static uint8_t *
 pg_read_put_series(uint8_t *p, const pg_read_series_t *s)
 {
     size_t             i, b;
@@ -995,20 +933,20 @@ pg_read_put_series(uint8_t *p, const pg_read_series_t *s)
         l = &s->labels[i];
 
         *p++ = 0x0a;                                  /* labels = 1 */
-        p = pg_read_put_varint(p, pg_read_label_len(l));
+        p = pg_pb_put_varint(p, pg_read_label_len(l));
 
         if (l->name.len) {
-            p = pg_read_put_bytes(p, 0x0a, l->name.data, l->name.len);
+            p = pg_pb_put_bytes(p, 0x0a, l->name.data, l->name.len);
         }
 
         if (l->value.len) {
-            p = pg_read_put_bytes(p, 0x12, l->value.data, l->value.len);
+            p = pg_pb_put_bytes(p, 0x12, l->value.data, l->value.len);
         }
     }
 
     for (i = 0; i < s->nsamples; i++) {
         *p++ = 0x12;                                  /* samples = 2 */
-        p = pg_read_put_varint(p, pg_read_sample_len(&s->samples[i]));
+        p = pg_pb_put_varint(p, pg_read_sample_len(&s->samples[i]));
 
         memcpy(&bits, &s->samples[i].v, sizeof(uint64_t));
 
@@ -1022,12 +960,12 @@ pg_read_put_series(uint8_t *p, const pg_read_series_t *s)
 
         if (s->samples[i].ts) {
             *p++ = 0x10;                              /* timestamp = 2 */
-            p = pg_read_put_varint(p, (uint64_t) s->samples[i].ts);
+            p = pg_pb_put_varint(p, (uint64_t) s->samples[i].ts);
         }
     }
 
     for (i = 0; i < s->nhists; i++) {                 /* histograms = 4 */
-        p = pg_read_put_bytes(p, 0x22, s->hists[i].data, s->hists[i].len);
+        p = pg_pb_put_bytes(p, 0x22, s->hists[i].data, s->hists[i].len);
     }
 
     return p;
@@ -1146,11 +1084,11 @@ pg_read_merge_finish(pg_read_merge_t *m, uint8_t **out, size_t *len,
         all = outs[q];
 
         *p++ = 0x0a;                                  /* results = 1 */
-        p = pg_read_put_varint(p, qlens[q]);
+        p = pg_pb_put_varint(p, qlens[q]);
 
         for (i = 0; i < m->queries[q].nseries; i++) {
             *p++ = 0x0a;                              /* timeseries = 1 */
-            p = pg_read_put_varint(p, all[i]->size);
+            p = pg_pb_put_varint(p, all[i]->size);
             p = pg_read_put_series(p, all[i]);
         }
     }
