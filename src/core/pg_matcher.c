@@ -156,6 +156,10 @@ static int pg_re_error(pg_re_parser_t *p, const char *code,
     const uint8_t *expr, size_t len);
 static pg_re_node_t *pg_re_node(pg_re_parser_t *p, pg_re_type_e type);
 static void pg_re_append(pg_re_node_t *parent, pg_re_node_t *child);
+static int pg_re_add_literal(pg_re_parser_t *p, pg_re_node_t *parent,
+    uint32_t r);
+static int pg_re_add_node(pg_re_parser_t *p, pg_re_node_t *parent,
+    pg_re_type_e type, const char *text, size_t len);
 static pg_re_node_t *pg_re_last_item(pg_re_node_t *concat,
     pg_re_node_t **prev);
 
@@ -607,39 +611,20 @@ pg_out_quoted(pg_out_t *o, const uint8_t *s, size_t len, int quote)
             continue;
         }
 
-        switch (r) {
-        case '\a':
-            n = snprintf(tmp, sizeof(tmp), "\\a");
-            break;
-        case '\b':
-            n = snprintf(tmp, sizeof(tmp), "\\b");
-            break;
-        case '\f':
-            n = snprintf(tmp, sizeof(tmp), "\\f");
-            break;
-        case '\n':
-            n = snprintf(tmp, sizeof(tmp), "\\n");
-            break;
-        case '\r':
-            n = snprintf(tmp, sizeof(tmp), "\\r");
-            break;
-        case '\t':
-            n = snprintf(tmp, sizeof(tmp), "\\t");
-            break;
-        case '\v':
-            n = snprintf(tmp, sizeof(tmp), "\\v");
-            break;
-        default:
-            if (r < ' ' || r == 0x7f) {
-                n = snprintf(tmp, sizeof(tmp), "\\x%02x", (unsigned) r);
+        if (r >= '\a' && r <= '\r') {
+            /* \a \b \t \n \v \f \r: the letters in code point order */
+            tmp[0] = '\\';
+            tmp[1] = "abtnvfr"[r - '\a'];
+            n = 2;
 
-            } else if (r < 0x10000) {
-                n = snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned) r);
+        } else if (r < ' ' || r == 0x7f) {
+            n = snprintf(tmp, sizeof(tmp), "\\x%02x", (unsigned) r);
 
-            } else {
-                n = snprintf(tmp, sizeof(tmp), "\\U%08x", (unsigned) r);
-            }
-            break;
+        } else if (r < 0x10000) {
+            n = snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned) r);
+
+        } else {
+            n = snprintf(tmp, sizeof(tmp), "\\U%08x", (unsigned) r);
         }
 
         pg_out(o, tmp, n);
@@ -1060,8 +1045,9 @@ pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp, int top)
 {
     int              rc;
     uint32_t         r;
+    const char      *text;
     const uint8_t   *s, *last_repeat, *repeat;
-    pg_re_node_t    *alt, *concat, *re;
+    pg_re_node_t    *alt, *concat;
 
     alt = pg_re_node(p, PG_RE_ALT);
     concat = pg_re_node(p, PG_RE_CONCAT);
@@ -1102,30 +1088,30 @@ pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp, int top)
 
         case '^':
         case '$':
-            re = pg_re_node(p, PG_RE_ASSERT);
-            if (re == NULL) {
+            /* only (?i) reaches PCRE2, so say (?m) where it matters */
+            if (p->flags & PG_RE_MULTILINE) {
+                text = *s == '^' ? "(?m:^)" : "(?m:$)";
+
+            } else {
+                text = *s == '^' ? "\\A" : "\\z";
+            }
+
+            if (pg_re_add_node(p, concat, PG_RE_ASSERT, text, strlen(text))
+                != PG_MATCHER_OK)
+            {
                 return NULL;
             }
 
-            /* only (?i) reaches PCRE2, so say (?m) where it matters */
-            if (p->flags & PG_RE_MULTILINE) {
-                re->text = *s == '^' ? "(?m:^)" : "(?m:$)";
-
-            } else {
-                re->text = *s == '^' ? "\\A" : "\\z";
-            }
-
-            re->len = strlen(re->text);
-            pg_re_append(concat, re);
             s++;
             break;
 
         case '.':
-            re = pg_re_node(p, PG_RE_ANY);
-            if (re == NULL) {
+            if (pg_re_add_node(p, concat, PG_RE_ANY, NULL, 0)
+                != PG_MATCHER_OK)
+            {
                 return NULL;
             }
-            pg_re_append(concat, re);
+
             s++;
             break;
 
@@ -1145,12 +1131,9 @@ pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp, int top)
             if (rc == 1) {
                 /* "{" that is not a repetition is a literal */
                 repeat = NULL;
-                re = pg_re_node(p, PG_RE_LIT);
-                if (re == NULL) {
+                if (pg_re_add_literal(p, concat, '{') != PG_MATCHER_OK) {
                     return NULL;
                 }
-                re->rune = '{';
-                pg_re_append(concat, re);
                 s++;
                 break;
             }
@@ -1167,16 +1150,11 @@ pg_re_parse_alt(pg_re_parser_t *p, const uint8_t **sp, int top)
             break;
 
         default:
-            if (pg_re_next_rune(p, &s, &r) != PG_MATCHER_OK) {
+            if (pg_re_next_rune(p, &s, &r) != PG_MATCHER_OK
+                || pg_re_add_literal(p, concat, r) != PG_MATCHER_OK)
+            {
                 return NULL;
             }
-
-            re = pg_re_node(p, PG_RE_LIT);
-            if (re == NULL) {
-                return NULL;
-            }
-            re->rune = r;
-            pg_re_append(concat, re);
             break;
         }
 
@@ -1209,6 +1187,7 @@ pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
     int              sign, saw_flag, capture, named;
     unsigned         flags, saved;
     uint32_t         c;
+    const char      *text;
     const uint8_t   *s, *t, *name, *e;
     pg_re_node_t    *group, *re;
 
@@ -1306,13 +1285,14 @@ pg_re_parse_group(pg_re_parser_t *p, const uint8_t **sp,
                  * (?s), and (?U) cannot change whether a match exists.
                  */
                 if ((flags ^ p->flags) & PG_RE_FOLD) {
-                    re = pg_re_node(p, PG_RE_FLAGS);
-                    if (re == NULL) {
+                    text = (flags & PG_RE_FOLD) ? "i" : "-i";
+
+                    if (pg_re_add_node(p, concat, PG_RE_FLAGS, text,
+                                       strlen(text))
+                        != PG_MATCHER_OK)
+                    {
                         return PG_MATCHER_NOMEM;
                     }
-                    re->text = (flags & PG_RE_FOLD) ? "i" : "-i";
-                    re->len = strlen(re->text);
-                    pg_re_append(concat, re);
                 }
 
                 p->flags = flags;
@@ -1503,8 +1483,8 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
 {
     int              found, rc;
     uint32_t         r;
+    const char      *text;
     const uint8_t   *s, *t, *e;
-    pg_re_node_t    *re;
     pg_re_class_t    cls;
     const uint32_t  *g;
     size_t           gn;
@@ -1518,16 +1498,10 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
         case 'z':
         case 'b':
         case 'B':
-            re = pg_re_node(p, PG_RE_ASSERT);
-            if (re == NULL) {
-                return PG_MATCHER_NOMEM;
-            }
-            re->text = s[1] == 'A' ? "\\A" : s[1] == 'z' ? "\\z"
-                       : s[1] == 'b' ? "\\b" : "\\B";
-            re->len = 2;
-            pg_re_append(concat, re);
+            text = s[1] == 'A' ? "\\A" : s[1] == 'z' ? "\\z"
+                   : s[1] == 'b' ? "\\b" : "\\B";
             *sp = s + 2;
-            return PG_MATCHER_OK;
+            return pg_re_add_node(p, concat, PG_RE_ASSERT, text, 2);
 
         case 'C':
             /* any byte; not supported */
@@ -1556,12 +1530,9 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
 
                 t += pg_utf8_decode(t, e, &r);
 
-                re = pg_re_node(p, PG_RE_LIT);
-                if (re == NULL) {
+                if (pg_re_add_literal(p, concat, r) != PG_MATCHER_OK) {
                     return PG_MATCHER_NOMEM;
                 }
-                re->rune = r;
-                pg_re_append(concat, re);
             }
 
             *sp = e == p->end ? e : e + 2;
@@ -1619,16 +1590,9 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
         return p->nomem ? PG_MATCHER_NOMEM : PG_MATCHER_BAD_RE;
     }
 
-    re = pg_re_node(p, PG_RE_LIT);
-    if (re == NULL) {
-        return PG_MATCHER_NOMEM;
-    }
-    re->rune = r;
-    pg_re_append(concat, re);
-
     *sp = t;
 
-    return PG_MATCHER_OK;
+    return pg_re_add_literal(p, concat, r);
 }
 
 
@@ -2142,6 +2106,44 @@ pg_re_append(pg_re_node_t *parent, pg_re_node_t *child)
 }
 
 
+/* a literal rune appended to parent */
+static int
+pg_re_add_literal(pg_re_parser_t *p, pg_re_node_t *parent, uint32_t r)
+{
+    pg_re_node_t  *re;
+
+    re = pg_re_node(p, PG_RE_LIT);
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    re->rune = r;
+    pg_re_append(parent, re);
+
+    return PG_MATCHER_OK;
+}
+
+
+/* a node appended to parent; text: what PCRE2 gets (ASSERT, FLAGS, CLASS) */
+static int
+pg_re_add_node(pg_re_parser_t *p, pg_re_node_t *parent, pg_re_type_e type,
+    const char *text, size_t len)
+{
+    pg_re_node_t  *re;
+
+    re = pg_re_node(p, type);
+    if (re == NULL) {
+        return PG_MATCHER_NOMEM;
+    }
+
+    re->text = text;
+    re->len = len;
+    pg_re_append(parent, re);
+
+    return PG_MATCHER_OK;
+}
+
+
 /*
  * What a repetition applies to: the last item, flag settings aside (Go
  * keeps those off its stack, so "a(?i)*" repeats the "a").
@@ -2374,7 +2376,6 @@ pg_re_class_node(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
     size_t         i, k, n, size;
     uint32_t       lo, hi, part[4];
     char          *buf;
-    pg_re_node_t  *re;
 
     size = 32 + cls->props_len + cls->n * 2 * 24;
 
@@ -2428,16 +2429,7 @@ pg_re_class_node(pg_re_parser_t *p, pg_re_class_t *cls, int negate,
         buf[n++] = ']';
     }
 
-    re = pg_re_node(p, PG_RE_CLASS);
-    if (re == NULL) {
-        return PG_MATCHER_NOMEM;
-    }
-
-    re->text = buf;
-    re->len = n;
-    pg_re_append(concat, re);
-
-    return PG_MATCHER_OK;
+    return pg_re_add_node(p, concat, PG_RE_CLASS, buf, n);
 }
 
 
