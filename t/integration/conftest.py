@@ -23,6 +23,7 @@ current set skips its tests, or fails them with PROMGATE_REQUIRE_CURRENT=1
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -310,3 +311,14 @@ def promtool_check_metrics(text):
         outs.append("%s (rc %d): %s" % (label, r.returncode,
                                         (r.stdout + r.stderr).decode("utf-8", "replace")))
     return rc, "\n".join(outs)
+
+
+@pytest.fixture
+def sockdir():
+    """a short directory for unix sockets (sun_path holds 108 bytes; a path
+    under pytest's tmp_path depends on where the checkout is).  Request it
+    before make_nginx, so that nginx stops (and unlinks its sockets)
+    first."""
+    d = tempfile.mkdtemp(prefix="pgs", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -19,7 +19,8 @@ TOP_LEVEL_OWNED = ("daemon", "master_process", "pid", "error_log", "user",
                    "worker_processes")
 
 
-def adapt_example(text, workdir, module, gw_port, prom_port, vm_port):
+def adapt_example(text, workdir, module, gw_port, prom_port, vm_port,
+                  sockdir):
     for addr in ("127.0.0.1:9201", "127.0.0.1:9090", "127.0.0.1:8428"):
         assert addr in text, "nginx.conf.example no longer mentions %s" % addr
     text = text.replace("127.0.0.1:9201", "127.0.0.1:%d" % gw_port)
@@ -28,8 +29,12 @@ def adapt_example(text, workdir, module, gw_port, prom_port, vm_port):
     # no Kafka broker here: a port nothing listens on
     text = text.replace("127.0.0.1:9092", "127.0.0.1:%d" % free_port())
 
-    # absolute paths (WAL dirs, logs, ...) move under the test dir
+    # absolute paths (WAL dirs, logs, ...) move under the test dir; unix
+    # sockets into a short directory (sun_path holds 108 bytes, and the
+    # test dir's path depends on where the checkout is)
     def path(m):
+        if m.group(0).endswith(".sock"):
+            return os.path.join(sockdir, os.path.basename(m.group(0)))
         p = os.path.join(workdir, "root" + m.group(0))
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
@@ -62,14 +67,14 @@ def adapt_example(text, workdir, module, gw_port, prom_port, vm_port):
 
 
 @pytest.fixture
-def example(make_nginx, module_path, prom, vm, tmp_path):
+def example(sockdir, make_nginx, module_path, prom, vm, tmp_path):
     if not os.path.exists(EXAMPLE):
         pytest.fail("%s is missing" % EXAMPLE)
     gw_port = free_port()
     n = make_nginx(start=False, workers=2)
     with open(EXAMPLE) as f:
         n.write_raw(adapt_example(f.read(), n.dir, module_path, gw_port,
-                                  prom.port, vm.port))
+                                  prom.port, vm.port, sockdir))
     assert n.ports == [gw_port], n.ports
     return n
 

@@ -12,9 +12,7 @@ import datetime
 import json
 import os
 import re
-import shutil
 import signal
-import tempfile
 import threading
 import time
 
@@ -42,14 +40,6 @@ def kafka(tmp_path):
     k = MockKafka(str(tmp_path / "kafka"))
     yield k
     k.stop()
-
-
-@pytest.fixture
-def sockdir():
-    """unix socket paths must stay short: not under pytest's tmp_path"""
-    d = tempfile.mkdtemp(prefix="pgk", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import snappy
 
 import rw
 from fakeup import FakeUpstream, Resp, free_port
-from procs import Nginx, Prometheus, wait_for
+from procs import Nginx, Prometheus
 
 READ_HEADERS = {
     "Content-Encoding": "snappy",

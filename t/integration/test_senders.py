@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import rw
-from procs import Prometheus, VMAgent, as_plain, poll_samples, wait_for
+from procs import as_plain, poll_samples, wait_for
 
 OM_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 

@@ -9,7 +9,6 @@ import json
 import shutil
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -387,15 +386,6 @@ def test_zone_survives_reload(make_nginx, make_fake, kafka):
     time.sleep(1.0)
     assert len(topic_messages(kafka)) == 5
     assert metrics(n).get("promgate_series_zone_entries", zone="series") == 5
-
-
-@pytest.fixture
-def sockdir():
-    """short unix socket paths; declared before make_nginx in a test, so
-    that nginx stops (and unlinks its socket) first"""
-    d = tempfile.mkdtemp(prefix="pgs", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_kafka_consumed_writes_are_indexed(sockdir, kafka, make_nginx,

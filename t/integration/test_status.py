@@ -3,8 +3,6 @@ was sent, summed over both workers."""
 
 import os
 import re
-import shutil
-import tempfile
 import threading
 
 import pytest
@@ -194,13 +192,6 @@ def kafka(tmp_path):
     k = MockKafka(str(tmp_path / "kafka"))
     yield k
     k.stop()
-
-
-@pytest.fixture
-def sockdir():
-    d = tempfile.mkdtemp(prefix="pgst", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,

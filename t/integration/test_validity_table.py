@@ -29,7 +29,7 @@ import snappy
 import rw
 import rw2
 import servers
-from procs import Prometheus, VictoriaMetrics, wait_for
+from procs import Prometheus, VictoriaMetrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLE = os.path.join(HERE, "validity_table.md")

@@ -4,7 +4,6 @@ changed max and a full disk."""
 import glob
 import os
 import signal
-import time
 
 import pytest
 import requests
