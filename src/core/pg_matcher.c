@@ -1846,6 +1846,18 @@ pg_re_valid_unicode_name(const uint8_t *name, size_t len)
 }
 
 
+/* a character of a class, or an end of a range: an escape or a rune */
+static int
+pg_re_class_char(pg_re_parser_t *p, const uint8_t **sp, uint32_t *r)
+{
+    if (**sp == '\\') {
+        return pg_re_parse_char_escape(p, sp, r);
+    }
+
+    return pg_re_next_rune(p, sp, r);
+}
+
+
 /* Go's parseClass() */
 static int
 pg_re_parse_class(pg_re_parser_t *p, const uint8_t **sp,
@@ -1954,12 +1966,7 @@ pg_re_parse_class(pg_re_parser_t *p, const uint8_t **sp,
         /* a character or a range */
         rng = t;
 
-        if (*t == '\\') {
-            if (pg_re_parse_char_escape(p, &t, &lo) != PG_MATCHER_OK) {
-                return PG_MATCHER_BAD_RE;
-            }
-
-        } else if (pg_re_next_rune(p, &t, &lo) != PG_MATCHER_OK) {
+        if (pg_re_class_char(p, &t, &lo) != PG_MATCHER_OK) {
             return PG_MATCHER_BAD_RE;
         }
 
@@ -1968,12 +1975,7 @@ pg_re_parse_class(pg_re_parser_t *p, const uint8_t **sp,
         if (p->end - t >= 2 && t[0] == '-' && t[1] != ']') {
             t++;
 
-            if (*t == '\\') {
-                if (pg_re_parse_char_escape(p, &t, &hi) != PG_MATCHER_OK) {
-                    return PG_MATCHER_BAD_RE;
-                }
-
-            } else if (pg_re_next_rune(p, &t, &hi) != PG_MATCHER_OK) {
+            if (pg_re_class_char(p, &t, &hi) != PG_MATCHER_OK) {
                 return PG_MATCHER_BAD_RE;
             }
 
