@@ -106,16 +106,46 @@ def test_example_conf_end_to_end(example, prom, vm):
     assert sorted(x["labels"]["trace_id"] for s in ex for x in s["exemplars"]) == \
         ["ex0", "ex1", "ex2"]
 
-    # the catch-all /api/v1/ proxies queries to VictoriaMetrics
+    # the read API goes to VictoriaMetrics, GET and POST
     q = requests.get(example.url("/api/v1/query"),
                      params={"query": "sum(%s)" % name, "nocache": "1"}, timeout=10)
     assert q.status_code == 200, q.text
     assert float(q.json()["data"]["result"][0]["value"][1]) == 0.5 + 1.5 + 2.5
+    q = requests.post(example.url("/api/v1/series"),
+                      data={"match[]": name}, timeout=10)
+    assert q.status_code == 200, q.text
+    assert len(q.json()["data"]) == 3, q.text
+    # the storage's delete and import endpoints are not reachable
+    for path in ("/api/v1/admin/tsdb/delete_series", "/api/v1/import",
+                 "/api/v1/import/prometheus", "/api/v1/export"):
+        r = requests.post(example.url(path), params={"match[]": name},
+                          data=b"x 1", timeout=10)
+        assert r.status_code == 404, (path, r.status_code, r.text[:200])
+    assert poll_samples(vm, name, 3, min_samples=6)
 
     m = scrape(example.url("/metrics"))
     assert m.sum("promgate_write_requests_total", code="204") == 1
     assert m.sum("promgate_received_samples_total") == 6
     assert m.sum("promgate_received_exemplars_total") == 3
+
+
+def test_example_conf_keeps_the_senders_credentials(sockdir, make_nginx,
+                                                    make_fake, module_path):
+    """the sender's Authorization header reaches no storage"""
+    prom_up, vm_up = make_fake(), make_fake()
+    gw_port = free_port()
+    n = make_nginx(start=False, workers=1)
+    with open(EXAMPLE) as f:
+        n.write_raw(adapt_example(f.read(), n.dir, module_path, gw_port,
+                                  prom_up.port, vm_up.port, sockdir))
+    n.start()
+    r = rw.write(n.url("/api/v1/write"),
+                 [rw.series(rw.uniq("auth"), {}, [(1.0, rw.now_ms())])],
+                 headers={"Authorization": "Bearer sender-secret"})
+    assert r.status_code == 204, r.text
+    posts = prom_up.posts() + vm_up.posts()
+    assert len(posts) == 2
+    assert [p.headers.get("Authorization") for p in posts] == [None, None]
 
 
 def test_example_conf_takes_a_large_batch(example, prom, vm):
