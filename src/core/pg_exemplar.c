@@ -286,6 +286,32 @@ pg_exring_min_size(uint32_t max)
 }
 
 
+/*
+ * The header up to the state: what pg_exring_init() writes and
+ * pg_exring_attach() must find.  Its fields leave no padding, so it
+ * compares as bytes (with padding a reload would rebuild, not misread).
+ */
+#define PG_EXRING_HEADER  offsetof(struct pg_exring_s, busy)
+
+
+/* the fields of the header after the magic (written last) */
+static void
+pg_exring_header(pg_exring_t *r, size_t size, uint32_t max,
+    const pg_exring_layout_t *l)
+{
+    r->version = PG_EXRING_VERSION;
+    r->layout = PG_EXRING_LAYOUT;
+    r->max = max;
+    r->size = size;
+    r->slots_off = l->slots_off;
+    r->table_off = l->table_off;
+    r->buckets_off = l->buckets_off;
+    r->log_off = l->log_off;
+    r->log_size = l->log_size;
+    r->nbuckets = l->nbuckets;
+}
+
+
 pg_exring_t *
 pg_exring_init(void *base, size_t size, uint32_t max)
 {
@@ -303,16 +329,7 @@ pg_exring_init(void *base, size_t size, uint32_t max)
     r->magic = 0;
     pg_exring_barrier();
 
-    r->version = PG_EXRING_VERSION;
-    r->layout = PG_EXRING_LAYOUT;
-    r->max = max;
-    r->size = size;
-    r->slots_off = l.slots_off;
-    r->table_off = l.table_off;
-    r->buckets_off = l.buckets_off;
-    r->log_off = l.log_off;
-    r->log_size = l.log_size;
-    r->nbuckets = l.nbuckets;
+    pg_exring_header(r, size, max, &l);
 
     r->busy = 0;
     r->entry_hwm = 0;
@@ -331,7 +348,7 @@ pg_exring_init(void *base, size_t size, uint32_t max)
 pg_exring_t *
 pg_exring_attach(void *base, size_t size, uint32_t max)
 {
-    pg_exring_t         *r;
+    pg_exring_t          want;
     pg_exring_layout_t   l;
 
     if (((uintptr_t) base & 7) != 0 || pg_exring_layout(&l, size, max) != 0)
@@ -339,24 +356,15 @@ pg_exring_attach(void *base, size_t size, uint32_t max)
         return NULL;
     }
 
-    r = base;
+    memset(&want, 0, PG_EXRING_HEADER);
+    want.magic = PG_EXRING_MAGIC;
+    pg_exring_header(&want, size, max, &l);
 
-    if (r->magic != PG_EXRING_MAGIC
-        || r->version != PG_EXRING_VERSION
-        || r->layout != PG_EXRING_LAYOUT
-        || r->max != max
-        || r->size != size
-        || r->slots_off != l.slots_off
-        || r->table_off != l.table_off
-        || r->buckets_off != l.buckets_off
-        || r->log_off != l.log_off
-        || r->log_size != l.log_size
-        || r->nbuckets != l.nbuckets)
-    {
+    if (memcmp(base, &want, PG_EXRING_HEADER) != 0) {
         return NULL;
     }
 
-    return r;
+    return base;
 }
 
 
@@ -992,6 +1000,42 @@ pg_exring_runes(const uint8_t *p, size_t len)
 }
 
 
+/* the lengths of the label encoding: 7 bits a byte, low bits first */
+static inline uint8_t *
+pg_exring_put_len(uint8_t *p, size_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+
+    *p++ = (uint8_t) v;
+
+    return p;
+}
+
+
+static inline size_t
+pg_exring_get_len(const uint8_t **pp)
+{
+    const uint8_t  *p;
+    size_t          v, shift;
+
+    p = *pp;
+    v = 0;
+    shift = 0;
+
+    do {
+        v |= (size_t) (*p & 0x7f) << shift;
+        shift += 7;
+    } while (*p++ & 0x80);
+
+    *pp = p;
+
+    return v;
+}
+
+
 /*
  * Exemplar labels, canonically encoded so that equal sets are equal bytes:
  * per label varint(name length), name, varint(value length << 1 | packed),
@@ -1002,19 +1046,12 @@ static size_t
 pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
 {
     uint8_t   *p, c, hi, lo;
-    size_t     i, j, v, hex;
+    size_t     i, j, hex;
 
     p = buf;
 
     for (i = 0; i < k; i++) {
-        v = l[i].name.len;
-
-        while (v >= 0x80) {
-            *p++ = (uint8_t) (v | 0x80);
-            v >>= 7;
-        }
-
-        *p++ = (uint8_t) v;
+        p = pg_exring_put_len(p, l[i].name.len);
 
         if (l[i].name.len) {
             memcpy(p, l[i].name.data, l[i].name.len);
@@ -1028,14 +1065,7 @@ pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
             hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
         }
 
-        v = l[i].value.len << 1 | hex;
-
-        while (v >= 0x80) {
-            *p++ = (uint8_t) (v | 0x80);
-            v >>= 7;
-        }
-
-        *p++ = (uint8_t) v;
+        p = pg_exring_put_len(p, l[i].value.len << 1 | hex);
 
         if (!hex) {
             memcpy(p, l[i].value.data, l[i].value.len);
@@ -1062,7 +1092,7 @@ pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
     uint8_t *text)
 {
     const uint8_t  *end;
-    size_t          n, v, shift, j, vlen;
+    size_t          n, v, j, vlen;
 
     static const char  hex[] = "0123456789abcdef";
 
@@ -1070,26 +1100,13 @@ pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
     n = 0;
 
     while (p < end) {
-        v = 0;
-        shift = 0;
-
-        do {
-            v |= (size_t) (*p & 0x7f) << shift;
-            shift += 7;
-        } while (*p++ & 0x80);
+        v = pg_exring_get_len(&p);
 
         out[n].name.data = p;
         out[n].name.len = v;
         p += v;
 
-        v = 0;
-        shift = 0;
-
-        do {
-            v |= (size_t) (*p & 0x7f) << shift;
-            shift += 7;
-        } while (*p++ & 0x80);
-
+        v = pg_exring_get_len(&p);
         vlen = v >> 1;
 
         if (!(v & 1)) {
