@@ -365,13 +365,31 @@ pg_wal_segment_name(char *buf, size_t size, const char *zone, unsigned slot,
 }
 
 
+/* exactly n decimal digits at p: 0 and their value, or -1 */
+static int
+pg_wal_digits(const char *p, size_t n, uint64_t *v)
+{
+    size_t  i;
+
+    *v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+        *v = *v * 10 + (uint64_t) (p[i] - '0');
+    }
+
+    return 0;
+}
+
+
 int
 pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
     uint64_t *first_seq)
 {
-    size_t       zl, i;
-    unsigned     s;
-    uint64_t     seq;
+    size_t       zl;
+    uint64_t     s, seq;
     const char  *p;
 
     zl = strlen(zone);
@@ -380,36 +398,18 @@ pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
         return -1;
     }
 
+    /* "NNNN-NNNNNNNNNNNNNNNNNNNN.wal", as pg_wal_segment_name() writes */
+
     p = name + zl + 2;
-    s = 0;
 
-    for (i = 0; i < 4; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return -1;
-        }
-        s = s * 10 + (unsigned) (p[i] - '0');
-    }
-
-    p += 4;
-
-    if (*p++ != '-') {
+    if (pg_wal_digits(p, 4, &s) != 0 || p[4] != '-'
+        || pg_wal_digits(p + 5, 20, &seq) != 0
+        || strcmp(p + 25, ".wal") != 0)
+    {
         return -1;
     }
 
-    seq = 0;
-
-    for (i = 0; i < 20; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return -1;
-        }
-        seq = seq * 10 + (uint64_t) (p[i] - '0');
-    }
-
-    if (strcmp(p + 20, ".wal") != 0) {
-        return -1;
-    }
-
-    *slot = s;
+    *slot = (unsigned) s;
     *first_seq = seq;
 
     return 0;
