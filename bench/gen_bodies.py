@@ -31,8 +31,10 @@ field written even when empty (`2a 00`: type UNSPECIFIED, no help/unit),
 as Prometheus does for a series whose metadata it does not know.  A 1.0 body
 carries a series' sample and its exemplar in one TimeSeries; the 2.0 body
 does the same, so both carry exactly the same data.  The 2.0 encoder is
-written here (no generated code), and the first body of every shape is
-decoded back and compared with its 1.0 twin.
+the integration tests' (t/integration/rw2.py: the wire format, symbol
+interning, no generated code) with proto3's zeros left out here, and the
+first body of every shape is decoded back with rw2's decoder and compared
+with its 1.0 twin.
 
 Deterministic: one seed per shape.  Timestamps are "now" at generation time
 (a null sink does not care; real storages would want them recent).
@@ -46,7 +48,6 @@ import hashlib
 import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import time
@@ -57,6 +58,10 @@ GEN_VERSION = "5"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+
+# the remote write 2.0 wire format of the integration tests
+sys.path.insert(0, os.path.join(REPO, "t", "integration"))
+import rw2  # noqa: E402
 
 # name, series per body, labels per series (None = natural ~12),
 # exemplar every Nth series (0 = none), bodies, churn (new series per body)
@@ -273,7 +278,7 @@ def build_body(pb, tpb, r, series, labels_per_series, exemplar_every, ts,
     return wr.SerializeToString(), raw2, nex, nlab, placeholders, nsym
 
 
-# ------------------------------------------- remote write 2.0, by hand
+# ------------------------------------------------------ remote write 2.0
 #
 # io.prometheus.write.v2 (Prometheus prompb/io/prometheus/write/v2):
 #   Request    { 4: repeated string symbols; 5: repeated TimeSeries }
@@ -283,27 +288,14 @@ def build_body(pb, tpb, r, series, labels_per_series, exemplar_every, ts,
 #   Exemplar   { 1: packed uint32 labels_refs; 2: double value; 3: int64 ts }
 #   Metadata   { 1: type; 3: uint32 help_ref; 4: uint32 unit_ref }
 
-def _varint(n):
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _ld(tag_byte, payload):
-    return bytes((tag_byte,)) + _varint(len(payload)) + payload
-
-
-def _sample_like(value_tag, ts_tag, value, ts):
-    """proto3: zero value / zero timestamp are not written"""
+def _value_ts(field, value, ts):
+    """a double at field, an int64 at field + 1 (Sample 1, 2; Exemplar 2,
+    3); proto3: a zero value or timestamp is not written"""
     out = b""
     if value != 0:
-        out += bytes((value_tag,)) + struct.pack("<d", value)
+        out += rw2.f_double(field, value)
     if ts != 0:
-        out += bytes((ts_tag,)) + _varint(ts)
+        out += rw2.f_varint(field + 1, ts)
     return out
 
 
@@ -313,116 +305,35 @@ EMPTY_METADATA = b"\x2a\x00"      # field 5, length 0 (gogo non-nullable)
 def encode_v2(data):
     """data: [(label pairs, value, ts, (exemplar pairs, value, ts) | None)]
     -> (raw Request bytes, number of symbols)"""
-    symbols = [""]
-    index = {"": 0}
-
-    def ref(s):
-        k = index.get(s)
-        if k is None:
-            k = index[s] = len(symbols)
-            symbols.append(s)
-        return k
-
+    bl = rw2.V2Builder()
     series = []
     for pairs, value, ts, ex in data:
-        refs = b"".join(_varint(ref(n)) + _varint(ref(v)) for n, v in pairs)
-        out = _ld(0x0a, refs)
-        out += _ld(0x12, _sample_like(0x09, 0x10, value, ts))
+        out = rw2.f_packed(1, bl.refs(pairs))
+        out += rw2.f_bytes(2, _value_ts(1, value, ts))
         if ex is not None:
             epairs, evalue, ets = ex
-            erefs = b"".join(_varint(ref(n)) + _varint(ref(v))
-                             for n, v in epairs)
-            out += _ld(0x22, (_ld(0x0a, erefs) if erefs else b"")
-                       + _sample_like(0x11, 0x18, evalue, ets))
+            erefs = bl.refs(epairs)
+            out += rw2.f_bytes(4, (rw2.f_packed(1, erefs) if erefs else b"")
+                               + _value_ts(2, evalue, ets))
         out += EMPTY_METADATA
-        series.append(_ld(0x2a, out))
-    head = b"".join(_ld(0x22, s.encode()) for s in symbols)
-    return head + b"".join(series), len(symbols)
-
-
-def _fields(buf):
-    i, out = 0, []
-    while i < len(buf):
-        key, i = _uvarint(buf, i)
-        f, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _uvarint(buf, i)
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 2:
-            n, i = _uvarint(buf, i)
-            v, i = buf[i:i + n], i + n
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((f, v))
-    return out
-
-
-def _uvarint(buf, i):
-    n = shift = 0
-    while True:
-        c = buf[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return n, i
-        shift += 7
-
-
-def _refs(buf):
-    out, i = [], 0
-    while i < len(buf):
-        n, i = _uvarint(buf, i)
-        out.append(n)
-    return out
-
-
-def _int64(v):
-    return v - (1 << 64) if v >= 1 << 63 else v
+        series.append(out)
+    return rw2.v2_request(bl.symbols, series), len(bl.symbols)
 
 
 def decode_v2(raw):
-    """a 2.0 body back to [(label pairs, value, ts, exemplar|None)]"""
-    syms, out = [], []
-    for f, v in _fields(raw):
-        if f == 4:
-            syms.append(v.decode())
-    assert syms and syms[0] == "", "symbols[0] must be empty"
-    for f, v in _fields(raw):
-        if f != 5:
-            continue
-        pairs, value, ts, ex, nsmp, nmeta = [], 0.0, 0, None, 0, 0
-        for ff, vv in _fields(v):
-            if ff == 1:
-                rr = _refs(vv)
-                pairs = [(syms[rr[k]], syms[rr[k + 1]])
-                         for k in range(0, len(rr), 2)]
-            elif ff == 2:
-                nsmp += 1
-                for g, w in _fields(vv):
-                    if g == 1:
-                        value = struct.unpack("<d", w)[0]
-                    elif g == 2:
-                        ts = _int64(w)
-            elif ff == 4:
-                ep, ev, et = [], 0.0, 0
-                for g, w in _fields(vv):
-                    if g == 1:
-                        rr = _refs(w)
-                        ep = [(syms[rr[k]], syms[rr[k + 1]])
-                              for k in range(0, len(rr), 2)]
-                    elif g == 2:
-                        ev = struct.unpack("<d", w)[0]
-                    elif g == 3:
-                        et = _int64(w)
-                ex = (ep, ev, et)
-            elif ff == 5:
-                nmeta += 1
-                assert vv == b"", "metadata is written empty"
-            else:
-                raise AssertionError("unexpected TimeSeries field %d" % ff)
-        assert nsmp == 1 and nmeta == 1
-        out.append((pairs, value, ts, ex))
+    """a 2.0 body back to [(label pairs, value, ts, exemplar|None)]; every
+    series holds what encode_v2 writes: one sample, at most one exemplar,
+    empty metadata, nothing else"""
+    d = rw2.decode_v2(raw)
+    assert d["symbols"] and d["symbols"][0] == "", "symbols[0] must be empty"
+    out = []
+    for s in d["timeseries"]:
+        assert len(s["samples"]) == 1 and len(s["exemplars"]) <= 1
+        assert s["metadata"] == (0, "", ""), "metadata is written empty"
+        assert not s["histograms"] and s["created_timestamp"] == 0
+        value, ts = s["samples"][0]
+        ex = s["exemplars"][0] if s["exemplars"] else None
+        out.append((s["labels"], value, ts, ex))
     return out
 
 
