@@ -50,6 +50,7 @@
 #include <xxhash.h>
 
 #include "pg_exemplar.h"
+#include "pg_rw_wire.h"
 
 
 #define PG_EXRING_MAGIC     0x31525850   /* "PXR1" */
@@ -1000,21 +1001,10 @@ pg_exring_runes(const uint8_t *p, size_t len)
 }
 
 
-/* the lengths of the label encoding: 7 bits a byte, low bits first */
-static inline uint8_t *
-pg_exring_put_len(uint8_t *p, size_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t) (v | 0x80);
-        v >>= 7;
-    }
-
-    *p++ = (uint8_t) v;
-
-    return p;
-}
-
-
+/*
+ * A length of the label encoding, a varint (written with
+ * pg_pb_put_varint()); the log holds what this file wrote: no bounds.
+ */
 static inline size_t
 pg_exring_get_len(const uint8_t **pp)
 {
@@ -1051,7 +1041,7 @@ pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
     p = buf;
 
     for (i = 0; i < k; i++) {
-        p = pg_exring_put_len(p, l[i].name.len);
+        p = pg_pb_put_varint(p, l[i].name.len);
 
         if (l[i].name.len) {
             memcpy(p, l[i].name.data, l[i].name.len);
@@ -1065,7 +1055,7 @@ pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf)
             hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
         }
 
-        p = pg_exring_put_len(p, l[i].value.len << 1 | hex);
+        p = pg_pb_put_varint(p, l[i].value.len << 1 | hex);
 
         if (!hex) {
             memcpy(p, l[i].value.data, l[i].value.len);

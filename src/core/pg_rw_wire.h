@@ -1,7 +1,8 @@
 /*
  * Internal to src/core: the protobuf wire format (read and write), which
- * pg_rw*.c and pg_read.c write by hand, and what the 1.0 and 2.0 decoders
- * share.  Not part of the core API.
+ * pg_rw*.c and pg_read.c write by hand (and pg_exemplar.c's label encoding
+ * uses for its lengths), and what the 1.0 and 2.0 decoders share.  Not
+ * part of the core API.
  */
 
 #ifndef PG_RW_WIRE_H
