@@ -90,78 +90,20 @@ pg_json_raw(pg_json_buf_t *b, const void *data, size_t n)
 }
 
 
-size_t
-pg_json_utf8_decode(const uint8_t *p, size_t len, uint32_t *rune)
-{
-    uint8_t  c, lo, hi;
-    size_t   n, i;
-
-    c = p[0];
-
-    if (c < 0x80) {
-        *rune = c;
-        return 1;
-    }
-
-    lo = 0x80;
-    hi = 0xbf;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        *rune = c & 0x1f;
-
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        *rune = c & 0x0f;
-
-        if (c == 0xe0) {
-            lo = 0xa0;
-        } else if (c == 0xed) {
-            hi = 0x9f;
-        }
-
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        *rune = c & 0x07;
-
-        if (c == 0xf0) {
-            lo = 0x90;
-        } else if (c == 0xf4) {
-            hi = 0x8f;
-        }
-
-    } else {
-        return 0;
-    }
-
-    if (len < n || p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-
-    for (i = 1; i < n; i++) {
-        if (i > 1 && (p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        *rune = (*rune << 6) | (p[i] & 0x3f);
-    }
-
-    return n;
-}
-
-
-void
-pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
+/*
+ * A quoted string.  go: as Go's encoding/json writes it (HTML-safe: <, >
+ * and & escaped too; a byte that is not UTF-8 as \ufffd; U+2028, U+2029
+ * escaped); else as jsoniter's Stream.WriteString() does: only controls,
+ * '"' and '\\' are escaped, other bytes go out as they are.
+ */
+static void
+pg_json_quote(pg_json_buf_t *b, const uint8_t *s, size_t n, int go)
 {
     size_t    i, start, size;
     uint8_t  *p, c;
     uint32_t  rune;
 
-    if (n == 0) {
-        pg_json_literal(b, "\"\"");
-        return;
-    }
-
-    /* the worst case, every byte as \ufffd, is 6 bytes per input byte */
+    /* the worst case, every byte as \ufffd or \u00XX, is 6 bytes each */
     if (n > (SIZE_MAX - 2) / 6) {
         b->failed = 1;
         return;
@@ -179,72 +121,72 @@ pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
     while (i < n) {
         c = s[i];
 
-        if (c < 0x80) {
-            if (c >= 0x20 && c != '"' && c != '\\'
-                && c != '<' && c != '>' && c != '&')
-            {
+        if (c >= 0x80 && go) {
+            size = pg_utf8_decode_rune(s + i, n - i, &rune);
+
+            if (size == 0) {
+                memcpy(p, s + start, i - start);
+                p += i - start;
+                memcpy(p, "\\ufffd", 6);
+                p += 6;
                 i++;
+                start = i;
                 continue;
             }
 
-            memcpy(p, s + start, i - start);
-            p += i - start;
-
-            *p++ = '\\';
-
-            switch (c) {
-            case '"':
-            case '\\':
-                *p++ = c;
-                break;
-            case '\n':
-                *p++ = 'n';
-                break;
-            case '\r':
-                *p++ = 'r';
-                break;
-            case '\t':
-                *p++ = 't';
-                break;
-            default:
-                /* other controls, and <>& which browsers might sniff */
-                *p++ = 'u';
-                *p++ = '0';
-                *p++ = '0';
-                *p++ = pg_json_hex[c >> 4];
-                *p++ = pg_json_hex[c & 0xf];
+            if (rune == 0x2028 || rune == 0x2029) {
+                /* valid JSON, but line terminators in JavaScript */
+                memcpy(p, s + start, i - start);
+                p += i - start;
+                memcpy(p, "\\u202", 5);
+                p += 5;
+                *p++ = pg_json_hex[rune & 0xf];
+                i += size;
+                start = i;
+                continue;
             }
 
-            i++;
-            start = i;
-            continue;
-        }
-
-        size = pg_json_utf8_decode(s + i, n - i, &rune);
-
-        if (size == 0) {
-            memcpy(p, s + start, i - start);
-            p += i - start;
-            memcpy(p, "\\ufffd", 6);
-            p += 6;
-            i++;
-            start = i;
-            continue;
-        }
-
-        if (rune == 0x2028 || rune == 0x2029) {
-            /* valid JSON, but line terminators in JavaScript */
-            memcpy(p, s + start, i - start);
-            p += i - start;
-            memcpy(p, "\\u202", 5);
-            p += 5;
-            *p++ = pg_json_hex[rune & 0xf];
             i += size;
-            start = i;
             continue;
         }
 
-        i += size;
+        if (c >= 0x20 && c != '"' && c != '\\'
+            && !(go && (c == '<' || c == '>' || c == '&')))
+        {
+            i++;
+            continue;
+        }
+
+        memcpy(p, s + start, i - start);
+        p += i - start;
+
+        *p++ = '\\';
+
+        switch (c) {
+        case '"':
+        case '\\':
+            *p++ = c;
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            /* other controls, and <>& which browsers might sniff */
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = pg_json_hex[c >> 4];
+            *p++ = pg_json_hex[c & 0xf];
+        }
+
+        i++;
+        start = i;
     }
 
     memcpy(p, s + start, n - start);
@@ -252,6 +194,13 @@ pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
     *p++ = '"';
 
     b->len = p - b->data;
+}
+
+
+void
+pg_json_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
+{
+    pg_json_quote(b, s, n, 1);
 }
 
 
@@ -619,75 +568,6 @@ pg_json_timestamp(pg_json_buf_t *b, int64_t ms)
 }
 
 
-/*
- * jsoniter's Stream.WriteString(): only controls, '"' and '\\' are
- * escaped; bytes that are not UTF-8, U+2028 and U+2029 go out as they are.
- */
-static void
-pg_json_label_string(pg_json_buf_t *b, const uint8_t *s, size_t n)
-{
-    size_t    i, start;
-    uint8_t  *p, c;
-
-    /* the worst case, every byte a \u00XX, is 6 bytes per input byte */
-    if (n > (SIZE_MAX - 2) / 6) {
-        b->failed = 1;
-        return;
-    }
-
-    p = pg_json_reserve(b, n * 6 + 2);
-    if (p == NULL) {
-        return;
-    }
-
-    *p++ = '"';
-    start = 0;
-
-    for (i = 0; i < n; i++) {
-        c = s[i];
-
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            continue;
-        }
-
-        memcpy(p, s + start, i - start);
-        p += i - start;
-
-        *p++ = '\\';
-
-        switch (c) {
-        case '"':
-        case '\\':
-            *p++ = c;
-            break;
-        case '\n':
-            *p++ = 'n';
-            break;
-        case '\r':
-            *p++ = 'r';
-            break;
-        case '\t':
-            *p++ = 't';
-            break;
-        default:
-            *p++ = 'u';
-            *p++ = '0';
-            *p++ = '0';
-            *p++ = pg_json_hex[c >> 4];
-            *p++ = pg_json_hex[c & 0xf];
-        }
-
-        start = i + 1;
-    }
-
-    memcpy(p, s + start, n - start);
-    p += n - start;
-    *p++ = '"';
-
-    b->len = p - b->data;
-}
-
-
 void
 pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n)
 {
@@ -701,9 +581,9 @@ pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n)
             pg_json_literal(b, ",");
         }
 
-        pg_json_label_string(b, labels[i].name.data, labels[i].name.len);
+        pg_json_quote(b, labels[i].name.data, labels[i].name.len, 0);
         pg_json_literal(b, ":");
-        pg_json_label_string(b, labels[i].value.data, labels[i].value.len);
+        pg_json_quote(b, labels[i].value.data, labels[i].value.len, 0);
     }
 
     pg_json_literal(b, "}");
@@ -720,3 +600,4 @@ pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
     pg_json_string(b, msg, len);
     pg_json_literal(b, "}");
 }
+

@@ -11,6 +11,7 @@
 
 #include "pg_core.h"
 #include "pg_rw.h"
+#include "pg_utf8.h"
 
 
 /* room pg_json_format_value() and pg_json_format_timestamp() may need */
@@ -72,11 +73,8 @@ void pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
 size_t pg_json_format_value(uint8_t *out, double v);
 size_t pg_json_format_timestamp(uint8_t *out, int64_t ms);
 
-/*
- * Go's utf8.DecodeRune(): the length of the valid sequence at p and its
- * code point, or 0 when p[0] does not start one (Go: U+FFFD, width 1).
- */
-size_t pg_json_utf8_decode(const uint8_t *p, size_t len, uint32_t *rune);
+/* the name pg_utf8_decode_rune() had here */
+#define pg_json_utf8_decode  pg_utf8_decode_rune
 
 /*
  * The shortest decimal digits that read back as v (v finite, not zero):
