@@ -149,13 +149,19 @@ typedef struct {
 } ngx_http_promgate_kafka_stats_key_t;
 
 
-/* the unix-domain listener a target is posted to */
+/*
+ * The unix-domain listener a target is posted to.  One promgate added
+ * itself (socket=, "own") is private: mode 0600, the worker user's, and it
+ * serves the consumers' target locations only (targets).
+ */
 typedef struct {
     ngx_str_t                       name;           /* "unix:/path" */
     struct sockaddr                *sockaddr;
     socklen_t                       socklen;
+    ngx_array_t                     targets;        /* core loc confs */
     ngx_queue_t                     idle;           /* this worker's */
     ngx_uint_t                      nidle;
+    unsigned                        own:1;
 } ngx_http_promgate_kafka_endpoint_t;
 
 

@@ -140,7 +140,10 @@ ngx_http_promgate_kafka_post_connect(ngx_http_promgate_kafka_post_t *post)
         if (ngx_file_info(ep->name.data + sizeof("unix:") - 1, &fi)
             == NGX_FILE_ERROR)
         {
-            post->error = "the unix socket of the target does not exist";
+            post->error = (ngx_errno == NGX_EACCES)
+                          ? "the worker user may not reach the unix socket "
+                            "of the target (permissions of its directory)"
+                          : "the unix socket of the target does not exist";
             return NGX_ERROR;
         }
 

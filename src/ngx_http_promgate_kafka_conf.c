@@ -38,6 +38,8 @@ typedef struct {
 
 static void *ngx_http_promgate_kafka_create_main_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_promgate_kafka_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_promgate_kafka_socket_access(ngx_http_request_t *r);
 static char *ngx_http_promgate_kafka_property(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_promgate_kafka_consumer(ngx_conf_t *cf,
@@ -92,7 +94,7 @@ ngx_module_t  ngx_http_promgate_kafka_module = {
     ngx_http_promgate_kafka_commands,      /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_promgate_kafka_init_module,   /* init module */
     ngx_http_promgate_kafka_init_process,  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -779,10 +781,12 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
     ngx_http_conf_port_t                 *port;
     ngx_http_conf_addr_t                 *addr, *found;
     ngx_http_core_main_conf_t            *cmcf;
+    ngx_uint_t                            own;
     ngx_http_promgate_kafka_endpoint_t   *ep, **epp;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
+    own = 0;
     found = NULL;
     sa = NULL;
     socklen = 0;
@@ -876,6 +880,8 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
             return NULL;
         }
 
+        own = 1;
+
     } else {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "promgate_kafka_consumer target \"%V\": its server has "
@@ -912,6 +918,14 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
 
     ngx_memcpy(ep->sockaddr, sa, socklen);
     ep->socklen = socklen;
+    ep->own = own;
+
+    if (ngx_array_init(&ep->targets, cf->pool, 1,
+                       sizeof(ngx_http_core_loc_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
 
     ep->name.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
     if (ep->name.data == NULL) {
@@ -1049,7 +1063,7 @@ ngx_http_promgate_kafka_target(ngx_conf_t *cf,
     ngx_http_promgate_kafka_consumer_conf_t *cc)
 {
     ngx_http_core_srv_conf_t       *cscf;
-    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_core_loc_conf_t       *clcf, **clcfp;
     ngx_http_promgate_loc_conf_t   *plcf;
     ngx_http_promgate_location_t   *target;
     ngx_http_promgate_main_conf_t  *pmcf;
@@ -1082,6 +1096,13 @@ ngx_http_promgate_kafka_target(ngx_conf_t *cf,
     if (cc->endpoint == NULL) {
         return NGX_ERROR;
     }
+
+    clcfp = ngx_array_push(&cc->endpoint->targets);
+    if (clcfp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *clcfp = clcf;
 
     cc->host = ngx_http_promgate_kafka_host(&cscf->server_name);
 
@@ -1132,6 +1153,137 @@ ngx_http_promgate_kafka_conf_cleanup(void *data)
 }
 
 
+/* ------------------------------------------ the consumers' sockets */
+
+
+static ngx_uint_t
+ngx_http_promgate_kafka_own_sockets(ngx_http_promgate_kafka_main_conf_t *kmcf)
+{
+    ngx_uint_t                            i;
+    ngx_http_promgate_kafka_endpoint_t  **epp;
+
+    epp = kmcf->endpoints.elts;
+
+    for (i = 0; i < kmcf->endpoints.nelts; i++) {
+        if (epp[i]->own) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * nginx makes a unix listener mode 0666, owned by the master's user: any
+ * local user could write through it.  The sockets promgate added itself
+ * (socket=) become the worker user's, mode 0600, once nginx opened them.
+ */
+
+static ngx_int_t
+ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle)
+{
+    u_char                               *path;
+    ngx_uint_t                            i;
+    ngx_core_conf_t                      *ccf;
+    ngx_http_promgate_kafka_main_conf_t  *kmcf;
+    ngx_http_promgate_kafka_endpoint_t  **epp;
+
+    kmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_promgate_kafka_module);
+
+    if (kmcf == NULL || ngx_test_config) {
+        return NGX_OK;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    epp = kmcf->endpoints.elts;
+
+    for (i = 0; i < kmcf->endpoints.nelts; i++) {
+        if (!epp[i]->own) {
+            continue;
+        }
+
+        path = epp[i]->name.data + sizeof("unix:") - 1;
+
+        if (geteuid() == 0
+            && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
+            && chown((char *) path, ccf->user, ccf->group) == -1)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "promgate kafka: chown(\"%s\") failed", path);
+            return NGX_ERROR;
+        }
+
+        if (chmod((char *) path, S_IRUSR|S_IWUSR) == -1) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "promgate kafka: chmod(\"%s\", 0600) failed", path);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A socket promgate added serves the consumers' target locations only:
+ * the rest of the target's server (its status, its exemplar query, its
+ * other locations) stays behind the server's own listeners and their
+ * checks.  Subrequests and internal redirects started there pass.
+ */
+
+static ngx_int_t
+ngx_http_promgate_kafka_socket_access(ngx_http_request_t *r)
+{
+    ngx_uint_t                            i, j;
+    ngx_listening_t                      *ls;
+    ngx_http_core_loc_conf_t             *clcf, **targets;
+    ngx_http_promgate_kafka_main_conf_t  *kmcf;
+    ngx_http_promgate_kafka_endpoint_t  **epp;
+
+    if (r != r->main || r->internal
+        || r->connection->listening == NULL
+        || r->connection->listening->sockaddr->sa_family != AF_UNIX)
+    {
+        return NGX_DECLINED;
+    }
+
+    ls = r->connection->listening;
+    kmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_kafka_module);
+    epp = kmcf->endpoints.elts;
+
+    for (i = 0; i < kmcf->endpoints.nelts; i++) {
+        if (!epp[i]->own
+            || ngx_cmp_sockaddr(ls->sockaddr, ls->socklen, epp[i]->sockaddr,
+                                epp[i]->socklen, 0)
+               != NGX_OK)
+        {
+            continue;
+        }
+
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        targets = epp[i]->targets.elts;
+
+        for (j = 0; j < epp[i]->targets.nelts; j++) {
+            if (targets[j] == clcf) {
+                return NGX_DECLINED;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "promgate kafka: \"%V\" is not a consumer's target: "
+                      "refused on the consumers' socket \"%V\"", &r->uri,
+                      &epp[i]->name);
+
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_promgate_kafka_init(ngx_conf_t *cf)
 {
@@ -1140,6 +1292,8 @@ ngx_http_promgate_kafka_init(ngx_conf_t *cf)
     ngx_http_promgate_kafka_main_conf_t      *kmcf;
     ngx_http_promgate_kafka_consumer_conf_t  *cc;
     ngx_http_promgate_kafka_stats_key_t     **kp;
+    ngx_http_handler_pt                      *h;
+    ngx_http_core_main_conf_t                *cmcf;
 
     kmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_promgate_kafka_module);
@@ -1213,6 +1367,17 @@ ngx_http_promgate_kafka_init(ngx_conf_t *cf)
         }
 
         *kp = &cc[i].key;
+    }
+
+    if (ngx_http_promgate_kafka_own_sockets(kmcf)) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_promgate_kafka_socket_access;
     }
 
     if (kmcf->consumers.nelts == 0) {

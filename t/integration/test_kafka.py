@@ -9,10 +9,13 @@ for members that left without a word (kill -9).
 """
 
 import datetime
+import http.client
 import json
 import os
 import re
 import signal
+import socket
+import stat
 import threading
 import time
 
@@ -650,6 +653,71 @@ def test_poison_is_counted_sent_to_dlq_and_never_stalls(sockdir, kafka, gate,
     assert m.sum("promgate_kafka_splits_total", group=group) >= 1
     assert m.sum("promgate_kafka_acked_messages_total",
                  group=group) >= 10
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.unix_path)
+
+
+def unix_request(path, method, uri, body=None, headers=None):
+    c = UnixHTTPConnection(path)
+    try:
+        c.request(method, uri, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_own_socket_is_private_and_serves_the_target_only(sockdir, kafka,
+                                                           make_nginx,
+                                                           make_fake):
+    """the unix socket promgate adds for its consumers (socket=) is the
+    worker user's, mode 0600, and answers only the consumers' target: the
+    server's other locations (status, exemplar query...) answer 403 there
+    and stay reachable over TCP"""
+    up = make_fake(default=Resp(204))
+    name = rw.uniq("kpriv")
+    kafka.create(name, 1)
+    sock = os.path.join(sockdir, "priv.sock")
+    n = start_gateway(make_nginx, [("fake", up.url)], kafka.bootstrap,
+                      ["topic=%s group=%s target=/api/v1/write socket=%s"
+                       % (name, name, sock)], workers=1,
+                      http_extra=EXEMPLAR_ZONE,
+                      write_extra="promgate_exemplars kexemplars;",
+                      server_extra="location = /api/v1/query_exemplars "
+                                   "{ promgate_exemplar_query kexemplars; }")
+    st = os.stat(sock)
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    worker_uid = os.stat("/proc/%d" % min(n.worker_pids())).st_uid
+    assert st.st_uid == worker_uid, (st.st_uid, worker_uid)
+
+    # the target, as the consumer posts to it
+    body = rw.compress(wr(name, 1, rw.now_ms()))
+    status, text = unix_request(sock, "POST", "/api/v1/write", body,
+                                dict(rw.RW_HEADERS))
+    assert status == 204, text
+    # everything else of the server: refused on the socket
+    for method, uri in (("GET", "/metrics"),
+                        ("GET", "/api/v1/query_exemplars?query=up"),
+                        ("GET", "/nothing"),
+                        ("POST", "/api/v1/write/x")):
+        status, text = unix_request(sock, method, uri)
+        assert status == 403, (uri, status, text[:200])
+    # and reachable over TCP as before
+    assert requests.get(n.status_url, timeout=10).status_code == 200
+    assert requests.get(n.url("/api/v1/query_exemplars"),
+                        params={"query": "up"}, timeout=10).status_code == 200
+    # the consumer itself still posts through it
+    kafka.produce(name, [rw.compress(wr(name, 2, rw.now_ms()))])
+    assert wait_for(lambda: len(up.posts()) >= 2, 30), up.posts()
 
 
 def test_broker_down_nginx_serves_and_quits_promptly(sockdir, kafka,
