@@ -4,6 +4,9 @@
  * jsoniter's plain WriteString for label names and values (the API's own
  * label encoder), strconv's shortest float formatting as
  * jsonutil.MarshalFloat uses it, jsonutil.MarshalTimestamp.
+ *
+ * JSON reading: the one reader of the JSON promgate takes in (see
+ * pg_json.h), strict but for what its callers' flags relax.
  */
 
 #include <math.h>
@@ -14,6 +17,13 @@
 
 
 static int pg_json_next_up(char *buf);
+static void pg_json_read_ws(pg_json_reader_t *r);
+static int pg_json_read_name(pg_json_reader_t *r, pg_str_t *name,
+    int first, unsigned depth);
+static int pg_json_read_hex4(const uint8_t *p, uint32_t *v);
+static int pg_json_read_chars(pg_json_reader_t *r, uint8_t *out,
+    size_t *len);
+static int pg_json_read_value(pg_json_reader_t *r, unsigned depth);
 
 
 static const char  pg_json_hex[] = "0123456789abcdef";
@@ -601,3 +611,540 @@ pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
     pg_json_literal(b, "}");
 }
 
+
+/* ------------------------------------------------------------ reading */
+
+void
+pg_json_read_init(pg_json_reader_t *r, const uint8_t *p, size_t len,
+    const pg_allocator_t *alloc, unsigned flags, unsigned max_depth)
+{
+    if (p == NULL) {
+        p = (const uint8_t *) "";
+        len = 0;
+    }
+
+    r->start = p;
+    r->p = p;
+    r->end = p + len;
+    r->alloc = alloc;
+    r->flags = flags;
+    r->max_depth = max_depth;
+    r->err = NULL;
+    r->err_pos = NULL;
+    r->nomem = 0;
+}
+
+
+static void
+pg_json_read_ws(pg_json_reader_t *r)
+{
+    while (r->p < r->end
+           && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n'
+               || *r->p == '\r'))
+    {
+        r->p++;
+    }
+}
+
+
+int
+pg_json_read_peek(pg_json_reader_t *r)
+{
+    pg_json_read_ws(r);
+
+    return r->p < r->end ? *r->p : -1;
+}
+
+
+int
+pg_json_read_fail(pg_json_reader_t *r, const char *what)
+{
+    if (r->err == NULL && !r->nomem) {
+        r->err = what;
+        r->err_pos = r->p;
+    }
+
+    return -1;
+}
+
+
+int
+pg_json_read_object(pg_json_reader_t *r)
+{
+    if (pg_json_read_peek(r) != '{') {
+        return pg_json_read_fail(r, "expected an object");
+    }
+
+    r->p++;
+
+    return 0;
+}
+
+
+int
+pg_json_read_member(pg_json_reader_t *r, pg_str_t *name, int first)
+{
+    return pg_json_read_name(r, name, first, 1);
+}
+
+
+/*
+ * A member's name at depth: it counts as a value there, so a name too deep
+ * is refused before it is read.  Stops right after the ':' (a value too
+ * deep is refused there).
+ */
+static int
+pg_json_read_name(pg_json_reader_t *r, pg_str_t *name, int first,
+    unsigned depth)
+{
+    int  c;
+
+    c = pg_json_read_peek(r);
+
+    if (c == '}') {
+        r->p++;
+        return 0;
+    }
+
+    if (!first) {
+        if (c != ',') {
+            return pg_json_read_fail(r, "expected ',' or '}'");
+        }
+
+        r->p++;
+    }
+
+    if (pg_json_read_peek(r) != '"') {
+        return pg_json_read_fail(r, "expected a member name");
+    }
+
+    if (depth > r->max_depth) {
+        return pg_json_read_fail(r, "nested too deeply");
+    }
+
+    if (name) {
+        if (pg_json_read_string(r, name) != 0) {
+            return -1;
+        }
+
+    } else if (pg_json_read_chars(r, NULL, NULL) != 0) {
+        return -1;
+    }
+
+    if (pg_json_read_peek(r) != ':') {
+        return pg_json_read_fail(r, "expected ':'");
+    }
+
+    r->p++;
+
+    return 1;
+}
+
+
+static int
+pg_json_read_hex4(const uint8_t *p, uint32_t *v)
+{
+    size_t   i;
+    uint8_t  c;
+
+    *v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            *v = *v << 4 | (c - '0');
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            *v = *v << 4 | ((c | 0x20) - 'a' + 10);
+
+        } else {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The string at r->p, from its opening quote to past its closing one,
+ * checked in reading order and, with out, unescaped into out (room for
+ * the bound pg_json_read_string() allocates).
+ */
+static int
+pg_json_read_chars(pg_json_reader_t *r, uint8_t *out, size_t *len)
+{
+    size_t          n;
+    uint8_t        *w;
+    uint32_t        c, lo;
+    const uint8_t  *p;
+
+    p = r->p + 1;
+    w = out;
+
+    for ( ;; ) {
+        if (p == r->end) {
+            r->p = r->end;
+            return pg_json_read_fail(r, "unterminated string");
+        }
+
+        if (*p == '"') {
+            break;
+        }
+
+        if (*p < 0x20) {
+            r->p = p;
+            return pg_json_read_fail(r, "control character in string");
+        }
+
+        if (*p != '\\') {
+            if (out == NULL || *p < 0x80 || (r->flags & PG_JSON_RAW_BYTES)) {
+                if (out) {
+                    *w++ = *p;
+                }
+
+                p++;
+                continue;
+            }
+
+            n = pg_utf8_decode_rune(p, r->end - p, &c);
+
+            if (n == 0) {
+                w += pg_utf8_encode_rune(w, 0xfffd);
+                p++;
+
+            } else {
+                memcpy(w, p, n);
+                w += n;
+                p += n;
+            }
+
+            continue;
+        }
+
+        if (++p == r->end) {
+            r->p = r->end;
+            return pg_json_read_fail(r, "unterminated string");
+        }
+
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+            c = *p;
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+
+        case 'u':
+            if (r->end - p < 5 || pg_json_read_hex4(p + 1, &c) != 0) {
+                r->p = p;
+                return pg_json_read_fail(r, "invalid \\u escape");
+            }
+
+            if (c == 0 && (r->flags & PG_JSON_NO_NUL)) {
+                r->p = p;
+                return pg_json_read_fail(r, "\\u0000 in a string");
+            }
+
+            p += 4;
+
+            if (c >= 0xd800 && c < 0xdc00 && r->end - p >= 7
+                && p[1] == '\\' && p[2] == 'u'
+                && pg_json_read_hex4(p + 3, &lo) == 0
+                && lo >= 0xdc00 && lo < 0xe000)
+            {
+                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+
+            } else if (c >= 0xd800 && c < 0xe000) {
+                c = 0xfffd;
+            }
+
+            break;
+
+        default:
+            r->p = p;
+            return pg_json_read_fail(r, "invalid escape");
+        }
+
+        p++;
+
+        if (out) {
+            w += pg_utf8_encode_rune(w, c);
+        }
+    }
+
+    r->p = p + 1;
+
+    if (len) {
+        *len = w - out;
+    }
+
+    return 0;
+}
+
+
+int
+pg_json_read_string(pg_json_reader_t *r, pg_str_t *out)
+{
+    size_t          n;
+    uint8_t        *buf;
+    const uint8_t  *q;
+
+    if (pg_json_read_peek(r) != '"') {
+        return pg_json_read_fail(r, "expected a string");
+    }
+
+    /* its end first: the room it needs depends on the length */
+    for (q = r->p + 1; q < r->end && *q != '"'; q++) {
+        if (*q == '\\' && ++q == r->end) {
+            break;
+        }
+    }
+
+    if (q >= r->end) {
+        r->p = r->end;
+        return pg_json_read_fail(r, "unterminated string");
+    }
+
+    /* a byte that is not UTF-8 may become 3 (U+FFFD), an escape never */
+    n = q - (r->p + 1);
+    n = (r->flags & PG_JSON_RAW_BYTES) ? n + 1 : n * 3 + 1;
+
+    buf = r->alloc->alloc(r->alloc->ctx, n);
+    if (buf == NULL) {
+        r->nomem = 1;
+        return -1;
+    }
+
+    if (pg_json_read_chars(r, buf, &n) != 0) {
+        return -1;
+    }
+
+    buf[n] = '\0';
+
+    out->data = buf;
+    out->len = n;
+
+    return 0;
+}
+
+
+int
+pg_json_read_number(pg_json_reader_t *r, pg_str_t *out)
+{
+    const uint8_t  *p, *end;
+
+    pg_json_read_ws(r);
+
+    p = r->p;
+    end = r->end;
+
+    if (p < end && *p == '-') {
+        p++;
+    }
+
+    if (r->flags & PG_JSON_LAX_NUMBERS) {
+        if (p == end || *p < '0' || *p > '9') {
+            r->p = p;
+            return pg_json_read_fail(r, "invalid number");
+        }
+
+        while (p < end
+               && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e'
+                   || *p == 'E' || *p == '+' || *p == '-'))
+        {
+            p++;
+        }
+
+        goto done;
+    }
+
+    if (p < end && *p == '0') {
+        p++;
+
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+    } else {
+        r->p = p;
+        return pg_json_read_fail(r, "invalid number");
+    }
+
+    if (p < end && *p == '.') {
+        p++;
+
+        if (p == end || *p < '0' || *p > '9') {
+            r->p = p;
+            return pg_json_read_fail(r, "invalid number");
+        }
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == end || *p < '0' || *p > '9') {
+            r->p = p;
+            return pg_json_read_fail(r, "invalid number");
+        }
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+done:
+
+    if (out) {
+        out->data = r->p;
+        out->len = p - r->p;
+    }
+
+    r->p = p;
+
+    return 0;
+}
+
+
+int
+pg_json_read_null(pg_json_reader_t *r)
+{
+    pg_json_read_ws(r);
+
+    if (r->end - r->p >= 4 && memcmp(r->p, "null", 4) == 0) {
+        r->p += 4;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+int
+pg_json_read_skip(pg_json_reader_t *r)
+{
+    return pg_json_read_value(r, 1);
+}
+
+
+/*
+ * Any value, checked and skipped; depth bounds the recursion.  It is
+ * checked where the value is to start, before white space.
+ */
+static int
+pg_json_read_value(pg_json_reader_t *r, unsigned depth)
+{
+    int  c, first, rc;
+
+    if (depth > r->max_depth) {
+        return pg_json_read_fail(r, "nested too deeply");
+    }
+
+    c = pg_json_read_peek(r);
+
+    switch (c) {
+
+    case -1:
+        return pg_json_read_fail(r, "expected a value");
+
+    case '"':
+        return pg_json_read_chars(r, NULL, NULL);
+
+    case '{':
+        r->p++;
+
+        for (first = 1; /* void */ ; first = 0) {
+            rc = pg_json_read_name(r, NULL, first, depth + 1);
+
+            if (rc != 1) {
+                return rc;
+            }
+
+            if (pg_json_read_value(r, depth + 1) != 0) {
+                return -1;
+            }
+        }
+
+    case '[':
+        r->p++;
+
+        if (pg_json_read_peek(r) == ']') {
+            r->p++;
+            return 0;
+        }
+
+        for ( ;; ) {
+            pg_json_read_ws(r);
+
+            if (pg_json_read_value(r, depth + 1) != 0) {
+                return -1;
+            }
+
+            c = pg_json_read_peek(r);
+
+            if (c == ',') {
+                r->p++;
+                continue;
+            }
+
+            if (c == ']') {
+                r->p++;
+                return 0;
+            }
+
+            return pg_json_read_fail(r, "expected ',' or ']'");
+        }
+
+    case 't':
+        if (r->end - r->p >= 4 && memcmp(r->p, "true", 4) == 0) {
+            r->p += 4;
+            return 0;
+        }
+        break;
+
+    case 'f':
+        if (r->end - r->p >= 5 && memcmp(r->p, "false", 5) == 0) {
+            r->p += 5;
+            return 0;
+        }
+        break;
+
+    case 'n':
+        if (pg_json_read_null(r)) {
+            return 0;
+        }
+        break;
+
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            return pg_json_read_number(r, NULL);
+        }
+    }
+
+    return pg_json_read_fail(r, "invalid value");
+}

@@ -4,6 +4,10 @@
  * label sets as the API's label encoder writes them (jsoniter's plain
  * WriteString, in label order), sample values as jsonutil.MarshalFloat
  * writes them and timestamps as jsonutil.MarshalTimestamp does.
+ *
+ * And the one JSON reader, for the documents promgate reads: the query
+ * API's JSON body (pg_time.c) and prometheus-kafka-adapter's messages
+ * (pg_kafka.c).
  */
 
 #ifndef PG_JSON_H
@@ -81,5 +85,73 @@ size_t pg_json_format_timestamp(uint8_t *out, int64_t ms);
  * v = 0.DIGITS * 10^point.  digits must hold 17 bytes; returns their count.
  */
 size_t pg_json_shortest(double v, uint8_t *digits, int *point);
+
+
+/* ------------------------------------------------------------ reading */
+
+/*
+ * The caller walks the members it expects and skips the rest.  Strings
+ * are unescaped as Go's encoding/json does: \uXXXX with surrogate pairs,
+ * a lone surrogate as U+FFFD, and a byte that is not UTF-8 as U+FFFD
+ * unless PG_JSON_RAW_BYTES keeps it.  Every call skips white space first;
+ * -1 is an error: err then names the first one and err_pos where it was
+ * found (at end: the input ended), or nomem is set (the allocator failed).
+ */
+
+/* bytes that are not UTF-8 are kept as they are (left to a later check) */
+#define PG_JSON_RAW_BYTES    0x01
+/* \u0000 is an error: the strings go on as C strings */
+#define PG_JSON_NO_NUL       0x02
+/*
+ * a number is a digit after an optional '-', then any run of 0-9 . e E +
+ * -, as the Kafka adapter's reader always took numbers (not only JSON's)
+ */
+#define PG_JSON_LAX_NUMBERS  0x04
+
+
+typedef struct {
+    const uint8_t          *start;
+    const uint8_t          *p;
+    const uint8_t          *end;
+    const pg_allocator_t   *alloc;
+    unsigned                flags;
+    unsigned                max_depth;  /* of nested values; a member of */
+                                        /*   the document's object is 1 */
+    const char             *err;
+    const uint8_t          *err_pos;
+    unsigned                nomem:1;
+} pg_json_reader_t;
+
+
+void pg_json_read_init(pg_json_reader_t *r, const uint8_t *p, size_t len,
+    const pg_allocator_t *alloc, unsigned flags, unsigned max_depth);
+
+/* the next byte, not taken; -1 at the end */
+int pg_json_read_peek(pg_json_reader_t *r);
+
+/* -1, and what went wrong here unless an error is recorded already */
+int pg_json_read_fail(pg_json_reader_t *r, const char *what);
+
+/* the '{' of an object */
+int pg_json_read_object(pg_json_reader_t *r);
+
+/*
+ * The next member of the object: 1 with its name (name NULL: checked, not
+ * kept), the reader right after the ':'; 0 after the closing '}'.  first is
+ * set for the call right after pg_json_read_object().
+ */
+int pg_json_read_member(pg_json_reader_t *r, pg_str_t *name, int first);
+
+/* a string, unescaped into memory from the allocator and NUL-terminated */
+int pg_json_read_string(pg_json_reader_t *r, pg_str_t *out);
+
+/* a number, as the text in the input */
+int pg_json_read_number(pg_json_reader_t *r, pg_str_t *out);
+
+/* 1 and past it when "null" is next, else 0 */
+int pg_json_read_null(pg_json_reader_t *r);
+
+/* any value, checked and skipped (nothing is allocated) */
+int pg_json_read_skip(pg_json_reader_t *r);
 
 #endif /* PG_JSON_H */

@@ -13,6 +13,7 @@
  * pg_kafka_batch_add()).
  */
 
+#include "pg_json.h"
 #include "pg_kafka.h"
 
 #include <stdarg.h>
@@ -373,370 +374,14 @@ pg_kafka_decode_either(const uint8_t *msg, size_t len, pg_rw_version_e want,
  * __name__ in labels wins over "name".  Unknown keys are skipped.
  */
 
-#define PG_JSON_MAX_DEPTH   32
-#define PG_JSON_MAX_LABELS  4096
-
-
-typedef struct {
-    const uint8_t      *start;
-    const uint8_t      *p;
-    const uint8_t      *end;
-    pg_allocator_t     *a;
-    int                 nomem;
-    const char         *err;
-} pg_json_t;
+#define PG_KAFKA_JSON_DEPTH   32
+#define PG_KAFKA_JSON_LABELS  4096
 
 
 typedef struct {
     char               *name;
     char               *value;
-} pg_json_label_t;
-
-
-static void
-pg_json_ws(pg_json_t *j)
-{
-    while (j->p < j->end
-           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n'
-               || *j->p == '\r'))
-    {
-        j->p++;
-    }
-}
-
-
-static int
-pg_json_fail(pg_json_t *j, const char *err)
-{
-    if (j->err == NULL) {
-        j->err = err;
-    }
-
-    return -1;
-}
-
-
-static int
-pg_json_hex4(const uint8_t *p, unsigned *v)
-{
-    unsigned  i, c, r;
-
-    r = 0;
-
-    for (i = 0; i < 4; i++) {
-        c = p[i];
-
-        if (c >= '0' && c <= '9') {
-            c -= '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            c = (c | 0x20) - 'a' + 10;
-
-        } else {
-            return -1;
-        }
-
-        r = r << 4 | c;
-    }
-
-    *v = r;
-
-    return 0;
-}
-
-
-static char *
-pg_json_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        *o++ = (char) cp;
-
-    } else if (cp < 0x800) {
-        *o++ = (char) (0xc0 | cp >> 6);
-        *o++ = (char) (0x80 | (cp & 0x3f));
-
-    } else if (cp < 0x10000) {
-        *o++ = (char) (0xe0 | cp >> 12);
-        *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char) (0x80 | (cp & 0x3f));
-
-    } else {
-        *o++ = (char) (0xf0 | cp >> 18);
-        *o++ = (char) (0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char) (0x80 | (cp & 0x3f));
-    }
-
-    return o;
-}
-
-
-/*
- * A string, unescaped into allocated memory and NUL-terminated (protobuf-c
- * takes C strings; a \u0000 is refused for that reason).  Lone surrogates
- * become U+FFFD as in Go.  Raw bytes are copied: the WriteRequest scan
- * checks UTF-8 afterwards.
- */
-
-static int
-pg_json_string(pg_json_t *j, char **out, size_t *olen)
-{
-    const uint8_t  *s, *p;
-    char           *buf, *o;
-    unsigned        cp, lo;
-
-    pg_json_ws(j);
-
-    if (j->p == j->end || *j->p != '"') {
-        return pg_json_fail(j, "expected a string");
-    }
-
-    s = ++j->p;
-
-    for (p = s; p < j->end && *p != '"'; p++) {
-        if (*p == '\\') {
-            p++;
-            if (p == j->end) {
-                break;
-            }
-
-        } else if (*p < 0x20) {
-            return pg_json_fail(j, "control character in a string");
-        }
-    }
-
-    if (p >= j->end) {
-        return pg_json_fail(j, "unterminated string");
-    }
-
-    /* unescaping never makes a string longer */
-
-    buf = j->a->alloc(j->a->ctx, (size_t) (p - s) + 1);
-    if (buf == NULL) {
-        j->nomem = 1;
-        return -1;
-    }
-
-    o = buf;
-
-    while (s < p) {
-        if (*s != '\\') {
-            *o++ = (char) *s++;
-            continue;
-        }
-
-        s++;
-
-        switch (*s++) {
-        case '"':  *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/':  *o++ = '/'; break;
-        case 'b':  *o++ = '\b'; break;
-        case 'f':  *o++ = '\f'; break;
-        case 'n':  *o++ = '\n'; break;
-        case 'r':  *o++ = '\r'; break;
-        case 't':  *o++ = '\t'; break;
-
-        case 'u':
-            if (p - s < 4 || pg_json_hex4(s, &cp) != 0) {
-                return pg_json_fail(j, "invalid \\u escape");
-            }
-
-            s += 4;
-
-            if (cp == 0) {
-                return pg_json_fail(j, "\\u0000 in a string");
-            }
-
-            if (cp >= 0xd800 && cp < 0xdc00) {
-                if (p - s >= 6 && s[0] == '\\' && s[1] == 'u'
-                    && pg_json_hex4(s + 2, &lo) == 0
-                    && lo >= 0xdc00 && lo < 0xe000)
-                {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                    s += 6;
-
-                } else {
-                    cp = 0xfffd;
-                }
-
-            } else if (cp >= 0xdc00 && cp < 0xe000) {
-                cp = 0xfffd;
-            }
-
-            o = pg_json_utf8(o, cp);
-            break;
-
-        default:
-            return pg_json_fail(j, "invalid escape in a string");
-        }
-    }
-
-    *o = '\0';
-
-    j->p = p + 1;
-
-    *out = buf;
-    *olen = (size_t) (o - buf);
-
-    return 0;
-}
-
-
-/* a number as JSON writes it, returned as its text */
-
-static int
-pg_json_number(pg_json_t *j, const uint8_t **num, size_t *len)
-{
-    const uint8_t  *p;
-
-    pg_json_ws(j);
-
-    p = j->p;
-
-    if (p < j->end && *p == '-') {
-        p++;
-    }
-
-    if (p == j->end || *p < '0' || *p > '9') {
-        return pg_json_fail(j, "expected a number");
-    }
-
-    while (p < j->end
-           && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e'
-               || *p == 'E' || *p == '+' || *p == '-'))
-    {
-        p++;
-    }
-
-    *num = j->p;
-    *len = (size_t) (p - j->p);
-    j->p = p;
-
-    return 0;
-}
-
-
-static int
-pg_json_literal(pg_json_t *j, const char *lit)
-{
-    size_t  n;
-
-    n = strlen(lit);
-
-    if ((size_t) (j->end - j->p) < n || memcmp(j->p, lit, n) != 0) {
-        return pg_json_fail(j, "invalid literal");
-    }
-
-    j->p += n;
-
-    return 0;
-}
-
-
-static int
-pg_json_skip(pg_json_t *j, unsigned depth)
-{
-    char           *s;
-    size_t          len;
-    const uint8_t  *num;
-
-    if (depth > PG_JSON_MAX_DEPTH) {
-        return pg_json_fail(j, "nested too deep");
-    }
-
-    pg_json_ws(j);
-
-    if (j->p == j->end) {
-        return pg_json_fail(j, "unexpected end");
-    }
-
-    switch (*j->p) {
-
-    case '"':
-        return pg_json_string(j, &s, &len);
-
-    case '{':
-    case '[':
-        if (*j->p++ == '{') {
-            pg_json_ws(j);
-
-            if (j->p < j->end && *j->p == '}') {
-                j->p++;
-                return 0;
-            }
-
-            for ( ;; ) {
-                if (pg_json_string(j, &s, &len) != 0) {
-                    return -1;
-                }
-
-                pg_json_ws(j);
-
-                if (j->p == j->end || *j->p++ != ':') {
-                    return pg_json_fail(j, "expected ':'");
-                }
-
-                if (pg_json_skip(j, depth + 1) != 0) {
-                    return -1;
-                }
-
-                pg_json_ws(j);
-
-                if (j->p < j->end && *j->p == ',') {
-                    j->p++;
-                    continue;
-                }
-
-                if (j->p < j->end && *j->p == '}') {
-                    j->p++;
-                    return 0;
-                }
-
-                return pg_json_fail(j, "expected ',' or '}'");
-            }
-        }
-
-        pg_json_ws(j);
-
-        if (j->p < j->end && *j->p == ']') {
-            j->p++;
-            return 0;
-        }
-
-        for ( ;; ) {
-            if (pg_json_skip(j, depth + 1) != 0) {
-                return -1;
-            }
-
-            pg_json_ws(j);
-
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-
-            if (j->p < j->end && *j->p == ']') {
-                j->p++;
-                return 0;
-            }
-
-            return pg_json_fail(j, "expected ',' or ']'");
-        }
-
-    case 't':
-        return pg_json_literal(j, "true");
-
-    case 'f':
-        return pg_json_literal(j, "false");
-
-    case 'n':
-        return pg_json_literal(j, "null");
-
-    default:
-        return pg_json_number(j, &num, &len);
-    }
-}
+} pg_kafka_label_t;
 
 
 static int
@@ -891,31 +536,44 @@ pg_kafka_label_cmp(const void *a, const void *b)
 }
 
 
+/* a member's value: a string, or a number as its text */
+static int
+pg_kafka_json_scalar(pg_json_reader_t *r, pg_str_t *s)
+{
+    if (pg_json_read_peek(r) == '"') {
+        return pg_json_read_string(r, s);
+    }
+
+    return pg_json_read_number(r, s);
+}
+
+
+/*
+ * Strings are taken as C strings (protobuf-c's), with their bytes as they
+ * are: the WriteRequest's scan checks UTF-8 as for any other request.
+ */
 static pg_kafka_rc_e
 pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
     pg_allocator_t *a, pg_kafka_decoded_t *out)
 {
-    char                      *key, *s, *name, *lname, *lvalue;
-    size_t                     klen, slen, i, nlabels, cap, size;
+    int                        first, lfirst, rc;
+    char                      *name;
+    size_t                     i, nlabels, cap, size;
     uint8_t                   *buf;
     int64_t                    ts;
     double                     value;
-    pg_json_t                  j;
-    const uint8_t             *num;
+    pg_str_t                   key, s, lname, lvalue;
     unsigned                   have_ts, have_value;
-    pg_json_label_t           *labels, *nl;
-    pg_kafka_rc_e              rc;
+    pg_json_reader_t           r;
+    pg_kafka_label_t          *labels, *nl;
     Prometheus__Label         *pl, **plp;
     Prometheus__Sample         sample, *samplep;
     Prometheus__TimeSeries     series, *seriesp;
     Prometheus__WriteRequest   wr;
 
-    j.start = msg;
-    j.p = msg;
-    j.end = msg + len;
-    j.a = a;
-    j.nomem = 0;
-    j.err = NULL;
+    pg_json_read_init(&r, msg, len, a,
+                      PG_JSON_RAW_BYTES | PG_JSON_NO_NUL
+                      | PG_JSON_LAX_NUMBERS, PG_KAFKA_JSON_DEPTH);
 
     name = NULL;
     labels = NULL;
@@ -926,54 +584,41 @@ pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
     ts = 0;
     value = 0;
 
-    pg_json_ws(&j);
-
-    if (j.p == j.end || *j.p++ != '{') {
-        pg_json_fail(&j, "expected an object");
+    if (pg_json_read_object(&r) != 0) {
         goto failed;
     }
 
-    pg_json_ws(&j);
+    for (first = 1; /* void */ ; first = 0) {
+        rc = pg_json_read_member(&r, &key, first);
 
-    if (j.p < j.end && *j.p == '}') {
-        j.p++;
-        goto parsed;
-    }
+        if (rc == 0) {
+            break;
+        }
 
-    for ( ;; ) {
-        if (pg_json_string(&j, &key, &klen) != 0) {
+        if (rc != 1) {
             goto failed;
         }
 
-        pg_json_ws(&j);
-
-        if (j.p == j.end || *j.p++ != ':') {
-            pg_json_fail(&j, "expected ':'");
-            goto failed;
-        }
-
-        pg_json_ws(&j);
-
-        if (strcmp(key, "timestamp") == 0) {
-            if (j.p < j.end && *j.p == '"') {
-                if (pg_json_string(&j, &s, &slen) != 0) {
+        if (strcmp((char *) key.data, "timestamp") == 0) {
+            if (pg_json_read_peek(&r) == '"') {
+                if (pg_json_read_string(&r, &s) != 0) {
                     goto failed;
                 }
 
-                if (pg_kafka_rfc3339(s, slen, &ts) != 0) {
-                    pg_json_fail(&j, "\"timestamp\" is not RFC 3339");
+                if (pg_kafka_rfc3339((char *) s.data, s.len, &ts) != 0) {
+                    pg_json_read_fail(&r, "\"timestamp\" is not RFC 3339");
                     goto failed;
                 }
 
             } else {
-                if (pg_json_number(&j, &num, &slen) != 0) {
+                if (pg_json_read_number(&r, &s) != 0) {
                     goto failed;
                 }
 
-                if (pg_kafka_float((const char *) num, slen, &value) != 0
+                if (pg_kafka_float((char *) s.data, s.len, &value) != 0
                     || value != value || value > 9.2e18 || value < -9.2e18)
                 {
-                    pg_json_fail(&j, "invalid \"timestamp\"");
+                    pg_json_read_fail(&r, "invalid \"timestamp\"");
                     goto failed;
                 }
 
@@ -982,130 +627,79 @@ pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
 
             have_ts = 1;
 
-        } else if (strcmp(key, "value") == 0) {
-            if (j.p < j.end && *j.p == '"') {
-                if (pg_json_string(&j, &s, &slen) != 0) {
-                    goto failed;
-                }
-
-            } else {
-                if (pg_json_number(&j, &num, &slen) != 0) {
-                    goto failed;
-                }
-
-                s = (char *) num;
+        } else if (strcmp((char *) key.data, "value") == 0) {
+            if (pg_kafka_json_scalar(&r, &s) != 0) {
+                goto failed;
             }
 
-            if (pg_kafka_float(s, slen, &value) != 0) {
-                pg_json_fail(&j, "\"value\" is not a number");
+            if (pg_kafka_float((char *) s.data, s.len, &value) != 0) {
+                pg_json_read_fail(&r, "\"value\" is not a number");
                 goto failed;
             }
 
             have_value = 1;
 
-        } else if (strcmp(key, "name") == 0) {
-            if (pg_json_string(&j, &name, &slen) != 0) {
+        } else if (strcmp((char *) key.data, "name") == 0) {
+            if (pg_json_read_string(&r, &s) != 0) {
                 goto failed;
             }
 
-        } else if (strcmp(key, "labels") == 0) {
-            if (j.p == j.end || *j.p++ != '{') {
-                pg_json_fail(&j, "\"labels\" is not an object");
+            name = (char *) s.data;
+
+        } else if (strcmp((char *) key.data, "labels") == 0) {
+            if (pg_json_read_peek(&r) != '{') {
+                pg_json_read_fail(&r, "\"labels\" is not an object");
                 goto failed;
             }
 
+            (void) pg_json_read_object(&r);
             nlabels = 0;
-            pg_json_ws(&j);
 
-            if (j.p < j.end && *j.p == '}') {
-                j.p++;
+            for (lfirst = 1; /* void */ ; lfirst = 0) {
+                rc = pg_json_read_member(&r, &lname, lfirst);
 
-            } else {
-                for ( ;; ) {
-                    if (pg_json_string(&j, &lname, &slen) != 0) {
-                        goto failed;
-                    }
+                if (rc == 0) {
+                    break;
+                }
 
-                    pg_json_ws(&j);
-
-                    if (j.p == j.end || *j.p++ != ':') {
-                        pg_json_fail(&j, "expected ':'");
-                        goto failed;
-                    }
-
-                    if (pg_json_string(&j, &lvalue, &slen) != 0) {
-                        goto failed;
-                    }
-
-                    if (nlabels == cap) {
-                        if (cap == PG_JSON_MAX_LABELS) {
-                            pg_json_fail(&j, "too many labels");
-                            goto failed;
-                        }
-
-                        cap = cap ? cap * 2 : 16;
-
-                        nl = a->alloc(a->ctx, cap * sizeof(pg_json_label_t));
-                        if (nl == NULL) {
-                            j.nomem = 1;
-                            goto failed;
-                        }
-
-                        if (nlabels) {
-                            memcpy(nl, labels,
-                                   nlabels * sizeof(pg_json_label_t));
-                        }
-
-                        labels = nl;
-                    }
-
-                    labels[nlabels].name = lname;
-                    labels[nlabels].value = lvalue;
-                    nlabels++;
-
-                    pg_json_ws(&j);
-
-                    if (j.p < j.end && *j.p == ',') {
-                        j.p++;
-                        continue;
-                    }
-
-                    if (j.p < j.end && *j.p == '}') {
-                        j.p++;
-                        break;
-                    }
-
-                    pg_json_fail(&j, "expected ',' or '}' in \"labels\"");
+                if (rc != 1 || pg_json_read_string(&r, &lvalue) != 0) {
                     goto failed;
                 }
+
+                if (nlabels == cap) {
+                    if (cap == PG_KAFKA_JSON_LABELS) {
+                        pg_json_read_fail(&r, "too many labels");
+                        goto failed;
+                    }
+
+                    cap = cap ? cap * 2 : 16;
+
+                    nl = a->alloc(a->ctx, cap * sizeof(pg_kafka_label_t));
+                    if (nl == NULL) {
+                        r.nomem = 1;
+                        goto failed;
+                    }
+
+                    if (nlabels) {
+                        memcpy(nl, labels,
+                               nlabels * sizeof(pg_kafka_label_t));
+                    }
+
+                    labels = nl;
+                }
+
+                labels[nlabels].name = (char *) lname.data;
+                labels[nlabels].value = (char *) lvalue.data;
+                nlabels++;
             }
 
-        } else if (pg_json_skip(&j, 1) != 0) {
+        } else if (pg_json_read_skip(&r) != 0) {
             goto failed;
         }
-
-        pg_json_ws(&j);
-
-        if (j.p < j.end && *j.p == ',') {
-            j.p++;
-            continue;
-        }
-
-        if (j.p < j.end && *j.p == '}') {
-            j.p++;
-            break;
-        }
-
-        pg_json_fail(&j, "expected ',' or '}'");
-        goto failed;
     }
 
-parsed:
-
-    pg_json_ws(&j);
-
-    if (j.p != j.end) {
-        pg_json_fail(&j, "trailing data after the object");
+    if (pg_json_read_peek(&r) != -1) {
+        pg_json_read_fail(&r, "trailing data after the object");
         goto failed;
     }
 
@@ -1189,13 +783,13 @@ parsed:
 
 failed:
 
-    if (j.nomem) {
+    if (r.nomem) {
         return PG_KAFKA_NOMEM;
     }
 
     out->reason = "json";
-    snprintf(out->error, sizeof(out->error), "json: %s at byte %zu",
-             j.err ? j.err : "invalid", (size_t) (j.p - j.start));
+    snprintf(out->error, sizeof(out->error), "json: %s at byte %zu", r.err,
+             (size_t) (r.err_pos - r.start));
 
     return PG_KAFKA_POISON;
 }

@@ -25,17 +25,6 @@ typedef struct {
 } pg_time_t;
 
 
-typedef struct {
-    const uint8_t  *p;
-    const uint8_t  *start;
-    const uint8_t  *end;
-    const pg_allocator_t  *alloc;
-    char           *err;
-    size_t          err_len;
-    int             nomem;
-} pg_qjson_t;
-
-
 static int pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t);
 static int pg_time_parse_float(const uint8_t *s, size_t len, double *v);
 static int pg_time_underscore_ok(const uint8_t *s, size_t len);
@@ -46,19 +35,15 @@ static int64_t pg_time_to_ms(pg_time_t t);
 static int pg_time_before(pg_time_t a, pg_time_t b);
 static int pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
     size_t *out_len);
+static size_t pg_query_key(const uint8_t *name, size_t len);
 static int pg_form_lookup(const uint8_t *s, size_t len,
     const pg_allocator_t *alloc, pg_str_t *found, unsigned *have);
 static pg_time_rc_e pg_query_finish(pg_query_params_t *qp,
     const pg_str_t *vals, unsigned have, const pg_allocator_t *alloc,
     char *err, size_t err_len);
 static void pg_time_errorf(char *err, size_t err_len, const char *fmt, ...);
-static size_t pg_time_utf8_encode(uint8_t *p, uint32_t r);
-static void pg_qj_ws(pg_qjson_t *j);
-static int pg_qj_fail(pg_qjson_t *j, const char *what);
-static int pg_qj_string(pg_qjson_t *j, pg_str_t *out);
-static int pg_qj_number(pg_qjson_t *j, pg_str_t *out);
-static int pg_qj_skip(pg_qjson_t *j, unsigned depth);
-static int pg_qj_hex4(const uint8_t *p, uint32_t *v);
+static pg_time_rc_e pg_query_json_failed(const pg_json_reader_t *r,
+    char *err, size_t err_len);
 
 
 static const char  *pg_query_keys[] = { "query", "start", "end" };
@@ -589,6 +574,24 @@ pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
 }
 
 
+/* the index of a parameter we look for, PG_Q_KEYS for any other */
+static size_t
+pg_query_key(const uint8_t *name, size_t len)
+{
+    size_t  k;
+
+    for (k = 0; k < PG_Q_KEYS; k++) {
+        if (strlen(pg_query_keys[k]) == len
+            && memcmp(pg_query_keys[k], name, len) == 0)
+        {
+            break;
+        }
+    }
+
+    return k;
+}
+
+
 /*
  * url.ParseQuery() split into pairs; the first value of each key we look
  * for is kept (FormValue() returns the first) unless already found.
@@ -631,13 +634,7 @@ pg_form_lookup(const uint8_t *s, size_t len, const pg_allocator_t *alloc,
 
         (void) pg_form_unescape(pair, klen, key, &n);
 
-        for (k = 0; k < PG_Q_KEYS; k++) {
-            if (strlen(pg_query_keys[k]) == n
-                && memcmp(pg_query_keys[k], key, n) == 0)
-            {
-                break;
-            }
-        }
+        k = pg_query_key(key, n);
 
         vlen = eq ? (size_t) (p - eq - 1) : 0;
 
@@ -800,45 +797,17 @@ pg_time_errorf(char *err, size_t err_len, const char *fmt, ...)
 }
 
 
-static size_t
-pg_time_utf8_encode(uint8_t *p, uint32_t r)
-{
-    if (r < 0x80) {
-        p[0] = (uint8_t) r;
-        return 1;
-    }
-
-    if (r < 0x800) {
-        p[0] = (uint8_t) (0xc0 | (r >> 6));
-        p[1] = (uint8_t) (0x80 | (r & 0x3f));
-        return 2;
-    }
-
-    if (r < 0x10000) {
-        p[0] = (uint8_t) (0xe0 | (r >> 12));
-        p[1] = (uint8_t) (0x80 | ((r >> 6) & 0x3f));
-        p[2] = (uint8_t) (0x80 | (r & 0x3f));
-        return 3;
-    }
-
-    p[0] = (uint8_t) (0xf0 | (r >> 18));
-    p[1] = (uint8_t) (0x80 | ((r >> 12) & 0x3f));
-    p[2] = (uint8_t) (0x80 | ((r >> 6) & 0x3f));
-    p[3] = (uint8_t) (0x80 | (r & 0x3f));
-    return 4;
-}
-
-
 pg_time_rc_e
 pg_parse_query_json(const uint8_t *body, size_t len,
     const pg_allocator_t *alloc, pg_query_params_t *qp, char *err,
     size_t err_len)
 {
-    pg_qjson_t  j;
-    pg_str_t    key, val, vals[PG_Q_KEYS];
-    unsigned    have;
-    size_t      k;
-    int         rc;
+    int               c, first, rc;
+    size_t            k;
+    uint8_t          *copy;
+    pg_str_t          key, val, vals[PG_Q_KEYS];
+    unsigned          have;
+    pg_json_reader_t  r;
 
     memset(vals, 0, sizeof(vals));
     have = 0;
@@ -849,94 +818,57 @@ pg_parse_query_json(const uint8_t *body, size_t len,
         return PG_TIME_BAD_REQUEST;
     }
 
-    if (body == NULL) {
-        body = (const uint8_t *) "";
-        len = 0;
+    pg_json_read_init(&r, body, len, alloc, 0, PG_QUERY_JSON_DEPTH);
+
+    if (pg_json_read_object(&r) != 0) {
+        return pg_query_json_failed(&r, err, err_len);
     }
 
-    j.p = body;
-    j.start = body;
-    j.end = body + len;
-    j.alloc = alloc;
-    j.err = err;
-    j.err_len = err_len;
-    j.nomem = 0;
+    for (first = 1; /* void */ ; first = 0) {
+        rc = pg_json_read_member(&r, &key, first);
 
-    pg_qj_ws(&j);
-
-    if (j.p == j.end || *j.p != '{') {
-        pg_qj_fail(&j, "expected an object");
-        goto failed;
-    }
-
-    j.p++;
-    pg_qj_ws(&j);
-
-    if (j.p < j.end && *j.p == '}') {
-        j.p++;
-        goto done;
-    }
-
-    for ( ;; ) {
-        pg_qj_ws(&j);
-
-        if (j.p == j.end || *j.p != '"') {
-            pg_qj_fail(&j, "expected a member name");
-            goto failed;
+        if (rc == 0) {
+            break;
         }
 
-        if (pg_qj_string(&j, &key) != 0) {
-            goto failed;
+        if (rc != 1) {
+            return pg_query_json_failed(&r, err, err_len);
         }
 
-        pg_qj_ws(&j);
-
-        if (j.p == j.end || *j.p != ':') {
-            pg_qj_fail(&j, "expected ':'");
-            goto failed;
-        }
-
-        j.p++;
-        pg_qj_ws(&j);
-
-        for (k = 0; k < PG_Q_KEYS; k++) {
-            if (strlen(pg_query_keys[k]) == key.len
-                && memcmp(pg_query_keys[k], key.data, key.len) == 0)
-            {
-                break;
-            }
-        }
+        k = pg_query_key(key.data, key.len);
+        c = pg_json_read_peek(&r);
 
         if (k == PG_Q_KEYS) {
-            if (pg_qj_skip(&j, 1) != 0) {
-                goto failed;
-            }
+            rc = pg_json_read_skip(&r);
 
-        } else if (j.p < j.end && *j.p == '"') {
-            if (pg_qj_string(&j, &val) != 0) {
-                goto failed;
-            }
-
-            vals[k] = val;
+        } else if (c == '"') {
+            rc = pg_json_read_string(&r, &vals[k]);
             have |= 1u << k;
 
-        } else if (j.p < j.end && (*j.p == '-' || (*j.p >= '0'
-                                                  && *j.p <= '9')))
-        {
-            if (pg_qj_number(&j, &val) != 0) {
-                goto failed;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            rc = pg_json_read_number(&r, &val);
+
+            if (rc == 0) {
+                /* the text outlives the body, as a string's does */
+                copy = alloc->alloc(alloc->ctx, val.len);
+                if (copy == NULL) {
+                    r.nomem = 1;
+                    return pg_query_json_failed(&r, err, err_len);
+                }
+
+                memcpy(copy, val.data, val.len);
+                vals[k].data = copy;
+                vals[k].len = val.len;
+                have |= 1u << k;
             }
 
-            vals[k] = val;
-            have |= 1u << k;
-
-        } else if (j.end - j.p >= 4 && memcmp(j.p, "null", 4) == 0) {
+        } else if (pg_json_read_null(&r)) {
             /* Go leaves a string as it was for null */
-            j.p += 4;
+            rc = 0;
 
         } else {
-            if (pg_qj_skip(&j, 1) != 0) {
-                goto failed;
+            if (pg_json_read_skip(&r) != 0) {
+                return pg_query_json_failed(&r, err, err_len);
             }
 
             pg_time_errorf(err, err_len, "invalid parameter \"%s\": must "
@@ -944,447 +876,49 @@ pg_parse_query_json(const uint8_t *body, size_t len,
             return PG_TIME_BAD_REQUEST;
         }
 
-        pg_qj_ws(&j);
-
-        if (j.p < j.end && *j.p == ',') {
-            j.p++;
-            continue;
+        if (rc != 0) {
+            return pg_query_json_failed(&r, err, err_len);
         }
-
-        if (j.p < j.end && *j.p == '}') {
-            j.p++;
-            break;
-        }
-
-        pg_qj_fail(&j, "expected ',' or '}'");
-        goto failed;
     }
 
-done:
-
-    pg_qj_ws(&j);
-
-    if (j.p != j.end) {
-        pg_qj_fail(&j, "unexpected data after the object");
-        goto failed;
+    if (pg_json_read_peek(&r) != -1) {
+        pg_json_read_fail(&r, "unexpected data after the object");
+        return pg_query_json_failed(&r, err, err_len);
     }
 
-    rc = pg_query_finish(qp, vals, have, alloc, err, err_len);
+    return pg_query_finish(qp, vals, have, alloc, err, err_len);
+}
 
-    return rc;
 
-failed:
+/* the reader's error, worded with where it was found */
+static pg_time_rc_e
+pg_query_json_failed(const pg_json_reader_t *r, char *err, size_t err_len)
+{
+    unsigned long  off;
+    uint8_t        c;
 
-    if (j.nomem) {
+    if (r->nomem) {
         pg_time_errorf(err, err_len, "out of memory");
         return PG_TIME_NO_MEMORY;
     }
 
+    if (r->err_pos >= r->end) {
+        pg_time_errorf(err, err_len, "invalid JSON body: unexpected end of "
+                       "input (%s)", r->err);
+        return PG_TIME_BAD_REQUEST;
+    }
+
+    off = (unsigned long) (r->err_pos - r->start);
+    c = *r->err_pos;
+
+    if (c >= 0x20 && c < 0x7f) {
+        pg_time_errorf(err, err_len, "invalid JSON body: unexpected '%c' at "
+                       "offset %lu (%s)", c, off, r->err);
+
+    } else {
+        pg_time_errorf(err, err_len, "invalid JSON body: unexpected byte "
+                       "0x%02x at offset %lu (%s)", c, off, r->err);
+    }
+
     return PG_TIME_BAD_REQUEST;
-}
-
-
-static void
-pg_qj_ws(pg_qjson_t *j)
-{
-    while (j->p < j->end
-           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n'
-               || *j->p == '\r'))
-    {
-        j->p++;
-    }
-}
-
-
-static int
-pg_qj_fail(pg_qjson_t *j, const char *what)
-{
-    unsigned long  off;
-
-    if (j->nomem) {
-        return -1;
-    }
-
-    off = (unsigned long) (j->p - j->start);
-
-    if (j->p >= j->end) {
-        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
-                       "end of input (%s)", what);
-
-    } else if (*j->p >= 0x20 && *j->p < 0x7f) {
-        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
-                       "'%c' at offset %lu (%s)", *j->p, off, what);
-
-    } else {
-        pg_time_errorf(j->err, j->err_len, "invalid JSON body: unexpected "
-                       "byte 0x%02x at offset %lu (%s)", *j->p, off, what);
-    }
-
-    return -1;
-}
-
-
-static int
-pg_qj_hex4(const uint8_t *p, uint32_t *v)
-{
-    size_t   i;
-    uint8_t  c;
-
-    *v = 0;
-
-    for (i = 0; i < 4; i++) {
-        c = p[i];
-
-        if (c >= '0' && c <= '9') {
-            *v = *v << 4 | (c - '0');
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            *v = *v << 4 | ((c | 0x20) - 'a' + 10);
-
-        } else {
-            return -1;
-        }
-    }
-
-    return 0;
-}
-
-
-/*
- * A JSON string, unescaped as Go's encoding/json does: \uXXXX with
- * surrogate pairs, a lone surrogate and invalid UTF-8 as U+FFFD.
- */
-static int
-pg_qj_string(pg_qjson_t *j, pg_str_t *out)
-{
-    const uint8_t  *p, *q;
-    uint8_t        *buf, *w;
-    uint32_t        r, r2;
-    size_t          n;
-
-    p = j->p + 1;
-
-    /* find the end first: the unescaped form is at most 3 times longer */
-    for (q = p; q < j->end && *q != '"'; q++) {
-        if (*q == '\\') {
-            q++;
-        }
-    }
-
-    if (q >= j->end) {
-        j->p = j->end;
-        return pg_qj_fail(j, "unterminated string");
-    }
-
-    buf = j->alloc->alloc(j->alloc->ctx, (q - p) * 3 + 1);
-    if (buf == NULL) {
-        j->nomem = 1;
-        return -1;
-    }
-
-    w = buf;
-
-    while (p < q) {
-
-        if (*p < 0x20) {
-            j->p = p;
-            return pg_qj_fail(j, "control character in string");
-        }
-
-        if (*p != '\\') {
-            n = pg_json_utf8_decode(p, q - p, &r);
-
-            if (n == 0) {
-                w += pg_time_utf8_encode(w, 0xfffd);
-                p++;
-
-            } else {
-                memcpy(w, p, n);
-                w += n;
-                p += n;
-            }
-
-            continue;
-        }
-
-        p++;
-
-        switch (*p) {
-        case '"':
-        case '\\':
-        case '/':
-            *w++ = *p++;
-            continue;
-        case 'b':
-            *w++ = '\b';
-            p++;
-            continue;
-        case 'f':
-            *w++ = '\f';
-            p++;
-            continue;
-        case 'n':
-            *w++ = '\n';
-            p++;
-            continue;
-        case 'r':
-            *w++ = '\r';
-            p++;
-            continue;
-        case 't':
-            *w++ = '\t';
-            p++;
-            continue;
-        case 'u':
-            break;
-        default:
-            j->p = p;
-            return pg_qj_fail(j, "invalid escape");
-        }
-
-        if (q - p < 5 || pg_qj_hex4(p + 1, &r) != 0) {
-            j->p = p;
-            return pg_qj_fail(j, "invalid \\u escape");
-        }
-
-        p += 5;
-
-        if (r >= 0xd800 && r < 0xe000) {
-            if (r < 0xdc00 && q - p >= 6 && p[0] == '\\' && p[1] == 'u'
-                && pg_qj_hex4(p + 2, &r2) == 0
-                && r2 >= 0xdc00 && r2 < 0xe000)
-            {
-                r = 0x10000 + ((r - 0xd800) << 10) + (r2 - 0xdc00);
-                p += 6;
-
-            } else {
-                r = 0xfffd;
-            }
-        }
-
-        w += pg_time_utf8_encode(w, r);
-    }
-
-    j->p = q + 1;
-    out->data = buf;
-    out->len = w - buf;
-
-    return 0;
-}
-
-
-/* a JSON number, kept as text: Go's ParseFloat reads that grammar too */
-static int
-pg_qj_number(pg_qjson_t *j, pg_str_t *out)
-{
-    const uint8_t  *p, *start;
-    uint8_t        *buf;
-
-    start = j->p;
-    p = start;
-
-    if (*p == '-') {
-        p++;
-    }
-
-    if (p < j->end && *p == '0') {
-        p++;
-
-    } else if (p < j->end && *p >= '1' && *p <= '9') {
-        while (p < j->end && *p >= '0' && *p <= '9') {
-            p++;
-        }
-
-    } else {
-        j->p = p;
-        return pg_qj_fail(j, "invalid number");
-    }
-
-    if (p < j->end && *p == '.') {
-        p++;
-
-        if (p == j->end || *p < '0' || *p > '9') {
-            j->p = p;
-            return pg_qj_fail(j, "invalid number");
-        }
-
-        while (p < j->end && *p >= '0' && *p <= '9') {
-            p++;
-        }
-    }
-
-    if (p < j->end && (*p == 'e' || *p == 'E')) {
-        p++;
-
-        if (p < j->end && (*p == '+' || *p == '-')) {
-            p++;
-        }
-
-        if (p == j->end || *p < '0' || *p > '9') {
-            j->p = p;
-            return pg_qj_fail(j, "invalid number");
-        }
-
-        while (p < j->end && *p >= '0' && *p <= '9') {
-            p++;
-        }
-    }
-
-    if (out) {
-        buf = j->alloc->alloc(j->alloc->ctx, p - start);
-        if (buf == NULL) {
-            j->nomem = 1;
-            return -1;
-        }
-
-        memcpy(buf, start, p - start);
-        out->data = buf;
-        out->len = p - start;
-    }
-
-    j->p = p;
-
-    return 0;
-}
-
-
-/* any JSON value, checked and skipped; depth bounds the recursion */
-static int
-pg_qj_skip(pg_qjson_t *j, unsigned depth)
-{
-    const uint8_t  *q;
-    uint8_t         close;
-
-    if (depth > PG_JSON_MAX_DEPTH) {
-        return pg_qj_fail(j, "nested too deeply");
-    }
-
-    pg_qj_ws(j);
-
-    if (j->p == j->end) {
-        return pg_qj_fail(j, "expected a value");
-    }
-
-    switch (*j->p) {
-
-    case '"':
-        /* validated without keeping it */
-        for (q = j->p + 1; q < j->end && *q != '"'; q++) {
-            if (*q < 0x20) {
-                j->p = q;
-                return pg_qj_fail(j, "control character in string");
-            }
-
-            if (*q == '\\') {
-                q++;
-
-                if (q == j->end) {
-                    break;
-                }
-
-                if (*q == 'u') {
-                    uint32_t  r;
-
-                    if (j->end - q < 5 || pg_qj_hex4(q + 1, &r) != 0) {
-                        j->p = q;
-                        return pg_qj_fail(j, "invalid \\u escape");
-                    }
-
-                    q += 4;
-
-                } else if (strchr("\"\\/bfnrt", *q) == NULL || *q == '\0') {
-                    j->p = q;
-                    return pg_qj_fail(j, "invalid escape");
-                }
-            }
-        }
-
-        if (q >= j->end) {
-            j->p = j->end;
-            return pg_qj_fail(j, "unterminated string");
-        }
-
-        j->p = q + 1;
-        return 0;
-
-    case '{':
-    case '[':
-        close = (*j->p == '{') ? '}' : ']';
-        j->p++;
-        pg_qj_ws(j);
-
-        if (j->p < j->end && *j->p == close) {
-            j->p++;
-            return 0;
-        }
-
-        for ( ;; ) {
-            pg_qj_ws(j);
-
-            if (close == '}') {
-                if (j->p == j->end || *j->p != '"') {
-                    return pg_qj_fail(j, "expected a member name");
-                }
-
-                if (pg_qj_skip(j, depth + 1) != 0) {
-                    return -1;
-                }
-
-                pg_qj_ws(j);
-
-                if (j->p == j->end || *j->p != ':') {
-                    return pg_qj_fail(j, "expected ':'");
-                }
-
-                j->p++;
-            }
-
-            if (pg_qj_skip(j, depth + 1) != 0) {
-                return -1;
-            }
-
-            pg_qj_ws(j);
-
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-
-            if (j->p < j->end && *j->p == close) {
-                j->p++;
-                return 0;
-            }
-
-            return pg_qj_fail(j, close == '}' ? "expected ',' or '}'"
-                                              : "expected ',' or ']'");
-        }
-
-    case 't':
-        if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
-            j->p += 4;
-            return 0;
-        }
-        break;
-
-    case 'f':
-        if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {
-            j->p += 5;
-            return 0;
-        }
-        break;
-
-    case 'n':
-        if (j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) {
-            j->p += 4;
-            return 0;
-        }
-        break;
-
-    default:
-        if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) {
-            return pg_qj_number(j, NULL);
-        }
-    }
-
-    return pg_qj_fail(j, "invalid value");
 }

@@ -63,11 +63,11 @@ pg_time_rc_e pg_parse_query_params(const uint8_t *args, size_t args_len,
  * The same from a JSON body: {"query":"...","start":"...","end":...},
  * values strings or numbers (null as absent); other members are ignored,
  * a repeated member replaces the earlier one, as Go's encoding/json does.
- * Malformed JSON, nesting deeper than PG_JSON_MAX_DEPTH and a body above
+ * Malformed JSON, nesting deeper than PG_QUERY_JSON_DEPTH and a body above
  * PG_QUERY_JSON_MAX bytes are rejected with a message.
  */
-#define PG_JSON_MAX_DEPTH   64
-#define PG_QUERY_JSON_MAX   (1024 * 1024)
+#define PG_QUERY_JSON_DEPTH  64
+#define PG_QUERY_JSON_MAX    (1024 * 1024)
 
 pg_time_rc_e pg_parse_query_json(const uint8_t *body, size_t len,
     const pg_allocator_t *alloc, pg_query_params_t *qp, char *err,

@@ -1130,6 +1130,87 @@ test_query_json(void **state)
 }
 
 
+/* the reader itself: walking an object, and what the flags change */
+static void
+test_reader(void **state)
+{
+    arena_t           a = ARENA;
+    pg_str_t          name, v;
+    pg_allocator_t    alloc = { arena_alloc, &a };
+    pg_json_reader_t  r;
+
+    static const char  doc[] = " {\"a\" : \"x\\u00e9\xff\", \"n\":-1.5e3,"
+                               "\"skip\":{\"k\":[true,null,{}]}, \"z\":null}";
+
+    pg_json_read_init(&r, (const uint8_t *) doc, sizeof(doc) - 1, &alloc, 0,
+                      3);
+    assert_int_equal(pg_json_read_object(&r), 0);
+
+    assert_int_equal(pg_json_read_member(&r, &name, 1), 1);
+    assert_memory_equal(name.data, "a", 2);
+    assert_int_equal(pg_json_read_string(&r, &v), 0);
+    assert_int_equal(v.len, 6);
+    assert_memory_equal(v.data, "x\xc3\xa9\xef\xbf\xbd", 7);
+
+    assert_int_equal(pg_json_read_member(&r, &name, 0), 1);
+    assert_int_equal(pg_json_read_number(&r, &v), 0);
+    assert_int_equal(v.len, 6);
+    assert_memory_equal(v.data, "-1.5e3", 6);
+
+    assert_int_equal(pg_json_read_member(&r, NULL, 0), 1);
+    assert_int_equal(pg_json_read_skip(&r), 0);
+    assert_int_equal(pg_json_read_member(&r, NULL, 0), 1);
+    assert_int_equal(pg_json_read_null(&r), 1);
+    assert_int_equal(pg_json_read_member(&r, NULL, 0), 0);
+    assert_int_equal(pg_json_read_peek(&r), -1);
+    assert_null(r.err);
+
+    /* {"k":[true,...]}: true is 3 deep */
+    pg_json_read_init(&r, (const uint8_t *) doc, sizeof(doc) - 1, &alloc, 0,
+                      2);
+    assert_int_equal(pg_json_read_object(&r), 0);
+    assert_int_equal(pg_json_read_member(&r, NULL, 1), 1);
+    assert_int_equal(pg_json_read_skip(&r), 0);
+    assert_int_equal(pg_json_read_member(&r, NULL, 0), 1);
+    assert_int_equal(pg_json_read_skip(&r), 0);
+    assert_int_equal(pg_json_read_member(&r, NULL, 0), 1);
+    assert_int_equal(pg_json_read_skip(&r), -1);
+    assert_string_equal(r.err, "nested too deeply");
+    assert_int_equal(r.err_pos - r.start, 44);
+
+    /* raw bytes, no \u0000, numbers as the Kafka reader took them */
+    pg_json_read_init(&r, (const uint8_t *) "\"\xff\\u00e9\" 01.2.3e+-",
+                      19, &alloc,
+                      PG_JSON_RAW_BYTES | PG_JSON_NO_NUL
+                      | PG_JSON_LAX_NUMBERS, 32);
+    assert_int_equal(pg_json_read_string(&r, &v), 0);
+    assert_int_equal(v.len, 3);
+    assert_memory_equal(v.data, "\xff\xc3\xa9", 4);
+    assert_int_equal(pg_json_read_number(&r, &v), 0);
+    assert_int_equal(v.len, 9);
+    assert_int_equal(pg_json_read_peek(&r), -1);
+
+    pg_json_read_init(&r, (const uint8_t *) "[\"a\\u0000\"]", 11, &alloc,
+                      PG_JSON_NO_NUL, 32);
+    assert_int_equal(pg_json_read_skip(&r), -1);
+    assert_string_equal(r.err, "\\u0000 in a string");
+
+    pg_json_read_init(&r, (const uint8_t *) "01", 2, &alloc, 0, 32);
+    assert_int_equal(pg_json_read_number(&r, &v), 0);
+    assert_int_equal(v.len, 1);
+
+    /* running out of memory is no error text */
+    a.left = 0;
+    pg_json_read_init(&r, (const uint8_t *) "{\"a\":1}", 7, &alloc, 0, 32);
+    assert_int_equal(pg_json_read_object(&r), 0);
+    assert_int_equal(pg_json_read_member(&r, &name, 1), -1);
+    assert_true(r.nomem);
+    assert_null(r.err);
+
+    arena_free(&a);
+}
+
+
 int
 main(void)
 {
@@ -1143,6 +1224,7 @@ main(void)
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_query_json),
+        cmocka_unit_test(test_reader),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
