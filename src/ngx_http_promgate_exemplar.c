@@ -37,13 +37,6 @@ static int ngx_http_promgate_query_match(void *ctx, const pg_label_t *labels,
     size_t n);
 
 
-void *
-ngx_http_promgate_pool_alloc(void *ctx, size_t size)
-{
-    return ngx_palloc((ngx_pool_t *) ctx, size);
-}
-
-
 /* ------------------------------------------------------------ the zone */
 
 
@@ -278,28 +271,6 @@ ngx_http_promgate_exemplar_check(ngx_conf_t *cf, ngx_shm_zone_t *zone)
 
 
 /* ---------------------------------------------------------- capturing */
-
-
-/* the tenant of a request: the value of promgate_tenant_header */
-
-void
-ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
-{
-    ngx_table_elt_t                *h;
-    ngx_http_promgate_main_conf_t  *pmcf;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
-
-    h = ngx_http_promgate_find_header(&r->headers_in.headers,
-                                      pmcf->tenant_header.data,
-                                      pmcf->tenant_header.len);
-    if (h) {
-        *tenant = h->value;
-
-    } else {
-        ngx_str_null(tenant);
-    }
-}
 
 
 static pg_label_t *

@@ -18,6 +18,7 @@
 #include "pg_policy.h"
 
 #include "ngx_http_promgate_forward.h"
+#include "ngx_http_promgate_util.h"
 
 
 #define NGX_HTTP_PROMGATE_MAX_TARGETS    64
@@ -202,27 +203,17 @@ char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example, ngx_uint_t params);
 ngx_http_promgate_location_t *ngx_http_promgate_find_location(
     ngx_http_promgate_main_conf_t *pmcf, void *server, ngx_str_t *uri);
-ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
-    size_t *len);
-void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
-ngx_table_elt_t *ngx_http_promgate_find_header(ngx_list_t *headers,
-    u_char *name, size_t len);
-ngx_int_t ngx_http_promgate_snappy_encoded(ngx_http_request_t *r);
-ngx_int_t ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg,
-    const char *what, const char *example, ngx_str_t *name, size_t *size);
 
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);
 
 /* ngx_http_promgate_exemplar.c */
-void *ngx_http_promgate_pool_alloc(void *ctx, size_t size);
 char *ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_promgate_exemplar_check(ngx_conf_t *cf,
     ngx_shm_zone_t *zone);
-void ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
 int ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s);
 void ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx);
 u_char *ngx_http_promgate_exemplar_status(u_char *p, u_char *last,

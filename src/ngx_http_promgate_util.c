@@ -1,0 +1,230 @@
+
+/*
+ * promgate: helpers several glue files use (see the head of
+ * ngx_http_promgate_util.h).  Nothing here calls another glue file.
+ */
+
+
+#include "ngx_http_promgate_module.h"
+
+
+/* ------------------------------------------------------------ requests */
+
+
+/* the first header of that name in a list (request or response headers) */
+
+ngx_table_elt_t *
+ngx_http_promgate_find_header(ngx_list_t *headers, u_char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* remote write and remote read bodies: "Content-Encoding: snappy" */
+
+ngx_int_t
+ngx_http_promgate_snappy_encoded(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_promgate_find_header(&r->headers_in.headers,
+                                      (u_char *) "Content-Encoding", 16);
+
+    return h != NULL && h->value.len == 6
+           && ngx_strncasecmp(h->value.data, (u_char *) "snappy", 6) == 0;
+}
+
+
+/* the tenant of a request: the value of promgate_tenant_header */
+
+void
+ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
+{
+    ngx_table_elt_t                *h;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
+
+    h = ngx_http_promgate_find_header(&r->headers_in.headers,
+                                      pmcf->tenant_header.data,
+                                      pmcf->tenant_header.len);
+    if (h) {
+        *tenant = h->value;
+
+    } else {
+        ngx_str_null(tenant);
+    }
+}
+
+
+/*
+ * A request body as one piece of memory: in place when nginx holds it in
+ * one buffer, else gathered from its buffers and temp file into the pool.
+ * *len is 0 without a body.
+ */
+
+ngx_int_t
+ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
+    size_t *len)
+{
+    u_char       *p;
+    off_t         size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            size += ngx_buf_size(cl->buf);
+        }
+    }
+
+    *len = (size_t) size;
+
+    if (size == 0) {
+        *data = NULL;
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        *data = cl->buf->pos;
+        return NGX_OK;
+    }
+
+    p = ngx_palloc(r->pool, (size_t) size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *data = p;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                          "promgate: could not read the request body back "
+                          "from \"%V\"", &b->file->name);
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    return NGX_OK;
+}
+
+
+/* -------------------------------------------------------------- memory */
+
+
+void *
+ngx_http_promgate_pool_alloc(void *ctx, size_t size)
+{
+    return ngx_palloc((ngx_pool_t *) ctx, size);
+}
+
+
+/* --------------------------------------------------------------- zones */
+
+
+/*
+ * The NAME:SIZE argument of the zone directives.  what and example make
+ * the error messages ("exemplar zone", "exemplars:64m").
+ */
+
+ngx_int_t
+ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg, const char *what,
+    const char *example, ngx_str_t *name, size_t *size)
+{
+    u_char     *p;
+    ngx_str_t   s;
+
+    p = (u_char *) ngx_strlchr(arg->data, arg->data + arg->len, ':');
+
+    if (p == NULL || p == arg->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s \"%V\": expected NAME:SIZE, such as "
+                           "%s", what, arg, example);
+        return NGX_ERROR;
+    }
+
+    name->data = arg->data;
+    name->len = p - arg->data;
+
+    s.data = p + 1;
+    s.len = arg->data + arg->len - s.data;
+
+    *size = ngx_parse_size(&s);
+
+    if (*size == (size_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s size \"%V\"", what, arg);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The largest block left in a fresh shared zone, for the structures of
+ * src/core that want one contiguous region (the exemplar ring, the
+ * series set).  *size gets its size; NULL if not even a page is left.
+ */
+
+void *
+ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size)
+{
+    void    *base;
+    size_t   n;
+
+    for (n = shpool->pfree * ngx_pagesize; n > ngx_pagesize;
+         n -= ngx_pagesize)
+    {
+        base = ngx_slab_alloc(shpool, n);
+
+        if (base) {
+            *size = n;
+            return base;
+        }
+    }
+
+    return NULL;
+}
