@@ -15,6 +15,10 @@
 #include "pg_wal.h"
 
 
+#define NGX_HTTP_PROMGATE_EXEMPLAR_MAGIC   0x50475845u    /* "PGXE" */
+#define NGX_HTTP_PROMGATE_EXEMPLAR_LAYOUT  1
+
+
 typedef struct {
     pg_label_t                     *series;
     size_t                          nseries;
@@ -25,8 +29,8 @@ typedef struct {
 } ngx_http_promgate_exemplar_t;
 
 
-static ngx_int_t ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone,
-    void *data);
+static ngx_int_t ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
+    ngx_uint_t reused);
 static void ngx_http_promgate_query_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_query(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_query_send(ngx_http_request_t *r,
@@ -35,6 +39,16 @@ static ngx_int_t ngx_http_promgate_query_error(ngx_http_request_t *r,
     const char *msg, size_t len);
 static int ngx_http_promgate_query_match(void *ctx, const pg_label_t *labels,
     size_t n);
+
+
+static ngx_http_promgate_zone_kind_t  ngx_http_promgate_exemplar_kind = {
+    "promgate_exemplar",
+    "exemplar zone",
+    NGX_HTTP_PROMGATE_EXEMPLAR_MAGIC,
+    NGX_HTTP_PROMGATE_EXEMPLAR_LAYOUT,
+    sizeof(ngx_http_promgate_exshm_t),
+    ngx_http_promgate_exzone_init
+};
 
 
 /* ------------------------------------------------------------ the zone */
@@ -48,7 +62,6 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_t                      *value, name;
     ngx_int_t                       max;
     ngx_uint_t                      i;
-    ngx_shm_zone_t                 *shm_zone, **zp;
     ngx_http_promgate_exzone_t     *ctx;
     ngx_http_promgate_main_conf_t  *pmcf = conf;
 
@@ -114,51 +127,40 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     ctx->name.len = name.len;
     ctx->max = (uint32_t) max;
 
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_promgate_module);
-    if (shm_zone == NULL) {
+    if (ngx_http_promgate_zone_add(cf, &name, size,
+                                   &ngx_http_promgate_exemplar_kind,
+                                   &ctx->zone, &pmcf->exemplar_zones)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "exemplar zone \"%V\" is duplicate", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    shm_zone->init = ngx_http_promgate_exzone_init;
-    shm_zone->data = ctx;
-
-    zp = ngx_array_push(&pmcf->exemplar_zones);
-    if (zp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *zp = shm_zone;
 
     return NGX_CONF_OK;
 }
 
 
+/*
+ * The kind's part of a zone's initialization: the ring and the WAL
+ * sequence map, built anew, or attached as the previous cycle left them.
+ */
+
 static ngx_int_t
-ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
+    ngx_uint_t reused)
 {
-    size_t                       size;
-    void                        *base;
-    ngx_slab_pool_t             *shpool;
-    ngx_http_promgate_exshm_t   *sh;
-    ngx_http_promgate_exzone_t  *ctx;
+    ngx_http_promgate_exzone_t *ctx = (ngx_http_promgate_exzone_t *) zone;
 
-    ctx = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    size_t                      size;
+    void                       *base;
+    ngx_slab_pool_t            *shpool;
+    ngx_http_promgate_exshm_t  *sh;
 
-    ctx->shpool = shpool;
+    shpool = zone->shpool;
+    sh = zone->sh;
+    ctx->sh = sh;
 
-    if (data) {
+    if (reused) {
         /* a reload: the zone and its exemplars are kept if they fit */
-
-        sh = shpool->data;
-        ctx->sh = sh;
 
         if (sh->max == ctx->max) {
             ctx->ring = pg_exring_attach(sh->ring_base, sh->ring_size,
@@ -168,25 +170,15 @@ ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
             }
         }
 
-        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, zone->shm_zone->shm.log, 0,
                       "exemplar zone \"%V\" rebuilt: its max or layout "
                       "changed; the WAL, if any, is replayed again",
                       &ctx->name);
 
         ngx_slab_free(shpool, sh->ring_base);
         ngx_slab_free(shpool, sh->wal_seq);
-
-    } else {
-        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_promgate_exshm_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        shpool->data = sh;
-        ctx->sh = sh;
     }
 
-    sh->magic = 0x50475845;             /* "PGXE" */
     sh->max = ctx->max;
     sh->wal_next = 1;
     sh->replayed = 0;
@@ -217,7 +209,7 @@ ngx_http_promgate_exzone_init(ngx_shm_zone_t *shm_zone, void *data)
 
 too_small:
 
-    ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+    ngx_log_error(NGX_LOG_EMERG, zone->shm_zone->shm.log, 0,
                   "exemplar zone \"%V\" is too small for max=%uD",
                   &ctx->name, ctx->max);
 
@@ -241,8 +233,10 @@ ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    /* a zone of another kind by that name is refused by nginx */
+
     *field = ngx_shared_memory_add(cf, &value[1], 0,
-                                   &ngx_http_promgate_module);
+                                   &ngx_http_promgate_exemplar_kind);
     if (*field == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -256,9 +250,7 @@ ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t
 ngx_http_promgate_exemplar_check(ngx_conf_t *cf, ngx_shm_zone_t *zone)
 {
-    if (zone && zone != NGX_CONF_UNSET_PTR
-        && (zone->data == NULL || zone->init != ngx_http_promgate_exzone_init))
-    {
+    if (zone && zone != NGX_CONF_UNSET_PTR && zone->data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown exemplar zone \"%V\": define it with "
                            "promgate_exemplar_zone at the http level",
@@ -475,7 +467,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     first = 0;
     nrecords = 0;
 
-    ngx_shmtx_lock(&zctx->shpool->mutex);
+    ngx_shmtx_lock(&zctx->zone.shpool->mutex);
 
     for (i = 0; i < ctx->exemplars->nelts; i++) {
         rc = pg_exring_insert(zctx->ring, tenant, e[i].series, e[i].nseries,
@@ -511,7 +503,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
         p += pg_wal_encode(&rec, p);
     }
 
-    ngx_shmtx_unlock(&zctx->shpool->mutex);
+    ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
 
     if (frames && p > frames) {
         ngx_http_promgate_wal_append(zctx, frames, p - frames, first,
@@ -585,9 +577,9 @@ ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
                 continue;
             }
 
-            ngx_shmtx_lock(&zctx->shpool->mutex);
+            ngx_shmtx_lock(&zctx->zone.shpool->mutex);
             pg_exring_stats(zctx->ring, &es);
-            ngx_shmtx_unlock(&zctx->shpool->mutex);
+            ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
 
             p = ngx_slprintf(p, last, "%s{zone=\"%V\"} %uL\n",
                              gauges[k].name, &zctx->name,
@@ -733,12 +725,12 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 
     pg_json_init(&out, alloc);
 
-    ngx_shmtx_lock(&zctx->shpool->mutex);
+    ngx_shmtx_lock(&zctx->zone.shpool->mutex);
 
     rc = pg_exring_query(zctx->ring, ptenant, ngx_http_promgate_query_match,
                          &set, qp.start_ms, qp.end_ms, &out);
 
-    ngx_shmtx_unlock(&zctx->shpool->mutex);
+    ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
 
     if (rc < 0 || out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

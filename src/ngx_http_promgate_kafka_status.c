@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_promgate_kafka.h"
+#include "ngx_http_promgate_module.h"
 
 
 #define NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC   0x50474b53u    /* "PGKS" */
@@ -14,14 +15,29 @@
 
 
 typedef struct {
-    uint32_t                          magic;
-    uint32_t                          layout;
+    ngx_http_promgate_shm_t           shm;
     ngx_http_promgate_kafka_stats_t   stats;
 } ngx_http_promgate_kafka_status_shm_t;
 
 
+typedef struct {
+    ngx_http_promgate_zone_t          zone;     /* first: see util.h */
+    ngx_array_t                      *keys;
+} ngx_http_promgate_kafka_status_zone_t;
+
+
 static ngx_int_t ngx_http_promgate_kafka_status_init_zone(
-    ngx_shm_zone_t *shm_zone, void *data);
+    ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+
+
+static ngx_http_promgate_zone_kind_t  ngx_http_promgate_kafka_status_kind = {
+    "promgate_kafka_status",
+    "Kafka status zone",
+    NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC,
+    NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT,
+    sizeof(ngx_http_promgate_kafka_status_shm_t),
+    ngx_http_promgate_kafka_status_init_zone
+};
 
 
 static ngx_http_promgate_kafka_stats_t  *ngx_http_promgate_kafka_stats_ptr;
@@ -43,25 +59,27 @@ static const char  *ngx_http_promgate_kafka_poison_names[] = {
 ngx_int_t
 ngx_http_promgate_kafka_status_init(ngx_conf_t *cf, ngx_array_t *keys)
 {
-    ngx_str_t        name;
-    ngx_shm_zone_t  *zone;
+    size_t                                  size;
+    ngx_str_t                               name;
+    ngx_http_promgate_kafka_status_zone_t  *ctx;
 
-    ngx_str_set(&name, "promgate_kafka_status");
-
-    zone = ngx_shared_memory_add(cf, &name,
-                                 ngx_align(sizeof(ngx_slab_pool_t)
-                                 + sizeof(ngx_http_promgate_kafka_status_shm_t),
-                                 ngx_pagesize) + 8 * ngx_pagesize,
-                                 &ngx_http_promgate_kafka_module);
-    if (zone == NULL) {
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_kafka_status_zone_t));
+    if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    zone->init = ngx_http_promgate_kafka_status_init_zone;
-    zone->data = keys;
-    zone->noreuse = 0;
+    ctx->keys = keys;
 
-    return NGX_OK;
+    ngx_str_set(&name, "promgate_kafka_status");
+
+    size = ngx_align(sizeof(ngx_slab_pool_t)
+                     + sizeof(ngx_http_promgate_kafka_status_shm_t),
+                     ngx_pagesize)
+           + 8 * ngx_pagesize;
+
+    return ngx_http_promgate_zone_add(cf, &name, size,
+                                      &ngx_http_promgate_kafka_status_kind,
+                                      &ctx->zone, NULL);
 }
 
 
@@ -78,38 +96,21 @@ ngx_http_promgate_kafka_key_is(ngx_http_promgate_kafka_cstats_t *cs,
 
 
 static ngx_int_t
-ngx_http_promgate_kafka_status_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data)
+ngx_http_promgate_kafka_status_init_zone(ngx_http_promgate_zone_t *zone,
+    ngx_uint_t reused)
 {
-    ngx_array_t *keys = shm_zone->data;
+    ngx_array_t *keys = ((ngx_http_promgate_kafka_status_zone_t *) zone)->keys;
 
     ngx_uint_t                              i, j, free, keep;
-    ngx_slab_pool_t                        *shpool;
     ngx_http_promgate_kafka_stats_key_t   **kp;
     ngx_http_promgate_kafka_cstats_t       *cs;
     ngx_http_promgate_kafka_pstats_t       *ps;
     ngx_http_promgate_kafka_status_shm_t   *sh;
 
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    sh = (shm_zone->shm.exists || data) ? shpool->data : NULL;
-
-    if (sh == NULL || sh->magic != NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC
-        || sh->layout != NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT)
-    {
-        sh = ngx_slab_calloc(shpool,
-                             sizeof(ngx_http_promgate_kafka_status_shm_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        sh->magic = NGX_HTTP_PROMGATE_KAFKA_STATUS_MAGIC;
-        sh->layout = NGX_HTTP_PROMGATE_KAFKA_STATUS_LAYOUT;
-        shpool->data = sh;
-    }
+    sh = zone->sh;
 
     ngx_http_promgate_kafka_stats_ptr = &sh->stats;
-    ngx_http_promgate_kafka_shpool = shpool;
+    ngx_http_promgate_kafka_shpool = zone->shpool;
 
     /* consumers keep their slot by group and topics across reloads */
 

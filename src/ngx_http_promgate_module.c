@@ -410,11 +410,12 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    /* the proxy module may be left out of a build: look it up by name */
-
     if (ngx_array_init(&pmcf->exemplar_zones, cf->pool, 2,
                        sizeof(ngx_shm_zone_t *))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&pmcf->series_zones, cf->pool, 2,
+                          sizeof(ngx_shm_zone_t *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -424,6 +425,8 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
      *
      *     pmcf->tenant_header = { 0, NULL };
      */
+
+    /* the proxy module may be left out of a build: look it up by name */
 
     pmcf->proxy_index = -1;
 

@@ -114,7 +114,7 @@ typedef struct {
     ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
     ngx_array_t                     locations;
     ngx_array_t                     exemplar_zones;  /* ngx_shm_zone_t * */
-    ngx_array_t                    *series_zones;    /* ngx_shm_zone_t * */
+    ngx_array_t                     series_zones;    /* ngx_shm_zone_t * */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
@@ -122,7 +122,7 @@ typedef struct {
 
 /* what an exemplar zone keeps in shared memory besides the ring */
 typedef struct {
-    uint32_t                        magic;
+    ngx_http_promgate_shm_t         shm;
     uint32_t                        max;
     void                           *ring_base;
     size_t                          ring_size;
@@ -134,9 +134,9 @@ typedef struct {
 
 /* an exemplar zone (src/core/pg_exemplar.c's ring in shared memory) */
 typedef struct {
+    ngx_http_promgate_zone_t        zone;     /* first: see util.h */
     ngx_str_t                       name;
     uint32_t                        max;
-    ngx_slab_pool_t                *shpool;
     ngx_http_promgate_exshm_t      *sh;
     struct pg_exring_s             *ring;
 

@@ -20,13 +20,23 @@
 #endif
 
 
-/* a zone: the set in one block of the slab pool */
+#define NGX_HTTP_PROMGATE_SERIES_MAGIC   0x50475349u    /* "PGSI" */
+#define NGX_HTTP_PROMGATE_SERIES_LAYOUT  1
+
+
+/* a zone's shared memory: the set in one block of the slab pool */
 typedef struct {
+    ngx_http_promgate_shm_t         shm;
+    void                           *base;     /* of the set's block */
+    size_t                          size;
+} ngx_http_promgate_series_shm_t;
+
+
+typedef struct {
+    ngx_http_promgate_zone_t        zone;     /* first: see util.h */
     ngx_str_t                       name;
     time_t                          ttl;
     time_t                          pending;
-    size_t                          size;     /* of the set's block */
-    ngx_slab_pool_t                *shpool;
     pg_series_set_t                *set;
 } ngx_http_promgate_series_zone_t;
 
@@ -61,8 +71,8 @@ typedef struct {
 } ngx_http_promgate_series_msg_t;
 
 
-static ngx_int_t ngx_http_promgate_series_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+static ngx_int_t ngx_http_promgate_series_init_zone(
+    ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
 #if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 static void ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
     const char *err);
@@ -71,8 +81,14 @@ static void ngx_http_promgate_series_drop(ngx_http_promgate_series_zone_t *z,
     uint64_t tenant, ngx_http_promgate_series_new_t *n, pg_series_drop_e why);
 
 
-/* the tag of series zones: another use of the name is refused by nginx */
-static u_char  ngx_http_promgate_series_tag;
+static ngx_http_promgate_zone_kind_t  ngx_http_promgate_series_kind = {
+    "promgate_series",
+    "series zone",
+    NGX_HTTP_PROMGATE_SERIES_MAGIC,
+    NGX_HTTP_PROMGATE_SERIES_LAYOUT,
+    sizeof(ngx_http_promgate_series_shm_t),
+    ngx_http_promgate_series_init_zone
+};
 
 
 /* --------------------------------------------------- configuration */
@@ -89,7 +105,6 @@ ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     time_t                            ttl, pending;
     ngx_str_t                        *value, name, s;
     ngx_uint_t                        i;
-    ngx_shm_zone_t                   *shm_zone, **zp;
     ngx_http_promgate_series_zone_t  *ctx;
 
     value = cf->args->elts;
@@ -166,62 +181,40 @@ ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ctx->ttl = ttl;
     ctx->pending = pending;
 
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_promgate_series_tag);
-    if (shm_zone == NULL) {
+    if (ngx_http_promgate_zone_add(cf, &name, size,
+                                   &ngx_http_promgate_series_kind,
+                                   &ctx->zone, &pmcf->series_zones)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "series zone \"%V\" is duplicate", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    shm_zone->init = ngx_http_promgate_series_init_zone;
-    shm_zone->data = ctx;
-
-    if (pmcf->series_zones == NULL) {
-        pmcf->series_zones = ngx_array_create(cf->pool, 2,
-                                              sizeof(ngx_shm_zone_t *));
-        if (pmcf->series_zones == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    zp = ngx_array_push(pmcf->series_zones);
-    if (zp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *zp = shm_zone;
 
     return NGX_CONF_OK;
 }
 
 
-static ngx_int_t
-ngx_http_promgate_series_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_promgate_series_zone_t  *octx = data;
+/*
+ * The kind's part of a zone's initialization: the set, laid out in the
+ * largest block of a new zone, or attached as the previous cycle left it.
+ */
 
-    size_t                            size;
-    void                             *base;
+static ngx_int_t
+ngx_http_promgate_series_init_zone(ngx_http_promgate_zone_t *zone,
+    ngx_uint_t reused)
+{
+    ngx_http_promgate_series_zone_t *ctx =
+        (ngx_http_promgate_series_zone_t *) zone;
+
     uint64_t                          seed;
     ngx_time_t                       *tp;
-    ngx_slab_pool_t                  *shpool;
-    ngx_http_promgate_series_zone_t  *ctx;
+    ngx_http_promgate_series_shm_t   *sh;
 
-    ctx = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    sh = zone->sh;
 
-    ctx->shpool = shpool;
-
-    if (octx) {
+    if (reused) {
         /* a reload with the same size: the series known are kept */
 
-        ctx->size = octx->size;
-        ctx->set = pg_series_attach(shpool->data, ctx->size);
+        ctx->set = pg_series_attach(sh->base, sh->size);
 
         if (ctx->set) {
             /* two aligned words; the old workers may read either value */
@@ -230,56 +223,46 @@ ngx_http_promgate_series_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             return NGX_OK;
         }
 
-        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, zone->shm_zone->shm.log, 0,
                       "series zone \"%V\" rebuilt: its layout changed",
                       &ctx->name);
 
-        base = shpool->data;
-        size = ctx->size;
+    } else {
 
-        goto init;
+        /* one block, as large as the zone allows */
+
+        sh->base = ngx_http_promgate_shm_block(zone->shpool, &sh->size);
+
+        if (sh->base == NULL) {
+            goto too_small;
+        }
     }
-
-    if (shm_zone->shm.exists) {
-        /* Windows: attached to the master's zone, the size is the set's */
-        ctx->set = shpool->data;
-        return NGX_OK;
-    }
-
-    /* one block, as large as the zone allows */
-
-    base = ngx_http_promgate_shm_block(shpool, &size);
-
-    if (base == NULL) {
-        return NGX_ERROR;
-    }
-
-    shpool->data = base;
-
-init:
 
     tp = ngx_timeofday();
 
     seed = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
            ^ ((uint64_t) tp->msec << 48) ^ (uint64_t) ngx_pid
-           ^ (uint64_t) (uintptr_t) base;
+           ^ (uint64_t) (uintptr_t) sh->base;
 
-    ctx->set = pg_series_init(base, size, (uint64_t) ngx_time(), seed,
+    ctx->set = pg_series_init(sh->base, sh->size, (uint64_t) ngx_time(), seed,
                               (uint32_t) ctx->ttl, (uint32_t) ctx->pending);
 
     if (ctx->set == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "series zone \"%V\" is too small", &ctx->name);
-        return NGX_ERROR;
+        goto too_small;
     }
 
-    ctx->size = size;
-
-    ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
+    ngx_log_error(NGX_LOG_INFO, zone->shm_zone->shm.log, 0,
                   "series zone \"%V\" tracks up to %uD series",
-                  &ctx->name, pg_series_capacity(size));
+                  &ctx->name, pg_series_capacity(sh->size));
 
     return NGX_OK;
+
+too_small:
+
+    ngx_log_error(NGX_LOG_EMERG, zone->shm_zone->shm.log, 0,
+                  "series zone \"%V\" is too small", &ctx->name);
+
+    return NGX_ERROR;
 }
 
 
@@ -343,7 +326,7 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
     /* an undefined zone, or one of another kind, is refused by nginx */
 
     plcf->series_zone = ngx_shared_memory_add(cf, &value[1], 0,
-                                              &ngx_http_promgate_series_tag);
+                                              &ngx_http_promgate_series_kind);
     if (plcf->series_zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -459,10 +442,10 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
         return;
     }
 
-    ngx_shmtx_lock(&sw->zone->shpool->mutex);
+    ngx_shmtx_lock(&sw->zone->zone.shpool->mutex);
     pg_series_check_batch(sw->zone->set, sw->tenant, sw->ids, sw->nbatch,
                           (uint64_t) ngx_time(), states);
-    ngx_shmtx_unlock(&sw->zone->shpool->mutex);
+    ngx_shmtx_unlock(&sw->zone->zone.shpool->mutex);
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = ctx->request->pool;
@@ -541,13 +524,13 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
     n = sw->news.elts;
     now = (uint64_t) ngx_time();
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_shmtx_lock(&zone->zone.shpool->mutex);
 
     for (i = 0; i < sw->news.nelts; i++) {
         n[i].token = pg_series_offer(zone->set, sw->tenant, &n[i].id, now);
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_shmtx_unlock(&zone->zone.shpool->mutex);
 
 #if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 
@@ -644,9 +627,9 @@ static void
 ngx_http_promgate_series_drop(ngx_http_promgate_series_zone_t *zone,
     uint64_t tenant, ngx_http_promgate_series_new_t *n, pg_series_drop_e why)
 {
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_shmtx_lock(&zone->zone.shpool->mutex);
     (void) pg_series_drop(zone->set, tenant, n->id.hash, n->token, why);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_shmtx_unlock(&zone->zone.shpool->mutex);
 }
 
 
@@ -670,7 +653,7 @@ ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
 
     zone = m->zone;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_shmtx_lock(&zone->zone.shpool->mutex);
 
     if (rc == NGX_OK) {
         (void) pg_series_confirm(zone->set, m->tenant, m->hash, m->token,
@@ -681,7 +664,7 @@ ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
                               PG_SERIES_FAILED);
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_shmtx_unlock(&zone->zone.shpool->mutex);
 
     if (rc != NGX_OK && logged != ngx_time()) {
         logged = ngx_time();
@@ -750,27 +733,27 @@ ngx_http_promgate_series_status(u_char *p, u_char *last,
           offsetof(pg_series_stats_t, collisions) },
     };
 
-    if (pmcf->series_zones == NULL) {
+    if (pmcf->series_zones.nelts == 0) {
         return p;
     }
 
-    zp = pmcf->series_zones->elts;
+    zp = pmcf->series_zones.elts;
 
     for (k = 0; k < sizeof(metrics) / sizeof(metrics[0]); k++) {
         p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
                          metrics[k].name, metrics[k].help, metrics[k].name,
                          metrics[k].type);
 
-        for (i = 0; i < pmcf->series_zones->nelts; i++) {
+        for (i = 0; i < pmcf->series_zones.nelts; i++) {
             zone = zp[i]->data;
 
             if (zone->set == NULL) {
                 continue;
             }
 
-            ngx_shmtx_lock(&zone->shpool->mutex);
+            ngx_shmtx_lock(&zone->zone.shpool->mutex);
             pg_series_stats(zone->set, &st);
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_shmtx_unlock(&zone->zone.shpool->mutex);
 
             p = ngx_slprintf(p, last, "%s{zone=\"%V\"} %uL\n",
                              metrics[k].name, &zone->name,

@@ -15,14 +15,29 @@
 
 
 typedef struct {
-    uint32_t                        magic;
-    uint32_t                        layout;
+    ngx_http_promgate_shm_t         shm;
     ngx_http_promgate_stats_t       stats;
 } ngx_http_promgate_status_shm_t;
 
 
-static ngx_int_t ngx_http_promgate_status_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+typedef struct {
+    ngx_http_promgate_zone_t        zone;     /* first: see util.h */
+    ngx_array_t                    *targets;
+} ngx_http_promgate_status_zone_t;
+
+
+static ngx_int_t ngx_http_promgate_status_init_zone(
+    ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+
+
+static ngx_http_promgate_zone_kind_t  ngx_http_promgate_status_kind = {
+    "promgate_status",
+    "status zone",
+    NGX_HTTP_PROMGATE_STATUS_MAGIC,
+    NGX_HTTP_PROMGATE_STATUS_LAYOUT,
+    sizeof(ngx_http_promgate_status_shm_t),
+    ngx_http_promgate_status_init_zone
+};
 
 
 static ngx_http_promgate_stats_t   ngx_http_promgate_stats_local;
@@ -53,62 +68,42 @@ ngx_int_t
 ngx_http_promgate_status_init(ngx_conf_t *cf,
     ngx_http_promgate_main_conf_t *pmcf)
 {
-    ngx_str_t        name;
-    ngx_shm_zone_t  *zone;
+    size_t                            size;
+    ngx_str_t                         name;
+    ngx_http_promgate_status_zone_t  *ctx;
 
-    ngx_str_set(&name, "promgate_status");
-
-    zone = ngx_shared_memory_add(cf, &name,
-                                 ngx_align(sizeof(ngx_slab_pool_t)
-                                 + sizeof(ngx_http_promgate_status_shm_t),
-                                 ngx_pagesize) + 8 * ngx_pagesize,
-                                 &ngx_http_promgate_module);
-    if (zone == NULL) {
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_status_zone_t));
+    if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    zone->init = ngx_http_promgate_status_init_zone;
-    zone->data = pmcf;
-    zone->noreuse = 0;
+    ctx->targets = &pmcf->targets;
 
-    pmcf->status_zone = zone;
+    ngx_str_set(&name, "promgate_status");
 
-    return NGX_OK;
+    size = ngx_align(sizeof(ngx_slab_pool_t)
+                     + sizeof(ngx_http_promgate_status_shm_t), ngx_pagesize)
+           + 8 * ngx_pagesize;
+
+    return ngx_http_promgate_zone_add(cf, &name, size,
+                                      &ngx_http_promgate_status_kind,
+                                      &ctx->zone, NULL);
 }
 
 
 static ngx_int_t
-ngx_http_promgate_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_promgate_status_init_zone(ngx_http_promgate_zone_t *zone,
+    ngx_uint_t reused)
 {
-    ngx_http_promgate_main_conf_t *pmcf = shm_zone->data;
+    ngx_http_promgate_status_zone_t *ctx =
+        (ngx_http_promgate_status_zone_t *) zone;
 
     ngx_uint_t                        i, j, free;
-    ngx_slab_pool_t                  *shpool;
     ngx_http_promgate_target_t       *t;
     ngx_http_promgate_status_shm_t   *sh;
     ngx_http_promgate_target_stats_t *ts;
 
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists || data) {
-        sh = shpool->data;
-
-    } else {
-        sh = NULL;
-    }
-
-    if (sh == NULL || sh->magic != NGX_HTTP_PROMGATE_STATUS_MAGIC
-        || sh->layout != NGX_HTTP_PROMGATE_STATUS_LAYOUT)
-    {
-        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_promgate_status_shm_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        sh->magic = NGX_HTTP_PROMGATE_STATUS_MAGIC;
-        sh->layout = NGX_HTTP_PROMGATE_STATUS_LAYOUT;
-        shpool->data = sh;
-    }
+    sh = zone->sh;
 
     ngx_http_promgate_stats_ptr = &sh->stats;
 
@@ -117,9 +112,9 @@ ngx_http_promgate_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
      * counters; slots of targets no longer configured are recycled.
      */
 
-    t = pmcf->targets.elts;
+    t = ctx->targets->elts;
 
-    for (i = 0; i < pmcf->targets.nelts; i++) {
+    for (i = 0; i < ctx->targets->nelts; i++) {
         free = NGX_HTTP_PROMGATE_MAX_TARGETS;
 
         for (j = 0; j < NGX_HTTP_PROMGATE_MAX_TARGETS; j++) {

@@ -8,6 +8,10 @@
 #include "ngx_http_promgate_module.h"
 
 
+static ngx_int_t ngx_http_promgate_zone_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+
 /* ------------------------------------------------------------ requests */
 
 
@@ -200,6 +204,120 @@ ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg, const char *what,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Defines a zone of a kind; zone is the first member of the kind's
+ * context.  zones, if any, lists the kind's zones (ngx_shm_zone_t *).
+ * A directive that only refers to a zone calls ngx_shared_memory_add()
+ * with size 0 and the kind as tag.
+ */
+
+ngx_int_t
+ngx_http_promgate_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size,
+    ngx_http_promgate_zone_kind_t *kind, ngx_http_promgate_zone_t *zone,
+    ngx_array_t *zones)
+{
+    ngx_shm_zone_t  *shm_zone, **zp;
+
+    shm_zone = ngx_shared_memory_add(cf, name, size, kind);
+    if (shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s \"%V\" is duplicate", kind->what, name);
+        return NGX_ERROR;
+    }
+
+    zone->kind = kind;
+    zone->shm_zone = shm_zone;
+
+    shm_zone->init = ngx_http_promgate_zone_init;
+    shm_zone->data = zone;
+
+    if (zones == NULL) {
+        return NGX_OK;
+    }
+
+    zp = ngx_array_push(zones);
+    if (zp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *zp = shm_zone;
+
+    return NGX_OK;
+}
+
+
+/*
+ * As ngx_http_limit_req_init_zone(): a zone nginx keeps across a reload
+ * (data is the old cycle's zone) or finds existing is reused, once its
+ * header says it is of this kind and layout; a new one gets its header,
+ * zeroed, and the slab pool's log context.  Then the kind's init.
+ */
+
+static ngx_int_t
+ngx_http_promgate_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    size_t                          len;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_promgate_shm_t        *sh;
+    ngx_http_promgate_zone_t       *zone;
+    ngx_http_promgate_zone_kind_t  *kind;
+
+    zone = shm_zone->data;
+    kind = zone->kind;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    zone->shpool = shpool;
+
+    if (data || shm_zone->shm.exists) {
+        sh = shpool->data;
+
+        if (sh == NULL || sh->magic != kind->magic
+            || sh->layout != kind->layout)
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "%s \"%V\" in shared memory was not made by this "
+                          "build of promgate (magic %08xD, layout %uD; "
+                          "expected %08xD, %uD): stop and start nginx to "
+                          "make it anew", kind->what, &shm_zone->shm.name,
+                          sh ? sh->magic : 0, sh ? sh->layout : 0,
+                          kind->magic, kind->layout);
+            return NGX_ERROR;
+        }
+
+        zone->sh = sh;
+
+        return kind->init(zone, 1);
+    }
+
+    /* the header and the log context in one allocation */
+
+    len = sizeof(" in  zone \"\"") + ngx_strlen(kind->name)
+          + shm_zone->shm.name.len;
+
+    sh = ngx_slab_calloc(shpool, kind->size + len);
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->magic = kind->magic;
+    sh->layout = kind->layout;
+
+    shpool->data = sh;
+    shpool->log_ctx = (u_char *) sh + kind->size;
+
+    ngx_sprintf(shpool->log_ctx, " in %s zone \"%V\"%Z", kind->name,
+                &shm_zone->shm.name);
+
+    zone->sh = sh;
+
+    return kind->init(zone, 0);
 }
 
 

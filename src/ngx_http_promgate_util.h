@@ -6,7 +6,10 @@
  *   requests  a header by name, "Content-Encoding: snappy", the tenant,
  *             the request body as one piece of memory
  *   memory    the request pool as src/core's allocator
- *   zones     the NAME:SIZE argument, the largest free block of a zone
+ *   zones     one shared-zone idiom for every promgate zone, as
+ *             ngx_http_limit_req_module's: NAME:SIZE, the zone reused on
+ *             reload and when it exists already, its header checked,
+ *             its slab pool's log context, the largest free block
  */
 
 
@@ -39,8 +42,55 @@ void *ngx_http_promgate_pool_alloc(void *ctx, size_t size);
 
 /* --------------------------------------------------------------- zones */
 
+/* what every promgate zone's shared memory starts with (shpool->data) */
+typedef struct {
+    uint32_t                        magic;    /* the kind's */
+    uint32_t                        layout;   /* the kind's when made */
+} ngx_http_promgate_shm_t;
+
+
+typedef struct ngx_http_promgate_zone_s  ngx_http_promgate_zone_t;
+
+/*
+ * A kind's own part of a zone's initialization, with zone->sh set: fresh
+ * (zeroed, reused 0), or as a previous cycle left it (reused 1: a reload,
+ * or a zone that exists already).
+ */
+typedef ngx_int_t (*ngx_http_promgate_zone_init_pt)(
+    ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+
+
+/*
+ * A kind of zone: one static instance each, which is also the tag of its
+ * zones (nginx refuses one name for two kinds).
+ */
+typedef struct {
+    char                           *name;     /* "promgate_exemplar" */
+    char                           *what;     /* "exemplar zone" */
+    uint32_t                        magic;
+    uint32_t                        layout;   /* bumped when sh changes */
+    size_t                          size;     /* of sh */
+    ngx_http_promgate_zone_init_pt  init;
+} ngx_http_promgate_zone_kind_t;
+
+
+/*
+ * A zone in the configuration: the first member of a kind's context,
+ * which is the ngx_shm_zone_t's data.
+ */
+struct ngx_http_promgate_zone_s {
+    ngx_http_promgate_zone_kind_t  *kind;
+    ngx_shm_zone_t                 *shm_zone;
+    ngx_slab_pool_t                *shpool;
+    void                           *sh;       /* ..._shm_t first */
+};
+
+
 ngx_int_t ngx_http_promgate_zone_arg(ngx_conf_t *cf, ngx_str_t *arg,
     const char *what, const char *example, ngx_str_t *name, size_t *size);
+ngx_int_t ngx_http_promgate_zone_add(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size, ngx_http_promgate_zone_kind_t *kind,
+    ngx_http_promgate_zone_t *zone, ngx_array_t *zones);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
 
 

@@ -202,7 +202,7 @@ ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
 
         /* the first worker to get here replays; the others wait for it */
 
-        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ngx_shmtx_lock(&ctx->zone.shpool->mutex);
 
         replayed = 0;
 
@@ -212,7 +212,7 @@ ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
             replayed = 1;
         }
 
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_shmtx_unlock(&ctx->zone.shpool->mutex);
 
         if (replayed) {
             ngx_http_promgate_wal_cleanup(ctx, cycle->log);
@@ -464,7 +464,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     u_char                      path[NGX_MAX_PATH];
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
+    ngx_shmtx_lock(&ctx->zone.shpool->mutex);
 
     pg_exring_stats(ctx->ring, &es);
 
@@ -474,7 +474,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         oldest = ctx->sh->wal_next;
     }
 
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
+    ngx_shmtx_unlock(&ctx->zone.shpool->mutex);
 
     dir = opendir((char *) ctx->wal->name.data);
     if (dir == NULL) {
