@@ -23,6 +23,7 @@ static int pg_json_read_name(pg_json_reader_t *r, pg_str_t *name,
 static int pg_json_read_hex4(const uint8_t *p, uint32_t *v);
 static int pg_json_read_chars(pg_json_reader_t *r, uint8_t *out,
     size_t *len);
+static int pg_json_read_digits(pg_json_reader_t *r, const uint8_t **pp);
 static int pg_json_read_value(pg_json_reader_t *r, unsigned depth);
 
 
@@ -960,9 +961,8 @@ pg_json_read_number(pg_json_reader_t *r, pg_str_t *out)
     }
 
     if (r->flags & PG_JSON_LAX_NUMBERS) {
-        if (p == end || *p < '0' || *p > '9') {
-            r->p = p;
-            return pg_json_read_fail(r, "invalid number");
+        if (pg_json_read_digits(r, &p) != 0) {
+            return -1;
         }
 
         while (p < end
@@ -978,26 +978,15 @@ pg_json_read_number(pg_json_reader_t *r, pg_str_t *out)
     if (p < end && *p == '0') {
         p++;
 
-    } else if (p < end && *p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9') {
-            p++;
-        }
-
-    } else {
-        r->p = p;
-        return pg_json_read_fail(r, "invalid number");
+    } else if (pg_json_read_digits(r, &p) != 0) {
+        return -1;
     }
 
     if (p < end && *p == '.') {
         p++;
 
-        if (p == end || *p < '0' || *p > '9') {
-            r->p = p;
-            return pg_json_read_fail(r, "invalid number");
-        }
-
-        while (p < end && *p >= '0' && *p <= '9') {
-            p++;
+        if (pg_json_read_digits(r, &p) != 0) {
+            return -1;
         }
     }
 
@@ -1008,13 +997,8 @@ pg_json_read_number(pg_json_reader_t *r, pg_str_t *out)
             p++;
         }
 
-        if (p == end || *p < '0' || *p > '9') {
-            r->p = p;
-            return pg_json_read_fail(r, "invalid number");
-        }
-
-        while (p < end && *p >= '0' && *p <= '9') {
-            p++;
+        if (pg_json_read_digits(r, &p) != 0) {
+            return -1;
         }
     }
 
@@ -1026,6 +1010,29 @@ done:
     }
 
     r->p = p;
+
+    return 0;
+}
+
+
+/* one digit or more at *pp, past them; else an invalid number there */
+static int
+pg_json_read_digits(pg_json_reader_t *r, const uint8_t **pp)
+{
+    const uint8_t  *p;
+
+    p = *pp;
+
+    if (p == r->end || *p < '0' || *p > '9') {
+        r->p = p;
+        return pg_json_read_fail(r, "invalid number");
+    }
+
+    while (p < r->end && *p >= '0' && *p <= '9') {
+        p++;
+    }
+
+    *pp = p;
 
     return 0;
 }
