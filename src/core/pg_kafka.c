@@ -15,6 +15,7 @@
 
 #include "pg_json.h"
 #include "pg_kafka.h"
+#include "pg_time.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -406,22 +407,6 @@ pg_kafka_digits(const char *s, size_t n, int *v)
 }
 
 
-static int64_t
-pg_kafka_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    int64_t   era;
-    unsigned  yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = (unsigned) (y - era * 400);
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + (int64_t) doe - 719468;
-}
-
-
 /* RFC 3339: 2006-01-02T15:04:05[.999999999](Z|+07:00), in ms */
 
 static int
@@ -475,8 +460,8 @@ pg_kafka_rfc3339(const char *s, size_t len, int64_t *ms)
         }
     }
 
-    t = pg_kafka_days_from_civil(year, (unsigned) mon, (unsigned) day) * 86400
-        + hour * 3600 + min * 60 + sec;
+    t = pg_days_from_civil(year, mon, day) * 86400 + hour * 3600 + min * 60
+        + sec;
 
     if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
         i++;

@@ -4,6 +4,7 @@
  */
 
 #include "pg_policy.h"
+#include "pg_time.h"
 
 #include <time.h>
 
@@ -114,23 +115,6 @@ pg_parse_hms(const uint8_t **pp, const uint8_t *end, int *h, int *m, int *s)
     }
 
     return (*h > 23 || *m > 59 || *s > 60) ? -1 : 0;
-}
-
-
-/* days from 1970-01-01 (Howard Hinnant's algorithm) */
-static int64_t
-pg_days_from_civil(int64_t y, int m, int d)
-{
-    int64_t   era;
-    unsigned  yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = (unsigned) (y - era * 400);
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + (int64_t) doe - 719468;
 }
 
 

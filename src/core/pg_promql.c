@@ -25,7 +25,6 @@
  * PG_PROMQL_MAX_DEPTH is refused (Go has no limit).
  */
 
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +32,7 @@
 
 #include "pg_promql.h"
 #include "pg_promql_yacc.h"
+#include "pg_time.h"
 
 
 #define PG_EOF           (-1)
@@ -2263,19 +2263,6 @@ pg_item_val(const pg_item_t *it)
 }
 
 
-/* float64 -> int64 as Go converts it on amd64 (out of range: MinInt64) */
-static int64_t
-pg_go_f2i(double v)
-{
-    if (isnan(v) || v >= 9223372036854775808.0 || v < -9223372036854775808.0)
-    {
-        return INT64_MIN;
-    }
-
-    return (int64_t) v;
-}
-
-
 /* time.Duration(math.Round(v * float64(time.Second))) */
 static int64_t
 pg_seconds_to_ns(double v)
@@ -2409,55 +2396,6 @@ pg_unquote(pg_parser_t *p, pg_str_t q)
 }
 
 
-/* Go's underscoreOK(): "_" only between digits or after a base prefix */
-static int
-pg_underscore_ok(const uint8_t *s, size_t len)
-{
-    size_t  i;
-    int     saw, hex, c;
-
-    saw = '^';
-    i = 0;
-    hex = 0;
-
-    if (len >= 2 && s[0] == '0'
-        && ((s[1] | 0x20) == 'b' || (s[1] | 0x20) == 'o'
-            || (s[1] | 0x20) == 'x'))
-    {
-        i = 2;
-        saw = '0';
-        hex = (s[1] | 0x20) == 'x';
-    }
-
-    for ( /* void */ ; i < len; i++) {
-        c = s[i];
-
-        if ((c >= '0' && c <= '9')
-            || (hex && (c | 0x20) >= 'a' && (c | 0x20) <= 'f'))
-        {
-            saw = '0';
-            continue;
-        }
-
-        if (c == '_') {
-            if (saw != '0') {
-                return 0;
-            }
-            saw = '_';
-            continue;
-        }
-
-        if (saw == '_') {
-            return 0;
-        }
-
-        saw = '!';
-    }
-
-    return saw != '_';
-}
-
-
 /* strconv.ParseInt(s, 0, 64): 0 when it fails */
 static int
 pg_parse_int0(const uint8_t *s0, size_t len, int64_t *out)
@@ -2515,7 +2453,7 @@ pg_parse_int0(const uint8_t *s0, size_t len, int64_t *out)
         v = v * base + d;
     }
 
-    if (underscores && !pg_underscore_ok(s0, len)) {
+    if (underscores && !pg_go_underscore_ok(s0, len)) {
         return 0;
     }
 
@@ -2537,77 +2475,31 @@ pg_parse_int0(const uint8_t *s0, size_t len, int64_t *out)
 static double
 pg_number(pg_parser_t *p, pg_str_t s)
 {
-    int64_t      iv;
-    size_t       i, k, digits, exp_digits;
-    double       f;
-    char        *buf;
-    const char  *why;
+    char         *buf;
+    double        f;
+    int64_t       iv;
+    const char   *why;
 
     if (pg_parse_int0(s.data, s.len, &iv)) {
         return (double) iv;
     }
-
-    if (s.len == 3 && (pg_ascii_caseeq("inf", s.data, 3))) {
-        return INFINITY;
-    }
-
-    if (s.len == 3 && pg_ascii_caseeq("nan", s.data, 3)) {
-        return NAN;
-    }
-
-    /* ParseFloat: decimal only, hex needs a 'p' the lexer never takes */
-    why = "invalid syntax";
-    f = 0;
 
     buf = pg_palloc(p, s.len + 1);
     if (buf == NULL) {
         return 0;
     }
 
-    for (i = 0, k = 0; i < s.len; i++) {
-        if (s.data[i] != '_') {
-            buf[k++] = (char) s.data[i];
-        }
-    }
-    buf[k] = '\0';
+    switch (pg_go_parse_float(s.data, s.len, buf, &f)) {
 
-    digits = 0;
-    exp_digits = 1;
+    case PG_GO_FLOAT_OK:
+        return f;
 
-    for (i = 0; i < k && buf[i] >= '0' && buf[i] <= '9'; i++) {
-        digits++;
-    }
-
-    if (i < k && buf[i] == '.') {
-        for (i++; i < k && buf[i] >= '0' && buf[i] <= '9'; i++) {
-            digits++;
-        }
-    }
-
-    if (i < k && (buf[i] | 0x20) == 'e') {
-        i++;
-        if (i < k && (buf[i] == '+' || buf[i] == '-')) {
-            i++;
-        }
-
-        for (exp_digits = 0; i < k && buf[i] >= '0' && buf[i] <= '9'; i++) {
-            exp_digits++;
-        }
-    }
-
-    if (i == k && digits > 0 && exp_digits > 0
-        && (k == s.len || pg_underscore_ok(s.data, s.len)))
-    {
-        errno = 0;
-        f = strtod(buf, NULL);
-
-        if (!(errno == ERANGE && isinf(f))) {
-            return f;
-        }
-
+    case PG_GO_FLOAT_RANGE:
         why = "value out of range";
+        break;
 
-    } else {
+    default:
+        why = "invalid syntax";
         f = 0;
     }
 

@@ -26,11 +26,7 @@ typedef struct {
 
 
 static int pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t);
-static int pg_time_parse_float(const uint8_t *s, size_t len, double *v);
-static int pg_time_underscore_ok(const uint8_t *s, size_t len);
-static int64_t pg_time_go_f2i(double v);
 static int pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t);
-static int64_t pg_time_days_from_civil(int64_t y, int m, int d);
 static int64_t pg_time_to_ms(pg_time_t t);
 static int pg_time_before(pg_time_t a, pg_time_t b);
 static int pg_form_unescape(const uint8_t *s, size_t len, uint8_t *out,
@@ -72,6 +68,7 @@ pg_parse_time(const uint8_t *s, size_t len, int64_t *ms)
 static int
 pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t)
 {
+    char      buf[128];
     double    v, ip, fp;
     uint64_t  sec, n;
     int64_t   nsec;
@@ -79,7 +76,9 @@ pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t)
     static const char  min_time[] = "-292273086-05-16T16:47:06Z";
     static const char  max_time[] = "292277025-08-18T07:12:54.999999999Z";
 
-    if (pg_time_parse_float(s, len, &v) == 0) {
+    if (len < sizeof(buf)
+        && pg_go_parse_float(s, len, buf, &v) == PG_GO_FLOAT_OK)
+    {
 
         /*
          * Prometheus: s, ns := math.Modf(t); ns = math.Round(ns*1000)/1000;
@@ -98,8 +97,8 @@ pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t)
 
         fp = round(fp * 1000) / 1000;
 
-        sec = (uint64_t) pg_time_go_f2i(ip);
-        nsec = pg_time_go_f2i(fp * 1e9);
+        sec = (uint64_t) pg_go_f2i(ip);
+        nsec = pg_go_f2i(fp * 1e9);
 
         if (nsec < 0 || nsec >= 1000000000) {
             n = (uint64_t) (nsec / 1000000000);
@@ -140,8 +139,8 @@ pg_time_parse_exact(const uint8_t *s, size_t len, pg_time_t *t)
 
 
 /* what CVTTSD2SI gives, as Go's int64(f) does on amd64 */
-static int64_t
-pg_time_go_f2i(double v)
+int64_t
+pg_go_f2i(double v)
 {
     if (isnan(v) || v >= 9223372036854775808.0 || v < -9223372036854775808.0)
     {
@@ -174,25 +173,20 @@ pg_time_before(pg_time_t a, pg_time_t b)
 
 
 /*
- * Go's strconv.ParseFloat(s, 64) syntax: [+-] then inf, infinity (any
- * case) or, unsigned, nan; or decimal digits with an optional '.' and
- * e-exponent; or 0x hex digits with an optional '.' and a mandatory
- * p-exponent; '_' between digits.  The checked string then goes to strtod,
- * which rounds correctly as Go does.  Overflow is an error, underflow not.
+ * The syntax is checked here, then the string without '_' goes to strtod,
+ * which rounds correctly as Go does.
  */
-static int
-pg_time_parse_float(const uint8_t *s, size_t len, double *v)
+pg_go_float_rc_e
+pg_go_parse_float(const uint8_t *s, size_t len, char *buf, double *v)
 {
-    char      buf[128];
     size_t    i, n;
     int       hex, sawdigits, sawdot, sawexp, underscores;
     uint8_t   c;
-    double    r;
 
     static const char  inf[] = "infinity";
 
-    if (len == 0 || len >= sizeof(buf)) {
-        return -1;
+    if (len == 0) {
+        return PG_GO_FLOAT_SYNTAX;
     }
 
     i = 0;
@@ -210,18 +204,18 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
         }
 
         if (i + n != len || (n != 3 && n != 8)) {
-            return -1;
+            return PG_GO_FLOAT_SYNTAX;
         }
 
         *v = (s[0] == '-') ? -INFINITY : INFINITY;
-        return 0;
+        return PG_GO_FLOAT_OK;
     }
 
     if (i == 0 && len == 3 && (s[0] | 0x20) == 'n' && (s[1] | 0x20) == 'a'
         && (s[2] | 0x20) == 'n')
     {
         *v = NAN;
-        return 0;
+        return PG_GO_FLOAT_OK;
     }
 
     hex = 0;
@@ -246,7 +240,7 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
 
         if (c == '.') {
             if (sawdot) {
-                return -1;
+                return PG_GO_FLOAT_SYNTAX;
             }
             sawdot = 1;
             continue;
@@ -263,7 +257,7 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
     }
 
     if (!sawdigits) {
-        return -1;
+        return PG_GO_FLOAT_SYNTAX;
     }
 
     if (i < len && (s[i] | 0x20) == (hex ? 'p' : 'e')) {
@@ -275,7 +269,7 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
         }
 
         if (i >= len || s[i] < '0' || s[i] > '9') {
-            return -1;
+            return PG_GO_FLOAT_SYNTAX;
         }
 
         while (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '_')) {
@@ -285,11 +279,11 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
     }
 
     if (i != len || (hex && !sawexp)) {
-        return -1;
+        return PG_GO_FLOAT_SYNTAX;
     }
 
-    if (underscores && !pg_time_underscore_ok(s, len)) {
-        return -1;
+    if (underscores && !pg_go_underscore_ok(s, len)) {
+        return PG_GO_FLOAT_SYNTAX;
     }
 
     for (i = 0, n = 0; i < len; i++) {
@@ -300,21 +294,15 @@ pg_time_parse_float(const uint8_t *s, size_t len, double *v)
 
     buf[n] = '\0';
 
-    r = strtod(buf, NULL);
+    *v = strtod(buf, NULL);
 
-    if (isinf(r)) {
-        return -1;
-    }
-
-    *v = r;
-
-    return 0;
+    return isinf(*v) ? PG_GO_FLOAT_RANGE : PG_GO_FLOAT_OK;
 }
 
 
 /* Go's underscoreOK(): '_' only between digits or after a base prefix */
-static int
-pg_time_underscore_ok(const uint8_t *s, size_t len)
+int
+pg_go_underscore_ok(const uint8_t *s, size_t len)
 {
     size_t   i;
     int      hex;
@@ -497,7 +485,7 @@ pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t)
         return -1;
     }
 
-    t->sec = pg_time_days_from_civil(year, month, day) * 86400
+    t->sec = pg_days_from_civil(year, month, day) * 86400
              + hour * 3600 + min * 60 + sec - off;
     t->nsec = nsec;
 
@@ -505,9 +493,9 @@ pg_time_parse_rfc3339(const uint8_t *s, size_t len, pg_time_t *t)
 }
 
 
-/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
-static int64_t
-pg_time_days_from_civil(int64_t y, int m, int d)
+/* Howard Hinnant's days_from_civil() */
+int64_t
+pg_days_from_civil(int64_t y, int m, int d)
 {
     int64_t  era, yoe, doy, doe;
 

@@ -73,4 +73,32 @@ pg_time_rc_e pg_parse_query_json(const uint8_t *body, size_t len,
     const pg_allocator_t *alloc, pg_query_params_t *qp, char *err,
     size_t err_len);
 
+
+/* ------------------------------- Go's numbers and dates, for PromQL too */
+
+typedef enum {
+    PG_GO_FLOAT_OK = 0,
+    PG_GO_FLOAT_SYNTAX,     /* strconv.ErrSyntax */
+    PG_GO_FLOAT_RANGE       /* strconv.ErrRange: *v is +Inf or -Inf */
+} pg_go_float_rc_e;
+
+/*
+ * Go's strconv.ParseFloat(s, 64): [+-] then inf, infinity (any case) or,
+ * unsigned, nan; or decimal digits with an optional '.' and e-exponent; or
+ * 0x hex digits with an optional '.' and a mandatory p-exponent; '_' as
+ * underscoreOK() allows.  An underflow is no error, as in Go.  buf must
+ * hold len + 1 bytes.
+ */
+pg_go_float_rc_e pg_go_parse_float(const uint8_t *s, size_t len, char *buf,
+    double *v);
+
+/* Go's underscoreOK(): '_' only between digits or after a base prefix */
+int pg_go_underscore_ok(const uint8_t *s, size_t len);
+
+/* Go's int64(f) on amd64: NaN and values out of range give INT64_MIN */
+int64_t pg_go_f2i(double v);
+
+/* days since 1970-01-01 of a proleptic Gregorian date */
+int64_t pg_days_from_civil(int64_t y, int m, int d);
+
 #endif /* PG_TIME_H */
