@@ -33,6 +33,7 @@
 #include "pg_promql.h"
 #include "pg_promql_yacc.h"
 #include "pg_time.h"
+#include "pg_utf8.h"
 
 
 #define PG_EOF           (-1)
@@ -2369,23 +2370,11 @@ pg_unquote(pg_parser_t *p, pg_str_t q)
         }
 
         /* \x is a byte, possibly not UTF-8; \u and \U are code points */
-        if (esc == 'x' || v < 0x80) {
+        if (esc == 'x') {
             *o++ = (uint8_t) v;
 
-        } else if (v < 0x800) {
-            *o++ = (uint8_t) (0xc0 | (v >> 6));
-            *o++ = (uint8_t) (0x80 | (v & 0x3f));
-
-        } else if (v < 0x10000) {
-            *o++ = (uint8_t) (0xe0 | (v >> 12));
-            *o++ = (uint8_t) (0x80 | ((v >> 6) & 0x3f));
-            *o++ = (uint8_t) (0x80 | (v & 0x3f));
-
         } else {
-            *o++ = (uint8_t) (0xf0 | (v >> 18));
-            *o++ = (uint8_t) (0x80 | ((v >> 12) & 0x3f));
-            *o++ = (uint8_t) (0x80 | ((v >> 6) & 0x3f));
-            *o++ = (uint8_t) (0x80 | (v & 0x3f));
+            o += pg_utf8_encode_rune(o, v);
         }
     }
 
@@ -4361,32 +4350,17 @@ pg_ascii_caseeq(const char *lower, const uint8_t *s, size_t len)
 static size_t
 pg_decode_rune(const uint8_t *p, size_t len, int32_t *r)
 {
-    size_t  n;
+    size_t    n;
+    uint32_t  rune;
 
-    if (p[0] < 0x80) {
-        *r = p[0];
-        return 1;
-    }
+    n = pg_utf8_decode_rune(p, len, &rune);
 
-    n = (p[0] >= 0xc2 && p[0] <= 0xdf) ? 2
-        : (p[0] >= 0xe0 && p[0] <= 0xef) ? 3
-        : (p[0] >= 0xf0 && p[0] <= 0xf4) ? 4 : 0;
-
-    if (n == 0 || len < n || !pg_utf8_valid(p, n)) {
+    if (n == 0) {
         *r = 0xfffd;
         return 1;
     }
 
-    if (n == 2) {
-        *r = ((p[0] & 0x1f) << 6) | (p[1] & 0x3f);
-
-    } else if (n == 3) {
-        *r = ((p[0] & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
-
-    } else {
-        *r = ((p[0] & 0x07) << 18) | ((p[1] & 0x3f) << 12)
-             | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
-    }
+    *r = (int32_t) rune;
 
     return n;
 }
