@@ -21,8 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <snappy-c.h>
-
 #include "remote.pb-c.h"
 
 
@@ -835,7 +833,7 @@ pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg, size_t len,
 size_t
 pg_kafka_compress_bound(size_t len)
 {
-    return snappy_max_compressed_length(len);
+    return pg_snappy_max_encoded(len);
 }
 
 
@@ -843,8 +841,7 @@ int
 pg_kafka_compress(const uint8_t *src, size_t len, uint8_t *dst,
     size_t *dst_len)
 {
-    return snappy_compress((const char *) src, len, (char *) dst, dst_len)
-           == SNAPPY_OK ? 0 : -1;
+    return pg_snappy_encode(src, len, dst, dst_len) == PG_SNAPPY_OK ? 0 : -1;
 }
 
 
