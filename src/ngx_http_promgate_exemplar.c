@@ -31,6 +31,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     ngx_uint_t reused);
+static ngx_int_t ngx_http_promgate_exzone_values(
+    ngx_http_promgate_zone_t *zone, void *values);
 static void ngx_http_promgate_query_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_query(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_query_send(ngx_http_request_t *r,
@@ -426,7 +428,6 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     pg_exring_rc_e                 rc;
     pg_wal_record_t                rec;
     ngx_http_promgate_exzone_t    *zctx;
-    ngx_http_promgate_stats_t     *st;
     ngx_http_promgate_exemplar_t  *e;
 
     if (ctx->exemplars == NULL || ctx->exemplars->nelts == 0
@@ -436,7 +437,6 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     }
 
     zctx = ctx->plcf->exemplar_zone->data;
-    st = ngx_http_promgate_stats();
 
     tenant.data = ctx->tenant.data;
     tenant.len = ctx->tenant.len;
@@ -475,7 +475,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
                               &seq);
 
         if (rc < PG_EXRING_NRESULTS) {
-            (void) ngx_atomic_fetch_add(&st->exemplar_results[rc], 1);
+            (void) ngx_atomic_fetch_add(&zctx->sh->results[rc], 1);
         }
 
         if (rc != PG_EXRING_ADDED || frames == NULL) {
@@ -514,81 +514,77 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 }
 
 
-u_char *
-ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf)
+/* ------------------------------------------------------------ status */
+
+
+static ngx_http_promgate_metric_t  ngx_http_promgate_exemplar_metrics[] = {
+    { "promgate_exemplar_zone_exemplars", "gauge",
+      "Exemplars stored in the zone.",
+      offsetof(pg_exring_stats_t, exemplars) },
+    { "promgate_exemplar_zone_capacity", "gauge",
+      "Exemplars the zone keeps (max=).",
+      offsetof(pg_exring_stats_t, max) },
+    { "promgate_exemplar_zone_series", "gauge",
+      "Series with stored exemplars.",
+      offsetof(pg_exring_stats_t, series) },
+    { "promgate_exemplar_zone_label_bytes", "gauge",
+      "Bytes holding exemplar and series label sets.",
+      offsetof(pg_exring_stats_t, log_used) },
+    { "promgate_exemplar_zone_label_capacity_bytes", "gauge",
+      "Bytes of variable-length label storage in the zone.",
+      offsetof(pg_exring_stats_t, log_size) },
+    { "promgate_exemplar_zone_appended_total", "counter",
+      "Exemplars appended to the zone since it was created.",
+      offsetof(pg_exring_stats_t, seq) },
+};
+
+
+/* the insert results summed over the zones, then each zone's ring */
+
+void
+ngx_http_promgate_exemplar_status(ngx_http_promgate_text_t *t, void *data)
 {
-    ngx_uint_t                   i, k;
-    pg_exring_stats_t            es;
-    ngx_shm_zone_t             **zp;
-    ngx_http_promgate_exzone_t  *zctx;
-    ngx_http_promgate_stats_t   *st;
+    ngx_array_t *zones = data;
 
-    static struct {
-        char    *name;
-        char    *type;
-        char    *help;
-        size_t   offset;
-    } gauges[] = {
-        { "promgate_exemplar_zone_exemplars", "gauge",
-          "Exemplars stored in the zone.",
-          offsetof(pg_exring_stats_t, exemplars) },
-        { "promgate_exemplar_zone_capacity", "gauge",
-          "Exemplars the zone keeps (max=).",
-          offsetof(pg_exring_stats_t, max) },
-        { "promgate_exemplar_zone_series", "gauge",
-          "Series with stored exemplars.",
-          offsetof(pg_exring_stats_t, series) },
-        { "promgate_exemplar_zone_label_bytes", "gauge",
-          "Bytes holding exemplar and series label sets.",
-          offsetof(pg_exring_stats_t, log_used) },
-        { "promgate_exemplar_zone_label_capacity_bytes", "gauge",
-          "Bytes of variable-length label storage in the zone.",
-          offsetof(pg_exring_stats_t, log_size) },
-        { "promgate_exemplar_zone_appended_total", "counter",
-          "Exemplars appended to the zone since it was created.",
-          offsetof(pg_exring_stats_t, seq) },
-    };
+    ngx_uint_t                  k;
+    ngx_atomic_t                results[PG_EXRING_NRESULTS];
+    ngx_http_promgate_label_t   l;
 
-    st = ngx_http_promgate_stats();
+    ngx_http_promgate_zones_sum(zones,
+                                offsetof(ngx_http_promgate_exshm_t, results),
+                                PG_EXRING_NRESULTS, results);
 
-    p = ngx_slprintf(p, last, "# HELP promgate_exemplars_inserted_total "
-                     "Exemplars of acknowledged writes offered to the zone, "
-                     "by result.\n"
-                     "# TYPE promgate_exemplars_inserted_total counter\n");
+    ngx_http_promgate_text_family(t, "promgate_exemplars_inserted_total",
+                                  "counter", "Exemplars of acknowledged "
+                                  "writes offered to the zone, by result.");
 
     for (k = 0; k < PG_EXRING_NRESULTS; k++) {
-        p = ngx_slprintf(p, last, "promgate_exemplars_inserted_total"
-                         "{result=\"%s\"} %uA\n", pg_exring_rc_name(k),
-                         st->exemplar_results[k]);
+        ngx_http_promgate_label_cstr(&l, "result", pg_exring_rc_name(k));
+        ngx_http_promgate_text_sample(t, "promgate_exemplars_inserted_total",
+                                      &l, 1, "%uA", results[k]);
     }
 
-    zp = pmcf->exemplar_zones.elts;
+    ngx_http_promgate_text_zones(t, ngx_http_promgate_exemplar_metrics,
+                                 sizeof(ngx_http_promgate_exemplar_metrics)
+                                 / sizeof(ngx_http_promgate_metric_t),
+                                 zones, ngx_http_promgate_exzone_values,
+                                 sizeof(pg_exring_stats_t));
+}
 
-    for (k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
-        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
-                         gauges[k].name, gauges[k].help, gauges[k].name,
-                         gauges[k].type);
 
-        for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
-            zctx = zp[i]->data;
+static ngx_int_t
+ngx_http_promgate_exzone_values(ngx_http_promgate_zone_t *zone,
+    void *values)
+{
+    ngx_http_promgate_exzone_t *ctx = (ngx_http_promgate_exzone_t *) zone;
 
-            if (zctx->ring == NULL) {
-                continue;
-            }
-
-            ngx_shmtx_lock(&zctx->zone.shpool->mutex);
-            pg_exring_stats(zctx->ring, &es);
-            ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
-
-            p = ngx_slprintf(p, last, "%s{zone=\"%V\"} %uL\n",
-                             gauges[k].name, &zctx->name,
-                             *(uint64_t *) ((u_char *) &es
-                                            + gauges[k].offset));
-        }
+    if (ctx->ring == NULL) {
+        return NGX_DECLINED;
     }
 
-    return p;
+    pg_exring_stats(ctx->ring, values);
+
+    return NGX_OK;
 }
 
 

@@ -61,14 +61,6 @@ ngx_int_t ngx_http_promgate_kafka_produce(ngx_str_t *topic, ngx_str_t *key,
     ngx_str_t *value, void *opaque,
     ngx_http_promgate_kafka_delivery_pt handler);
 
-/*
- * The consumers' metrics in the Prometheus text format (summed over all
- * workers, from a shared zone), for the status page.  Writes at most
- * last - p bytes; ngx_http_promgate_kafka_status_size() is enough.
- */
-u_char *ngx_http_promgate_kafka_status(u_char *p, u_char *last);
-size_t ngx_http_promgate_kafka_status_size(void);
-
 
 /* -------------------------------------------- Kafka glue internals */
 

@@ -2,7 +2,7 @@
 /*
  * promgate: the Kafka consumers' counters, in their own small shared zone
  * (summed over workers, kept across reloads by group and topics), and
- * their rendering in the Prometheus text format for the status page.
+ * their part of the status page, registered with the zone.
  */
 
 
@@ -28,6 +28,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_promgate_kafka_status_init_zone(
     ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+static void ngx_http_promgate_kafka_status(ngx_http_promgate_text_t *t,
+    void *data);
 
 
 static ngx_http_promgate_zone_kind_t  ngx_http_promgate_kafka_status_kind = {
@@ -56,6 +58,8 @@ static const char  *ngx_http_promgate_kafka_poison_names[] = {
 };
 
 
+/* the zone, and the consumers' part of the status page */
+
 ngx_int_t
 ngx_http_promgate_kafka_status_init(ngx_conf_t *cf, ngx_array_t *keys)
 {
@@ -77,9 +81,16 @@ ngx_http_promgate_kafka_status_init(ngx_conf_t *cf, ngx_array_t *keys)
                      ngx_pagesize)
            + 8 * ngx_pagesize;
 
-    return ngx_http_promgate_zone_add(cf, &name, size,
-                                      &ngx_http_promgate_kafka_status_kind,
-                                      &ctx->zone, NULL);
+    if (ngx_http_promgate_zone_add(cf, &name, size,
+                                   &ngx_http_promgate_kafka_status_kind,
+                                   &ctx->zone, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_promgate_status_add(cf, ngx_http_promgate_kafka_status,
+                                        ctx);
 }
 
 
@@ -397,71 +408,52 @@ static struct {
 };
 
 
-static u_char *
-ngx_http_promgate_kafka_escape(u_char *p, u_char *last, u_char *s)
-{
-    for ( /* void */ ; *s && p < last; s++) {
-        if (*s == '\\' || *s == '"' || *s == '\n') {
-            if (last - p < 2) {
-                break;
-            }
-
-            *p++ = '\\';
-            *p++ = (*s == '\n') ? 'n' : *s;
-            continue;
-        }
-
-        *p++ = *s;
-    }
-
-    return p;
-}
-
-
 /* name{group="G",topics="T"[,label="value"]} v */
 
-static u_char *
-ngx_http_promgate_kafka_line(u_char *p, u_char *last, char *name,
+static void
+ngx_http_promgate_kafka_line(ngx_http_promgate_text_t *t, char *name,
     ngx_http_promgate_kafka_cstats_t *cs, char *label, const char *value,
     ngx_atomic_uint_t v)
 {
-    p = ngx_slprintf(p, last, "%s{group=\"", name);
-    p = ngx_http_promgate_kafka_escape(p, last, cs->group);
-    p = ngx_slprintf(p, last, "\",topics=\"");
-    p = ngx_http_promgate_kafka_escape(p, last, cs->topics);
+    ngx_http_promgate_label_t  l[3];
+
+    ngx_http_promgate_label_cstr(&l[0], "group", (char *) cs->group);
+    ngx_http_promgate_label_cstr(&l[1], "topics", (char *) cs->topics);
 
     if (label) {
-        p = ngx_slprintf(p, last, "\",%s=\"%s", label, value);
+        ngx_http_promgate_label_cstr(&l[2], label, value);
     }
 
-    return ngx_slprintf(p, last, "\"} %uA\n", v);
+    ngx_http_promgate_text_sample(t, name, l, label ? 3 : 2, "%uA", v);
 }
 
 
 /* name{group="G",topic="T",partition="P"} v */
 
-static u_char *
-ngx_http_promgate_kafka_pline(u_char *p, u_char *last, char *name,
-    ngx_http_promgate_kafka_pstats_t *ps, ngx_atomic_int_t v)
+static void
+ngx_http_promgate_kafka_pline(ngx_http_promgate_text_t *t, char *name,
+    ngx_http_promgate_kafka_stats_t *st, ngx_http_promgate_kafka_pstats_t *ps,
+    ngx_atomic_int_t v)
 {
-    ngx_http_promgate_kafka_cstats_t  *cs;
+    u_char                     num[NGX_ATOMIC_T_LEN];
+    ngx_http_promgate_label_t  l[3];
 
-    cs = &ngx_http_promgate_kafka_stats_ptr->consumers[ps->consumer];
+    ngx_http_promgate_label_cstr(&l[0], "group",
+                                 (char *) st->consumers[ps->consumer].group);
+    ngx_http_promgate_label_cstr(&l[1], "topic", (char *) ps->topic);
 
-    p = ngx_slprintf(p, last, "%s{group=\"", name);
-    p = ngx_http_promgate_kafka_escape(p, last, cs->group);
-    p = ngx_slprintf(p, last, "\",topic=\"");
-    p = ngx_http_promgate_kafka_escape(p, last, ps->topic);
+    l[2].name = "partition";
+    l[2].value.data = num;
+    l[2].value.len = ngx_sprintf(num, "%uA", ps->partition) - num;
 
-    return ngx_slprintf(p, last, "\",partition=\"%uA\"} %A\n", ps->partition,
-                        v);
+    ngx_http_promgate_text_sample(t, name, l, 3, "%A", v);
 }
 
 
 /* a consumer's lines of one metric */
 
-static u_char *
-ngx_http_promgate_kafka_consumer_lines(u_char *p, u_char *last,
+static void
+ngx_http_promgate_kafka_consumer_lines(ngx_http_promgate_text_t *t,
     ngx_http_promgate_kafka_metric_t *m, ngx_http_promgate_kafka_cstats_t *cs)
 {
     size_t             off;
@@ -477,21 +469,20 @@ ngx_http_promgate_kafka_consumer_lines(u_char *p, u_char *last,
             off = ngx_http_promgate_kafka_outcomes[k].offset;
             v = *(ngx_atomic_t *) ((u_char *) cs + off);
 
-            p = ngx_http_promgate_kafka_line(p, last, m->name, cs, "outcome",
-                                             label, v);
+            ngx_http_promgate_kafka_line(t, m->name, cs, "outcome", label, v);
         }
 
-        return p;
+        return;
 
     case NGX_HTTP_PROMGATE_KAFKA_POISON:
         for (k = 0; k < NGX_HTTP_PROMGATE_KAFKA_NPOISON; k++) {
             label = ngx_http_promgate_kafka_poison_names[k];
 
-            p = ngx_http_promgate_kafka_line(p, last, m->name, cs, "reason",
-                                             label, cs->poison[k]);
+            ngx_http_promgate_kafka_line(t, m->name, cs, "reason", label,
+                                         cs->poison[k]);
         }
 
-        return p;
+        return;
 
     case NGX_HTTP_PROMGATE_KAFKA_INFLIGHT:
     case NGX_HTTP_PROMGATE_KAFKA_PAUSED:
@@ -513,7 +504,7 @@ ngx_http_promgate_kafka_consumer_lines(u_char *p, u_char *last,
         break;
     }
 
-    return ngx_http_promgate_kafka_line(p, last, m->name, cs, NULL, NULL, v);
+    ngx_http_promgate_kafka_line(t, m->name, cs, NULL, NULL, v);
 }
 
 
@@ -553,37 +544,11 @@ ngx_http_promgate_kafka_partition_value(ngx_http_promgate_kafka_metric_t *m,
 }
 
 
-size_t
-ngx_http_promgate_kafka_status_size(void)
+static void
+ngx_http_promgate_kafka_status(ngx_http_promgate_text_t *t, void *data)
 {
-    size_t      size;
-    ngx_uint_t  i;
+    ngx_http_promgate_kafka_status_zone_t *ctx = data;
 
-    size = 8192;
-
-    if (ngx_http_promgate_kafka_stats_ptr == NULL) {
-        return size;
-    }
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
-        if (ngx_http_promgate_kafka_stats_ptr->consumers[i].used) {
-            size += 32 * (2 * NGX_HTTP_PROMGATE_KAFKA_NAME + 128);
-        }
-    }
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_PARTITIONS; i++) {
-        if (ngx_http_promgate_kafka_stats_ptr->partitions[i].used) {
-            size += 5 * (2 * NGX_HTTP_PROMGATE_KAFKA_NAME + 128);
-        }
-    }
-
-    return size;
-}
-
-
-u_char *
-ngx_http_promgate_kafka_status(u_char *p, u_char *last)
-{
     ngx_uint_t                         i;
     ngx_atomic_int_t                   v;
     ngx_http_promgate_kafka_metric_t  *m;
@@ -591,23 +556,17 @@ ngx_http_promgate_kafka_status(u_char *p, u_char *last)
     ngx_http_promgate_kafka_cstats_t  *cs;
     ngx_http_promgate_kafka_pstats_t  *ps;
 
-    st = ngx_http_promgate_kafka_stats_ptr;
-
-    if (st == NULL) {
-        return p;
-    }
+    st = &((ngx_http_promgate_kafka_status_shm_t *) ctx->zone.sh)->stats;
 
     for (m = ngx_http_promgate_kafka_metrics; m->name; m++) {
-        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
-                         m->name, m->help, m->name, m->type);
+        ngx_http_promgate_text_family(t, m->name, m->type, m->help);
 
         if (m->kind < NGX_HTTP_PROMGATE_KAFKA_ASSIGNED) {
             for (i = 0; i < NGX_HTTP_PROMGATE_KAFKA_MAX_CONSUMERS; i++) {
                 cs = &st->consumers[i];
 
                 if (cs->used) {
-                    p = ngx_http_promgate_kafka_consumer_lines(p, last, m,
-                                                               cs);
+                    ngx_http_promgate_kafka_consumer_lines(t, m, cs);
                 }
             }
 
@@ -621,10 +580,8 @@ ngx_http_promgate_kafka_status(u_char *p, u_char *last)
                 && ngx_http_promgate_kafka_partition_value(m, ps, &v)
                    == NGX_OK)
             {
-                p = ngx_http_promgate_kafka_pline(p, last, m->name, ps, v);
+                ngx_http_promgate_kafka_pline(t, m->name, st, ps, v);
             }
         }
     }
-
-    return p;
 }

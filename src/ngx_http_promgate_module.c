@@ -256,7 +256,26 @@ ngx_http_promgate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_promgate_status_init(cf, pmcf);
+    /* the status page: the writes' counters, then each feature's */
+
+    if (ngx_http_promgate_status_init(cf) != NGX_OK
+        || ngx_http_promgate_status_add(cf, ngx_http_promgate_exemplar_status,
+                                        &pmcf->exemplar_zones)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (pmcf->series_zones.nelts
+        && ngx_http_promgate_status_add(cf, ngx_http_promgate_series_status,
+                                        &pmcf->series_zones)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_promgate_status_add(cf, ngx_http_promgate_wal_status,
+                                        &pmcf->exemplar_zones);
 }
 
 
@@ -416,6 +435,13 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
         || ngx_array_init(&pmcf->series_zones, cf->pool, 2,
                           sizeof(ngx_shm_zone_t *))
            != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->printers, cf->pool, 8,
+                       sizeof(ngx_http_promgate_status_printer_t))
+        != NGX_OK)
     {
         return NULL;
     }

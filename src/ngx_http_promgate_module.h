@@ -54,7 +54,7 @@ typedef struct {
 } ngx_http_promgate_target_stats_t;
 
 
-/* the status zone: counters summed over all workers */
+/* the status zone (status.c): the writes' counters, summed over workers */
 typedef struct {
     ngx_atomic_t                    codes[600];
     ngx_atomic_t                    samples;
@@ -69,26 +69,13 @@ typedef struct {
     ngx_atomic_t                    invalid_series[PG_RW_NREASONS];
     ngx_atomic_t                    invalid_samples;
     ngx_atomic_t                    invalid_metadata;
-    ngx_atomic_t                    versions[3];     /* requests by RW version */
-    ngx_atomic_t                    encoded[3];      /* bodies made, by version */
-    ngx_atomic_t                    encoded_bytes;   /* their compressed size */
+    ngx_atomic_t                    versions[3];     /* requests, by version */
+    ngx_atomic_t                    encoded[3];      /* bodies made */
+    ngx_atomic_t                    encoded_bytes;   /* compressed */
     ngx_atomic_t                    latency[NGX_HTTP_PROMGATE_LATENCY_BUCKETS];
     ngx_atomic_t                    latency_count;
     ngx_atomic_t                    latency_sum_us;
     ngx_atomic_t                    inflight[NGX_HTTP_PROMGATE_MAX_WORKERS];
-    ngx_atomic_t                    exemplar_results[8];
-    ngx_atomic_t                    wal_records;
-    ngx_atomic_t                    wal_bytes;
-    ngx_atomic_t                    wal_write_errors;
-    ngx_atomic_t                    wal_segments_created;
-    ngx_atomic_t                    wal_segments_deleted;
-    ngx_atomic_t                    wal_fsyncs;
-    ngx_atomic_t                    wal_fsync_us;
-    ngx_atomic_t                    wal_replays;
-    ngx_atomic_t                    wal_replayed_records;
-    ngx_atomic_t                    wal_replay_ms;
-    ngx_atomic_t                    wal_truncations;
-    ngx_atomic_t                    wal_corrupt_records;
     ngx_http_promgate_target_stats_t  targets[NGX_HTTP_PROMGATE_MAX_TARGETS];
 } ngx_http_promgate_stats_t;
 
@@ -110,14 +97,31 @@ typedef struct {
 
 
 typedef struct {
-    ngx_shm_zone_t                 *status_zone;
     ngx_array_t                     targets;  /* ngx_http_promgate_target_t */
     ngx_array_t                     locations;
     ngx_array_t                     exemplar_zones;  /* ngx_shm_zone_t * */
     ngx_array_t                     series_zones;    /* ngx_shm_zone_t * */
+    ngx_array_t                     printers; /* the status page's */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
+
+
+/* the WAL's counters (wal.c), in its exemplar zone */
+typedef struct {
+    ngx_atomic_t                    records;
+    ngx_atomic_t                    bytes;
+    ngx_atomic_t                    write_errors;
+    ngx_atomic_t                    segments_created;
+    ngx_atomic_t                    segments_deleted;
+    ngx_atomic_t                    fsyncs;
+    ngx_atomic_t                    fsync_us;
+    ngx_atomic_t                    replays;
+    ngx_atomic_t                    replayed_records;
+    ngx_atomic_t                    replay_ms;
+    ngx_atomic_t                    truncations;
+    ngx_atomic_t                    corrupt_records;
+} ngx_http_promgate_wal_stats_t;
 
 
 /* what an exemplar zone keeps in shared memory besides the ring */
@@ -129,6 +133,8 @@ typedef struct {
     uint64_t                       *wal_seq;  /* [max]: WAL seq by ring slot */
     uint64_t                        wal_next; /* the next WAL seq */
     ngx_uint_t                      replayed;
+    ngx_atomic_t                    results[8];   /* by pg_exring_rc_e */
+    ngx_http_promgate_wal_stats_t   wal;
 } ngx_http_promgate_exshm_t;
 
 
@@ -193,6 +199,16 @@ typedef struct {
 } ngx_http_promgate_write_ctx_t;
 
 
+/* a feature's part of the status page (see status.c) */
+typedef void (*ngx_http_promgate_status_pt)(ngx_http_promgate_text_t *t,
+    void *data);
+
+typedef struct {
+    ngx_http_promgate_status_pt     print;
+    void                           *data;
+} ngx_http_promgate_status_printer_t;
+
+
 extern ngx_module_t  ngx_http_promgate_module;
 
 
@@ -214,10 +230,10 @@ char *ngx_http_promgate_exemplar_ref(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_promgate_exemplar_check(ngx_conf_t *cf,
     ngx_shm_zone_t *zone);
+void ngx_http_promgate_exemplar_status(ngx_http_promgate_text_t *t,
+    void *data);
 int ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s);
 void ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx);
-u_char *ngx_http_promgate_exemplar_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf);
 ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
 
 /* ngx_http_promgate_wal.c */
@@ -227,8 +243,7 @@ ngx_int_t ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx,
     u_char *frames, size_t len, uint64_t first_seq, ngx_uint_t nrecords);
-u_char *ngx_http_promgate_wal_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf);
+void ngx_http_promgate_wal_status(ngx_http_promgate_text_t *t, void *data);
 
 /* ngx_http_promgate_series.c */
 char *ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -239,12 +254,12 @@ int ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
     const pg_rw_series_t *s);
 void ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx);
 void ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx);
-u_char *ngx_http_promgate_series_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf);
+void ngx_http_promgate_series_status(ngx_http_promgate_text_t *t, void *data);
 
 /* ngx_http_promgate_status.c */
-ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf,
-    ngx_http_promgate_main_conf_t *pmcf);
+ngx_int_t ngx_http_promgate_status_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_promgate_status_add(ngx_conf_t *cf,
+    ngx_http_promgate_status_pt print, void *data);
 ngx_http_promgate_stats_t *ngx_http_promgate_stats(void);
 void ngx_http_promgate_stats_reject(ngx_uint_t reason, uint64_t samples);
 void ngx_http_promgate_stats_answer(ngx_http_promgate_write_ctx_t *ctx,

@@ -73,6 +73,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_promgate_series_init_zone(
     ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+static ngx_int_t ngx_http_promgate_series_values(
+    ngx_http_promgate_zone_t *zone, void *values);
 #if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 static void ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
     const char *err);
@@ -684,83 +686,64 @@ ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
 /* ----------------------------------------------------------- status */
 
 
-u_char *
-ngx_http_promgate_series_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf)
+static ngx_http_promgate_metric_t  ngx_http_promgate_series_metrics[] = {
+    { "promgate_series_zone_entries", "gauge",
+      "Series the index tracks, pending ones included.",
+      offsetof(pg_series_stats_t, entries) },
+    { "promgate_series_zone_capacity", "gauge",
+      "Series the index can track; beyond, the least recently seen go.",
+      offsetof(pg_series_stats_t, capacity) },
+    { "promgate_series_zone_pending", "gauge",
+      "New series produced to Kafka and not yet confirmed.",
+      offsetof(pg_series_stats_t, pending) },
+    { "promgate_series_new_total", "counter",
+      "New series of writes answered 2xx, offered to Kafka.",
+      offsetof(pg_series_stats_t, offered) },
+    { "promgate_series_published_total", "counter",
+      "New series Kafka confirmed.",
+      offsetof(pg_series_stats_t, published) },
+    { "promgate_series_failed_total", "counter",
+      "New series Kafka did not take (offered again by later writes).",
+      offsetof(pg_series_stats_t, failed) },
+    { "promgate_series_queue_overflow_total", "counter",
+      "New series not produced because the producer's queue was full "
+      "(offered again by later writes).",
+      offsetof(pg_series_stats_t, overflow) },
+    { "promgate_series_evictions_total", "counter",
+      "Series forgotten within their ttl to make room.",
+      offsetof(pg_series_stats_t, evictions) },
+    { "promgate_series_expired_total", "counter",
+      "Series forgotten after their ttl, or offers never confirmed.",
+      offsetof(pg_series_stats_t, expired) },
+    { "promgate_series_collisions_total", "counter",
+      "Lookups of a series whose hash a different label set already "
+      "holds (64-bit hash collisions detected).",
+      offsetof(pg_series_stats_t, collisions) },
+};
+
+
+void
+ngx_http_promgate_series_status(ngx_http_promgate_text_t *t, void *data)
 {
-    ngx_uint_t                        i, k;
-    ngx_shm_zone_t                  **zp;
-    pg_series_stats_t                 st;
-    ngx_http_promgate_series_zone_t  *zone;
+    ngx_http_promgate_text_zones(t, ngx_http_promgate_series_metrics,
+                                 sizeof(ngx_http_promgate_series_metrics)
+                                 / sizeof(ngx_http_promgate_metric_t),
+                                 data, ngx_http_promgate_series_values,
+                                 sizeof(pg_series_stats_t));
+}
 
-    static struct {
-        char    *name;
-        char    *type;
-        char    *help;
-        size_t   offset;
-    } metrics[] = {
-        { "promgate_series_zone_entries", "gauge",
-          "Series the index tracks, pending ones included.",
-          offsetof(pg_series_stats_t, entries) },
-        { "promgate_series_zone_capacity", "gauge",
-          "Series the index can track; beyond, the least recently seen go.",
-          offsetof(pg_series_stats_t, capacity) },
-        { "promgate_series_zone_pending", "gauge",
-          "New series produced to Kafka and not yet confirmed.",
-          offsetof(pg_series_stats_t, pending) },
-        { "promgate_series_new_total", "counter",
-          "New series of writes answered 2xx, offered to Kafka.",
-          offsetof(pg_series_stats_t, offered) },
-        { "promgate_series_published_total", "counter",
-          "New series Kafka confirmed.",
-          offsetof(pg_series_stats_t, published) },
-        { "promgate_series_failed_total", "counter",
-          "New series Kafka did not take (offered again by later writes).",
-          offsetof(pg_series_stats_t, failed) },
-        { "promgate_series_queue_overflow_total", "counter",
-          "New series not produced because the producer's queue was full "
-          "(offered again by later writes).",
-          offsetof(pg_series_stats_t, overflow) },
-        { "promgate_series_evictions_total", "counter",
-          "Series forgotten within their ttl to make room.",
-          offsetof(pg_series_stats_t, evictions) },
-        { "promgate_series_expired_total", "counter",
-          "Series forgotten after their ttl, or offers never confirmed.",
-          offsetof(pg_series_stats_t, expired) },
-        { "promgate_series_collisions_total", "counter",
-          "Lookups of a series whose hash a different label set already "
-          "holds (64-bit hash collisions detected).",
-          offsetof(pg_series_stats_t, collisions) },
-    };
 
-    if (pmcf->series_zones.nelts == 0) {
-        return p;
+static ngx_int_t
+ngx_http_promgate_series_values(ngx_http_promgate_zone_t *zone, void *values)
+{
+    ngx_http_promgate_series_zone_t *ctx =
+        (ngx_http_promgate_series_zone_t *) zone;
+
+    if (ctx->set == NULL) {
+        return NGX_DECLINED;
     }
 
-    zp = pmcf->series_zones.elts;
+    pg_series_stats(ctx->set, values);
 
-    for (k = 0; k < sizeof(metrics) / sizeof(metrics[0]); k++) {
-        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
-                         metrics[k].name, metrics[k].help, metrics[k].name,
-                         metrics[k].type);
-
-        for (i = 0; i < pmcf->series_zones.nelts; i++) {
-            zone = zp[i]->data;
-
-            if (zone->set == NULL) {
-                continue;
-            }
-
-            ngx_shmtx_lock(&zone->zone.shpool->mutex);
-            pg_series_stats(zone->set, &st);
-            ngx_shmtx_unlock(&zone->zone.shpool->mutex);
-
-            p = ngx_slprintf(p, last, "%s{zone=\"%V\"} %uL\n",
-                             metrics[k].name, &zone->name,
-                             *(uint64_t *) ((u_char *) &st
-                                            + metrics[k].offset));
-        }
-    }
-
-    return p;
+    return NGX_OK;
 }

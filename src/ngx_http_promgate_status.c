@@ -1,17 +1,20 @@
 
 /*
- * promgate: its own metrics.  Counters live in a shared zone so that the
- * status page sums every worker, and survive reloads; forward targets keep
- * their counters by name.
+ * promgate: its own metrics and the promgate_status page.
+ *
+ * The writes' counters live in a shared zone so that the page sums every
+ * worker, and survive reloads; forward targets keep their counters by
+ * name.  Other features keep their own counters and register a printer
+ * (ngx_http_promgate_status_add()) at configuration time; the page is
+ * these printers' output, in the order they registered.
  */
 
 
 #include "ngx_http_promgate_module.h"
-#include "ngx_http_promgate_kafka.h"
 
 
 #define NGX_HTTP_PROMGATE_STATUS_MAGIC  0x50475354u    /* "PGST" */
-#define NGX_HTTP_PROMGATE_STATUS_LAYOUT 1
+#define NGX_HTTP_PROMGATE_STATUS_LAYOUT 2
 
 
 typedef struct {
@@ -28,6 +31,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_promgate_status_init_zone(
     ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
+static void ngx_http_promgate_status_writes(ngx_http_promgate_text_t *t,
+    void *data);
 
 
 static ngx_http_promgate_zone_kind_t  ngx_http_promgate_status_kind = {
@@ -64,13 +69,17 @@ static const char  *ngx_http_promgate_reject_names[] = {
 };
 
 
+/* the status zone, and the writes' part of the page, first */
+
 ngx_int_t
-ngx_http_promgate_status_init(ngx_conf_t *cf,
-    ngx_http_promgate_main_conf_t *pmcf)
+ngx_http_promgate_status_init(ngx_conf_t *cf)
 {
     size_t                            size;
     ngx_str_t                         name;
+    ngx_http_promgate_main_conf_t    *pmcf;
     ngx_http_promgate_status_zone_t  *ctx;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
 
     ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_status_zone_t));
     if (ctx == NULL) {
@@ -85,9 +94,39 @@ ngx_http_promgate_status_init(ngx_conf_t *cf,
                      + sizeof(ngx_http_promgate_status_shm_t), ngx_pagesize)
            + 8 * ngx_pagesize;
 
-    return ngx_http_promgate_zone_add(cf, &name, size,
-                                      &ngx_http_promgate_status_kind,
-                                      &ctx->zone, NULL);
+    if (ngx_http_promgate_zone_add(cf, &name, size,
+                                   &ngx_http_promgate_status_kind,
+                                   &ctx->zone, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_promgate_status_add(cf, ngx_http_promgate_status_writes,
+                                        ctx);
+}
+
+
+/* a feature's part of the page: print(t, data), after those added before */
+
+ngx_int_t
+ngx_http_promgate_status_add(ngx_conf_t *cf, ngx_http_promgate_status_pt print,
+    void *data)
+{
+    ngx_http_promgate_main_conf_t       *pmcf;
+    ngx_http_promgate_status_printer_t  *pr;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
+
+    pr = ngx_array_push(&pmcf->printers);
+    if (pr == NULL) {
+        return NGX_ERROR;
+    }
+
+    pr->print = print;
+    pr->data = data;
+
+    return NGX_OK;
 }
 
 
@@ -225,126 +264,142 @@ ngx_http_promgate_stats_inflight(ngx_uint_t n)
 /* ------------------------------------------------------------ the page */
 
 
-#define ngx_http_promgate_out(...)                                            \
-    p = ngx_slprintf(p, last, __VA_ARGS__)
+static ngx_http_promgate_metric_t  ngx_http_promgate_status_counters[] = {
+    { "promgate_received_samples_total", "counter",
+      "Samples received in valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, samples) },
+    { "promgate_received_histograms_total", "counter",
+      "Native histogram samples received in valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, histograms) },
+    { "promgate_received_exemplars_total", "counter",
+      "Exemplars received in valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, exemplars) },
+    { "promgate_received_metadata_total", "counter",
+      "Metadata entries received in valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, metadata) },
+    { "promgate_received_series_total", "counter",
+      "Time series received in valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, series) },
+    { "promgate_received_bytes_total", "counter",
+      "Compressed request body bytes received.",
+      offsetof(ngx_http_promgate_stats_t, bytes) },
+    { "promgate_decoded_bytes_total", "counter",
+      "Uncompressed protobuf bytes of valid write requests.",
+      offsetof(ngx_http_promgate_stats_t, decoded_bytes) },
+    { "promgate_rejected_samples_total", "counter",
+      "Samples in write requests refused as invalid.",
+      offsetof(ngx_http_promgate_stats_t, rejected_samples) },
+    { "promgate_invalid_samples_total", "counter",
+      "Samples and histogram samples of invalid series left out of "
+      "forwarded writes.",
+      offsetof(ngx_http_promgate_stats_t, invalid_samples) },
+    { "promgate_invalid_metadata_total", "counter",
+      "Metadata entries (remote write 1.0) left out of forwarded writes "
+      "as invalid.",
+      offsetof(ngx_http_promgate_stats_t, invalid_metadata) },
+    { "promgate_encoded_bytes_total", "counter",
+      "Compressed bytes of the bodies made for targets.",
+      offsetof(ngx_http_promgate_stats_t, encoded_bytes) },
+    { "promgate_inflight_rejected_total", "counter",
+      "Writes answered 503 at once because promgate_max_inflight was "
+      "reached.",
+      offsetof(ngx_http_promgate_stats_t, rejected)
+      + NGX_HTTP_PROMGATE_REJECT_INFLIGHT * sizeof(ngx_atomic_t) },
+};
 
 
-static u_char *
-ngx_http_promgate_help(u_char *p, u_char *last, char *name, char *type,
-    char *help)
+/* the families of forward targets, each with a sample per target */
+static ngx_http_promgate_metric_t  ngx_http_promgate_status_targets[] = {
+    { "promgate_forward_attempts_total", "counter",
+      "Forward attempts (subrequests), by target.",
+      offsetof(ngx_http_promgate_target_stats_t, attempts) },
+    { "promgate_forward_retries_total", "counter",
+      "Forward attempts that were retries, by target.",
+      offsetof(ngx_http_promgate_target_stats_t, retries) },
+    { "promgate_forward_outcomes_total", "counter",
+      "Final outcome of each write per target: stored (2xx), rejected "
+      "(400/409), failed.",
+      0 /* the name: by outcome */ },
+    { "promgate_forward_giveups_total", "counter",
+      "Targets given up on because the next retry would pass "
+      "promgate_retry_timeout.",
+      offsetof(ngx_http_promgate_target_stats_t, giveups) },
+    { "promgate_forward_misconfigured_total", "counter",
+      "Answers such as 401, 403, 404 or 413 that point at a misconfigured "
+      "target.",
+      offsetof(ngx_http_promgate_target_stats_t, misconfigured) },
+};
+
+
+/* promgate_forward_outcomes_total's outcomes */
+static ngx_http_promgate_metric_t  ngx_http_promgate_status_outcomes[] = {
+    { "stored", NULL, NULL,
+      offsetof(ngx_http_promgate_target_stats_t, stored) },
+    { "rejected", NULL, NULL,
+      offsetof(ngx_http_promgate_target_stats_t, rejected) },
+    { "failed", NULL, NULL,
+      offsetof(ngx_http_promgate_target_stats_t, failed) },
+    { NULL, NULL, NULL, 0 }
+};
+
+
+static void
+ngx_http_promgate_status_writes(ngx_http_promgate_text_t *t, void *data)
 {
-    return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
-                        name, help, name, type);
-}
+    ngx_http_promgate_status_zone_t *ctx = data;
 
-
-static u_char *
-ngx_http_promgate_render(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf)
-{
+    u_char                             num[NGX_INT_T_LEN + 8];
     ngx_uint_t                         i, n, cum;
     ngx_atomic_uint_t                  v;
+    ngx_http_promgate_label_t          l[2];
+    ngx_http_promgate_metric_t        *m, *o;
     ngx_http_promgate_stats_t         *st;
     ngx_http_promgate_target_stats_t  *ts;
 
-    static struct {
-        char    *name;
-        char    *help;
-        size_t   offset;
-    } counters[] = {
-        { "promgate_received_samples_total",
-          "Samples received in valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, samples) },
-        { "promgate_received_histograms_total",
-          "Native histogram samples received in valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, histograms) },
-        { "promgate_received_exemplars_total",
-          "Exemplars received in valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, exemplars) },
-        { "promgate_received_metadata_total",
-          "Metadata entries received in valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, metadata) },
-        { "promgate_received_series_total",
-          "Time series received in valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, series) },
-        { "promgate_received_bytes_total",
-          "Compressed request body bytes received.",
-          offsetof(ngx_http_promgate_stats_t, bytes) },
-        { "promgate_decoded_bytes_total",
-          "Uncompressed protobuf bytes of valid write requests.",
-          offsetof(ngx_http_promgate_stats_t, decoded_bytes) },
-        { "promgate_rejected_samples_total",
-          "Samples in write requests refused as invalid.",
-          offsetof(ngx_http_promgate_stats_t, rejected_samples) },
-        { "promgate_invalid_samples_total",
-          "Samples and histogram samples of invalid series left out of "
-          "forwarded writes.",
-          offsetof(ngx_http_promgate_stats_t, invalid_samples) },
-        { "promgate_invalid_metadata_total",
-          "Metadata entries (remote write 1.0) left out of forwarded writes "
-          "as invalid.",
-          offsetof(ngx_http_promgate_stats_t, invalid_metadata) },
-        { "promgate_encoded_bytes_total",
-          "Compressed bytes of the bodies made for targets.",
-          offsetof(ngx_http_promgate_stats_t, encoded_bytes) },
-        { "promgate_inflight_rejected_total",
-          "Writes answered 503 at once because promgate_max_inflight was "
-          "reached.",
-          offsetof(ngx_http_promgate_stats_t, rejected)
-          + NGX_HTTP_PROMGATE_REJECT_INFLIGHT * sizeof(ngx_atomic_t) },
-    };
+    st = &((ngx_http_promgate_status_shm_t *) ctx->zone.sh)->stats;
 
-    static struct {
-        char    *outcome;
-        size_t   offset;
-    } outcomes[] = {
-        { "stored", offsetof(ngx_http_promgate_target_stats_t, stored) },
-        { "rejected", offsetof(ngx_http_promgate_target_stats_t, rejected) },
-        { "failed", offsetof(ngx_http_promgate_target_stats_t, failed) },
-    };
+    ngx_http_promgate_text_family(t, "promgate_write_requests_total",
+                                  "counter", "Write requests answered, by "
+                                  "status code.");
 
-    st = ngx_http_promgate_stats_ptr;
-
-    p = ngx_http_promgate_help(p, last, "promgate_write_requests_total",
-                               "counter", "Write requests answered, by "
-                               "status code.");
+    l[0].name = "code";
+    l[0].value.data = num;
 
     for (i = 0; i < 600; i++) {
         if (st->codes[i]) {
-            ngx_http_promgate_out("promgate_write_requests_total"
-                                  "{code=\"%ui\"} %uA\n", i, st->codes[i]);
+            l[0].value.len = ngx_sprintf(num, "%ui", i) - num;
+            ngx_http_promgate_text_sample(t, "promgate_write_requests_total",
+                                          l, 1, "%uA", st->codes[i]);
         }
     }
 
-    for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
-        p = ngx_http_promgate_help(p, last, counters[i].name, "counter",
-                                   counters[i].help);
-        v = *(ngx_atomic_t *) ((u_char *) st + counters[i].offset);
-        ngx_http_promgate_out("%s %uA\n", counters[i].name, v);
-    }
+    ngx_http_promgate_text_counters(t, ngx_http_promgate_status_counters,
+        sizeof(ngx_http_promgate_status_counters)
+        / sizeof(ngx_http_promgate_metric_t), st);
 
-    p = ngx_http_promgate_help(p, last, "promgate_rejected_requests_total",
-                               "counter", "Write requests refused before "
-                               "forwarding, by reason.");
+    ngx_http_promgate_text_family(t, "promgate_rejected_requests_total",
+                                  "counter", "Write requests refused before "
+                                  "forwarding, by reason.");
 
     for (i = 1; i < NGX_HTTP_PROMGATE_NREJECTS; i++) {
         if (i == PG_RW_ABORTED || i == PG_RW_NOMEM) {
             continue;
         }
 
-        ngx_http_promgate_out("promgate_rejected_requests_total"
-                              "{reason=\"%s\"} %uA\n",
-                              i < PG_RW_NREASONS
-                              ? pg_rw_reason_name(i)
-                              : ngx_http_promgate_reject_names[
-                                    i - PG_RW_NREASONS],
-                              st->rejected[i]);
+        ngx_http_promgate_label_cstr(&l[0], "reason",
+                                     i < PG_RW_NREASONS
+                                     ? pg_rw_reason_name(i)
+                                     : ngx_http_promgate_reject_names[
+                                           i - PG_RW_NREASONS]);
+        ngx_http_promgate_text_sample(t, "promgate_rejected_requests_total",
+                                      l, 1, "%uA", st->rejected[i]);
     }
 
-    p = ngx_http_promgate_help(p, last, "promgate_invalid_series_total",
-                               "counter", "Invalid series left out of "
-                               "writes that were forwarded "
-                               "(promgate_invalid_series drop), by reason.");
+    ngx_http_promgate_text_family(t, "promgate_invalid_series_total",
+                                  "counter", "Invalid series left out of "
+                                  "writes that were forwarded "
+                                  "(promgate_invalid_series drop), by "
+                                  "reason.");
 
     for (i = PG_RW_NO_NAME; i < PG_RW_NREASONS; i++) {
         if (i == PG_RW_BAD_SYMBOLS || i == PG_RW_NOMEM
@@ -353,157 +408,120 @@ ngx_http_promgate_render(u_char *p, u_char *last,
             continue;
         }
 
-        ngx_http_promgate_out("promgate_invalid_series_total"
-                              "{reason=\"%s\"} %uA\n",
-                              pg_rw_reason_name(i), st->invalid_series[i]);
+        ngx_http_promgate_label_cstr(&l[0], "reason", pg_rw_reason_name(i));
+        ngx_http_promgate_text_sample(t, "promgate_invalid_series_total",
+                                      l, 1, "%uA", st->invalid_series[i]);
     }
 
-    p = ngx_http_promgate_help(p, last, "promgate_write_versions_total",
-                               "counter", "Valid write requests by remote "
-                               "write version.");
+    ngx_http_promgate_text_family(t, "promgate_write_versions_total",
+                                  "counter", "Valid write requests by remote "
+                                  "write version.");
 
-    ngx_http_promgate_out("promgate_write_versions_total{version=\"1.0\"} "
-                          "%uA\npromgate_write_versions_total"
-                          "{version=\"2.0\"} %uA\n",
-                          st->versions[PG_RW_V1], st->versions[PG_RW_V2]);
+    ngx_http_promgate_label_cstr(&l[0], "version", "1.0");
+    ngx_http_promgate_text_sample(t, "promgate_write_versions_total", l, 1,
+                                  "%uA", st->versions[PG_RW_V1]);
+    ngx_http_promgate_label_cstr(&l[0], "version", "2.0");
+    ngx_http_promgate_text_sample(t, "promgate_write_versions_total", l, 1,
+                                  "%uA", st->versions[PG_RW_V2]);
 
-    p = ngx_http_promgate_help(p, last, "promgate_encoded_bodies_total",
-                               "counter", "Bodies made for targets "
-                               "(translated, or without invalid series), "
-                               "by remote write version.");
+    ngx_http_promgate_text_family(t, "promgate_encoded_bodies_total",
+                                  "counter", "Bodies made for targets "
+                                  "(translated, or without invalid "
+                                  "series), by remote write version.");
 
-    ngx_http_promgate_out("promgate_encoded_bodies_total{version=\"1.0\"} "
-                          "%uA\npromgate_encoded_bodies_total"
-                          "{version=\"2.0\"} %uA\n",
-                          st->encoded[PG_RW_V1], st->encoded[PG_RW_V2]);
+    ngx_http_promgate_label_cstr(&l[0], "version", "1.0");
+    ngx_http_promgate_text_sample(t, "promgate_encoded_bodies_total", l, 1,
+                                  "%uA", st->encoded[PG_RW_V1]);
+    ngx_http_promgate_label_cstr(&l[0], "version", "2.0");
+    ngx_http_promgate_text_sample(t, "promgate_encoded_bodies_total", l, 1,
+                                  "%uA", st->encoded[PG_RW_V2]);
 
-    p = ngx_http_promgate_help(p, last, "promgate_inflight_requests", "gauge",
-                               "Writes in flight, forwarding included.");
+    ngx_http_promgate_text_family(t, "promgate_inflight_requests", "gauge",
+                                  "Writes in flight, forwarding included.");
 
     v = 0;
     for (i = 0; i < NGX_HTTP_PROMGATE_MAX_WORKERS; i++) {
         v += st->inflight[i];
     }
 
-    ngx_http_promgate_out("promgate_inflight_requests %uA\n", v);
+    ngx_http_promgate_text_sample(t, "promgate_inflight_requests", NULL, 0,
+                                  "%uA", v);
 
-    p = ngx_http_promgate_help(p, last, "promgate_write_duration_seconds",
-                               "histogram", "Time from the start of a write "
-                               "to its answer.");
+    ngx_http_promgate_text_family(t, "promgate_write_duration_seconds",
+                                  "histogram", "Time from the start of a "
+                                  "write to its answer.");
 
+    l[0].name = "le";
+    l[0].value.data = num;
     cum = 0;
 
     for (i = 0; i < NGX_HTTP_PROMGATE_LATENCY_BUCKETS; i++) {
         cum += st->latency[i];
+        n = ngx_http_promgate_latency_le[i];
 
-        if (ngx_http_promgate_latency_le[i]) {
-            n = ngx_http_promgate_latency_le[i];
-            ngx_http_promgate_out("promgate_write_duration_seconds_bucket"
-                                  "{le=\"%ui.%06ui\"} %ui\n",
-                                  n / 1000000, n % 1000000, cum);
+        if (n) {
+            l[0].value.len = ngx_sprintf(num, "%ui.%06ui", n / 1000000,
+                                         n % 1000000)
+                             - num;
 
         } else {
-            ngx_http_promgate_out("promgate_write_duration_seconds_bucket"
-                                  "{le=\"+Inf\"} %ui\n", cum);
+            ngx_str_set(&l[0].value, "+Inf");
         }
+
+        ngx_http_promgate_text_sample(t,
+                                      "promgate_write_duration_seconds_bucket",
+                                      l, 1, "%ui", cum);
     }
 
-    ngx_http_promgate_out("promgate_write_duration_seconds_sum %uA.%06uA\n"
-                          "promgate_write_duration_seconds_count %uA\n",
-                          st->latency_sum_us / 1000000,
-                          st->latency_sum_us % 1000000, st->latency_count);
+    ngx_http_promgate_text_sample(t, "promgate_write_duration_seconds_sum",
+                                  NULL, 0, "%uA.%06uA",
+                                  st->latency_sum_us / 1000000,
+                                  st->latency_sum_us % 1000000);
+    ngx_http_promgate_text_sample(t, "promgate_write_duration_seconds_count",
+                                  NULL, 0, "%uA", st->latency_count);
 
     /* per forward target */
 
-    p = ngx_http_promgate_help(p, last, "promgate_forward_attempts_total",
-                               "counter", "Forward attempts (subrequests), "
-                               "by target.");
+    m = ngx_http_promgate_status_targets;
+    n = sizeof(ngx_http_promgate_status_targets)
+        / sizeof(ngx_http_promgate_metric_t);
 
-    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
-        ts = &st->targets[i];
-        if (ts->used) {
-            ngx_http_promgate_out("promgate_forward_attempts_total"
-                                  "{target=\"%s\"} %uA\n", ts->name,
-                                  ts->attempts);
+    for ( /* void */ ; n--; m++) {
+        ngx_http_promgate_text_family(t, m->name, m->type, m->help);
+
+        for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
+            ts = &st->targets[i];
+
+            if (!ts->used) {
+                continue;
+            }
+
+            ngx_http_promgate_label_cstr(&l[0], "target", (char *) ts->name);
+
+            if (m->offset != 0) {
+                v = *(ngx_atomic_t *) ((u_char *) ts + m->offset);
+                ngx_http_promgate_text_sample(t, m->name, l, 1, "%uA", v);
+                continue;
+            }
+
+            for (o = ngx_http_promgate_status_outcomes; o->name; o++) {
+                ngx_http_promgate_label_cstr(&l[1], "outcome", o->name);
+                v = *(ngx_atomic_t *) ((u_char *) ts + o->offset);
+                ngx_http_promgate_text_sample(t, m->name, l, 2, "%uA", v);
+            }
         }
     }
-
-    p = ngx_http_promgate_help(p, last, "promgate_forward_retries_total",
-                               "counter", "Forward attempts that were "
-                               "retries, by target.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
-        ts = &st->targets[i];
-        if (ts->used) {
-            ngx_http_promgate_out("promgate_forward_retries_total"
-                                  "{target=\"%s\"} %uA\n", ts->name,
-                                  ts->retries);
-        }
-    }
-
-    p = ngx_http_promgate_help(p, last, "promgate_forward_outcomes_total",
-                               "counter", "Final outcome of each write per "
-                               "target: stored (2xx), rejected (400/409), "
-                               "failed.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
-        ts = &st->targets[i];
-        if (!ts->used) {
-            continue;
-        }
-
-        for (n = 0; n < 3; n++) {
-            v = *(ngx_atomic_t *) ((u_char *) ts + outcomes[n].offset);
-            ngx_http_promgate_out("promgate_forward_outcomes_total"
-                                  "{target=\"%s\",outcome=\"%s\"} %uA\n",
-                                  ts->name, outcomes[n].outcome, v);
-        }
-    }
-
-    p = ngx_http_promgate_help(p, last, "promgate_forward_giveups_total",
-                               "counter", "Targets given up on because the "
-                               "next retry would pass "
-                               "promgate_retry_timeout.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
-        ts = &st->targets[i];
-        if (ts->used) {
-            ngx_http_promgate_out("promgate_forward_giveups_total"
-                                  "{target=\"%s\"} %uA\n", ts->name,
-                                  ts->giveups);
-        }
-    }
-
-    p = ngx_http_promgate_help(p, last,
-                               "promgate_forward_misconfigured_total",
-                               "counter", "Answers such as 401, 403, 404 or "
-                               "413 that point at a misconfigured target.");
-
-    for (i = 0; i < NGX_HTTP_PROMGATE_MAX_TARGETS; i++) {
-        ts = &st->targets[i];
-        if (ts->used) {
-            ngx_http_promgate_out("promgate_forward_misconfigured_total"
-                                  "{target=\"%s\"} %uA\n", ts->name,
-                                  ts->misconfigured);
-        }
-    }
-
-    p = ngx_http_promgate_exemplar_status(p, last, pmcf);
-    p = ngx_http_promgate_series_status(p, last, pmcf);
-    p = ngx_http_promgate_wal_status(p, last, pmcf);
-    p = ngx_http_promgate_kafka_status(p, last);
-
-    return p;
 }
 
 
 ngx_int_t
 ngx_http_promgate_status_handler(ngx_http_request_t *r)
 {
-    size_t        size;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t                            rc;
+    ngx_uint_t                           i;
+    ngx_http_promgate_text_t             t;
+    ngx_http_promgate_main_conf_t       *pmcf;
+    ngx_http_promgate_status_printer_t  *pr;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -514,21 +532,25 @@ ngx_http_promgate_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    size = 64 * 1024 + NGX_HTTP_PROMGATE_MAX_TARGETS * 1024
-           + ngx_http_promgate_kafka_status_size();
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
 
-    b = ngx_create_temp_buf(r->pool, size);
-    if (b == NULL) {
+    ngx_http_promgate_text_init(&t, r->pool);
+
+    pr = pmcf->printers.elts;
+
+    for (i = 0; i < pmcf->printers.nelts; i++) {
+        pr[i].print(&t, pr[i].data);
+    }
+
+    if (t.failed || t.out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_http_promgate_render(b->last, b->end,
-                  ngx_http_get_module_main_conf(r, ngx_http_promgate_module));
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    t.buf->last_buf = (r == r->main) ? 1 : 0;
+    t.buf->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = t.size;
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
@@ -539,8 +561,5 @@ ngx_http_promgate_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_output_filter(r, t.out);
 }

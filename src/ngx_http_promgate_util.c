@@ -8,8 +8,16 @@
 #include "ngx_http_promgate_module.h"
 
 
+#define NGX_HTTP_PROMGATE_TEXT_BUF    16384
+#define NGX_HTTP_PROMGATE_TEXT_VALUE  64     /* a sample's value, formatted */
+
+
 static ngx_int_t ngx_http_promgate_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+static u_char *ngx_http_promgate_text_room(ngx_http_promgate_text_t *t,
+    size_t len);
+static void ngx_http_promgate_text_wrote(ngx_http_promgate_text_t *t,
+    u_char *p);
 
 
 /* ------------------------------------------------------------ requests */
@@ -345,4 +353,268 @@ ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size)
     }
 
     return NULL;
+}
+
+
+/*
+ * sum[n]: the n counters at offset in the shared memory (sh) of every
+ * zone of a list, summed.
+ */
+
+void
+ngx_http_promgate_zones_sum(ngx_array_t *zones, size_t offset, ngx_uint_t n,
+    ngx_atomic_t *sum)
+{
+    ngx_uint_t                 i, k;
+    ngx_atomic_t              *v;
+    ngx_shm_zone_t           **zp;
+    ngx_http_promgate_zone_t  *zone;
+
+    ngx_memzero((void *) sum, n * sizeof(ngx_atomic_t));
+
+    zp = zones->elts;
+
+    for (i = 0; i < zones->nelts; i++) {
+        zone = zp[i]->data;
+        v = (ngx_atomic_t *) ((u_char *) zone->sh + offset);
+
+        for (k = 0; k < n; k++) {
+            sum[k] += v[k];
+        }
+    }
+}
+
+
+/* ---------------------------------------------------------------- text */
+
+
+void
+ngx_http_promgate_text_init(ngx_http_promgate_text_t *t, ngx_pool_t *pool)
+{
+    t->pool = pool;
+    t->out = NULL;
+    t->last = &t->out;
+    t->buf = NULL;
+    t->size = 0;
+    t->failed = 0;
+}
+
+
+/* "# HELP name help" and "# TYPE name type" */
+
+void
+ngx_http_promgate_text_family(ngx_http_promgate_text_t *t, char *name,
+    char *type, char *help)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = sizeof("# HELP  \n# TYPE  \n") + 2 * ngx_strlen(name)
+          + ngx_strlen(type) + ngx_strlen(help);
+
+    p = ngx_http_promgate_text_room(t, len);
+    if (p == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+                    type);
+
+    ngx_http_promgate_text_wrote(t, p);
+}
+
+
+/* name{label="value",...} VALUE, the value as fmt formats it */
+
+void
+ngx_http_promgate_text_sample(ngx_http_promgate_text_t *t, char *name,
+    ngx_http_promgate_label_t *labels, ngx_uint_t nlabels,
+    const char *fmt, ...)
+{
+    u_char      *p, *last, *s, *end;
+    size_t       len;
+    va_list      args;
+    ngx_uint_t   i;
+
+    len = ngx_strlen(name) + sizeof("{} \n") + NGX_HTTP_PROMGATE_TEXT_VALUE;
+
+    for (i = 0; i < nlabels; i++) {
+        len += ngx_strlen(labels[i].name) + sizeof(",=\"\"")
+               + 2 * labels[i].value.len;
+    }
+
+    p = ngx_http_promgate_text_room(t, len);
+    if (p == NULL) {
+        return;
+    }
+
+    last = p + len;
+
+    p = ngx_cpymem(p, name, ngx_strlen(name));
+
+    for (i = 0; i < nlabels; i++) {
+        *p++ = i ? ',' : '{';
+        p = ngx_cpymem(p, labels[i].name, ngx_strlen(labels[i].name));
+        *p++ = '=';
+        *p++ = '"';
+
+        s = labels[i].value.data;
+        end = s + labels[i].value.len;
+
+        for ( /* void */ ; s < end; s++) {
+            if (*s == '\\' || *s == '"' || *s == '\n') {
+                *p++ = '\\';
+                *p++ = (*s == '\n') ? 'n' : *s;
+                continue;
+            }
+
+            *p++ = *s;
+        }
+
+        *p++ = '"';
+    }
+
+    if (nlabels) {
+        *p++ = '}';
+    }
+
+    *p++ = ' ';
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(p, last - 1, fmt, args);
+    va_end(args);
+
+    *p++ = '\n';
+
+    ngx_http_promgate_text_wrote(t, p);
+}
+
+
+void
+ngx_http_promgate_label_cstr(ngx_http_promgate_label_t *label, char *name,
+    const char *value)
+{
+    label->name = name;
+    label->value.data = (u_char *) value;
+    label->value.len = ngx_strlen(value);
+}
+
+
+/* a family per metric, with one sample: the ngx_atomic_t at its offset */
+
+void
+ngx_http_promgate_text_counters(ngx_http_promgate_text_t *t,
+    ngx_http_promgate_metric_t *metrics, ngx_uint_t n, void *base)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_promgate_text_family(t, metrics[i].name, metrics[i].type,
+                                      metrics[i].help);
+        ngx_http_promgate_text_sample(t, metrics[i].name, NULL, 0, "%uA",
+                                      *(ngx_atomic_t *) ((u_char *) base
+                                                     + metrics[i].offset));
+    }
+}
+
+
+/*
+ * A family per metric, with a sample per zone of the list: zone="NAME",
+ * the uint64_t at the metric's offset in the struct (size bytes) that
+ * values() fills.
+ */
+
+void
+ngx_http_promgate_text_zones(ngx_http_promgate_text_t *t,
+    ngx_http_promgate_metric_t *metrics, ngx_uint_t n, ngx_array_t *zones,
+    ngx_http_promgate_zone_values_pt values, size_t size)
+{
+    u_char                     *v, *all;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, k, nz;
+    ngx_shm_zone_t            **zp, **shown;
+    ngx_http_promgate_label_t   label;
+    ngx_http_promgate_zone_t   *zone;
+
+    all = ngx_palloc(t->pool, zones->nelts * (size + sizeof(void *)));
+    if (all == NULL) {
+        t->failed = 1;
+        return;
+    }
+
+    shown = (ngx_shm_zone_t **) (all + zones->nelts * size);
+
+    zp = zones->elts;
+    nz = 0;
+
+    for (i = 0; i < zones->nelts; i++) {
+        zone = zp[i]->data;
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        rc = values(zone, all + nz * size);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (rc == NGX_OK) {
+            shown[nz++] = zp[i];
+        }
+    }
+
+    label.name = "zone";
+
+    for (k = 0; k < n; k++) {
+        ngx_http_promgate_text_family(t, metrics[k].name, metrics[k].type,
+                                      metrics[k].help);
+
+        for (i = 0; i < nz; i++) {
+            label.value = shown[i]->shm.name;
+            v = all + i * size + metrics[k].offset;
+
+            ngx_http_promgate_text_sample(t, metrics[k].name, &label, 1,
+                                          "%uL", *(uint64_t *) v);
+        }
+    }
+}
+
+
+/* the current buffer, with at least len bytes free; NULL: out of memory */
+
+static u_char *
+ngx_http_promgate_text_room(ngx_http_promgate_text_t *t, size_t len)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (t->failed) {
+        return NULL;
+    }
+
+    if (t->buf && (size_t) (t->buf->end - t->buf->last) >= len) {
+        return t->buf->last;
+    }
+
+    b = ngx_create_temp_buf(t->pool,
+                            ngx_max(len, NGX_HTTP_PROMGATE_TEXT_BUF));
+    cl = ngx_alloc_chain_link(t->pool);
+
+    if (b == NULL || cl == NULL) {
+        t->failed = 1;
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *t->last = cl;
+    t->last = &cl->next;
+    t->buf = b;
+
+    return b->last;
+}
+
+
+static void
+ngx_http_promgate_text_wrote(ngx_http_promgate_text_t *t, u_char *p)
+{
+    t->size += p - t->buf->last;
+    t->buf->last = p;
 }

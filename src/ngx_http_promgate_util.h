@@ -10,6 +10,8 @@
  *             ngx_http_limit_req_module's: NAME:SIZE, the zone reused on
  *             reload and when it exists already, its header checked,
  *             its slab pool's log context, the largest free block
+ *   text      the Prometheus text format: a family's HELP and TYPE
+ *             lines, its samples, tables of counters
  */
 
 
@@ -92,6 +94,58 @@ ngx_int_t ngx_http_promgate_zone_add(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, ngx_http_promgate_zone_kind_t *kind,
     ngx_http_promgate_zone_t *zone, ngx_array_t *zones);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
+void ngx_http_promgate_zones_sum(ngx_array_t *zones, size_t offset,
+    ngx_uint_t n, ngx_atomic_t *sum);
+
+
+/* ---------------------------------------------------------------- text */
+
+/* a page being written: buffers from the pool, chained as they fill */
+typedef struct {
+    ngx_pool_t                     *pool;
+    ngx_chain_t                    *out;
+    ngx_chain_t                   **last;
+    ngx_buf_t                      *buf;
+    off_t                           size;     /* of the page so far */
+    ngx_uint_t                      failed;   /* out of memory */
+} ngx_http_promgate_text_t;
+
+
+/* a label of a sample; the value is escaped as the text format wants */
+typedef struct {
+    char                           *name;
+    ngx_str_t                       value;
+} ngx_http_promgate_label_t;
+
+
+/* a metric of a table: its value at offset in a struct */
+typedef struct {
+    char                           *name;
+    char                           *type;     /* "counter", "gauge" */
+    char                           *help;
+    size_t                          offset;
+} ngx_http_promgate_metric_t;
+
+
+void ngx_http_promgate_text_init(ngx_http_promgate_text_t *t,
+    ngx_pool_t *pool);
+void ngx_http_promgate_text_family(ngx_http_promgate_text_t *t, char *name,
+    char *type, char *help);
+void ngx_http_promgate_text_sample(ngx_http_promgate_text_t *t, char *name,
+    ngx_http_promgate_label_t *labels, ngx_uint_t nlabels,
+    const char *fmt, ...);
+void ngx_http_promgate_label_cstr(ngx_http_promgate_label_t *label,
+    char *name, const char *value);
+void ngx_http_promgate_text_counters(ngx_http_promgate_text_t *t,
+    ngx_http_promgate_metric_t *metrics, ngx_uint_t n, void *base);
+
+/* a zone's values (a struct of uint64_t), under its lock; NGX_DECLINED: none */
+typedef ngx_int_t (*ngx_http_promgate_zone_values_pt)(
+    ngx_http_promgate_zone_t *zone, void *values);
+
+void ngx_http_promgate_text_zones(ngx_http_promgate_text_t *t,
+    ngx_http_promgate_metric_t *metrics, ngx_uint_t n, ngx_array_t *zones,
+    ngx_http_promgate_zone_values_pt values, size_t size);
 
 
 #endif /* _NGX_HTTP_PROMGATE_UTIL_H_INCLUDED_ */

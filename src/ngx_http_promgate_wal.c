@@ -32,6 +32,7 @@ static ngx_int_t ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx,
 static void ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx,
     ngx_log_t *log);
 static void ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev);
+
 #if (NGX_THREADS)
 static void ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log);
 static void ngx_http_promgate_wal_fsync_done(ngx_event_t *ev);
@@ -278,9 +279,9 @@ static void
 ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
     uint64_t first_seq, ngx_log_t *log)
 {
-    u_char                      *p;
-    char                         name[PG_WAL_NAME_MAX];
-    ngx_http_promgate_stats_t   *st;
+    u_char                         *p;
+    char                            name[PG_WAL_NAME_MAX];
+    ngx_http_promgate_wal_stats_t  *st;
 
     if (ctx->path == NULL) {
         ctx->path = ngx_alloc(NGX_MAX_PATH, log);
@@ -311,8 +312,8 @@ ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
 
     ctx->fd_size = 0;
 
-    st = ngx_http_promgate_stats();
-    (void) ngx_atomic_fetch_add(&st->wal_segments_created, 1);
+    st = &ctx->sh->wal;
+    (void) ngx_atomic_fetch_add(&st->segments_created, 1);
 }
 
 
@@ -340,10 +341,10 @@ static void
 ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx, ngx_err_t err,
     const char *what, ngx_log_t *log)
 {
-    ngx_http_promgate_stats_t  *st;
+    ngx_http_promgate_wal_stats_t  *st;
 
-    st = ngx_http_promgate_stats();
-    (void) ngx_atomic_fetch_add(&st->wal_write_errors, 1);
+    st = &ctx->sh->wal;
+    (void) ngx_atomic_fetch_add(&st->write_errors, 1);
 
     /* once per burst: a full disk must not flood the error log */
 
@@ -369,13 +370,13 @@ void
 ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
     size_t len, uint64_t first_seq, ngx_uint_t nrecords)
 {
-    ssize_t                     n;
-    ngx_uint_t                  empty;
-    ngx_log_t                  *log;
-    ngx_http_promgate_stats_t  *st;
+    ssize_t                         n;
+    ngx_uint_t                      empty;
+    ngx_log_t                      *log;
+    ngx_http_promgate_wal_stats_t  *st;
 
     log = ngx_cycle->log;
-    st = ngx_http_promgate_stats();
+    st = &ctx->sh->wal;
 
     if (ctx->fd == NGX_INVALID_FILE) {
 
@@ -387,7 +388,7 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
         if (ctx->retry_open
             && (ngx_msec_int_t) (ngx_current_msec - ctx->retry_open) < 0)
         {
-            (void) ngx_atomic_fetch_add(&st->wal_write_errors, 1);
+            (void) ngx_atomic_fetch_add(&st->write_errors, 1);
             return;
         }
 
@@ -430,12 +431,12 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
         len -= n;
         ctx->fd_size += n;
 
-        (void) ngx_atomic_fetch_add(&st->wal_bytes, n);
+        (void) ngx_atomic_fetch_add(&st->bytes, n);
     }
 
     ctx->dirty = 1;
 
-    (void) ngx_atomic_fetch_add(&st->wal_records, nrecords);
+    (void) ngx_atomic_fetch_add(&st->records, nrecords);
 
     if ((size_t) ctx->fd_size >= ctx->segment) {
         ngx_http_promgate_wal_close(ctx);
@@ -452,17 +453,17 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
 static void
 ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 {
-    u_char                     *p;
-    DIR                        *dir;
-    uint64_t                    oldest, seq;
-    unsigned                    slot;
-    ngx_uint_t                  i, n, cap;
-    struct dirent              *de;
-    pg_exring_stats_t           es;
-    pg_wal_segment_t           *segs, *more;
-    ngx_http_promgate_stats_t  *st;
+    u_char                         *p;
+    DIR                            *dir;
+    uint64_t                        oldest, seq;
+    unsigned                        slot;
+    ngx_uint_t                      i, n, cap;
+    struct dirent                  *de;
+    pg_exring_stats_t               es;
+    pg_wal_segment_t               *segs, *more;
+    ngx_http_promgate_wal_stats_t  *st;
 
-    u_char                      path[NGX_MAX_PATH];
+    u_char                          path[NGX_MAX_PATH];
 
     ngx_shmtx_lock(&ctx->zone.shpool->mutex);
 
@@ -515,7 +516,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     pg_wal_mark_deletable(segs, n, oldest);
 
-    st = ngx_http_promgate_stats();
+    st = &ctx->sh->wal;
 
     for (i = 0; i < n; i++) {
         if (!segs[i].deletable) {
@@ -534,7 +535,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         }
 
         if (unlink((char *) path) == 0) {
-            (void) ngx_atomic_fetch_add(&st->wal_segments_deleted, 1);
+            (void) ngx_atomic_fetch_add(&st->segments_deleted, 1);
 
         } else if (ngx_errno != NGX_ENOENT) {
             ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
@@ -618,15 +619,15 @@ ngx_http_promgate_wal_fsync_done(ngx_event_t *ev)
 {
     ngx_http_promgate_exzone_t *ctx = ev->data;
 
-    ngx_msec_t                  us;
-    ngx_http_promgate_stats_t  *st;
+    ngx_msec_t                      us;
+    ngx_http_promgate_wal_stats_t  *st;
 
     us = *(ngx_msec_t *) ((u_char *) ctx->fsync_task->ctx + sizeof(ngx_fd_t)
                           + sizeof(ngx_msec_t));
 
-    st = ngx_http_promgate_stats();
-    (void) ngx_atomic_fetch_add(&st->wal_fsyncs, 1);
-    (void) ngx_atomic_fetch_add(&st->wal_fsync_us, us);
+    st = &ctx->sh->wal;
+    (void) ngx_atomic_fetch_add(&st->fsyncs, 1);
+    (void) ngx_atomic_fetch_add(&st->fsync_us, us);
 
     ctx->fsync_running = 0;
 
@@ -674,30 +675,30 @@ ngx_http_promgate_wal_collect(void *data, const uint8_t *payload, size_t len,
 static ngx_int_t
 ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 {
-    u_char                      *p, *data;
-    size_t                       n, first, i;
-    ssize_t                      rd;
-    DIR                         *dir;
-    uint64_t                     seq, max_seq, ring_seq;
-    unsigned                     slot;
-    ngx_fd_t                     fd;
-    ngx_msec_t                   start;
-    ngx_pool_t                  *pool;
-    struct dirent               *de;
-    pg_wal_scan_t                res;
-    pg_allocator_t               alloc;
-    pg_wal_record_t              rec;
-    pg_wal_entry_t              *e;
-    ngx_file_info_t              fi;
-    ngx_http_promgate_stats_t   *st;
-    ngx_http_promgate_replay_t   rp;
+    u_char                         *p, *data;
+    size_t                          n, first, i;
+    ssize_t                         rd;
+    DIR                            *dir;
+    uint64_t                        seq, max_seq, ring_seq;
+    unsigned                        slot;
+    ngx_fd_t                        fd;
+    ngx_msec_t                      start;
+    ngx_pool_t                     *pool;
+    struct dirent                  *de;
+    pg_wal_scan_t                   res;
+    pg_allocator_t                  alloc;
+    pg_wal_record_t                 rec;
+    pg_wal_entry_t                 *e;
+    ngx_file_info_t                 fi;
+    ngx_http_promgate_wal_stats_t  *st;
+    ngx_http_promgate_replay_t      rp;
 
-    u_char                       path[NGX_MAX_PATH];
+    u_char                          path[NGX_MAX_PATH];
 
     ngx_time_update();
     start = ngx_current_msec;
 
-    st = ngx_http_promgate_stats();
+    st = &ctx->sh->wal;
 
     pool = ngx_create_pool(64 * 1024, log);
     if (pool == NULL) {
@@ -776,7 +777,7 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "promgate: WAL segment \"%s\": %uL corrupt "
                           "record(s) skipped", path, res.corrupt);
-            (void) ngx_atomic_fetch_add(&st->wal_corrupt_records,
+            (void) ngx_atomic_fetch_add(&st->corrupt_records,
                                         res.corrupt);
         }
 
@@ -791,7 +792,7 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
                               "promgate: ftruncate(\"%s\") failed", path);
             }
 
-            (void) ngx_atomic_fetch_add(&st->wal_truncations, 1);
+            (void) ngx_atomic_fetch_add(&st->truncations, 1);
         }
 
         if (res.last_seq > max_seq) {
@@ -821,7 +822,7 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     for (i = first; i < n; i++) {
         if (pg_wal_decode(e[i].payload, e[i].len, &alloc, &rec) != 0) {
-            (void) ngx_atomic_fetch_add(&st->wal_corrupt_records, 1);
+            (void) ngx_atomic_fetch_add(&st->corrupt_records, 1);
             continue;
         }
 
@@ -838,9 +839,9 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     ngx_time_update();
 
-    (void) ngx_atomic_fetch_add(&st->wal_replays, 1);
-    (void) ngx_atomic_fetch_add(&st->wal_replayed_records, n - first);
-    (void) ngx_atomic_fetch_add(&st->wal_replay_ms,
+    (void) ngx_atomic_fetch_add(&st->replays, 1);
+    (void) ngx_atomic_fetch_add(&st->replayed_records, n - first);
+    (void) ngx_atomic_fetch_add(&st->replay_ms,
                                 ngx_current_msec - start);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -859,68 +860,73 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 /* --------------------------------------------------------------- status */
 
 
-u_char *
-ngx_http_promgate_wal_status(u_char *p, u_char *last,
-    ngx_http_promgate_main_conf_t *pmcf)
+static ngx_http_promgate_metric_t  ngx_http_promgate_wal_metrics[] = {
+    { "promgate_wal_records_total", "counter", "Exemplar records appended.",
+      offsetof(ngx_http_promgate_wal_stats_t, records) },
+    { "promgate_wal_bytes_total", "counter",
+      "Bytes appended to WAL segments.",
+      offsetof(ngx_http_promgate_wal_stats_t, bytes) },
+    { "promgate_wal_write_errors_total", "counter",
+      "WAL opens and writes that failed (full disk, permissions).",
+      offsetof(ngx_http_promgate_wal_stats_t, write_errors) },
+    { "promgate_wal_segments_created_total", "counter",
+      "WAL segments opened.",
+      offsetof(ngx_http_promgate_wal_stats_t, segments_created) },
+    { "promgate_wal_segments_deleted_total", "counter",
+      "WAL segments deleted once the ring no longer held their "
+      "exemplars.",
+      offsetof(ngx_http_promgate_wal_stats_t, segments_deleted) },
+    { "promgate_wal_fsyncs_total", "counter",
+      "fsync calls on WAL segments.",
+      offsetof(ngx_http_promgate_wal_stats_t, fsyncs) },
+
+    { "promgate_wal_replays_total", "counter", "WAL replays at start.",
+      offsetof(ngx_http_promgate_wal_stats_t, replays) },
+    { "promgate_wal_replayed_records_total", "counter",
+      "Exemplars restored from the WAL.",
+      offsetof(ngx_http_promgate_wal_stats_t, replayed_records) },
+
+    { "promgate_wal_truncations_total", "counter",
+      "Segments whose torn tail was cut off on replay.",
+      offsetof(ngx_http_promgate_wal_stats_t, truncations) },
+    { "promgate_wal_corrupt_records_total", "counter",
+      "Corrupt records skipped on replay.",
+      offsetof(ngx_http_promgate_wal_stats_t, corrupt_records) },
+};
+
+
+/* the counters of every exemplar zone's WAL, summed */
+
+void
+ngx_http_promgate_wal_status(ngx_http_promgate_text_t *t, void *data)
 {
-    ngx_uint_t                  k;
-    ngx_http_promgate_stats_t  *st;
+    ngx_http_promgate_wal_stats_t  st;
 
-    static struct {
-        char    *name;
-        char    *help;
-        size_t   offset;
-    } counters[] = {
-        { "promgate_wal_records_total", "Exemplar records appended.",
-          offsetof(ngx_http_promgate_stats_t, wal_records) },
-        { "promgate_wal_bytes_total", "Bytes appended to WAL segments.",
-          offsetof(ngx_http_promgate_stats_t, wal_bytes) },
-        { "promgate_wal_write_errors_total",
-          "WAL opens and writes that failed (full disk, permissions).",
-          offsetof(ngx_http_promgate_stats_t, wal_write_errors) },
-        { "promgate_wal_segments_created_total", "WAL segments opened.",
-          offsetof(ngx_http_promgate_stats_t, wal_segments_created) },
-        { "promgate_wal_segments_deleted_total",
-          "WAL segments deleted once the ring no longer held their "
-          "exemplars.",
-          offsetof(ngx_http_promgate_stats_t, wal_segments_deleted) },
-        { "promgate_wal_fsyncs_total", "fsync calls on WAL segments.",
-          offsetof(ngx_http_promgate_stats_t, wal_fsyncs) },
+    /* the struct holds counters only */
 
-        { "promgate_wal_replays_total", "WAL replays at start.",
-          offsetof(ngx_http_promgate_stats_t, wal_replays) },
-        { "promgate_wal_replayed_records_total",
-          "Exemplars restored from the WAL.",
-          offsetof(ngx_http_promgate_stats_t, wal_replayed_records) },
+    ngx_http_promgate_zones_sum(data,
+                                offsetof(ngx_http_promgate_exshm_t, wal),
+                                sizeof(ngx_http_promgate_wal_stats_t)
+                                / sizeof(ngx_atomic_t),
+                                (ngx_atomic_t *) &st);
 
-        { "promgate_wal_truncations_total",
-          "Segments whose torn tail was cut off on replay.",
-          offsetof(ngx_http_promgate_stats_t, wal_truncations) },
-        { "promgate_wal_corrupt_records_total",
-          "Corrupt records skipped on replay.",
-          offsetof(ngx_http_promgate_stats_t, wal_corrupt_records) },
-    };
+    ngx_http_promgate_text_counters(t, ngx_http_promgate_wal_metrics,
+                                    sizeof(ngx_http_promgate_wal_metrics)
+                                    / sizeof(ngx_http_promgate_metric_t),
+                                    &st);
 
-    st = ngx_http_promgate_stats();
+    ngx_http_promgate_text_family(t, "promgate_wal_fsync_seconds_total",
+                                  "counter", "Time spent in fsync, in the "
+                                  "thread pool.");
+    ngx_http_promgate_text_sample(t, "promgate_wal_fsync_seconds_total",
+                                  NULL, 0, "%uA.%06uA",
+                                  st.fsync_us / 1000000,
+                                  st.fsync_us % 1000000);
 
-    for (k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s counter\n%s %uA\n",
-                         counters[k].name, counters[k].help,
-                         counters[k].name, counters[k].name,
-                         *(ngx_atomic_t *) ((u_char *) st
-                                            + counters[k].offset));
-    }
-
-    p = ngx_slprintf(p, last, "# HELP promgate_wal_fsync_seconds_total "
-                     "Time spent in fsync, in the thread pool.\n"
-                     "# TYPE promgate_wal_fsync_seconds_total counter\n"
-                     "promgate_wal_fsync_seconds_total %uA.%06uA\n"
-                     "# HELP promgate_wal_replay_seconds_total "
-                     "Time spent replaying the WAL at start.\n"
-                     "# TYPE promgate_wal_replay_seconds_total counter\n"
-                     "promgate_wal_replay_seconds_total %uA.%03uA\n",
-                     st->wal_fsync_us / 1000000, st->wal_fsync_us % 1000000,
-                     st->wal_replay_ms / 1000, st->wal_replay_ms % 1000);
-
-    return p;
+    ngx_http_promgate_text_family(t, "promgate_wal_replay_seconds_total",
+                                  "counter", "Time spent replaying the WAL "
+                                  "at start.");
+    ngx_http_promgate_text_sample(t, "promgate_wal_replay_seconds_total",
+                                  NULL, 0, "%uA.%03uA",
+                                  st.replay_ms / 1000, st.replay_ms % 1000);
 }
