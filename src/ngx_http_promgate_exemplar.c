@@ -769,41 +769,14 @@ static ngx_int_t
 ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
+    static ngx_str_t  type = ngx_string("application/json");
 
     if (status == NGX_HTTP_NO_CONTENT) {
+        r->headers_out.status = status;
         r->header_only = 1;
         ngx_http_clear_content_length(r);
         return ngx_http_send_header(r);
     }
 
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = data;
-    b->last = data + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_promgate_send(r, status, &type, data, len);
 }

@@ -286,6 +286,7 @@ static ngx_int_t
 ngx_http_promgate_headers(ngx_http_request_t *r,
     ngx_http_promgate_forwarder_t *fw, ngx_http_promgate_payload_t *pl)
 {
+    ngx_str_t         type, rwv;
     ngx_uint_t        i, n, version, rw;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
@@ -370,72 +371,41 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
 #endif
     }
 
-    nh = ngx_list_push(&pl->headers);
-    if (nh == NULL) {
+    if (pl->version == PG_RW_V2) {
+        ngx_str_set(&type, NGX_HTTP_PROMGATE_TYPE_V2);
+        ngx_str_set(&rwv, "2.0.0");
+
+    } else {
+        ngx_str_set(&type, NGX_HTTP_PROMGATE_TYPE_V1);
+        ngx_str_set(&rwv, "0.1.0");
+    }
+
+    if (ngx_http_promgate_header_add(&pl->headers, "User-Agent",
+                                     ngx_http_promgate_user_agent.data,
+                                     ngx_http_promgate_user_agent.len)
+        == NULL)
+    {
         return NGX_ERROR;
     }
 
-    ngx_str_set(&nh->key, "User-Agent");
-    nh->lowcase_key = (u_char *) "user-agent";
-    nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-    nh->value = ngx_http_promgate_user_agent;
-#if (nginx_version >= 1023000)
-    nh->next = NULL;
-#endif
-
-    if (rw) {
-        nh = ngx_list_push(&pl->headers);
-        if (nh == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_str_set(&nh->key, "Content-Encoding");
-        nh->lowcase_key = (u_char *) "content-encoding";
-        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-        ngx_str_set(&nh->value, "snappy");
-#if (nginx_version >= 1023000)
-        nh->next = NULL;
-#endif
-
-        nh = ngx_list_push(&pl->headers);
-        if (nh == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_str_set(&nh->key, "Content-Type");
-        nh->lowcase_key = (u_char *) "content-type";
-        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-
-        if (pl->version == PG_RW_V2) {
-            ngx_str_set(&nh->value, NGX_HTTP_PROMGATE_TYPE_V2);
-
-        } else {
-            ngx_str_set(&nh->value, NGX_HTTP_PROMGATE_TYPE_V1);
-        }
-#if (nginx_version >= 1023000)
-        nh->next = NULL;
-#endif
+    if (rw
+        && (ngx_http_promgate_header_add(&pl->headers, "Content-Encoding",
+                                         (u_char *) "snappy", 6)
+            == NULL
+            || ngx_http_promgate_header_add(&pl->headers, "Content-Type",
+                                            type.data, type.len)
+               == NULL))
+    {
+        return NGX_ERROR;
     }
 
-    if (!version) {
-        nh = ngx_list_push(&pl->headers);
-        if (nh == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_str_set(&nh->key, "X-Prometheus-Remote-Write-Version");
-        nh->lowcase_key = (u_char *) "x-prometheus-remote-write-version";
-        nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-
-        if (pl->version == PG_RW_V2) {
-            ngx_str_set(&nh->value, "2.0.0");
-
-        } else {
-            ngx_str_set(&nh->value, "0.1.0");
-        }
-#if (nginx_version >= 1023000)
-        nh->next = NULL;
-#endif
+    if (!version
+        && ngx_http_promgate_header_add(&pl->headers,
+                                        "X-Prometheus-Remote-Write-Version",
+                                        rwv.data, rwv.len)
+           == NULL)
+    {
+        return NGX_ERROR;
     }
 
     return NGX_OK;

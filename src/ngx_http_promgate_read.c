@@ -180,26 +180,20 @@ static ngx_str_t  ngx_http_promgate_read_stream_type =
 static ngx_int_t
 ngx_http_promgate_read_handler(ngx_http_request_t *r)
 {
-    ngx_int_t         rc;
-    ngx_str_t         why;
-    ngx_table_elt_t  *h;
+    ngx_int_t  rc;
+    ngx_str_t  why;
 
     if (r != r->main) {
         return NGX_HTTP_NOT_ALLOWED;
     }
 
     if (r->method != NGX_HTTP_POST) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_promgate_header_add(&r->headers_out.headers, "Allow",
+                                         (u_char *) "POST", 4)
+            == NULL)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "POST");
 
         ngx_str_set(&why, "promgate: remote read takes POST only\n");
 
@@ -820,61 +814,21 @@ static ngx_int_t
 ngx_http_promgate_read_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_str_t *encoding, u_char *data, size_t len)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_table_elt_t  *h;
 
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    r->headers_out.content_type = *type;
-    r->headers_out.content_type_len = type->len;
-    r->headers_out.content_type_lowcase = NULL;
-
     if (encoding && encoding->len) {
-        h = ngx_list_push(&r->headers_out.headers);
+        h = ngx_http_promgate_header_add(&r->headers_out.headers,
+                                         "Content-Encoding", encoding->data,
+                                         encoding->len);
         if (h == NULL) {
             return NGX_ERROR;
         }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Content-Encoding");
-        h->value = *encoding;
 
         /* nginx's gzip filter leaves an encoded body alone */
         r->headers_out.content_encoding = h;
     }
 
-    if (len == 0) {
-        r->header_only = 1;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = data;
-    b->last = data + len;
-    b->start = b->pos;
-    b->end = b->last;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_promgate_send(r, status, type, data, len);
 }
 
 
@@ -884,19 +838,7 @@ static ngx_int_t
 ngx_http_promgate_read_refuse(ngx_http_request_t *r, ngx_uint_t status,
     u_char *text, size_t len)
 {
-    ngx_int_t  rc;
-    ngx_str_t  type = ngx_string("text/plain");
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "promgate: read refused with %ui: %*s", status,
-                  len && text[len - 1] == '\n' ? len - 1 : len, text);
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_promgate_read_send(r, status, &type, NULL, text, len);
+    return ngx_http_promgate_refuse(r, "read", status, text, len);
 }
 
 

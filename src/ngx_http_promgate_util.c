@@ -56,6 +56,44 @@ ngx_http_promgate_find_header(ngx_list_t *headers, u_char *name, size_t len)
 }
 
 
+/*
+ * Adds a header to a list (a response's, or a subrequest's request
+ * headers): key is a literal, the value is not copied.  NULL: no memory.
+ */
+
+ngx_table_elt_t *
+ngx_http_promgate_header_add(ngx_list_t *headers, char *key, u_char *value,
+    size_t len)
+{
+    size_t            n;
+    ngx_table_elt_t  *h;
+
+    n = ngx_strlen(key);
+
+    h = ngx_list_push(headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->lowcase_key = ngx_pnalloc(headers->pool, n);
+    if (h->lowcase_key == NULL) {
+        h->hash = 0;
+        return NULL;
+    }
+
+    h->hash = ngx_hash_strlow(h->lowcase_key, (u_char *) key, n);
+    h->key.data = (u_char *) key;
+    h->key.len = n;
+    h->value.data = value;
+    h->value.len = len;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return h;
+}
+
+
 /* remote write and remote read bodies: "Content-Encoding: snappy" */
 
 ngx_int_t
@@ -160,6 +198,89 @@ ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Answers r with status, type and the len bytes at data, which must live
+ * as long as the request (not on the stack); without bytes, the headers
+ * only.  Returns what the content handler returns.
+ */
+
+ngx_int_t
+ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Refuses a request with status and a plain-text reason, which may be on
+ * the caller's stack; logged at the info level as "promgate: WHAT refused
+ * with STATUS: TEXT".  Returns what the content handler returns.
+ */
+
+ngx_int_t
+ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
+    ngx_uint_t status, u_char *text, size_t len)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+
+    static ngx_str_t  type = ngx_string("text/plain");
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "promgate: %s refused with %ui: %*s", what, status,
+                  len && text[len - 1] == '\n' ? len - 1 : len, text);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(p, text, len);
+
+    return ngx_http_promgate_send(r, status, &type, p, len);
 }
 
 

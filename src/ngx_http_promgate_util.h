@@ -3,8 +3,10 @@
  * promgate: what several glue files use (ngx_http_promgate_util.c).  The
  * helpers call no other glue file, so every feature may call them:
  *
- *   requests  a header by name, "Content-Encoding: snappy", the tenant,
- *             the request body as one piece of memory
+ *   requests  a header by name, a header added, "Content-Encoding:
+ *             snappy", the tenant,
+ *             the request body as one piece of memory, an answer, a
+ *             refusal
  *   memory    the request pool as src/core's allocator
  *   zones     one shared-zone idiom for every promgate zone, as
  *             ngx_http_limit_req_module's: NAME:SIZE, the zone reused on
@@ -30,10 +32,16 @@
 
 ngx_table_elt_t *ngx_http_promgate_find_header(ngx_list_t *headers,
     u_char *name, size_t len);
+ngx_table_elt_t *ngx_http_promgate_header_add(ngx_list_t *headers,
+    char *key, u_char *value, size_t len);
 ngx_int_t ngx_http_promgate_snappy_encoded(ngx_http_request_t *r);
 void ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
+ngx_int_t ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len);
+ngx_int_t ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
+    ngx_uint_t status, u_char *text, size_t len);
 
 
 /* -------------------------------------------------------------- memory */

@@ -44,7 +44,6 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
     ngx_str_t                       why;
-    ngx_table_elt_t                *h;
     ngx_pool_cleanup_t             *cln;
     ngx_http_promgate_loc_conf_t   *plcf;
     ngx_http_promgate_write_ctx_t  *ctx;
@@ -69,17 +68,12 @@ ngx_http_promgate_write_handler(ngx_http_request_t *r)
     ngx_http_promgate_forwarder_init(&ctx->fw, r, ctx);
 
     if (r->method != NGX_HTTP_POST) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_promgate_header_add(&r->headers_out.headers, "Allow",
+                                         (u_char *) "POST", 4)
+            == NULL)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "POST");
 
         ngx_str_set(&why, "promgate: remote write takes POST only\n");
 
@@ -724,46 +718,10 @@ ngx_http_promgate_reject(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, ngx_uint_t status, ngx_uint_t reason,
     uint64_t samples, u_char *text, size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
     ngx_http_promgate_stats_reject(reason, samples);
     ngx_http_promgate_stats_answer(ctx, status);
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "promgate: write refused with %ui: %*s", status,
-                  len && text[len - 1] == '\n' ? len - 1 : len, text);
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, text, len);
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_promgate_refuse(r, "write", status, text, len);
 }
 
 
@@ -819,22 +777,21 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
     u_char                   *p, *last;
     size_t                    len;
-    ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_uint_t                i;
-    ngx_chain_t               out;
     uint64_t                  written[3];
-    ngx_table_elt_t          *h;
     ngx_http_promgate_fwd_t  *f;
 
-    static ngx_str_t  names[] = {
-        ngx_string("X-Prometheus-Remote-Write-Samples-Written"),
-        ngx_string("X-Prometheus-Remote-Write-Histograms-Written"),
-        ngx_string("X-Prometheus-Remote-Write-Exemplars-Written")
+    static char  *names[] = {
+        "X-Prometheus-Remote-Write-Samples-Written",
+        "X-Prometheus-Remote-Write-Histograms-Written",
+        "X-Prometheus-Remote-Write-Exemplars-Written"
     };
 
     static const char  *states[] = { "pending", "stored", "rejected",
                                      "failed" };
+
+    static ngx_str_t  type = ngx_string("text/plain");
 
     if (decision == 204) {
         ngx_http_promgate_stats_answer(ctx, NGX_HTTP_NO_CONTENT);
@@ -854,23 +811,19 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
         ngx_http_promgate_written_counts(ctx, written);
 
         for (i = 0; i < 3; i++) {
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
-                return NGX_ERROR;
-            }
-
             p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
-            h->hash = 1;
-#if (nginx_version >= 1023000)
-            h->next = NULL;
-#endif
-            h->key = names[i];
-            h->value.data = p;
-            h->value.len = ngx_sprintf(p, "%uL", written[i]) - p;
+            if (ngx_http_promgate_header_add(&r->headers_out.headers,
+                                             names[i], p,
+                                             ngx_sprintf(p, "%uL", written[i])
+                                             - p)
+                == NULL)
+            {
+                return NGX_ERROR;
+            }
         }
 
         return ngx_http_send_header(r);
@@ -944,24 +897,8 @@ ngx_http_promgate_write_answer(ngx_http_request_t *r,
 
     ngx_http_promgate_stats_answer(ctx, r->headers_out.status);
 
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_promgate_send(r, r->headers_out.status, &type, b->pos,
+                                  b->last - b->pos);
 }
 
 
