@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "pg_matcher.h"
+#include "pg_utf8.h"
 
 
 #define PG_RUNE_MAX        0x10ffff
@@ -182,7 +183,7 @@ static size_t pg_re_emit_str(char *buf, size_t pos, const char *s,
     size_t len);
 static size_t pg_re_emit_rune(char *buf, size_t pos, uint32_t r);
 
-static size_t pg_utf8_decode(const uint8_t *p, const uint8_t *end,
+static size_t pg_matcher_rune(const uint8_t *p, const uint8_t *end,
     uint32_t *r);
 static int pg_go_isprint(uint32_t r);
 static int pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc,
@@ -590,7 +591,7 @@ pg_out_quoted(pg_out_t *o, const uint8_t *s, size_t len, int quote)
     end = s + len;
 
     for ( /* void */ ; s < end; s += w) {
-        w = pg_utf8_decode(s, end, &r);
+        w = pg_matcher_rune(s, end, &r);
 
         if (w == 0) {
             n = snprintf(tmp, sizeof(tmp), "\\x%02x", s[0]);
@@ -915,7 +916,7 @@ pg_regex_match(pg_regex_t *re, pg_str_t v)
         n = 0;
 
         for (i = 0; i < len; i += k) {
-            k = pg_utf8_decode(s + i, end, &r);
+            k = pg_matcher_rune(s + i, end, &r);
 
             if (k == 0) {
                 memcpy(re->scratch + n, "\xef\xbf\xbd", 3);
@@ -968,7 +969,7 @@ pg_re_format_error(pg_re_parser_t *p, char *err, size_t err_size)
     end = e + p->expr_len;
 
     for (i = 0; e + i < end; i += len) {
-        len = pg_utf8_decode(e + i, end, &r);
+        len = pg_matcher_rune(e + i, end, &r);
 
         if (len == 0) {
             if (n + 3 >= err_size) {
@@ -1482,6 +1483,7 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
     pg_re_node_t *concat)
 {
     int              found, rc;
+    size_t           w;
     uint32_t         r;
     const char      *text;
     const uint8_t   *s, *t, *e;
@@ -1521,14 +1523,14 @@ pg_re_parse_escape(pg_re_parser_t *p, const uint8_t **sp,
             }
 
             while (t < e) {
-                /* Go reports the rest of the literal text here */
-                const uint8_t  *lit = t;
+                w = pg_matcher_rune(t, e, &r);
 
-                if (pg_utf8_decode(t, e, &r) == 0) {
-                    return pg_re_error(p, pg_re_err_utf8, lit, e - lit);
+                if (w == 0) {
+                    /* Go reports the rest of the literal text here */
+                    return pg_re_error(p, pg_re_err_utf8, t, e - t);
                 }
 
-                t += pg_utf8_decode(t, e, &r);
+                t += w;
 
                 if (pg_re_add_literal(p, concat, r) != PG_MATCHER_OK) {
                     return PG_MATCHER_NOMEM;
@@ -2031,7 +2033,7 @@ pg_re_next_rune(pg_re_parser_t *p, const uint8_t **sp, uint32_t *r)
 {
     size_t  n;
 
-    n = pg_utf8_decode(*sp, p->end, r);
+    n = pg_matcher_rune(*sp, p->end, r);
 
     if (n == 0) {
         /* Go quotes the rest of the pattern */
@@ -2052,7 +2054,7 @@ pg_re_check_utf8(pg_re_parser_t *p, const uint8_t *s, const uint8_t *end)
     size_t    n;
 
     while (s < end) {
-        n = pg_utf8_decode(s, end, &r);
+        n = pg_matcher_rune(s, end, &r);
         if (n == 0) {
             return pg_re_error(p, pg_re_err_utf8, s, end - s);
         }
@@ -2768,41 +2770,9 @@ pg_re_emit_rune(char *buf, size_t pos, uint32_t r)
 }
 
 
-/* one UTF-8 sequence by Go's rules; 0 if invalid or truncated */
+/* one UTF-8 sequence by Go's rules; 0 if invalid, truncated or at end */
 static size_t
-pg_utf8_decode(const uint8_t *p, const uint8_t *end, uint32_t *r)
+pg_matcher_rune(const uint8_t *p, const uint8_t *end, uint32_t *r)
 {
-    size_t  n;
-
-    if (p >= end) {
-        return 0;
-    }
-
-    if (p[0] < 0x80) {
-        *r = p[0];
-        return 1;
-    }
-
-    n = (p[0] >= 0xc2 && p[0] <= 0xdf) ? 2
-        : (p[0] >= 0xe0 && p[0] <= 0xef) ? 3
-        : (p[0] >= 0xf0 && p[0] <= 0xf4) ? 4 : 0;
-
-    if (n == 0 || (size_t) (end - p) < n || !pg_utf8_valid(p, n)) {
-        return 0;
-    }
-
-    if (n == 2) {
-        *r = ((uint32_t) (p[0] & 0x1f) << 6) | (p[1] & 0x3f);
-
-    } else if (n == 3) {
-        *r = ((uint32_t) (p[0] & 0x0f) << 12)
-             | ((uint32_t) (p[1] & 0x3f) << 6) | (p[2] & 0x3f);
-
-    } else {
-        *r = ((uint32_t) (p[0] & 0x07) << 18)
-             | ((uint32_t) (p[1] & 0x3f) << 12)
-             | ((uint32_t) (p[2] & 0x3f) << 6) | (p[3] & 0x3f);
-    }
-
-    return n;
+    return p < end ? pg_utf8_decode_rune(p, (size_t) (end - p), r) : 0;
 }
