@@ -51,6 +51,7 @@
 
 #include "pg_exemplar.h"
 #include "pg_rw_wire.h"
+#include "pg_utf8.h"
 
 
 #define PG_EXRING_MAGIC     0x31525850   /* "PXR1" */
@@ -993,7 +994,7 @@ pg_exring_runes(const uint8_t *p, size_t len)
             continue;
         }
 
-        w = pg_json_utf8_decode(p + i, len - i, &r);
+        w = pg_utf8_decode_rune(p + i, len - i, &r);
         i += w ? w : 1;
     }
 
