@@ -676,6 +676,53 @@ pg_skip_spaces(pg_lexer_t *l)
 }
 
 
+/* the arithmetic operators, the same in and out of brackets; else 0 */
+static int
+pg_lex_arith_item(int32_t r)
+{
+    switch (r) {
+    case '+':
+        return PG_I_ADD;
+    case '-':
+        return PG_I_SUB;
+    case '*':
+        return PG_I_MUL;
+    case '/':
+        return PG_I_DIV;
+    case '%':
+        return PG_I_MOD;
+    case '^':
+        return PG_I_POW;
+    default:
+        return 0;
+    }
+}
+
+
+/* '(' or ')', the lexer going on in next */
+static pg_lex_state_e
+pg_lex_paren(pg_lexer_t *l, int32_t r, pg_lex_state_e next)
+{
+    char  q[16];
+
+    if (r == '(') {
+        pg_lex_emit(l, PG_I_LEFT_PAREN);
+        l->paren_depth++;
+        return next;
+    }
+
+    pg_lex_emit(l, PG_I_RIGHT_PAREN);
+    l->paren_depth--;
+
+    if (l->paren_depth < 0) {
+        pg_quote_rune(q, sizeof(q), r);
+        return pg_lex_errorf(l, "unexpected right parenthesis %s", q);
+    }
+
+    return next;
+}
+
+
 static pg_lex_state_e
 pg_lex_statements(pg_lexer_t *l)
 {
@@ -705,6 +752,13 @@ pg_lex_statements(pg_lexer_t *l)
         return PG_LEX_NIL;
     }
 
+    t = pg_lex_arith_item(r);
+
+    if (t) {
+        pg_lex_emit(l, t);
+        return PG_LEX_STATEMENTS;
+    }
+
     switch (r) {
 
     case ',':
@@ -713,30 +767,6 @@ pg_lex_statements(pg_lexer_t *l)
 
     case ' ': case '\t': case '\n': case '\r':
         return PG_LEX_SPACE;
-
-    case '*':
-        pg_lex_emit(l, PG_I_MUL);
-        return PG_LEX_STATEMENTS;
-
-    case '/':
-        pg_lex_emit(l, PG_I_DIV);
-        return PG_LEX_STATEMENTS;
-
-    case '%':
-        pg_lex_emit(l, PG_I_MOD);
-        return PG_LEX_STATEMENTS;
-
-    case '+':
-        pg_lex_emit(l, PG_I_ADD);
-        return PG_LEX_STATEMENTS;
-
-    case '-':
-        pg_lex_emit(l, PG_I_SUB);
-        return PG_LEX_STATEMENTS;
-
-    case '^':
-        pg_lex_emit(l, PG_I_POW);
-        return PG_LEX_STATEMENTS;
 
     case '=':
         t = pg_lex_peek(l);
@@ -828,19 +858,8 @@ pg_lex_statements(pg_lexer_t *l)
     switch (r) {
 
     case '(':
-        pg_lex_emit(l, PG_I_LEFT_PAREN);
-        l->paren_depth++;
-        return PG_LEX_STATEMENTS;
-
     case ')':
-        pg_lex_emit(l, PG_I_RIGHT_PAREN);
-        l->paren_depth--;
-
-        if (l->paren_depth < 0) {
-            pg_quote_rune(q, sizeof(q), r);
-            return pg_lex_errorf(l, "unexpected right parenthesis %s", q);
-        }
-        return PG_LEX_STATEMENTS;
+        return pg_lex_paren(l, r, PG_LEX_STATEMENTS);
 
     case '{':
         pg_lex_emit(l, PG_I_LEFT_BRACE);
@@ -976,7 +995,7 @@ pg_lex_inside_braces(pg_lexer_t *l)
 static pg_lex_state_e
 pg_lex_duration_expr(pg_lexer_t *l)
 {
-    int32_t  r;
+    int32_t  r, t;
     char     q[16];
 
     r = pg_lex_rune(l);
@@ -1011,50 +1030,22 @@ pg_lex_duration_expr(pg_lexer_t *l)
         return PG_LEX_DURATION_EXPR;
 
     case '(':
-        pg_lex_emit(l, PG_I_LEFT_PAREN);
-        l->paren_depth++;
-        return PG_LEX_DURATION_EXPR;
-
     case ')':
-        pg_lex_emit(l, PG_I_RIGHT_PAREN);
-        l->paren_depth--;
-
-        if (l->paren_depth < 0) {
-            pg_quote_rune(q, sizeof(q), r);
-            return pg_lex_errorf(l, "unexpected right parenthesis %s", q);
-        }
-        return PG_LEX_DURATION_EXPR;
+        return pg_lex_paren(l, r, PG_LEX_DURATION_EXPR);
 
     case ' ': case '\t': case '\n': case '\r':
         pg_skip_spaces(l);
         return PG_LEX_DURATION_EXPR;
 
-    case '+':
-        pg_lex_emit(l, PG_I_ADD);
-        return PG_LEX_DURATION_EXPR;
-
-    case '-':
-        pg_lex_emit(l, PG_I_SUB);
-        return PG_LEX_DURATION_EXPR;
-
-    case '*':
-        pg_lex_emit(l, PG_I_MUL);
-        return PG_LEX_DURATION_EXPR;
-
-    case '/':
-        pg_lex_emit(l, PG_I_DIV);
-        return PG_LEX_DURATION_EXPR;
-
-    case '%':
-        pg_lex_emit(l, PG_I_MOD);
-        return PG_LEX_DURATION_EXPR;
-
-    case '^':
-        pg_lex_emit(l, PG_I_POW);
-        return PG_LEX_DURATION_EXPR;
-
     default:
         break;
+    }
+
+    t = pg_lex_arith_item(r);
+
+    if (t) {
+        pg_lex_emit(l, t);
+        return PG_LEX_DURATION_EXPR;
     }
 
     if (pg_is_digit(r) || (r == '.' && pg_is_digit(pg_lex_peek(l)))) {
@@ -1506,6 +1497,36 @@ pg_palloc(pg_parser_t *p, size_t size)
 }
 
 
+/*
+ * Room for one more element after the n at v, which has room for *cap: v
+ * itself, or when full a copy twice as large (first elements when *cap is
+ * 0); NULL when out of memory.  Go's append(), without a free.
+ */
+static void *
+pg_grow(pg_parser_t *p, void *v, size_t n, size_t *cap, size_t first,
+    size_t size)
+{
+    void  *grown;
+
+    if (n < *cap) {
+        return v;
+    }
+
+    *cap = *cap ? *cap * 2 : first;
+
+    grown = pg_palloc(p, *cap * size);
+    if (grown == NULL) {
+        return NULL;
+    }
+
+    if (n) {
+        memcpy(grown, v, n * size);
+    }
+
+    return grown;
+}
+
+
 /* a Go runtime panic: parser.recover() turns it into "unexpected error" */
 static void
 pg_panic(pg_parser_t *p)
@@ -1747,7 +1768,7 @@ pg_unexpected(pg_parser_t *p, const char *context, const char *expected)
 static int
 pg_lex(pg_parser_t *p)
 {
-    int64_t   *grown;
+    int64_t   *closing;
     pg_item_t *it;
 
     if (p->injecting) {
@@ -1775,17 +1796,12 @@ pg_lex(pg_parser_t *p)
         break;
 
     case PG_I_RIGHT_PAREN:
-        if (p->nclosing == p->closing_cap) {
-            p->closing_cap = p->closing_cap ? p->closing_cap * 2 : 16;
-            grown = pg_palloc(p, p->closing_cap * sizeof(int64_t));
-            if (grown == NULL) {
-                return 0;
-            }
-            if (p->nclosing) {
-                memcpy(grown, p->closing, p->nclosing * sizeof(int64_t));
-            }
-            p->closing = grown;
+        closing = pg_grow(p, p->closing, p->nclosing, &p->closing_cap, 16,
+                          sizeof(int64_t));
+        if (closing == NULL) {
+            return 0;
         }
+        p->closing = closing;
         p->closing[p->nclosing++] = it->pos + (int64_t) it->len;
         /* fall through */
 
@@ -1843,7 +1859,7 @@ pg_yyparse(pg_parser_t *p)
 {
     int          n, state, ch, tok, errflag, xi, g, j, rule, k;
     size_t       cap, top, pt;
-    pg_yysym_t  *s, *grown, val;
+    pg_yysym_t  *s, val;
 
     cap = 16;
     s = pg_palloc(p, cap * sizeof(pg_yysym_t));
@@ -1869,15 +1885,9 @@ yystack:
         return 1;
     }
 
-    if (top >= cap) {
-        grown = pg_palloc(p, 2 * cap * sizeof(pg_yysym_t));
-        if (grown == NULL) {
-            return 1;
-        }
-
-        memcpy(grown, s, cap * sizeof(pg_yysym_t));
-        s = grown;
-        cap *= 2;
+    s = pg_grow(p, s, top, &cap, 0, sizeof(pg_yysym_t));
+    if (s == NULL) {
+        return 1;
     }
 
     s[top] = val;
@@ -1994,15 +2004,9 @@ yydefault:
 
     top -= k;
 
-    if (top + 1 >= cap) {
-        grown = pg_palloc(p, 2 * cap * sizeof(pg_yysym_t));
-        if (grown == NULL) {
-            return 1;
-        }
-
-        memcpy(grown, s, cap * sizeof(pg_yysym_t));
-        s = grown;
-        cap *= 2;
+    s = pg_grow(p, s, top + 1, &cap, 0, sizeof(pg_yysym_t));
+    if (s == NULL) {
+        return 1;
     }
 
     val = s[top + 1];
@@ -2184,17 +2188,13 @@ pg_expressions_append(pg_parser_t *p, pg_node_t *list, pg_node_t *e)
         return NULL;
     }
 
-    if (list->n == list->cap) {
-        list->cap = list->cap ? list->cap * 2 : 4;
-        grown = pg_palloc(p, list->cap * sizeof(pg_node_t *));
-        if (grown == NULL) {
-            return NULL;
-        }
-        if (list->n) {
-            memcpy(grown, list->list, list->n * sizeof(pg_node_t *));
-        }
-        list->list = grown;
+    grown = pg_grow(p, list->list, list->n, &list->cap, 4,
+                    sizeof(pg_node_t *));
+    if (grown == NULL) {
+        return NULL;
     }
+
+    list->list = grown;
 
     list->list[list->n++] = e;
     pg_child(p, list, e);
@@ -2209,17 +2209,12 @@ pg_mlist_append(pg_parser_t *p, pg_mlist_t s, pg_matcher_t *m)
 {
     pg_matcher_t  **grown;
 
-    if (s.len == s.cap) {
-        s.cap = s.cap ? s.cap * 2 : 4;
-        grown = pg_palloc(p, s.cap * sizeof(pg_matcher_t *));
-        if (grown == NULL) {
-            return s;
-        }
-        if (s.len) {
-            memcpy(grown, s.v, s.len * sizeof(pg_matcher_t *));
-        }
-        s.v = grown;
+    grown = pg_grow(p, s.v, s.len, &s.cap, 4, sizeof(pg_matcher_t *));
+    if (grown == NULL) {
+        return s;
     }
+
+    s.v = grown;
 
     s.v[s.len++] = m;
     s.nonnil = 1;
@@ -2233,17 +2228,12 @@ pg_slist_append(pg_parser_t *p, pg_slist_t s, pg_str_t str)
 {
     pg_str_t  *grown;
 
-    if (s.len == s.cap) {
-        s.cap = s.cap ? s.cap * 2 : 4;
-        grown = pg_palloc(p, s.cap * sizeof(pg_str_t));
-        if (grown == NULL) {
-            return s;
-        }
-        if (s.len) {
-            memcpy(grown, s.v, s.len * sizeof(pg_str_t));
-        }
-        s.v = grown;
+    grown = pg_grow(p, s.v, s.len, &s.cap, 4, sizeof(pg_str_t));
+    if (grown == NULL) {
+        return s;
     }
+
+    s.v = grown;
 
     s.v[s.len++] = str;
     s.nonnil = 1;
@@ -3049,6 +3039,25 @@ pg_duration_in_range(double v)
  * goyacc.  Rules of the other start symbols (metrics, series
  * descriptions) are never reduced for an expression.
  */
+/* a number duration after a unary + or -: signed, checked, starting at op */
+static pg_node_t *
+pg_signed_duration(pg_parser_t *p, const pg_item_t *op, pg_node_t *n)
+{
+    if (op->typ == PG_I_SUB) {
+        n->val = -n->val;
+    }
+
+    if (!pg_duration_in_range(n->val)) {
+        pg_errorf(p, op->pos, "duration out of range");
+        return pg_number_node(p, 0, 0, 0);
+    }
+
+    n->start = op->pos;
+
+    return n;
+}
+
+
 static void
 pg_reduce(pg_parser_t *p, int rule, pg_yysym_t *d, pg_yysym_t *v)
 {
@@ -3583,36 +3592,14 @@ pg_reduce(pg_parser_t *p, int rule, pg_yysym_t *d, pg_yysym_t *v)
             break;
         }
 
-        if (d[1].item.typ == PG_I_SUB) {
-            n->val = -n->val;
-        }
-
-        if (!pg_duration_in_range(n->val)) {
-            pg_errorf(p, d[1].item.pos, "duration out of range");
-            v->node = pg_number_node(p, 0, 0, 0);
-            break;
-        }
-
-        n->start = d[1].item.pos;
-        v->node = n;
+        v->node = pg_signed_duration(p, &d[1].item, n);
         break;
 
     case 253:   /* duration_expr: unary_op duration_expr */
         n = d[2].node;
 
         if (pg_is(n, PG_N_NUMBER)) {
-            if (d[1].item.typ == PG_I_SUB) {
-                n->val = -n->val;
-            }
-
-            if (!pg_duration_in_range(n->val)) {
-                pg_errorf(p, d[1].item.pos, "duration out of range");
-                v->node = pg_number_node(p, 0, 0, 0);
-                break;
-            }
-
-            n->start = d[1].item.pos;
-            v->node = n;
+            v->node = pg_signed_duration(p, &d[1].item, n);
             break;
         }
 
