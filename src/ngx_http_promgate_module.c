@@ -16,18 +16,31 @@ static void *ngx_http_promgate_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_promgate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_promgate_remote_write(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
+static char *ngx_http_promgate_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_promgate_forward_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_promgate_exemplar_query(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_promgate_check_targets(ngx_conf_t *cf,
     ngx_http_promgate_main_conf_t *pmcf);
 static ngx_int_t ngx_http_promgate_stat_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+
+typedef struct {
+    ngx_http_handler_pt             handler;
+} ngx_http_promgate_endpoint_t;
+
+
+static ngx_http_promgate_endpoint_t  ngx_http_promgate_write_endpoint = {
+    ngx_http_promgate_write_handler
+};
+
+
+static ngx_http_promgate_endpoint_t  ngx_http_promgate_status_endpoint = {
+    ngx_http_promgate_status_handler
+};
 
 
 static ngx_conf_enum_t  ngx_http_promgate_ack_policies[] = {
@@ -54,10 +67,10 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
 
     { ngx_string("promgate_remote_write"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_promgate_remote_write,
+      ngx_http_promgate_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_promgate_loc_conf_t, remote_write),
+      &ngx_http_promgate_write_endpoint },
 
     { ngx_string("promgate_forward"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -138,10 +151,10 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
 
     { ngx_string("promgate_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_promgate_status,
+      ngx_http_promgate_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_promgate_loc_conf_t, status),
+      &ngx_http_promgate_status_endpoint },
 
       ngx_null_command
 };
@@ -606,21 +619,28 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/*
+ * promgate_remote_write and promgate_status: a flag of the location, and
+ * its content handler (cmd->post); one location has at most one of them.
+ */
+
 static char *
-ngx_http_promgate_remote_write(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_promgate_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_promgate_loc_conf_t *plcf = conf;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_promgate_endpoint_t  *ep;
 
-    if (plcf->remote_write != NGX_CONF_UNSET || plcf->status == 1) {
+    if (plcf->remote_write == 1 || plcf->status == 1) {
         return "is duplicate";
     }
 
-    plcf->remote_write = 1;
+    *(ngx_flag_t *) ((char *) conf + cmd->offset) = 1;
 
+    ep = cmd->post;
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_promgate_write_handler;
+    clcf->handler = ep->handler;
 
     return NGX_CONF_OK;
 }
@@ -791,26 +811,6 @@ ngx_http_promgate_target_add(ngx_conf_t *cf, ngx_str_t *uri)
     t->slot = 0;
 
     return t;
-}
-
-
-static char *
-ngx_http_promgate_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_promgate_loc_conf_t *plcf = conf;
-
-    ngx_http_core_loc_conf_t  *clcf;
-
-    if (plcf->status != NGX_CONF_UNSET || plcf->remote_write == 1) {
-        return "is duplicate";
-    }
-
-    plcf->status = 1;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_promgate_status_handler;
-
-    return NGX_CONF_OK;
 }
 
 

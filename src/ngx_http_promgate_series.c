@@ -12,12 +12,7 @@
 #include "ngx_http_promgate_module.h"
 #include "pg_series.h"
 
-#if defined(__has_include)
-#if __has_include("ngx_http_promgate_kafka.h")
 #include "ngx_http_promgate_kafka.h"
-#define NGX_HTTP_PROMGATE_SERIES_KAFKA  1
-#endif
-#endif
 
 
 #define NGX_HTTP_PROMGATE_SERIES_MAGIC   0x50475349u    /* "PGSI" */
@@ -75,10 +70,8 @@ static ngx_int_t ngx_http_promgate_series_init_zone(
     ngx_http_promgate_zone_t *zone, ngx_uint_t reused);
 static ngx_int_t ngx_http_promgate_series_values(
     ngx_http_promgate_zone_t *zone, void *values);
-#if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 static void ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
     const char *err);
-#endif
 static void ngx_http_promgate_series_drop(ngx_http_promgate_series_zone_t *z,
     uint64_t tenant, ngx_http_promgate_series_new_t *n, pg_series_drop_e why);
 
@@ -315,16 +308,6 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-#if !(NGX_HTTP_PROMGATE_SERIES_KAFKA)
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"promgate_series_index\" needs the Kafka producer, "
-                       "and this build of promgate has none "
-                       "(src/ngx_http_promgate_kafka.h was missing)");
-    return NGX_CONF_ERROR;
-
-#else
-
     /* an undefined zone, or one of another kind, is refused by nginx */
 
     plcf->series_zone = ngx_shared_memory_add(cf, &value[1], 0,
@@ -334,8 +317,6 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
-
-#endif
 }
 
 
@@ -502,7 +483,6 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
     ngx_http_promgate_series_new_t    *n;
     ngx_http_promgate_series_zone_t   *zone;
     ngx_http_promgate_series_write_t  *sw;
-#if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
     int64_t                            ms;
     ngx_int_t                          rc;
     ngx_str_t                          key, value, tenant;
@@ -514,7 +494,6 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
 
     u_char                             hex[PG_SERIES_KEY_LEN];
     static time_t                      logged;
-#endif
 
     sw = ctx->series;
 
@@ -534,7 +513,6 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
 
     ngx_shmtx_unlock(&zone->zone.shpool->mutex);
 
-#if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 
     tp = ngx_timeofday();
     ms = (int64_t) tp->sec * 1000 + tp->msec;
@@ -608,18 +586,6 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
         }
     }
 
-#else
-
-    /* no producer in this build: the directive is refused, never here */
-
-    for (i = 0; i < sw->news.nelts; i++) {
-        if (n[i].token) {
-            ngx_http_promgate_series_drop(zone, sw->tenant, &n[i],
-                                          PG_SERIES_FAILED);
-        }
-    }
-
-#endif
 
     sw->news.nelts = 0;
 }
@@ -635,7 +601,6 @@ ngx_http_promgate_series_drop(ngx_http_promgate_series_zone_t *zone,
 }
 
 
-#if (NGX_HTTP_PROMGATE_SERIES_KAFKA)
 
 /*
  * The delivery report, from the worker's event loop: the broker has the
@@ -680,7 +645,6 @@ ngx_http_promgate_series_delivered(void *opaque, ngx_int_t rc,
     ngx_free(m);
 }
 
-#endif
 
 
 /* ----------------------------------------------------------- status */
