@@ -39,7 +39,7 @@
 #define PG_EOF           (-1)
 #define PG_RUNE_ERROR    0xfffd
 
-/* goyacc's stack, in entries: deeper than any tree PG_PROMQL_MAX_DEPTH allows */
+/* goyacc's stack, in entries: more than PG_PROMQL_MAX_DEPTH trees need */
 #define PG_YY_MAX_STACK  (4 * PG_PROMQL_MAX_DEPTH + 64)
 
 #define PG_DURATION_LIMIT  (9223372036854775808.0 / 1e9)   /* 1<<63/1e9 */
@@ -397,10 +397,12 @@ static const struct {
 };
 
 
-#define pg_is_operator(t)    ((t) > PG_I_operatorsStart && (t) < PG_I_operatorsEnd)
-#define pg_is_aggregator(t)  ((t) > PG_I_aggregatorsStart                       \
-                              && (t) < PG_I_aggregatorsEnd)
-#define pg_is_keyword(t)     ((t) > PG_I_keywordsStart && (t) < PG_I_keywordsEnd)
+#define pg_is_operator(t)                                                    \
+    ((t) > PG_I_operatorsStart && (t) < PG_I_operatorsEnd)
+#define pg_is_aggregator(t)                                                  \
+    ((t) > PG_I_aggregatorsStart && (t) < PG_I_aggregatorsEnd)
+#define pg_is_keyword(t)                                                     \
+    ((t) > PG_I_keywordsStart && (t) < PG_I_keywordsEnd)
 #define pg_is_comparison(t)                                                  \
     ((t) == PG_I_EQLC || (t) == PG_I_NEQ || (t) == PG_I_LTE                   \
      || (t) == PG_I_LSS || (t) == PG_I_GTE || (t) == PG_I_GTR)

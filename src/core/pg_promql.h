@@ -58,8 +58,9 @@ pg_promql_rc_e pg_promql_selectors(const uint8_t *query, size_t len,
 /*
  * The error as Prometheus' API reports it, "<line>:<col>: parse error:
  * <message>" (col counts bytes from 1), "unknown position: parse error:
- * ..." for an empty query, or the message alone when err->raw is set.  Writes at most size bytes,
- * NUL-terminated; returns the length it needed, like snprintf().
+ * ..." for an empty query, or the message alone when err->raw is set.
+ * Writes at most size bytes, NUL-terminated; returns the length it needed,
+ * like snprintf().
  */
 size_t pg_promql_error_format(const uint8_t *query, size_t len,
     const pg_promql_error_t *err, char *buf, size_t size);
