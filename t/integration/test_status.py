@@ -242,3 +242,46 @@ def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,
                    "promgate_series_", "promgate_kafka_"):
         assert any(f.startswith(prefix) for f in families), \
             (prefix, sorted(families))
+
+
+@pytest.mark.parametrize("first,second", [
+    ("promgate_remote_write", "promgate_status"),
+    ("promgate_status", "promgate_remote_write"),
+    ("promgate_status", "promgate_status"),
+    ("promgate_remote_write", "promgate_remote_write"),
+])
+def test_one_endpoint_per_location(make_nginx, first, second):
+    """a location is a write endpoint or the status page, once"""
+    n = make_nginx("    server { listen 127.0.0.1:%d; location = /x "
+                   "{ %s; %s; } }\n" % (free_port(), first, second),
+                   start=False)
+    n.error_log_problems = lambda: []     # the [emerg] is the point
+    rc, out = n.test_config()
+    assert rc != 0 and '"%s" directive is duplicate' % second in out, out
+
+
+def test_reload_without_kafka_consumers_keeps_the_status_page(
+        kafka, sockdir, make_nginx, make_fake):
+    """a reload that removes every promgate_kafka_consumer: the status page
+    still answers (it once read the freed Kafka zone), without Kafka
+    families"""
+    kafka.create("in-t", 1)
+    sink = make_fake()
+    port = free_port()
+    consumer = ("    promgate_kafka_brokers %s;\n"
+                "    promgate_kafka_consumer topic=in-t group=g1 "
+                "target=/api/v1/write socket=%s/a.sock;\n"
+                % (kafka.bootstrap, sockdir))
+    n = make_nginx(gateway_http(port, [("s", sink.url)], http_extra=consumer),
+                   workers=1)
+    assert "promgate_kafka_messages_total" in \
+        requests.get(n.url("/metrics"), timeout=10).text
+    n.write_conf(gateway_http(port, [("s", sink.url)]))
+    n.reload()
+    for _ in range(3):
+        r = requests.get(n.url("/metrics"), timeout=10)
+        assert r.status_code == 200
+        assert "promgate_kafka_" not in r.text
+        assert "promgate_write_requests_total" in r.text
+    assert not [l for l in n.error_log_text().splitlines()
+                if "exited on signal" in l]
