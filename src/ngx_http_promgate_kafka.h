@@ -322,6 +322,8 @@ struct ngx_http_promgate_kafka_consumer_s {
  *
  * Other files post drain (to have the queues drained, and the shutdown
  * move on) and arm tick; only _worker.c adds deadline and posts done.
+ * _worker.c sets the handlers, notify_handler included (_loop.c gives it
+ * to the eventfd).
  */
 typedef struct {
     ngx_http_promgate_kafka_main_conf_t  *kmcf;
@@ -329,6 +331,7 @@ typedef struct {
     ngx_http_promgate_kafka_consumer_t   *consumers;
     ngx_uint_t                      nconsumers;
     ngx_connection_t               *notify;       /* the eventfd */
+    ngx_event_handler_pt            notify_handler;   /* its read handler */
     ngx_event_t                     tick;
     ngx_event_t                     drain;        /* posted: drain_all */
     ngx_event_t                     deadline;
@@ -348,7 +351,6 @@ extern ngx_module_t  ngx_http_promgate_kafka_module;
 /* ngx_http_promgate_kafka_worker.c */
 ngx_int_t ngx_http_promgate_kafka_init_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_kafka_exit_process(ngx_cycle_t *cycle);
-void ngx_http_promgate_kafka_notify_handler(ngx_event_t *ev);
 
 /* ngx_http_promgate_kafka_consumer.c */
 void ngx_http_promgate_kafka_rebalance_cb(rd_kafka_t *rk,

@@ -85,7 +85,7 @@ ngx_http_promgate_kafka_notify_init(void)
         return NGX_ERROR;
     }
 
-    c->read->handler = ngx_http_promgate_kafka_notify_handler;
+    c->read->handler = ngx_http_promgate_kafka_w.notify_handler;
     c->read->log = ngx_http_promgate_kafka_w.log;
     c->write->handler = ngx_http_empty_handler;
     c->write->log = ngx_http_promgate_kafka_w.log;

@@ -22,6 +22,7 @@
 #define NGX_HTTP_PROMGATE_KAFKA_DESTROY      1000    /* of it, for destroy */
 
 
+static void ngx_http_promgate_kafka_notify_handler(ngx_event_t *ev);
 static void ngx_http_promgate_kafka_drain_all(void);
 static void ngx_http_promgate_kafka_stop(void);
 static void ngx_http_promgate_kafka_step(void);
@@ -130,6 +131,8 @@ ngx_http_promgate_kafka_init_process(ngx_cycle_t *cycle)
 
     ngx_http_promgate_kafka_no_connection.fd = (ngx_socket_t) -1;
 
+    w->notify_handler = ngx_http_promgate_kafka_notify_handler;
+
     w->tick.handler = ngx_http_promgate_kafka_tick_handler;
     w->tick.data = &ngx_http_promgate_kafka_no_connection;
     w->tick.log = cycle->log;
@@ -195,7 +198,7 @@ ngx_http_promgate_kafka_init_process(ngx_cycle_t *cycle)
 }
 
 
-void
+static void
 ngx_http_promgate_kafka_notify_handler(ngx_event_t *ev)
 {
     ssize_t            n;
