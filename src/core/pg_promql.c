@@ -701,6 +701,16 @@ pg_lex_arith_item(int32_t r)
 }
 
 
+/* a quote opens a string; in a raw one (`), backslashes are no escapes */
+static pg_lex_state_e
+pg_lex_open_string(pg_lexer_t *l, int32_t r)
+{
+    l->string_open = r;
+
+    return (r == '`') ? PG_LEX_RAW_STRING : PG_LEX_STRING;
+}
+
+
 /* '(' or ')', the lexer going on in next */
 static pg_lex_state_e
 pg_lex_paren(pg_lexer_t *l, int32_t r, pg_lex_state_e next)
@@ -826,19 +836,8 @@ pg_lex_statements(pg_lexer_t *l)
         return PG_LEX_NUMBER_OR_DURATION;
     }
 
-    switch (r) {
-
-    case '"':
-    case '\'':
-        l->string_open = r;
-        return PG_LEX_STRING;
-
-    case '`':
-        l->string_open = r;
-        return PG_LEX_RAW_STRING;
-
-    default:
-        break;
+    if (r == '"' || r == '\'' || r == '`') {
+        return pg_lex_open_string(l, r);
     }
 
     if (pg_is_alpha(r) || r == ':') {
@@ -942,12 +941,8 @@ pg_lex_inside_braces(pg_lexer_t *l)
 
     case '"':
     case '\'':
-        l->string_open = r;
-        return PG_LEX_STRING;
-
     case '`':
-        l->string_open = r;
-        return PG_LEX_RAW_STRING;
+        return pg_lex_open_string(l, r);
 
     case '=':
         if (pg_lex_rune(l) == '~') {
