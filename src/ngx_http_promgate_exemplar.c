@@ -267,50 +267,6 @@ ngx_http_promgate_exemplar_check(ngx_conf_t *cf, ngx_shm_zone_t *zone)
 /* ---------------------------------------------------------- capturing */
 
 
-static pg_label_t *
-ngx_http_promgate_copy_labels(ngx_pool_t *pool, pg_pb_iter_t it, size_t *n)
-{
-    u_char        *p;
-    size_t         count, bytes;
-    pg_label_t     l, *labels;
-    pg_pb_iter_t   first;
-
-    first = it;
-    count = 0;
-    bytes = 0;
-
-    while (pg_rw_next_label(&it, &l)) {
-        count++;
-        bytes += l.name.len + l.value.len;
-    }
-
-    labels = ngx_palloc(pool, count * sizeof(pg_label_t) + bytes + 1);
-    if (labels == NULL) {
-        return NULL;
-    }
-
-    p = (u_char *) (labels + count);
-    it = first;
-    count = 0;
-
-    while (pg_rw_next_label(&it, &l)) {
-        labels[count].name.data = p;
-        labels[count].name.len = l.name.len;
-        p = ngx_cpymem(p, l.name.data, l.name.len);
-
-        labels[count].value.data = p;
-        labels[count].value.len = l.value.len;
-        p = ngx_cpymem(p, l.value.data, l.value.len);
-
-        count++;
-    }
-
-    *n = count;
-
-    return labels;
-}
-
-
 /*
  * An exemplar's labels as the ring can keep them: non-empty names, valid
  * UTF-8.  Prometheus ignores an exemplar it cannot store without failing
@@ -334,14 +290,6 @@ ngx_http_promgate_exemplar_labels_valid(pg_pb_iter_t it)
 }
 
 
-static ngx_int_t
-ngx_http_promgate_label_cmp(const void *a, const void *b)
-{
-    return pg_str_cmp(((const pg_label_t *) a)->name,
-                      ((const pg_label_t *) b)->name);
-}
-
-
 /* the scan's per-series callback: copy the series' exemplars, if any */
 
 int
@@ -354,6 +302,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
     pg_pb_iter_t                   it;
     pg_exemplar_t                  ex;
     ngx_pool_t                    *pool;
+    pg_allocator_t                 alloc;
     ngx_http_promgate_exemplar_t  *e;
 
     if (s->nexemplars == 0) {
@@ -370,17 +319,16 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
         }
     }
 
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = pool;
+
+    /* Prometheus sorts a series' labels before it stores them */
+
     pg_rw_series_labels(s, &it);
 
-    series = ngx_http_promgate_copy_labels(pool, it, &nseries);
+    series = pg_rw_copy_labels(it, &alloc, &nseries, s->unsorted);
     if (series == NULL) {
         return -1;
-    }
-
-    if (s->unsorted) {
-        /* Prometheus sorts a series' labels before it stores them */
-        ngx_sort(series, nseries, sizeof(pg_label_t),
-                 ngx_http_promgate_label_cmp);
     }
 
     pg_rw_series_exemplars(s, &it);
@@ -401,8 +349,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
         e->value = ex.value;
         e->ts = ex.timestamp;
 
-        e->labels = ngx_http_promgate_copy_labels(pool, ex.labels,
-                                                  &e->nlabels);
+        e->labels = pg_rw_copy_labels(ex.labels, &alloc, &e->nlabels, 0);
         if (e->labels == NULL) {
             return -1;
         }

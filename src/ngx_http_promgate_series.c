@@ -385,7 +385,7 @@ ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
         alloc.alloc = ngx_http_promgate_pool_alloc;
         alloc.ctx = ctx->request->pool;
 
-        labels = pg_series_copy_labels(sw->labels[sw->nbatch], &alloc, &n);
+        labels = pg_rw_copy_labels(sw->labels[sw->nbatch], &alloc, &n, 1);
         if (labels == NULL) {
             return 0;
         }
@@ -445,8 +445,8 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
 
         n->id = sw->ids[i];
         n->token = 0;
-        n->labels = pg_series_copy_labels(sw->labels[i], &alloc,
-                                          &n->nlabels);
+        n->labels = pg_rw_copy_labels(sw->labels[i], &alloc, &n->nlabels,
+                                      1);
 
         if (n->labels == NULL) {
             sw->news.nelts--;

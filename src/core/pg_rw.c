@@ -1066,3 +1066,59 @@ pg_rw_count_samples(const uint8_t *buf, size_t len, pg_rw_version_e version)
 
     return samples;
 }
+
+
+pg_label_t *
+pg_rw_copy_labels(pg_pb_iter_t it, pg_allocator_t *a, size_t *n, int sort)
+{
+    size_t         i, count, bytes;
+    uint8_t       *p;
+    pg_label_t     l, tmp, *labels;
+    pg_pb_iter_t   first;
+
+    first = it;
+    count = 0;
+    bytes = 0;
+
+    while (pg_rw_next_label(&it, &l)) {
+        count++;
+        bytes += l.name.len + l.value.len;
+    }
+
+    labels = a->alloc(a->ctx, count * sizeof(pg_label_t) + bytes + 1);
+    if (labels == NULL) {
+        return NULL;
+    }
+
+    p = (uint8_t *) (labels + count);
+    it = first;
+    count = 0;
+
+    while (pg_rw_next_label(&it, &l)) {
+        labels[count].name.data = p;
+        labels[count].name.len = l.name.len;
+        memcpy(p, l.name.data, l.name.len);
+        p += l.name.len;
+
+        labels[count].value.data = p;
+        labels[count].value.len = l.value.len;
+        memcpy(p, l.value.data, l.value.len);
+        p += l.value.len;
+
+        /* out of order (valid, Prometheus sorts): sorted as it stores */
+        for (i = count; sort && i > 0
+                        && pg_str_cmp(labels[i - 1].name, labels[i].name) > 0;
+             i--)
+        {
+            tmp = labels[i];
+            labels[i] = labels[i - 1];
+            labels[i - 1] = tmp;
+        }
+
+        count++;
+    }
+
+    *n = count;
+
+    return labels;
+}

@@ -225,6 +225,14 @@ int pg_rw_next_label(pg_pb_iter_t *it, pg_label_t *label);
 /* 1 and an exemplar, 0 at the end; its labels: it = ex->labels */
 int pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex);
 
+/*
+ * Copies labels (views into a body about to be freed) into one allocation;
+ * with sort, sorted by name as Prometheus stores a series' (senders may
+ * send them out of order).  NULL when out of memory.
+ */
+pg_label_t *pg_rw_copy_labels(pg_pb_iter_t labels, pg_allocator_t *a,
+    size_t *n, int sort);
+
 
 /* an output buffer that grows through the caller */
 typedef struct pg_buf_s  pg_buf_t;

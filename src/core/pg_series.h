@@ -167,12 +167,4 @@ void pg_series_key(uint64_t hash, uint8_t *out);
 void pg_series_json(pg_json_buf_t *b, const pg_label_t *labels, size_t n,
     pg_str_t tenant, int64_t first_seen_ms);
 
-/*
- * Copies a TimeSeries' labels (views into a body about to be freed) into
- * one allocation, sorted by name as Prometheus stores them (senders may
- * send them out of order).  NULL when out of memory.
- */
-pg_label_t *pg_series_copy_labels(pg_pb_iter_t labels, pg_allocator_t *a,
-    size_t *n);
-
 #endif /* PG_SERIES_H */

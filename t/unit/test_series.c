@@ -1005,7 +1005,7 @@ test_copy_labels(void **state)
     it.p = buf + 2;
     it.end = buf + len;
 
-    ls = pg_series_copy_labels(it, &test_allocator, &n);
+    ls = pg_rw_copy_labels(it, &test_allocator, &n, 1);
     assert_non_null(ls);
     assert_int_equal(n, 3);
 
