@@ -544,7 +544,7 @@ pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
     size_t                     i, nlabels, cap, size;
     uint8_t                   *buf;
     int64_t                    ts;
-    double                     value;
+    double                     value, tsf;
     pg_str_t                   key, s, lname, lvalue;
     unsigned                   have_ts, have_value;
     pg_json_reader_t           r;
@@ -598,14 +598,14 @@ pg_kafka_decode_json(const uint8_t *msg, size_t len, size_t max_decoded,
                     goto failed;
                 }
 
-                if (pg_kafka_float((char *) s.data, s.len, &value) != 0
-                    || value != value || value > 9.2e18 || value < -9.2e18)
+                if (pg_kafka_float((char *) s.data, s.len, &tsf) != 0
+                    || tsf != tsf || tsf > 9.2e18 || tsf < -9.2e18)
                 {
                     pg_json_read_fail(&r, "invalid \"timestamp\"");
                     goto failed;
                 }
 
-                ts = (int64_t) value;
+                ts = (int64_t) tsf;
             }
 
             have_ts = 1;

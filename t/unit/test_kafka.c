@@ -754,6 +754,15 @@ test_json_adapter(void **state)
     assert_int_equal(ts->samples[0]->timestamp, 1700000000123LL);
     prometheus__write_request__free_unpacked(wr, NULL);
 
+    /* a numeric timestamp after the value leaves the value alone */
+    assert_int_equal(json(&a, "{\"name\":\"a\",\"value\":\"5\","
+                              "\"timestamp\":1000}", &d), PG_KAFKA_OK);
+    wr = unpack(&d);
+    ts = wr->timeseries[0];
+    assert_true(ts->samples[0]->value == 5.0);
+    assert_int_equal(ts->samples[0]->timestamp, 1000);
+    prometheus__write_request__free_unpacked(wr, NULL);
+
     arena_free(&a);
 }
 
