@@ -31,6 +31,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     ngx_uint_t reused);
+static uint64_t ngx_http_promgate_exzone_seed(void);
 static ngx_int_t ngx_http_promgate_exzone_values(
     ngx_http_promgate_zone_t *zone, void *values);
 static void ngx_http_promgate_query_body(ngx_http_request_t *r);
@@ -201,7 +202,8 @@ ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     sh->ring_base = base;
     sh->ring_size = size;
 
-    ctx->ring = pg_exring_init(base, size, ctx->max);
+    ctx->ring = pg_exring_init_seed(base, size, ctx->max,
+                                    ngx_http_promgate_exzone_seed());
 
     if (ctx->ring == NULL) {
         goto too_small;
@@ -216,6 +218,38 @@ too_small:
                   &ctx->name, ctx->max);
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The ring's hash seed: chosen once, when the ring is built, and kept in
+ * it across reloads.  From the kernel's generator; nginx's own random()
+ * is seeded from the pid and the time, which a sender could guess.
+ */
+
+static uint64_t
+ngx_http_promgate_exzone_seed(void)
+{
+    ssize_t   n;
+    uint64_t  seed;
+    ngx_fd_t  fd;
+
+    seed = 0;
+    n = -1;
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        n = read(fd, &seed, sizeof(seed));
+        (void) ngx_close_file(fd);
+    }
+
+    if (n != (ssize_t) sizeof(seed)) {
+        seed = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+               ^ (uint64_t) ngx_time() ^ ((uint64_t) ngx_pid << 16);
+    }
+
+    return seed;
 }
 
 

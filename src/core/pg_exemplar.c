@@ -55,7 +55,7 @@
 
 
 #define PG_EXRING_MAGIC     0x31525850   /* "PXR1" */
-#define PG_EXRING_VERSION   1
+#define PG_EXRING_VERSION   2          /* 2: the hash seed */
 
 #define PG_NONE             0xffffffffu
 #define PG_FREE             0x80000000u  /* table entry: free, next free */
@@ -160,6 +160,13 @@ struct pg_exring_s {
     uint64_t        label_bytes;
     uint64_t        series_bytes;
     uint64_t        repairs;
+
+    /*
+     * Keys the series hash: random, chosen once when the region is built
+     * and kept by attach, so label sets that share a bucket cannot be
+     * made offline.  After the state: the header comparison skips it.
+     */
+    uint64_t        seed;
 };
 
 
@@ -187,9 +194,11 @@ static void pg_exring_make_room(pg_exring_t *r, uint64_t need);
 static void pg_exring_skip_to_start(pg_exring_t *r, uint64_t wrap);
 static uint64_t pg_exring_wrap(pg_exring_t *r, uint64_t need);
 static void pg_exring_clean_one(pg_exring_t *r);
-static uint32_t pg_exring_series_hash(pg_str_t tenant, const pg_label_t *l,
+static uint32_t pg_exring_series_hash(pg_exring_t *r, pg_str_t tenant,
+    const pg_label_t *l,
     size_t n);
-static uint32_t pg_exring_record_hash(const pg_exseries_t *rec);
+static uint32_t pg_exring_record_hash(pg_exring_t *r,
+    const pg_exseries_t *rec);
 static uint64_t pg_exring_hash(uint64_t h, const uint8_t *p, size_t len);
 static uint32_t pg_exring_lookup(pg_exring_t *r, uint32_t hash,
     pg_str_t tenant, const pg_label_t *l, size_t n);
@@ -315,7 +324,7 @@ pg_exring_header(pg_exring_t *r, size_t size, uint32_t max,
 
 
 pg_exring_t *
-pg_exring_init(void *base, size_t size, uint32_t max)
+pg_exring_init_seed(void *base, size_t size, uint32_t max, uint64_t seed)
 {
     pg_exring_t         *r;
     pg_exring_layout_t   l;
@@ -337,6 +346,7 @@ pg_exring_init(void *base, size_t size, uint32_t max)
     r->entry_hwm = 0;
     r->next_seq = 1;
     r->repairs = 0;
+    r->seed = seed;
 
     pg_exring_reset(r);
 
@@ -344,6 +354,13 @@ pg_exring_init(void *base, size_t size, uint32_t max)
     r->magic = PG_EXRING_MAGIC;
 
     return r;
+}
+
+
+pg_exring_t *
+pg_exring_init(void *base, size_t size, uint32_t max)
+{
+    return pg_exring_init_seed(base, size, max, 0);
 }
 
 
@@ -454,7 +471,7 @@ pg_exring_record_ok(pg_exring_t *r, uint32_t id, uint32_t v)
     }
 
     /* the hash covers every byte of the key: a torn record fails it */
-    return pg_exring_record_hash(rec) == rec->hash;
+    return pg_exring_record_hash(r, rec) == rec->hash;
 }
 
 
@@ -836,27 +853,62 @@ pg_exring_hash(uint64_t h, const uint8_t *p, size_t len)
 }
 
 
-/* the hash of a series key: the tenant, then each name and value */
+/*
+ * The end of a keyed hash: the seed again and a full avalanche (murmur3's
+ * finalizer), so that the bucket bits depend on every input bit and on
+ * the seed.
+ */
 static uint32_t
-pg_exring_series_hash(pg_str_t tenant, const pg_label_t *l, size_t n)
+pg_exring_hash_final(uint64_t h, uint64_t seed)
+{
+    h ^= seed >> 1 | seed << 63;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+/* the hash of a series key: the seed, the tenant, each name and value */
+static uint32_t
+pg_exring_series_hash(pg_exring_t *r, pg_str_t tenant, const pg_label_t *l,
+    size_t n)
 {
     uint64_t  h;
     size_t    i;
 
-    h = pg_exring_hash(n, tenant.data, tenant.len);
+    h = pg_exring_hash(r->seed ^ n, tenant.data, tenant.len);
 
     for (i = 0; i < n; i++) {
         h = pg_exring_hash(h, l[i].name.data, l[i].name.len);
         h = pg_exring_hash(h, l[i].value.data, l[i].value.len);
     }
 
-    return (uint32_t) (h ^ (h >> 32));
+    return pg_exring_hash_final(h, r->seed);
+}
+
+
+uint32_t
+pg_exring_key_hash(pg_exring_t *r, pg_str_t tenant, const pg_label_t *l,
+    size_t n)
+{
+    return pg_exring_series_hash(r, tenant, l, n);
+}
+
+
+uint64_t
+pg_exring_seed(pg_exring_t *r)
+{
+    return r->seed;
 }
 
 
 /* the same from a record, to tell a torn one */
 static uint32_t
-pg_exring_record_hash(const pg_exseries_t *rec)
+pg_exring_record_hash(pg_exring_t *r, const pg_exseries_t *rec)
 {
     const uint16_t  *lens;
     const uint8_t   *p;
@@ -866,7 +918,7 @@ pg_exring_record_hash(const pg_exseries_t *rec)
     lens = (const uint16_t *) (rec + 1);
     p = (const uint8_t *) (lens + 2 * (size_t) rec->nlabels);
 
-    h = pg_exring_hash(rec->nlabels, p, rec->tenant_len);
+    h = pg_exring_hash(r->seed ^ rec->nlabels, p, rec->tenant_len);
     p += rec->tenant_len;
 
     for (i = 0; i < 2 * (size_t) rec->nlabels; i++) {
@@ -874,7 +926,7 @@ pg_exring_record_hash(const pg_exseries_t *rec)
         p += lens[i];
     }
 
-    return (uint32_t) (h ^ (h >> 32));
+    return pg_exring_hash_final(h, r->seed);
 }
 
 
@@ -1245,7 +1297,7 @@ pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
     table = pg_exring_table(r);
     log = pg_exring_log(r);
 
-    hash = pg_exring_series_hash(tenant, series, n);
+    hash = pg_exring_series_hash(r, tenant, series, n);
     id = pg_exring_lookup(r, hash, tenant, series, n);
 
     /*

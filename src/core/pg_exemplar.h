@@ -89,6 +89,14 @@ size_t pg_exring_min_size(uint32_t max);
 pg_exring_t *pg_exring_init(void *base, size_t size, uint32_t max);
 
 /*
+ * The same with the seed of the series hash: random in production (a
+ * sender must not be able to put every series in one bucket chain), kept
+ * in the region and by pg_exring_attach().  pg_exring_init() uses 0.
+ */
+pg_exring_t *pg_exring_init_seed(void *base, size_t size, uint32_t max,
+    uint64_t seed);
+
+/*
  * Reuses a store an earlier pg_exring_init() built at base with the same
  * size and max (an nginx reload); NULL when the magic, layout version, max
  * or size differ, so the caller rebuilds instead of misreading.
@@ -126,6 +134,11 @@ int pg_exring_iterate(pg_exring_t *ring, const pg_allocator_t *alloc,
     pg_exring_visit_pt visit, void *ctx);
 
 void pg_exring_stats(pg_exring_t *ring, pg_exring_stats_t *st);
+
+/* the seed the ring was built with, and its bucket hash of a series key */
+uint64_t pg_exring_seed(pg_exring_t *ring);
+uint32_t pg_exring_key_hash(pg_exring_t *ring, pg_str_t tenant,
+    const pg_label_t *series, size_t n);
 
 const char *pg_exring_rc_name(pg_exring_rc_e rc);
 

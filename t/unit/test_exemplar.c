@@ -1625,11 +1625,81 @@ crash_point(void)
 }
 
 
+/*
+ * The series hash is keyed by a seed kept in the region: another seed
+ * spreads the same label sets differently (collisions made offline for one
+ * ring are not collisions in another), and a re-attach keeps the seed, so
+ * the stored series are still found.
+ */
+static void
+test_seed(void **state)
+{
+    void          *base1, *base2;
+    char           v[16], err[256];
+    size_t         size, i, same;
+    uint32_t       h1, h2;
+    uint64_t       seq;
+    pg_str_t       tenant = { (const uint8_t *) "t", 1 };
+    pg_exring_t   *r1, *r2;
+    pg_label_t     s1[] = { L("__name__", "m"), L("i", "0000000000") };
+    pg_label_t     e1[] = { L("trace_id", "abc") };
+
+    size = pg_exring_min_size(1000);
+    base1 = region_new(size);
+    base2 = region_new(size);
+
+    r1 = pg_exring_init_seed(base1, size, 1000, 0x0123456789abcdefULL);
+    r2 = pg_exring_init_seed(base2, size, 1000, 0xfedcba9876543210ULL);
+    assert_non_null(r1);
+    assert_non_null(r2);
+    assert_true(pg_exring_seed(r1) == 0x0123456789abcdefULL);
+
+    /* the same keys, hashed under two seeds: (nearly) never equal */
+    same = 0;
+
+    for (i = 0; i < 1000; i++) {
+        snprintf(v, sizeof(v), "%010zu", i);
+        s1[1].value.data = (const uint8_t *) v;
+        s1[1].value.len = 10;
+
+        h1 = pg_exring_key_hash(r1, tenant, s1, NL(s1));
+        h2 = pg_exring_key_hash(r2, tenant, s1, NL(s1));
+        same += (h1 == h2);
+
+        /* and the bucket bits differ too, not only the high ones */
+        assert_true(i > 0 || (h1 & 0xffff) != (h2 & 0xffff));
+    }
+
+    assert_true(same <= 1);
+
+    /* the seed is the ring's: a re-attach (a reload) keeps it */
+    assert_int_equal(pg_exring_insert(r1, tenant, s1, NL(s1), e1, 1, 1, 10,
+                                      &seq), PG_EXRING_ADDED);
+    h1 = pg_exring_key_hash(r1, tenant, s1, NL(s1));
+
+    r1 = pg_exring_attach(base1, size, 1000);
+    assert_non_null(r1);
+    assert_true(pg_exring_seed(r1) == 0x0123456789abcdefULL);
+    assert_int_equal(pg_exring_key_hash(r1, tenant, s1, NL(s1)), h1);
+
+    /* the stored series is found again: its newest exemplar is a dup */
+    assert_int_equal(pg_exring_insert(r1, tenant, s1, NL(s1), e1, 1, 1, 10,
+                                      &seq), PG_EXRING_DUPLICATE);
+    assert_int_equal(pg_exring_check(r1, err, sizeof(err)), 0);
+
+    free(base1);
+    free(base2);
+}
+
+
 #define pg_exring_barrier()  crash_point()
 #define pg_exring_step()     crash_point()
 #define pg_exring_min_size   cx_exring_min_size
 #define pg_exring_init       cx_exring_init
 #define pg_exring_attach     cx_exring_attach
+#define pg_exring_init_seed  cx_exring_init_seed
+#define pg_exring_seed       cx_exring_seed
+#define pg_exring_key_hash   cx_exring_key_hash
 #define pg_exring_insert     cx_exring_insert
 #define pg_exring_query      cx_exring_query
 #define pg_exring_iterate    cx_exring_iterate
@@ -1644,6 +1714,9 @@ crash_point(void)
 #undef pg_exring_min_size
 #undef pg_exring_init
 #undef pg_exring_attach
+#undef pg_exring_init_seed
+#undef pg_exring_seed
+#undef pg_exring_key_hash
 #undef pg_exring_insert
 #undef pg_exring_query
 #undef pg_exring_iterate
@@ -2096,6 +2169,7 @@ main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_header),
+        cmocka_unit_test(test_seed),
         cmocka_unit_test(test_duplicate_out_of_order),
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_query_sort),
