@@ -32,7 +32,8 @@ static const char  *pg_rw_reasons[] = {
     "invalid_symbol_ref",
     "invalid_symbols",
     "no_memory",
-    "aborted"
+    "aborted",
+    "over_limit"
 };
 
 
@@ -586,6 +587,107 @@ pg_rw_series_malformed(pg_rw_dec_t *d, const pg_rw_series_t *s,
 }
 
 
+/* ------------------------------------------------------------ limits */
+
+
+static pg_rw_reason_e
+pg_rw_over(pg_rw_dec_t *d, const pg_rw_series_t *s, pg_rw_limit_e which,
+    uint64_t limit, const char *what, uint64_t value)
+{
+    d->req->over = which;
+    d->req->over_limit = limit;
+
+    return pg_rw_request_error(d, PG_RW_OVER_LIMIT, s->index, s->data,
+                               "series %zu: %s %llu, above the limit of %llu",
+                               s->index, what, (unsigned long long) value,
+                               (unsigned long long) limit);
+}
+
+
+pg_rw_reason_e
+pg_rw_label_limits(pg_rw_dec_t *d, const pg_rw_series_t *s, uint64_t n,
+    const pg_label_t *l, int exemplar)
+{
+    size_t                 bytes;
+    const pg_rw_limits_t  *lim;
+
+    lim = d->limits;
+    bytes = l->name.len + l->value.len;
+
+    if (lim->labels && n > lim->labels) {
+        return pg_rw_over(d, s, PG_RW_LIMIT_LABELS, lim->labels,
+                          exemplar ? "labels of an exemplar:"
+                                   : "labels of the series:", n);
+    }
+
+    if (lim->label_bytes && bytes > lim->label_bytes) {
+        return pg_rw_over(d, s, PG_RW_LIMIT_LABEL_BYTES, lim->label_bytes,
+                          exemplar ? "bytes of an exemplar's label:"
+                                   : "bytes of a label (name and value):",
+                          bytes);
+    }
+
+    if (s->version == PG_RW_V2 && lim->resolved) {
+        d->resolved += bytes;
+
+        if (d->resolved > lim->resolved) {
+            return pg_rw_over(d, s, PG_RW_LIMIT_RESOLVED, lim->resolved,
+                              "bytes of labels with their symbols resolved "
+                              "so far:", d->resolved);
+        }
+    }
+
+    return PG_RW_OK;
+}
+
+
+/*
+ * An exemplar costs its consumers a copy even when it is empty (2 bytes on
+ * the wire): the count bounds that; its labels are bounded as a series'.
+ * The exemplar's wire format has been checked.
+ */
+pg_rw_reason_e
+pg_rw_exemplar_limits(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    const uint8_t *p, const uint8_t *end)
+{
+    uint64_t               n;
+    pg_label_t             l;
+    pg_pb_iter_t           it;
+    pg_rw_reason_e         rc;
+    const pg_rw_limits_t  *lim;
+
+    lim = d->limits;
+
+    d->nexemplars++;
+
+    if (lim->exemplars && d->nexemplars > lim->exemplars) {
+        return pg_rw_over(d, s, PG_RW_LIMIT_EXEMPLARS, lim->exemplars,
+                          "exemplars in the request:", d->nexemplars);
+    }
+
+    if (lim->labels == 0 && lim->label_bytes == 0
+        && (s->version != PG_RW_V2 || lim->resolved == 0))
+    {
+        return PG_RW_OK;
+    }
+
+    it.p = p;
+    it.end = end;
+    it.pp = NULL;
+    it.pend = NULL;
+    it.sym = s->version == PG_RW_V2 ? s->symtab : NULL;
+
+    for (n = 1; pg_rw_next_label(&it, &l); n++) {
+        rc = pg_rw_label_limits(d, s, n, &l, 1);
+        if (rc != PG_RW_OK) {
+            return rc;
+        }
+    }
+
+    return PG_RW_OK;
+}
+
+
 /* -------------------------------------------------------- 1.0 decoding */
 
 
@@ -690,6 +792,12 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
             s->nlabels++;
 
+            if (dec->limits
+                && pg_rw_label_limits(dec, s, s->nlabels, &l, 0) != PG_RW_OK)
+            {
+                return PG_RW_OVER_LIMIT;
+            }
+
             if (reason != PG_RW_OK) {
                 break;
             }
@@ -714,6 +822,13 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
             if (pg_rw_check_exemplar(d, d + n, NULL, NULL, NULL) != 0) {
                 goto malformed;
             }
+
+            if (dec->limits
+                && pg_rw_exemplar_limits(dec, s, d, d + n) != PG_RW_OK)
+            {
+                return PG_RW_OVER_LIMIT;
+            }
+
             s->nexemplars++;
             break;
 
@@ -842,6 +957,16 @@ pg_rw_decode(const uint8_t *buf, size_t len, pg_rw_version_e version,
     pg_allocator_t *alloc, pg_rw_request_t *req, pg_rw_series_pt cb,
     void *ctx)
 {
+    return pg_rw_decode_limited(buf, len, version, NULL, alloc, req, cb,
+                                ctx);
+}
+
+
+pg_rw_reason_e
+pg_rw_decode_limited(const uint8_t *buf, size_t len, pg_rw_version_e version,
+    const pg_rw_limits_t *limits, pg_allocator_t *alloc, pg_rw_request_t *req,
+    pg_rw_series_pt cb, void *ctx)
+{
     pg_rw_dec_t  dec;
 
     memset(req, 0, sizeof(pg_rw_request_t));
@@ -856,6 +981,9 @@ pg_rw_decode(const uint8_t *buf, size_t len, pg_rw_version_e version,
     dec.nseries_max = 0;
     dec.names = NULL;
     dec.nnames = 0;
+    dec.limits = limits;
+    dec.nexemplars = 0;
+    dec.resolved = 0;
 
     switch (version) {
 

@@ -36,6 +36,7 @@ typedef enum {
     PG_RW_BAD_SYMBOLS,        /* 2.0 request: symbols[0] is not "" */
     PG_RW_NOMEM,              /* the allocator failed */
     PG_RW_ABORTED,            /* the series callback asked to stop */
+    PG_RW_OVER_LIMIT,         /* request: above a pg_rw_limits_t limit */
     PG_RW_NREASONS
 } pg_rw_reason_e;
 
@@ -138,6 +139,30 @@ typedef struct {
 } pg_rw_series_t;
 
 
+/*
+ * What one request may hold, so that what it costs its consumers (who copy
+ * labels and exemplars out of the buffer) is bounded; 0: no limit.  Over
+ * one, decoding stops at once with PG_RW_OVER_LIMIT: the series callback
+ * has seen only series before the one that crossed it.
+ */
+typedef enum {
+    PG_RW_LIMIT_NONE = 0,
+    PG_RW_LIMIT_EXEMPLARS,         /* exemplars in the request */
+    PG_RW_LIMIT_LABELS,            /* labels of a series or an exemplar */
+    PG_RW_LIMIT_LABEL_BYTES,       /* name + value of one label */
+    PG_RW_LIMIT_RESOLVED           /* 2.0: label bytes once refs resolved */
+} pg_rw_limit_e;
+
+typedef struct {
+    uint64_t        exemplars;
+    uint32_t        labels;
+    size_t          label_bytes;
+    uint64_t        resolved;      /* name + value of every label of every */
+                                   /*   series and exemplar, 2.0 only: a */
+                                   /*   symbol may be referenced many times */
+} pg_rw_limits_t;
+
+
 /* what the valid series (and metadata) hold: what is forwarded */
 typedef struct {
     uint64_t        series;
@@ -176,6 +201,8 @@ typedef struct {
     pg_rw_error_t     first;             /* the first invalid series (or */
                                          /*   metadata entry), or the */
                                          /*   request-level error */
+    pg_rw_limit_e     over;              /* PG_RW_OVER_LIMIT: which one */
+    uint64_t          over_limit;        /*   and its value */
 } pg_rw_request_t;
 
 
@@ -206,6 +233,12 @@ typedef int (*pg_rw_series_pt)(void *ctx, const pg_rw_series_t *series);
 pg_rw_reason_e pg_rw_decode(const uint8_t *buf, size_t len,
     pg_rw_version_e version, pg_allocator_t *alloc, pg_rw_request_t *req,
     pg_rw_series_pt cb, void *ctx);
+
+/* the same within limits (NULL: none); see pg_rw_limits_t */
+pg_rw_reason_e pg_rw_decode_limited(const uint8_t *buf, size_t len,
+    pg_rw_version_e version, const pg_rw_limits_t *limits,
+    pg_allocator_t *alloc, pg_rw_request_t *req, pg_rw_series_pt cb,
+    void *ctx);
 
 /* snake_case, for metrics */
 const char *pg_rw_reason_name(pg_rw_reason_e reason);

@@ -19,7 +19,9 @@
 typedef struct {
     pg_rw_series_t        *s;
     const pg_rw_symtab_t  *sym;
+    pg_rw_dec_t           *dec;
     pg_rw_reason_e         reason;
+    pg_rw_reason_e         over;      /* PG_RW_OVER_LIMIT: stop */
     uint32_t               name_ref;
     uint32_t               help_ref;
     uint32_t               unit_ref;
@@ -50,6 +52,7 @@ pg_rw2_label_ref(pg_rw2_labels_t *lb, uint64_t v)
     int              utf8;
     uint32_t         ref, nr;
     pg_str_t         name;
+    pg_label_t       l;
     pg_rw_series_t  *s;
 
     /* a uint32 field: Go's protobuf (so Prometheus) keeps the low bits */
@@ -72,11 +75,28 @@ pg_rw2_label_ref(pg_rw2_labels_t *lb, uint64_t v)
     s = lb->s;
     s->nlabels++;
 
+    nr = lb->name_ref;
+
+    if (lb->dec->limits) {
+        l.name.data = NULL;
+        l.name.len = 0;
+        l.value = l.name;
+
+        if (nr < lb->sym->n && ref < lb->sym->n) {
+            l.name = pg_rw_symbol(lb->sym, nr);
+            l.value = pg_rw_symbol(lb->sym, ref);
+        }
+
+        lb->over = pg_rw_label_limits(lb->dec, s, s->nlabels, &l, 0);
+        if (lb->over != PG_RW_OK) {
+            return;
+        }
+    }
+
     if (lb->reason != PG_RW_OK) {
         return;
     }
 
-    nr = lb->name_ref;
     name = pg_rw_symbol(lb->sym, nr);
 
     utf8 = !((lb->sym->off[nr] | lb->sym->off[ref]) & PG_RW_SYM_BAD_UTF8);
@@ -230,7 +250,9 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
     lb.s = s;
     lb.sym = s->symtab;
+    lb.dec = dec;
     lb.reason = PG_RW_OK;
+    lb.over = PG_RW_OK;
     lb.have_name = 0;
     lb.has_help = 0;
     lb.has_unit = 0;
@@ -260,6 +282,10 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
                 }
 
                 pg_rw2_label_ref(&lb, v);
+
+                if (lb.over != PG_RW_OK) {
+                    return lb.over;
+                }
             }
 
             break;
@@ -299,6 +325,12 @@ pg_rw2_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
                 || pg_rw2_check_exemplar(&lb, d, d + n, s->nexemplars) != 0)
             {
                 goto malformed;
+            }
+
+            if (dec->limits
+                && pg_rw_exemplar_limits(dec, s, d, d + n) != PG_RW_OK)
+            {
+                return PG_RW_OVER_LIMIT;
             }
 
             s->nexemplars++;

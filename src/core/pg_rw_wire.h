@@ -448,6 +448,9 @@ typedef struct {
     size_t             nseries_max;     /* bits in req->dropped */
     pg_str_t          *names;           /* scratch of the duplicate check */
     size_t             nnames;
+    const pg_rw_limits_t  *limits;      /* NULL: none */
+    uint64_t           nexemplars;      /* so far, all series */
+    uint64_t           resolved;        /* 2.0: label bytes so far */
 } pg_rw_dec_t;
 
 
@@ -490,6 +493,17 @@ void pg_rw_detail_name(char *buf, size_t size, const char *what,
     pg_str_t name);
 
 pg_rw_reason_e pg_rw2_decode(pg_rw_dec_t *d);
+
+/*
+ * The limits on the label just read (the series' s->nlabels-th, or an
+ * exemplar's n-th when exemplar is not 0) and on the exemplars
+ * (pg_rw_exemplar_limits, its labels too); PG_RW_OK or PG_RW_OVER_LIMIT
+ * with req->first set.
+ */
+pg_rw_reason_e pg_rw_label_limits(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    uint64_t n, const pg_label_t *l, int exemplar);
+pg_rw_reason_e pg_rw_exemplar_limits(pg_rw_dec_t *d, const pg_rw_series_t *s,
+    const uint8_t *p, const uint8_t *end);
 
 
 /* what a series' decoding counts, cleared */

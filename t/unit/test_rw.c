@@ -814,7 +814,7 @@ test_reason_names(void **state)
     static const char  *names[] = {
         "ok", "malformed", "missing_name", "invalid_label_name",
         "duplicate_label", "invalid_utf8", "invalid_symbol_ref",
-        "invalid_symbols", "no_memory", "aborted"
+        "invalid_symbols", "no_memory", "aborted", "over_limit"
     };
     size_t  i;
 
