@@ -163,23 +163,36 @@ ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     ctx->sh = sh;
 
     if (reused) {
-        /* a reload: the zone and its exemplars are kept if they fit */
 
-        if (sh->max == ctx->max) {
-            ctx->ring = pg_exring_attach(sh->ring_base, sh->ring_size,
-                                         ctx->max);
-            if (ctx->ring) {
-                return NGX_OK;
-            }
+        /*
+         * A reload, or a binary upgrade: workers of the previous cycle
+         * still insert through the ring, the WAL sequence map and the
+         * counters where they are, so none of it may move or change
+         * shape.  Another max= takes effect at a restart (or with another
+         * zone size, which gets new shared memory).
+         */
+
+        if (sh->max != ctx->max) {
+            ngx_log_error(NGX_LOG_WARN, zone->shm_zone->shm.log, 0,
+                          "exemplar zone \"%V\" keeps max=%uD until a "
+                          "restart: max=%uD needs new shared memory, and "
+                          "the running workers still use this one",
+                          &ctx->name, sh->max, ctx->max);
+            ctx->max = sh->max;
         }
 
-        ngx_log_error(NGX_LOG_NOTICE, zone->shm_zone->shm.log, 0,
-                      "exemplar zone \"%V\" rebuilt: its max or layout "
-                      "changed; the WAL, if any, is replayed again",
-                      &ctx->name);
+        ctx->ring = pg_exring_attach(sh->ring_base, sh->ring_size,
+                                     ctx->max);
+        if (ctx->ring) {
+            return NGX_OK;
+        }
 
-        ngx_slab_free(shpool, sh->ring_base);
-        ngx_slab_free(shpool, sh->wal_seq);
+        ngx_log_error(NGX_LOG_EMERG, zone->shm_zone->shm.log, 0,
+                      "exemplar zone \"%V\" was built by another version "
+                      "of the module, whose workers still use it: restart "
+                      "nginx instead of reloading", &ctx->name);
+
+        return NGX_ERROR;
     }
 
     sh->max = ctx->max;
