@@ -995,7 +995,7 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
         }
 
         buf = ngx_pnalloc(tmp, total ? total : 1);
-        z = ngx_pnalloc(pool, pg_kafka_compress_bound(total));
+        z = ngx_pnalloc(pool, pg_snappy_max_encoded(total));
 
         if (buf == NULL || z == NULL) {
             ngx_destroy_pool(pool);
@@ -1009,9 +1009,9 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
             total += piece[i].len;
         }
 
-        zlen = pg_kafka_compress_bound(total);
+        zlen = pg_snappy_max_encoded(total);
 
-        if (pg_kafka_compress(buf, total, z, &zlen) != 0) {
+        if (pg_snappy_encode(buf, total, z, &zlen) != PG_SNAPPY_OK) {
             ngx_destroy_pool(pool);
             goto nomem;
         }

@@ -830,21 +830,6 @@ pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg, size_t len,
 }
 
 
-size_t
-pg_kafka_compress_bound(size_t len)
-{
-    return pg_snappy_max_encoded(len);
-}
-
-
-int
-pg_kafka_compress(const uint8_t *src, size_t len, uint8_t *dst,
-    size_t *dst_len)
-{
-    return pg_snappy_encode(src, len, dst, dst_len) == PG_SNAPPY_OK ? 0 : -1;
-}
-
-
 /* ----------------------------------------------- the offset watermark */
 
 void

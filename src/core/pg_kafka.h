@@ -95,15 +95,6 @@ pg_kafka_rc_e pg_kafka_decode(pg_kafka_format_e format, const uint8_t *msg,
     pg_kafka_decoded_t *out);
 
 
-/*
- * Snappy block compression of a batch body (pg_snappy_encode()): dst must
- * hold pg_kafka_compress_bound(len) bytes; *dst_len gets the length.
- */
-size_t pg_kafka_compress_bound(size_t len);
-int pg_kafka_compress(const uint8_t *src, size_t len, uint8_t *dst,
-    size_t *dst_len);
-
-
 /* ----------------------------------------------- the offset watermark */
 
 /*
