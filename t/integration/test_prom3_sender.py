@@ -17,6 +17,7 @@ import snappy
 
 import rw
 import rw2
+import servers
 from procs import Prometheus, wait_for
 from promtext import scrape
 from test_senders import OpenMetricsTarget
@@ -25,7 +26,7 @@ ZONE = "    promgate_exemplar_zone p3ex:16m max=20000;\n"
 
 
 def current_bin(name):
-    p = os.path.join(rw.REPO_ROOT, "build", "servers", "root", "usr", "bin", name)
+    p = os.path.join(servers.CURRENT_ROOT, "usr", "bin", name)
     if not os.access(p, os.X_OK):
         pytest.fail("%s is missing: make servers (t/servers.sh)" % p)
     return p
