@@ -63,6 +63,16 @@ static ngx_conf_num_bounds_t  ngx_http_promgate_inflight_bounds = {
 };
 
 
+/* 0 turns a limit off */
+static ngx_conf_num_bounds_t  ngx_http_promgate_exemplars_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_promgate_labels_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000
+};
+
+
 static ngx_command_t  ngx_http_promgate_commands[] = {
 
     { ngx_string("promgate_remote_write"),
@@ -105,6 +115,27 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_promgate_loc_conf_t, max_decoded),
+      NULL },
+
+    { ngx_string("promgate_max_exemplars"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, max_exemplars),
+      &ngx_http_promgate_exemplars_bounds },
+
+    { ngx_string("promgate_max_labels"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, max_labels),
+      &ngx_http_promgate_labels_bounds },
+
+    { ngx_string("promgate_max_label_bytes"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, max_label_bytes),
       NULL },
 
     { ngx_string("promgate_exemplar_zone"),
@@ -504,6 +535,9 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->invalid_series = NGX_CONF_UNSET_UINT;
     plcf->max_inflight = NGX_CONF_UNSET;
     plcf->max_decoded = NGX_CONF_UNSET_SIZE;
+    plcf->max_exemplars = NGX_CONF_UNSET;
+    plcf->max_labels = NGX_CONF_UNSET;
+    plcf->max_label_bytes = NGX_CONF_UNSET_SIZE;
     plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
     plcf->exemplar_query = NGX_CONF_UNSET_PTR;
 
@@ -529,6 +563,16 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_PROMGATE_INVALID_DROP);
     ngx_conf_merge_size_value(conf->max_decoded, prev->max_decoded,
                               64 * 1024 * 1024);
+
+    /*
+     * What one write may cost beyond its size (docs/directives.md): far
+     * above what Prometheus sends (max_samples_per_send 2000 by default,
+     * exemplars included), low enough that a hostile write stays small.
+     */
+    ngx_conf_merge_value(conf->max_exemplars, prev->max_exemplars, 100000);
+    ngx_conf_merge_value(conf->max_labels, prev->max_labels, 512);
+    ngx_conf_merge_size_value(conf->max_label_bytes, prev->max_label_bytes,
+                              16 * 1024);
 
     /*
      * By default a worker holds at most ~1 GB of request bodies:

@@ -175,6 +175,9 @@ typedef struct {
     ngx_uint_t                      invalid_series;
     ngx_int_t                       max_inflight;
     size_t                          max_decoded;
+    ngx_int_t                       max_exemplars;    /* per write, 0: any */
+    ngx_int_t                       max_labels;       /* per series */
+    size_t                          max_label_bytes;  /* name + value */
     ngx_shm_zone_t                 *exemplar_zone;    /* capture into */
     ngx_shm_zone_t                 *exemplar_query;   /* answer from */
     ngx_shm_zone_t                 *series_zone;      /* series index */

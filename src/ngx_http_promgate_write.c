@@ -552,6 +552,35 @@ ngx_http_promgate_log_invalid(ngx_http_request_t *r, pg_rw_request_t *req)
 }
 
 
+/* what a refusal names, by pg_rw_limit_e */
+static const char  *ngx_http_promgate_limit_names[] = {
+    "no limit",
+    "promgate_max_exemplars",
+    "promgate_max_labels",
+    "promgate_max_label_bytes",
+    "the 2.0 label expansion limit, 8 times the decoded size + 4 MiB,"
+};
+
+
+/*
+ * What a write may cost its consumers (the exemplar capture and the
+ * series index copy labels and exemplars out of the body): the directives,
+ * and for 2.0, where one symbol may be referenced by every label, the
+ * labels' bytes once resolved.  Prometheus' own 2.0 requests resolve to a
+ * few times their size (a label ref is 1 to 3 bytes, a label 20 to 60).
+ */
+
+static void
+ngx_http_promgate_write_limits(ngx_http_promgate_loc_conf_t *plcf,
+    size_t dlen, pg_rw_limits_t *limits)
+{
+    limits->exemplars = (uint64_t) plcf->max_exemplars;
+    limits->labels = (uint32_t) plcf->max_labels;
+    limits->label_bytes = plcf->max_label_bytes;
+    limits->resolved = (uint64_t) dlen * 8 + 4 * 1024 * 1024;
+}
+
+
 static ngx_int_t
 ngx_http_promgate_validate(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *data, size_t len)
@@ -563,11 +592,12 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     pg_allocator_t                alloc;
     pg_rw_reason_e                reason;
     pg_snappy_rc_e                src;
+    pg_rw_limits_t                limits;
     pg_rw_request_t               req;
     ngx_http_promgate_forward_t  *fe;
     ngx_http_promgate_stats_t    *st;
 
-    u_char                        msg[sizeof(req.first.message) + 64];
+    u_char                        msg[sizeof(req.first.message) + 128];
 
     src = pg_snappy_decoded_length(data, len, ctx->plcf->max_decoded, &dlen);
 
@@ -599,19 +629,34 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = r->pool;
 
+    ngx_http_promgate_write_limits(ctx->plcf, dlen, &limits);
+
     if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
         ngx_http_promgate_tenant(r, &ctx->tenant);
-        reason = pg_rw_decode(decoded, dlen, ctx->fw.version, &alloc, &req,
-                              ngx_http_promgate_write_series, ctx);
+        reason = pg_rw_decode_limited(decoded, dlen, ctx->fw.version, &limits,
+                                      &alloc, &req,
+                                      ngx_http_promgate_write_series, ctx);
 
     } else {
-        reason = pg_rw_decode(decoded, dlen, ctx->fw.version, &alloc, &req,
-                              NULL, NULL);
+        reason = pg_rw_decode_limited(decoded, dlen, ctx->fw.version, &limits,
+                                      &alloc, &req, NULL, NULL);
     }
 
     if (reason == PG_RW_ABORTED || reason == PG_RW_NOMEM) {
         ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (reason == PG_RW_OVER_LIMIT) {
+        rc = ngx_http_promgate_reject(r, ctx,
+                 NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, PG_RW_OVER_LIMIT,
+                 pg_rw_count_samples(decoded, dlen, ctx->fw.version), msg,
+                 ngx_snprintf(msg, sizeof(msg), "promgate: write refused "
+                              "by %s (%uL): %s\n",
+                              ngx_http_promgate_limit_names[req.over],
+                              req.over_limit, req.first.message) - msg);
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+        return rc;
     }
 
     if (reason == PG_RW_OK && req.invalid_series + req.invalid_metadata
