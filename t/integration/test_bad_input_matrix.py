@@ -222,6 +222,25 @@ def huge_value(size):
     return rw.compress(valid_raw(labels={"blob": "x" * size}))
 
 
+def empty_exemplars(n, nseries=1):
+    """nseries series with a sample and n exemplars without labels each"""
+    t = now()
+    out = b""
+    for _ in range(nseries):
+        out += rw.pb_len(1, rw.pb_len(1, rw.raw_label(N, rw.uniq("mxex")))
+                         + rw.pb_len(2, rw.raw_sample(1.0, t))
+                         + b"\x1a\x00" * n)
+    return rw.compress(out)
+
+
+def exemplar_labels(n, size=1):
+    """one series with an exemplar of n labels, the values size bytes"""
+    t = now()
+    ex = [("e%04d" % i, "x" * size) for i in range(n)]
+    return rw.compress(rw2.v1_request([rw2.v1_series(
+        [(N, rw.uniq("mxexl"))], [(1.0, t)], [(ex, 1.0, t)])]))
+
+
 def special_values():
     t = now()
     name = rw.uniq("mxspecial")
@@ -429,6 +448,21 @@ def v2_huge_symbols(n):
     name = rw.uniq("mxsyms")
     syms = ["", N, name, "job", "matrix"] + ["s%07d" % i for i in range(n)]
     return v2_raw(syms, [rw2.v2_series([1, 2, 3, 4], samples=[(1.0, t)])])
+
+
+def v2_empty_exemplars(n):
+    t = now()
+    return v2_raw(["", N, rw.uniq("mxv2x")],
+                  [rw2.v2_series([1, 2], samples=[(1.0, t)])
+                   + b"\x22\x00" * n])
+
+
+def v2_many_labels(n):
+    """a series of __name__ and n more labels"""
+    t = now()
+    syms = ["", N, rw.uniq("mxv2l"), "v"] + ["l%05d" % i for i in range(n)]
+    refs = [1, 2] + [r for i in range(n) for r in (4 + i, 3)]
+    return v2_raw(syms, [rw2.v2_series(refs, samples=[(1.0, t)])])
 
 
 def v2_body_as_v1():
@@ -752,11 +786,48 @@ CASES = [
          status=400, match=("(?i)metadata", "(?i)utf-?8")),
     Case("reject-malformed", R, body=lambda: raw(b"\x08\x01"), status=400,
          match=("(?i)protobuf",)),
-    # valid but extreme: promgate forwards, the storage decides (never 5xx)
+    # valid but extreme: within promgate's limits (promgate_max_labels,
+    # promgate_max_label_bytes, promgate_max_exemplars) it forwards, the
+    # storage decides; above one it refuses 413 naming the limit
     Case("write-10k-labels", W, body=lambda: many_labels(10000),
-         status=(204, 400), forwarded=True),
+         status=413, match=("promgate_max_labels \\(512\\)",
+                            "labels of the series: 513")),
+    Case("write-512-labels-at-limit", W, body=lambda: many_labels(511),
+         status=204, forwarded=True),
+    Case("write-513-labels-over-limit", W, body=lambda: many_labels(512),
+         status=413, match=("promgate_max_labels \\(512\\)",)),
+    Case("reject-513-labels-over-limit", R, body=lambda: many_labels(512),
+         status=413, match=("promgate_max_labels \\(512\\)",)),
     Case("write-1MB-label-value", W, body=lambda: huge_value(1 << 20),
-         status=(204, 400), forwarded=True),
+         status=413, match=("promgate_max_label_bytes \\(16384\\)",
+                            "1048580")),
+    Case("write-label-16384-bytes-at-limit", W,
+         body=lambda: huge_value(16380), status=204, forwarded=True),
+    Case("write-label-16385-bytes-over-limit", W,
+         body=lambda: huge_value(16381), status=413,
+         match=("promgate_max_label_bytes \\(16384\\)",)),
+    Case("write-100000-exemplars-at-limit", W,
+         body=lambda: empty_exemplars(100000), status=204, forwarded=True),
+    Case("write-100001-exemplars-over-limit", W,
+         body=lambda: empty_exemplars(100001), status=413,
+         match=("promgate_max_exemplars \\(100000\\)",
+                "exemplars in the request: 100001")),
+    Case("write-5M-empty-exemplars", W,
+         body=lambda: empty_exemplars(5000000), status=413,
+         match=("promgate_max_exemplars \\(100000\\)",)),
+    Case("write-exemplars-over-limit-across-series", W,
+         body=lambda: empty_exemplars(50000, nseries=3), status=413,
+         match=("promgate_max_exemplars", "series 2")),
+    Case("write-exemplar-513-labels-over-limit", W,
+         body=lambda: exemplar_labels(513), status=413,
+         match=("promgate_max_labels \\(512\\)", "labels of an exemplar")),
+    Case("write-exemplar-label-over-16384-bytes", W,
+         body=lambda: exemplar_labels(1, size=16384), status=413,
+         match=("promgate_max_label_bytes",)),
+    # an exemplar without labels is valid: Prometheus 3.5 stores it
+    # (tsdb's AppendExemplar drops only empty labels, not the exemplar)
+    Case("write-empty-exemplar-accepted", W,
+         body=lambda: empty_exemplars(1), status=204, forwarded=True),
     # extreme timestamps are valid remote write: forwarded (to the recorder
     # only: a sample at int64 max would move the shared Prometheus' head
     # and make it refuse every later write as out of bounds)
@@ -838,6 +909,29 @@ CASES += [
          max_seconds=20, check=written(1, 0)),
     Case("write-v2-huge-symbol-count-small-location", W, v2=True,
          path="/small", body=lambda: v2_huge_symbols(300000), status=413),
+    # the limits, 2.0 (symbols referenced by many labels count resolved)
+    Case("write-v2-100000-exemplars-at-limit", W, v2=True,
+         body=lambda: v2_empty_exemplars(100000), status=204, forwarded=True),
+    Case("write-v2-100001-exemplars-over-limit", W, v2=True,
+         body=lambda: v2_empty_exemplars(100001), status=413,
+         match=("promgate_max_exemplars \\(100000\\)",)),
+    Case("write-v2-513-labels-over-limit", W, v2=True,
+         body=lambda: v2_many_labels(512), status=413,
+         match=("promgate_max_labels \\(512\\)",)),
+    Case("write-v2-512-labels-at-limit", W, v2=True,
+         body=lambda: v2_many_labels(511), status=204, forwarded=True),
+    Case("write-v2-label-over-16384-bytes", W, v2=True,
+         body=lambda: v2_raw(["", N, rw.uniq("mxv2b"), "a", "x" * 16384],
+                             [rw2.v2_series([1, 2, 3, 4],
+                                            samples=[(1.0, now())])]),
+         status=413, match=("promgate_max_label_bytes",)),
+    Case("write-v2-symbol-referenced-by-every-series", W, v2=True,
+         body=lambda: v2_raw(["", N, rw.uniq("mxv2e"), "a", "x" * 16000],
+                             [rw2.v2_series([1, 2, 3, 4],
+                                            samples=[(1.0, now())],
+                                            created_timestamp=i + 1)
+                              for i in range(2000)]),
+         status=413, match=("label expansion limit",)),
     Case("write-v2-unused-symbol-invalid-utf8", W, v2=True,
          body=lambda: v2_raw(["", N, rw.uniq("mxv2u"), b"bad\xff"],
                              [rw2.v2_series([1, 2], samples=[(1.0, now())])]),
