@@ -417,7 +417,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     u_char                        *frames, *p;
     size_t                         size;
     uint64_t                       seq, first;
-    ngx_uint_t                     i, nrecords;
+    ngx_uint_t                     i, nrecords, too_large;
     pg_str_t                       tenant;
     pg_exring_rc_e                 rc;
     pg_wal_record_t                rec;
@@ -451,7 +451,10 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
             rec.nseries = e[i].nseries;
             rec.labels = e[i].labels;
             rec.nlabels = e[i].nlabels;
-            size += pg_wal_frame_size(&rec);
+
+            if (pg_wal_record_fits(&rec)) {
+                size += pg_wal_frame_size(&rec);
+            }
         }
 
         frames = ngx_palloc(ctx->request->pool, size);
@@ -460,6 +463,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 
     first = 0;
     nrecords = 0;
+    too_large = 0;
 
     ngx_shmtx_lock(&zctx->zone.shpool->mutex);
 
@@ -476,6 +480,27 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
             continue;
         }
 
+        rec.ts = e[i].ts;
+        rec.value = e[i].value;
+        rec.series = e[i].series;
+        rec.nseries = e[i].nseries;
+        rec.labels = e[i].labels;
+        rec.nlabels = e[i].nlabels;
+
+        if (!pg_wal_record_fits(&rec)) {
+
+            /*
+             * Replay would take its frame for a torn tail and cut the
+             * segment there: it is kept in memory only.  Its slot maps to
+             * the next sequence number, so the segments before it can
+             * still be deleted once it is the oldest.
+             */
+
+            zctx->sh->wal_seq[seq % zctx->max] = zctx->sh->wal_next;
+            too_large++;
+            continue;
+        }
+
         /* WAL sequence numbers are the zone's, kept per ring slot */
 
         rec.seq = zctx->sh->wal_next++;
@@ -487,17 +512,22 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 
         nrecords++;
 
-        rec.ts = e[i].ts;
-        rec.value = e[i].value;
-        rec.series = e[i].series;
-        rec.nseries = e[i].nseries;
-        rec.labels = e[i].labels;
-        rec.nlabels = e[i].nlabels;
-
         p += pg_wal_encode(&rec, p);
     }
 
     ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
+
+    if (too_large) {
+        (void) ngx_atomic_fetch_add(&zctx->sh->wal.write_errors, too_large);
+
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "promgate: exemplar WAL of zone \"%V\": %ui "
+                      "exemplar(s) not logged, their series' labels take "
+                      "more than the %uz bytes a WAL record can hold; "
+                      "they are served from memory but will not survive a "
+                      "restart", &zctx->name, too_large,
+                      (size_t) PG_WAL_MAX_RECORD);
+    }
 
     if (frames && p > frames) {
         ngx_http_promgate_wal_append(zctx, frames, p - frames, first,

@@ -7,8 +7,11 @@
  * file lock); records carry a sequence number from the zone.  On start,
  * one worker replays all segments, merged by sequence number, under the
  * zone lock before any worker inserts.  fsync, when asked for, runs in
- * nginx's thread pool from a timer.  Segments whose exemplars have all
- * left the ring are deleted.
+ * nginx's thread pool: from a timer for the open segment, and for every
+ * segment that is closed (rotated, or after a write error), which the
+ * thread syncs before it closes it, so that fsync=T bounds what a power
+ * loss takes.  One task at a time; segments closed while it runs wait for
+ * the next.  Segments whose exemplars have all left the ring are deleted.
  */
 
 
@@ -22,9 +25,32 @@
 #define NGX_HTTP_PROMGATE_WAL_ERROR_BURST  10000    /* ms between logs */
 
 
+/*
+ * The fsync task's context (ctx->fsync_task->ctx).  The thread reads
+ * current, fds and nfds and writes synced and us; the event loop posts it
+ * and reads the results in the completion handler, and alone touches the
+ * fields below "pending".
+ */
+typedef struct {
+    ngx_fd_t                        current;  /* synced, left open */
+    ngx_fd_t                       *fds;      /* synced, then closed */
+    ngx_uint_t                      nfds;
+    ngx_uint_t                      synced;   /* out */
+    ngx_msec_t                      us;       /* out */
+    ngx_uint_t                      fds_cap;
+
+    ngx_fd_t                       *pending;  /* closed since the post */
+    ngx_uint_t                      npending;
+    ngx_uint_t                      pending_cap;
+} ngx_http_promgate_wal_sync_t;
+
+
 static void ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
     uint64_t first_seq, ngx_log_t *log);
-static void ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx);
+static void ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx,
+    ngx_log_t *log);
+static void ngx_http_promgate_wal_sync_now(ngx_http_promgate_exzone_t *ctx,
+    ngx_fd_t fd, ngx_uint_t close_it);
 static void ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx,
     ngx_err_t err, const char *what, ngx_log_t *log);
 static ngx_int_t ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx,
@@ -34,6 +60,8 @@ static void ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx,
 static void ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev);
 
 #if (NGX_THREADS)
+static void ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
+    ngx_uint_t current);
 static void ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log);
 static void ngx_http_promgate_wal_fsync_done(ngx_event_t *ev);
 #endif
@@ -219,6 +247,21 @@ ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
             ngx_http_promgate_wal_cleanup(ctx, cycle->log);
         }
 
+#if (NGX_THREADS)
+        if (ctx->fsync) {
+            ctx->fsync_task = ngx_thread_task_alloc(cycle->pool,
+                                      sizeof(ngx_http_promgate_wal_sync_t));
+            if (ctx->fsync_task == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->fsync_task->handler = ngx_http_promgate_wal_fsync_thread;
+            ctx->fsync_task->event.handler = ngx_http_promgate_wal_fsync_done;
+            ctx->fsync_task->event.data = ctx;
+            ctx->fsync_task->event.log = cycle->log;
+        }
+#endif
+
         if (ctx->fsync) {
             ctx->fsync_timer.handler = ngx_http_promgate_wal_fsync_timer;
             ctx->fsync_timer.data = ctx;
@@ -236,6 +279,10 @@ void
 ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
+#if (NGX_THREADS)
+    ngx_uint_t                      k;
+    ngx_http_promgate_wal_sync_t   *sync;
+#endif
     ngx_shm_zone_t                **zp;
     ngx_http_promgate_exzone_t     *ctx;
     ngx_http_promgate_main_conf_t  *pmcf;
@@ -261,13 +308,33 @@ ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
             continue;
         }
 
-        if (ctx->fsync && ctx->fd != NGX_INVALID_FILE && ctx->dirty) {
-            /* the last interval's records: a quit is a fine time to wait */
-            (void) fsync(ctx->fd);
-        }
+        /*
+         * The last interval's records and the segments closed since the
+         * last task: a quit is a fine time to wait.  The thread pool has
+         * stopped (its module exits first), so a task's own segments were
+         * synced and closed by it.
+         */
 
-        ctx->close_after_fsync = 0;
-        ngx_http_promgate_wal_close(ctx);
+#if (NGX_THREADS)
+        if (ctx->fsync_task) {
+            sync = ctx->fsync_task->ctx;
+
+            for (k = 0; k < sync->npending; k++) {
+                ngx_http_promgate_wal_sync_now(ctx, sync->pending[k], 1);
+            }
+
+            sync->npending = 0;
+        }
+#endif
+
+        if (ctx->fd != NGX_INVALID_FILE) {
+            if (ctx->fsync && ctx->dirty) {
+                ngx_http_promgate_wal_sync_now(ctx, ctx->fd, 0);
+            }
+
+            (void) ngx_close_file(ctx->fd);
+            ctx->fd = NGX_INVALID_FILE;
+        }
     }
 }
 
@@ -317,23 +384,85 @@ ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
 }
 
 
+/*
+ * Closes the open segment.  With fsync= it is synced first, in the thread
+ * pool: the thread closes it afterwards.
+ */
+
 static void
-ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx)
+ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 {
-    if (ctx->fd == NGX_INVALID_FILE) {
+    ngx_fd_t                       fd, *more;
+#if (NGX_THREADS)
+    ngx_http_promgate_wal_sync_t  *sync;
+#endif
+
+    fd = ctx->fd;
+
+    if (fd == NGX_INVALID_FILE) {
         return;
     }
 
-    if (ctx->fsync_running) {
-        /* the thread still syncs it: close when it is done */
-        ctx->close_after_fsync = 1;
-        ctx->fd = NGX_INVALID_FILE;
-        return;
-    }
-
-    (void) ngx_close_file(ctx->fd);
     ctx->fd = NGX_INVALID_FILE;
-    ctx->fsync_fd = NGX_INVALID_FILE;
+    ctx->dirty = 0;
+
+    if (!ctx->fsync) {
+        (void) ngx_close_file(fd);
+        return;
+    }
+
+#if (NGX_THREADS)
+    sync = ctx->fsync_task->ctx;
+
+    if (sync->npending == sync->pending_cap) {
+        more = ngx_alloc((sync->pending_cap * 2 + 8) * sizeof(ngx_fd_t), log);
+
+        if (more == NULL) {
+            ngx_http_promgate_wal_sync_now(ctx, fd, 1);
+            return;
+        }
+
+        if (sync->npending) {
+            ngx_memcpy(more, sync->pending, sync->npending * sizeof(ngx_fd_t));
+        }
+
+        ngx_free(sync->pending);
+        sync->pending = more;
+        sync->pending_cap = sync->pending_cap * 2 + 8;
+    }
+
+    sync->pending[sync->npending++] = fd;
+
+    ngx_http_promgate_wal_fsync_post(ctx, 0);
+#else
+    (void) more;
+    ngx_http_promgate_wal_sync_now(ctx, fd, 1);
+#endif
+}
+
+
+/* fsync in the event loop, counted: when no thread can do it */
+
+static void
+ngx_http_promgate_wal_sync_now(ngx_http_promgate_exzone_t *ctx, ngx_fd_t fd,
+    ngx_uint_t close_it)
+{
+    struct timeval                  t0, t1;
+    ngx_http_promgate_wal_stats_t  *st;
+
+    ngx_gettimeofday(&t0);
+    (void) fsync(fd);
+    ngx_gettimeofday(&t1);
+
+    st = &ctx->sh->wal;
+    (void) ngx_atomic_fetch_add(&st->fsyncs, 1);
+    (void) ngx_atomic_fetch_add(&st->fsync_us,
+                                (t1.tv_sec - t0.tv_sec) * 1000000
+                                + (t1.tv_usec - t0.tv_usec));
+
+    if (close_it) {
+        (void) ngx_close_file(fd);
+    }
 }
 
 
@@ -417,7 +546,7 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
              */
 
             empty = (ctx->fd_size == 0);
-            ngx_http_promgate_wal_close(ctx);
+            ngx_http_promgate_wal_close(ctx, log);
 
             if (empty) {
                 (void) ngx_delete_file(ctx->path);
@@ -439,7 +568,7 @@ ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
     (void) ngx_atomic_fetch_add(&st->records, nrecords);
 
     if ((size_t) ctx->fd_size >= ctx->segment) {
-        ngx_http_promgate_wal_close(ctx);
+        ngx_http_promgate_wal_close(ctx, log);
         ngx_http_promgate_wal_cleanup(ctx, log);
     }
 }
@@ -562,55 +691,101 @@ ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev)
 
     ngx_add_timer(ev, ctx->fsync);
 
-    if (!ctx->dirty || ctx->fd == NGX_INVALID_FILE || ctx->fsync_running) {
-        return;
-    }
-
 #if (NGX_THREADS)
-    if (ctx->fsync_task == NULL) {
-        ctx->fsync_task = ngx_thread_task_alloc(ngx_cycle->pool,
-                                                sizeof(ngx_msec_t) * 2
-                                                + sizeof(ngx_fd_t));
-        if (ctx->fsync_task == NULL) {
-            return;
-        }
-
-        ctx->fsync_task->handler = ngx_http_promgate_wal_fsync_thread;
-        ctx->fsync_task->event.handler = ngx_http_promgate_wal_fsync_done;
-        ctx->fsync_task->event.data = ctx;
-        ctx->fsync_task->event.log = ngx_cycle->log;
-    }
-
-    *(ngx_fd_t *) ctx->fsync_task->ctx = ctx->fd;
-
-    ctx->fsync_fd = ctx->fd;
-    ctx->dirty = 0;
-    ctx->fsync_running = 1;
-
-    if (ngx_thread_task_post(ctx->thread_pool, ctx->fsync_task) != NGX_OK) {
-        ctx->fsync_running = 0;
-    }
+    ngx_http_promgate_wal_fsync_post(ctx, 1);
 #endif
 }
 
 
 #if (NGX_THREADS)
 
+/*
+ * Posts the task, unless it runs: the segments closed since the last post
+ * and, from the timer, the open segment if it took records since.
+ */
+
+static void
+ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
+    ngx_uint_t current)
+{
+    ngx_fd_t                      *fds;
+    ngx_uint_t                     i, cap;
+    ngx_http_promgate_wal_sync_t  *sync;
+
+    if (ctx->fsync_running) {
+        return;
+    }
+
+    sync = ctx->fsync_task->ctx;
+
+    sync->current = NGX_INVALID_FILE;
+
+    if (current && ctx->dirty && ctx->fd != NGX_INVALID_FILE) {
+        sync->current = ctx->fd;
+    }
+
+    if (sync->current == NGX_INVALID_FILE && sync->npending == 0) {
+        return;
+    }
+
+    /* the closed segments go to the thread; the list is refilled anew */
+
+    fds = sync->fds;
+    cap = sync->fds_cap;
+
+    sync->fds = sync->pending;
+    sync->fds_cap = sync->pending_cap;
+    sync->nfds = sync->npending;
+
+    sync->pending = fds;
+    sync->pending_cap = cap;
+    sync->npending = 0;
+
+    sync->synced = 0;
+    sync->us = 0;
+
+    if (ngx_thread_task_post(ctx->thread_pool, ctx->fsync_task) == NGX_OK) {
+        ctx->fsync_running = 1;
+        ctx->fsync_fd = sync->current;
+        ctx->dirty = (sync->current == NGX_INVALID_FILE) ? ctx->dirty : 0;
+        return;
+    }
+
+    /* the pool's queue is full: the closed segments cannot wait */
+
+    for (i = 0; i < sync->nfds; i++) {
+        ngx_http_promgate_wal_sync_now(ctx, sync->fds[i], 1);
+    }
+
+    sync->nfds = 0;
+}
+
+
 static void
 ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log)
 {
-    ngx_fd_t        fd;
+    ngx_http_promgate_wal_sync_t *sync = data;
+
+    ngx_uint_t      i;
     struct timeval  t0, t1;
 
-    fd = *(ngx_fd_t *) data;
-
     ngx_gettimeofday(&t0);
-    (void) fsync(fd);
+
+    if (sync->current != NGX_INVALID_FILE) {
+        (void) fsync(sync->current);
+        sync->synced++;
+    }
+
+    for (i = 0; i < sync->nfds; i++) {
+        (void) fsync(sync->fds[i]);
+        (void) close(sync->fds[i]);
+        sync->synced++;
+    }
+
     ngx_gettimeofday(&t1);
 
-    /* microseconds back to the event loop, after the fd */
-    *(ngx_msec_t *) ((u_char *) data + sizeof(ngx_fd_t) + sizeof(ngx_msec_t))
-        = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_usec - t0.tv_usec);
+    sync->us = (t1.tv_sec - t0.tv_sec) * 1000000
+               + (t1.tv_usec - t0.tv_usec);
 }
 
 
@@ -619,23 +794,22 @@ ngx_http_promgate_wal_fsync_done(ngx_event_t *ev)
 {
     ngx_http_promgate_exzone_t *ctx = ev->data;
 
-    ngx_msec_t                      us;
+    ngx_http_promgate_wal_sync_t   *sync;
     ngx_http_promgate_wal_stats_t  *st;
 
-    us = *(ngx_msec_t *) ((u_char *) ctx->fsync_task->ctx + sizeof(ngx_fd_t)
-                          + sizeof(ngx_msec_t));
+    sync = ctx->fsync_task->ctx;
 
     st = &ctx->sh->wal;
-    (void) ngx_atomic_fetch_add(&st->fsyncs, 1);
-    (void) ngx_atomic_fetch_add(&st->fsync_us, us);
+    (void) ngx_atomic_fetch_add(&st->fsyncs, sync->synced);
+    (void) ngx_atomic_fetch_add(&st->fsync_us, sync->us);
 
+    sync->nfds = 0;
     ctx->fsync_running = 0;
+    ctx->fsync_fd = NGX_INVALID_FILE;
 
-    if (ctx->close_after_fsync) {
-        ctx->close_after_fsync = 0;
-        (void) ngx_close_file(ctx->fsync_fd);
-        ctx->fsync_fd = NGX_INVALID_FILE;
-    }
+    /* segments closed meanwhile: synced now, not at the next tick */
+
+    ngx_http_promgate_wal_fsync_post(ctx, 0);
 }
 
 #endif

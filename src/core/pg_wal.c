@@ -150,12 +150,25 @@ pg_wal_frame_size(const pg_wal_record_t *rec)
 }
 
 
+int
+pg_wal_record_fits(const pg_wal_record_t *rec)
+{
+    return pg_wal_frame_size(rec) - PG_WAL_FRAME_HEADER <= PG_WAL_MAX_RECORD;
+}
+
+
 size_t
 pg_wal_encode(const pg_wal_record_t *rec, uint8_t *out)
 {
     size_t     i, size;
     uint8_t   *p;
     uint64_t   bits;
+
+    /* replay would take a larger frame for a torn tail and cut it off */
+
+    if (!pg_wal_record_fits(rec)) {
+        return 0;
+    }
 
     size = pg_wal_frame_size(rec);
     p = out + PG_WAL_FRAME_HEADER;

@@ -53,7 +53,17 @@ uint32_t pg_crc32c(uint32_t crc, const uint8_t *p, size_t len);
 /* the frame's size for a record */
 size_t pg_wal_frame_size(const pg_wal_record_t *rec);
 
-/* writes the frame into out (pg_wal_frame_size() bytes); returns its size */
+/*
+ * Whether replay would read the record's frame: its payload is at most
+ * PG_WAL_MAX_RECORD bytes (pg_wal_scan() takes a longer length for a torn
+ * tail).
+ */
+int pg_wal_record_fits(const pg_wal_record_t *rec);
+
+/*
+ * Writes the frame into out (pg_wal_frame_size() bytes) and returns its
+ * size; 0, with nothing written, for a record that does not fit.
+ */
 size_t pg_wal_encode(const pg_wal_record_t *rec, uint8_t *out);
 
 /*

@@ -56,6 +56,67 @@ make_record(uint8_t *out, uint64_t seq, const char *trace)
 }
 
 
+/*
+ * Append and replay agree on the largest frame: a record whose payload is
+ * at PG_WAL_MAX_RECORD is written and read back as a good record (not as
+ * a torn tail that replay would cut off with everything after it); one
+ * byte more is refused at encoding (nothing written), so it never reaches
+ * a segment.
+ */
+static void
+test_frame_limit(void **state)
+{
+    size_t            fixed, size, n;
+    uint8_t          *buf, *big;
+    pg_label_t        labels[1];
+    pg_wal_scan_t     res;
+    pg_wal_record_t   rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.seq = 7;
+    rec.labels = labels;
+    rec.nlabels = 1;
+    labels[0].name = (pg_str_t) pg_str_lit("trace_id");
+    labels[0].value.data = NULL;
+    labels[0].value.len = 0;
+
+    fixed = pg_wal_frame_size(&rec) - PG_WAL_FRAME_HEADER;
+
+    big = malloc(PG_WAL_MAX_RECORD + 1);
+    assert_non_null(big);
+    memset(big, 'a', PG_WAL_MAX_RECORD + 1);
+    labels[0].value.data = big;
+
+    buf = malloc(PG_WAL_FRAME_HEADER + PG_WAL_MAX_RECORD + 64);
+    assert_non_null(buf);
+
+    /* the largest record replay reads */
+    labels[0].value.len = PG_WAL_MAX_RECORD - fixed;
+    size = pg_wal_frame_size(&rec);
+    assert_int_equal(size, PG_WAL_FRAME_HEADER + PG_WAL_MAX_RECORD);
+    assert_true(pg_wal_record_fits(&rec));
+    assert_int_equal(pg_wal_encode(&rec, buf), size);
+
+    /* and a small record after it */
+    n = size + make_record(buf + size, 8, "abc");
+
+    pg_wal_scan(buf, n, NULL, NULL, &res);
+    assert_int_equal(res.records, 2);
+    assert_int_equal(res.torn, 0);
+    assert_int_equal(res.last_seq, 8);
+
+    /* one byte more: refused, nothing written */
+    labels[0].value.len++;
+    assert_false(pg_wal_record_fits(&rec));
+    memset(buf, 0x5a, 16);
+    assert_int_equal(pg_wal_encode(&rec, buf), 0);
+    assert_int_equal(buf[0], 0x5a);
+
+    free(buf);
+    free(big);
+}
+
+
 static void
 test_crc32c(void **state)
 {
@@ -280,6 +341,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_frame_limit),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_scan_torn_and_corrupt),
         cmocka_unit_test(test_merge_across_slots),
