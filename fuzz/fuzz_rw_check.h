@@ -1075,6 +1075,91 @@ fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
 }
 
 
+/*
+ * The same bytes within small limits (pg_rw_decode_limited): what passes
+ * them decodes as without limits, to the same counts; what does not is
+ * PG_RW_OVER_LIMIT naming the limit, and a request holding more exemplars
+ * (by protobuf-c's count) than allowed never passes.
+ */
+static void
+fz_check_limits(const uint8_t *buf, size_t len, pg_rw_version_e v,
+    pg_rw_reason_e rc, const pg_rw_request_t *req,
+    Prometheus__WriteRequest *pc1, V2(Request) *pc2)
+{
+    size_t           i, nex;
+    uint64_t         lim_of[5];
+    pg_rw_reason_e   rc2;
+    pg_allocator_t   al;
+    pg_rw_limits_t   lim;
+    pg_rw_request_t  req2;
+    pg_rw_stats_t    st;
+
+    if (rc == PG_RW_NOMEM) {
+        return;
+    }
+
+    st = req->stats;
+
+    lim.exemplars = len % 5;
+    lim.labels = (uint32_t) (len / 5 % 6);
+    lim.label_bytes = len / 30 % 40;
+    lim.resolved = len / 1200 % 3 ? len / 3 : 0;
+
+    lim_of[0] = 0;
+    lim_of[PG_RW_LIMIT_EXEMPLARS] = lim.exemplars;
+    lim_of[PG_RW_LIMIT_LABELS] = lim.labels;
+    lim_of[PG_RW_LIMIT_LABEL_BYTES] = lim.label_bytes;
+    lim_of[PG_RW_LIMIT_RESOLVED] = lim.resolved;
+
+    fuzz_arena_reset(&fz_arena, 64 << 20, (size_t) 64 << 20);
+    al = fuzz_arena_allocator(&fz_arena);
+
+    memset(&req2, 0x5a, sizeof(req2));
+    rc2 = pg_rw_decode_limited(buf, len, v, &lim, &al, &req2, NULL, NULL);
+
+    if (rc2 == PG_RW_OVER_LIMIT) {
+        check(req2.first.reason == PG_RW_OVER_LIMIT);
+        check(req2.over > PG_RW_LIMIT_NONE && req2.over <= PG_RW_LIMIT_RESOLVED);
+        check(req2.over_limit == lim_of[req2.over] && req2.over_limit != 0);
+        check(memchr(req2.first.message, '\0', sizeof(req2.first.message))
+              != NULL);
+        check(v == PG_RW_V2 || req2.over != PG_RW_LIMIT_RESOLVED);
+        return;
+    }
+
+    check(rc2 == rc);
+
+    if (rc != PG_RW_OK) {
+        return;
+    }
+
+    check(memcmp(&req2.stats, &st, sizeof(st)) == 0);
+    check(req2.invalid_series == req->invalid_series);
+
+    if (lim.exemplars == 0) {
+        return;
+    }
+
+    nex = 0;
+
+    if (pc1) {
+        for (i = 0; i < pc1->n_timeseries; i++) {
+            nex += pc1->timeseries[i]->n_exemplars;
+        }
+
+    } else if (pc2) {
+        for (i = 0; i < pc2->n_timeseries; i++) {
+            nex += pc2->timeseries[i]->n_exemplars;
+        }
+
+    } else {
+        return;
+    }
+
+    check(nex <= lim.exemplars);
+}
+
+
 static void
 fz_request(const uint8_t *buf, size_t len, pg_rw_version_e v)
 {
@@ -1335,6 +1420,8 @@ encode:
     free(select);
 
 done:
+
+    fz_check_limits(buf, len, v, rc, &req, pc1, pc2);
 
     fz_free(pc1, pc2);
 }
