@@ -280,6 +280,7 @@ struct ngx_http_promgate_kafka_partition_s {
     unsigned                        failing:1;    /* waiting to retry */
     unsigned                        paused:1;     /* as librdkafka knows */
     unsigned                        revoked:1;
+    unsigned                        seek:1;       /* to wm.refetch, due */
 };
 
 

@@ -27,6 +27,10 @@
 
 static void ngx_http_promgate_kafka_take(ngx_http_promgate_kafka_consumer_t *c,
     rd_kafka_message_t *rkm);
+static void ngx_http_promgate_kafka_refetch(
+    ngx_http_promgate_kafka_partition_t *p, rd_kafka_message_t *rkm);
+static void ngx_http_promgate_kafka_partition_seek(
+    ngx_http_promgate_kafka_partition_t *p);
 static void ngx_http_promgate_kafka_partition_send(
     ngx_http_promgate_kafka_partition_t *p);
 static void ngx_http_promgate_kafka_retry_handler(ngx_event_t *ev);
@@ -653,6 +657,10 @@ ngx_http_promgate_kafka_consumer_drain(ngx_http_promgate_kafka_consumer_t *c)
     {
         p = ngx_queue_data(q, ngx_http_promgate_kafka_partition_t, queue);
 
+        if (p->seek) {
+            ngx_http_promgate_kafka_partition_seek(p);
+        }
+
         ngx_http_promgate_kafka_partition_send(p);
 
         if (p->ps
@@ -668,6 +676,67 @@ ngx_http_promgate_kafka_consumer_drain(ngx_http_promgate_kafka_consumer_t *c)
     ngx_http_promgate_kafka_consumer_pressure(c);
 
     return rc;
+}
+
+
+/*
+ * A message that could not be kept for want of memory: the partition is
+ * fetched again from its offset (the watermark refuses the later ones
+ * meanwhile); a seek that fails is tried again at the next drain.
+ */
+
+static void
+ngx_http_promgate_kafka_refetch(ngx_http_promgate_kafka_partition_t *p,
+    rd_kafka_message_t *rkm)
+{
+    ngx_log_error(NGX_LOG_WARN, ngx_http_promgate_kafka_w.log, 0,
+                  "promgate kafka: %s/%D: no memory for offset %L: it is "
+                  "fetched again", p->topic, p->partition, rkm->offset);
+
+    pg_kafka_wm_refetch(&p->wm, rkm->offset);
+    rd_kafka_message_destroy(rkm);
+
+    p->seek = 1;
+    ngx_http_promgate_kafka_partition_seek(p);
+}
+
+
+static void
+ngx_http_promgate_kafka_partition_seek(ngx_http_promgate_kafka_partition_t *p)
+{
+    rd_kafka_error_t                 *error;
+    rd_kafka_topic_partition_list_t  *list;
+
+    if (!p->seek || p->wm.refetch < 0 || p->revoked
+        || p->consumer->rk == NULL || p->consumer->closed)
+    {
+        p->seek = 0;
+        return;
+    }
+
+    list = rd_kafka_topic_partition_list_new(1);
+    if (list == NULL) {
+        return;
+    }
+
+    rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset =
+        p->wm.refetch;
+
+    /* asynchronous: messages fetched before it are discarded */
+    error = rd_kafka_seek_partitions(p->consumer->rk, list, 0);
+
+    rd_kafka_topic_partition_list_destroy(list);
+
+    if (error) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_promgate_kafka_w.log, 0,
+                      "promgate kafka: %s/%D: seek to offset %L failed: %s",
+                      p->topic, p->partition, p->wm.refetch,
+                      rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return;
+    }
+
+    p->seek = 0;
 }
 
 
@@ -706,6 +775,15 @@ ngx_http_promgate_kafka_take(ngx_http_promgate_kafka_consumer_t *c,
         return;
     }
 
+    /* no memory: the message is fetched again, nothing after it is taken */
+
+    m = ngx_calloc(sizeof(ngx_http_promgate_kafka_msg_t),
+                   ngx_http_promgate_kafka_w.log);
+    if (m == NULL) {
+        ngx_http_promgate_kafka_refetch(p, rkm);
+        return;
+    }
+
     rc = pg_kafka_wm_take(&p->wm, rkm->offset);
 
     if (rc == PG_KAFKA_WM_FULL) {
@@ -716,7 +794,8 @@ ngx_http_promgate_kafka_take(ngx_http_promgate_kafka_consumer_t *c,
         if (off == NULL || done == NULL) {
             ngx_free(off);
             ngx_free(done);
-            rd_kafka_message_destroy(rkm);
+            ngx_free(m);
+            ngx_http_promgate_kafka_refetch(p, rkm);
             return;
         }
 
@@ -732,18 +811,14 @@ ngx_http_promgate_kafka_take(ngx_http_promgate_kafka_consumer_t *c,
     }
 
     if (rc != 0) {
-        /* at or below an offset taken already: a duplicate */
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_http_promgate_kafka_w.log, 0,
-                       "promgate kafka: %s/%D: offset %L again, dropped",
-                       topic, rkm->partition, rkm->offset);
-        rd_kafka_message_destroy(rkm);
-        return;
-    }
-
-    m = ngx_calloc(sizeof(ngx_http_promgate_kafka_msg_t),
-                   ngx_http_promgate_kafka_w.log);
-    if (m == NULL) {
-        (void) pg_kafka_wm_done(&p->wm, rkm->offset);
+        /*
+         * at or below an offset taken already (a duplicate), or after one
+         * awaited again (it comes again after that one)
+         */
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_http_promgate_kafka_w.log, 0,
+                       "promgate kafka: %s/%D: offset %L dropped (%d)",
+                       topic, rkm->partition, rkm->offset, rc);
+        ngx_free(m);
         rd_kafka_message_destroy(rkm);
         return;
     }

@@ -842,6 +842,7 @@ pg_kafka_wm_init(pg_kafka_wm_t *wm, int64_t *off, uint8_t *done,
     wm->head = 0;
     wm->n = 0;
     wm->next = -1;
+    wm->refetch = -1;
 }
 
 
@@ -869,6 +870,14 @@ pg_kafka_wm_take(pg_kafka_wm_t *wm, int64_t offset)
 {
     uint32_t  k;
 
+    if (wm->refetch >= 0) {
+        if (offset != wm->refetch) {
+            return PG_KAFKA_WM_REFETCH;
+        }
+
+        wm->refetch = -1;
+    }
+
     if (wm->next >= 0 && offset < wm->next) {
         return PG_KAFKA_WM_ORDER;
     }
@@ -885,6 +894,15 @@ pg_kafka_wm_take(pg_kafka_wm_t *wm, int64_t offset)
     wm->next = offset + 1;
 
     return 0;
+}
+
+
+void
+pg_kafka_wm_refetch(pg_kafka_wm_t *wm, int64_t offset)
+{
+    if (wm->refetch < 0 || offset < wm->refetch) {
+        wm->refetch = offset;
+    }
 }
 
 

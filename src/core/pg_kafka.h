@@ -111,17 +111,28 @@ typedef struct {
     uint32_t            head;
     uint32_t            n;
     int64_t             next;       /* after the last taken; -1: none yet */
+    int64_t             refetch;    /* awaited again; -1: none */
 } pg_kafka_wm_t;
 
 
-#define PG_KAFKA_WM_FULL   -1
-#define PG_KAFKA_WM_ORDER  -2       /* not above the last offset taken */
+#define PG_KAFKA_WM_FULL     -1
+#define PG_KAFKA_WM_ORDER    -2     /* not above the last offset taken */
+#define PG_KAFKA_WM_REFETCH  -3     /* an earlier offset is awaited again */
 
 void pg_kafka_wm_init(pg_kafka_wm_t *wm, int64_t *off, uint8_t *done,
     uint32_t cap);
 void pg_kafka_wm_move(pg_kafka_wm_t *wm, int64_t *off, uint8_t *done,
     uint32_t cap);
 int pg_kafka_wm_take(pg_kafka_wm_t *wm, int64_t offset);
+
+/*
+ * The message at offset could not be kept (no memory): the caller fetches
+ * the partition again from there (a seek).  Until that offset comes back,
+ * pg_kafka_wm_take() refuses every other one with PG_KAFKA_WM_REFETCH (they
+ * come again after it), so that nothing after it is done, and committed,
+ * before it: a message is never skipped.
+ */
+void pg_kafka_wm_refetch(pg_kafka_wm_t *wm, int64_t offset);
 
 /* 0, or -1 if the offset is not held (done already, or never taken) */
 int pg_kafka_wm_done(pg_kafka_wm_t *wm, int64_t offset);

@@ -991,6 +991,51 @@ test_watermark(void **state)
 }
 
 
+/*
+ * A message that could not be kept (no memory) is awaited again: what comes
+ * after it before the seek takes effect is refused, nothing after it is
+ * committed before it, and it is taken when it comes back.
+ */
+static void
+test_watermark_refetch(void **state)
+{
+    int64_t        off[8];
+    uint8_t        done[8];
+    pg_kafka_wm_t  wm;
+
+    pg_kafka_wm_init(&wm, off, done, 8);
+
+    assert_int_equal(pg_kafka_wm_take(&wm, 20), 0);
+    assert_int_equal(pg_kafka_wm_done(&wm, 20), 0);
+    assert_int_equal(pg_kafka_wm_low(&wm), 21);
+
+    /* 21 could not be kept */
+    pg_kafka_wm_refetch(&wm, 21);
+
+    /* fetched before the seek: refused, they come again */
+    assert_int_equal(pg_kafka_wm_take(&wm, 22), PG_KAFKA_WM_REFETCH);
+    assert_int_equal(pg_kafka_wm_take(&wm, 23), PG_KAFKA_WM_REFETCH);
+    assert_int_equal(pg_kafka_wm_low(&wm), 21);
+
+    /* a second failure further on keeps the earliest */
+    pg_kafka_wm_refetch(&wm, 25);
+    assert_int_equal(pg_kafka_wm_take(&wm, 25), PG_KAFKA_WM_REFETCH);
+
+    /* after the seek, 21 and what follows */
+    assert_int_equal(pg_kafka_wm_take(&wm, 21), 0);
+    assert_int_equal(pg_kafka_wm_take(&wm, 22), 0);
+    assert_int_equal(pg_kafka_wm_done(&wm, 22), 0);
+    assert_int_equal(pg_kafka_wm_low(&wm), 21);
+    assert_int_equal(pg_kafka_wm_done(&wm, 21), 0);
+    assert_int_equal(pg_kafka_wm_low(&wm), 23);
+
+    /* and again, later on */
+    pg_kafka_wm_refetch(&wm, 23);
+    assert_int_equal(pg_kafka_wm_take(&wm, 24), PG_KAFKA_WM_REFETCH);
+    assert_int_equal(pg_kafka_wm_take(&wm, 23), 0);
+}
+
+
 static void
 test_watermark_random(void **state)
 {
@@ -1322,6 +1367,7 @@ main(void)
         cmocka_unit_test(test_json_poison),
         cmocka_unit_test(test_batch_concatenates),
         cmocka_unit_test(test_watermark),
+        cmocka_unit_test(test_watermark_refetch),
         cmocka_unit_test(test_watermark_random),
         cmocka_unit_test(test_batch_assembly),
         cmocka_unit_test(test_batch_versions),
