@@ -697,10 +697,16 @@ ngx_http_promgate_retry_handler(ngx_event_t *ev)
         }
     }
 
-    ngx_http_run_posted_requests(c);
-
-    /* drop the timer's reference; this may free the request */
+    /*
+     * The timer's reference is dropped first (the new subrequest holds its
+     * own): a posted request run below may terminate the write (its
+     * connection in error: a client gone, an HTTP/2 stream reset) and free
+     * it at once, whatever its count.  The connection is still readable
+     * then: nginx marks it destroyed, and so does a freed request.
+     */
     ngx_http_finalize_request(r, NGX_DONE);
+
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -81,6 +81,7 @@ if [ -d "$PROTO" ] && [ -n "$(find proto -newer "$PROTO/remote.pb-c.c" 2>/dev/nu
 fi
 
 CONF_ARGS=(--with-cc="$CC_NAME" --with-compat --with-threads --with-debug
+           --with-http_v2_module
            --with-cc-opt="$SAN_CFLAGS" --with-ld-opt="$SAN_LDFLAGS"
            --add-dynamic-module="$ROOT")
 

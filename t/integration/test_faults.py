@@ -298,3 +298,51 @@ def test_huge_rejection_text_is_cut_not_fatal(gateway, make_fake):
     r = rw.post(gw.url("/api/v1/write"), body, session=sess)
     assert r.status_code == 400
     assert "its text is cut" in gw.error_log_text()
+
+
+def test_http2_client_gone_while_a_retry_is_due(sockdir, gateway, tmp_path):
+    """HTTP/2 senders that go away while their write waits for a retry, to
+    a target whose connect fails at once (a missing unix socket): the retry
+    timer's subrequest fails on a connection in error, which terminates the
+    write from inside the retry handler.  The worker must not touch the
+    freed request afterwards (an ASan build reports it), nor crash."""
+    import socket
+    import subprocess
+    # a socket file nothing listens on: connect() is refused at once
+    refuser = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    refuser.bind(os.path.join(sockdir, "refuse.sock"))
+    target = "http://unix:%s/refuse.sock" % sockdir
+    gw = gateway([("gone", target)], retries=3, backoff="400ms 400ms",
+                 listen_extra=" http2")
+    body = tmp_path / "body"
+    body.write_bytes(small_body())
+    clients = []
+    for _ in range(12):
+        clients.append(subprocess.Popen(
+            ["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+             "-X", "POST", "--data-binary", "@%s" % body,
+             "-H", "Content-Type: application/x-protobuf",
+             "-H", "Content-Encoding: snappy",
+             "-H", "X-Prometheus-Remote-Write-Version: 0.1.0",
+             gw.write_url], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        time.sleep(0.03)
+    time.sleep(0.1)
+    for p in clients:
+        p.kill()
+    for p in clients:
+        p.wait(10)
+    time.sleep(2.5)                     # every retry has fired
+    assert gw.alive()
+    text = gw.error_log_text()
+    assert "exited on signal" not in text, text[-3000:]
+    # the gateway still serves
+    r = subprocess.run(
+        ["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+         "-w", "%{http_code}", "-X", "POST", "--data-binary", "@%s" % body,
+         "-H", "Content-Type: application/x-protobuf",
+         "-H", "Content-Encoding: snappy",
+         "-H", "X-Prometheus-Remote-Write-Version: 0.1.0", gw.write_url],
+        capture_output=True, timeout=30)
+    assert r.stdout == b"503", r
+    refuser.close()
