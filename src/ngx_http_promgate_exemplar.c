@@ -162,6 +162,15 @@ ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     sh = zone->sh;
     ctx->sh = sh;
 
+    /* after nginx made its paths, before a worker could find it unusable */
+
+    if (ctx->wal
+        && ngx_http_promgate_wal_check(ctx, zone->shm_zone->shm.log)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (reused) {
 
         /*

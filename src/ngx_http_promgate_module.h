@@ -242,6 +242,8 @@ ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
 /* ngx_http_promgate_wal.c */
 char *ngx_http_promgate_wal_param(ngx_conf_t *cf,
     ngx_http_promgate_exzone_t *ctx, ngx_str_t *value);
+ngx_int_t ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx,
+    ngx_log_t *log);
 ngx_int_t ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx,

@@ -20,6 +20,9 @@
 #include "pg_wal.h"
 
 #include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/statvfs.h>
 
 
 #define NGX_HTTP_PROMGATE_WAL_ERROR_BURST  10000    /* ms between logs */
@@ -93,6 +96,7 @@ ngx_http_promgate_wal_param(ngx_conf_t *cf, ngx_http_promgate_exzone_t *ctx,
         }
 
         ctx->wal->name = s;
+        ctx->wal->data = cf->cycle;     /* for ngx_http_promgate_wal_check() */
         ctx->wal->conf_file = cf->conf_file->file.name.data;
         ctx->wal->line = cf->conf_file->line;
 
@@ -189,6 +193,162 @@ invalid:
                        "fsync= or segment=)", value);
 
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Whether uid (with gid and groups) may do "want" (S_IWOTH, S_IXOTH bits)
+ * in a directory, by its mode bits, as the kernel decides for a non-root
+ * user.
+ */
+
+static ngx_uint_t
+ngx_http_promgate_wal_may(ngx_file_info_t *fi, ngx_uid_t uid, gid_t *groups,
+    int ngroups, mode_t want)
+{
+    int  i;
+
+    if (uid == 0) {
+        return 1;
+    }
+
+    if (fi->st_uid == uid) {
+        return (fi->st_mode & (want << 6)) == (want << 6);
+    }
+
+    for (i = 0; i < ngroups; i++) {
+        if (groups[i] == fi->st_gid) {
+            return (fi->st_mode & (want << 3)) == (want << 3);
+        }
+    }
+
+    return (fi->st_mode & want) == want;
+}
+
+
+/*
+ * At configuration time, in the master, once nginx made its paths (it
+ * creates the directory and gives it to the workers' user): the WAL
+ * directory must be one the workers' user can write into, or "nginx -t"
+ * and the start fail naming the path and the user, as they do for nginx's
+ * own paths.  A WAL that cannot be written would otherwise be off in
+ * silence but for an error every few seconds.
+ */
+
+ngx_int_t
+ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
+{
+    u_char           *p, *dir;
+    int               ngroups;
+    gid_t             gid, groups[64];
+    ngx_uid_t         uid;
+    ngx_err_t         err;
+    const char       *name, *why;
+    ngx_cycle_t      *cycle;
+    struct passwd    *pw;
+    struct statvfs    vfs;
+    ngx_file_info_t   fi;
+    ngx_core_conf_t  *ccf;
+
+    dir = ctx->wal->name.data;
+
+    /* the cycle being configured (ngx_cycle is still the previous one) */
+
+    cycle = ctx->wal->data;
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ccf == NULL || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+        uid = geteuid();
+        gid = getegid();
+        pw = getpwuid(uid);
+        name = pw ? pw->pw_name : "?";
+
+    } else {
+        uid = ccf->user;
+        gid = ccf->group;
+        name = ccf->username;
+    }
+
+    err = 0;
+    why = NULL;
+
+    if (ngx_file_info(dir, &fi) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+        why = "cannot be found";
+        goto failed;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        why = "is not a directory";
+        goto failed;
+    }
+
+    if (statvfs((char *) dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) {
+        err = EROFS;
+        why = "is on a read-only file system";
+        goto failed;
+    }
+
+    if (uid == geteuid()) {
+        /* the workers run as this process (root, or not started as root) */
+
+        if (faccessat(AT_FDCWD, (char *) dir, W_OK|X_OK, AT_EACCESS) != 0) {
+            err = ngx_errno;
+            why = "cannot be written";
+            goto failed;
+        }
+
+        return NGX_OK;
+    }
+
+    ngroups = 64;
+
+    if (getgrouplist(name, gid, groups, &ngroups) == -1) {
+        ngroups = 1;
+        groups[0] = gid;
+    }
+
+    if (!ngx_http_promgate_wal_may(&fi, uid, groups, ngroups,
+                                   S_IWOTH|S_IXOTH))
+    {
+        err = NGX_EACCES;
+        why = "cannot be written";
+        goto failed;
+    }
+
+    /* and its parents must let that user through */
+
+    for (p = dir + ctx->wal->name.len - 1; p > dir; p--) {
+
+        if (*p != '/') {
+            continue;
+        }
+
+        *p = '\0';
+
+        if (ngx_file_info(dir, &fi) != NGX_FILE_ERROR
+            && !ngx_http_promgate_wal_may(&fi, uid, groups, ngroups, S_IXOTH))
+        {
+            *p = '/';
+            err = NGX_EACCES;
+            why = "cannot be reached (a parent directory is closed)";
+            goto failed;
+        }
+
+        *p = '/';
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_EMERG, log, err,
+                  "exemplar WAL directory \"%s\" of zone \"%V\" %s: the "
+                  "workers' user \"%s\" (uid %d) must be able to write "
+                  "into it; fix it or change wal=",
+                  dir, &ctx->name, why, name, (int) uid);
+
+    return NGX_ERROR;
 }
 
 

@@ -585,15 +585,18 @@ def test_wal_dir_not_writable(make_nginx, recorder, mounts, capsys, tmp_path,
     or mode 0500, which only works when nginx does not run as root) while
     senders write: writes go on, exemplars are served from memory, the
     error log says why; once it is writable again the WAL resumes and a
-    restart replays what it took"""
+    restart replays what it took.  It becomes unwritable once nginx runs
+    (at start nginx refuses it: test_wal.py), before the first segment is
+    opened."""
     wal = str(tmp_path / "wal")
     os.makedirs(wal)
+    if how == "chmod_0500" and os.geteuid() == 0:
+        pytest.skip("nginx runs as root here: root ignores mode 0500; the "
+                    "read-only mount case covers it")
+    a = recorder()
+    targets = [("a", a.url)]
+    gw = start_gw(make_nginx, targets, exemplars=True, wal=wal)
     if how == "chmod_0500":
-        if os.geteuid() == 0:
-            pytest.skip("nginx runs as root here: root ignores mode 0500, and "
-                        "nginx itself adds u+rwx to the WAL directory at start "
-                        "(ngx_create_paths); the read-only mount case covers "
-                        "it")
         os.chmod(wal, 0o500)
     else:
         ok, out = mount("--bind", wal, wal)
@@ -603,9 +606,6 @@ def test_wal_dir_not_writable(make_nginx, recorder, mounts, capsys, tmp_path,
         mounts.add(wal)
         ok, out = mount("-o", "remount,bind,ro", wal)
         assert ok, out
-    a = recorder()
-    targets = [("a", a.url)]
-    gw = start_gw(make_nginx, targets, exemplars=True, wal=wal)
     name = rw.uniq("fwalro")
     try:
         load = Load(gw.write_url, name, threads=THREADS, exemplars=True,

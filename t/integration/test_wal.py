@@ -475,3 +475,74 @@ def test_rotation_during_slow_fsync(make_nginx, sink, tmp_path,
     n2 = make_nginx(conf(port, target, wal, max_=20000), workers=1)
     assert metric(status(n2), "promgate_wal_replayed_records_total") == 6000
     assert metric(status(n2), "promgate_wal_truncations_total") == 0
+
+
+# ------------------------------------- a WAL directory the workers can't use
+
+
+def refused(make_nginx, sink, tmp_path, wal, user=None):
+    """nginx -t and a start fail; returns the output of nginx -t"""
+    port = free_port()
+    target = "http://127.0.0.1:%d" % sink.port
+    n = make_nginx(conf(port, target, wal), start=False)
+    n.error_log_problems = lambda: []        # the [emerg] is the point
+    if user:
+        with open(n.conf) as f:
+            text = f.read()
+        text = text.replace("user root root;", "")
+        n.write_raw("user %s;\n" % user + text)
+    code, out = n.test_config()
+    assert code != 0, out
+    assert wal in out, out
+    with pytest.raises(RuntimeError):
+        n.start(timeout=10)
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tests run nginx as root")
+def test_wal_path_is_a_file(make_nginx, sink, tmp_path):
+    wal = str(tmp_path / "walfile")
+    with open(wal, "w") as f:
+        f.write("not a directory\n")
+    out = refused(make_nginx, sink, tmp_path, wal)
+    assert "is not a directory" in out, out
+    assert 'the workers\' user "root"' in out, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tests run nginx as root")
+def test_wal_dir_read_only(make_nginx, sink, tmp_path):
+    import subprocess
+    wal = str(tmp_path / "walro")
+    os.makedirs(wal)
+    r = subprocess.run(["mount", "--bind", wal, wal], capture_output=True,
+                       timeout=30)
+    if r.returncode != 0:
+        pytest.skip("cannot bind-mount (needs CAP_SYS_ADMIN): %s" % r.stderr)
+    try:
+        r = subprocess.run(["mount", "-o", "remount,bind,ro", wal],
+                           capture_output=True, timeout=30)
+        if r.returncode != 0:
+            pytest.skip("cannot remount read-only: %s" % r.stderr)
+        out = refused(make_nginx, sink, tmp_path, wal)
+        assert "is on a read-only file system" in out, out
+        assert 'the workers\' user "root"' in out, out
+    finally:
+        subprocess.run(["umount", wal], capture_output=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tests run nginx as root")
+def test_wal_dir_not_reachable_by_worker_user(make_nginx, sink, tmp_path):
+    """the master (root) creates it and gives it to the workers' user, but
+    that user cannot get through its 0700 parent"""
+    import pwd
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    priv = tmp_path / "priv"
+    priv.mkdir(mode=0o700)
+    os.chmod(str(priv), 0o700)
+    wal = str(priv / "wal")
+    out = refused(make_nginx, sink, tmp_path, wal, user="nobody nogroup")
+    assert "cannot be reached" in out, out
+    assert 'the workers\' user "nobody"' in out, out
