@@ -1119,7 +1119,8 @@ fz_check_limits(const uint8_t *buf, size_t len, pg_rw_version_e v,
 
     if (rc2 == PG_RW_OVER_LIMIT) {
         check(req2.first.reason == PG_RW_OVER_LIMIT);
-        check(req2.over > PG_RW_LIMIT_NONE && req2.over <= PG_RW_LIMIT_RESOLVED);
+        check(req2.over > PG_RW_LIMIT_NONE
+              && req2.over <= PG_RW_LIMIT_RESOLVED);
         check(req2.over_limit == lim_of[req2.over] && req2.over_limit != 0);
         check(memchr(req2.first.message, '\0', sizeof(req2.first.message))
               != NULL);

@@ -558,7 +558,7 @@ static const char  *ngx_http_promgate_limit_names[] = {
     "promgate_max_exemplars",
     "promgate_max_labels",
     "promgate_max_label_bytes",
-    "the 2.0 label expansion limit, 8 times the decoded size + 4 MiB,"
+    "the 2.0 label expansion limit"
 };
 
 

@@ -439,18 +439,18 @@ pg_rw_parse_label(const uint8_t *p, const uint8_t *end, pg_label_t *label)
 
 /* the decoder's state, shared by pg_rw.c (1.0) and pg_rw2.c (2.0) */
 typedef struct {
-    const uint8_t     *buf;
-    size_t             len;
-    pg_allocator_t    *alloc;
-    pg_rw_request_t   *req;
-    pg_rw_series_pt    cb;
-    void              *ctx;
-    size_t             nseries_max;     /* bits in req->dropped */
-    pg_str_t          *names;           /* scratch of the duplicate check */
-    size_t             nnames;
-    const pg_rw_limits_t  *limits;      /* NULL: none */
-    uint64_t           nexemplars;      /* so far, all series */
-    uint64_t           resolved;        /* 2.0: label bytes so far */
+    const uint8_t         *buf;
+    size_t                 len;
+    pg_allocator_t        *alloc;
+    pg_rw_request_t       *req;
+    pg_rw_series_pt        cb;
+    void                  *ctx;
+    size_t                 nseries_max;  /* bits in req->dropped */
+    pg_str_t              *names;        /* scratch of the duplicate check */
+    size_t                 nnames;
+    const pg_rw_limits_t  *limits;       /* NULL: none */
+    uint64_t               nexemplars;   /* so far, all series */
+    uint64_t               resolved;     /* 2.0: label bytes so far */
 } pg_rw_dec_t;
 
 
