@@ -683,6 +683,10 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_series_metrics[] = {
       "Lookups of a series whose hash a different label set already "
       "holds (64-bit hash collisions detected).",
       offsetof(pg_series_stats_t, collisions) },
+    { "promgate_series_zone_repairs_total", "counter",
+      "Times the index was emptied because a worker died while changing "
+      "it (its series are announced again).",
+      offsetof(pg_series_stats_t, repairs) },
 };
 
 

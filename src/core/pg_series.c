@@ -51,7 +51,7 @@ struct pg_series_set_s {
     uint32_t            newest;
     uint32_t            oldest;
     uint32_t            token;
-    uint32_t            reserved;
+    uint32_t            busy;       /* a call is changing the set */
     uint64_t            buckets;    /* offsets from the set */
     uint64_t            entries;
     uint64_t            offered;
@@ -61,6 +61,7 @@ struct pg_series_set_s {
     uint64_t            evictions;
     uint64_t            expired;
     uint64_t            collisions;
+    uint64_t            repairs;
 };
 
 
@@ -305,11 +306,49 @@ pg_series_attach(void *region, size_t size)
 }
 
 
+/*
+ * Every call that changes the set marks it busy while it does.  A process
+ * killed inside one (nginx unlocks the zone's mutex of a dead worker)
+ * leaves the mark, and links half changed: the next caller empties the set
+ * (its series are new again, some are announced twice) rather than walk
+ * them.  Counters stay; repairs counts it.
+ */
+
+static void
+pg_series_enter(pg_series_set_t *set)
+{
+    if (set->busy) {
+        set->count = 0;
+        set->npending = 0;
+        set->used = 0;
+        set->free = PG_SERIES_NIL;
+        set->newest = PG_SERIES_NIL;
+        set->oldest = PG_SERIES_NIL;
+        set->repairs++;
+
+        memset(pg_series_buckets(set), 0xff, ((size_t) set->mask + 1) * 4);
+    }
+
+    set->busy = 1;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+
+static void
+pg_series_leave(pg_series_set_t *set)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    set->busy = 0;
+}
+
+
 void
 pg_series_configure(pg_series_set_t *set, uint32_t ttl, uint32_t pending)
 {
+    pg_series_enter(set);
     set->ttl = ttl;
     set->pending = pending;
+    pg_series_leave(set);
 }
 
 
@@ -587,8 +626,8 @@ pg_series_check_found(pg_series_set_t *set, const pg_series_id_t *id,
 }
 
 
-pg_series_state_e
-pg_series_check(pg_series_set_t *set, uint64_t tenant,
+static pg_series_state_e
+pg_series_check_in(pg_series_set_t *set, uint64_t tenant,
     const pg_series_id_t *id, uint64_t now)
 {
     return pg_series_check_found(set, id,
@@ -603,8 +642,8 @@ pg_series_check(pg_series_set_t *set, uint64_t tenant,
  * then every lookup runs on memory already on its way.
  */
 
-void
-pg_series_check_batch(pg_series_set_t *set, uint64_t tenant,
+static void
+pg_series_check_batch_in(pg_series_set_t *set, uint64_t tenant,
     const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states)
 {
     size_t              k, j;
@@ -645,8 +684,8 @@ pg_series_check_batch(pg_series_set_t *set, uint64_t tenant,
 }
 
 
-uint32_t
-pg_series_offer(pg_series_set_t *set, uint64_t tenant,
+static uint32_t
+pg_series_offer_in(pg_series_set_t *set, uint64_t tenant,
     const pg_series_id_t *id, uint64_t now)
 {
     uint32_t            i, b, t;
@@ -707,8 +746,8 @@ pg_series_offer(pg_series_set_t *set, uint64_t tenant,
 }
 
 
-int
-pg_series_confirm(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
+static int
+pg_series_confirm_in(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
     uint32_t token, uint64_t now)
 {
     uint32_t            i;
@@ -739,8 +778,8 @@ pg_series_confirm(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
 }
 
 
-int
-pg_series_drop(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
+static int
+pg_series_drop_in(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
     uint32_t token, pg_series_drop_e why)
 {
     uint32_t  i;
@@ -766,6 +805,75 @@ pg_series_drop(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
 }
 
 
+/* the calls that change the set, each marked busy while it does */
+
+
+pg_series_state_e
+pg_series_check(pg_series_set_t *set, uint64_t tenant,
+    const pg_series_id_t *id, uint64_t now)
+{
+    pg_series_state_e  rc;
+
+    pg_series_enter(set);
+    rc = pg_series_check_in(set, tenant, id, now);
+    pg_series_leave(set);
+
+    return rc;
+}
+
+
+void
+pg_series_check_batch(pg_series_set_t *set, uint64_t tenant,
+    const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states)
+{
+    pg_series_enter(set);
+    pg_series_check_batch_in(set, tenant, ids, n, now, states);
+    pg_series_leave(set);
+}
+
+
+uint32_t
+pg_series_offer(pg_series_set_t *set, uint64_t tenant,
+    const pg_series_id_t *id, uint64_t now)
+{
+    uint32_t  rc;
+
+    pg_series_enter(set);
+    rc = pg_series_offer_in(set, tenant, id, now);
+    pg_series_leave(set);
+
+    return rc;
+}
+
+
+int
+pg_series_confirm(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
+    uint32_t token, uint64_t now)
+{
+    int  rc;
+
+    pg_series_enter(set);
+    rc = pg_series_confirm_in(set, tenant, hash, token, now);
+    pg_series_leave(set);
+
+    return rc;
+}
+
+
+int
+pg_series_drop(pg_series_set_t *set, uint64_t tenant, uint64_t hash,
+    uint32_t token, pg_series_drop_e why)
+{
+    int  rc;
+
+    pg_series_enter(set);
+    rc = pg_series_drop_in(set, tenant, hash, token, why);
+    pg_series_leave(set);
+
+    return rc;
+}
+
+
 void
 pg_series_stats(const pg_series_set_t *set, pg_series_stats_t *st)
 {
@@ -779,8 +887,56 @@ pg_series_stats(const pg_series_set_t *set, pg_series_stats_t *st)
     st->evictions = set->evictions;
     st->expired = set->expired;
     st->collisions = set->collisions;
+    st->repairs = set->repairs;
     st->ttl = set->ttl;
     st->pending_time = set->pending;
+}
+
+
+int
+pg_series_verify(const pg_series_set_t *set)
+{
+    uint32_t                  b, i, n, chained, listed, pending, prev;
+    const uint32_t           *buckets;
+    const pg_series_entry_t  *e;
+
+    buckets = (const uint32_t *) ((const uint8_t *) set + set->buckets);
+    e = (const pg_series_entry_t *) ((const uint8_t *) set + set->entries);
+
+    chained = 0;
+    pending = 0;
+
+    for (b = 0; b <= set->mask; b++) {
+        for (i = buckets[b], n = 0; i != PG_SERIES_NIL; i = e[i].next) {
+            if (i >= set->used || ++n > set->capacity) {
+                return -1;
+            }
+
+            chained++;
+            pending += (e[i].token != 0);
+        }
+    }
+
+    listed = 0;
+    prev = PG_SERIES_NIL;
+
+    for (i = set->newest; i != PG_SERIES_NIL; i = e[i].older) {
+        if (i >= set->used || ++listed > set->capacity
+            || e[i].newer != prev)
+        {
+            return -1;
+        }
+
+        prev = i;
+    }
+
+    if (prev != set->oldest || chained != set->count
+        || listed != set->count || pending != set->npending)
+    {
+        return -1;
+    }
+
+    return 0;
 }
 
 

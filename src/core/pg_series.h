@@ -143,11 +143,19 @@ typedef struct {
     uint64_t            evictions;  /* made room while within ttl */
     uint64_t            expired;    /* reclaimed after ttl */
     uint64_t            collisions; /* same tenant and hash, other labels */
+    uint64_t            repairs;    /* emptied after a caller died inside */
     uint64_t            ttl;        /* seconds */
     uint64_t            pending_time;
 } pg_series_stats_t;
 
 void pg_series_stats(const pg_series_set_t *set, pg_series_stats_t *st);
+
+/*
+ * 0 if the set is whole: every chain and the LRU list end, hold the same
+ * entries, within the array, and agree with the counts; -1 otherwise.
+ * For tests (it walks everything).
+ */
+int pg_series_verify(const pg_series_set_t *set);
 
 
 /* ------------------------------------------------------------- message */

@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 
 #include "pg_series.h"
 #include "remote.pb-c.h"
@@ -1020,6 +1024,84 @@ test_copy_labels(void **state)
 }
 
 
+/*
+ * A worker killed at any instruction leaves the set usable: a child changes
+ * a set in shared memory without pause and is killed at a random moment;
+ * the next call repairs what it left half done, and the set verifies.
+ */
+static void
+test_killed_inside(void **state)
+{
+    int               k, status, repaired;
+    pid_t             pid;
+    size_t            size;
+    uint32_t          token;
+    uint64_t          now, r;
+    pg_series_id_t    id;
+    pg_series_set_t  *set;
+    pg_series_stats_t st;
+    void             *region;
+
+    size = 64 * 1024;
+    region = mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS,
+                  -1, 0);
+    assert_true(region != MAP_FAILED);
+
+    now = 1700000000;
+    set = pg_series_init(region, size, now, 0x1234, 3600, 60);
+    assert_non_null(set);
+
+    repaired = 0;
+
+    for (k = 0; k < 300; k++) {
+        pid = fork();
+        assert_true(pid >= 0);
+
+        if (pid == 0) {
+            /* offers (evicting, the set is small), confirms, drops */
+            for (r = 88172645463325252ull + k; /* void */ ; /* void */) {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                id.hash = r % 5000;
+                id.check = (uint32_t) id.hash;
+
+                token = pg_series_offer(set, r % 3, &id, now);
+
+                if (token && (r & 1)) {
+                    (void) pg_series_confirm(set, r % 3, id.hash, token, now);
+
+                } else if (token) {
+                    (void) pg_series_drop(set, r % 3, id.hash, token,
+                                          PG_SERIES_FAILED);
+                }
+
+                (void) pg_series_check(set, r % 3, &id, now);
+            }
+        }
+
+        usleep(200 + (k * 7919) % 3000);
+        kill(pid, SIGKILL);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+
+        /* the next caller, after the one killed */
+        id.hash = 100000 + k;
+        id.check = 1;
+        (void) pg_series_offer(set, 7, &id, now);
+
+        assert_int_equal(pg_series_verify(set), 0);
+
+        pg_series_stats(set, &st);
+        repaired = (int) st.repairs;
+    }
+
+    /* the child spends its time inside calls: some kills landed there */
+    assert_true(repaired > 0);
+
+    munmap(region, size);
+}
+
+
 int
 main(void)
 {
@@ -1041,6 +1123,7 @@ main(void)
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_message),
         cmocka_unit_test(test_copy_labels),
+        cmocka_unit_test(test_killed_inside),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
