@@ -461,31 +461,19 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
     if (ngx_array_init(&pmcf->targets, cf->pool,
                        NGX_HTTP_PROMGATE_MAX_TARGETS,
                        sizeof(ngx_http_promgate_target_t))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_array_init(&pmcf->locations, cf->pool, 16,
-                       sizeof(ngx_http_promgate_location_t))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_array_init(&pmcf->exemplar_zones, cf->pool, 2,
-                       sizeof(ngx_shm_zone_t *))
         != NGX_OK
+        || ngx_array_init(&pmcf->locations, cf->pool, 16,
+                          sizeof(ngx_http_promgate_location_t))
+           != NGX_OK
+        || ngx_array_init(&pmcf->exemplar_zones, cf->pool, 2,
+                          sizeof(ngx_shm_zone_t *))
+           != NGX_OK
         || ngx_array_init(&pmcf->series_zones, cf->pool, 2,
                           sizeof(ngx_shm_zone_t *))
+           != NGX_OK
+        || ngx_array_init(&pmcf->printers, cf->pool, 8,
+                          sizeof(ngx_http_promgate_status_printer_t))
            != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_array_init(&pmcf->printers, cf->pool, 8,
-                       sizeof(ngx_http_promgate_status_printer_t))
-        != NGX_OK)
     {
         return NULL;
     }

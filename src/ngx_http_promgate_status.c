@@ -343,6 +343,26 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_status_outcomes[] = {
 };
 
 
+/* a counter by remote write version: counts[PG_RW_V1], counts[PG_RW_V2] */
+
+static void
+ngx_http_promgate_status_versions(ngx_http_promgate_text_t *t, char *name,
+    char *help, ngx_atomic_t *counts)
+{
+    ngx_uint_t                    v;
+    ngx_http_promgate_label_t     l[1];
+
+    static char  *versions[] = { NULL, "1.0", "2.0" };
+
+    ngx_http_promgate_text_family(t, name, "counter", help);
+
+    for (v = PG_RW_V1; v <= PG_RW_V2; v++) {
+        ngx_http_promgate_label_cstr(&l[0], "version", versions[v]);
+        ngx_http_promgate_text_sample(t, name, l, 1, "%uA", counts[v]);
+    }
+}
+
+
 static void
 ngx_http_promgate_status_writes(ngx_http_promgate_text_t *t, void *data)
 {
@@ -402,8 +422,10 @@ ngx_http_promgate_status_writes(ngx_http_promgate_text_t *t, void *data)
                                   "reason.");
 
     for (i = PG_RW_NO_NAME; i < PG_RW_NREASONS; i++) {
+        /* request-level reasons: never a series' */
+
         if (i == PG_RW_BAD_SYMBOLS || i == PG_RW_NOMEM
-            || i == PG_RW_ABORTED)
+            || i == PG_RW_ABORTED || i == PG_RW_OVER_LIMIT)
         {
             continue;
         }
@@ -413,28 +435,14 @@ ngx_http_promgate_status_writes(ngx_http_promgate_text_t *t, void *data)
                                       l, 1, "%uA", st->invalid_series[i]);
     }
 
-    ngx_http_promgate_text_family(t, "promgate_write_versions_total",
-                                  "counter", "Valid write requests by remote "
-                                  "write version.");
+    ngx_http_promgate_status_versions(t, "promgate_write_versions_total",
+                                      "Valid write requests by remote "
+                                      "write version.", st->versions);
 
-    ngx_http_promgate_label_cstr(&l[0], "version", "1.0");
-    ngx_http_promgate_text_sample(t, "promgate_write_versions_total", l, 1,
-                                  "%uA", st->versions[PG_RW_V1]);
-    ngx_http_promgate_label_cstr(&l[0], "version", "2.0");
-    ngx_http_promgate_text_sample(t, "promgate_write_versions_total", l, 1,
-                                  "%uA", st->versions[PG_RW_V2]);
-
-    ngx_http_promgate_text_family(t, "promgate_encoded_bodies_total",
-                                  "counter", "Bodies made for targets "
-                                  "(translated, or without invalid "
-                                  "series), by remote write version.");
-
-    ngx_http_promgate_label_cstr(&l[0], "version", "1.0");
-    ngx_http_promgate_text_sample(t, "promgate_encoded_bodies_total", l, 1,
-                                  "%uA", st->encoded[PG_RW_V1]);
-    ngx_http_promgate_label_cstr(&l[0], "version", "2.0");
-    ngx_http_promgate_text_sample(t, "promgate_encoded_bodies_total", l, 1,
-                                  "%uA", st->encoded[PG_RW_V2]);
+    ngx_http_promgate_status_versions(t, "promgate_encoded_bodies_total",
+                                      "Bodies made for targets (translated, "
+                                      "or without invalid series), by "
+                                      "remote write version.", st->encoded);
 
     ngx_http_promgate_text_family(t, "promgate_inflight_requests", "gauge",
                                   "Writes in flight, forwarding included.");
