@@ -29,6 +29,54 @@ typedef struct {
 } ngx_http_promgate_exemplar_t;
 
 
+/*
+ * Limits of one query (promgate_exemplar_query).  A query is matched and
+ * written in slices: each holds the zone lock for at most
+ * NGX_HTTP_PROMGATE_QUERY_SLICE and the worker then serves its other
+ * events before the next one, so that a query costing minutes of CPU
+ * delays no write by more than a slice.
+ */
+#define NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS  1000
+#define NGX_HTTP_PROMGATE_QUERY_MAX_SERIES     20000
+#define NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS  100000
+#define NGX_HTTP_PROMGATE_QUERY_TIMEOUT        120000       /* ms */
+#define NGX_HTTP_PROMGATE_QUERY_SLICE          2000000      /* ns */
+
+/* series examined, and series written, between two looks at the clock */
+#define NGX_HTTP_PROMGATE_QUERY_SCAN_STEP      8
+#define NGX_HTTP_PROMGATE_QUERY_WRITE_STEP     16
+
+
+typedef struct {
+    pg_label_t                     *labels;
+    size_t                          n;
+} ngx_http_promgate_query_hit_t;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_promgate_exzone_t     *zctx;
+    pg_selector_set_t               set;
+    pg_str_t                        tenant;
+    int64_t                         start_ms;
+    int64_t                         end_ms;
+    uint64_t                        deadline;       /* ns, monotonic */
+    uint32_t                        pos;            /* next series id */
+    ngx_array_t                     hits;
+    ngx_uint_t                      next;           /* next hit to write */
+    ngx_uint_t                      series;         /* series written */
+    ngx_uint_t                      exemplars;      /* exemplars written */
+    pg_json_buf_t                   out;
+    pg_allocator_t                  scratch_alloc;
+    void                           *scratch;
+    size_t                          scratch_size;
+    ngx_event_t                     resume;
+    u_char                          err[160];       /* a limit's message */
+    size_t                          err_len;
+    unsigned                        writing:1;
+} ngx_http_promgate_query_ctx_t;
+
+
 static ngx_int_t ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
     ngx_uint_t reused);
 static uint64_t ngx_http_promgate_exzone_seed(void);
@@ -42,6 +90,26 @@ static ngx_int_t ngx_http_promgate_query_error(ngx_http_request_t *r,
     const char *msg, size_t len);
 static int ngx_http_promgate_query_match(void *ctx, const pg_label_t *labels,
     size_t n);
+static ngx_uint_t ngx_http_promgate_query_braces(const u_char *p,
+    size_t len);
+static ngx_int_t ngx_http_promgate_query_too_many(ngx_http_request_t *r);
+static ngx_int_t ngx_http_promgate_query_start(ngx_http_request_t *r,
+    pg_selector_set_t *set, pg_query_params_t *qp);
+static ngx_int_t ngx_http_promgate_query_run(
+    ngx_http_promgate_query_ctx_t *ctx);
+static ngx_int_t ngx_http_promgate_query_scan(
+    ngx_http_promgate_query_ctx_t *ctx, uint64_t until);
+static ngx_int_t ngx_http_promgate_query_write(
+    ngx_http_promgate_query_ctx_t *ctx, uint64_t until);
+static void ngx_http_promgate_query_resume(ngx_event_t *ev);
+static void ngx_http_promgate_query_cleanup(void *data);
+static int ngx_http_promgate_query_hit(void *data, const pg_label_t *labels,
+    size_t n);
+static void *ngx_http_promgate_query_scratch(void *data, size_t size);
+static int ngx_http_promgate_query_hit_cmp(const void *a, const void *b);
+static uint64_t ngx_http_promgate_query_clock(void);
+static ngx_int_t ngx_http_promgate_query_fail(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *msg, size_t len);
 
 
 static ngx_http_promgate_zone_kind_t  ngx_http_promgate_exemplar_kind = {
@@ -667,23 +735,14 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 {
     u_char                        *body;
     size_t                         blen, n;
-    ngx_int_t                      rc;
-    ngx_str_t                      tenant;
-    pg_str_t                       ptenant;
-    pg_json_buf_t                  out;
     pg_allocator_t                 alloc;
     pg_time_rc_e                   trc;
     pg_promql_rc_e                 prc;
     pg_query_params_t              qp;
     pg_selector_set_t              set;
     pg_promql_error_t              perr;
-    ngx_http_promgate_exzone_t    *zctx;
-    ngx_http_promgate_loc_conf_t  *plcf;
 
     char                           err[512];
-
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
-    zctx = plcf->exemplar_query->data;
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = r->pool;
@@ -730,6 +789,12 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 
     /* pg_time compared start and end as Prometheus does, before ms */
 
+    if (ngx_http_promgate_query_braces(qp.query.data, qp.query.len)
+        > NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS)
+    {
+        return ngx_http_promgate_query_too_many(r);
+    }
+
     prc = pg_promql_selectors(qp.query.data, qp.query.len, &alloc, &set,
                               &perr);
 
@@ -748,24 +813,489 @@ ngx_http_promgate_query(ngx_http_request_t *r)
         return ngx_http_promgate_query_send(r, NGX_HTTP_NO_CONTENT, NULL, 0);
     }
 
-    ngx_http_promgate_tenant(r, &tenant);
-    ptenant.data = tenant.data;
-    ptenant.len = tenant.len;
+    if (set.nselectors > NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS) {
+        return ngx_http_promgate_query_too_many(r);
+    }
 
-    pg_json_init(&out, alloc);
+    return ngx_http_promgate_query_start(r, &set, &qp);
+}
 
-    ngx_shmtx_lock(&zctx->zone.shpool->mutex);
 
-    rc = pg_exring_query(zctx->ring, ptenant, ngx_http_promgate_query_match,
-                         &set, qp.start_ms, qp.end_ms, &out);
+/*
+ * The selectors with matchers in a query, counted without parsing it:
+ * the "{" outside strings and comments.  Parsing compiles every regular
+ * expression in the worker's event loop (about 8 us each), so a query far
+ * over the limit is refused before.
+ */
 
-    ngx_shmtx_unlock(&zctx->zone.shpool->mutex);
+static ngx_uint_t
+ngx_http_promgate_query_braces(const u_char *p, size_t len)
+{
+    u_char          quote;
+    ngx_uint_t      n;
+    const u_char   *end;
 
-    if (rc < 0 || out.failed) {
+    n = 0;
+    quote = 0;
+    end = p + len;
+
+    for ( /* void */ ; p < end; p++) {
+
+        if (quote) {
+            if (*p == '\\' && quote != '`') {
+                p++;
+
+            } else if (*p == quote) {
+                quote = 0;
+            }
+
+            continue;
+        }
+
+        switch (*p) {
+
+        case '"':
+        case '\'':
+        case '`':
+            quote = *p;
+            break;
+
+        case '#':
+            while (p + 1 < end && p[1] != '\n') {
+                p++;
+            }
+            break;
+
+        case '{':
+            n++;
+            break;
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_query_too_many(ngx_http_request_t *r)
+{
+    size_t  n;
+    char    err[160];
+
+    n = ngx_snprintf((u_char *) err, sizeof(err),
+                     "query has more than %d selectors "
+                     "(promgate_exemplar_query)",
+                     NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS)
+        - (u_char *) err;
+
+    return ngx_http_promgate_query_error(r, err, n);
+}
+
+
+/*
+ * The query's state lives in the request's pool; the request is kept
+ * (r->main->count) while a slice is due.
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
+    pg_query_params_t *qp)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                       tenant;
+    pg_allocator_t                  alloc;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_promgate_loc_conf_t   *plcf;
+    ngx_http_promgate_query_ctx_t  *ctx;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_query_ctx_t));
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_promgate_query_send(r, NGX_HTTP_OK, out.data, out.len);
+    if (ngx_array_init(&ctx->hits, r->pool, 64,
+                       sizeof(ngx_http_promgate_query_hit_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_promgate_query_cleanup;
+    cln->data = ctx;
+
+    ngx_http_promgate_tenant(r, &tenant);
+
+    ctx->request = r;
+    ctx->zctx = plcf->exemplar_query->data;
+    ctx->set = *set;
+    ctx->tenant.data = tenant.data;
+    ctx->tenant.len = tenant.len;
+    ctx->start_ms = qp->start_ms;
+    ctx->end_ms = qp->end_ms;
+    ctx->deadline = ngx_http_promgate_query_clock()
+                    + (uint64_t) NGX_HTTP_PROMGATE_QUERY_TIMEOUT * 1000000;
+
+    ctx->scratch_alloc.alloc = ngx_http_promgate_query_scratch;
+    ctx->scratch_alloc.ctx = ctx;
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+
+    pg_json_init(&ctx->out, alloc);
+    pg_json_literal(&ctx->out, "{\"status\":\"success\",\"data\":[");
+
+    ctx->resume.handler = ngx_http_promgate_query_resume;
+    ctx->resume.data = ctx;
+    ctx->resume.log = r->connection->log;
+
+    rc = ngx_http_promgate_query_run(ctx);
+
+    if (rc == NGX_BUSY) {
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_promgate_query_resume(ngx_event_t *ev)
+{
+    ngx_http_promgate_query_ctx_t *ctx = ev->data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    rc = ngx_http_promgate_query_run(ctx);
+
+    if (rc != NGX_BUSY) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_promgate_query_cleanup(void *data)
+{
+    ngx_http_promgate_query_ctx_t *ctx = data;
+
+    if (ctx->resume.timer_set) {
+        ngx_del_timer(&ctx->resume);
+    }
+}
+
+
+/*
+ * One slice: the scan of the series (matching), then the answer, each
+ * under the lock for at most a slice.  NGX_BUSY when the next slice is
+ * due (a timer, so that the worker's other events run first), otherwise
+ * what the answer's sending returned, for ngx_http_finalize_request().
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_run(ngx_http_promgate_query_ctx_t *ctx)
+{
+    size_t      len;
+    uint64_t    now;
+    ngx_int_t   rc;
+
+    static const char  timeout[] = "query timed out in query execution "
+                                   "(promgate_exemplar_query)";
+
+    now = ngx_http_promgate_query_clock();
+
+    if (now > ctx->deadline) {
+        return ngx_http_promgate_query_fail(ctx->request,
+                                            NGX_HTTP_SERVICE_UNAVAILABLE,
+                                            "timeout", timeout,
+                                            sizeof(timeout) - 1);
+    }
+
+    now += NGX_HTTP_PROMGATE_QUERY_SLICE;
+
+    rc = ctx->writing ? ngx_http_promgate_query_write(ctx, now)
+                      : ngx_http_promgate_query_scan(ctx, now);
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(&ctx->resume, 1);
+        return NGX_BUSY;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        /* over max_series or max_exemplars: Prometheus' execution error */
+        return ngx_http_promgate_query_fail(ctx->request, 422, "execution",
+                                            (char *) ctx->err, ctx->err_len);
+    }
+
+    pg_json_literal(&ctx->out, "]}");
+
+    if (ctx->out.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ctx->out.len;
+
+    return ngx_http_promgate_query_send(ctx->request, NGX_HTTP_OK,
+                                        ctx->out.data, len);
+}
+
+
+/* matches series until the clock passes "until"; NGX_OK when all were */
+
+static ngx_int_t
+ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
+    uint64_t until)
+{
+    int                           rc;
+    size_t                        n;
+    ngx_shmtx_t                  *mutex;
+    ngx_http_promgate_query_hit_t *hits;
+
+    char                          err[160];
+
+    mutex = &ctx->zctx->zone.shpool->mutex;
+
+    ngx_shmtx_lock(mutex);
+
+    do {
+        rc = pg_exring_query_scan(ctx->zctx->ring, ctx->tenant,
+                                  ngx_http_promgate_query_match, &ctx->set,
+                                  ctx->start_ms, ctx->end_ms, &ctx->pos,
+                                  NGX_HTTP_PROMGATE_QUERY_SCAN_STEP,
+                                  ngx_http_promgate_query_hit, ctx,
+                                  &ctx->scratch_alloc);
+
+    } while (rc == 0 && ngx_http_promgate_query_clock() < until);
+
+    ngx_shmtx_unlock(mutex);
+
+    if (rc < 0) {
+        if (ctx->hits.nelts > NGX_HTTP_PROMGATE_QUERY_MAX_SERIES) {
+            n = ngx_snprintf((u_char *) err, sizeof(err),
+                             "query matches more than %d series "
+                             "(promgate_exemplar_query)",
+                             NGX_HTTP_PROMGATE_QUERY_MAX_SERIES)
+                - (u_char *) err;
+
+            ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
+            return NGX_DECLINED;
+        }
+
+        return NGX_ERROR;
+    }
+
+    if (rc == 0) {
+        return NGX_AGAIN;
+    }
+
+    /* labels.Compare order, a series seen twice (moved while scanned) once */
+
+    if (ctx->hits.nelts > 1) {
+        hits = ctx->hits.elts;
+        ngx_qsort(hits, ctx->hits.nelts,
+                  sizeof(ngx_http_promgate_query_hit_t),
+                  ngx_http_promgate_query_hit_cmp);
+    }
+
+    ctx->writing = 1;
+
+    if (ngx_http_promgate_query_clock() < until) {
+        return ngx_http_promgate_query_write(ctx, until);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* writes the answer's series until the clock passes "until" */
+
+static ngx_int_t
+ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
+    uint64_t until)
+{
+    int                            rc;
+    size_t                         n;
+    ngx_uint_t                     i, step;
+    ngx_shmtx_t                   *mutex;
+    ngx_http_promgate_query_hit_t *hits;
+
+    char                           err[160];
+
+    mutex = &ctx->zctx->zone.shpool->mutex;
+    hits = ctx->hits.elts;
+    rc = 0;
+
+    ngx_shmtx_lock(mutex);
+
+    for ( ;; ) {
+        for (step = 0;
+             step < NGX_HTTP_PROMGATE_QUERY_WRITE_STEP
+             && ctx->next < ctx->hits.nelts;
+             step++)
+        {
+            i = ctx->next++;
+
+            if (i > 0
+                && pg_exring_labels_compare(hits[i - 1].labels,
+                                            hits[i - 1].n, hits[i].labels,
+                                            hits[i].n)
+                   == 0)
+            {
+                continue;
+            }
+
+            rc = pg_exring_query_series(ctx->zctx->ring, ctx->tenant,
+                                        hits[i].labels, hits[i].n,
+                                        ctx->start_ms, ctx->end_ms,
+                                        ctx->series == 0, &ctx->out);
+            if (rc < 0) {
+                break;
+            }
+
+            if (rc > 0) {
+                ctx->series++;
+                ctx->exemplars += rc;
+            }
+
+            if (ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS) {
+                break;
+            }
+        }
+
+        if (rc < 0 || ctx->next == ctx->hits.nelts
+            || ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS
+            || ngx_http_promgate_query_clock() >= until)
+        {
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(mutex);
+
+    if (rc < 0) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS) {
+        n = ngx_snprintf((u_char *) err, sizeof(err),
+                         "query answer has more than %d exemplars "
+                         "(promgate_exemplar_query)",
+                         NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS)
+            - (u_char *) err;
+
+        ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
+        return NGX_DECLINED;
+    }
+
+    return ctx->next == ctx->hits.nelts ? NGX_OK : NGX_AGAIN;
+}
+
+
+/* the scan's hit: the series' labels copied out of the zone */
+
+static int
+ngx_http_promgate_query_hit(void *data, const pg_label_t *labels, size_t n)
+{
+    ngx_http_promgate_query_ctx_t *ctx = data;
+
+    u_char                        *p;
+    size_t                         size, i;
+    ngx_http_promgate_query_hit_t *hit;
+
+    if (ctx->hits.nelts >= NGX_HTTP_PROMGATE_QUERY_MAX_SERIES) {
+        ctx->hits.nelts++;      /* over the limit: the scan fails */
+        return 0;
+    }
+
+    size = n * sizeof(pg_label_t);
+
+    for (i = 0; i < n; i++) {
+        size += labels[i].name.len + labels[i].value.len;
+    }
+
+    hit = ngx_array_push(&ctx->hits);
+    if (hit == NULL) {
+        return 0;
+    }
+
+    hit->labels = ngx_palloc(ctx->request->pool, size ? size : 1);
+    if (hit->labels == NULL) {
+        return 0;
+    }
+
+    hit->n = n;
+    p = (u_char *) (hit->labels + n);
+
+    for (i = 0; i < n; i++) {
+        hit->labels[i].name.data = p;
+        hit->labels[i].name.len = labels[i].name.len;
+        p = ngx_cpymem(p, labels[i].name.data, labels[i].name.len);
+
+        hit->labels[i].value.data = p;
+        hit->labels[i].value.len = labels[i].value.len;
+        p = ngx_cpymem(p, labels[i].value.data, labels[i].value.len);
+    }
+
+    return 1;
+}
+
+
+/* the scan's label views: one buffer, reused by every step */
+
+static void *
+ngx_http_promgate_query_scratch(void *data, size_t size)
+{
+    ngx_http_promgate_query_ctx_t *ctx = data;
+
+    if (size > ctx->scratch_size) {
+        ctx->scratch = ngx_palloc(ctx->request->pool, size);
+        if (ctx->scratch == NULL) {
+            ctx->scratch_size = 0;
+            return NULL;
+        }
+
+        ctx->scratch_size = size;
+    }
+
+    return ctx->scratch;
+}
+
+
+static int
+ngx_http_promgate_query_hit_cmp(const void *a, const void *b)
+{
+    const ngx_http_promgate_query_hit_t  *x = a, *y = b;
+
+    return pg_exring_labels_compare(x->labels, x->n, y->labels, y->n);
+}
+
+
+static uint64_t
+ngx_http_promgate_query_clock(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
 }
 
 
@@ -780,6 +1310,17 @@ static ngx_int_t
 ngx_http_promgate_query_error(ngx_http_request_t *r, const char *msg,
     size_t len)
 {
+    return ngx_http_promgate_query_fail(r, NGX_HTTP_BAD_REQUEST, "bad_data",
+                                        msg, len);
+}
+
+
+/* Prometheus' error answer: bad_data 400, execution 422, timeout 503 */
+
+static ngx_int_t
+ngx_http_promgate_query_fail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *msg, size_t len)
+{
     pg_json_buf_t   out;
     pg_allocator_t  alloc;
 
@@ -787,14 +1328,13 @@ ngx_http_promgate_query_error(ngx_http_request_t *r, const char *msg,
     alloc.ctx = r->pool;
 
     pg_json_init(&out, alloc);
-    pg_json_error(&out, "bad_data", (const uint8_t *) msg, len);
+    pg_json_error(&out, type, (const uint8_t *) msg, len);
 
     if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_promgate_query_send(r, NGX_HTTP_BAD_REQUEST, out.data,
-                                        out.len);
+    return ngx_http_promgate_query_send(r, status, out.data, out.len);
 }
 
 

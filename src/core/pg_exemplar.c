@@ -1530,18 +1530,79 @@ pg_exring_cmp_series(const void *a, const void *b)
 }
 
 
+/*
+ * One series of a query's answer: {"seriesLabels":...,"exemplars":[...]}
+ * with its exemplars start <= ts <= end, in time order.  labels: room for
+ * r->max_labels label views.  Returns the exemplars written.
+ */
+static size_t
+pg_exring_series_json(pg_exring_t *r, const pg_exseries_t *rec,
+    pg_label_t *labels, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
+{
+    pg_label_t          exl[PG_EXEMPLAR_MAX_RUNES];
+    pg_str_t            t;
+    uint32_t            s;
+    uint8_t             text[PG_EX_LABELS_MAX];
+    size_t              k, written;
+    pg_exslot_t        *slots;
+    const pg_exslot_t  *slot;
+
+    slots = pg_exring_slots(r);
+
+    pg_json_literal(out, "{\"seriesLabels\":");
+    pg_exring_series_labels(rec, labels, &t);
+    pg_json_labels(out, labels, rec->nlabels);
+    pg_json_literal(out, ",\"exemplars\":[");
+
+    written = 0;
+
+    for (s = rec->oldest; ; s = slot->next) {
+        slot = &slots[s];
+
+        if (slot->ts > end_ms) {
+            break;
+        }
+
+        if (slot->ts >= start_ms) {
+            if (written) {
+                pg_json_literal(out, ",");
+            }
+
+            written++;
+
+            k = pg_exring_decode(pg_exring_labels(r, slot), slot->len,
+                                 exl, text);
+
+            pg_json_literal(out, "{\"labels\":");
+            pg_json_labels(out, exl, k);
+            pg_json_literal(out, ",\"value\":");
+            pg_json_value(out, slot->value);
+            pg_json_literal(out, ",\"timestamp\":");
+            pg_json_timestamp(out, slot->ts);
+            pg_json_literal(out, "}");
+        }
+
+        if (s == rec->newest) {
+            break;
+        }
+    }
+
+    pg_json_literal(out, "]}");
+
+    return written;
+}
+
+
 int
 pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
     void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
 {
-    pg_label_t        *labels, exl[PG_EXEMPLAR_MAX_RUNES];
-    pg_exslot_t       *slots, *slot;
+    pg_label_t        *labels;
+    pg_exslot_t       *slots;
     pg_exseries_t     *rec, **hits, **nh;
     pg_str_t           t;
     uint32_t          *table, id, ids, s;
-    uint8_t            text[PG_EX_LABELS_MAX];
-    size_t             nhits, cap, i, k;
-    int                first;
+    size_t             nhits, cap, i;
 
     if (r->busy) {
         pg_exring_repair(r);
@@ -1635,50 +1696,177 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
             pg_json_literal(out, ",");
         }
 
-        pg_json_literal(out, "{\"seriesLabels\":");
-        pg_exring_series_labels(rec, labels, &t);
-        pg_json_labels(out, labels, rec->nlabels);
-        pg_json_literal(out, ",\"exemplars\":[");
-
-        first = 1;
-
-        for (s = rec->oldest; ; s = slot->next) {
-            slot = &slots[s];
-
-            if (slot->ts > end_ms) {
-                break;
-            }
-
-            if (slot->ts >= start_ms) {
-                if (!first) {
-                    pg_json_literal(out, ",");
-                }
-
-                first = 0;
-
-                k = pg_exring_decode(pg_exring_labels(r, slot), slot->len,
-                                     exl, text);
-
-                pg_json_literal(out, "{\"labels\":");
-                pg_json_labels(out, exl, k);
-                pg_json_literal(out, ",\"value\":");
-                pg_json_value(out, slot->value);
-                pg_json_literal(out, ",\"timestamp\":");
-                pg_json_timestamp(out, slot->ts);
-                pg_json_literal(out, "}");
-            }
-
-            if (s == rec->newest) {
-                break;
-            }
-        }
-
-        pg_json_literal(out, "]}");
+        pg_exring_series_json(r, rec, labels, start_ms, end_ms, out);
     }
 
     pg_json_literal(out, "]}");
 
     return out->failed ? -1 : (int) nhits;
+}
+
+
+/* the first exemplar of rec at or after start is at or before end */
+static int
+pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
+    int64_t start_ms, int64_t end_ms)
+{
+    uint32_t      s;
+    pg_exslot_t  *slots;
+
+    if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms) {
+        return 0;
+    }
+
+    slots = pg_exring_slots(r);
+
+    for (s = rec->oldest; slots[s].ts < start_ms; s = slots[s].next) {
+        /* void: newest_ts >= start_ms ends it */
+    }
+
+    return slots[s].ts <= end_ms;
+}
+
+
+int
+pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
+    pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
+    uint32_t *pos, uint32_t n, pg_series_match_pt hit, void *hctx,
+    const pg_allocator_t *alloc)
+{
+    pg_label_t     *labels;
+    pg_exseries_t  *rec;
+    pg_str_t        t;
+    uint32_t       *table, id, end;
+
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    if (start_ms > end_ms || *pos >= r->id_hwm) {
+        *pos = r->id_hwm;
+        return 1;
+    }
+
+    labels = alloc->alloc(alloc->ctx,
+                          sizeof(pg_label_t) * (r->max_labels + 1));
+    if (labels == NULL) {
+        return -1;
+    }
+
+    table = pg_exring_table(r);
+    end = (r->id_hwm - *pos > n) ? *pos + n : r->id_hwm;
+
+    for (id = *pos; id < end; id++) {
+
+        if (id + PG_PREFETCH_AHEAD < end
+            && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
+        {
+            pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
+        }
+
+        if (table[id] & PG_FREE) {
+            continue;
+        }
+
+        rec = pg_exring_record(r, id);
+
+        if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms
+            || rec->tenant_len != tenant.len)
+        {
+            continue;
+        }
+
+        pg_exring_series_labels(rec, labels, &t);
+
+        if (tenant.len && memcmp(t.data, tenant.data, tenant.len) != 0) {
+            continue;
+        }
+
+        if (match && !match(mctx, labels, rec->nlabels)) {
+            continue;
+        }
+
+        if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
+            continue;
+        }
+
+        if (!hit(hctx, labels, rec->nlabels)) {
+            *pos = id + 1;
+            return -1;
+        }
+    }
+
+    *pos = end;
+
+    return end == r->id_hwm;
+}
+
+
+int
+pg_exring_query_series(pg_exring_t *r, pg_str_t tenant,
+    const pg_label_t *l, size_t n, int64_t start_ms, int64_t end_ms,
+    int first, pg_json_buf_t *out)
+{
+    uint32_t        id;
+    pg_label_t     *labels;
+    pg_exseries_t  *rec;
+
+    if (r->busy) {
+        pg_exring_repair(r);
+    }
+
+    id = pg_exring_lookup(r, pg_exring_series_hash(r, tenant, l, n), tenant,
+                          l, n);
+
+    if (id == PG_NONE) {
+        return 0;
+    }
+
+    rec = pg_exring_record(r, id);
+
+    if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
+        return 0;
+    }
+
+    labels = out->alloc.alloc(out->alloc.ctx,
+                              sizeof(pg_label_t) * (rec->nlabels + 1));
+    if (labels == NULL) {
+        out->failed = 1;
+        return -1;
+    }
+
+    if (!first) {
+        pg_json_literal(out, ",");
+    }
+
+    n = pg_exring_series_json(r, rec, labels, start_ms, end_ms, out);
+
+    return out->failed ? -1 : (int) n;
+}
+
+
+int
+pg_exring_labels_compare(const pg_label_t *a, size_t na,
+    const pg_label_t *b, size_t nb)
+{
+    size_t  i, n;
+    int     rc;
+
+    n = na < nb ? na : nb;
+
+    for (i = 0; i < n; i++) {
+        rc = pg_str_cmp(a[i].name, b[i].name);
+        if (rc != 0) {
+            return rc;
+        }
+
+        rc = pg_str_cmp(a[i].value, b[i].value);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    return (na > nb) - (na < nb);
 }
 
 

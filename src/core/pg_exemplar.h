@@ -126,6 +126,40 @@ int pg_exring_query(pg_exring_t *ring, pg_str_t tenant,
     pg_json_buf_t *out);
 
 /*
+ * The same answer in pieces, so that the caller can release the lock
+ * between them: no piece is longer than its caller allows.
+ *
+ * pg_exring_query_scan() examines at most n series from *pos on (a series
+ * id; start at 0) and calls hit() for each of the tenant's that match()
+ * (NULL: all) accepts and that has an exemplar with start <= ts <= end;
+ * hit() copies the label views, which live only for the call, and returns
+ * 0 to fail the scan.  *pos moves past the series examined.  Returns 1 when
+ * every series was examined, 0 when some remain, -1 when hit() failed or
+ * alloc (scratch) is out of memory.
+ *
+ * pg_exring_query_series() then writes, for each hit in labels.Compare
+ * order (pg_exring_labels_compare), the series' object of the answer
+ * preceded by a comma unless first, if the tenant's series with these
+ * labels (sorted) still has exemplars in the range; the caller writes the
+ * envelope,
+ * {"status":"success","data":[ and ]}.  Returns the exemplars written (0:
+ * the series is gone or has none in the range now), -1 when out failed.
+ * Between the pieces writers go on: the answer is the store as each
+ * piece saw it.
+ */
+int pg_exring_query_scan(pg_exring_t *ring, pg_str_t tenant,
+    pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
+    uint32_t *pos, uint32_t n, pg_series_match_pt hit, void *hctx,
+    const pg_allocator_t *alloc);
+int pg_exring_query_series(pg_exring_t *ring, pg_str_t tenant,
+    const pg_label_t *labels, size_t n, int64_t start_ms, int64_t end_ms,
+    int first, pg_json_buf_t *out);
+
+/* Prometheus' labels.Compare() of two label sets sorted by name */
+int pg_exring_labels_compare(const pg_label_t *a, size_t na,
+    const pg_label_t *b, size_t nb);
+
+/*
  * Visits every stored exemplar, oldest first.  Label views live only for
  * the call; scratch memory (for label arrays) comes from alloc.  Returns 0,
  * 1 when visit() stopped it, -1 when out of memory.

@@ -118,6 +118,125 @@ ring_check(pg_exring_t *ring)
 }
 
 
+/* the pieces of a sliced query (pg_exring_query_scan/_series) */
+typedef struct {
+    pg_label_t     *labels;
+    size_t          n;
+} sliced_hit_t;
+
+
+typedef struct {
+    sliced_hit_t   *hits;
+    size_t          nhits;
+    size_t          cap;
+    arena_t        *arena;
+} sliced_t;
+
+
+static int
+sliced_hit(void *data, const pg_label_t *l, size_t n)
+{
+    sliced_t        *q = data;
+    sliced_hit_t    *h;
+    uint8_t         *p;
+    size_t           i;
+
+    if (q->nhits == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 64;
+        q->hits = realloc(q->hits, q->cap * sizeof(sliced_hit_t));
+        if (q->hits == NULL) {
+            return 0;
+        }
+    }
+
+    h = &q->hits[q->nhits++];
+    h->n = n;
+    h->labels = arena_alloc(q->arena, (n + 1) * sizeof(pg_label_t));
+
+    for (i = 0; i < n; i++) {
+        p = arena_alloc(q->arena, l[i].name.len + l[i].value.len + 1);
+        memcpy(p, l[i].name.data, l[i].name.len);
+        memcpy(p + l[i].name.len, l[i].value.data, l[i].value.len);
+        h->labels[i].name.data = p;
+        h->labels[i].name.len = l[i].name.len;
+        h->labels[i].value.data = p + l[i].name.len;
+        h->labels[i].value.len = l[i].value.len;
+    }
+
+    return 1;
+}
+
+
+static int
+sliced_cmp(const void *a, const void *b)
+{
+    const sliced_hit_t  *x = a, *y = b;
+
+    return pg_exring_labels_compare(x->labels, x->n, y->labels, y->n);
+}
+
+
+/*
+ * The same query in slices of "step" series, as the glue runs it: its
+ * bytes must be pg_exring_query()'s.
+ */
+static void
+ring_query_sliced(pg_exring_t *ring, pg_str_t tenant,
+    pg_series_match_pt match, void *ctx, int64_t start, int64_t end,
+    uint32_t step, const char *want)
+{
+    arena_t         a = { NULL, 0 };
+    pg_allocator_t  alloc = { arena_alloc, &a };
+    pg_json_buf_t   out;
+    sliced_t       *q;
+    uint32_t        pos;
+    size_t          i;
+    int             rc, nseries, slices;
+
+    q = calloc(1, sizeof(sliced_t));
+    assert_non_null(q);
+    q->arena = &a;
+
+    pos = 0;
+    slices = 0;
+
+    do {
+        rc = pg_exring_query_scan(ring, tenant, match, ctx, start, end, &pos,
+                                  step, sliced_hit, q, &alloc);
+        assert_true(rc >= 0);
+        slices++;
+    } while (rc == 0);
+
+    qsort(q->hits, q->nhits, sizeof(sliced_hit_t), sliced_cmp);
+
+    pg_json_init(&out, alloc);
+    pg_json_literal(&out, "{\"status\":\"success\",\"data\":[");
+
+    nseries = 0;
+
+    for (i = 0; i < q->nhits; i++) {
+        rc = pg_exring_query_series(ring, tenant, q->hits[i].labels,
+                                    q->hits[i].n, start, end, nseries == 0,
+                                    &out);
+        assert_true(rc > 0);        /* nothing changed between the pieces */
+        nseries++;
+    }
+
+    pg_json_literal(&out, "]}");
+    assert_false(out.failed);
+
+    if (out.len != strlen(want) || memcmp(out.data, want, out.len) != 0) {
+        fail_msg("sliced query (step %u, %d slices) differs:\n%.*s\n"
+                 "want:\n%s", step, slices, (int) out.len,
+                 (const char *) out.data, want);
+    }
+
+    free(q->hits);
+    free(q);
+    arena_free(&a);
+}
+
+
 /* query into a NUL-terminated malloc'ed string */
 static char *
 ring_query(pg_exring_t *ring, pg_str_t tenant, pg_series_match_pt match,
@@ -143,6 +262,11 @@ ring_query(pg_exring_t *ring, pg_str_t tenant, pg_series_match_pt match,
     s[out.len] = '\0';
 
     arena_free(&a);
+
+    /* every query of these tests, again in slices of 1 and 3 series */
+
+    ring_query_sliced(ring, tenant, match, ctx, start, end, 1, s);
+    ring_query_sliced(ring, tenant, match, ctx, start, end, 3, s);
 
     return s;
 }
@@ -1702,6 +1826,9 @@ test_seed(void **state)
 #define pg_exring_key_hash   cx_exring_key_hash
 #define pg_exring_insert     cx_exring_insert
 #define pg_exring_query      cx_exring_query
+#define pg_exring_query_scan cx_exring_query_scan
+#define pg_exring_query_series cx_exring_query_series
+#define pg_exring_labels_compare cx_exring_labels_compare
 #define pg_exring_iterate    cx_exring_iterate
 #define pg_exring_stats      cx_exring_stats
 #define pg_exring_rc_name    cx_exring_rc_name
@@ -1719,6 +1846,9 @@ test_seed(void **state)
 #undef pg_exring_key_hash
 #undef pg_exring_insert
 #undef pg_exring_query
+#undef pg_exring_query_scan
+#undef pg_exring_query_series
+#undef pg_exring_labels_compare
 #undef pg_exring_iterate
 #undef pg_exring_stats
 #undef pg_exring_rc_name

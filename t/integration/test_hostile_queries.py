@@ -1,0 +1,167 @@
+"""Hostile exemplar queries must not stall ingestion.
+
+With 100k exemplars in the zone (100k series, the worst case for the
+scan: every series is matched) and writes going on from two threads, one
+POST to /api/v1/query_exemplars ORs 1,000, then 20,000 regular
+expression selectors that match nothing (client_max_body_size raised so
+the larger body is read).  The worst latency of a write while the query
+runs must stay under 250 ms: the query never holds the zone lock long and
+never keeps its worker's event loop for long (it works in slices).
+
+The query itself may be answered 200 (the scan finished) or refused with
+Prometheus' error shape by promgate_exemplar_query's limits (400
+bad_data, 422 execution, 503 timeout); either way no write waits for it.
+
+PROMGATE_HOSTILE_MEASURE=1 only measures and prints (no assertion): how
+the numbers before the change were taken.
+"""
+
+import os
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+import rw
+from conftest import gateway_http
+from fakeup import free_port
+
+MEASURE_ONLY = os.environ.get("PROMGATE_HOSTILE_MEASURE") == "1"
+WRITE_LIMIT = 0.250
+NSERIES = 100000
+BATCH = 5000
+
+
+@pytest.fixture
+def qgw(make_nginx, make_fake):
+    rec = make_fake()
+    port = free_port()
+    http = gateway_http(
+        port, [("rec", rec.url)], retries=0,
+        http_extra="    promgate_exemplar_zone hq:64m max=%d;\n" % NSERIES,
+        write_extra="promgate_exemplars hq;",
+        server_extra="location = /api/v1/query_exemplars { "
+                     "promgate_exemplar_query hq; "
+                     "client_max_body_size 16m; "
+                     "client_body_buffer_size 16m; }")
+    n = make_nginx(http, workers=2)
+    n.write_url = n.url("/api/v1/write")
+    n.query_url = n.url("/api/v1/query_exemplars")
+    return n
+
+
+def fill(n):
+    t = rw.now_ms() - 60000
+    for b in range(0, NSERIES, BATCH):
+        s = [rw.series("hq_%d" % i, {"job": "j%d" % (i % 7)},
+                       samples=[(1.0, t)],
+                       exemplars=[({"trace_id": "%032x" % i}, 1.0, t)])
+             for i in range(b, b + BATCH)]
+        r = rw.write(n.write_url, s, timeout=60)
+        assert r.status_code == 204, r.text
+
+
+def selectors(k):
+    # regular expressions that must be run over every name, matching none
+    return " or ".join('{__name__=~"hq_.*x%d"}' % i for i in range(k))
+
+
+def writer(url, stop, lat):
+    s = requests.Session()
+    i = 0
+    while not stop.is_set():
+        t = rw.now_ms()
+        body = rw.compress(rw.write_request([rw.series(
+            "hq_w", {"i": str(i % 50)}, samples=[(1.0, t)],
+            exemplars=[({"trace_id": "w%d" % i}, 1.0, t)])]))
+        t0 = time.monotonic()
+        r = rw.post(url, body, timeout=300, session=s)
+        lat.append((time.monotonic() - t0, r.status_code))
+        i += 1
+        time.sleep(0.005)
+
+
+def run_query(n, k):
+    """the query with writes going on: (status, text, seconds, worst
+    write latency, writes done)"""
+    body = urllib.parse.urlencode({"query": selectors(k),
+                                   "start": "0", "end": "9999999999"})
+    stop = threading.Event()
+    lat = []
+    threads = [threading.Thread(target=writer,
+                                args=(n.write_url, stop, lat))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    lat.clear()
+    t0 = time.monotonic()
+    r = requests.post(n.query_url, data=body, timeout=600, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    took = time.monotonic() - t0
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    worst = max(l for l, _ in lat) if lat else None
+    assert all(c == 204 for _, c in lat), lat
+    return r.status_code, r.text, took, worst, len(lat), len(body)
+
+
+@pytest.mark.parametrize("k", [1000, 20000])
+def test_hostile_query_does_not_delay_writes(qgw, k):
+    fill(qgw)
+    status, text, took, worst, nw, size = run_query(qgw, k)
+    print("\n%d selectors (%d bytes): answered %d in %.2fs; %d writes, "
+          "worst write latency %.0f ms: %s"
+          % (k, size, status, took, nw, worst * 1000, text.strip()[:160]))
+    if MEASURE_ONLY:
+        return
+    assert nw > 0
+    assert worst < WRITE_LIMIT, "a write waited %.0f ms" % (worst * 1000)
+    assert status in (200, 400, 422, 503), text
+    if status == 200:
+        assert text == '{"status":"success","data":[]}'
+    else:
+        assert text.startswith('{"status":"error","errorType":'), text
+
+    # the gateway still answers queries and writes
+    r = requests.get(qgw.query_url, params={"query": "hq_w"}, timeout=30)
+    assert r.status_code == 200 and '"trace_id"' in r.text, r.text
+
+
+def test_query_limits_answer_prometheus_errors(qgw):
+    """over the limits: Prometheus' error shape, the limit named, and the
+    gateway goes on"""
+    fill(qgw)
+    # every stored series matches: over max_series (20000)
+    r = requests.get(qgw.query_url, params={"query": '{__name__=~"hq_.*"}'},
+                     timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.text.startswith('{"status":"error","errorType":"execution",'
+                             '"error":"query matches more than 20000 '
+                             'series'), r.text
+
+    # over max_selectors (1000): refused before it is parsed
+    q = " or ".join("x%d" % i for i in range(1001))
+    r = requests.get(qgw.query_url, params={"query": "{a=\"b\"} or " + q},
+                     timeout=60)
+    assert r.status_code == 400, r.text
+    assert '"errorType":"bad_data"' in r.text, r.text
+    assert "more than 1000 selectors" in r.text, r.text
+    q = " or ".join('{a="%d"}' % i for i in range(1001))
+    r = requests.post(qgw.query_url, data={"query": q}, timeout=60)
+    assert r.status_code == 400 and "1000 selectors" in r.text, r.text
+    # braces inside strings and comments are not selectors
+    q = " or ".join('{a="{{%d"}' % i for i in range(500))
+    r = requests.post(qgw.query_url, data={"query": q + " # {{{{"},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+
+    # a selective query still answers, in Prometheus' shape
+    r = requests.get(qgw.query_url, params={"query": "hq_99999"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.text.startswith('{"status":"success","data":[{"seriesLabels":'
+                             '{"__name__":"hq_99999","job":"j'), r.text
