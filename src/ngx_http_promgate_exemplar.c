@@ -958,6 +958,14 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     rc = ngx_http_promgate_query_run(ctx);
 
     if (rc == NGX_BUSY) {
+
+        /*
+         * A client that goes away ends the query (499): nginx terminates
+         * the request, and the pool's cleanup removes the timer.
+         */
+
+        r->read_event_handler = ngx_http_test_reading;
+
         r->main->count++;
         return NGX_DONE;
     }

@@ -165,3 +165,24 @@ def test_query_limits_answer_prometheus_errors(qgw):
     assert r.status_code == 200, r.text
     assert r.text.startswith('{"status":"success","data":[{"seriesLabels":'
                              '{"__name__":"hq_99999","job":"j'), r.text
+
+
+def test_client_gone_ends_the_query(qgw):
+    """a client that goes away mid-query ends it (499 logged soon after),
+    and the gateway goes on"""
+    fill(qgw)
+    body = urllib.parse.urlencode({"query": selectors(1000)})
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(qgw.query_url, data=body, timeout=1, headers={
+            "Content-Type": "application/x-www-form-urlencoded"})
+    gone = time.monotonic()
+    while time.monotonic() - gone < 5:
+        if any("query_exemplars" in l and " 499 " in l
+               for l in qgw.access_log_lines()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no 499 within 5 s of the client leaving: %r"
+                             % qgw.access_log_lines()[-3:])
+    r = requests.get(qgw.query_url, params={"query": "hq_99999"}, timeout=30)
+    assert r.status_code == 200 and '"hq_99999"' in r.text, r.text
