@@ -930,7 +930,9 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     cln->handler = ngx_http_promgate_query_cleanup;
     cln->data = ctx;
 
-    ngx_http_promgate_tenant(r, &tenant);
+    if (ngx_http_promgate_tenant(r, &tenant) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     ctx->request = r;
     ctx->zctx = plcf->exemplar_query->data;

@@ -173,6 +173,13 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("promgate_tenant"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, tenant),
+      NULL },
+
     { ngx_string("promgate_tenant_header"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -528,6 +535,7 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->max_label_bytes = NGX_CONF_UNSET_SIZE;
     plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
     plcf->exemplar_query = NGX_CONF_UNSET_PTR;
+    plcf->tenant = NGX_CONF_UNSET_PTR;
 
     return plcf;
 }
@@ -592,6 +600,7 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_ptr_value(conf->exemplar_zone, prev->exemplar_zone, NULL);
+    ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
 
     if (conf->exemplar_query == NGX_CONF_UNSET_PTR) {
         conf->exemplar_query = NULL;    /* a handler: not inherited */

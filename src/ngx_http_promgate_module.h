@@ -182,6 +182,7 @@ typedef struct {
     ngx_shm_zone_t                 *exemplar_query;   /* answer from */
     ngx_shm_zone_t                 *series_zone;      /* series index */
     ngx_str_t                       series_topic;
+    ngx_http_complex_value_t       *tenant;     /* promgate_tenant */
 } ngx_http_promgate_loc_conf_t;
 
 

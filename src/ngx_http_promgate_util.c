@@ -109,13 +109,24 @@ ngx_http_promgate_snappy_encoded(ngx_http_request_t *r)
 }
 
 
-/* the tenant of a request: the value of promgate_tenant_header */
+/*
+ * The tenant of a request: promgate_tenant's value (anything nginx knows:
+ * $remote_user, $ssl_client_s_dn, a map...) where it is set, else the
+ * request header promgate_tenant_header names.  NGX_ERROR: no memory.
+ */
 
-void
+ngx_int_t
 ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
 {
     ngx_table_elt_t                *h;
+    ngx_http_promgate_loc_conf_t   *plcf;
     ngx_http_promgate_main_conf_t  *pmcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
+
+    if (plcf->tenant) {
+        return ngx_http_complex_value(r, plcf->tenant, tenant);
+    }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
 
@@ -128,6 +139,8 @@ ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant)
     } else {
         ngx_str_null(tenant);
     }
+
+    return NGX_OK;
 }
 
 

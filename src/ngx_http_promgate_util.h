@@ -35,7 +35,7 @@ ngx_table_elt_t *ngx_http_promgate_find_header(ngx_list_t *headers,
 ngx_table_elt_t *ngx_http_promgate_header_add(ngx_list_t *headers,
     char *key, u_char *value, size_t len);
 ngx_int_t ngx_http_promgate_snappy_encoded(ngx_http_request_t *r);
-void ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
+ngx_int_t ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
 ngx_int_t ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,

@@ -632,7 +632,11 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     ngx_http_promgate_write_limits(ctx->plcf, dlen, &limits);
 
     if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
-        ngx_http_promgate_tenant(r, &ctx->tenant);
+        if (ngx_http_promgate_tenant(r, &ctx->tenant) != NGX_OK) {
+            ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         reason = pg_rw_decode_limited(decoded, dlen, ctx->fw.version, &limits,
                                       &alloc, &req,
                                       ngx_http_promgate_write_series, ctx);
