@@ -1593,23 +1593,95 @@ pg_exring_series_json(pg_exring_t *r, const pg_exseries_t *rec,
 }
 
 
+/* the first exemplar of rec at or after start is at or before end */
+static int
+pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
+    int64_t start_ms, int64_t end_ms)
+{
+    uint32_t      s;
+    pg_exslot_t  *slots;
+
+    if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms) {
+        return 0;
+    }
+
+    slots = pg_exring_slots(r);
+
+    for (s = rec->oldest; slots[s].ts < start_ms; s = slots[s].next) {
+        /* void: newest_ts >= start_ms ends it */
+    }
+
+    return slots[s].ts <= end_ms;
+}
+
+
+/*
+ * Does the series of record id answer the query: a record in use, within
+ * the time range, of the tenant, matching, with an exemplar in the range.
+ * labels (max_labels + 1 of them) receive its labels.  Prefetches the
+ * record PG_PREFETCH_AHEAD on (below ids): records are scattered over the
+ * log, their cache misses overlap.
+ */
+static pg_exseries_t *
+pg_exring_query_record(pg_exring_t *r, uint32_t id, uint32_t ids,
+    pg_str_t tenant, pg_series_match_pt match, void *mctx, int64_t start_ms,
+    int64_t end_ms, pg_label_t *labels)
+{
+    pg_str_t        t;
+    uint32_t       *table;
+    pg_exseries_t  *rec;
+
+    table = pg_exring_table(r);
+
+    if (id + PG_PREFETCH_AHEAD < ids
+        && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
+    {
+        pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
+    }
+
+    if (table[id] & PG_FREE) {
+        return NULL;
+    }
+
+    rec = pg_exring_record(r, id);
+
+    /* the cheap tests first: time range, tenant, then the matchers */
+    if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms
+        || rec->tenant_len != tenant.len)
+    {
+        return NULL;
+    }
+
+    pg_exring_series_labels(rec, labels, &t);
+
+    if (tenant.len && memcmp(t.data, tenant.data, tenant.len) != 0) {
+        return NULL;
+    }
+
+    if (match && !match(mctx, labels, rec->nlabels)) {
+        return NULL;
+    }
+
+    if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
+        return NULL;
+    }
+
+    return rec;
+}
+
+
 int
 pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
     void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
 {
     pg_label_t        *labels;
-    pg_exslot_t       *slots;
     pg_exseries_t     *rec, **hits, **nh;
-    pg_str_t           t;
-    uint32_t          *table, id, ids, s;
+    uint32_t           id, ids;
     size_t             nhits, cap, i;
 
     if (r->busy) {
         pg_exring_repair(r);
     }
-
-    slots = pg_exring_slots(r);
-    table = pg_exring_table(r);
 
     labels = out->alloc.alloc(out->alloc.ctx,
                               sizeof(pg_label_t) * (r->max_labels + 1));
@@ -1625,42 +1697,9 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
 
     for (id = 0; id < ids; id++) {
 
-        /* records are scattered over the log: overlap the cache misses */
-        if (id + PG_PREFETCH_AHEAD < ids
-            && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
-        {
-            pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
-        }
-
-        if (table[id] & PG_FREE) {
-            continue;
-        }
-
-        rec = pg_exring_record(r, id);
-
-        /* the cheap tests first: time range, tenant, then the matchers */
-        if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms
-            || rec->tenant_len != tenant.len)
-        {
-            continue;
-        }
-
-        pg_exring_series_labels(rec, labels, &t);
-
-        if (tenant.len && memcmp(t.data, tenant.data, tenant.len) != 0) {
-            continue;
-        }
-
-        if (match && !match(ctx, labels, rec->nlabels)) {
-            continue;
-        }
-
-        /* an exemplar inside the range, not just around it */
-        for (s = rec->oldest; slots[s].ts < start_ms; s = slots[s].next) {
-            /* void: newest_ts >= start_ms ends it */
-        }
-
-        if (slots[s].ts > end_ms) {
+        rec = pg_exring_query_record(r, id, ids, tenant, match, ctx,
+                                     start_ms, end_ms, labels);
+        if (rec == NULL) {
             continue;
         }
 
@@ -1705,28 +1744,6 @@ pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
 }
 
 
-/* the first exemplar of rec at or after start is at or before end */
-static int
-pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
-    int64_t start_ms, int64_t end_ms)
-{
-    uint32_t      s;
-    pg_exslot_t  *slots;
-
-    if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms) {
-        return 0;
-    }
-
-    slots = pg_exring_slots(r);
-
-    for (s = rec->oldest; slots[s].ts < start_ms; s = slots[s].next) {
-        /* void: newest_ts >= start_ms ends it */
-    }
-
-    return slots[s].ts <= end_ms;
-}
-
-
 int
 pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
@@ -1735,8 +1752,7 @@ pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
 {
     pg_label_t     *labels;
     pg_exseries_t  *rec;
-    pg_str_t        t;
-    uint32_t       *table, id, end;
+    uint32_t        id, end;
 
     if (r->busy) {
         pg_exring_repair(r);
@@ -1753,40 +1769,13 @@ pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
         return -1;
     }
 
-    table = pg_exring_table(r);
     end = (r->id_hwm - *pos > n) ? *pos + n : r->id_hwm;
 
     for (id = *pos; id < end; id++) {
 
-        if (id + PG_PREFETCH_AHEAD < end
-            && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
-        {
-            pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
-        }
-
-        if (table[id] & PG_FREE) {
-            continue;
-        }
-
-        rec = pg_exring_record(r, id);
-
-        if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms
-            || rec->tenant_len != tenant.len)
-        {
-            continue;
-        }
-
-        pg_exring_series_labels(rec, labels, &t);
-
-        if (tenant.len && memcmp(t.data, tenant.data, tenant.len) != 0) {
-            continue;
-        }
-
-        if (match && !match(mctx, labels, rec->nlabels)) {
-            continue;
-        }
-
-        if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
+        rec = pg_exring_query_record(r, id, end, tenant, match, mctx,
+                                     start_ms, end_ms, labels);
+        if (rec == NULL) {
             continue;
         }
 
