@@ -36,10 +36,6 @@ typedef struct {
  * events before the next one, so that a query costing minutes of CPU
  * delays no write by more than a slice.
  */
-#define NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS  1000
-#define NGX_HTTP_PROMGATE_QUERY_MAX_SERIES     20000
-#define NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS  100000
-#define NGX_HTTP_PROMGATE_QUERY_TIMEOUT        120000       /* ms */
 #define NGX_HTTP_PROMGATE_QUERY_SLICE          2000000      /* ns */
 
 /* series examined, and series written, between two looks at the clock */
@@ -56,6 +52,7 @@ typedef struct {
 typedef struct {
     ngx_http_request_t             *request;
     ngx_http_promgate_exzone_t     *zctx;
+    ngx_http_promgate_loc_conf_t   *plcf;           /* its limits */
     pg_selector_set_t               set;
     pg_str_t                        tenant;
     int64_t                         start_ms;
@@ -741,8 +738,11 @@ ngx_http_promgate_query(ngx_http_request_t *r)
     pg_query_params_t              qp;
     pg_selector_set_t              set;
     pg_promql_error_t              perr;
+    ngx_http_promgate_loc_conf_t  *plcf;
 
     char                           err[512];
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = r->pool;
@@ -790,7 +790,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
     /* pg_time compared start and end as Prometheus does, before ms */
 
     if (ngx_http_promgate_query_braces(qp.query.data, qp.query.len)
-        > NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS)
+        > plcf->query_max_selectors)
     {
         return ngx_http_promgate_query_too_many(r);
     }
@@ -813,7 +813,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
         return ngx_http_promgate_query_send(r, NGX_HTTP_NO_CONTENT, NULL, 0);
     }
 
-    if (set.nselectors > NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS) {
+    if (set.nselectors > plcf->query_max_selectors) {
         return ngx_http_promgate_query_too_many(r);
     }
 
@@ -879,13 +879,16 @@ ngx_http_promgate_query_braces(const u_char *p, size_t len)
 static ngx_int_t
 ngx_http_promgate_query_too_many(ngx_http_request_t *r)
 {
-    size_t  n;
-    char    err[160];
+    size_t                         n;
+    char                           err[160];
+    ngx_http_promgate_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_promgate_module);
 
     n = ngx_snprintf((u_char *) err, sizeof(err),
-                     "query has more than %d selectors "
-                     "(promgate_exemplar_query)",
-                     NGX_HTTP_PROMGATE_QUERY_MAX_SELECTORS)
+                     "query has more than %ui selectors "
+                     "(promgate_exemplar_query max_selectors=)",
+                     plcf->query_max_selectors)
         - (u_char *) err;
 
     return ngx_http_promgate_query_error(r, err, n);
@@ -935,6 +938,7 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     }
 
     ctx->request = r;
+    ctx->plcf = plcf;
     ctx->zctx = plcf->exemplar_query->data;
     ctx->set = *set;
     ctx->tenant.data = tenant.data;
@@ -942,7 +946,7 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     ctx->start_ms = qp->start_ms;
     ctx->end_ms = qp->end_ms;
     ctx->deadline = ngx_http_promgate_query_clock()
-                    + (uint64_t) NGX_HTTP_PROMGATE_QUERY_TIMEOUT * 1000000;
+                    + (uint64_t) plcf->query_timeout * 1000000;
 
     ctx->scratch_alloc.alloc = ngx_http_promgate_query_scratch;
     ctx->scratch_alloc.ctx = ctx;
@@ -1098,11 +1102,11 @@ ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
     ngx_shmtx_unlock(mutex);
 
     if (rc < 0) {
-        if (ctx->hits.nelts > NGX_HTTP_PROMGATE_QUERY_MAX_SERIES) {
+        if (ctx->hits.nelts > ctx->plcf->query_max_series) {
             n = ngx_snprintf((u_char *) err, sizeof(err),
-                             "query matches more than %d series "
-                             "(promgate_exemplar_query)",
-                             NGX_HTTP_PROMGATE_QUERY_MAX_SERIES)
+                             "query matches more than %ui series "
+                             "(promgate_exemplar_query max_series=)",
+                             ctx->plcf->query_max_series)
                 - (u_char *) err;
 
             ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
@@ -1185,13 +1189,13 @@ ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
                 ctx->exemplars += rc;
             }
 
-            if (ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS) {
+            if (ctx->exemplars > ctx->plcf->query_max_exemplars) {
                 break;
             }
         }
 
         if (rc < 0 || ctx->next == ctx->hits.nelts
-            || ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS
+            || ctx->exemplars > ctx->plcf->query_max_exemplars
             || ngx_http_promgate_query_clock() >= until)
         {
             break;
@@ -1204,11 +1208,11 @@ ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (ctx->exemplars > NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS) {
+    if (ctx->exemplars > ctx->plcf->query_max_exemplars) {
         n = ngx_snprintf((u_char *) err, sizeof(err),
-                         "query answer has more than %d exemplars "
-                         "(promgate_exemplar_query)",
-                         NGX_HTTP_PROMGATE_QUERY_MAX_EXEMPLARS)
+                         "query answer has more than %ui exemplars "
+                         "(promgate_exemplar_query max_exemplars=)",
+                         ctx->plcf->query_max_exemplars)
             - (u_char *) err;
 
         ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
@@ -1230,7 +1234,7 @@ ngx_http_promgate_query_hit(void *data, const pg_label_t *labels, size_t n)
     size_t                         size, i;
     ngx_http_promgate_query_hit_t *hit;
 
-    if (ctx->hits.nelts >= NGX_HTTP_PROMGATE_QUERY_MAX_SERIES) {
+    if (ctx->hits.nelts >= ctx->plcf->query_max_series) {
         ctx->hits.nelts++;      /* over the limit: the scan fails */
         return 0;
     }

@@ -153,7 +153,7 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       NULL },
 
     { ngx_string("promgate_exemplar_query"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_exemplar_query,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_promgate_loc_conf_t, exemplar_query),
@@ -862,6 +862,9 @@ ngx_http_promgate_exemplar_query(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_promgate_loc_conf_t *plcf = conf;
 
     char                      *rv;
+    ngx_int_t                  n;
+    ngx_str_t                 *value, s;
+    ngx_uint_t                 i, *p;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (plcf->remote_write == 1 || plcf->status == 1) {
@@ -874,8 +877,64 @@ ngx_http_promgate_exemplar_query(ngx_conf_t *cf, ngx_command_t *cmd,
         return rv;
     }
 
+    /* the limits of one query (Prometheus has none: hostile clients) */
+
+    plcf->query_max_selectors = 1000;
+    plcf->query_max_series = 20000;
+    plcf->query_max_exemplars = 100000;
+    plcf->query_timeout = 120000;
+
+    value = cf->args->elts;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            plcf->query_timeout = ngx_parse_time(&s, 0);
+            if (plcf->query_timeout == (ngx_msec_t) NGX_ERROR
+                || plcf->query_timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_selectors=", 14) == 0) {
+            n = ngx_atoi(value[i].data + 14, value[i].len - 14);
+            p = &plcf->query_max_selectors;
+
+        } else if (ngx_strncmp(value[i].data, "max_series=", 11) == 0) {
+            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
+            p = &plcf->query_max_series;
+
+        } else if (ngx_strncmp(value[i].data, "max_exemplars=", 14) == 0) {
+            n = ngx_atoi(value[i].data + 14, value[i].len - 14);
+            p = &plcf->query_max_exemplars;
+
+        } else {
+            goto invalid;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            goto invalid;
+        }
+
+        *p = (ngx_uint_t) n;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_promgate_exemplar_query_handler;
 
     return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\": expected max_selectors=N, "
+                       "max_series=N, max_exemplars=N (N above 0) or "
+                       "timeout=TIME", &value[i]);
+    return NGX_CONF_ERROR;
 }

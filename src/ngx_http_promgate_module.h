@@ -183,6 +183,10 @@ typedef struct {
     ngx_shm_zone_t                 *series_zone;      /* series index */
     ngx_str_t                       series_topic;
     ngx_http_complex_value_t       *tenant;     /* promgate_tenant */
+    ngx_uint_t                      query_max_selectors;
+    ngx_uint_t                      query_max_series;
+    ngx_uint_t                      query_max_exemplars;
+    ngx_msec_t                      query_timeout;
 } ngx_http_promgate_loc_conf_t;
 
 

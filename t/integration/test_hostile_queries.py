@@ -186,3 +186,52 @@ def test_client_gone_ends_the_query(qgw):
                              % qgw.access_log_lines()[-3:])
     r = requests.get(qgw.query_url, params={"query": "hq_99999"}, timeout=30)
     assert r.status_code == 200 and '"hq_99999"' in r.text, r.text
+
+
+def test_query_limits_are_configurable(make_nginx, make_fake):
+    """promgate_exemplar_query NAME max_selectors= max_series=
+    max_exemplars= timeout=: each limit applies as set, and is named"""
+    rec = make_fake()
+    n = make_nginx(gateway_http(
+        free_port(), [("rec", rec.url)], retries=0,
+        http_extra="    promgate_exemplar_zone hl:8m max=1000;\n",
+        write_extra="promgate_exemplars hl;",
+        server_extra="location = /api/v1/query_exemplars { "
+                     "promgate_exemplar_query hl max_selectors=3 "
+                     "max_series=4 max_exemplars=6 timeout=30s; }"),
+        workers=1)
+    t = rw.now_ms() - 60000
+    s = [rw.series("hl_%d" % i, {"job": "j"}, samples=[(1.0, t)],
+                   exemplars=[({"trace_id": "%d-%d" % (i, k)}, 1.0, t + k)
+                              for k in range(2)])
+         for i in range(6)]
+    assert rw.write(n.url("/api/v1/write"), s).status_code == 204
+    url = n.url("/api/v1/query_exemplars")
+
+    def ask(q):
+        return requests.get(url, params={"query": q, "start": t / 1000 - 10,
+                                         "end": t / 1000 + 10}, timeout=30)
+
+    r = ask("hl_0 or hl_1 or hl_2")                     # 3 series, 6 ex.
+    assert r.status_code == 200, r.text
+    assert sum(len(x["exemplars"]) for x in r.json()["data"]) == 6
+    r = ask('{a="1"} or {a="2"} or {a="3"} or {a="4"}')
+    assert r.status_code == 400 and "more than 3 selectors" in r.text, r.text
+    r = ask('{__name__=~"hl_.*"}')                      # 6 series
+    assert r.status_code == 422 and "more than 4 series" in r.text, r.text
+    r = ask('{__name__=~"hl_[0-3]"}')                   # 4 series, 8 ex.
+    assert r.status_code == 422 and "more than 6 exemplars" in r.text, r.text
+
+
+@pytest.mark.parametrize("param", ["max_series=0", "max_selectors=x",
+                                   "timeout=never", "limit=3"])
+def test_query_limits_refuse_bad_values(make_nginx, make_fake, param):
+    rec = make_fake()
+    n = make_nginx(gateway_http(
+        free_port(), [("rec", rec.url)],
+        http_extra="    promgate_exemplar_zone hb:8m max=1000;\n",
+        server_extra="location = /q { promgate_exemplar_query hb %s; }"
+        % param), start=False)
+    n.error_log_problems = lambda: []     # the [emerg] is the point
+    rc, out = n.test_config()
+    assert rc != 0 and 'invalid parameter "%s"' % param in out, out
