@@ -161,7 +161,6 @@ typedef struct {
     ngx_msec_t                      retry_open;  /* after an error */
     u_char                         *path;     /* of the open segment */
     unsigned                        fsync_running:1;
-    unsigned                        close_after_fsync:1;
     unsigned                        dirty:1;
     ngx_fd_t                        fsync_fd;
 } ngx_http_promgate_exzone_t;

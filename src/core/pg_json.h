@@ -77,9 +77,6 @@ void pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
 size_t pg_json_format_value(uint8_t *out, double v);
 size_t pg_json_format_timestamp(uint8_t *out, int64_t ms);
 
-/* the name pg_utf8_decode_rune() had here */
-#define pg_json_utf8_decode  pg_utf8_decode_rune
-
 /*
  * The shortest decimal digits that read back as v (v finite, not zero):
  * v = 0.DIGITS * 10^point.  digits must hold 17 bytes; returns their count.

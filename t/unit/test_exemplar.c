@@ -1187,7 +1187,7 @@ go_runes(const char *s)
     n = 0;
 
     for (i = 0; s[i]; n++) {
-        w = pg_json_utf8_decode((const uint8_t *) s + i, strlen(s + i), &r);
+        w = pg_utf8_decode_rune((const uint8_t *) s + i, strlen(s + i), &r);
         i += w ? w : 1;
     }
 
