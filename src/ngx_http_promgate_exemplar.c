@@ -165,7 +165,18 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
-        if (ngx_http_promgate_wal_param(cf, ctx, &value[i]) != NGX_CONF_OK) {
+        switch (ngx_http_promgate_segw_param(cf, &ctx->w, &value[i],
+                                             "wal=")) {
+        case NGX_OK:
+            continue;
+
+        case NGX_DECLINED:
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" (expected max=, "
+                               "wal=, fsync= or segment=)", &value[i]);
+            return NGX_CONF_ERROR;
+
+        default:
             return NGX_CONF_ERROR;
         }
     }
@@ -194,6 +205,14 @@ ngx_http_promgate_exemplar_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     ctx->name.data[name.len] = '\0';
     ctx->name.len = name.len;
     ctx->max = (uint32_t) max;
+
+    ctx->w.name = ctx->name;
+    ctx->w.what = "exemplar WAL of zone";
+    ctx->w.kind = "exemplar WAL";
+    ctx->w.owner = "zone";
+    ctx->w.dirparam = "wal=";
+    ctx->w.loss = "exemplars are still served from memory but may not "
+                  "survive a restart";
 
     if (ngx_http_promgate_zone_add(cf, &name, size,
                                    &ngx_http_promgate_exemplar_kind,
@@ -229,8 +248,8 @@ ngx_http_promgate_exzone_init(ngx_http_promgate_zone_t *zone,
 
     /* after nginx made its paths, before a worker could find it unusable */
 
-    if (ctx->wal
-        && ngx_http_promgate_wal_check(ctx, zone->shm_zone->shm.log)
+    if (ctx->w.dir
+        && ngx_http_promgate_segw_check(&ctx->w, zone->shm_zone->shm.log)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -516,7 +535,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     frames = NULL;
     p = NULL;
 
-    if (zctx->wal) {
+    if (zctx->w.dir) {
         size = 0;
         rec.tenant = tenant;
 

@@ -107,7 +107,7 @@ typedef struct {
 } ngx_http_promgate_main_conf_t;
 
 
-/* the WAL's counters (wal.c), in its exemplar zone */
+/* a segment directory's counters (wal.c), in its zone */
 typedef struct {
     ngx_atomic_t                    records;
     ngx_atomic_t                    bytes;
@@ -138,6 +138,42 @@ typedef struct {
 } ngx_http_promgate_exshm_t;
 
 
+/*
+ * Segment files (wal.c): the exemplar WAL's and a spool's.  Each process
+ * appends to segments of its own (pg_wal.h); the fields below "st" are
+ * per process.
+ */
+typedef struct {
+    ngx_str_t                       name;     /* NUL-terminated: file names */
+    const char                     *what;     /* "exemplar WAL of zone" */
+    const char                     *kind;     /* "exemplar WAL" */
+    const char                     *owner;    /* "zone" */
+    const char                     *dirparam; /* "wal=" */
+    const char                     *loss;     /* what a write error costs */
+    ngx_path_t                     *dir;      /* NULL: none */
+    ngx_msec_t                      fsync;    /* 0: off */
+    size_t                          segment;
+#if (NGX_THREADS)
+    ngx_thread_pool_t              *thread_pool;
+#endif
+    ngx_http_promgate_wal_stats_t  *st;       /* in shared memory */
+
+#if (NGX_THREADS)
+    ngx_thread_task_t              *fsync_task;
+#endif
+    ngx_event_t                     fsync_timer;
+    ngx_fd_t                        fd;
+    off_t                           fd_size;
+    uint64_t                        first_seq;   /* of the open segment */
+    ngx_msec_t                      last_error;
+    ngx_msec_t                      retry_open;  /* after an error */
+    u_char                         *path;     /* of the open segment */
+    ngx_fd_t                        fsync_fd;
+    unsigned                        fsync_running:1;
+    unsigned                        dirty:1;
+} ngx_http_promgate_segw_t;
+
+
 /* an exemplar zone (src/core/pg_exemplar.c's ring in shared memory) */
 typedef struct {
     ngx_http_promgate_zone_t        zone;     /* first: see util.h */
@@ -145,24 +181,7 @@ typedef struct {
     uint32_t                        max;
     ngx_http_promgate_exshm_t      *sh;
     struct pg_exring_s             *ring;
-
-    /* the write-ahead log; the fields below "fd" are per worker */
-    ngx_path_t                     *wal;
-    ngx_msec_t                      fsync;    /* 0: off */
-    size_t                          segment;
-#if (NGX_THREADS)
-    ngx_thread_pool_t              *thread_pool;
-    ngx_thread_task_t              *fsync_task;
-#endif
-    ngx_event_t                     fsync_timer;
-    ngx_fd_t                        fd;
-    off_t                           fd_size;
-    ngx_msec_t                      last_error;
-    ngx_msec_t                      retry_open;  /* after an error */
-    u_char                         *path;     /* of the open segment */
-    unsigned                        fsync_running:1;
-    unsigned                        dirty:1;
-    ngx_fd_t                        fsync_fd;
+    ngx_http_promgate_segw_t        w;        /* the write-ahead log */
 } ngx_http_promgate_exzone_t;
 
 
@@ -244,9 +263,17 @@ void ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx);
 ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
 
 /* ngx_http_promgate_wal.c */
-char *ngx_http_promgate_wal_param(ngx_conf_t *cf,
-    ngx_http_promgate_exzone_t *ctx, ngx_str_t *value);
-ngx_int_t ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx,
+ngx_int_t ngx_http_promgate_segw_param(ngx_conf_t *cf,
+    ngx_http_promgate_segw_t *w, ngx_str_t *value, const char *dirparam);
+ngx_int_t ngx_http_promgate_segw_check(ngx_http_promgate_segw_t *w,
+    ngx_log_t *log);
+ngx_int_t ngx_http_promgate_segw_init(ngx_http_promgate_segw_t *w,
+    ngx_cycle_t *cycle);
+void ngx_http_promgate_segw_exit(ngx_http_promgate_segw_t *w);
+ngx_int_t ngx_http_promgate_segw_append(ngx_http_promgate_segw_t *w,
+    struct iovec *iov, int n, size_t len, uint64_t first_seq,
+    ngx_uint_t nrecords);
+void ngx_http_promgate_segw_close(ngx_http_promgate_segw_t *w,
     ngx_log_t *log);
 ngx_int_t ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);

@@ -1,17 +1,24 @@
 
 /*
- * promgate: the exemplar write-ahead log.
+ * promgate: segment files, and the exemplar write-ahead log built on them.
  *
- * Every exemplar the ring takes is appended, before the write is
- * answered, to a segment file of the worker's own slot (no cross-process
- * file lock); records carry a sequence number from the zone.  On start,
- * one worker replays all segments, merged by sequence number, under the
- * zone lock before any worker inserts.  fsync, when asked for, runs in
- * nginx's thread pool: from a timer for the open segment, and for every
- * segment that is closed (rotated, or after a write error), which the
- * thread syncs before it closes it, so that fsync=T bounds what a power
- * loss takes.  One task at a time; segments closed while it runs wait for
- * the next.  Segments whose exemplars have all left the ring are deleted.
+ * Segment files (ngx_http_promgate_segw_t) are what the exemplar WAL and
+ * the spools (ngx_http_promgate_spool.c) write: CRC-framed records
+ * (pg_wal.h) appended by each process to segments of its own, named by
+ * its pid and the sequence number of their first record (no
+ * cross-process file lock; the sequence numbers come from the owner's
+ * shared zone).  A write that fails is cut back, so a segment never holds
+ * half a record but where a process was killed mid-write.  fsync, when
+ * asked for, runs in nginx's thread pool: from a timer for the open
+ * segment, and for every segment that is closed (rotated, or after a
+ * write error), which the thread syncs before it closes it, so that
+ * fsync=T bounds what a power loss takes.  One task at a time; segments
+ * closed while it runs wait for the next.
+ *
+ * The exemplar WAL: every exemplar the ring takes is appended before the
+ * write is answered.  On start, one worker replays all segments, merged
+ * by sequence number, under the zone lock before any worker inserts.
+ * Segments whose exemplars have all left the ring are deleted.
  */
 
 
@@ -23,13 +30,14 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 
 
 #define NGX_HTTP_PROMGATE_WAL_ERROR_BURST  10000    /* ms between logs */
 
 
 /*
- * The fsync task's context (ctx->fsync_task->ctx).  The thread reads
+ * The fsync task's context (w->fsync_task->ctx).  The thread reads
  * current, fds and nfds and writes synced and us; the event loop posts it
  * and reads the results in the completion handler, and alone touches the
  * fields below "pending".
@@ -48,94 +56,104 @@ typedef struct {
 } ngx_http_promgate_wal_sync_t;
 
 
-static void ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
+static void ngx_http_promgate_segw_open(ngx_http_promgate_segw_t *w,
     uint64_t first_seq, ngx_log_t *log);
-static void ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx,
-    ngx_log_t *log);
-static void ngx_http_promgate_wal_sync_now(ngx_http_promgate_exzone_t *ctx,
+static void ngx_http_promgate_segw_sync_now(ngx_http_promgate_segw_t *w,
     ngx_fd_t fd, ngx_uint_t close_it);
-static void ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx,
+static void ngx_http_promgate_segw_error(ngx_http_promgate_segw_t *w,
     ngx_err_t err, const char *what, ngx_log_t *log);
+static void ngx_http_promgate_segw_fsync_timer(ngx_event_t *ev);
+#if (NGX_THREADS)
+static void ngx_http_promgate_segw_fsync_post(ngx_http_promgate_segw_t *w,
+    ngx_uint_t current);
+static void ngx_http_promgate_segw_fsync_thread(void *data, ngx_log_t *log);
+static void ngx_http_promgate_segw_fsync_done(ngx_event_t *ev);
+#endif
+
 static ngx_int_t ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx,
     ngx_log_t *log);
 static void ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx,
     ngx_log_t *log);
-static void ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev);
-
-#if (NGX_THREADS)
-static void ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
-    ngx_uint_t current);
-static void ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log);
-static void ngx_http_promgate_wal_fsync_done(ngx_event_t *ev);
-#endif
 
 
-/* wal=DIR, fsync=off|TIME, segment=SIZE of promgate_exemplar_zone */
+/* ------------------------------------------------------ configuration */
 
-char *
-ngx_http_promgate_wal_param(ngx_conf_t *cf, ngx_http_promgate_exzone_t *ctx,
-    ngx_str_t *value)
+
+/*
+ * The directory (dirparam, "wal=" or "path="), fsync=off|TIME and
+ * segment=SIZE of a zone or spool: NGX_OK, NGX_DECLINED if value is none
+ * of them, NGX_ERROR (logged).
+ */
+
+ngx_int_t
+ngx_http_promgate_segw_param(ngx_conf_t *cf, ngx_http_promgate_segw_t *w,
+    ngx_str_t *value, const char *dirparam)
 {
+    size_t     dl;
     ngx_str_t  s;
 
-    if (ngx_strncmp(value->data, "wal=", 4) == 0) {
-        s.data = value->data + 4;
-        s.len = value->len - 4;
+    dl = ngx_strlen(dirparam);
+
+    if (value->len >= dl
+        && ngx_strncmp(value->data, dirparam, dl) == 0)
+    {
+        s.data = value->data + dl;
+        s.len = value->len - dl;
 
         if (s.len == 0) {
             goto invalid;
         }
 
-        ctx->wal = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
-        if (ctx->wal == NULL) {
-            return NGX_CONF_ERROR;
+        w->dir = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
+        if (w->dir == NULL) {
+            return NGX_ERROR;
         }
 
         while (s.len > 1 && s.data[s.len - 1] == '/') {
             s.len--;
         }
 
-        ctx->wal->name = s;
-        ctx->wal->data = cf->cycle;     /* for ngx_http_promgate_wal_check() */
-        ctx->wal->conf_file = cf->conf_file->file.name.data;
-        ctx->wal->line = cf->conf_file->line;
+        w->dir->name = s;
+        w->dir->data = cf->cycle;     /* for ngx_http_promgate_segw_check() */
+        w->dir->conf_file = cf->conf_file->file.name.data;
+        w->dir->line = cf->conf_file->line;
 
-        if (ngx_conf_full_name(cf->cycle, &ctx->wal->name, 0) != NGX_OK) {
-            return NGX_CONF_ERROR;
+        if (ngx_conf_full_name(cf->cycle, &w->dir->name, 0) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         /* NUL-terminated, and its parents made: nginx makes the last one */
 
-        s.data = ngx_pnalloc(cf->pool, ctx->wal->name.len + 1);
+        s.data = ngx_pnalloc(cf->pool, w->dir->name.len + 1);
         if (s.data == NULL) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
-        ngx_memcpy(s.data, ctx->wal->name.data, ctx->wal->name.len);
-        s.data[ctx->wal->name.len] = '\0';
-        ctx->wal->name.data = s.data;
+        ngx_memcpy(s.data, w->dir->name.data, w->dir->name.len);
+        s.data[w->dir->name.len] = '\0';
+        w->dir->name.data = s.data;
 
         /* on a copy: ngx_create_full_path() leaves it cut when it fails */
 
-        s.data = ngx_pnalloc(cf->pool, ctx->wal->name.len + 1);
+        s.data = ngx_pnalloc(cf->pool, w->dir->name.len + 1);
         if (s.data == NULL) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
-        ngx_cpystrn(s.data, ctx->wal->name.data, ctx->wal->name.len + 1);
+        ngx_cpystrn(s.data, w->dir->name.data, w->dir->name.len + 1);
         (void) ngx_create_full_path(s.data, 0755);
 
         /* nginx creates it, owned by the workers' user, as its temp paths */
 
-        if (ngx_add_path(cf, &ctx->wal) != NGX_OK) {
-            return NGX_CONF_ERROR;
+        if (ngx_add_path(cf, &w->dir) != NGX_OK) {
+            return NGX_ERROR;
         }
 
-        if (ctx->segment == 0) {
-            ctx->segment = 16 * 1024 * 1024;
+        if (w->segment == 0) {
+            w->segment = 16 * 1024 * 1024;
         }
 
-        return NGX_CONF_OK;
+        return NGX_OK;
     }
 
     if (ngx_strncmp(value->data, "fsync=", 6) == 0) {
@@ -143,56 +161,57 @@ ngx_http_promgate_wal_param(ngx_conf_t *cf, ngx_http_promgate_exzone_t *ctx,
         s.len = value->len - 6;
 
         if (s.len == 3 && ngx_strncmp(s.data, "off", 3) == 0) {
-            ctx->fsync = 0;
-            return NGX_CONF_OK;
+            w->fsync = 0;
+            return NGX_OK;
         }
 
-        ctx->fsync = ngx_parse_time(&s, 0);
+        w->fsync = ngx_parse_time(&s, 0);
 
-        if (ctx->fsync == (ngx_msec_t) NGX_ERROR || ctx->fsync == 0) {
+        if (w->fsync == (ngx_msec_t) NGX_ERROR || w->fsync == 0) {
             goto invalid;
         }
 
 #if (NGX_THREADS)
-        ctx->thread_pool = ngx_thread_pool_add(cf, NULL);
-        if (ctx->thread_pool == NULL) {
-            return NGX_CONF_ERROR;
+        w->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (w->thread_pool == NULL) {
+            return NGX_ERROR;
         }
 #else
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" needs nginx built --with-threads (fsync "
                            "runs in a thread pool); use fsync=off", value);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
 #endif
 
-        return NGX_CONF_OK;
+        return NGX_OK;
     }
 
     if (ngx_strncmp(value->data, "segment=", 8) == 0) {
         s.data = value->data + 8;
         s.len = value->len - 8;
 
-        ctx->segment = ngx_parse_size(&s);
+        w->segment = ngx_parse_size(&s);
 
-        if (ctx->segment == (size_t) NGX_ERROR
-            || ctx->segment < 64 * 1024)
+        if (w->segment == (size_t) NGX_ERROR
+            || w->segment < 64 * 1024)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid \"%V\": a segment size of at least "
                                "64k is expected", value);
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
-        return NGX_CONF_OK;
+        return NGX_OK;
     }
+
+    return NGX_DECLINED;
 
 invalid:
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" (expected max=, wal=, "
-                       "fsync= or segment=)", value);
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       value);
 
-    return NGX_CONF_ERROR;
+    return NGX_ERROR;
 }
 
 
@@ -203,7 +222,7 @@ invalid:
  */
 
 static ngx_uint_t
-ngx_http_promgate_wal_may(ngx_file_info_t *fi, ngx_uid_t uid, gid_t *groups,
+ngx_http_promgate_segw_may(ngx_file_info_t *fi, ngx_uid_t uid, gid_t *groups,
     int ngroups, mode_t want)
 {
     int  i;
@@ -228,15 +247,15 @@ ngx_http_promgate_wal_may(ngx_file_info_t *fi, ngx_uid_t uid, gid_t *groups,
 
 /*
  * At configuration time, in the master, once nginx made its paths (it
- * creates the directory and gives it to the workers' user): the WAL
- * directory must be one the workers' user can write into, or "nginx -t"
- * and the start fail naming the path and the user, as they do for nginx's
- * own paths.  A WAL that cannot be written would otherwise be off in
+ * creates the directory and gives it to the workers' user): the directory
+ * must be one the workers' user can write into, or "nginx -t" and the
+ * start fail naming the path and the user, as they do for nginx's own
+ * paths.  A WAL or spool that cannot be written would otherwise be off in
  * silence but for an error every few seconds.
  */
 
 ngx_int_t
-ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
+ngx_http_promgate_segw_check(ngx_http_promgate_segw_t *w, ngx_log_t *log)
 {
     u_char           *p, *dir;
     int               ngroups;
@@ -250,11 +269,11 @@ ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     ngx_file_info_t   fi;
     ngx_core_conf_t  *ccf;
 
-    dir = ctx->wal->name.data;
+    dir = w->dir->name.data;
 
     /* the cycle being configured (ngx_cycle is still the previous one) */
 
-    cycle = ctx->wal->data;
+    cycle = w->dir->data;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
     if (ccf == NULL || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
@@ -308,7 +327,7 @@ ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         groups[0] = gid;
     }
 
-    if (!ngx_http_promgate_wal_may(&fi, uid, groups, ngroups,
+    if (!ngx_http_promgate_segw_may(&fi, uid, groups, ngroups,
                                    S_IWOTH|S_IXOTH))
     {
         err = NGX_EACCES;
@@ -318,7 +337,7 @@ ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     /* and its parents must let that user through */
 
-    for (p = dir + ctx->wal->name.len - 1; p > dir; p--) {
+    for (p = dir + w->dir->name.len - 1; p > dir; p--) {
 
         if (*p != '/') {
             continue;
@@ -327,7 +346,7 @@ ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         *p = '\0';
 
         if (ngx_file_info(dir, &fi) != NGX_FILE_ERROR
-            && !ngx_http_promgate_wal_may(&fi, uid, groups, ngroups, S_IXOTH))
+            && !ngx_http_promgate_segw_may(&fi, uid, groups, ngroups, S_IXOTH))
         {
             *p = '/';
             err = NGX_EACCES;
@@ -343,16 +362,89 @@ ngx_http_promgate_wal_check(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 failed:
 
     ngx_log_error(NGX_LOG_EMERG, log, err,
-                  "exemplar WAL directory \"%s\" of zone \"%V\" %s: the "
-                  "workers' user \"%s\" (uid %d) must be able to write "
-                  "into it; fix it or change wal=",
-                  dir, &ctx->name, why, name, (int) uid);
+                  "%s directory \"%s\" of %s \"%V\" %s: the workers' "
+                  "user \"%s\" (uid %d) must be able to write into it; fix "
+                  "it or change %s", w->kind, dir, w->owner, &w->name, why,
+                  name, (int) uid, w->dirparam);
 
     return NGX_ERROR;
 }
 
 
+
+
 /* ------------------------------------------------------------ process */
+
+
+/* a process's own part: no segment open yet, the fsync task and timer */
+
+ngx_int_t
+ngx_http_promgate_segw_init(ngx_http_promgate_segw_t *w, ngx_cycle_t *cycle)
+{
+    w->fd = NGX_INVALID_FILE;
+    w->fsync_fd = NGX_INVALID_FILE;
+
+    if (w->dir == NULL || w->fsync == 0) {
+        return NGX_OK;
+    }
+
+#if (NGX_THREADS)
+    w->fsync_task = ngx_thread_task_alloc(cycle->pool,
+                                          sizeof(ngx_http_promgate_wal_sync_t));
+    if (w->fsync_task == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->fsync_task->handler = ngx_http_promgate_segw_fsync_thread;
+    w->fsync_task->event.handler = ngx_http_promgate_segw_fsync_done;
+    w->fsync_task->event.data = w;
+    w->fsync_task->event.log = cycle->log;
+#endif
+
+    w->fsync_timer.handler = ngx_http_promgate_segw_fsync_timer;
+    w->fsync_timer.data = w;
+    w->fsync_timer.log = cycle->log;
+    w->fsync_timer.cancelable = 1;
+    ngx_add_timer(&w->fsync_timer, w->fsync);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The last interval's records and the segments closed since the last
+ * task: a quit is a fine time to wait.  The thread pool has stopped (its
+ * module exits first), so a task's own segments were synced and closed by
+ * it.
+ */
+
+void
+ngx_http_promgate_segw_exit(ngx_http_promgate_segw_t *w)
+{
+#if (NGX_THREADS)
+    ngx_uint_t                     k;
+    ngx_http_promgate_wal_sync_t  *sync;
+
+    if (w->fsync_task) {
+        sync = w->fsync_task->ctx;
+
+        for (k = 0; k < sync->npending; k++) {
+            ngx_http_promgate_segw_sync_now(w, sync->pending[k], 1);
+        }
+
+        sync->npending = 0;
+    }
+#endif
+
+    if (w->fd != NGX_INVALID_FILE) {
+        if (w->fsync && w->dirty) {
+            ngx_http_promgate_segw_sync_now(w, w->fd, 0);
+        }
+
+        (void) ngx_close_file(w->fd);
+        w->fd = NGX_INVALID_FILE;
+    }
+}
 
 
 ngx_int_t
@@ -382,12 +474,14 @@ ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
     for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
         ctx = zp[i]->data;
 
-        ctx->fd = NGX_INVALID_FILE;
-        ctx->fsync_fd = NGX_INVALID_FILE;
+        ctx->w.fd = NGX_INVALID_FILE;
+        ctx->w.fsync_fd = NGX_INVALID_FILE;
 
-        if (ctx->wal == NULL || ctx->ring == NULL) {
+        if (ctx->w.dir == NULL || ctx->ring == NULL) {
             continue;
         }
+
+        ctx->w.st = &ctx->sh->wal;
 
         /* the first worker to get here replays; the others wait for it */
 
@@ -407,27 +501,8 @@ ngx_http_promgate_wal_init_process(ngx_cycle_t *cycle)
             ngx_http_promgate_wal_cleanup(ctx, cycle->log);
         }
 
-#if (NGX_THREADS)
-        if (ctx->fsync) {
-            ctx->fsync_task = ngx_thread_task_alloc(cycle->pool,
-                                      sizeof(ngx_http_promgate_wal_sync_t));
-            if (ctx->fsync_task == NULL) {
-                return NGX_ERROR;
-            }
-
-            ctx->fsync_task->handler = ngx_http_promgate_wal_fsync_thread;
-            ctx->fsync_task->event.handler = ngx_http_promgate_wal_fsync_done;
-            ctx->fsync_task->event.data = ctx;
-            ctx->fsync_task->event.log = cycle->log;
-        }
-#endif
-
-        if (ctx->fsync) {
-            ctx->fsync_timer.handler = ngx_http_promgate_wal_fsync_timer;
-            ctx->fsync_timer.data = ctx;
-            ctx->fsync_timer.log = cycle->log;
-            ctx->fsync_timer.cancelable = 1;
-            ngx_add_timer(&ctx->fsync_timer, ctx->fsync);
+        if (ngx_http_promgate_segw_init(&ctx->w, cycle) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
@@ -439,10 +514,6 @@ void
 ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
-#if (NGX_THREADS)
-    ngx_uint_t                      k;
-    ngx_http_promgate_wal_sync_t   *sync;
-#endif
     ngx_shm_zone_t                **zp;
     ngx_http_promgate_exzone_t     *ctx;
     ngx_http_promgate_main_conf_t  *pmcf;
@@ -464,36 +535,8 @@ ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < pmcf->exemplar_zones.nelts; i++) {
         ctx = zp[i]->data;
 
-        if (ctx->wal == NULL) {
-            continue;
-        }
-
-        /*
-         * The last interval's records and the segments closed since the
-         * last task: a quit is a fine time to wait.  The thread pool has
-         * stopped (its module exits first), so a task's own segments were
-         * synced and closed by it.
-         */
-
-#if (NGX_THREADS)
-        if (ctx->fsync_task) {
-            sync = ctx->fsync_task->ctx;
-
-            for (k = 0; k < sync->npending; k++) {
-                ngx_http_promgate_wal_sync_now(ctx, sync->pending[k], 1);
-            }
-
-            sync->npending = 0;
-        }
-#endif
-
-        if (ctx->fd != NGX_INVALID_FILE) {
-            if (ctx->fsync && ctx->dirty) {
-                ngx_http_promgate_wal_sync_now(ctx, ctx->fd, 0);
-            }
-
-            (void) ngx_close_file(ctx->fd);
-            ctx->fd = NGX_INVALID_FILE;
+        if (ctx->w.dir) {
+            ngx_http_promgate_segw_exit(&ctx->w);
         }
     }
 }
@@ -503,44 +546,43 @@ ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle)
 
 
 static void
-ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
-    uint64_t first_seq, ngx_log_t *log)
+ngx_http_promgate_segw_open(ngx_http_promgate_segw_t *w, uint64_t first_seq,
+    ngx_log_t *log)
 {
-    u_char                         *p;
-    char                            name[PG_WAL_NAME_MAX];
-    ngx_http_promgate_wal_stats_t  *st;
+    u_char  *p;
+    char     name[PG_WAL_NAME_MAX];
 
-    if (ctx->path == NULL) {
-        ctx->path = ngx_alloc(NGX_MAX_PATH, log);
-        if (ctx->path == NULL) {
+    if (w->path == NULL) {
+        w->path = ngx_alloc(NGX_MAX_PATH, log);
+        if (w->path == NULL) {
             return;
         }
     }
 
-    if (pg_wal_segment_name(name, sizeof(name), (char *) ctx->name.data,
-                            (unsigned) ngx_worker, first_seq)
+    if (pg_wal_segment_name(name, sizeof(name), (char *) w->name.data,
+                            (unsigned) ngx_pid, first_seq)
         == 0)
     {
         return;
     }
 
-    p = ngx_snprintf(ctx->path, NGX_MAX_PATH - 1, "%V/%s", &ctx->wal->name,
+    p = ngx_snprintf(w->path, NGX_MAX_PATH - 1, "%V/%s", &w->dir->name,
                      name);
     *p = '\0';
 
-    ctx->fd = ngx_open_file(ctx->path, NGX_FILE_APPEND,
-                            NGX_FILE_CREATE_OR_OPEN, NGX_FILE_DEFAULT_ACCESS);
+    w->fd = ngx_open_file(w->path, NGX_FILE_APPEND,
+                          NGX_FILE_CREATE_OR_OPEN, NGX_FILE_DEFAULT_ACCESS);
 
-    if (ctx->fd == NGX_INVALID_FILE) {
-        ngx_http_promgate_wal_error(ctx, ngx_errno, (char *) ctx->path, log);
-        ctx->retry_open = ngx_current_msec + 1000;
+    if (w->fd == NGX_INVALID_FILE) {
+        ngx_http_promgate_segw_error(w, ngx_errno, (char *) w->path, log);
+        w->retry_open = ngx_current_msec + 1000;
         return;
     }
 
-    ctx->fd_size = 0;
+    w->fd_size = 0;
+    w->first_seq = first_seq;
 
-    st = &ctx->sh->wal;
-    (void) ngx_atomic_fetch_add(&st->segments_created, 1);
+    (void) ngx_atomic_fetch_add(&w->st->segments_created, 1);
 }
 
 
@@ -549,36 +591,36 @@ ngx_http_promgate_wal_open(ngx_http_promgate_exzone_t *ctx,
  * pool: the thread closes it afterwards.
  */
 
-static void
-ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
+void
+ngx_http_promgate_segw_close(ngx_http_promgate_segw_t *w, ngx_log_t *log)
 {
     ngx_fd_t                       fd, *more;
 #if (NGX_THREADS)
     ngx_http_promgate_wal_sync_t  *sync;
 #endif
 
-    fd = ctx->fd;
+    fd = w->fd;
 
     if (fd == NGX_INVALID_FILE) {
         return;
     }
 
-    ctx->fd = NGX_INVALID_FILE;
-    ctx->dirty = 0;
+    w->fd = NGX_INVALID_FILE;
+    w->dirty = 0;
 
-    if (!ctx->fsync) {
+    if (!w->fsync) {
         (void) ngx_close_file(fd);
         return;
     }
 
 #if (NGX_THREADS)
-    sync = ctx->fsync_task->ctx;
+    sync = w->fsync_task->ctx;
 
     if (sync->npending == sync->pending_cap) {
         more = ngx_alloc((sync->pending_cap * 2 + 8) * sizeof(ngx_fd_t), log);
 
         if (more == NULL) {
-            ngx_http_promgate_wal_sync_now(ctx, fd, 1);
+            ngx_http_promgate_segw_sync_now(w, fd, 1);
             return;
         }
 
@@ -593,10 +635,10 @@ ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     sync->pending[sync->npending++] = fd;
 
-    ngx_http_promgate_wal_fsync_post(ctx, 0);
+    ngx_http_promgate_segw_fsync_post(w, 0);
 #else
     (void) more;
-    ngx_http_promgate_wal_sync_now(ctx, fd, 1);
+    ngx_http_promgate_segw_sync_now(w, fd, 1);
 #endif
 }
 
@@ -604,19 +646,17 @@ ngx_http_promgate_wal_close(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 /* fsync in the event loop, counted: when no thread can do it */
 
 static void
-ngx_http_promgate_wal_sync_now(ngx_http_promgate_exzone_t *ctx, ngx_fd_t fd,
+ngx_http_promgate_segw_sync_now(ngx_http_promgate_segw_t *w, ngx_fd_t fd,
     ngx_uint_t close_it)
 {
-    struct timeval                  t0, t1;
-    ngx_http_promgate_wal_stats_t  *st;
+    struct timeval  t0, t1;
 
     ngx_gettimeofday(&t0);
     (void) fsync(fd);
     ngx_gettimeofday(&t1);
 
-    st = &ctx->sh->wal;
-    (void) ngx_atomic_fetch_add(&st->fsyncs, 1);
-    (void) ngx_atomic_fetch_add(&st->fsync_us,
+    (void) ngx_atomic_fetch_add(&w->st->fsyncs, 1);
+    (void) ngx_atomic_fetch_add(&w->st->fsync_us,
                                 (t1.tv_sec - t0.tv_sec) * 1000000
                                 + (t1.tv_usec - t0.tv_usec));
 
@@ -627,116 +667,170 @@ ngx_http_promgate_wal_sync_now(ngx_http_promgate_exzone_t *ctx, ngx_fd_t fd,
 
 
 static void
-ngx_http_promgate_wal_error(ngx_http_promgate_exzone_t *ctx, ngx_err_t err,
+ngx_http_promgate_segw_error(ngx_http_promgate_segw_t *w, ngx_err_t err,
     const char *what, ngx_log_t *log)
 {
-    ngx_http_promgate_wal_stats_t  *st;
-
-    st = &ctx->sh->wal;
-    (void) ngx_atomic_fetch_add(&st->write_errors, 1);
+    (void) ngx_atomic_fetch_add(&w->st->write_errors, 1);
 
     /* once per burst: a full disk must not flood the error log */
 
-    if (ctx->last_error
-        && ngx_current_msec - ctx->last_error
+    if (w->last_error
+        && ngx_current_msec - w->last_error
            < NGX_HTTP_PROMGATE_WAL_ERROR_BURST)
     {
         return;
     }
 
-    ctx->last_error = ngx_current_msec;
+    w->last_error = ngx_current_msec;
 
     ngx_log_error(NGX_LOG_ERR, log, err,
-                  "promgate: exemplar WAL of zone \"%V\" could not write "
-                  "\"%s\"; exemplars are still served from memory but may "
-                  "not survive a restart (further errors in the next %ds "
-                  "are only counted)", &ctx->name, what,
+                  "promgate: %s \"%V\" could not write \"%s\"; %s (further "
+                  "errors in the next %ds are only counted)", w->what,
+                  &w->name, what, w->loss,
                   NGX_HTTP_PROMGATE_WAL_ERROR_BURST / 1000);
 }
 
+
+/*
+ * Appends whole frames (iov, n pieces, len bytes; the first one's
+ * sequence number first_seq), opening a segment if none is.  NGX_OK, or
+ * NGX_DONE when the segment was closed after them (it reached segment=);
+ * NGX_ERROR when they could not be written: what was written of them is
+ * cut back, the segment is closed (deleted if it took nothing) and a new
+ * one is tried a second later, not per write.
+ */
+
+ngx_int_t
+ngx_http_promgate_segw_append(ngx_http_promgate_segw_t *w, struct iovec *iov,
+    int n, size_t len, uint64_t first_seq, ngx_uint_t nrecords)
+{
+    off_t       start;
+    size_t      total;
+    ssize_t     k;
+    ngx_err_t   err;
+    ngx_log_t  *log;
+
+    log = ngx_cycle->log;
+
+    if (w->fd == NGX_INVALID_FILE) {
+
+        if (w->retry_open
+            && (ngx_msec_int_t) (ngx_current_msec - w->retry_open) < 0)
+        {
+            (void) ngx_atomic_fetch_add(&w->st->write_errors, 1);
+            return NGX_ERROR;
+        }
+
+        ngx_http_promgate_segw_open(w, first_seq, log);
+
+        if (w->fd == NGX_INVALID_FILE) {
+            return NGX_ERROR;
+        }
+    }
+
+    start = w->fd_size;
+    total = len;
+
+    while (len) {
+        k = writev(w->fd, iov, n);
+
+        if (k == -1) {
+            err = ngx_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            goto failed;
+        }
+
+        if (k == 0) {
+            err = NGX_ENOSPC;
+            goto failed;
+        }
+
+        w->fd_size += k;
+        len -= k;
+
+        /* the pieces written go; a piece written in part is cut */
+
+        while (n && (size_t) k >= iov->iov_len) {
+            k -= iov->iov_len;
+            iov++;
+            n--;
+        }
+
+        if (n && k) {
+            iov->iov_base = (u_char *) iov->iov_base + k;
+            iov->iov_len -= k;
+        }
+    }
+
+    w->dirty = 1;
+
+    (void) ngx_atomic_fetch_add(&w->st->bytes, total);
+    (void) ngx_atomic_fetch_add(&w->st->records, nrecords);
+
+    if ((size_t) w->fd_size >= w->segment) {
+        ngx_http_promgate_segw_close(w, log);
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_http_promgate_segw_error(w, err, (char *) w->path, log);
+
+    /*
+     * What was written of these frames is cut back, so that the segment
+     * ends with a whole frame; it is closed, and removed if it holds
+     * nothing, so that a full disk does not fill the directory with empty
+     * files.
+     */
+
+    if (w->fd_size != start && ftruncate(w->fd, start) == -1) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "promgate: ftruncate(\"%s\") failed", w->path);
+    }
+
+    w->fd_size = start;
+
+    ngx_http_promgate_segw_close(w, log);
+
+    if (start == 0) {
+        (void) ngx_delete_file(w->path);
+    }
+
+    w->retry_open = ngx_current_msec + 1000;
+
+    return NGX_ERROR;
+}
+
+
+/* the exemplar WAL's records of one write, after the ring took them */
 
 void
 ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx, u_char *frames,
     size_t len, uint64_t first_seq, ngx_uint_t nrecords)
 {
-    ssize_t                         n;
-    ngx_uint_t                      empty;
-    ngx_log_t                      *log;
-    ngx_http_promgate_wal_stats_t  *st;
+    struct iovec  iov;
 
-    log = ngx_cycle->log;
-    st = &ctx->sh->wal;
+    iov.iov_base = frames;
+    iov.iov_len = len;
 
-    if (ctx->fd == NGX_INVALID_FILE) {
-
-        /*
-         * After a failure (a full disk) a new segment is tried once a
-         * second, not per write: the records meanwhile are counted lost.
-         */
-
-        if (ctx->retry_open
-            && (ngx_msec_int_t) (ngx_current_msec - ctx->retry_open) < 0)
-        {
-            (void) ngx_atomic_fetch_add(&st->write_errors, 1);
-            return;
-        }
-
-        ngx_http_promgate_wal_open(ctx, first_seq, log);
-
-        if (ctx->fd == NGX_INVALID_FILE) {
-            return;
-        }
-    }
-
-    while (len) {
-        n = write(ctx->fd, frames, len);
-
-        if (n == -1) {
-            if (ngx_errno == NGX_EINTR) {
-                continue;
-            }
-
-            ngx_http_promgate_wal_error(ctx, ngx_errno,
-                                        (char *) ctx->path, log);
-
-            /*
-             * A partial frame is a torn tail: the next records go to a new
-             * segment.  A segment that took nothing is removed, so a full
-             * disk does not fill the directory with empty files.
-             */
-
-            empty = (ctx->fd_size == 0);
-            ngx_http_promgate_wal_close(ctx, log);
-
-            if (empty) {
-                (void) ngx_delete_file(ctx->path);
-            }
-
-            ctx->retry_open = ngx_current_msec + 1000;
-            return;
-        }
-
-        frames += n;
-        len -= n;
-        ctx->fd_size += n;
-
-        (void) ngx_atomic_fetch_add(&st->bytes, n);
-    }
-
-    ctx->dirty = 1;
-
-    (void) ngx_atomic_fetch_add(&st->records, nrecords);
-
-    if ((size_t) ctx->fd_size >= ctx->segment) {
-        ngx_http_promgate_wal_close(ctx, log);
-        ngx_http_promgate_wal_cleanup(ctx, log);
+    if (ngx_http_promgate_segw_append(&ctx->w, &iov, 1, len, first_seq,
+                                      nrecords)
+        == NGX_DONE)
+    {
+        ngx_http_promgate_wal_cleanup(ctx, ngx_cycle->log);
     }
 }
 
 
 /*
  * Deletes the segments all of whose exemplars have left the ring: the
- * next segment of the same slot starts at or below the oldest live one.
+ * next segment of the same writer starts at or below the oldest live one.
  */
 
 static void
@@ -745,7 +839,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     u_char                         *p;
     DIR                            *dir;
     uint64_t                        oldest, seq;
-    unsigned                        slot;
+    unsigned                        writer;
     ngx_uint_t                      i, n, cap;
     struct dirent                  *de;
     pg_exring_stats_t               es;
@@ -766,7 +860,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     ngx_shmtx_unlock(&ctx->zone.shpool->mutex);
 
-    dir = opendir((char *) ctx->wal->name.data);
+    dir = opendir((char *) ctx->w.dir->name.data);
     if (dir == NULL) {
         return;
     }
@@ -776,7 +870,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     segs = NULL;
 
     while ((de = readdir(dir)) != NULL) {
-        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &slot,
+        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &writer,
                                  &seq)
             != 0)
         {
@@ -792,7 +886,7 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
             segs = more;
         }
 
-        segs[n].slot = slot;
+        segs[n].writer = writer;
         segs[n].first_seq = seq;
         n++;
     }
@@ -813,10 +907,10 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         }
 
         p = ngx_snprintf(path, sizeof(path) - PG_WAL_NAME_MAX, "%V/",
-                         &ctx->wal->name);
+                         &ctx->w.dir->name);
 
         if (pg_wal_segment_name((char *) p, PG_WAL_NAME_MAX,
-                                (char *) ctx->name.data, segs[i].slot,
+                                (char *) ctx->name.data, segs[i].writer,
                                 segs[i].first_seq)
             == 0)
         {
@@ -841,18 +935,18 @@ ngx_http_promgate_wal_cleanup(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
 
 static void
-ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev)
+ngx_http_promgate_segw_fsync_timer(ngx_event_t *ev)
 {
-    ngx_http_promgate_exzone_t *ctx = ev->data;
+    ngx_http_promgate_segw_t *w = ev->data;
 
     if (ngx_exiting || ngx_terminate) {
         return;
     }
 
-    ngx_add_timer(ev, ctx->fsync);
+    ngx_add_timer(ev, w->fsync);
 
 #if (NGX_THREADS)
-    ngx_http_promgate_wal_fsync_post(ctx, 1);
+    ngx_http_promgate_segw_fsync_post(w, 1);
 #endif
 }
 
@@ -865,23 +959,23 @@ ngx_http_promgate_wal_fsync_timer(ngx_event_t *ev)
  */
 
 static void
-ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
+ngx_http_promgate_segw_fsync_post(ngx_http_promgate_segw_t *w,
     ngx_uint_t current)
 {
     ngx_fd_t                      *fds;
     ngx_uint_t                     i, cap;
     ngx_http_promgate_wal_sync_t  *sync;
 
-    if (ctx->fsync_running) {
+    if (w->fsync_running) {
         return;
     }
 
-    sync = ctx->fsync_task->ctx;
+    sync = w->fsync_task->ctx;
 
     sync->current = NGX_INVALID_FILE;
 
-    if (current && ctx->dirty && ctx->fd != NGX_INVALID_FILE) {
-        sync->current = ctx->fd;
+    if (current && w->dirty && w->fd != NGX_INVALID_FILE) {
+        sync->current = w->fd;
     }
 
     if (sync->current == NGX_INVALID_FILE && sync->npending == 0) {
@@ -904,17 +998,17 @@ ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
     sync->synced = 0;
     sync->us = 0;
 
-    if (ngx_thread_task_post(ctx->thread_pool, ctx->fsync_task) == NGX_OK) {
-        ctx->fsync_running = 1;
-        ctx->fsync_fd = sync->current;
-        ctx->dirty = (sync->current == NGX_INVALID_FILE) ? ctx->dirty : 0;
+    if (ngx_thread_task_post(w->thread_pool, w->fsync_task) == NGX_OK) {
+        w->fsync_running = 1;
+        w->fsync_fd = sync->current;
+        w->dirty = (sync->current == NGX_INVALID_FILE) ? w->dirty : 0;
         return;
     }
 
     /* the pool's queue is full: the closed segments cannot wait */
 
     for (i = 0; i < sync->nfds; i++) {
-        ngx_http_promgate_wal_sync_now(ctx, sync->fds[i], 1);
+        ngx_http_promgate_segw_sync_now(w, sync->fds[i], 1);
     }
 
     sync->nfds = 0;
@@ -922,7 +1016,7 @@ ngx_http_promgate_wal_fsync_post(ngx_http_promgate_exzone_t *ctx,
 
 
 static void
-ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log)
+ngx_http_promgate_segw_fsync_thread(void *data, ngx_log_t *log)
 {
     ngx_http_promgate_wal_sync_t *sync = data;
 
@@ -950,26 +1044,24 @@ ngx_http_promgate_wal_fsync_thread(void *data, ngx_log_t *log)
 
 
 static void
-ngx_http_promgate_wal_fsync_done(ngx_event_t *ev)
+ngx_http_promgate_segw_fsync_done(ngx_event_t *ev)
 {
-    ngx_http_promgate_exzone_t *ctx = ev->data;
+    ngx_http_promgate_segw_t *w = ev->data;
 
-    ngx_http_promgate_wal_sync_t   *sync;
-    ngx_http_promgate_wal_stats_t  *st;
+    ngx_http_promgate_wal_sync_t  *sync;
 
-    sync = ctx->fsync_task->ctx;
+    sync = w->fsync_task->ctx;
 
-    st = &ctx->sh->wal;
-    (void) ngx_atomic_fetch_add(&st->fsyncs, sync->synced);
-    (void) ngx_atomic_fetch_add(&st->fsync_us, sync->us);
+    (void) ngx_atomic_fetch_add(&w->st->fsyncs, sync->synced);
+    (void) ngx_atomic_fetch_add(&w->st->fsync_us, sync->us);
 
     sync->nfds = 0;
-    ctx->fsync_running = 0;
-    ctx->fsync_fd = NGX_INVALID_FILE;
+    w->fsync_running = 0;
+    w->fsync_fd = NGX_INVALID_FILE;
 
     /* segments closed meanwhile: synced now, not at the next tick */
 
-    ngx_http_promgate_wal_fsync_post(ctx, 0);
+    ngx_http_promgate_segw_fsync_post(w, 0);
 }
 
 #endif
@@ -1014,7 +1106,7 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     ssize_t                         rd;
     DIR                            *dir;
     uint64_t                        seq, max_seq, ring_seq;
-    unsigned                        slot;
+    unsigned                        writer;
     ngx_fd_t                        fd;
     ngx_msec_t                      start;
     ngx_pool_t                     *pool;
@@ -1046,12 +1138,12 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
         return NGX_ERROR;
     }
 
-    dir = opendir((char *) ctx->wal->name.data);
+    dir = opendir((char *) ctx->w.dir->name.data);
 
     if (dir == NULL) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "promgate: exemplar WAL directory \"%V\" cannot be "
-                      "read; nothing replayed", &ctx->wal->name);
+                      "read; nothing replayed", &ctx->w.dir->name);
         ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
@@ -1061,14 +1153,14 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
 
     while ((de = readdir(dir)) != NULL) {
 
-        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &slot,
+        if (pg_wal_segment_parse(de->d_name, (char *) ctx->name.data, &writer,
                                  &seq)
             != 0)
         {
             continue;
         }
 
-        p = ngx_snprintf(path, sizeof(path) - 1, "%V/%s", &ctx->wal->name,
+        p = ngx_snprintf(path, sizeof(path) - 1, "%V/%s", &ctx->w.dir->name,
                          de->d_name);
         *p = '\0';
 
@@ -1181,7 +1273,7 @@ ngx_http_promgate_wal_replay(ngx_http_promgate_exzone_t *ctx, ngx_log_t *log)
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "promgate: exemplar zone \"%V\": replayed %uz exemplars "
                   "from the WAL in \"%V\" in %Mms", &ctx->name, n - first,
-                  &ctx->wal->name, ngx_current_msec - start);
+                  &ctx->w.dir->name, ngx_current_msec - start);
 
     ngx_destroy_pool(pool);
 

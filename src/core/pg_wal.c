@@ -366,12 +366,12 @@ pg_wal_scan(const uint8_t *data, size_t len, pg_wal_frame_pt cb, void *ctx,
 
 
 size_t
-pg_wal_segment_name(char *buf, size_t size, const char *zone, unsigned slot,
+pg_wal_segment_name(char *buf, size_t size, const char *zone, unsigned writer,
     uint64_t first_seq)
 {
     int  n;
 
-    n = snprintf(buf, size, "%s-w%04u-%020llu.wal", zone, slot,
+    n = snprintf(buf, size, "%s-w%04u-%020llu.wal", zone, writer,
                  (unsigned long long) first_seq);
 
     return n < 0 || (size_t) n >= size ? 0 : (size_t) n;
@@ -398,10 +398,10 @@ pg_wal_digits(const char *p, size_t n, uint64_t *v)
 
 
 int
-pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
+pg_wal_segment_parse(const char *name, const char *zone, unsigned *writer,
     uint64_t *first_seq)
 {
-    size_t       zl;
+    size_t       zl, n;
     uint64_t     s, seq;
     const char  *p;
 
@@ -411,18 +411,26 @@ pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
         return -1;
     }
 
-    /* "NNNN-NNNNNNNNNNNNNNNNNNNN.wal", as pg_wal_segment_name() writes */
+    /*
+     * "W-NNNNNNNNNNNNNNNNNNNN.wal", as pg_wal_segment_name() writes: W is
+     * the writer (a process id, or the worker slot of older versions), 4
+     * to 10 digits
+     */
 
     p = name + zl + 2;
 
-    if (pg_wal_digits(p, 4, &s) != 0 || p[4] != '-'
-        || pg_wal_digits(p + 5, 20, &seq) != 0
-        || strcmp(p + 25, ".wal") != 0)
+    for (n = 0; n < 10 && p[n] >= '0' && p[n] <= '9'; n++) {
+        /* void */
+    }
+
+    if (n < 4 || pg_wal_digits(p, n, &s) != 0 || s > 0xffffffff
+        || p[n] != '-' || pg_wal_digits(p + n + 1, 20, &seq) != 0
+        || strcmp(p + n + 21, ".wal") != 0)
     {
         return -1;
     }
 
-    *slot = (unsigned) s;
+    *writer = (unsigned) s;
     *first_seq = seq;
 
     return 0;
@@ -434,8 +442,8 @@ pg_wal_segment_cmp(const void *a, const void *b)
 {
     const pg_wal_segment_t  *x = a, *y = b;
 
-    if (x->slot != y->slot) {
-        return x->slot < y->slot ? -1 : 1;
+    if (x->writer != y->writer) {
+        return x->writer < y->writer ? -1 : 1;
     }
 
     return (x->first_seq > y->first_seq) - (x->first_seq < y->first_seq);
@@ -450,7 +458,7 @@ pg_wal_mark_deletable(pg_wal_segment_t *segs, size_t n, uint64_t oldest_live)
     qsort(segs, n, sizeof(pg_wal_segment_t), pg_wal_segment_cmp);
 
     for (i = 0; i < n; i++) {
-        segs[i].deletable = i + 1 < n && segs[i + 1].slot == segs[i].slot
+        segs[i].deletable = i + 1 < n && segs[i + 1].writer == segs[i].writer
                             && segs[i + 1].first_seq <= oldest_live;
     }
 }

@@ -9,8 +9,8 @@
  *              exemplar labels (each string as u32 length + bytes,
  *              each label set as u32 count + strings)
  *
- * Each worker slot appends to its own segments, so records of all slots
- * are merged by sequence number on replay.
+ * Each process (its pid is the writer) appends to its own segments, so
+ * records of all writers are merged by sequence number on replay.
  */
 
 #ifndef PG_WAL_H
@@ -100,32 +100,36 @@ uint64_t pg_wal_payload_seq(const uint8_t *payload, size_t len);
 /* ---------------------------------------------------------- segments */
 
 /*
- * Segment files are named "<zone>-w<slot, 4 digits>-<first seq, 20 digits>.wal":
- * a worker slot's segments, sorted by first sequence number, hold
- * increasing, disjoint sequence ranges.
+ * Segment files are named "<name>-w<writer>-<first seq, 20 digits>.wal",
+ * the writer being the appending process's id (at least 4 digits; older
+ * versions wrote a worker slot there).  A writer's segments, sorted by
+ * first sequence number, hold increasing, disjoint sequence ranges: two
+ * processes alive at once (a reload's old and new workers) never share a
+ * writer id.
  */
 
 #define PG_WAL_NAME_MAX  160
 
 size_t pg_wal_segment_name(char *buf, size_t size, const char *zone,
-    unsigned slot, uint64_t first_seq);
+    unsigned writer, uint64_t first_seq);
 
-/* 0 and the slot and first seq, or -1 if name is not one of zone's */
-int pg_wal_segment_parse(const char *name, const char *zone, unsigned *slot,
+/* 0 and the writer and first seq, or -1 if name is not one of zone's */
+int pg_wal_segment_parse(const char *name, const char *zone, unsigned *writer,
     uint64_t *first_seq);
 
 
 typedef struct {
-    unsigned            slot;
+    unsigned            writer;
     uint64_t            first_seq;
     int                 deletable;     /* out */
 } pg_wal_segment_t;
 
 /*
  * Marks the segments that hold nothing the ring still has: a segment is
- * done when the next segment of its slot starts at or below oldest_live
+ * done when the next segment of its writer starts at or below oldest_live
  * (the sequence number of the oldest exemplar still stored).  The newest
- * segment of a slot is never marked.  Sorts segs by slot and first seq.
+ * segment of a writer is never marked.  Sorts segs by writer and first
+ * seq.
  */
 void pg_wal_mark_deletable(pg_wal_segment_t *segs, size_t n,
     uint64_t oldest_live);

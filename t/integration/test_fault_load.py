@@ -428,21 +428,22 @@ def restart_replays(make_nginx, gw, name, targets, wal, acked_exemplars):
 
 def test_wal_device_full(make_nginx, recorder, capsys, tmp_path):
     """the first segments the workers open are /dev/full (the first FULL
-    exemplar sequence numbers of both worker slots): every WAL write fails
+    exemplar sequence numbers of both workers): every WAL write fails
     with ENOSPC until the sequence passes them, under load.  Writes go on
     (204), the zone has every acknowledged exemplar, the error log says
     so, and what the WAL took after is replayed at restart."""
     full = 3000 if LONG else 200
     wal = str(tmp_path / "wal")
     os.makedirs(wal)
-    for slot in (0, 1):
-        for seq in range(1, full + 1):
-            os.symlink("/dev/full", os.path.join(
-                wal, "fex-w%04d-%020d.wal" % (slot, seq)))
     a = recorder()
     targets = [("a", a.url)]
     gw = start_gw(make_nginx, targets, exemplars=True, wal=wal)
     pids = gw.worker_pids()
+    # a worker opens its first segment at its first write, named by its pid
+    for pid in pids:
+        for seq in range(1, full + 1):
+            os.symlink("/dev/full", os.path.join(
+                wal, "fex-w%04d-%020d.wal" % (pid, seq)))
     name = rw.uniq("fwalf")
     load = Load(gw.write_url, name, threads=THREADS, exemplars=True,
                 duration=LEAD + OUTAGE + 60).start()

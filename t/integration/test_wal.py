@@ -176,13 +176,13 @@ def test_segments_rotate_and_are_deleted(make_nginx, sink, tmp_path):
 def test_full_disk_is_counted_not_fatal(make_nginx, sink, tmp_path):
     wal = str(tmp_path / "wal")
     os.makedirs(wal)
-    # the segment worker 0 opens first
-    os.symlink("/dev/full", os.path.join(
-        wal, "exemplars-w0000-%020d.wal" % 1))
     port = free_port()
     target = "http://127.0.0.1:%d" % sink.port
     n = make_nginx(conf(port, target, wal), workers=1)
     pids = n.worker_pids()
+    # the segment the worker opens at its first write: named by its pid
+    os.symlink("/dev/full", os.path.join(
+        wal, "exemplars-w%04d-%020d.wal" % (min(pids), 1)))
     name = rw.uniq("walf")
     t0 = rw.now_ms() - 100000
     write_stream(n.url("/api/v1/write"), name, 40, t0)

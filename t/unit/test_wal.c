@@ -300,6 +300,20 @@ test_segment_names(void **state)
     assert_int_equal(slot, 1023);
     assert_int_equal(pg_wal_segment_parse("exemplars-w003-123.wal",
                                           "exemplars", &slot, &seq), -1);
+
+    /* a process id as the writer */
+    assert_true(pg_wal_segment_name(name, sizeof(name), "ex", 4194304, 7)
+                > 0);
+    assert_string_equal(name, "ex-w4194304-00000000000000000007.wal");
+    assert_int_equal(pg_wal_segment_parse(name, "ex", &slot, &seq), 0);
+    assert_int_equal(slot, 4194304);
+    assert_int_equal(seq, 7);
+    assert_int_equal(pg_wal_segment_parse(
+                         "ex-w12345678901-00000000000000000007.wal", "ex",
+                         &slot, &seq), -1);
+    assert_int_equal(pg_wal_segment_parse(
+                         "ex-w9999999999-00000000000000000007.wal", "ex",
+                         &slot, &seq), -1);
     assert_int_equal(pg_wal_segment_parse(
                          "exemplars-w0003-00000000000000012345.wal.tmp",
                          "exemplars", &slot, &seq), -1);
