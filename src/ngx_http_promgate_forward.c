@@ -32,6 +32,7 @@ static void ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f,
 static void ngx_http_promgate_retry_handler(ngx_event_t *ev);
 static void ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
     pg_target_state_e state);
+static void ngx_http_promgate_target_failed(ngx_http_promgate_fwd_t *f);
 static void ngx_http_promgate_resume(ngx_http_request_t *r);
 static void ngx_http_promgate_forwarder_cleanup(void *data);
 static ngx_int_t ngx_http_promgate_forward_body_filter(ngx_http_request_t *r,
@@ -206,6 +207,7 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
         f->fw = fw;
         f->target = fe[i].target;
         f->payload = pl;
+        f->spool = fw->nospool ? NULL : fe[i].spool;
         f->state = PG_TARGET_PENDING;
 
         f->timer.handler = ngx_http_promgate_retry_handler;
@@ -216,9 +218,23 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
     r->write_event_handler = ngx_http_promgate_resume;
 
     for (i = 0; i < n; i++) {
-        if (ngx_http_promgate_attempt(&fw->fwd[i]) != NGX_OK) {
+        f = &fw->fwd[i];
+
+        /* while a spool is not empty, its target's writes go after it */
+
+        if (f->spool && ngx_http_promgate_spool_busy(f->spool)) {
+            ngx_http_promgate_target_failed(f);
+            continue;
+        }
+
+        if (ngx_http_promgate_attempt(f) != NGX_OK) {
             goto failed;
         }
+    }
+
+    if (fw->decide(fw) != 0) {
+        /* every target spooled: answered from the main request's handler */
+        (void) ngx_http_post_request(r, NULL);
     }
 
     return NGX_OK;
@@ -620,9 +636,10 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
     if ((ngx_int_t) f->attempts > fcf->retries) {
         ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
                       "promgate: forward target \"%V\" failed after %ui "
-                      "attempts, last status %ui", &f->target->uri,
-                      f->attempts, f->status);
-        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+                      "attempts, last status %ui%s", &f->target->uri,
+                      f->attempts, f->status,
+                      f->spool ? "; the write goes to its spool" : "");
+        ngx_http_promgate_target_failed(f);
         return;
     }
 
@@ -658,7 +675,7 @@ ngx_http_promgate_retry(ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
         ts = &ngx_http_promgate_stats()->targets[f->target->slot];
         (void) ngx_atomic_fetch_add(&ts->giveups, 1);
 
-        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        ngx_http_promgate_target_failed(f);
         return;
     }
 
@@ -690,7 +707,7 @@ ngx_http_promgate_retry_handler(ngx_event_t *ev)
                       "promgate: could not start an attempt to forward "
                       "target \"%V\"", &f->target->uri);
 
-        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        ngx_http_promgate_target_failed(f);
 
         if (!fw->answered && fw->decide(fw) != 0) {
             (void) ngx_http_post_request(r, NULL);
@@ -739,6 +756,35 @@ ngx_http_promgate_target_end(ngx_http_promgate_fwd_t *f,
         (void) ngx_atomic_fetch_add(&ts->failed, 1);
         break;
     }
+}
+
+
+/*
+ * A target that is down (5xx, 429, no answer, after its retries), or
+ * whose spool is not empty: with a spool, the write goes there and counts
+ * as stored; without one, or when the spool cannot take it, it failed.
+ */
+
+static void
+ngx_http_promgate_target_failed(ngx_http_promgate_fwd_t *f)
+{
+    ngx_http_promgate_target_stats_t  *ts;
+
+    if (f->spool == NULL
+        || ngx_http_promgate_spool_append(f->spool, f->fw->request,
+                                          f->payload)
+           != NGX_OK)
+    {
+        ngx_http_promgate_target_end(f, PG_TARGET_FAILED);
+        return;
+    }
+
+    f->spooled = 1;
+    f->state = PG_TARGET_STORED;
+    f->fw->acks.stored++;
+
+    ts = &ngx_http_promgate_stats()->targets[f->target->slot];
+    (void) ngx_atomic_fetch_add(&ts->spooled, 1);
 }
 
 

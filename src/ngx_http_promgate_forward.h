@@ -9,7 +9,9 @@
  * its own module's ctx slot (ngx_http_promgate_forward_module), and
  * reports through the callbacks: decide() after every attempt, answer()
  * once, from the main request's handler, when decide() says the answer
- * is known, and done() (optional) when an attempt ends.
+ * is known, and done() (optional) when an attempt ends.  A target with a
+ * spool (promgate_spool) that fails after its retries, or whose spool is
+ * not empty, is spooled instead: stored, for the caller.
  */
 
 
@@ -42,10 +44,14 @@ typedef struct {
 } ngx_http_promgate_target_t;
 
 
+typedef struct ngx_http_promgate_spool_s  ngx_http_promgate_spool_t;
+
+
 /* one entry of a location's target list: a target and how to talk to it */
 typedef struct {
     ngx_http_promgate_target_t     *target;
     ngx_uint_t                      proto;
+    ngx_http_promgate_spool_t      *spool;    /* spool=, or NULL */
 } ngx_http_promgate_forward_t;
 
 
@@ -77,6 +83,7 @@ typedef struct {
     ngx_http_promgate_forwarder_t  *fw;
     ngx_http_promgate_target_t     *target;
     ngx_http_promgate_payload_t    *payload;  /* what it is sent */
+    ngx_http_promgate_spool_t      *spool;    /* where it goes if down */
     ngx_http_post_subrequest_t      ps;
     ngx_event_t                     timer;
     pg_target_state_e               state;
@@ -89,6 +96,7 @@ typedef struct {
     unsigned                        running:1;
     unsigned                        waiting:1;   /* timer holds a reference */
     unsigned                        truncated:1; /* answer cut to fit */
+    unsigned                        spooled:1;   /* stored in its spool */
 } ngx_http_promgate_fwd_t;
 
 
@@ -130,6 +138,7 @@ struct ngx_http_promgate_forwarder_s {
     ngx_http_promgate_fwd_t               *fwd;      /* as targets */
     pg_ack_count_t                         acks;
     unsigned                               answered:1;
+    unsigned                               nospool:1;  /* a spool's replay */
 };
 
 

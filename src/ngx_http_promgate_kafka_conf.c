@@ -663,111 +663,6 @@ ngx_http_promgate_kafka_has_server(ngx_http_conf_addr_t *addr,
 }
 
 
-/*
- * A unix socket left by an nginx that was killed makes bind() fail with
- * "Address already in use".  Only a socket file nothing listens on is
- * removed, and never by "nginx -t".
- */
-
-static void
-ngx_http_promgate_kafka_stale_socket(ngx_conf_t *cf, u_char *path,
-    struct sockaddr *sa, socklen_t socklen)
-{
-    int              fd, rc;
-    ngx_err_t        err;
-    ngx_file_info_t  fi;
-
-    if (ngx_test_config || ngx_file_info(path, &fi) == NGX_FILE_ERROR
-        || !S_ISSOCK(fi.st_mode))
-    {
-        return;
-    }
-
-    fd = socket(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        return;
-    }
-
-    rc = connect(fd, sa, socklen);
-    err = ngx_socket_errno;
-    close(fd);
-
-    if (rc == -1 && err == NGX_ECONNREFUSED) {
-        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_WARN, cf->log, ngx_errno,
-                          "promgate: could not remove the stale unix socket "
-                          "\"%s\"", path);
-            return;
-        }
-
-        ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
-                      "promgate: removed the stale unix socket \"%s\" "
-                      "(nothing listened on it)", path);
-    }
-}
-
-
-/*
- * socket=PATH: the listener "listen unix:PATH;" in the target's server
- * would add, made by the listen directive's own handler, so that nginx
- * fills ngx_http_listen_opt_t itself (its fields and their defaults
- * change between nginx versions).
- */
-
-static ngx_int_t
-ngx_http_promgate_kafka_listen(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
-    ngx_str_t *url)
-{
-    char           *rv;
-    ngx_str_t      *value;
-    ngx_array_t    *args, *saved;
-    ngx_command_t  *cmd;
-
-    for (cmd = ngx_http_core_module.commands; cmd->name.len; cmd++) {
-        if (ngx_strcmp(cmd->name.data, "listen") == 0) {
-            break;
-        }
-    }
-
-    if (cmd->name.len == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "promgate kafka: nginx has no \"listen\" directive");
-        return NGX_ERROR;
-    }
-
-    args = ngx_array_create(cf->temp_pool, 2, sizeof(ngx_str_t));
-    if (args == NULL) {
-        return NGX_ERROR;
-    }
-
-    value = ngx_array_push_n(args, 2);
-    if (value == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_str_set(&value[0], "listen");
-    value[1] = *url;
-
-    saved = cf->args;
-    cf->args = args;
-
-    rv = cmd->set(cf, cmd, cscf);
-
-    cf->args = saved;
-
-    if (rv != NGX_CONF_OK) {
-        if (rv != NGX_CONF_ERROR) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "promgate kafka: listen \"%V\": %s", url, rv);
-        }
-
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_http_promgate_kafka_endpoint_t *
 ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
     ngx_http_promgate_kafka_main_conf_t *kmcf,
@@ -873,10 +768,9 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
 
         /* the module's own listener on the target's server */
 
-        ngx_http_promgate_kafka_stale_socket(cf, cc->socket.data, sa,
-                                             socklen);
+        ngx_http_promgate_stale_socket(cf, cc->socket.data, sa, socklen);
 
-        if (ngx_http_promgate_kafka_listen(cf, cscf, &u.url) != NGX_OK) {
+        if (ngx_http_promgate_listen(cf, cscf, &u.url) != NGX_OK) {
             return NULL;
         }
 
@@ -1174,18 +1068,13 @@ ngx_http_promgate_kafka_own_sockets(ngx_http_promgate_kafka_main_conf_t *kmcf)
 }
 
 
-/*
- * nginx makes a unix listener mode 0666, owned by the master's user: any
- * local user could write through it.  The sockets promgate added itself
- * (socket=) become the worker user's, mode 0600, once nginx opened them.
- */
+/* the sockets promgate added itself (socket=) become private */
 
 static ngx_int_t
 ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle)
 {
     u_char                               *path;
     ngx_uint_t                            i;
-    ngx_core_conf_t                      *ccf;
     ngx_http_promgate_kafka_main_conf_t  *kmcf;
     ngx_http_promgate_kafka_endpoint_t  **epp;
 
@@ -1196,8 +1085,6 @@ ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
-
     epp = kmcf->endpoints.elts;
 
     for (i = 0; i < kmcf->endpoints.nelts; i++) {
@@ -1207,18 +1094,7 @@ ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle)
 
         path = epp[i]->name.data + sizeof("unix:") - 1;
 
-        if (geteuid() == 0
-            && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
-            && chown((char *) path, ccf->user, ccf->group) == -1)
-        {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "promgate kafka: chown(\"%s\") failed", path);
-            return NGX_ERROR;
-        }
-
-        if (chmod((char *) path, S_IRUSR|S_IWUSR) == -1) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "promgate kafka: chmod(\"%s\", 0600) failed", path);
+        if (ngx_http_promgate_socket_private(cycle, path) != NGX_OK) {
             return NGX_ERROR;
         }
     }

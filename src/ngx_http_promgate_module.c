@@ -166,6 +166,13 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("promgate_spool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_promgate_spool_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("promgate_series_index"),
       NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_series_index,
@@ -219,7 +226,7 @@ ngx_module_t  ngx_http_promgate_module = {
     ngx_http_promgate_commands,            /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_promgate_spool_init_module,   /* init module */
     ngx_http_promgate_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -322,6 +329,10 @@ ngx_http_promgate_init(ngx_conf_t *cf)
                                         &pmcf->series_zones)
            != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_promgate_spool_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -441,7 +452,11 @@ ngx_http_promgate_init_process(ngx_cycle_t *cycle)
     /* a worker respawned after a crash takes over its slot's gauge */
     ngx_http_promgate_stats_inflight(0);
 
-    return ngx_http_promgate_wal_init_process(cycle);
+    if (ngx_http_promgate_wal_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_promgate_spool_init_process(cycle);
 }
 
 
@@ -449,6 +464,7 @@ static void
 ngx_http_promgate_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_promgate_wal_exit_process(cycle);
+    ngx_http_promgate_spool_exit_process(cycle);
 }
 
 
@@ -477,6 +493,9 @@ ngx_http_promgate_create_main_conf(ngx_conf_t *cf)
            != NGX_OK
         || ngx_array_init(&pmcf->series_zones, cf->pool, 2,
                           sizeof(ngx_shm_zone_t *))
+           != NGX_OK
+        || ngx_array_init(&pmcf->spools, cf->pool, 2,
+                          sizeof(ngx_http_promgate_spool_t *))
            != NGX_OK
         || ngx_array_init(&pmcf->printers, cf->pool, 8,
                           sizeof(ngx_http_promgate_status_printer_t))
@@ -703,19 +722,21 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
  * promgate_read_forward): the URI of an internal location, once per list,
  * and, where params is set, the protocol the target speaks:
  * "proto=v1" (remote write 1.0, the default), "proto=v2" (2.0) or
- * "proto=asis" (whatever the sender sent).
+ * "proto=asis" (whatever the sender sent), and "spool=NAME" (the target's
+ * promgate_spool).
  */
 
 char *
 ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example, ngx_uint_t params)
 {
-    ngx_str_t                    *value;
+    ngx_str_t                    *value, spool;
     ngx_uint_t                    i, proto;
     ngx_http_promgate_target_t   *t;
     ngx_http_promgate_forward_t  *fw;
 
     value = cf->args->elts;
+    ngx_str_null(&spool);
 
     if (value[1].len == 0 || value[1].data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -736,6 +757,14 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
                    : NGX_HTTP_PROMGATE_PROTO_ASIS;
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (params && value[i].len > 6
+            && ngx_strncmp(value[i].data, "spool=", 6) == 0)
+        {
+            spool.data = value[i].data + 6;
+            spool.len = value[i].len - 6;
+            continue;
+        }
 
         if (params && value[i].len > 6
             && ngx_strncmp(value[i].data, "proto=", 6) == 0)
@@ -807,6 +836,11 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
 
     fw->target = t;
     fw->proto = proto;
+    fw->spool = NULL;
+
+    if (spool.len) {
+        return ngx_http_promgate_spool_ref(cf, &spool, t, &fw->spool);
+    }
 
     return NGX_CONF_OK;
 }

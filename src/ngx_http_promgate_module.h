@@ -51,6 +51,7 @@ typedef struct {
     ngx_atomic_t                    failed;
     ngx_atomic_t                    giveups;
     ngx_atomic_t                    misconfigured;
+    ngx_atomic_t                    spooled;
 } ngx_http_promgate_target_stats_t;
 
 
@@ -101,6 +102,7 @@ typedef struct {
     ngx_array_t                     locations;
     ngx_array_t                     exemplar_zones;  /* ngx_shm_zone_t * */
     ngx_array_t                     series_zones;    /* ngx_shm_zone_t * */
+    ngx_array_t                     spools;   /* ngx_http_promgate_spool_t * */
     ngx_array_t                     printers; /* the status page's */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
@@ -280,6 +282,20 @@ void ngx_http_promgate_wal_exit_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_wal_append(ngx_http_promgate_exzone_t *ctx,
     u_char *frames, size_t len, uint64_t first_seq, ngx_uint_t nrecords);
 void ngx_http_promgate_wal_status(ngx_http_promgate_text_t *t, void *data);
+
+/* ngx_http_promgate_spool.c */
+char *ngx_http_promgate_spool_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_promgate_spool_ref(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_promgate_target_t *target, ngx_http_promgate_spool_t **out);
+ngx_int_t ngx_http_promgate_spool_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_promgate_spool_init_module(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_promgate_spool_init_process(ngx_cycle_t *cycle);
+void ngx_http_promgate_spool_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_promgate_spool_busy(ngx_http_promgate_spool_t *sp);
+ngx_int_t ngx_http_promgate_spool_append(ngx_http_promgate_spool_t *sp,
+    ngx_http_request_t *r, ngx_http_promgate_payload_t *pl);
+ngx_int_t ngx_http_promgate_spool_access(ngx_http_request_t *r);
 
 /* ngx_http_promgate_series.c */
 char *ngx_http_promgate_series_zone(ngx_conf_t *cf, ngx_command_t *cmd,

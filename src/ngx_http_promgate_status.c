@@ -318,7 +318,7 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_status_targets[] = {
       offsetof(ngx_http_promgate_target_stats_t, retries) },
     { "promgate_forward_outcomes_total", "counter",
       "Final outcome of each write per target: stored (2xx), rejected "
-      "(400/409), failed.",
+      "(400/409), failed, spooled (in its spool, to be replayed).",
       0 /* the name: by outcome */ },
     { "promgate_forward_giveups_total", "counter",
       "Targets given up on because the next retry would pass "
@@ -339,6 +339,8 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_status_outcomes[] = {
       offsetof(ngx_http_promgate_target_stats_t, rejected) },
     { "failed", NULL, NULL,
       offsetof(ngx_http_promgate_target_stats_t, failed) },
+    { "spooled", NULL, NULL,
+      offsetof(ngx_http_promgate_target_stats_t, spooled) },
     { NULL, NULL, NULL, 0 }
 };
 

@@ -297,6 +297,147 @@ ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
 }
 
 
+/* ------------------------------------------------------------- sockets */
+
+
+/*
+ * A unix socket left by an nginx that was killed makes bind() fail with
+ * "Address already in use".  Only a socket file nothing listens on is
+ * removed, and never by "nginx -t".
+ */
+
+void
+ngx_http_promgate_stale_socket(ngx_conf_t *cf, u_char *path,
+    struct sockaddr *sa, socklen_t socklen)
+{
+    int              fd, rc;
+    ngx_err_t        err;
+    ngx_file_info_t  fi;
+
+    if (ngx_test_config || ngx_file_info(path, &fi) == NGX_FILE_ERROR
+        || !S_ISSOCK(fi.st_mode))
+    {
+        return;
+    }
+
+    fd = socket(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        return;
+    }
+
+    rc = connect(fd, sa, socklen);
+    err = ngx_socket_errno;
+    close(fd);
+
+    if (rc == -1 && err == NGX_ECONNREFUSED) {
+        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_WARN, cf->log, ngx_errno,
+                          "promgate: could not remove the stale unix socket "
+                          "\"%s\"", path);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
+                      "promgate: removed the stale unix socket \"%s\" "
+                      "(nothing listened on it)", path);
+    }
+}
+
+
+/*
+ * A listener promgate adds to a server (the Kafka consumers' and the
+ * spools' socket=PATH): what "listen unix:PATH;" there would add, made by
+ * the listen directive's own handler, so that nginx
+ * fills ngx_http_listen_opt_t itself (its fields and their defaults
+ * change between nginx versions).
+ */
+
+ngx_int_t
+ngx_http_promgate_listen(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
+    ngx_str_t *url)
+{
+    char           *rv;
+    ngx_str_t      *value;
+    ngx_array_t    *args, *saved;
+    ngx_command_t  *cmd;
+
+    for (cmd = ngx_http_core_module.commands; cmd->name.len; cmd++) {
+        if (ngx_strcmp(cmd->name.data, "listen") == 0) {
+            break;
+        }
+    }
+
+    if (cmd->name.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "promgate: nginx has no \"listen\" directive");
+        return NGX_ERROR;
+    }
+
+    args = ngx_array_create(cf->temp_pool, 2, sizeof(ngx_str_t));
+    if (args == NULL) {
+        return NGX_ERROR;
+    }
+
+    value = ngx_array_push_n(args, 2);
+    if (value == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&value[0], "listen");
+    value[1] = *url;
+
+    saved = cf->args;
+    cf->args = args;
+
+    rv = cmd->set(cf, cmd, cscf);
+
+    cf->args = saved;
+
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "promgate: listen \"%V\": %s", url, rv);
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * nginx makes a unix listener mode 0666, owned by the master's user: any
+ * local user could write through it.  The sockets promgate added itself
+ * become the worker user's, mode 0600, once nginx opened them.
+ */
+
+ngx_int_t
+ngx_http_promgate_socket_private(ngx_cycle_t *cycle, u_char *path)
+{
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (geteuid() == 0
+        && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
+        && chown((char *) path, ccf->user, ccf->group) == -1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "promgate: chown(\"%s\") failed", path);
+        return NGX_ERROR;
+    }
+
+    if (chmod((char *) path, S_IRUSR|S_IWUSR) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "promgate: chmod(\"%s\", 0600) failed", path);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* -------------------------------------------------------------- memory */
 
 

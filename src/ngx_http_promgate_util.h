@@ -8,6 +8,7 @@
  *             the request body as one piece of memory, an answer, a
  *             refusal
  *   memory    the request pool as src/core's allocator
+ *   sockets   a unix listener promgate adds to a server, made private
  *   zones     one shared-zone idiom for every promgate zone, as
  *             ngx_http_limit_req_module's: NAME:SIZE, the zone reused on
  *             reload and when it exists already, its header checked,
@@ -42,6 +43,15 @@ ngx_int_t ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *data, size_t len);
 ngx_int_t ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
     ngx_uint_t status, u_char *text, size_t len);
+
+
+/* ------------------------------------------------------------- sockets */
+
+void ngx_http_promgate_stale_socket(ngx_conf_t *cf, u_char *path,
+    struct sockaddr *sa, socklen_t socklen);
+ngx_int_t ngx_http_promgate_listen(ngx_conf_t *cf,
+    ngx_http_core_srv_conf_t *cscf, ngx_str_t *url);
+ngx_int_t ngx_http_promgate_socket_private(ngx_cycle_t *cycle, u_char *path);
 
 
 /* -------------------------------------------------------------- memory */

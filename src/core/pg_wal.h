@@ -94,7 +94,6 @@ void pg_wal_scan(const uint8_t *data, size_t len, pg_wal_frame_pt cb,
 /* the sequence number of a payload (its first 8 bytes), 0 if too short */
 uint64_t pg_wal_payload_seq(const uint8_t *payload, size_t len);
 
-#endif /* PG_WAL_H */
 
 
 /* ---------------------------------------------------------- segments */
@@ -149,3 +148,5 @@ typedef struct {
  * which are what the ring held.  *n is updated after dropping repeats.
  */
 size_t pg_wal_merge(pg_wal_entry_t *entries, size_t *n, size_t max);
+
+#endif /* PG_WAL_H */

@@ -1,0 +1,276 @@
+"""promgate_spool: a target that is down gets its writes spooled on the
+gateway's disk (acknowledged as stored), replayed in order once it is back.
+Scripted fake upstreams here; the outage of a real VictoriaMetrics under
+load is in test_fault_load.py."""
+
+import glob
+import os
+import signal
+import time
+
+import pytest
+
+import rw
+from fakeup import Resp
+from procs import wait_for
+from promtext import scrape
+
+FAST = dict(retries=1, backoff="10ms 50ms", retry_timeout="2s")
+
+
+def spool_http(tmp_path, sockdir, name="s", extra=""):
+    path = str(tmp_path / ("spool-" + name))
+    return path, ("promgate_spool %s path=%s socket=%s/%s.sock %s;"
+                  % (name, path, sockdir, name, extra))
+
+
+def body(name, i, t):
+    s = rw.series(name, {"i": str(i)}, [(float(i), t + i)])
+    return rw.compress(rw.write_request([s]))
+
+
+def metric(gw, name, **labels):
+    return scrape(gw.status_url).sum(name, **labels)
+
+
+def bodies_of(fake):
+    return [p.body for p in fake.posts() if p.path == "/api/v1/write"]
+
+
+def test_down_target_is_spooled_acked_and_replayed_in_order(
+        sockdir, gateway, make_fake, tmp_path):
+    a = make_fake(default=Resp(503, body="down"))
+    b = make_fake()
+    path, http = spool_http(tmp_path, sockdir)
+    gw = gateway([("a", a.url, "spool=s"), ("b", b.url)], http_extra=http,
+                 **FAST)
+    name = rw.uniq("spl")
+    t = rw.now_ms()
+    sent = [body(name, i, t) for i in range(20)]
+    for x in sent:
+        r = rw.post(gw.write_url, x)
+        assert r.status_code == 204, r.text
+    assert metric(gw, "promgate_spool_records", spool="s") >= 1
+    assert metric(gw, "promgate_forward_outcomes_total", target="/_rw/a",
+                  outcome="spooled") == 20
+    # the healthy target got everything at once
+    assert bodies_of(b) == sent
+    # while down, a's replays fail and are retried
+    assert wait_for(lambda: metric(gw, "promgate_spool_replay_errors_total",
+                                   spool="s") >= 1, 10)
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20), \
+        scrape(gw.status_url)
+    got = [x for x in bodies_of(a) if x in sent]
+    # every write, in the order it was acknowledged (the first attempts
+    # failed before the spool; the replays follow)
+    replayed = []
+    for x in got:
+        if not replayed or replayed[-1] != x:
+            replayed.append(x)
+    assert [x for x in sent if x in got] == sent
+    last = {x: i for i, x in enumerate(bodies_of(a))}
+    order = sorted(sent, key=lambda x: last[x])
+    assert order == sent
+    assert metric(gw, "promgate_spool_replayed_records_total",
+                  spool="s") == 20
+    # a write now goes straight to the target
+    x = body(name, 99, t)
+    assert rw.post(gw.write_url, x).status_code == 204
+    assert bodies_of(a)[-1] == x
+    assert metric(gw, "promgate_forward_outcomes_total", target="/_rw/a",
+                  outcome="spooled") == 20
+
+
+def spooled_gateway(sockdir, gateway, make_fake, tmp_path, default,
+                    extra="", **kw):
+    a = make_fake(default=default)
+    path, http = spool_http(tmp_path, sockdir, extra=extra)
+    args = dict(FAST)
+    args.update(kw)
+    gw = gateway([("a", a.url, "spool=s")], http_extra=http, **args)
+    return a, gw, path
+
+
+def send(gw, name, n, t, first=0):
+    sent = []
+    for i in range(first, first + n):
+        x = body(name, i, t)
+        r = rw.post(gw.write_url, x)
+        assert r.status_code == 204, r.text
+        sent.append(x)
+    return sent
+
+
+def unique_in_order(got, sent):
+    """the sent bodies as first seen in got: in order, none missing"""
+    seen, out = set(), []
+    for x in got:
+        if x in sent and x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+def test_refused_records_are_dropped_and_counted(sockdir, gateway, make_fake,
+                                                tmp_path):
+    """a record the target refuses on replay as bad data (400, 409, 413,
+    415) is dropped, counted and logged, and replay goes on"""
+    a, gw, _ = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                               Resp(503))
+    name = rw.uniq("splr")
+    t = rw.now_ms()
+    sent = send(gw, name, 6, t)
+    a.default = Resp(400, body="out of order sample")
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20)
+    assert metric(gw, "promgate_spool_dropped_records_total", spool="s",
+                  reason="rejected") == 6
+    assert metric(gw, "promgate_spool_replayed_records_total",
+                  spool="s") == 0
+    assert "refused record" in gw.error_log_text()
+    # the target back: new writes go straight to it
+    a.default = Resp(204)
+    x = body(name, 7, t)
+    assert rw.post(gw.write_url, x).status_code == 204
+    assert bodies_of(a)[-1] == x
+    assert sent
+
+
+def test_max_age_drops_old_records(sockdir, gateway, make_fake, tmp_path):
+    a, gw, _ = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                               Resp(503), extra="max_age=1s")
+    name = rw.uniq("spla")
+    send(gw, name, 4, rw.now_ms())
+    time.sleep(1.5)
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20)
+    assert metric(gw, "promgate_spool_dropped_records_total", spool="s",
+                  reason="max_age") == 4
+
+
+def test_full_spool_is_503_and_recovers(sockdir, gateway, make_fake,
+                                        tmp_path):
+    """max_size reached: the target counts as failed (503 with ack all),
+    nothing half-written; the spool takes writes again once it drained"""
+    a, gw, path = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                                  Resp(503), extra="max_size=1m")
+    name = rw.uniq("splf")
+    t = rw.now_ms()
+    # ~300 KB each, incompressible: a 1m spool takes three
+    big = [rw.compress(rw.write_request([rw.series(
+        name, {"i": str(i), "k": str(k), "pad": os.urandom(3000).hex()},
+        [(1.0, t + i)]) for k in range(50)])) for i in range(8)]
+    codes = [rw.post(gw.write_url, x).status_code for x in big]
+    assert 503 in codes and codes[0] == 204, codes
+    acked = [x for x, c in zip(big, codes) if c == 204]
+    assert metric(gw, "promgate_spool_refused_total", spool="s",
+                  reason="full") >= 1
+    assert "is full (max_size)" in gw.error_log_text()
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20)
+    assert unique_in_order(bodies_of(a), acked) == acked
+    assert rw.post(gw.write_url, big[-1]).status_code == 204
+
+
+def test_unwritable_spool_is_503_and_recovers(sockdir, gateway, make_fake,
+                                              tmp_path):
+    """a spool segment that cannot be written (/dev/full): 503, counted,
+    logged once per burst; the next segment, a second later, works"""
+    a, gw, path = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                                  Resp(503), workers=1)
+    (pid,) = gw.worker_pids()
+    st = scrape(gw.status_url)
+    # the first record's segment: next_seq starts at 1 on an empty spool
+    os.symlink("/dev/full", os.path.join(path, "s-w%04d-%020d.wal"
+                                         % (pid, 1)))
+    name = rw.uniq("splu")
+    t = rw.now_ms()
+    r = rw.post(gw.write_url, body(name, 0, t))
+    assert r.status_code == 503, r.text
+    assert metric(gw, "promgate_spool_refused_total", spool="s",
+                  reason="error") >= 1
+    assert 'spool "s" could not write' in gw.error_log_text()
+    time.sleep(1.2)
+    sent = send(gw, name, 3, t, first=1)
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20)
+    assert unique_in_order(bodies_of(a), sent) == sent
+    assert st
+
+
+def test_kill9_of_the_replaying_worker_loses_nothing(sockdir, gateway,
+                                                    make_fake, tmp_path):
+    a, gw, _ = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                               Resp(503))
+    gw.error_log_problems = lambda: [
+        l for l in gw.error_log_text().splitlines()
+        if ("[alert]" in l or "[crit]" in l or "[emerg]" in l)
+        and "exited on signal 9" not in l]
+    name = rw.uniq("splk")
+    t = rw.now_ms()
+    sent = send(gw, name, 30, t)
+    a.default = Resp(204, delay=0.05)
+    assert wait_for(lambda: metric(gw, "promgate_spool_replayed_records_total",
+                                   spool="s") >= 5, 20)
+    owner = int(metric(gw, "promgate_spool_owner", spool="s"))
+    assert owner in gw.worker_pids()
+    os.kill(owner, signal.SIGKILL)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 30), \
+        scrape(gw.status_url)
+    assert unique_in_order(bodies_of(a), sent) == sent
+    assert int(metric(gw, "promgate_spool_owner", spool="s")) != owner
+
+
+def test_reload_during_replay_goes_on_in_one_worker(sockdir, gateway,
+                                                    make_fake, tmp_path):
+    """a reload hands the replay over between records: every record
+    arrives, in order, and never two replays at once"""
+    a, gw, _ = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                               Resp(503))
+    name = rw.uniq("splrl")
+    t = rw.now_ms()
+    sent = send(gw, name, 30, t)
+    a.default = Resp(204, delay=0.05)
+    assert wait_for(lambda: metric(gw, "promgate_spool_replayed_records_total",
+                                   spool="s") >= 3, 20)
+    owner = int(metric(gw, "promgate_spool_owner", spool="s"))
+    gw.reload()
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 30)
+    got = [p for p in a.posts() if p.body in sent
+           and p.response is not None and p.response.status == 204]
+    assert [p.body for p in got] == sent
+    # one at a time: each replay arrived after the previous one's answer
+    for p, q in zip(got, got[1:]):
+        assert q.time >= p.time + 0.04, (p, q)
+    assert int(metric(gw, "promgate_spool_owner", spool="s")) \
+        in gw.worker_pids()
+    assert owner not in gw.worker_pids()
+
+
+def test_kill9_of_everything_then_restart_replays(sockdir, gateway, make_fake,
+                                                  tmp_path):
+    """master and workers killed with a spool on disk: after a restart
+    every acknowledged write arrives (duplicates allowed)"""
+    a, gw, path = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                                  Resp(503))
+    gw.error_log_problems = lambda: []
+    name = rw.uniq("splm")
+    t = rw.now_ms()
+    sent = send(gw, name, 20, t)
+    os.killpg(gw.master_pid, signal.SIGKILL)
+    wait_for(lambda: not gw.alive(), 10)
+    assert glob.glob(os.path.join(path, "s-w*.wal"))
+    a.default = Resp(204)
+    gw.start()
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 30), \
+        scrape(gw.status_url)
+    assert unique_in_order(bodies_of(a), sent) == sent
+    assert "holds 20 record(s)" in gw.error_log_text()
