@@ -83,7 +83,7 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       &ngx_http_promgate_write_endpoint },
 
     { ngx_string("promgate_forward"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_promgate_forward_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,

@@ -274,3 +274,53 @@ def test_kill9_of_everything_then_restart_replays(sockdir, gateway, make_fake,
         scrape(gw.status_url)
     assert unique_in_order(bodies_of(a), sent) == sent
     assert "holds 20 record(s)" in gw.error_log_text()
+
+
+def test_replay_keeps_what_the_target_was_sent(sockdir, gateway, make_fake,
+                                               tmp_path):
+    """the spool keeps the body as made for the target (here 1.0 translated
+    to 2.0 for a proto=v2 target) and the headers it needs (the tenant, the
+    sender's Authorization), and replays them as such"""
+    a = make_fake(default=Resp(503))
+    path, http = spool_http(tmp_path, sockdir)
+    gw = gateway([("a", a.url, "proto=v2 spool=s")], http_extra=http, **FAST)
+    name = rw.uniq("splv")
+    t = rw.now_ms()
+    x = body(name, 1, t)
+    r = rw.post(gw.write_url, x, headers={"X-Scope-OrgID": "team-7",
+                                          "Authorization": "Bearer tok"})
+    assert r.status_code == 204, r.text
+    first = a.posts()[0]
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 20)
+    ok = [p for p in a.posts()
+          if p.response is not None and p.response.status == 204]
+    assert len(ok) == 1, ok
+    p = ok[0]
+    assert p.body == first.body and p.body != x
+    assert p.headers.get("Content-Type") == \
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    assert p.headers.get("X-Prometheus-Remote-Write-Version") == "2.0.0"
+    assert p.headers.get("Content-Encoding") == "snappy"
+    assert p.headers.get("X-Scope-OrgID") == "team-7"
+    assert p.headers.get("Authorization") == "Bearer tok"
+    assert p.headers.get("X-Promgate-Spool") is None
+
+
+def test_the_spool_socket_is_private_and_replays_only(sockdir, gateway,
+                                                       make_fake, tmp_path):
+    import stat
+    from test_kafka import unix_request
+    a = make_fake()
+    path, http = spool_http(tmp_path, sockdir)
+    gw = gateway([("a", a.url, "spool=s")], http_extra=http, **FAST)
+    sock = os.path.join(sockdir, "s.sock")
+    st = os.stat(sock)
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    # not a replay: refused, nothing forwarded
+    code, _ = unix_request(sock, "GET", "/metrics")
+    assert code == 403
+    code, _ = unix_request(sock, "POST", "/api/v1/write", body=b"x")
+    assert code == 403
+    assert a.posts() == []
