@@ -12,7 +12,9 @@ exemplars survive; the error log says what happened.  Each test prints
 
 Durations and counts are parameters: the defaults are the short versions
 (CI); FAULT_LONG=1 (make fault-test) runs the long ones.  Single knobs:
-FAULT_OUTAGE (seconds), FAULT_RELOADS, FAULT_KILLS, FAULT_THREADS.
+FAULT_OUTAGE (seconds), FAULT_RELOADS, FAULT_KILLS, FAULT_THREADS,
+FAULT_SPOOL_OUTAGE (seconds VictoriaMetrics is stopped in the spool test:
+5, 15 with FAULT_LONG).
 """
 
 import glob
@@ -31,13 +33,14 @@ from conftest import gateway_http
 from fakeup import free_port
 from kafka_broker import MockKafka
 from loadsend import Load, RecordingUpstream, keys_of_samples
-from procs import wait_for
+from procs import Proc, VictoriaMetrics, wait_for
 from promtext import scrape
 
 LONG = os.environ.get("FAULT_LONG", "") not in ("", "0")
 OUTAGE = float(os.environ.get("FAULT_OUTAGE", 30 if LONG else 5))
 RELOADS = int(os.environ.get("FAULT_RELOADS", 20 if LONG else 5))
 KILLS = int(os.environ.get("FAULT_KILLS", 5 if LONG else 2))
+SPOOL_OUTAGE = float(os.environ.get("FAULT_SPOOL_OUTAGE", 15 if LONG else 5))
 THREADS = int(os.environ.get("FAULT_THREADS", 3))
 LEAD = 1.0          # seconds of load before the fault
 TAIL = 2.0          # and after it
@@ -308,6 +311,155 @@ def test_hanging_target(make_nginx, recorder, capsys):
     explains(gw, "upstream timed out",
              'promgate: forward target "/_rw/c" failed with status 504; '
              'no retry: promgate_retry_timeout 3000ms would pass')
+
+
+# ------------------------------------------- a real storage down: spool
+
+@pytest.fixture
+def own_vm(serverset, tmp_path):
+    """a VictoriaMetrics of the test's server set for this test alone (the
+    test stops it and starts it again); stopped at teardown"""
+    v = VictoriaMetrics(str(tmp_path / "vm"),
+                        binary=serverset.victoria_metrics)
+    yield v
+    v.proc.stop()
+
+
+def vm_stop(v, sig=signal.SIGTERM, timeout=30):
+    """stops v with sig (SIGKILL only after timeout); its return code"""
+    return v.proc.stop(sig, timeout)
+
+
+def vm_start_again(v, timeout=60):
+    """the same VictoriaMetrics again: same binary, port and data
+    directory"""
+    v.proc = Proc(v.proc.argv, v.proc.logpath, cwd=v.dir)
+    ok = wait_for(lambda: not v.proc.alive() or requests.get(
+        v.url + "/health", timeout=2).status_code == 200, timeout, 0.1)
+    assert ok and v.proc.alive(), \
+        "victoria-metrics did not start again on port %d" % v.port
+
+
+def spool_metrics(n, spool):
+    st = scrape(n.status_url)
+    names = ("records", "bytes", "appended_records_total",
+             "replayed_records_total", "replay_errors_total",
+             "dropped_records_total", "refused_total")
+    return {k: st.sum("promgate_spool_" + k, spool=spool) for k in names}
+
+
+@pytest.mark.parametrize("spool", ["spool", "nospool"])
+def test_storage_down_spooled(sockdir, make_nginx, prom, own_vm, capsys,
+                              tmp_path, spool):
+    """ack all to the real Prometheus and a VictoriaMetrics, the latter
+    stopped with SIGTERM for SPOOL_OUTAGE seconds under load, then started
+    again on the same port and data.  With spool= on the VictoriaMetrics
+    target the senders hardly notice: at least 97% of the POSTs are
+    answered 204, none 503 during the outage; the spool drains once the
+    storage is back, and then every acknowledged sample is in both
+    storages.  Without a spool the same outage is 503s (the senders retry
+    until it is over); nothing acknowledged is lost either."""
+    vmt = ("vm", own_vm.url, "spool=vm") if spool == "spool" else \
+        ("vm", own_vm.url)
+    http_extra = ""
+    if spool == "spool":
+        http_extra = "    promgate_spool vm path=%s socket=%s/vm.sock;\n" % (
+            tmp_path / "spool", sockdir)
+    gw = start_gw(make_nginx, [("prom", prom.url), vmt], ack="all",
+                  retries=2, backoff="50ms 300ms", retry_timeout="5s",
+                  http_extra=http_extra)
+    name = rw.uniq("fspool")
+    tail = TAIL + 3.0
+    load = Load(gw.write_url, name, threads=THREADS,
+                duration=LEAD + SPOOL_OUTAGE + tail).start()
+    time.sleep(LEAD)
+    t_sig = time.monotonic()
+    rc = vm_stop(own_vm)
+    t_down = time.monotonic()
+    assert rc != -signal.SIGKILL, \
+        "victoria-metrics did not stop on SIGTERM within 30 s"
+    time.sleep(max(0.0, SPOOL_OUTAGE / 2 - (t_down - t_sig)))
+    assert serves(gw), "nginx does not answer during the outage"
+    mid = spool_metrics(gw, "vm") if spool == "spool" else {}
+    time.sleep(max(0.0, t_sig + SPOOL_OUTAGE - time.monotonic()))
+    t_restart = time.monotonic()
+    vm_start_again(own_vm)
+    t_up = time.monotonic()
+    load.wait()
+    t_end = time.monotonic()
+    quiesce(gw)
+
+    if spool == "spool":
+        drained = wait_for(lambda: spool_metrics(gw, "vm")["records"] == 0,
+                           60 + SPOOL_OUTAGE, 0.2)
+        t_drained = time.monotonic()
+        sm = spool_metrics(gw, "vm")
+        assert drained, "the spool did not drain: %s" % sm
+
+    def stored_now():
+        own_vm.flush()
+        return {"prom": keys_of_samples(prom.samples(name, window="30m")),
+                "vm": keys_of_samples(own_vm.export(name))}
+
+    last = {}
+
+    def settled():
+        nonlocal last
+        last = stored_now()
+        return all(load.acked <= s for s in last.values())
+
+    wait_for(settled, 60, 0.5)
+    stores = last or stored_now()
+    lost, stored = lost_of("all", load.acked, stores)
+    ok2xx = sum(n for c, n in load.codes.items()
+                if isinstance(c, int) and 200 <= c < 300)
+    ratio = ok2xx / max(load.attempts, 1)
+    # answers while it was down (it may take writes before its /health
+    # answers), and once it was back
+    during = load.codes_between(t_down + 1.0, t_restart)
+    after = load.codes_between(t_up, t_end)
+    extra = ("outage=%gs (stop %.1fs rc=%s, start %.1fs) 2xx_ratio=%.4f "
+             "during=%s after=%s" % (SPOOL_OUTAGE, t_down - t_sig, rc,
+                                     t_up - t_restart, ratio, dict(during),
+                                     dict(after)))
+    if spool == "spool":
+        extra += (" spool_mid=%d spool_appended=%d replayed=%d "
+                  "replay_errors=%d dropped=%d refused=%d drained_in=%.1fs"
+                  % (mid["records"], sm["appended_records_total"],
+                     sm["replayed_records_total"],
+                     sm["replay_errors_total"],
+                     sm["dropped_records_total"], sm["refused_total"],
+                     t_drained - t_end))
+    line = report(capsys, "storage_down[all,%s]" % spool, load, stored,
+                  lost, stores, extra)
+    assert_no_loss(lost, line)
+    rejected = load.rejected
+    if spool == "nospool":
+        # a sender's retry of a write Prometheus already took (the 503
+        # was for vm) may be refused by it as out of order: the sender
+        # drops it; every sample of it is in both storages already
+        rejected = [r for r in rejected if not (
+            '"/_rw/prom" rejected the data: out of order' in r[1])]
+    assert rejected == [], rejected[:3]
+    assert serves(gw)
+    assert after[204] > 0, line
+    if spool == "spool":
+        assert ratio >= 0.97, line
+        assert during[503] == 0 and during[204] > 0, line
+        assert mid["records"] > 0, "nothing was spooled during the " \
+            "outage: %s" % mid
+        assert sm["appended_records_total"] > 0, sm
+        assert sm["replayed_records_total"] == \
+            sm["appended_records_total"], sm
+        assert sm["dropped_records_total"] == 0, sm
+        assert sm["refused_total"] == 0, sm
+        explains(gw, 'promgate: forward target "/_rw/vm" failed after 3 '
+                     'attempts', "; the write goes to its spool",
+                 'promgate: spool "vm": this worker replays it')
+    else:
+        assert during[503] > 0 and during[204] == 0, line
+        explains(gw, 'promgate: forward target "/_rw/vm" failed after 3 '
+                     'attempts')
 
 
 # ------------------------------------------------------- nginx itself
