@@ -208,6 +208,7 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
         f->target = fe[i].target;
         f->payload = pl;
         f->spool = fw->nospool ? NULL : fe[i].spool;
+        f->spool_ops = fe[i].spool_ops;
         f->state = PG_TARGET_PENDING;
 
         f->timer.handler = ngx_http_promgate_retry_handler;
@@ -222,7 +223,7 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
 
         /* while a spool is not empty, its target's writes go after it */
 
-        if (f->spool && ngx_http_promgate_spool_busy(f->spool)) {
+        if (f->spool && f->spool_ops->busy(f->spool)) {
             ngx_http_promgate_target_failed(f);
             continue;
         }
@@ -771,8 +772,7 @@ ngx_http_promgate_target_failed(ngx_http_promgate_fwd_t *f)
     ngx_http_promgate_target_stats_t  *ts;
 
     if (f->spool == NULL
-        || ngx_http_promgate_spool_append(f->spool, f->fw->request,
-                                          f->payload)
+        || f->spool_ops->append(f->spool, f->fw->request, f->payload)
            != NGX_OK)
     {
         ngx_http_promgate_target_end(f, PG_TARGET_FAILED);

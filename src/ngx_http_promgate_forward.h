@@ -44,7 +44,21 @@ typedef struct {
 } ngx_http_promgate_target_t;
 
 
+typedef struct ngx_http_promgate_payload_s  ngx_http_promgate_payload_t;
 typedef struct ngx_http_promgate_spool_s  ngx_http_promgate_spool_t;
+
+
+/*
+ * What the forwarder does with a target's spool (spool.c fills it in, so
+ * that the forwarder calls no feature of its own accord): whether writes
+ * go straight to it, and appending one (NGX_OK: stored).
+ */
+typedef struct {
+    ngx_uint_t                    (*busy)(ngx_http_promgate_spool_t *sp);
+    ngx_int_t                     (*append)(ngx_http_promgate_spool_t *sp,
+                                      ngx_http_request_t *r,
+                                      ngx_http_promgate_payload_t *pl);
+} ngx_http_promgate_spool_ops_t;
 
 
 /* one entry of a location's target list: a target and how to talk to it */
@@ -52,6 +66,7 @@ typedef struct {
     ngx_http_promgate_target_t     *target;
     ngx_uint_t                      proto;
     ngx_http_promgate_spool_t      *spool;    /* spool=, or NULL */
+    ngx_http_promgate_spool_ops_t  *spool_ops;
 } ngx_http_promgate_forward_t;
 
 
@@ -65,14 +80,14 @@ typedef struct {
 
 
 /* a body as sent to targets: the client's, or one made for them */
-typedef struct {
+struct ngx_http_promgate_payload_s {
     ngx_http_request_body_t        *body;     /* NULL: the client's */
     off_t                           len;
     ngx_list_t                      headers;  /* for the subrequests */
     ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
     unsigned                        ready:1;
     unsigned                        remote_write:1;  /* canonical headers */
-} ngx_http_promgate_payload_t;
+};
 
 
 typedef struct ngx_http_promgate_forwarder_s  ngx_http_promgate_forwarder_t;
@@ -84,6 +99,7 @@ typedef struct {
     ngx_http_promgate_target_t     *target;
     ngx_http_promgate_payload_t    *payload;  /* what it is sent */
     ngx_http_promgate_spool_t      *spool;    /* where it goes if down */
+    ngx_http_promgate_spool_ops_t  *spool_ops;
     ngx_http_post_subrequest_t      ps;
     ngx_event_t                     timer;
     pg_target_state_e               state;

@@ -837,9 +837,10 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     fw->target = t;
     fw->proto = proto;
     fw->spool = NULL;
+    fw->spool_ops = NULL;
 
     if (spool.len) {
-        return ngx_http_promgate_spool_ref(cf, &spool, t, &fw->spool);
+        return ngx_http_promgate_spool_ref(cf, &spool, t, fw);
     }
 
     return NGX_CONF_OK;

@@ -287,14 +287,11 @@ void ngx_http_promgate_wal_status(ngx_http_promgate_text_t *t, void *data);
 char *ngx_http_promgate_spool_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_promgate_spool_ref(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_http_promgate_target_t *target, ngx_http_promgate_spool_t **out);
+    ngx_http_promgate_target_t *target, ngx_http_promgate_forward_t *fw);
 ngx_int_t ngx_http_promgate_spool_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_promgate_spool_init_module(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_promgate_spool_init_process(ngx_cycle_t *cycle);
 void ngx_http_promgate_spool_exit_process(ngx_cycle_t *cycle);
-ngx_uint_t ngx_http_promgate_spool_busy(ngx_http_promgate_spool_t *sp);
-ngx_int_t ngx_http_promgate_spool_append(ngx_http_promgate_spool_t *sp,
-    ngx_http_request_t *r, ngx_http_promgate_payload_t *pl);
 ngx_int_t ngx_http_promgate_spool_access(ngx_http_request_t *r);
 
 /* ngx_http_promgate_series.c */

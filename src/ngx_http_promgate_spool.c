@@ -156,6 +156,18 @@ static void ngx_http_promgate_spool_status(ngx_http_promgate_text_t *t,
     void *data);
 
 
+static ngx_uint_t ngx_http_promgate_spool_busy(ngx_http_promgate_spool_t *sp);
+static ngx_int_t ngx_http_promgate_spool_append(ngx_http_promgate_spool_t *sp,
+    ngx_http_request_t *r, ngx_http_promgate_payload_t *pl);
+
+
+/* what the forwarder calls (forward.h) */
+static ngx_http_promgate_spool_ops_t  ngx_http_promgate_spool_ops = {
+    ngx_http_promgate_spool_busy,
+    ngx_http_promgate_spool_append
+};
+
+
 static ngx_http_promgate_zone_kind_t  ngx_http_promgate_spool_kind = {
     "promgate_spool",
     "spool",
@@ -392,7 +404,7 @@ ngx_http_promgate_spool_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 char *
 ngx_http_promgate_spool_ref(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_http_promgate_target_t *target, ngx_http_promgate_spool_t **out)
+    ngx_http_promgate_target_t *target, ngx_http_promgate_forward_t *fw)
 {
     ngx_uint_t                      i;
     ngx_http_core_srv_conf_t       *cscf;
@@ -459,7 +471,8 @@ ngx_http_promgate_spool_ref(ngx_conf_t *cf, ngx_str_t *name,
 
     sp->target = target;
     sp->server = cscf;
-    *out = sp;
+    fw->spool = sp;
+    fw->spool_ops = &ngx_http_promgate_spool_ops;
 
     return NGX_CONF_OK;
 }
@@ -597,7 +610,7 @@ ngx_http_promgate_spool_zone_init(ngx_http_promgate_zone_t *zone,
 
 /* whether a write for the spool's target goes straight to it */
 
-ngx_uint_t
+static ngx_uint_t
 ngx_http_promgate_spool_busy(ngx_http_promgate_spool_t *sp)
 {
     return (ngx_atomic_int_t) sp->sh->records > 0;
@@ -633,7 +646,7 @@ ngx_http_promgate_spool_refused(ngx_http_promgate_spool_t *sp,
  * (full, too large, a write error: counted, logged once per burst).
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_promgate_spool_append(ngx_http_promgate_spool_t *sp,
     ngx_http_request_t *r, ngx_http_promgate_payload_t *pl)
 {
@@ -2104,6 +2117,7 @@ ngx_http_promgate_spool_access(ngx_http_request_t *r)
     fe->target = sp->target;
     fe->proto = NGX_HTTP_PROMGATE_PROTO_ASIS;
     fe->spool = NULL;
+    fe->spool_ops = NULL;
 
     ctx->spool = sp;
 
