@@ -62,6 +62,8 @@
 #   BENCH_KEEP=1              keep the run directory (configs, logs, JSON)
 #   BENCH_RESULTS=DIR         where latest.md / latest.jsonl go
 #                             (default bench/results)
+#   BENCH_SPOOL=1             0: leave out the spool section at the end
+#                             (bench/spool_bench.py, its knobs SPOOL_BENCH_*)
 #
 # Output: a table on stdout and in bench/results/latest.md; the raw JSON
 # lines in bench/results/latest.jsonl.
@@ -995,4 +997,21 @@ if [ "${BENCH_KAFKA:-1}" = 1 ] && [ -f "$HERE/kafka_bench.sh" ]; then
     else
         log "kafka_bench failed: see $OUT/kafka_bench.out"
     fi
+fi
+
+# ------------------------------------------- spool: spooling and replay
+# bench/spool_bench.py: one target with spool=, down (connection refused)
+# then up again, on the main shape; CPU per sample spooling, replaying and
+# forwarding directly, spooled bytes per sample, the replay rate.  Its own
+# nginx processes (stopped by it); results/spool.md and spool.jsonl, and the
+# section appended to latest.md.  BENCH_SPOOL=0 skips it.
+
+if [ "${BENCH_SPOOL:-1}" = 1 ] && [ -f "$HERE/spool_bench.py" ] && [ -f "$MODULE" ]; then
+    log "spool: spooling and replay on main (bench/spool_bench.py)"
+    PROMGATE_MODULE="$MODULE" NGINX_BIN="$NGINX_BIN" BUILD="$BUILD" \
+    BENCH_RESULTS="$RESULTS" BENCH_CONNS="$BENCH_CONNS" BENCH_PIN="$BENCH_PIN" \
+        "$PYTHON" "$HERE/spool_bench.py" --append-md "$RESULTS/latest.md" \
+        > "$OUT/spool_bench.out" 2> "$OUT/spool_bench.err" \
+        || log "spool_bench: problems or failure: see $OUT/spool_bench.err and $RESULTS/spool.md"
+    grep -E '^\|' "$OUT/spool_bench.out"
 fi
