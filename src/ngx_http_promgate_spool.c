@@ -41,6 +41,8 @@
 #define NGX_HTTP_PROMGATE_SPOOL_BACKOFF    10000    /* the most, ms */
 #define NGX_HTTP_PROMGATE_SPOOL_LOG_BURST  10000
 #define NGX_HTTP_PROMGATE_SPOOL_CURSORS    256
+#define NGX_HTTP_PROMGATE_SPOOL_BATCH      64       /* records a post */
+#define NGX_HTTP_PROMGATE_SPOOL_BATCH_SIZE (4 * 1024 * 1024)  /* decoded */
 
 
 /* a spool's zone: its state and counters, across reloads */
@@ -58,6 +60,7 @@ typedef struct {
     ngx_atomic_t                    replayed;
     ngx_atomic_t                    replayed_bytes;
     ngx_atomic_t                    replay_errors;
+    ngx_atomic_t                    replay_posts;
     ngx_atomic_t                    dropped[3];   /* ..._spool_drop_e */
     ngx_atomic_t                    refused[3];   /* ..._spool_refusal_e */
     ngx_http_promgate_wal_stats_t   wal;
@@ -95,6 +98,8 @@ typedef struct {
     uint64_t                        first_seq;    /* of the segment read */
     ngx_fd_t                        fd;
     off_t                           offset;       /* of the next frame */
+    off_t                           pend;         /* bytes in the batch */
+    ngx_uint_t                      pend_n;       /* records in the batch */
     u_char                         *frame;        /* read, not yet sent */
     size_t                          frame_len;
     size_t                          frame_cap;
@@ -111,8 +116,14 @@ struct ngx_http_promgate_spool_replay_s {
     ngx_event_t                        timer;
     ngx_http_promgate_spool_cursor_t  *cursors;   /* [..._SPOOL_CURSORS] */
     ngx_uint_t                         ncursors;
-    ngx_http_promgate_spool_cursor_t  *current;   /* posted */
     ngx_http_promgate_kafka_post_t     post;
+    ngx_uint_t                         batch_n;   /* records posted */
+    uint64_t                           batch_seq; /* the first one's */
+    ngx_uint_t                         single;    /* to post one by one */
+    u_char                            *dec;       /* 1.0 bodies decoded */
+    size_t                             dec_len;
+    size_t                             dec_cap;
+    ngx_str_t                          hblock;    /* the batch's headers */
     ngx_pool_t                        *pool;      /* of the post's head */
     ngx_uint_t                         failures;  /* in a row */
     ngx_fd_t                           state_fd;  /* <name>.replay */
@@ -1573,7 +1584,7 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
             }
         }
 
-        n = pread(c->fd, hdr, sizeof(hdr), c->offset);
+        n = pread(c->fd, hdr, sizeof(hdr), c->offset + c->pend);
 
         if (n == (ssize_t) sizeof(hdr)) {
             ngx_memcpy(&len, hdr, 4);
@@ -1594,7 +1605,7 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
                 }
 
                 n = pread(c->fd, c->frame, PG_WAL_FRAME_HEADER + len,
-                          c->offset);
+                          c->offset + c->pend);
 
                 if (n == (ssize_t) (PG_WAL_FRAME_HEADER + len)) {
 
@@ -1611,6 +1622,11 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
                     }
 
                     /* a frame whose CRC does not match: skipped, counted */
+
+                    if (c->pend) {
+                        /* after the batch posted */
+                        return NGX_AGAIN;
+                    }
 
                     ngx_log_error(NGX_LOG_WARN, rp->timer.log, 0,
                                   "promgate: spool \"%V\": a corrupt record "
@@ -1632,6 +1648,11 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
         }
 
         /* the end of what is there; a partial frame (torn or being written) */
+
+        if (c->pend) {
+            /* the batch's records are not done with yet */
+            return NGX_AGAIN;
+        }
 
         if (n > 0) {
             if (c->torn_since == 0) {
@@ -1668,26 +1689,93 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
 }
 
 
-/* the record posted is done with: the cursor moves past it */
+/*
+ * The records of the batch are done with (stored, or dropped): each
+ * cursor moves past its part of it.
+ */
 
-static void
-ngx_http_promgate_spool_advance(ngx_http_promgate_spool_replay_t *rp,
-    ngx_http_promgate_spool_cursor_t *c)
+static off_t
+ngx_http_promgate_spool_commit(ngx_http_promgate_spool_replay_t *rp)
 {
-    ngx_http_promgate_spool_shm_t  *sh;
+    off_t                              bytes;
+    ngx_uint_t                         i;
+    ngx_http_promgate_spool_shm_t     *sh;
+    ngx_http_promgate_spool_cursor_t  *c;
 
     sh = rp->spool->sh;
+    bytes = 0;
 
-    c->offset += c->frame_len;
+    for (i = 0; i < rp->ncursors; i++) {
+        c = &rp->cursors[i];
 
-    (void) ngx_atomic_fetch_add(&sh->records, (ngx_atomic_uint_t) -1);
-    (void) ngx_atomic_fetch_add(&sh->bytes,
-                                -(ngx_atomic_int_t) c->frame_len);
+        if (!c->used || c->pend_n == 0) {
+            continue;
+        }
 
-    c->frame_len = 0;
-    c->seq = 0;
+        c->offset += c->pend;
+        bytes += c->pend;
+
+        (void) ngx_atomic_fetch_add(&sh->records,
+                                    -(ngx_atomic_int_t) c->pend_n);
+        (void) ngx_atomic_fetch_add(&sh->bytes, -(ngx_atomic_int_t) c->pend);
+
+        c->pend = 0;
+        c->pend_n = 0;
+    }
+
+    rp->batch_n = 0;
 
     ngx_http_promgate_spool_state_save(rp);
+
+    return bytes;
+}
+
+
+/* the batch goes back: its records are read again for the next post */
+
+static void
+ngx_http_promgate_spool_uncommit(ngx_http_promgate_spool_replay_t *rp)
+{
+    ngx_uint_t                         i;
+    ngx_http_promgate_spool_cursor_t  *c;
+
+    for (i = 0; i < rp->ncursors; i++) {
+        c = &rp->cursors[i];
+        c->pend = 0;
+        c->pend_n = 0;
+        c->frame_len = 0;
+    }
+
+    rp->batch_n = 0;
+}
+
+
+/* a record read goes into the batch */
+
+static void
+ngx_http_promgate_spool_take(ngx_http_promgate_spool_replay_t *rp,
+    ngx_http_promgate_spool_cursor_t *c)
+{
+    c->pend += c->frame_len;
+    c->pend_n++;
+    c->frame_len = 0;
+
+    if (rp->batch_n++ == 0) {
+        rp->batch_seq = c->seq;
+    }
+}
+
+
+/* a record dropped before it is posted (corrupt, too old) */
+
+static void
+ngx_http_promgate_spool_drop(ngx_http_promgate_spool_replay_t *rp,
+    ngx_http_promgate_spool_cursor_t *c, ngx_uint_t why)
+{
+    (void) ngx_atomic_fetch_add(&rp->spool->sh->dropped[why], 1);
+
+    ngx_http_promgate_spool_take(rp, c);
+    (void) ngx_http_promgate_spool_commit(rp);
 }
 
 
@@ -1695,7 +1783,7 @@ ngx_http_promgate_spool_advance(ngx_http_promgate_spool_replay_t *rp,
 
 static ngx_int_t
 ngx_http_promgate_spool_head(ngx_http_promgate_spool_replay_t *rp,
-    pg_spool_record_t *rec)
+    pg_spool_record_t *rec, size_t body_len)
 {
     u_char                     *p;
     size_t                      len;
@@ -1704,15 +1792,6 @@ ngx_http_promgate_spool_head(ngx_http_promgate_spool_replay_t *rp,
     const pg_spool_header_t    *h;
 
     sp = rp->spool;
-
-    if (rp->pool) {
-        ngx_destroy_pool(rp->pool);
-    }
-
-    rp->pool = ngx_create_pool(4096, rp->timer.log);
-    if (rp->pool == NULL) {
-        return NGX_ERROR;
-    }
 
     len = sizeof("POST  HTTP/1.1\r\nHost: promgate-spool\r\n"
                  ": 1\r\nContent-Length: \r\n\r\n") + sp->uri.len
@@ -1732,7 +1811,7 @@ ngx_http_promgate_spool_head(ngx_http_promgate_spool_replay_t *rp,
     p = ngx_sprintf(p, "POST %V HTTP/1.1\r\nHost: promgate-spool\r\n"
                     "%V: %ud\r\nContent-Length: %uz\r\n", &sp->uri,
                     &ngx_http_promgate_spool_header, rec->version,
-                    rec->body_len);
+                    body_len);
 
     for (i = 0; i < rec->nheaders; i++) {
         h = &rec->headers[i];
@@ -1785,15 +1864,79 @@ ngx_http_promgate_spool_later(ngx_http_promgate_spool_replay_t *rp,
 }
 
 
+/*
+ * Appends a remote write 1.0 body, decoded, to the batch: two serialized
+ * WriteRequests one after the other are one WriteRequest with both series
+ * lists, in that order.  NGX_DECLINED: it does not fit (or is not snappy).
+ */
+
+static ngx_int_t
+ngx_http_promgate_spool_batch_add(ngx_http_promgate_spool_replay_t *rp,
+    pg_spool_record_t *rec)
+{
+    u_char  *p;
+    size_t   n, cap;
+
+    if (pg_snappy_decoded_length(rec->body, rec->body_len,
+                                 NGX_HTTP_PROMGATE_SPOOL_BATCH_SIZE, &n)
+        != PG_SNAPPY_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (rp->batch_n && rp->dec_len + n > NGX_HTTP_PROMGATE_SPOOL_BATCH_SIZE)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (rp->dec_len + n > rp->dec_cap) {
+        cap = ngx_max(rp->dec_len + n, 2 * rp->dec_cap);
+
+        p = ngx_alloc(cap, rp->timer.log);
+        if (p == NULL) {
+            return NGX_DECLINED;
+        }
+
+        if (rp->dec_len) {
+            ngx_memcpy(p, rp->dec, rp->dec_len);
+        }
+
+        ngx_free(rp->dec);
+        rp->dec = p;
+        rp->dec_cap = cap;
+    }
+
+    if (pg_snappy_decode(rec->body, rec->body_len, rp->dec + rp->dec_len, n)
+        != PG_SNAPPY_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    rp->dec_len += n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * One replay step: the records in sequence order, merged across the
+ * writers; consecutive remote write 1.0 records with the same headers go
+ * in one post (up to NGX_HTTP_PROMGATE_SPOOL_BATCH records or
+ * NGX_HTTP_PROMGATE_SPOOL_BATCH_SIZE decoded bytes), a 2.0 record alone.
+ */
+
 static void
 ngx_http_promgate_spool_step(ngx_event_t *ev)
 {
     ngx_http_promgate_spool_replay_t *rp = ev->data;
 
+    u_char                            *body;
+    size_t                             blen;
     int64_t                            now;
     ngx_int_t                          rc;
-    ngx_uint_t                         i, steps;
-    pg_spool_record_t                  rec;
+    ngx_uint_t                         i, steps, v1;
+    ngx_str_t                          hb;
+    pg_spool_record_t                  rec, first;
     ngx_http_promgate_spool_t         *sp;
     ngx_http_promgate_spool_cursor_t  *c, *best;
 
@@ -1816,16 +1959,33 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
         return;
     }
 
-    /* a worker that stops hands the replay over between records */
+    /* a worker that stops hands the replay over between posts */
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         ngx_http_promgate_spool_release(rp);
         return;
     }
 
-    for (steps = 0; steps < 64; steps++) {
+    if (rp->pool) {
+        ngx_destroy_pool(rp->pool);
+    }
 
-        if (rp->rescan || rp->ncursors == 0) {
+    rp->pool = ngx_create_pool(4096, ev->log);
+    if (rp->pool == NULL) {
+        ngx_http_promgate_spool_later(rp, 1000);
+        return;
+    }
+
+    rp->batch_n = 0;
+    rp->dec_len = 0;
+    body = NULL;
+    blen = 0;
+    v1 = 0;
+    ngx_memzero(&first, sizeof(pg_spool_record_t));
+
+    for (steps = 0; steps < 1024; steps++) {
+
+        if (rp->batch_n == 0 && (rp->rescan || rp->ncursors == 0)) {
             ngx_http_promgate_spool_rescan(rp);
         }
 
@@ -1852,89 +2012,182 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
         }
 
         if (best == NULL) {
-            sp->sh->oldest_ts = 0;
-
-            /* nothing there now: look again soon, and at the directory */
-            rp->rescan = 1;
-            ngx_http_promgate_spool_later(rp, NGX_HTTP_PROMGATE_SPOOL_IDLE);
-            return;
+            break;
         }
-
-        sp->sh->oldest_ts = (ngx_atomic_uint_t) best->ts;
 
         if (pg_spool_decode(best->frame + PG_WAL_FRAME_HEADER,
                             best->frame_len - PG_WAL_FRAME_HEADER, hdrs, &rec)
             != 0)
         {
+            if (rp->batch_n) {
+                break;
+            }
+
             ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                           "promgate: spool \"%V\": record %uL cannot be "
                           "decoded; dropped", &sp->name, best->seq);
-            (void) ngx_atomic_fetch_add(
-                &sp->sh->dropped[NGX_HTTP_PROMGATE_SPOOL_CORRUPT], 1);
-            ngx_http_promgate_spool_advance(rp, best);
+            ngx_http_promgate_spool_drop(rp, best,
+                                         NGX_HTTP_PROMGATE_SPOOL_CORRUPT);
             continue;
         }
 
-        now = (int64_t) ngx_time() * 1000;
+        now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
 
         if (sp->max_age && now - rec.ts > (int64_t) sp->max_age) {
-            (void) ngx_atomic_fetch_add(
-                &sp->sh->dropped[NGX_HTTP_PROMGATE_SPOOL_MAX_AGE], 1);
-            ngx_http_promgate_spool_advance(rp, best);
+            if (rp->batch_n) {
+                break;
+            }
+
+            ngx_http_promgate_spool_drop(rp, best,
+                                         NGX_HTTP_PROMGATE_SPOOL_MAX_AGE);
             continue;
         }
 
-        if (ngx_http_promgate_spool_head(rp, &rec) != NGX_OK) {
-            ngx_http_promgate_spool_later(rp, 1000);
-            return;
+        /* the headers' bytes: those between the fixed part and the body */
+
+        hb.data = best->frame + PG_WAL_FRAME_HEADER + 24;
+        hb.len = rec.body - hb.data;
+
+        if (rp->batch_n == 0) {
+            sp->sh->oldest_ts = (ngx_atomic_uint_t) rec.ts;
+
+            first = rec;
+
+            /* what the head needs outlives the cursor's frame buffer */
+
+            first.headers = ngx_palloc(rp->pool, rec.nheaders
+                                                 * sizeof(pg_spool_header_t));
+            rp->hblock.data = ngx_pnalloc(rp->pool, hb.len + 1);
+
+            if (first.headers == NULL || rp->hblock.data == NULL) {
+                break;
+            }
+
+            ngx_memcpy(rp->hblock.data, hb.data, hb.len);
+            rp->hblock.len = hb.len;
+
+            for (i = 0; i < rec.nheaders; i++) {
+                ((pg_spool_header_t *) first.headers)[i].name.data =
+                    rp->hblock.data
+                    + (rec.headers[i].name.data - hb.data);
+                ((pg_spool_header_t *) first.headers)[i].name.len =
+                    rec.headers[i].name.len;
+                ((pg_spool_header_t *) first.headers)[i].value.data =
+                    rp->hblock.data
+                    + (rec.headers[i].value.data - hb.data);
+                ((pg_spool_header_t *) first.headers)[i].value.len =
+                    rec.headers[i].value.len;
+            }
+
+            v1 = (rec.version == 1 && rp->single == 0);
+
+            if (!v1 || ngx_http_promgate_spool_batch_add(rp, &rec)
+                       != NGX_OK)
+            {
+                /* alone, as it is */
+                body = ngx_pnalloc(rp->pool, rec.body_len + 1);
+                if (body == NULL) {
+                    break;
+                }
+
+                ngx_memcpy(body, rec.body, rec.body_len);
+                blen = rec.body_len;
+                v1 = 0;
+
+                ngx_http_promgate_spool_take(rp, best);
+                break;
+            }
+
+            ngx_http_promgate_spool_take(rp, best);
+
+            continue;
         }
 
-        rp->post.body.data = (u_char *) rec.body;
-        rp->post.body.len = rec.body_len;
-        rp->current = best;
-        rp->posting = 1;
+        /* a 1.0 record with the same headers joins the batch */
 
-        if (ngx_http_promgate_kafka_post_start(&rp->post) != NGX_OK) {
-            rp->posting = 0;
-            ngx_http_promgate_spool_posted(&rp->post);
+        if (rec.version != 1 || rp->batch_n >= NGX_HTTP_PROMGATE_SPOOL_BATCH
+            || hb.len != rp->hblock.len
+            || ngx_memcmp(hb.data, rp->hblock.data, hb.len) != 0
+            || ngx_http_promgate_spool_batch_add(rp, &rec) != NGX_OK)
+        {
+            break;
         }
 
+        ngx_http_promgate_spool_take(rp, best);
+    }
+
+    if (rp->batch_n == 0) {
+        sp->sh->oldest_ts = 0;
+
+        /* nothing there now: look again soon, and at the directory */
+        rp->rescan = 1;
+        ngx_http_promgate_spool_later(rp, NGX_HTTP_PROMGATE_SPOOL_IDLE);
         return;
     }
 
-    ngx_http_promgate_spool_later(rp, 1);
+    if (v1) {
+        blen = pg_snappy_max_encoded(rp->dec_len);
+        body = ngx_pnalloc(rp->pool, blen);
+
+        if (body == NULL
+            || pg_snappy_encode(rp->dec, rp->dec_len, body, &blen)
+               != PG_SNAPPY_OK)
+        {
+            ngx_http_promgate_spool_uncommit(rp);
+            ngx_http_promgate_spool_later(rp, 1000);
+            return;
+        }
+    }
+
+    if (ngx_http_promgate_spool_head(rp, &first, blen) != NGX_OK) {
+        ngx_http_promgate_spool_uncommit(rp);
+        ngx_http_promgate_spool_later(rp, 1000);
+        return;
+    }
+
+    rp->post.body.data = body;
+    rp->post.body.len = blen;
+    rp->posting = 1;
+
+    if (ngx_http_promgate_kafka_post_start(&rp->post) != NGX_OK) {
+        ngx_http_promgate_spool_posted(&rp->post);
+    }
 }
 
 
-/* the answer of the write location to a record's replay */
+/* the answer of the write location to a replay */
 
 static void
 ngx_http_promgate_spool_posted(ngx_http_promgate_kafka_post_t *post)
 {
     ngx_http_promgate_spool_replay_t *rp = post->data;
 
-    ngx_msec_t                         delay;
-    ngx_uint_t                         status;
-    ngx_http_promgate_spool_t         *sp;
-    ngx_http_promgate_spool_cursor_t  *c;
+    ngx_msec_t                  delay;
+    ngx_uint_t                  status, n;
+    ngx_http_promgate_spool_t  *sp;
 
     sp = rp->spool;
-    c = rp->current;
     status = post->status;
+    n = rp->batch_n;
 
     rp->posting = 0;
-    rp->current = NULL;
 
-    if (!rp->owner || c == NULL || !c->used || c->frame_len == 0) {
+    if (!rp->owner || n == 0) {
+        ngx_http_promgate_spool_uncommit(rp);
         ngx_http_promgate_spool_later(rp, NGX_HTTP_PROMGATE_SPOOL_IDLE);
         return;
     }
 
+    if (rp->single) {
+        rp->single--;
+    }
+
     if (status >= 200 && status < 300) {
         rp->failures = 0;
-        (void) ngx_atomic_fetch_add(&sp->sh->replayed, 1);
-        (void) ngx_atomic_fetch_add(&sp->sh->replayed_bytes, c->frame_len);
-        ngx_http_promgate_spool_advance(rp, c);
+        (void) ngx_atomic_fetch_add(&sp->sh->replayed, n);
+        (void) ngx_atomic_fetch_add(&sp->sh->replay_posts, 1);
+        (void) ngx_atomic_fetch_add(&sp->sh->replayed_bytes,
+                                    ngx_http_promgate_spool_commit(rp));
         ngx_http_promgate_spool_later(rp, 0);
         return;
     }
@@ -1942,20 +2195,30 @@ ngx_http_promgate_spool_posted(ngx_http_promgate_kafka_post_t *post)
     if (status == 400 || status == 409 || status == 413 || status == 415) {
         rp->failures = 0;
 
+        if (n > 1) {
+            /* which one is bad: they go one by one now */
+            rp->single = n;
+            ngx_http_promgate_spool_uncommit(rp);
+            ngx_http_promgate_spool_later(rp, 0);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_WARN, rp->timer.log, 0,
                       "promgate: spool \"%V\": forward target \"%V\" "
                       "refused record %uL (status %ui): dropped, not "
-                      "retried", &sp->name, &sp->target->uri, c->seq,
+                      "retried", &sp->name, &sp->target->uri, rp->batch_seq,
                       status);
 
         (void) ngx_atomic_fetch_add(
             &sp->sh->dropped[NGX_HTTP_PROMGATE_SPOOL_REJECTED], 1);
-        ngx_http_promgate_spool_advance(rp, c);
+        (void) ngx_http_promgate_spool_commit(rp);
         ngx_http_promgate_spool_later(rp, 0);
         return;
     }
 
-    /* the target is still down: the same record, after a backoff */
+    /* the target is still down: the same records, after a backoff */
+
+    ngx_http_promgate_spool_uncommit(rp);
 
     (void) ngx_atomic_fetch_add(&sp->sh->replay_errors, 1);
 
@@ -2189,6 +2452,10 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_spool_metrics[] = {
     { "promgate_spool_replayed_bytes_total", "counter",
       "Bytes of the spooled writes the target stored on replay.",
       offsetof(ngx_http_promgate_spool_shm_t, replayed_bytes) },
+    { "promgate_spool_replay_requests_total", "counter",
+      "Replay requests the target stored (consecutive remote write 1.0 "
+      "records with the same headers go in one).",
+      offsetof(ngx_http_promgate_spool_shm_t, replay_posts) },
     { "promgate_spool_replay_errors_total", "counter",
       "Replays that failed (the target still down) and are tried again.",
       offsetof(ngx_http_promgate_spool_shm_t, replay_errors) },
