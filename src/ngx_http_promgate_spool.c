@@ -38,7 +38,7 @@
 #define NGX_HTTP_PROMGATE_SPOOL_ZONE       (64 * 1024)
 #define NGX_HTTP_PROMGATE_SPOOL_IDLE       100      /* ms between looks */
 #define NGX_HTTP_PROMGATE_SPOOL_TORN       5000     /* a partial frame */
-#define NGX_HTTP_PROMGATE_SPOOL_BACKOFF    10000    /* the most, ms */
+#define NGX_HTTP_PROMGATE_SPOOL_BACKOFF    2000     /* the most, ms */
 #define NGX_HTTP_PROMGATE_SPOOL_LOG_BURST  10000
 #define NGX_HTTP_PROMGATE_SPOOL_CURSORS    256
 #define NGX_HTTP_PROMGATE_SPOOL_BATCH      64       /* records a post */
