@@ -197,7 +197,8 @@ def kafka(tmp_path):
 def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,
                                               make_fake, tmp_path):
     """the status page with every feature configured and used (exemplar
-    zone with its WAL, series index, Kafka consumer and producer) passes
+    zone with its WAL, series index, Kafka consumer and producer, a
+    spool that took writes and replayed them) passes
     `promtool check metrics` with no complaint at all, and carries each
     feature's families"""
     k = kafka
@@ -207,15 +208,19 @@ def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,
     wal = tmp_path / "wal"
     wal.mkdir()
     up = make_fake()
+    down = make_fake(default=Resp(503))
     http_extra = (
         "    promgate_exemplar_zone ex:8m max=1000 wal=%s;\n"
         "    promgate_series_zone series:2m;\n"
         "    promgate_kafka_brokers %s;\n"
         "    promgate_kafka_consumer topic=%s group=%s "
         "format=prompb-snappy target=/api/v1/write socket=%s/k.sock;\n"
-        % (wal, k.bootstrap, topic, topic, sockdir))
+        "    promgate_spool sp path=%s socket=%s/sp.sock;\n"
+        % (wal, k.bootstrap, topic, topic, sockdir, tmp_path / "spool",
+           sockdir))
     n = make_nginx(gateway_http(
-        free_port(), [("a", up.url)], http_extra=http_extra,
+        free_port(), [("a", up.url), ("b", down.url, "spool=sp")],
+        http_extra=http_extra, retries=0, backoff="10ms 20ms",
         write_extra="promgate_exemplars ex; "
                     "promgate_series_index series topic=idx;",
         server_extra="location = /api/v1/query_exemplars "
@@ -237,9 +242,16 @@ def test_promtool_check_metrics_every_feature(kafka, sockdir, make_nginx,
                                                  ln)]
     assert complaints == [], out
     families = set(re.findall(r"(?m)^# TYPE (\S+)", r.text))
+    down.default = Resp(204)
+    assert wait_for(lambda: scrape(n.url("/metrics")).sum(
+        "promgate_spool_replayed_records_total") >= 1, 30)
+    r = requests.get(n.url("/metrics"), timeout=10)
+    rc, out = promtool_check_metrics(r.text)
+    assert rc == 0, out + "\n---\n" + r.text
+    families = set(re.findall(r"(?m)^# TYPE (\S+)", r.text))
     for prefix in ("promgate_write_", "promgate_forward_",
                    "promgate_exemplar_zone_", "promgate_wal_",
-                   "promgate_series_", "promgate_kafka_"):
+                   "promgate_series_", "promgate_kafka_", "promgate_spool_"):
         assert any(f.startswith(prefix) for f in families), \
             (prefix, sorted(families))
 
