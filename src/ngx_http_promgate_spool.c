@@ -124,6 +124,7 @@ struct ngx_http_promgate_spool_replay_s {
     size_t                             dec_len;
     size_t                             dec_cap;
     ngx_str_t                          hblock;    /* the batch's headers */
+    ngx_atomic_uint_t                  segments;  /* created, at the scan */
     ngx_pool_t                        *pool;      /* of the post's head */
     ngx_uint_t                         failures;  /* in a row */
     ngx_fd_t                           state_fd;  /* <name>.replay */
@@ -1985,7 +1986,17 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
 
     for (steps = 0; steps < 1024; steps++) {
 
-        if (rp->batch_n == 0 && (rp->rescan || rp->ncursors == 0)) {
+        /*
+         * A writer with a segment the cursors do not know yet (its first,
+         * or one after a restart) may hold the next record: the directory
+         * is read again before a batch begins.
+         */
+
+        if (rp->batch_n == 0
+            && (rp->rescan || rp->ncursors == 0
+                || rp->segments != sp->sh->wal.segments_created))
+        {
+            rp->segments = sp->sh->wal.segments_created;
             ngx_http_promgate_spool_rescan(rp);
         }
 

@@ -62,6 +62,13 @@ def stored_in_order(fake, sent):
     """every sent write's series reached the fake, in the order sent"""
     want = series_of(sent)
     got = [x for x in stored_series(fake) if x in set(want)]
+    if got != want:
+        print("stored %d of %d series; first difference at %s; requests: %s"
+              % (len(got), len(want),
+                 next((i for i, (x, y) in enumerate(zip(got, want))
+                       if x != y), min(len(got), len(want))),
+                 [(p.response.status if p.response else None,
+                   len(series_of([p.body]))) for p in fake.posts()]))
     return got == want
 
 
