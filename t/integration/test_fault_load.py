@@ -1,8 +1,8 @@
 """Faults under load: every test runs senders (loadsend.Load: keep-alive
 sessions, unique samples, retrying 5xx like Prometheus) while a target
-flaps, goes down, hangs, nginx reloads or loses a worker, the WAL cannot
-write, or the Kafka broker goes away; then it counts what the senders got
-acknowledged and what the storages hold.
+flaps, goes down, hangs, nginx reloads or loses a worker, the WAL or a
+spool cannot write, or the Kafka broker goes away; then it counts what
+the senders got acknowledged and what the storages hold.
 
 Pass: every acknowledged sample is in every target (`all`), in a quorum
 (`quorum`) or in the target that stayed up (`any`); nginx keeps serving;
@@ -794,6 +794,151 @@ def test_wal_dir_not_writable(make_nginx, recorder, mounts, capsys, tmp_path,
         gw.stop()
         if how == "chmod_0500":
             os.chmod(wal, 0o755)
+
+
+# ------------------------------------------- the spool's disk fills up
+
+SPOOL_ROOM = 48 * 1024      # what the filler leaves of the spool's tmpfs
+SPOOL_FREED = 6.0 if LONG else 3.0  # seconds with room again, target down
+
+
+def spool_counter(n, name, **labels):
+    return scrape(n.status_url).sum("promgate_spool_" + name, spool="fs",
+                                    **labels)
+
+
+def test_spool_filesystem_full_for_a_while(sockdir, make_nginx, recorder,
+                                           mounts, capsys, tmp_path):
+    """ack all to a healthy recorder a and to b, which answers 503, with
+    spool= on an 8 MB tmpfs.  Under load: b's writes are spooled (204);
+    then a filler file takes the file system but SPOOL_ROOM bytes, which
+    the appends use up: the append that does not fit is written in part
+    (tmpfs writes page by page) and fails with ENOSPC; it must be cut back.
+    For OUTAGE seconds b counts as failed for the writes (503: the senders
+    retry them), then the filler goes and appends work again (a new
+    segment a second later); SPOOL_FREED seconds later b answers 204 and
+    the spool drains.  Every acknowledged sample is in a and in b; no
+    record is dropped as corrupt and no segment ends with a partial record
+    (what a half-written frame would be); no 5xx but 503, no worker died;
+    the error log says why."""
+    fs = str(tmp_path / "fs")
+    os.makedirs(fs)
+    ok, out = mount("-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", fs)
+    if not ok:
+        pytest.skip("cannot mount a tmpfs for the spool (needs "
+                    "CAP_SYS_ADMIN): " + out.strip())
+    mounts.add(fs)
+    spool = os.path.join(fs, "spool")
+    os.makedirs(spool)
+    filler = os.path.join(fs, "filler")
+    a = recorder()
+    b = recorder(mode="fail")
+    gw = start_gw(make_nginx, [("a", a.url), ("b", b.url, "spool=fs")],
+                  ack="all", retries=2, backoff="50ms 300ms",
+                  retry_timeout="5s",
+                  http_extra="    promgate_spool fs path=%s socket=%s/fs.sock;"
+                             "\n" % (spool, sockdir))
+    pids = gw.worker_pids()
+    name = rw.uniq("fspfull")
+    # 20 series a write: frames of about 400 bytes
+    load = Load(gw.write_url, name, threads=THREADS, series=20,
+                duration=600).start()
+    try:
+        time.sleep(LEAD)
+        assert wait_for(lambda: spool_counter(gw, "records") > 0, 10, 0.1), \
+            "nothing was spooled for b"
+        t_fill = time.monotonic()
+        fill(filler)
+        os.truncate(filler, max(0, os.path.getsize(filler) - SPOOL_ROOM))
+        full = wait_for(lambda: spool_counter(gw, "refused_total",
+                                              reason="error") > 0, 20, 0.05)
+        t_full = time.monotonic()
+        assert full, "the spool took every write with its disk full: %s" % (
+            spool_metrics(gw, "fs"))
+        time.sleep(OUTAGE)
+        m_full = spool_metrics(gw, "fs")
+        segs_full = len(glob.glob(os.path.join(spool, "fs-w*.wal")))
+        t_free = time.monotonic()
+        os.unlink(filler)
+        time.sleep(SPOOL_FREED)
+        m_freed = spool_metrics(gw, "fs")
+        t_back = time.monotonic()
+        b.mode = "ok"
+        time.sleep(TAIL)
+        load.stop()
+        t_end = time.monotonic()
+        quiesce(gw)
+        drained = wait_for(lambda: spool_counter(gw, "records") == 0,
+                           60, 0.2)
+        t_drained = time.monotonic()
+        sm = spool_metrics(gw, "fs")
+        refused = {r: spool_counter(gw, "refused_total", reason=r)
+                   for r in ("error", "full")}
+        write_errors = spool_counter(gw, "write_errors_total")
+        corrupt = spool_counter(gw, "dropped_records_total",
+                                reason="corrupt")
+        stores = {"a": a.snapshot(), "b": b.snapshot()}
+        lost, stored = lost_of("all", load.acked, stores)
+        before = load.codes_between(load.t_start, t_fill)
+        during = load.codes_between(t_fill, t_free)
+        freed = load.codes_between(t_free, t_back)
+        back = load.codes_between(t_back, t_end)
+        # each worker opens a new segment at most a second after its
+        # last failed append
+        late503 = load.codes_between(t_free + 1.5, t_end)[503]
+        text = gw.error_log_text()
+        line = report(capsys, "spool_fs_full[all]", load, stored, lost,
+                      stores,
+                      "full=%gs fill_to_503=%.2fs before=%s during=%s "
+                      "freed=%s back=%s appended=%d/%d/%d replayed=%d "
+                      "refused_error=%d refused_full=%d write_errors=%d "
+                      "corrupt=%d dropped=%d segments_full=%d "
+                      "drained_in=%.1fs" % (
+                          OUTAGE, t_full - t_fill, dict(before),
+                          dict(during), dict(freed), dict(back),
+                          m_full["appended_records_total"],
+                          m_freed["appended_records_total"],
+                          sm["appended_records_total"],
+                          sm["replayed_records_total"], refused["error"],
+                          refused["full"], write_errors, corrupt,
+                          sm["dropped_records_total"], segs_full,
+                          t_drained - t_end))
+        assert drained, "the spool did not drain: %s" % sm
+        assert_no_loss(lost, line)
+        assert load.rejected == [], load.rejected[:3]
+        assert set(load.codes) <= {204, 503}, line
+        assert before[204] > 0 and before[503] == 0, line
+        assert during[503] > 0, line
+        assert late503 == 0, "503 after the disk had room again: " + line
+        assert freed[204] > 0 and back[204] > 0, line
+        # appends went on once there was room, before b was back
+        assert m_freed["appended_records_total"] > \
+            m_full["appended_records_total"], line
+        assert refused["error"] >= 1 and write_errors >= 1, line
+        assert refused["full"] == 0, line
+        # a new segment tried on a full disk is removed when it took nothing
+        assert segs_full <= 4, "%d segment files in the spool on the full " \
+            "disk: %s" % (segs_full, line)
+        # a half-written frame left in a segment would be dropped as
+        # corrupt, or end a segment as a partial record
+        assert corrupt == 0 and sm["dropped_records_total"] == 0, line
+        assert "corrupt record" not in text and \
+            "ends with a partial record" not in text, line
+        assert sm["replayed_records_total"] == \
+            sm["appended_records_total"], line
+        assert gw.worker_pids() == pids, "a worker died: %s -> %s" % (
+            pids, gw.worker_pids())
+        assert "exited on signal" not in text
+        assert gw.error_log_problems() == [], gw.error_log_problems()
+        assert serves(gw)
+        explains(gw, 'promgate: spool "fs" could not write "%s/fs-w' % spool,
+                 "No space left on device",
+                 'promgate: spool "fs" of forward target "/_rw/b" could not '
+                 'be written')
+    finally:
+        load.stop()
+        gw.stop()               # nothing may hold the mount
+        mounts.remove(fs)
 
 
 # --------------------------------------------------------------- Kafka
