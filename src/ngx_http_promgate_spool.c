@@ -894,143 +894,99 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_spool_metrics[] = {
 };
 
 
+/* a spool's value for a gauge of the status page (k: gauges[k]) */
+
+static ngx_atomic_uint_t
+ngx_http_promgate_spool_gauge(ngx_http_promgate_spool_t *sp, ngx_uint_t k,
+    int64_t now)
+{
+    int64_t           oldest;
+    ngx_atomic_int_t  v;
+
+    switch (k) {
+
+    case 0:
+        v = (ngx_atomic_int_t) sp->sh->records;
+        return v > 0 ? (ngx_atomic_uint_t) v : 0;
+
+    case 1:
+        v = (ngx_atomic_int_t) sp->sh->bytes;
+        return v > 0 ? (ngx_atomic_uint_t) v : 0;
+
+    case 2:
+        /* ms, printed as seconds */
+        oldest = (int64_t) sp->sh->oldest_ts;
+        return ((ngx_atomic_int_t) sp->sh->records > 0 && oldest > 0
+                && now > oldest) ? (ngx_atomic_uint_t) (now - oldest) : 0;
+
+    default:
+        return sp->sh->owner;
+    }
+}
+
+
 static void
 ngx_http_promgate_spool_status(ngx_http_promgate_text_t *t, void *data)
 {
     ngx_array_t *spools = data;
 
-    int64_t                         age, now, oldest;
+    int64_t                         now;
     ngx_uint_t                      i, k, m;
-    ngx_atomic_int_t                v;
+    ngx_atomic_t                   *counts;
+    ngx_atomic_uint_t               v;
     ngx_http_promgate_label_t       l[3];
     ngx_http_promgate_spool_t     **spp, *sp;
 
-    static char  *drops[] = { "rejected", "max_age", "corrupt" };
-    static char  *refusals[] = { "full", "error", "too_large" };
+    static char  *gauges[][2] = {
+        { "promgate_spool_records", "Writes in the spool, not yet replayed." },
+        { "promgate_spool_bytes", "Bytes in the spool, not yet replayed." },
+        { "promgate_spool_oldest_age_seconds",
+          "Age of the oldest record waiting for replay (0: none)." },
+        { "promgate_spool_owner",
+          "The pid of the worker that replays the spool (0: none)." }
+    };
+
+    static char  *reasons[2][3] = {
+        { "rejected", "max_age", "corrupt" },
+        { "full", "error", "too_large" }
+    };
+
+    static char  *by_reason[2][2] = {
+        { "promgate_spool_dropped_records_total",
+          "Spooled writes dropped: the target refused them as bad "
+          "(rejected), older than max_age, or corrupt on disk." },
+        { "promgate_spool_refused_total",
+          "Writes the spool could not take (the target then counts as "
+          "failed for them): full (max_size), a write error, too large for "
+          "a record." }
+    };
 
     spp = spools->elts;
-    now = (int64_t) ngx_time() * 1000;
+    now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
 
-    ngx_http_promgate_text_family(t, "promgate_spool_records", "gauge",
-                                  "Writes in the spool, not yet replayed.");
+    /* every family, then a sample per spool with a target */
 
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        ngx_http_promgate_label_cstr(&l[0], "spool", (char *) sp->name.data);
-        l[1].name = "target";
-        l[1].value = sp->target->uri;
-
-        v = (ngx_atomic_int_t) sp->sh->records;
-        ngx_http_promgate_text_sample(t, "promgate_spool_records", l, 2,
-                                      "%uA", v > 0 ? (ngx_atomic_uint_t) v
-                                                   : 0);
-    }
-
-    ngx_http_promgate_text_family(t, "promgate_spool_bytes", "gauge",
-                                  "Bytes in the spool, not yet replayed.");
-
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        ngx_http_promgate_label_cstr(&l[0], "spool", (char *) sp->name.data);
-        l[1].name = "target";
-        l[1].value = sp->target->uri;
-
-        v = (ngx_atomic_int_t) sp->sh->bytes;
-        ngx_http_promgate_text_sample(t, "promgate_spool_bytes", l, 2,
-                                      "%uA", v > 0 ? (ngx_atomic_uint_t) v
-                                                   : 0);
-    }
-
-    ngx_http_promgate_text_family(t, "promgate_spool_oldest_age_seconds",
-                                  "gauge", "Age of the oldest record "
-                                  "waiting for replay (0: none).");
-
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        ngx_http_promgate_label_cstr(&l[0], "spool", (char *) sp->name.data);
-        l[1].name = "target";
-        l[1].value = sp->target->uri;
-
-        oldest = (int64_t) sp->sh->oldest_ts;
-        age = ((ngx_atomic_int_t) sp->sh->records > 0 && oldest > 0
-               && now > oldest) ? now - oldest : 0;
-
-        ngx_http_promgate_text_sample(t, "promgate_spool_oldest_age_seconds",
-                                      l, 2, "%L.%03L", age / 1000,
-                                      age % 1000);
-    }
-
-    ngx_http_promgate_text_family(t, "promgate_spool_dropped_records_total",
-                                  "counter", "Spooled writes dropped: the "
-                                  "target refused them as bad (rejected), "
-                                  "older than max_age, or corrupt on "
-                                  "disk.");
-
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        for (k = 0; k < 3; k++) {
-            ngx_http_promgate_label_cstr(&l[0], "spool",
-                                         (char *) sp->name.data);
-            l[1].name = "target";
-            l[1].value = sp->target->uri;
-            ngx_http_promgate_label_cstr(&l[2], "reason", drops[k]);
-
-            ngx_http_promgate_text_sample(t,
-                                      "promgate_spool_dropped_records_total",
-                                      l, 3, "%uA", sp->sh->dropped[k]);
-        }
-    }
-
-    ngx_http_promgate_text_family(t, "promgate_spool_refused_total",
-                                  "counter", "Writes the spool could not "
-                                  "take (the target then counts as failed "
-                                  "for them): full (max_size), a write "
-                                  "error, too large for a record.");
-
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        for (k = 0; k < 3; k++) {
-            ngx_http_promgate_label_cstr(&l[0], "spool",
-                                         (char *) sp->name.data);
-            l[1].name = "target";
-            l[1].value = sp->target->uri;
-            ngx_http_promgate_label_cstr(&l[2], "reason", refusals[k]);
-
-            ngx_http_promgate_text_sample(t, "promgate_spool_refused_total",
-                                          l, 3, "%uA", sp->sh->refused[k]);
-        }
-    }
-
-    for (m = 0; m < sizeof(ngx_http_promgate_spool_metrics)
-                    / sizeof(ngx_http_promgate_metric_t); m++)
+    for (m = 0; m < 4 + 2 + sizeof(ngx_http_promgate_spool_metrics)
+                            / sizeof(ngx_http_promgate_metric_t); m++)
     {
-        ngx_http_promgate_text_family(t,
-                                      ngx_http_promgate_spool_metrics[m].name,
-                                      ngx_http_promgate_spool_metrics[m].type,
-                                      ngx_http_promgate_spool_metrics[m].help);
+        if (m < 4) {
+            ngx_http_promgate_text_family(t, gauges[m][0], "gauge",
+                                          gauges[m][1]);
+
+        } else if (m < 6) {
+            ngx_http_promgate_text_family(t, by_reason[m - 4][0], "counter",
+                                          by_reason[m - 4][1]);
+
+        } else {
+            ngx_http_promgate_text_family(t,
+                                  ngx_http_promgate_spool_metrics[m - 6].name,
+                                  ngx_http_promgate_spool_metrics[m - 6].type,
+                                  ngx_http_promgate_spool_metrics[m - 6].help);
+        }
 
         for (i = 0; i < spools->nelts; i++) {
             sp = spp[i];
+
             if (sp->target == NULL) {
                 continue;
             }
@@ -1040,28 +996,34 @@ ngx_http_promgate_spool_status(ngx_http_promgate_text_t *t, void *data)
             l[1].name = "target";
             l[1].value = sp->target->uri;
 
-            ngx_http_promgate_text_sample(t,
-                         ngx_http_promgate_spool_metrics[m].name, l, 2, "%uA",
+            if (m == 2) {
+                v = ngx_http_promgate_spool_gauge(sp, m, now);
+                ngx_http_promgate_text_sample(t, gauges[m][0], l, 2,
+                                              "%uA.%03uA", v / 1000,
+                                              v % 1000);
+
+            } else if (m < 4) {
+                ngx_http_promgate_text_sample(t, gauges[m][0], l, 2, "%uA",
+                                      ngx_http_promgate_spool_gauge(sp, m,
+                                                                    now));
+
+            } else if (m < 6) {
+                counts = (m == 4) ? sp->sh->dropped : sp->sh->refused;
+
+                for (k = 0; k < 3; k++) {
+                    ngx_http_promgate_label_cstr(&l[2], "reason",
+                                                 reasons[m - 4][k]);
+                    ngx_http_promgate_text_sample(t, by_reason[m - 4][0], l,
+                                                  3, "%uA", counts[k]);
+                }
+
+            } else {
+                ngx_http_promgate_text_sample(t,
+                         ngx_http_promgate_spool_metrics[m - 6].name, l, 2,
+                         "%uA",
                          *(ngx_atomic_t *) ((u_char *) sp->sh
-                             + ngx_http_promgate_spool_metrics[m].offset));
+                             + ngx_http_promgate_spool_metrics[m - 6].offset));
+            }
         }
-    }
-
-    ngx_http_promgate_text_family(t, "promgate_spool_owner", "gauge",
-                                  "The pid of the worker that replays the "
-                                  "spool (0: none).");
-
-    for (i = 0; i < spools->nelts; i++) {
-        sp = spp[i];
-        if (sp->target == NULL) {
-            continue;
-        }
-
-        ngx_http_promgate_label_cstr(&l[0], "spool", (char *) sp->name.data);
-        l[1].name = "target";
-        l[1].value = sp->target->uri;
-
-        ngx_http_promgate_text_sample(t, "promgate_spool_owner", l, 2, "%uA",
-                                      sp->sh->owner);
     }
 }

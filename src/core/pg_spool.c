@@ -11,7 +11,7 @@
 
 
 static uint8_t *
-pg_spool_put_u16(uint8_t *p, uint32_t v)
+pg_spool_put16(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t) v;
     p[1] = (uint8_t) (v >> 8);
@@ -19,38 +19,10 @@ pg_spool_put_u16(uint8_t *p, uint32_t v)
 }
 
 
-static uint8_t *
-pg_spool_put_u32(uint8_t *p, uint32_t v)
+static size_t
+pg_spool_get16(const uint8_t *p)
 {
-    p[0] = (uint8_t) v;
-    p[1] = (uint8_t) (v >> 8);
-    p[2] = (uint8_t) (v >> 16);
-    p[3] = (uint8_t) (v >> 24);
-    return p + 4;
-}
-
-
-static uint8_t *
-pg_spool_put_u64(uint8_t *p, uint64_t v)
-{
-    p = pg_spool_put_u32(p, (uint32_t) v);
-    return pg_spool_put_u32(p, (uint32_t) (v >> 32));
-}
-
-
-static uint64_t
-pg_spool_get(const uint8_t *p, size_t n)
-{
-    size_t    i;
-    uint64_t  v;
-
-    v = 0;
-
-    for (i = n; i > 0; i--) {
-        v = (v << 8) | p[i - 1];
-    }
-
-    return v;
+    return (size_t) p[0] | (size_t) p[1] << 8;
 }
 
 
@@ -109,21 +81,21 @@ pg_spool_encode_head(const pg_spool_record_t *rec, uint8_t *out)
 
     p = out + PG_WAL_FRAME_HEADER;
 
-    p = pg_spool_put_u64(p, rec->seq);
-    p = pg_spool_put_u64(p, (uint64_t) rec->ts);
+    p = pg_wal_put64(p, rec->seq);
+    p = pg_wal_put64(p, (uint64_t) rec->ts);
     *p++ = (uint8_t) rec->version;
     *p++ = 0;
-    p = pg_spool_put_u16(p, (uint32_t) rec->nheaders);
-    p = pg_spool_put_u32(p, (uint32_t) rec->body_len);
+    p = pg_spool_put16(p, (uint32_t) rec->nheaders);
+    p = pg_wal_put32(p, (uint32_t) rec->body_len);
 
     for (i = 0; i < rec->nheaders; i++) {
-        p = pg_spool_put_u16(p, (uint32_t) rec->headers[i].name.len);
+        p = pg_spool_put16(p, (uint32_t) rec->headers[i].name.len);
         if (rec->headers[i].name.len) {
             memcpy(p, rec->headers[i].name.data, rec->headers[i].name.len);
             p += rec->headers[i].name.len;
         }
 
-        p = pg_spool_put_u32(p, (uint32_t) rec->headers[i].value.len);
+        p = pg_wal_put32(p, (uint32_t) rec->headers[i].value.len);
         if (rec->headers[i].value.len) {
             memcpy(p, rec->headers[i].value.data, rec->headers[i].value.len);
             p += rec->headers[i].value.len;
@@ -136,8 +108,8 @@ pg_spool_encode_head(const pg_spool_record_t *rec, uint8_t *out)
         crc = pg_crc32c(crc, rec->body, rec->body_len);
     }
 
-    (void) pg_spool_put_u32(out, (uint32_t) (meta + rec->body_len));
-    (void) pg_spool_put_u32(out + 4, crc);
+    (void) pg_wal_put32(out, (uint32_t) (meta + rec->body_len));
+    (void) pg_wal_put32(out + 4, crc);
 
     return PG_WAL_FRAME_HEADER + meta;
 }
@@ -157,11 +129,11 @@ pg_spool_decode(const uint8_t *payload, size_t len, pg_spool_header_t *hdrs,
     p = payload;
     end = payload + len;
 
-    rec->seq = pg_spool_get(p, 8);
-    rec->ts = (int64_t) pg_spool_get(p + 8, 8);
+    rec->seq = pg_wal_get64(p);
+    rec->ts = (int64_t) pg_wal_get64(p + 8);
     rec->version = p[16];
-    n = (size_t) pg_spool_get(p + 18, 2);
-    body = (size_t) pg_spool_get(p + 20, 4);
+    n = pg_spool_get16(p + 18);
+    body = pg_wal_get32(p + 20);
     p += PG_SPOOL_FIXED;
 
     if ((rec->version != 1 && rec->version != 2) || p[-7] != 0
@@ -175,7 +147,7 @@ pg_spool_decode(const uint8_t *payload, size_t len, pg_spool_header_t *hdrs,
             return -1;
         }
 
-        nl = (size_t) pg_spool_get(p, 2);
+        nl = pg_spool_get16(p);
         p += 2;
 
         if ((size_t) (end - p) < nl + 4) {
@@ -186,7 +158,7 @@ pg_spool_decode(const uint8_t *payload, size_t len, pg_spool_header_t *hdrs,
         hdrs[i].name.len = nl;
         p += nl;
 
-        vl = (size_t) pg_spool_get(p, 4);
+        vl = pg_wal_get32(p);
         p += 4;
 
         if ((size_t) (end - p) < vl) {

@@ -78,7 +78,7 @@ pg_crc32c(uint32_t crc, const uint8_t *p, size_t len)
 }
 
 
-static uint8_t *
+uint8_t *
 pg_wal_put32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t) v;
@@ -90,7 +90,7 @@ pg_wal_put32(uint8_t *p, uint32_t v)
 }
 
 
-static uint8_t *
+uint8_t *
 pg_wal_put64(uint8_t *p, uint64_t v)
 {
     p = pg_wal_put32(p, (uint32_t) v);
@@ -98,7 +98,7 @@ pg_wal_put64(uint8_t *p, uint64_t v)
 }
 
 
-static uint32_t
+uint32_t
 pg_wal_get32(const uint8_t *p)
 {
     return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16
@@ -106,7 +106,7 @@ pg_wal_get32(const uint8_t *p)
 }
 
 
-static uint64_t
+uint64_t
 pg_wal_get64(const uint8_t *p)
 {
     return (uint64_t) pg_wal_get32(p) | (uint64_t) pg_wal_get32(p + 4) << 32;

@@ -50,6 +50,12 @@ typedef struct {
 
 uint32_t pg_crc32c(uint32_t crc, const uint8_t *p, size_t len);
 
+/* little-endian integers, as frames hold them */
+uint8_t *pg_wal_put32(uint8_t *p, uint32_t v);
+uint8_t *pg_wal_put64(uint8_t *p, uint64_t v);
+uint32_t pg_wal_get32(const uint8_t *p);
+uint64_t pg_wal_get64(const uint8_t *p);
+
 /* the frame's size for a record */
 size_t pg_wal_frame_size(const pg_wal_record_t *rec);
 
