@@ -465,13 +465,7 @@ ngx_http_promgate_spool_init_process(ngx_cycle_t *cycle)
     ngx_http_promgate_spool_replay_t  *rp;
     ngx_http_promgate_main_conf_t     *pmcf;
 
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_promgate_module);
+    pmcf = ngx_http_promgate_worker_conf(cycle, &ngx_http_promgate_module);
 
     if (pmcf == NULL) {
         return NGX_OK;
@@ -579,13 +573,7 @@ ngx_http_promgate_spool_exit_process(ngx_cycle_t *cycle)
     ngx_http_promgate_spool_t     **spp, *sp;
     ngx_http_promgate_main_conf_t  *pmcf;
 
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return;
-    }
-
-    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_promgate_module);
+    pmcf = ngx_http_promgate_worker_conf(cycle, &ngx_http_promgate_module);
 
     if (pmcf == NULL) {
         return;

@@ -297,6 +297,27 @@ ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
 }
 
 
+/* ----------------------------------------------------------- processes */
+
+
+/*
+ * A module's main configuration in a worker (or a single process); NULL
+ * in the cache manager and loader processes, or when http{} has none
+ */
+
+void *
+ngx_http_promgate_worker_conf(ngx_cycle_t *cycle, ngx_module_t *module)
+{
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NULL;
+    }
+
+    return ngx_http_cycle_get_module_main_conf(cycle, (*module));
+}
+
+
 /* ------------------------------------------------------------- sockets */
 
 

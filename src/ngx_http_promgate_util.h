@@ -8,6 +8,7 @@
  *             the request body as one piece of memory, an answer, a
  *             refusal
  *   memory    the request pool as src/core's allocator
+ *   processes a module's main configuration in a worker
  *   sockets   a unix listener promgate adds to a server, made private
  *   zones     one shared-zone idiom for every promgate zone, as
  *             ngx_http_limit_req_module's: NAME:SIZE, the zone reused on
@@ -43,6 +44,11 @@ ngx_int_t ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *data, size_t len);
 ngx_int_t ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,
     ngx_uint_t status, u_char *text, size_t len);
+
+
+/* ----------------------------------------------------------- processes */
+
+void *ngx_http_promgate_worker_conf(ngx_cycle_t *cycle, ngx_module_t *module);
 
 
 /* ------------------------------------------------------------- sockets */
