@@ -797,6 +797,10 @@ ngx_http_promgate_spool_access(ngx_http_request_t *r)
     }
 
     fe = ngx_array_push(&ctx->targets);
+    if (fe == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     fe->target = sp->target;
     fe->proto = NGX_HTTP_PROMGATE_PROTO_ASIS;
     fe->spool = NULL;
