@@ -279,6 +279,8 @@ struct ngx_http_promgate_kafka_partition_s {
     unsigned                        posting:1;
     unsigned                        failing:1;    /* waiting to retry */
     unsigned                        paused:1;     /* as librdkafka knows */
+    unsigned                        fetched:1;    /* a message came: its */
+                                                  /*   fetcher has started */
     unsigned                        revoked:1;
     unsigned                        seek:1;       /* to wm.refetch, due */
 };

@@ -98,10 +98,20 @@ ngx_http_promgate_kafka_partition_new(ngx_http_promgate_kafka_consumer_t *c,
     p->stored = -1;
 
     /*
+     * Not paused, and nothing is said to librdkafka about it here.
      * librdkafka keeps a partition's pause across revocation and a new
-     * assignment: not knowing, the first sync_pause() says it explicitly.
+     * assignment, but promgate resumes what it paused as the partition is
+     * revoked (partition_revoke()), so a partition arrives unpaused.  An
+     * explicit resume now would be worse than useless: librdkafka 2.0.2
+     * bumps the partition's op version on every pause or resume call, and
+     * one that lands while the library starts the fetcher for this
+     * assignment (FETCH_START, sent once the committed offset is known)
+     * makes that op outdated: it is dropped, and the partition stays
+     * assigned and is never fetched until the next rebalance (librdkafka
+     * #2190).  Even when it lands after the start, it discards what was
+     * fetched and fetches it again.
      */
-    p->paused = 1;
+    p->paused = 0;
 
     ngx_queue_init(&p->msgs);
     pg_kafka_wm_init(&p->wm, off, done, 64);
@@ -198,6 +208,16 @@ ngx_http_promgate_kafka_partition_sync_pause(
     rd_kafka_topic_partition_list_t  *list;
 
     if (p->revoked || p->consumer->rk == NULL || p->consumer->closing) {
+        return;
+    }
+
+    /*
+     * Until its first message comes, librdkafka may still be starting the
+     * partition's fetcher: a pause or a resume then could make the start
+     * outdated (see partition_new()).  Nothing fetched, nothing to hold
+     * back: take() calls this again with the first message.
+     */
+    if (!p->fetched) {
         return;
     }
 
@@ -490,7 +510,7 @@ ngx_http_promgate_kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 continue;
             }
 
-            ngx_http_promgate_kafka_partition_sync_pause(p);
+            /* nothing said to librdkafka before the first message */
 
             ngx_log_error(NGX_LOG_INFO, ngx_http_promgate_kafka_w.log, 0,
                           "promgate kafka: group \"%V\": %s/%D assigned",
@@ -768,6 +788,12 @@ ngx_http_promgate_kafka_take(ngx_http_promgate_kafka_consumer_t *c,
     topic = rd_kafka_topic_name(rkm->rkt);
 
     p = ngx_http_promgate_kafka_partition_find(c, topic, rkm->partition);
+
+    if (p && !p->fetched) {
+        /* its fetcher has started: pausing and resuming are safe now */
+        p->fetched = 1;
+        ngx_http_promgate_kafka_partition_sync_pause(p);
+    }
 
     if (p == NULL || ngx_http_promgate_kafka_w.stopping) {
         /* a stray message of a revoked partition, or shutting down */

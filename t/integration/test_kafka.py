@@ -574,8 +574,20 @@ def test_kill9_and_reload_mid_stream_lose_nothing(sockdir, kafka, make_nginx,
     th.join(10)
     assert errors == []
 
-    assert wait_for(lambda: prom_count(prom, name) >= total, 60, 0.5), \
-        prom_count(prom, name)
+    # on a failure, which way: offsets committed past messages never
+    # stored (the group's offsets at the ends) or consumption stalled
+    # (short of them), and where the missing samples were
+    if not wait_for(lambda: prom_count(prom, name) >= total, 60, 0.5):
+        where = {rw.compress(wr(name, i, t)): i for i in range(total)}
+        at = {where.get(v): (part, off)
+              for part, off, v, _ in kafka.consume(topic)}
+        have = {int(dict(k)["i"]) for k in prom.samples(name)}
+        missing = sorted(set(range(total)) - have)
+        pytest.fail("%d samples missing (partition, offset): %s; "
+                    "committed %s, partition ends %s" % (
+                        len(missing), [at.get(i) for i in missing],
+                        kafka.committed(group, topic),
+                        {p: hi for p, (_, hi) in kafka.hwm(topic).items()}))
     got = plain(prom.samples(name))
     assert got == expect(name, total, t)
 
@@ -583,6 +595,43 @@ def test_kill9_and_reload_mid_stream_lose_nothing(sockdir, kafka, make_nginx,
     ends = {p: hi for p, (_, hi) in kafka.hwm(topic).items()}
     assert wait_for(lambda: kafka.committed(group, topic) == ends, 20), \
         (kafka.committed(group, topic), ends)
+
+
+def test_no_pause_or_resume_before_the_first_message(sockdir, kafka,
+                                                     make_nginx, prom):
+    """promgate says nothing to librdkafka about a partition's pause until
+    the partition's first message has come.  librdkafka 2.0.2 bumps a
+    partition's op version on every pause or resume call; one that lands
+    while the library starts the fetcher of a new assignment (FETCH_START,
+    sent once the committed offset is known) makes that op outdated and it
+    is dropped: the partition stays assigned and is never fetched until the
+    next rebalance (librdkafka #2190).  promgate used to resume every
+    partition explicitly right after assign() (it did not know whether the
+    partition was paused): a stall only timing decides, and the likeliest
+    cause of test_kill9_and_reload_mid_stream_lose_nothing's rare failure
+    (540 of 600 samples stored, nothing posted after the new workers'
+    first batches).  librdkafka's own debug lines ("debug" "topic") show
+    every pause and resume the application asks for."""
+    name = rw.uniq("kfresh")
+    topic, group = name, name + "-g"
+    kafka.create(topic, 2)
+    n = start_gateway(make_nginx, [("prom", prom.url)], kafka.bootstrap,
+                      ["topic=%s group=%s target=/api/v1/write socket=%s/c.sock"
+                       " batch=20" % (topic, group, sockdir)],
+                      properties=[("debug", "topic")], log_level="debug")
+    assert assigned(n, group, 2)
+
+    t = rw.now_ms() - 10000
+    kafka.produce(topic, [rw.compress(wr(name, i, t)) for i in range(20)])
+    assert wait_for(lambda: prom_count(prom, name) >= 20, 30), \
+        prom_count(prom, name)
+
+    log = n.error_log_text()
+    # librdkafka's debug lines do reach the error log
+    assert "Start consuming %s [" % topic in log
+    calls = [l for l in log.splitlines()
+             if "Application resuming" in l or "Application pausing" in l]
+    assert calls == [], calls[:4]
 
 
 def test_poison_is_counted_sent_to_dlq_and_never_stalls(sockdir, kafka, gate,
