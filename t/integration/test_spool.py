@@ -350,3 +350,65 @@ def test_the_spool_socket_is_private_and_replays_only(sockdir, gateway,
     code, _ = unix_request(sock, "POST", "/api/v1/write", body=b"x")
     assert code == 403
     assert a.posts() == []
+
+
+@pytest.mark.parametrize("http,fwd,loc,message", [
+    ("", "spool=nope", "= /api/v1/write",
+     'unknown spool "nope" of forward target "/_rw/a"'),
+    ("promgate_spool s path=%(d)s socket=%(sock)s;", "spool=s",
+     "~ ^/api/v1/write$", 'spool "s" needs a prefix or exact location'),
+    ("promgate_spool s socket=%(sock)s;", "spool=s", "= /api/v1/write",
+     'spool "s" needs path=DIR'),
+    ("promgate_spool s path=%(d)s socket=%(sock)s max_size=10k;", "spool=s",
+     "= /api/v1/write", 'invalid "max_size=10k"'),
+    ("promgate_spool s path=%(d)s socket=%(sock)s bogus=1;", "spool=s",
+     "= /api/v1/write", 'invalid parameter "bogus=1"'),
+    ("promgate_spool s path=%(d)s socket=/%(long)s.sock;", "spool=s",
+     "= /api/v1/write", "longer than a unix socket can have"),
+    ("promgate_spool s path=%(d)s socket=%(sock)s;"
+     "promgate_spool s path=%(d)s socket=%(sock)s;", "spool=s",
+     "= /api/v1/write", 'spool "s" is duplicate'),
+])
+def test_nginx_t_refuses_bad_spools(sockdir, make_nginx, tmp_path, http, fwd,
+                                    loc, message):
+    args = {"d": str(tmp_path / "sp"), "sock": os.path.join(sockdir, "s.sock"),
+            "long": "x" * 120}
+    conf = """
+    %s
+    server {
+        listen 127.0.0.1:%d;
+        location %s { promgate_remote_write; promgate_forward /_rw/a %s; }
+        location /_rw/a { internal; proxy_pass http://127.0.0.1:9; }
+    }
+""" % (http % args, rw_free_port(), loc, fwd)
+    n = make_nginx(conf, start=False)
+    n.error_log_problems = lambda: []
+    code, out = n.test_config()
+    assert code != 0, out
+    assert message in out, out
+
+
+def test_one_spool_serves_one_target(sockdir, make_nginx, tmp_path):
+    conf = """
+    promgate_spool s path=%s socket=%s/s.sock;
+    server {
+        listen 127.0.0.1:%d;
+        location = /api/v1/write {
+            promgate_remote_write;
+            promgate_forward /_rw/a spool=s;
+            promgate_forward /_rw/b spool=s;
+        }
+        location /_rw/a { internal; proxy_pass http://127.0.0.1:9; }
+        location /_rw/b { internal; proxy_pass http://127.0.0.1:9; }
+    }
+""" % (tmp_path / "sp", sockdir, rw_free_port())
+    n = make_nginx(conf, start=False)
+    n.error_log_problems = lambda: []
+    code, out = n.test_config()
+    assert code != 0, out
+    assert 'spool "s" serves forward target "/_rw/a" already' in out, out
+
+
+def rw_free_port():
+    from fakeup import free_port
+    return free_port()
