@@ -823,7 +823,8 @@ ngx_http_promgate_spool_next_segment(ngx_http_promgate_spool_replay_t *rp,
 
 /*
  * Reads the cursor's next frame, if it is there whole.  NGX_OK: c->frame;
- * NGX_AGAIN: nothing yet; NGX_ERROR: the cursor is gone.
+ * NGX_AGAIN: nothing yet; NGX_BUSY: the end of what the batch may take
+ * from it; NGX_ERROR: the cursor is gone.
  */
 
 static ngx_int_t
@@ -905,7 +906,7 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
 
                     if (c->pend) {
                         /* after the batch posted */
-                        return NGX_AGAIN;
+                        return NGX_BUSY;
                     }
 
                     ngx_log_error(NGX_LOG_WARN, rp->timer.log, 0,
@@ -930,8 +931,12 @@ ngx_http_promgate_spool_read(ngx_http_promgate_spool_replay_t *rp,
         /* the end of what is there; a partial frame (torn or being written) */
 
         if (c->pend) {
-            /* the batch's records are not done with yet */
-            return NGX_AGAIN;
+            /*
+             * The batch's records are not done with yet, and what comes
+             * next (maybe in the writer's next segment) may come before
+             * other writers' next records: the batch ends here.
+             */
+            return NGX_BUSY;
         }
 
         if (n > 0) {
@@ -1214,7 +1219,7 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
     size_t                             blen;
     int64_t                            now;
     ngx_int_t                          rc;
-    ngx_uint_t                         i, steps, v1;
+    ngx_uint_t                         i, steps, v1, ended;
     ngx_str_t                          hb;
     pg_spool_record_t                  rec, first;
     ngx_http_promgate_spool_t         *sp;
@@ -1280,6 +1285,7 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
         }
 
         best = NULL;
+        ended = 0;
 
         for (i = 0; i < rp->ncursors; i++) {
             c = &rp->cursors[i];
@@ -1291,6 +1297,10 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
             if (c->frame_len == 0) {
                 rc = ngx_http_promgate_spool_read(rp, c);
 
+                if (rc == NGX_BUSY) {
+                    ended = 1;
+                }
+
                 if (rc != NGX_OK) {
                     continue;
                 }
@@ -1301,7 +1311,7 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
             }
         }
 
-        if (best == NULL) {
+        if (best == NULL || ended) {
             break;
         }
 

@@ -412,3 +412,29 @@ def test_one_spool_serves_one_target(sockdir, make_nginx, tmp_path):
 def rw_free_port():
     from fakeup import free_port
     return free_port()
+
+
+def test_segments_rotate_and_are_deleted_as_they_drain(sockdir, gateway,
+                                                       make_fake, tmp_path):
+    a, gw, path = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                                  Resp(503), extra="segment=64k")
+    name = rw.uniq("splsg")
+    t = rw.now_ms()
+    sent = []
+    for i in range(120):
+        x = rw.compress(rw.write_request([rw.series(
+            name, {"i": str(i), "k": str(k), "pad": os.urandom(40).hex()},
+            [(1.0, t + i)]) for k in range(10)]))
+        assert rw.post(gw.write_url, x).status_code == 204
+        sent.append(x)
+    created = metric(gw, "promgate_spool_segments_created_total", spool="s")
+    assert created >= 4, created
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 30)
+    assert stored_in_order(a, sent)
+    # what drained is gone: at most the segment each worker writes to
+    assert wait_for(lambda: len(glob.glob(os.path.join(path, "s-w*.wal")))
+                    <= 2, 10), os.listdir(path)
+    assert metric(gw, "promgate_spool_segments_deleted_total",
+                  spool="s") >= created - 2
