@@ -14,7 +14,7 @@
  *      must give back exactly the intact records, in order, count the
  *      damaged one as corrupt, and report a torn tail where there is one;
  *   2  segment names: what pg_wal_segment_name() writes parses back to the
- *      same slot and sequence number; arbitrary names parse or not, safely;
+ *      same writer and sequence number; arbitrary names parse or not, safely;
  *   3  pg_wal_merge() and pg_wal_mark_deletable() on arbitrary arrays.
  *
  * FUZZ_FLAGS: -max_len=8192
@@ -309,7 +309,7 @@ mode_names(fuzz_in_t *in)
 {
     char       zone[32], name[PG_WAL_NAME_MAX], *s;
     pg_str_t   z;
-    unsigned   slot, slot2;
+    unsigned   writer, writer2;
     uint64_t   seq, seq2;
     size_t     n;
 
@@ -317,15 +317,15 @@ mode_names(fuzz_in_t *in)
     memcpy(zone, z.data, z.len);
     zone[z.len] = '\0';
 
-    /* every worker slot nginx can have (NGX_MAX_PROCESSES is 1024) */
-    slot = (unsigned) in_u64(in, 2) % 1024;
+    /* every writer id a segment can carry: a process id, 32 bits */
+    writer = (unsigned) in_u64(in, 4);
     seq = in_u64(in, 8);
 
-    n = pg_wal_segment_name(name, sizeof(name), zone, slot, seq);
+    n = pg_wal_segment_name(name, sizeof(name), zone, writer, seq);
     if (n > 0 && strlen(zone) == z.len) {
         check(n == strlen(name));
-        check(pg_wal_segment_parse(name, zone, &slot2, &seq2) == 0);
-        check(slot2 == slot && seq2 == seq);
+        check(pg_wal_segment_parse(name, zone, &writer2, &seq2) == 0);
+        check(writer2 == writer && seq2 == seq);
     }
 
     /* the rest as a file name found in the directory */
@@ -335,8 +335,12 @@ mode_names(fuzz_in_t *in)
     memcpy(s, in->p, n);
     s[n] = '\0';
 
-    if (pg_wal_segment_parse(s, zone, &slot2, &seq2) == 0) {
-        check(slot2 < 10000);
+    /* a name that parses is one segment_name() writes back the same */
+    if (pg_wal_segment_parse(s, zone, &writer2, &seq2) == 0) {
+        check(pg_wal_segment_name(name, sizeof(name), zone, writer2, seq2)
+              > 0);
+        check(pg_wal_segment_parse(name, zone, &writer, &seq) == 0);
+        check(writer == writer2 && seq == seq2);
     }
 
     free(s);
@@ -373,7 +377,7 @@ mode_merge(fuzz_in_t *in)
 
     n = in_byte(in) % 65;
     for (i = 0; i < n; i++) {
-        segs[i].slot = in_byte(in) % 4;
+        segs[i].writer = in_byte(in) % 4;
         segs[i].first_seq = in_u64(in, 1);
         segs[i].deletable = -1;
     }
@@ -384,22 +388,22 @@ mode_merge(fuzz_in_t *in)
     for (i = 0; i < n; i++) {
         check(segs[i].deletable == 0 || segs[i].deletable == 1);
 
-        /* sorted by slot, then first seq */
+        /* sorted by writer, then first seq */
         if (i > 0) {
-            check(segs[i - 1].slot < segs[i].slot
-                  || (segs[i - 1].slot == segs[i].slot
+            check(segs[i - 1].writer < segs[i].writer
+                  || (segs[i - 1].writer == segs[i].writer
                       && segs[i - 1].first_seq <= segs[i].first_seq));
         }
 
-        /* the newest segment of a slot (the last of its run) stays */
-        if (i + 1 == n || segs[i + 1].slot != segs[i].slot) {
+        /* the newest segment of a writer (the last of its run) stays */
+        if (i + 1 == n || segs[i + 1].writer != segs[i].writer) {
             check(!segs[i].deletable);
         }
 
-        /* deleted only when a later segment of the slot starts at or
+        /* deleted only when a later segment of the writer starts at or
          * below the oldest live exemplar */
         if (segs[i].deletable) {
-            check(i + 1 < n && segs[i + 1].slot == segs[i].slot
+            check(i + 1 < n && segs[i + 1].writer == segs[i].writer
                   && segs[i + 1].first_seq <= oldest);
         }
     }
