@@ -9,7 +9,13 @@
  * each figure is the best of REPEAT passes (other work on the machine only
  * ever adds time).
  *
- *   decode_bench [-n ITER] [-r REPEAT] BODY.bin...
+ *   decode_bench [-n ITER] [-r REPEAT] [-m MODE] BODY.bin...
+ *
+ * -m MODE runs only that figure, once, and prints the samples it covered:
+ * what `valgrind --tool=callgrind --collect-atstart=no
+ * --toggle-collect=bench_pass` counts is then the instructions of MODE
+ * alone (modes: snappy, scan, protobufc, arena, v1, v2, 1to2, 2to1, sub1,
+ * sub2; scan is snappy + the validating scan, as timed).
  */
 
 #include <stdio.h>
@@ -106,8 +112,18 @@ fail(const char *what, int i)
 }
 
 
-static double
-pass(int mode)
+static const char  *mode_names[T_N] = {
+    "snappy", "scan", "protobufc", "arena", "v1", "v2", "1to2", "2to1",
+    "sub1", "sub2"
+};
+
+
+/* not inlined: callgrind's --toggle-collect names it */
+__attribute__((noinline)) double bench_pass(int mode);
+
+
+double
+bench_pass(int mode)
 {
     int                        i, k;
     size_t                     dl;
@@ -223,7 +239,7 @@ pass(int mode)
 int
 main(int argc, char **argv)
 {
-    int               i, m, r, repeat, first;
+    int               i, m, r, repeat, first, only;
     size_t            maxd, k;
     double            t[T_N], x, per;
     FILE             *f;
@@ -232,12 +248,24 @@ main(int argc, char **argv)
     iter = 20;
     repeat = 5;
     first = 1;
+    only = -1;
 
     while (argc > first + 1 && argv[first][0] == '-') {
         if (strcmp(argv[first], "-n") == 0) {
             iter = atoi(argv[first + 1]);
         } else if (strcmp(argv[first], "-r") == 0) {
             repeat = atoi(argv[first + 1]);
+        } else if (strcmp(argv[first], "-m") == 0) {
+            for (m = 0; m < T_N; m++) {
+                if (strcmp(argv[first + 1], mode_names[m]) == 0) {
+                    only = m;
+                }
+            }
+            if (only < 0) {
+                fprintf(stderr, "decode_bench: unknown mode \"%s\"\n",
+                        argv[first + 1]);
+                return 2;
+            }
         } else {
             break;
         }
@@ -277,7 +305,7 @@ main(int argc, char **argv)
 
     if (n == 0) {
         fprintf(stderr, "usage: decode_bench [-n ITER] [-r REPEAT] "
-                        "BODY.bin...\n");
+                        "[-m MODE] BODY.bin...\n");
         return 2;
     }
 
@@ -321,10 +349,18 @@ main(int argc, char **argv)
 
     samples *= iter;
 
+    if (only >= 0) {
+        x = bench_pass(only);
+        printf("{\"mode\":\"%s\",\"samples\":%llu,\"us_per_sample\":%.4f}\n",
+               mode_names[only], (unsigned long long) samples,
+               x * 1e6 / samples);
+        return 0;
+    }
+
     for (m = 0; m < T_N; m++) {
         t[m] = 1e9;
         for (r = 0; r < repeat; r++) {
-            x = pass(m);
+            x = bench_pass(m);
             if (x < t[m]) {
                 t[m] = x;
             }
