@@ -7,7 +7,8 @@
 #   make servers    current Prometheus/VictoriaMetrics/vmagent from Debian
 #                   unstable into build/servers (t/servers.sh; no install)
 #   make demo       nginx + module in front of Prometheus and VictoriaMetrics
-#   make bench      benchmarks (never part of make test)
+#   make bench      benchmarks (never part of make test; also installs the
+#                   bench-only valgrind and gnuplot-nox: t/deps.sh bench)
 
 SHELL       := /bin/bash
 BUILD       ?= build
@@ -34,7 +35,7 @@ CORE_CFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
 CORE_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
 .PHONY: all module deps servers unit integration test demo demo-stop bench \
-        clean fuzz fuzz-smoke
+        bench-deps clean fuzz fuzz-smoke
 
 all: module
 
@@ -112,7 +113,12 @@ demo-stop:
 
 # ---------------------------------------------------------------------- bench
 
-bench: deps module servers
+# bench-only packages (valgrind, gnuplot-nox): t/deps.sh bench; make test
+# does not need them
+bench-deps:
+	@bash t/deps.sh bench
+
+bench: deps bench-deps module servers
 	@bash bench/run.sh
 
 clean:
