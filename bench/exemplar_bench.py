@@ -1,20 +1,32 @@
 #!/usr/bin/python3
-"""Exemplar queries, promgate vs Prometheus 2.42, in one run.
+"""Exemplar queries, promgate vs Prometheus 2.42 and the current
+Prometheus (3.5.x), in one run.
 
-Both hold the same 100000 exemplars (a full promgate ring): the stream is
-written through promgate, which forwards it to a real Prometheus with
-exemplar storage, so both see identical data.  Then the same queries are
-timed against both, alternating, on keep-alive connections.  Also reports
-the zone bytes per stored exemplar and the insert rate through the gateway.
+All hold the same 100000 exemplars (a full promgate ring): the stream is
+written through promgate, which forwards it to two real Prometheus servers
+with exemplar storage (Debian 12's 2.42, /usr/bin/prometheus, and the one
+t/servers.sh unpacks into build/servers/root/usr/bin/prometheus), so all
+three see identical data.  Then the same queries are timed against the
+three, in turn, on keep-alive connections; each answer is compared byte
+for byte with each Prometheus' (the first of each query).  Also reports the
+zone bytes per stored exemplar and the insert rate through the gateway.
 
     bench/exemplar_bench.py MODULE.so [--exemplars 100000] [--queries 200]
+        [--prometheus /usr/bin/prometheus]
+        [--prometheus-current build/servers/root/usr/bin/prometheus]
+        [--nginx nginx]
 
-Prints one JSON line; bench/run.sh appends it to the results.
+--prometheus-current "" leaves the current one out (its figures are then
+null).  Prints one JSON line; bench/run.sh appends it to the results and
+bench/report.py --section exemplar renders it.  The keys of 2.42 are the
+ones the script always had (identical, prometheus_p50_ms, ...); the
+current one's are identical_current, prometheus_current_p50_ms, ...
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -55,12 +67,64 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
+def prometheus_version(binary):
+    """"3.5.3+ds1" from "prometheus, version 3.5.3+ds1 (branch: ..." or None
+    (as t/integration/servers.py reads it)"""
+    try:
+        r = subprocess.run([binary, "--version"], capture_output=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"^prometheus, version (\S+)",
+                  (r.stdout + r.stderr).decode("utf-8", "replace"), re.M)
+    return m.group(1) if m else None
+
+
+def start_prometheus(binary, work, name, max_exemplars):
+    """a Prometheus with exemplar storage and the remote-write receiver,
+    the flags t/integration/procs.py gives both lines (2.42 and 3.5 still
+    have exemplar storage behind --enable-feature); the exemplar storage is
+    sized in the config file.  Returns (Popen, port)."""
+    port = free_port()
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "prom.yml"), "w") as f:
+        f.write("global: {scrape_interval: 1h}\n"
+                "storage: {exemplars: {max_exemplars: %d}}\n"
+                % max_exemplars)
+    log = open(os.path.join(d, "prometheus.log"), "w")
+    p = subprocess.Popen(
+        [binary, "--config.file=" + d + "/prom.yml",
+         "--storage.tsdb.path=" + d + "/data",
+         "--web.listen-address=127.0.0.1:%d" % port,
+         "--web.enable-remote-write-receiver",
+         "--enable-feature=exemplar-storage"],
+        stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    return p, port
+
+
+def current_prometheus_default():
+    """build/servers/root/usr/bin/prometheus (t/servers.sh), or under
+    PROMGATE_SERVERS_ROOT as t/integration/servers.py has it"""
+    root = os.environ.get("PROMGATE_SERVERS_ROOT") or os.path.join(
+        ROOT, "build", "servers", "root")
+    return os.path.join(root, "usr", "bin", "prometheus")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("module")
     ap.add_argument("--exemplars", type=int, default=100000)
     ap.add_argument("--series", type=int, default=5000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--prometheus", default="/usr/bin/prometheus",
+                    help="Prometheus 2.42 (Debian 12)")
+    ap.add_argument("--prometheus-current",
+                    default=current_prometheus_default(),
+                    help="the current Prometheus (t/servers.sh); '' leaves "
+                         "it out")
+    ap.add_argument("--nginx", default=os.environ.get("NGINX_BIN", "nginx"))
     a = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="promgate-exbench-")
@@ -71,23 +135,49 @@ def main():
                                "types.proto", "remote.proto"])
         sys.path.insert(0, work)
         import remote_pb2  # noqa: E402
+        # a private copy, as run.sh loads it: a rebuild overwrites
+        # build/*.so in place, which crashes workers that have it mapped
+        module = os.path.join(work, "ngx_http_promgate_module.so")
+        shutil.copy(os.path.abspath(a.module), module)
 
-        pport, gport = free_port(), free_port()
-        # Prometheus 2.42 sizes its exemplar storage from the config file
-        with open(os.path.join(work, "prom.yml"), "w") as f:
-            f.write("global: {scrape_interval: 1h}\n"
-                    "storage: {exemplars: {max_exemplars: %d}}\n"
-                    % a.exemplars)
-        prom = subprocess.Popen(
-            ["prometheus", "--config.file=" + work + "/prom.yml",
-             "--storage.tsdb.path=" + work + "/prom",
-             "--web.listen-address=127.0.0.1:%d" % pport,
-             "--web.enable-remote-write-receiver",
-             "--enable-feature=exemplar-storage"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        procs.append(prom)
-        wait_http("http://127.0.0.1:%d/-/ready" % pport, prom)
+        # "prometheus": Debian 12's 2.42 (the keys the JSON always had);
+        # "prometheus_current": the current one, when there is one
+        proms = [("prometheus", a.prometheus)]
+        current_skipped = None
+        if not a.prometheus_current:
+            current_skipped = "left out (--prometheus-current '')"
+        elif not os.access(a.prometheus_current, os.X_OK):
+            current_skipped = "%s not found (make servers)" % \
+                a.prometheus_current
+        else:
+            proms.append(("prometheus_current", a.prometheus_current))
+        purl, pver = {}, {}
+        for name, binary in proms:
+            pver[name] = prometheus_version(binary)
+            p, port = start_prometheus(binary, work, name, a.exemplars)
+            procs.append(p)
+            try:
+                wait_http("http://127.0.0.1:%d/-/ready" % port, p)
+            except RuntimeError:
+                with open(os.path.join(work, name, "prometheus.log")) as f:
+                    sys.stderr.write(f.read()[-3000:])
+                raise
+            purl[name] = "http://127.0.0.1:%d" % port
+        gport = free_port()
+        upstreams = "".join(
+            "    upstream %s { server %s; keepalive 8; }\n"
+            % (name, purl[name][len("http://"):]) for name, _ in proms)
+        forwards = "".join(
+            "            promgate_forward /_rw/%s;\n" % name
+            for name, _ in proms)
+        rw_locations = "".join("""
+        location /_rw/%s {
+            internal;
+            proxy_pass http://%s/api/v1/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 5s;
+        }""" % (name, name) for name, _ in proms)
 
         conf = """
 load_module %(module)s;
@@ -103,34 +193,27 @@ http {
     fastcgi_temp_path %(w)s/fcgi; uwsgi_temp_path %(w)s/uwsgi;
     scgi_temp_path %(w)s/scgi;
     promgate_exemplar_zone exemplars:64m max=%(max)d;
-    upstream prom { server 127.0.0.1:%(pport)d; keepalive 8; }
-    server {
+%(upstreams)s    server {
         listen 127.0.0.1:%(gport)d;
+        client_max_body_size 64m;
         location = /api/v1/write {
             promgate_remote_write;
-            promgate_forward /_rw/prom;
-            promgate_exemplars exemplars;
+%(forwards)s            promgate_exemplars exemplars;
             client_max_body_size 64m;
             client_body_buffer_size 64m;
-        }
-        location /_rw/prom {
-            internal;
-            proxy_pass http://prom/api/v1/write;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_read_timeout 5s;
-        }
+        }%(rw_locations)s
         location = /api/v1/query_exemplars {
             promgate_exemplar_query exemplars;
         }
         location = /metrics { promgate_status; }
     }
 }
-""" % {"module": a.module, "w": work, "max": a.exemplars, "pport": pport,
-       "gport": gport}
+""" % {"module": module, "w": work, "max": a.exemplars,
+       "upstreams": upstreams, "forwards": forwards,
+       "rw_locations": rw_locations, "gport": gport}
         with open(os.path.join(work, "nginx.conf"), "w") as f:
             f.write(conf)
-        ng = subprocess.Popen(["nginx", "-p", work + "/", "-c",
+        ng = subprocess.Popen([a.nginx, "-p", work + "/", "-c",
                                work + "/nginx.conf", "-e",
                                work + "/error.log"],
                               stdout=subprocess.DEVNULL,
@@ -138,7 +221,12 @@ http {
                               start_new_session=True)
         procs.append(ng)
         gw = "http://127.0.0.1:%d" % gport
-        wait_http(gw + "/metrics", ng)
+        try:
+            wait_http(gw + "/metrics", ng)
+        except RuntimeError:
+            with open(os.path.join(work, "error.log")) as f:
+                sys.stderr.write(f.read()[-3000:])
+            raise
 
         # the stream: series of a histogram-like family, 32-hex trace ids
         now = int(time.time() * 1000) - 3600 * 1000
@@ -193,33 +281,44 @@ http {
         start = (now - 60000) / 1000.0
         end = (now + per * 1000 + 60000) / 1000.0
         results = {}
-        psess = requests.Session()
+        who = [("promgate", gw)] + [(name, purl[name]) for name, _ in proms]
+        sessions = {name: (sess if name == "promgate" else requests.Session())
+                    for name, _ in who}
         for q in queries:
-            lat = {"promgate": [], "prometheus": []}
-            same = None
+            lat = {name: [] for name, _ in who}
+            first = {}
             for i in range(a.queries):
-                for who, url, s in (("promgate", gw, sess),
-                                    ("prometheus",
-                                     "http://127.0.0.1:%d" % pport, psess)):
+                for name, url in who:
                     t0 = time.perf_counter()
-                    r = s.get(url + "/api/v1/query_exemplars",
-                              params={"query": q, "start": start,
-                                      "end": end})
-                    lat[who].append(time.perf_counter() - t0)
+                    r = sessions[name].get(url + "/api/v1/query_exemplars",
+                                           params={"query": q,
+                                                   "start": start,
+                                                   "end": end})
+                    lat[name].append(time.perf_counter() - t0)
                     if i == 0:
-                        if who == "promgate":
-                            mine = r.text
-                        else:
-                            same = (mine == r.text)
-            results[q] = {
-                "identical": same,
-                "promgate_p50_ms": round(pct(lat["promgate"], 0.5) * 1e3, 3),
-                "promgate_p99_ms": round(pct(lat["promgate"], 0.99) * 1e3, 3),
-                "prometheus_p50_ms": round(pct(lat["prometheus"], 0.5) * 1e3,
-                                           3),
-                "prometheus_p99_ms": round(pct(lat["prometheus"], 0.99) * 1e3,
-                                           3),
-            }
+                        first[name] = r.text
+            res = {}
+            for name, _ in who:
+                res[name + "_p50_ms"] = round(pct(lat[name], 0.5) * 1e3, 3)
+                res[name + "_p99_ms"] = round(pct(lat[name], 0.99) * 1e3, 3)
+            # byte for byte, the first answer of each query; its size, so
+            # that "identical" is seen not to be two empty answers
+            res["identical"] = first["promgate"] == first["prometheus"]
+            res["answer_bytes"] = len(first["promgate"])
+            try:
+                res["answer_exemplars"] = sum(
+                    len(x.get("exemplars") or [])
+                    for x in json.loads(first["promgate"])["data"])
+            except (ValueError, KeyError, TypeError):
+                res["answer_exemplars"] = None
+            if "prometheus_current" in first:
+                res["identical_current"] = (first["promgate"]
+                                            == first["prometheus_current"])
+            else:
+                res["identical_current"] = None
+                res["prometheus_current_p50_ms"] = None
+                res["prometheus_current_p99_ms"] = None
+            results[q] = res
 
         print(json.dumps({
             "kind": "exemplar_query",
@@ -230,6 +329,13 @@ http {
                 "see pg_exring_min_size(): 141.5 B/exemplar at max=100000",
             "insert_exemplars_per_s_through_gateway":
                 round(sent / t_ins) if t_ins else None,
+            "insert_forwarded_to": [name for name, _ in proms],
+            "repeats": a.queries,
+            "prometheus_binary": a.prometheus,
+            "prometheus_version": pver["prometheus"],
+            "prometheus_current_binary": a.prometheus_current or None,
+            "prometheus_current_version": pver.get("prometheus_current"),
+            "prometheus_current_skipped": current_skipped,
             "queries": results}))
     finally:
         for p in procs:

@@ -2,17 +2,31 @@
 """
 Turns the JSON lines bench/run.sh collected into the results table: printed
 on stdout and written as Markdown (bench/results/latest.md).
+
+    report.py JSONL [--out MD] [...]         the gateway and decode tables
+    report.py JSONL --section exemplar       the exemplar-query section (the
+                                             last exemplar_query line), for
+                                             run.sh to append to latest.md
+    report.py JSONL --plot PNG [--link-md MD]
+                                             the plot (gnuplot): samples per
+                                             CPU-second per gateway and
+                                             shape, added latency at 50%
+                                             load; --link-md puts a link to
+                                             it into MD
 """
 
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 NOTES = [
     "vmagent answers a remote-write request as soon as it has parsed and "
@@ -187,6 +201,22 @@ def gw_label(gw, vminfo, short=False):
                     else "vmagent " + ".".join(v.split(".")[:2]))
         return "vmagent " + v
     return gw
+
+
+def instr_per_sample(r):
+    """instructions per sample of a decode record's callgrind counts
+    (bench/run.sh callgrind_decode): snappy, scan (snappy + the validating
+    scan), scan_only (scan − snappy), v1, v2; {} when not counted"""
+    modes = (r.get("callgrind") or {}).get("modes") or {}
+    out = {}
+    for m, c in modes.items():
+        if c.get("samples"):
+            out[m] = c["instructions"] / c["samples"]
+    sn, sc = modes.get("snappy"), modes.get("scan")
+    if sn and sc and sn.get("samples") and sn["samples"] == sc["samples"]:
+        out["scan_only"] = (sc["instructions"] - sn["instructions"]) \
+            / sc["samples"]
+    return out
 
 
 def spc(r):
@@ -431,6 +461,304 @@ def rw2_section(rw2, shapes):
 
 
 
+# ------------------------------------------------------- exemplar queries
+
+def major_minor(v):
+    """'3.5' from '3.5.3+ds1'; None stays None"""
+    m = re.match(r"(\d+)\.(\d+)", v or "")
+    return "%s.%s" % m.groups() if m else v
+
+
+def exemplar_section(j):
+    """the exemplar-query section (bench/exemplar_bench.py's line); lines
+    from before the current Prometheus was added have no prometheus_current
+    keys: those columns show –"""
+    old = major_minor(j.get("prometheus_version")) or "2.42"
+    cur = major_minor(j.get("prometheus_current_version"))
+    curname = "Prometheus %s" % (cur or "current")
+    vs = old
+    if cur or j.get("prometheus_current_skipped"):
+        vs += " and %s" % (cur or "current")
+    L = ["", "## Exemplar queries over a full ring (promgate vs Prometheus "
+         "%s)" % vs, ""]
+    fwd = j.get("insert_forwarded_to") or ["prometheus"]
+    L.append("%d exemplars stored of %d sent; zone %dm; inserts through the "
+             "gateway: %s exemplars/s (one connection; each write forwarded "
+             "to %s before it is answered)"
+             % (j["exemplars_stored"], j["exemplars_sent"],
+                j.get("zone_bytes", 64 << 20) >> 20,
+                j["insert_exemplars_per_s_through_gateway"],
+                "both Prometheus" if len(fwd) > 1 else "Prometheus"))
+    L.append("")
+    servers = ["Prometheus %s (`%s`)" % (j.get("prometheus_version") or old,
+                                          j.get("prometheus_binary")
+                                          or "prometheus")]
+    if j.get("prometheus_current_version"):
+        servers.append("Prometheus %s (`%s`)"
+                       % (j["prometheus_current_version"],
+                          j.get("prometheus_current_binary")))
+    elif j.get("prometheus_current_skipped"):
+        servers.append("the current Prometheus not measured: %s"
+                       % j["prometheus_current_skipped"])
+    L.append("Servers: %s, each with exemplar storage sized to the ring, "
+             "holding the same exemplars (promgate forwarded the stream to "
+             "them). %s of each kind per server, in turn, on keep-alive "
+             "connections. identical = promgate's answer is byte for byte "
+             "that Prometheus' answer (the first of each query); faster = "
+             "Prometheus' time / promgate's (below 1: slower)."
+             % ("; ".join(servers),
+                "%d queries" % j["repeats"] if j.get("repeats")
+                else "Queries"))
+    L.append("")
+
+    def ms(r, who):
+        a, b = r.get(who + "_p50_ms"), r.get(who + "_p99_ms")
+        if a is None or b is None:
+            return "–"
+        return "%.2f / %.2f" % (a, b)
+
+    def yes(v):
+        return "–" if v is None else ("yes" if v else "**NO**")
+
+    def faster(r, p):
+        a, b = r.get("prometheus_current_" + p), r.get("promgate_" + p)
+        return "%.1f×" % (a / b) if a and b else "–"
+
+    rows = []
+    for q, r in j["queries"].items():
+        ans = "–"
+        if r.get("answer_exemplars") is not None:
+            ans = "%s exemplars, %s KB" % (fmt(r["answer_exemplars"]),
+                                           fmt(r["answer_bytes"] / 1000, 1))
+        rows.append(["`%s`" % q.replace("|", "\\|"), ans,
+                     "%s / %s" % (yes(r.get("identical")),
+                                  yes(r.get("identical_current"))),
+                     ms(r, "promgate"), ms(r, "prometheus"),
+                     ms(r, "prometheus_current"),
+                     "%s / %s" % (faster(r, "p50_ms"), faster(r, "p99_ms"))])
+    L += table(["query", "answer", "identical to %s / %s" % (old,
+                                                            cur or "current"),
+                "promgate p50 / p99 ms",
+                "Prometheus %s p50 / p99 ms" % old,
+                "%s p50 / p99 ms" % curname,
+                "promgate faster than %s, p50 / p99" % curname], rows)
+    return L
+
+
+# -------------------------------------------------------------------- plot
+
+# the bars of the throughput panel, in order: (gateway key, colour)
+PLOT_GWS = [("promgate", "#1f4e9c"), ("promgate:v2asis", "#4f86d9"),
+            ("promgate:v2v1", "#8fb3e8"), ("promgate:v1v2", "#c3d6f2"),
+            ("vmagent", "#d9711c"), ("vmagent179", "#f2b27a"),
+            ("mirror", "#8c8c8c")]
+PLOT_SHORT = {"promgate:v2asis": "promgate 2.0 as is",
+              "promgate:v2v1": "promgate 2.0→1.0",
+              "promgate:v1v2": "promgate 1.0→2.0",
+              "mirror": "mirror (plain nginx)"}
+
+
+def si(v):
+    """1.32M, 305k"""
+    if v >= 1e6:
+        return "%.2fM" % (v / 1e6)
+    if v >= 1e3:
+        return "%.0fk" % (v / 1e3)
+    return "%.0f" % v
+
+
+def gp_str(t):
+    """a gnuplot double-quoted string"""
+    return '"%s"' % t.replace("\\", "\\\\").replace('"', '\\"') \
+        .replace("\n", "\\n")
+
+
+def plot(recs, vminfo, png, date):
+    """latest.png with gnuplot: the gnuplot script is written next to a
+    temporary PNG, which replaces PNG only when gnuplot succeeded"""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        raise RuntimeError("no gnuplot (bash t/deps.sh bench installs "
+                           "gnuplot-nox)")
+    shapes = []
+    for r in recs:
+        if r.get("shape") and r["shape"] not in shapes:
+            shapes.append(r["shape"])
+    maxrec = {(r["gw"], r["shape"]): r for r in recs if r.get("kind") == "max"}
+    rw2 = {}
+    for r in recs:
+        if r.get("kind") == "rw2":
+            rw2.setdefault(r["shape"], {}).setdefault(r["row"], []).append(r)
+
+    def value(gw, s):
+        if gw.startswith("promgate:"):
+            rs = rw2.get(s, {}).get(gw.split(":", 1)[1])
+            return spc(aggregate(rs)) if rs else None
+        return spc(maxrec.get((gw, s)))
+
+    def name(gw):
+        if gw in PLOT_SHORT:
+            return PLOT_SHORT[gw]
+        if gw.startswith("vmagent"):
+            v = vm_version(vminfo.get(gw)) or ("1.79" if gw == "vmagent179"
+                                                else None)
+            return ("vmagent " + ".".join(v.split(".")[:2]) if v
+                    else "vmagent (current)")
+        return gw
+
+    # panel 1: samples per CPU-second, shapes x gateways
+    shapes = [s for s in shapes if any(value(g, s) for g, _ in PLOT_GWS)]
+    gws = [(g, c) for g, c in PLOT_GWS if any(value(g, s) for s in shapes)]
+    if not gws:
+        raise RuntimeError("no max-rate figures with CPU in the results")
+    width = 0.8 / len(gws)
+    blocks, plots = [], []
+    vals = []
+    for k, (g, c) in enumerate(gws):
+        rows = []
+        for i, s in enumerate(shapes):
+            v = value(g, s)
+            if v:
+                x = i - 0.4 + width * (k + 0.5)
+                rows.append("%.4f %.1f %s" % (x, v, gp_str(si(v))))
+                vals.append(v)
+        blocks.append("$t%d << EOD\n%s\nEOD" % (k, "\n".join(rows)))
+        plots.append("$t%d using 1:2:($1-%.4f):($1+%.4f):(ymin):2 with "
+                     "boxxyerror fc rgb %s lc rgb '#303030' title %s"
+                     % (k, width / 2, width / 2, gp_str(c), gp_str(name(g))))
+        plots.append("$t%d using 1:2:3 with labels rotate by 90 left "
+                     "offset 0,0.3 font ',8' notitle" % k)
+    ymin = 10 ** int(math.floor(math.log10(min(vals) / 2)))
+    ymax = max(vals) * 4
+
+    # panel 2: added latency at 50% load, the main shape (or the first
+    # shape that has latency runs)
+    raterec = {(r["gw"], r["shape"]): r for r in recs
+               if r.get("kind") == "rate" and r["gw"] != "baseline"}
+    baserate = {(r["for"], r["shape"]): r for r in recs
+                if r.get("kind") == "rate" and r["gw"] == "baseline"}
+    lat_shapes = [s for s in shapes if any(
+        (g, s) in raterec and (g, s) in baserate
+        for g in ("promgate", "vmagent", "vmagent179"))]
+    lat_shape = "main" if "main" in lat_shapes else (
+        lat_shapes[0] if lat_shapes else None)
+    lat = []
+    if lat_shape:
+        for g in ("promgate", "vmagent", "vmagent179"):
+            r, b = raterec.get((g, lat_shape)), baserate.get((g, lat_shape))
+            if r is None or b is None:
+                continue
+            gl, bl = r["load"]["latency_us"], b["load"]["latency_us"]
+            # a negative difference is not a figure (see added())
+            lat.append((name(g), [(gl[p] - bl[p]) / 1000.0
+                                  if gl[p] >= bl[p] else None
+                                  for p in ("p50", "p99", "p999")]))
+    pcts = [("p50", "#2b8c3e"), ("p99", "#e0a21b"), ("p99.9", "#c0392b")]
+    lwidth = 0.8 / 3
+    lblocks, lplots = [], []
+    for k, (pn, c) in enumerate(pcts):
+        rows = []
+        for i, (_, vs) in enumerate(lat):
+            x = i - 0.4 + lwidth * (k + 0.5)
+            v = vs[k]
+            # not a figure (baseline above the gateway): no bar, "n/a"
+            rows.append("%.4f %.3f %s" % (x, v or 0.0,
+                                          gp_str("%.1f" % v if v is not None
+                                                 else "n/a")))
+        lblocks.append("$l%d << EOD\n%s\nEOD" % (k, "\n".join(rows)))
+        lplots.append("$l%d using 1:2:($1-%.4f):($1+%.4f):(0):2 with "
+                      "boxxyerror fc rgb %s lc rgb '#303030' title %s"
+                      % (k, lwidth / 2, lwidth / 2, gp_str(c),
+                         gp_str("added " + pn)))
+        lplots.append("$l%d using 1:2:3 with labels offset 0,0.6 "
+                      "font ',8' notitle" % k)
+
+    gp = ["set terminal pngcairo size 1400,1100 font 'sans,10' noenhanced",
+          "set output %s" % gp_str(png),
+          "set encoding utf8",
+          "ymin = %g" % ymin]
+    gp += blocks + lblocks
+    gp += ["set multiplot layout 2,1 title %s" % gp_str(
+               "promgate benchmark — %s" % date),
+           "set style fill solid 1.0 border",
+           "set grid ytics",
+           # the same plot area in both panels, the keys to the right
+           "set lmargin at screen 0.07",
+           "set rmargin at screen 0.80",
+           "set key outside right top vertical",
+           "set title 'Samples per CPU-second at max rate (higher is "
+           "better; log scale)'",
+           "set logscale y",
+           "set yrange [%g:%g]" % (ymin, ymax),
+           "set format y '%.0s%c'",
+           "set xrange [-0.6:%g]" % (len(shapes) - 0.4),
+           "set xtics (%s) scale 0" % ", ".join(
+               "%s %d" % (gp_str(s), i) for i, s in enumerate(shapes)),
+           "plot " + ", \\\n     ".join(plots),
+           "unset logscale y",
+           "set format y '%g'"]
+    if lat:
+        gp += ["set title %s" % gp_str(
+                   "Latency added over the baseline at 50%% of each "
+                   "gateway's max rate, %s shape (ms, lower is better)\n"
+                   "promgate answers after both targets accepted the write,"
+                   " vmagent once it has queued it" % lat_shape),
+               "set yrange [0:%g]" % (max([v for _, vs in lat for v in vs
+                                           if v is not None] + [1]) * 1.15),
+               "set xrange [-0.6:%g]" % (len(lat) - 0.4),
+               "set xtics (%s) scale 0" % ", ".join(
+                   "%s %d" % (gp_str(n), i) for i, (n, _) in enumerate(lat)),
+               "plot " + ", \\\n     ".join(lplots)]
+    else:
+        gp += ["set title 'Added latency: no latency runs in the results'",
+               "unset key", "set xrange [0:1]", "set yrange [0:1]",
+               "unset xtics", "plot NaN notitle"]
+    gp.append("unset multiplot")
+
+    d = os.path.dirname(os.path.abspath(png))
+    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=d)
+    os.close(fd)
+    gp[1] = "set output %s" % gp_str(tmp)
+    # the script in the temp directory (BENCH_KEEP=1 keeps it there)
+    fd, script = tempfile.mkstemp(prefix="promgate-plot.", suffix=".gp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(gp) + "\n")
+        r = subprocess.run([gnuplot, script], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode != 0 or os.path.getsize(tmp) == 0:
+            raise RuntimeError("gnuplot failed (%d): %s" % (
+                r.returncode, (r.stderr or "").strip()[-1000:]))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, png)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if os.environ.get("BENCH_KEEP") == "1":
+            sys.stderr.write("gnuplot script kept: %s\n" % script)
+        else:
+            os.unlink(script)
+
+
+def link_md(md, png):
+    """a link to the plot in MD, before its first section (once)"""
+    rel = os.path.relpath(os.path.abspath(png),
+                          os.path.dirname(os.path.abspath(md)))
+    line = ("![samples per CPU-second per gateway and shape; latency added "
+            "at 50%% load](%s)" % rel)
+    with open(md) as f:
+        text = f.read()
+    if "](%s)" % rel in text:
+        return
+    lines = text.split("\n")
+    at = next((i for i, x in enumerate(lines) if x.startswith("## ")),
+              len(lines))
+    lines[at:at] = ["Plot of these figures: [%s](%s)" % (rel, rel), "",
+                    line, ""]
+    with open(md, "w") as f:
+        f.write("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
@@ -453,6 +781,13 @@ def main():
     ap.add_argument("--date", default="",
                     help="the run's date (re-rendering an older JSONL)")
     ap.add_argument("--elapsed", default="")
+    ap.add_argument("--section", choices=("gateways", "exemplar"),
+                    default="gateways",
+                    help="exemplar: only the exemplar-query section")
+    ap.add_argument("--plot", metavar="PNG",
+                    help="only the plot, into PNG (gnuplot)")
+    ap.add_argument("--link-md", metavar="MD",
+                    help="with --plot: link the plot from MD")
     a = ap.parse_args()
 
     recs = []
@@ -478,11 +813,29 @@ def main():
     for r in recs:
         if r.get("kind") == "rw2":
             rw2.setdefault(r["shape"], {}).setdefault(r["row"], []).append(r)
-    vminfo = {}
+    # the vmagents' versions: the run's info lines, or --vmagent
+    vminfo = {r["gw"]: r["info"] for r in recs if r.get("kind") == "info"}
     for v in a.vmagent:
         gw, _, rest = v.partition("=")
         vminfo[gw] = rest
     decode = {r["shape"]: r for r in recs if r.get("kind") == "decode"}
+
+    if a.section == "exemplar":
+        ex = [r for r in recs if r.get("kind") == "exemplar_query"]
+        if not ex:
+            sys.exit("report.py: no exemplar_query line in %s" % a.jsonl)
+        sys.stdout.write("\n".join(exemplar_section(ex[-1])) + "\n")
+        return
+    if a.plot:
+        try:
+            plot(recs, vminfo, a.plot, a.date or datetime.datetime.now(
+                datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            sys.exit("report.py: plot: %s" % e)
+        if a.link_md:
+            link_md(a.link_md, a.plot)
+        print("plot: %s" % a.plot)
+        return
 
     L = []
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -644,6 +997,7 @@ def main():
             if r is None:
                 continue
             ld = r["load"]
+            ins = instr_per_sample(r)
             pg = maxrec.get(("promgate", s))
             share = "–"
             if (pg and pg.get("cpu_s") and pg["load"].get("samples")
@@ -657,19 +1011,25 @@ def main():
                          fmt(ld.get("snappy_scan_us_per_sample"), 3),
                          share,
                          fmt(ld.get("snappy_protobufc_malloc_us_per_sample"), 3),
-                         fmt(ld.get("snappy_protobufc_arena_us_per_sample"), 3)])
+                         fmt(ld.get("snappy_protobufc_arena_us_per_sample"), 3),
+                         fmt(ins.get("snappy")), fmt(ins.get("scan_only")),
+                         fmt(ins.get("scan"))])
             if "decode_v2_us_per_sample" in ld:
                 rows2.append([s, fmt(ld.get("decode_v1_us_per_sample"), 3),
                               fmt(ld.get("decode_v2_us_per_sample"), 3),
                               fmt(ld.get("translate_1to2_us_per_sample"), 3),
                               fmt(ld.get("translate_2to1_us_per_sample"), 3),
                               fmt(ld.get("subset_v1_us_per_sample"), 3),
-                              fmt(ld.get("subset_v2_us_per_sample"), 3)])
+                              fmt(ld.get("subset_v2_us_per_sample"), 3),
+                              fmt(ins.get("v1")), fmt(ins.get("v2"))])
         L += table(["shape", "samples/CPU-s (snappy+scan)",
                     "snappy µs/sample", "scan µs/sample",
                     "snappy+scan µs/sample", "share of promgate's CPU-s/M",
                     "protobuf-c unpack (malloc) µs/sample",
-                    "protobuf-c unpack (arena) µs/sample"], rows)
+                    "protobuf-c unpack (arena) µs/sample",
+                    "snappy instructions/sample",
+                    "scan instructions/sample",
+                    "snappy+scan instructions/sample"], rows)
         if rows2:
             L.append("")
             L.append("Decoders and translations alone, on the uncompressed "
@@ -682,11 +1042,25 @@ def main():
                         "translate 1.0→2.0 µs/sample",
                         "translate 2.0→1.0 µs/sample",
                         "1.0 subset (1% left out) µs/sample",
-                        "2.0 subset µs/sample"], rows2)
+                        "2.0 subset µs/sample",
+                        "1.0 decode instructions/sample",
+                        "2.0 decode instructions/sample"], rows2)
         L.append("")
         L.append("µs per sample = CPU-seconds per million samples, the unit of "
                  "the gateway table; the share compares snappy+scan with "
                  "promgate's whole cost on the same shape.")
+        cg = [decode[s]["callgrind"] for s in shapes if s in decode
+              and (decode[s].get("callgrind") or {}).get("modes")]
+        if cg:
+            L.append("")
+            L.append("Instructions per sample: %s, callgrind counting only "
+                     "decode_bench's bench_pass() (`-n 1 -m MODE`: snappy, "
+                     "scan = snappy + the validating scan, v1, v2; scan "
+                     "alone = scan − snappy), whole bodies, %s per shape; "
+                     "exact, not disturbed by other work on the machine."
+                     % (cg[0].get("tool") or "valgrind",
+                        "/".join(sorted({str(c.get("bodies")) for c in cg}))
+                        + " bodies"))
     else:
         L.append("Not measured (see Skipped).")
     L.append("")

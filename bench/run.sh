@@ -56,17 +56,33 @@
 #   BENCH_DECODE=1            decode-only table (bench/decode_bench.c, built here
 #                             from src/core of BENCH_SRC_TREE, default this checkout)
 #   BENCH_DECODE_REPEAT=3     decode_bench -r: best of N passes per figure
+#   BENCH_CALLGRIND=1         instructions per sample in the decode table
+#                             (valgrind --tool=callgrind on decode_bench -m
+#                             MODE: snappy, scan, v1, v2); 0 skips; without
+#                             valgrind the columns show –
+#   BENCH_CALLGRIND_SAMPLES=40000  samples per shape it counts (whole bodies,
+#                             at least one): the large shape's first 4
 #   PROMGATE_MODULE, NGINX_BIN, VMAGENT_BIN (current vmagent; run.sh runs
 #   t/servers.sh once when it is missing), VMAGENT179_BIN (/usr/bin/vmagent),
 #   BUILD, DECODE_BENCH
 #   BENCH_KEEP=1              keep the run directory (configs, logs, JSON)
-#   BENCH_RESULTS=DIR         where latest.md / latest.jsonl go
+#   BENCH_RESULTS=DIR         where latest.md / latest.jsonl / latest.png go
 #                             (default bench/results)
+#   BENCH_EXEMPLAR_QUERY=1    0: leave out the exemplar queries (promgate vs
+#                             Prometheus 2.42 and the current Prometheus,
+#                             bench/exemplar_bench.py); BENCH_EXEMPLAR_QUERIES=100
+#                             timed queries of each kind per server;
+#                             PROMETHEUS_BIN (/usr/bin/prometheus, 2.42),
+#                             PROMETHEUS_CURRENT_BIN (build/servers, 3.5.x)
+#   BENCH_PLOT=1              0: no latest.png (report.py --plot, gnuplot)
+#   BENCH_DEPS=1              0: never run t/deps.sh bench (valgrind,
+#                             gnuplot-nox) when one of them is missing
 #   BENCH_SPOOL=1             0: leave out the spool section at the end
 #                             (bench/spool_bench.py, its knobs SPOOL_BENCH_*)
 #
 # Output: a table on stdout and in bench/results/latest.md; the raw JSON
-# lines in bench/results/latest.jsonl.
+# lines in bench/results/latest.jsonl; a plot of them in
+# bench/results/latest.png (gnuplot; latest.md links it).
 
 set -uo pipefail
 
@@ -82,6 +98,8 @@ NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 SERVERS_DIR=${SERVERS_DIR:-$BUILD/servers}
 VMAGENT_BIN=${VMAGENT_BIN:-$SERVERS_DIR/root/usr/bin/vmagent}
 VMAGENT179_BIN=${VMAGENT179_BIN:-/usr/bin/vmagent}
+PROMETHEUS_BIN=${PROMETHEUS_BIN:-/usr/bin/prometheus}
+PROMETHEUS_CURRENT_BIN=${PROMETHEUS_CURRENT_BIN:-$SERVERS_DIR/root/usr/bin/prometheus}
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_SECONDS_OTHER=${BENCH_SECONDS_OTHER:-5}
@@ -104,6 +122,10 @@ BENCH_EXEMPLARS=${BENCH_EXEMPLARS:-1}
 BENCH_SERIES_INDEX=${BENCH_SERIES_INDEX:-0}
 PROMGATE_HTTP_EXTRA=${PROMGATE_HTTP_EXTRA:-}
 PROMGATE_LOCATION_EXTRA=${PROMGATE_LOCATION_EXTRA:-}
+BENCH_CALLGRIND=${BENCH_CALLGRIND:-1}
+BENCH_CALLGRIND_SAMPLES=${BENCH_CALLGRIND_SAMPLES:-40000}
+BENCH_PLOT=${BENCH_PLOT:-1}
+BENCH_DEPS=${BENCH_DEPS:-1}
 
 CLK_TCK=$(getconf CLK_TCK)
 RUN=$(mktemp -d /tmp/promgate-bench.XXXXXX)
@@ -293,6 +315,15 @@ read -r mb0 mi0 < <(machine_busy); sleep 1; read -r mb1 mi1 < <(machine_busy)
 BUSY_BEFORE=$(awk -v b=$((mb1 - mb0)) -v i=$((mi1 - mi0)) 'BEGIN {printf "%.0f%%", (b + i) ? 100 * b / (b + i) : 0}')
 log "machine busy before the run: $BUSY_BEFORE of $(nproc) CPUs (other work disturbs the figures)"
 mkdir -p "$OUT" "$RESULTS"
+
+# the bench-only packages (make bench installs them first: t/deps.sh bench);
+# a failed install only leaves their figures out
+if [ "$BENCH_DEPS" = 1 ] && { { [ "$BENCH_CALLGRIND" = 1 ] && ! command -v valgrind >/dev/null; } \
+        || { [ "$BENCH_PLOT" = 1 ] && ! command -v gnuplot >/dev/null; }; }; then
+    log "valgrind or gnuplot missing: bash t/deps.sh bench"
+    bash "$REPO/t/deps.sh" bench >"$RUN/deps.log" 2>&1 \
+        || log "t/deps.sh bench failed (figures that need them are left out): $(tail -1 "$RUN/deps.log")"
+fi
 
 # shellcheck disable=SC2086
 "$PYTHON" "$HERE/gen_bodies.py" --outdir "$OUT" --shapes "${BENCH_SHAPES// /,}" \
@@ -601,6 +632,8 @@ start_vmagent() {   # start_vmagent GW
     wait_port "$GW_PORT" 20 || { GW_ERR="$gw did not start (see $dir/vmagent.log)"; return 1; }
     check_comm "$GW_PID" vmagent || { GW_ERR="pid $GW_PID is not vmagent"; return 1; }
     VM_INFO+=("$gw=$bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+, ${extra[*]}}")
+    # the same in the results, so that report.py names the rows without --vmagent
+    emit kind=info gw="$gw" info="${VM_INFO[-1]#*=}"
     log "$gw: $bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+ (${extra[*]})}"
 }
 VM_INFO=()
@@ -857,8 +890,46 @@ build_decode_bench() {
     DECODE_ERR="decode_bench does not build: $(grep -m1 -E 'error' "$RUN/decode_build.log")"
     return 1
 }
+# Instructions per sample (BENCH_CALLGRIND=1): decode_bench -m MODE runs one
+# figure once in bench_pass(), which callgrind counts alone
+# (--collect-atstart=no --toggle-collect=bench_pass; callees included):
+# "Collected : N" on valgrind's stderr / the samples decode_bench printed.
+# Exact and independent of other work on the machine; whole bodies, the
+# first of a shape's up to BENCH_CALLGRIND_SAMPLES samples.
+CALLGRIND_MODES="snappy scan v1 v2"
+callgrind_decode() {    # callgrind_decode SHAPE -> {"bodies":B,"modes":{MODE:{"instructions":N,"samples":S}}}
+    local shape=$1 m per nb files out n smp modes=""
+    per=$(cat "$OUT/$shape.samples" 2>/dev/null)
+    files=("$OUT/$shape"-*.bin)
+    nb=$(awk -v p="${per:-0}" -v b=${#files[@]} -v s="$BENCH_CALLGRIND_SAMPLES" \
+        'BEGIN {n = p > 0 ? int((s + p - 1) / p) : b; if (n < 1) n = 1; if (n > b) n = b; print n}')
+    for m in $CALLGRIND_MODES; do
+        out=$(valgrind --tool=callgrind --collect-atstart=no --toggle-collect=bench_pass \
+                  --callgrind-out-file="$RUN/callgrind.$shape.$m" \
+                  "$DECODE_BENCH" -n 1 -m "$m" "${files[@]:0:$nb}" 2>"$RUN/callgrind.$shape.$m.err")
+        n=$(sed -n 's/^==[0-9]*== Collected : \([0-9]*\)$/\1/p' "$RUN/callgrind.$shape.$m.err")
+        smp=$(json_get "$out" samples 2>/dev/null)
+        if [ -n "$n" ] && [ -n "$smp" ]; then
+            modes+="${modes:+,}\"$m\":{\"instructions\":$n,\"samples\":$smp}"
+        else
+            log "callgrind $shape $m failed: $(grep -m1 -iE 'error|unknown|invalid' "$RUN/callgrind.$shape.$m.err")"
+        fi
+        rm -f "$RUN/callgrind.$shape.$m"
+    done
+    echo "{\"bodies\":$nb,\"tool\":\"$(valgrind --version 2>/dev/null)\",\"modes\":{$modes}}"
+}
+
 DECODE_ERR=
 if [ "$BENCH_DECODE" = 1 ]; then
+    CALLGRIND_OK=0
+    if [ "$BENCH_CALLGRIND" != 1 ]; then
+        emit kind=skip gw="decode instructions" reason="BENCH_CALLGRIND=$BENCH_CALLGRIND"
+    elif ! command -v valgrind >/dev/null; then
+        log "SKIP instructions per sample: no valgrind (bash t/deps.sh bench)"
+        emit kind=skip gw="decode instructions" reason="valgrind not installed (bash t/deps.sh bench)"
+    else
+        CALLGRIND_OK=1
+    fi
     if [ -n "${DECODE_BENCH:-}" ] || build_decode_bench; then
         for shape in $BENCH_SHAPES; do
             # about 400k samples per pass (each pass decodes every body ITER times)
@@ -868,7 +939,12 @@ if [ "$BENCH_DECODE" = 1 ]; then
             log "decode-only  $shape: $iter iterations over its bodies"
             j=$(pin 1 "$DECODE_BENCH" -n "$iter" -r "$BENCH_DECODE_REPEAT" "$OUT/$shape"-*.bin 2>"$RUN/decode_$shape.err")
             if [ -n "$j" ]; then
-                emit kind=decode shape="$shape" load="$j"
+                cg=null
+                if [ "$CALLGRIND_OK" = 1 ]; then
+                    log "decode-only  $shape: instructions per sample (callgrind: $CALLGRIND_MODES)"
+                    cg=$(callgrind_decode "$shape")
+                fi
+                emit kind=decode shape="$shape" load="$j" callgrind="$cg"
             else
                 emit kind=skip gw=decode shape="$shape" reason="decode_bench failed: $(head -c 200 "$RUN/decode_$shape.err")"
             fi
@@ -955,27 +1031,27 @@ log "vmagents that ran: ${VM_INFO[*]:-none}"
     --loadavg "start $LOADAVG_START, end $(cut -d' ' -f1-3 /proc/loadavg); all CPUs busy $BUSY_BEFORE in the second before the run"
 
 # ------------------------------------------------- exemplar queries (issue 3)
+# bench/exemplar_bench.py: promgate vs Prometheus 2.42 (Debian 12) and the
+# current Prometheus (t/servers.sh: 3.5.x) over a full ring, the same data
+# in all three; report.py --section exemplar renders its line.
 
 if [ "${BENCH_EXEMPLAR_QUERY:-1}" = 1 ] && [ -f "$MODULE" ]; then
-    log "exemplar queries: promgate vs Prometheus 2.42 over a full ring"
-    if ex_json=$("$PYTHON" "$HERE/exemplar_bench.py" "$MODULE" \
-                     --queries "${BENCH_EXEMPLAR_QUERIES:-100}" 2>>"$OUT/exemplar_bench.err"); then
+    if [ ! -x "$PROMETHEUS_CURRENT_BIN" ] \
+            && [ "$PROMETHEUS_CURRENT_BIN" = "$SERVERS_DIR/root/usr/bin/prometheus" ] \
+            && [ -f "$REPO/t/servers.sh" ]; then
+        log "prometheus: $PROMETHEUS_CURRENT_BIN missing; bash t/servers.sh"
+        SERVERS_DIR=$SERVERS_DIR bash "$REPO/t/servers.sh" >"$RUN/servers.log" 2>&1 \
+            || log "t/servers.sh failed: $(tail -1 "$RUN/servers.log")"
+    fi
+    log "exemplar queries: promgate vs Prometheus 2.42 ($PROMETHEUS_BIN) and current ($PROMETHEUS_CURRENT_BIN) over a full ring"
+    if ex_json=$(NGINX_BIN=$NGINX_BIN "$PYTHON" "$HERE/exemplar_bench.py" "$MODULE" \
+                     --queries "${BENCH_EXEMPLAR_QUERIES:-100}" \
+                     --prometheus "$PROMETHEUS_BIN" \
+                     --prometheus-current "$PROMETHEUS_CURRENT_BIN" \
+                     2>>"$OUT/exemplar_bench.err"); then
         echo "$ex_json" >> "$RESULTS/latest.jsonl"
-        "$PYTHON" - "$ex_json" >> "$RESULTS/latest.md" <<'PY'
-import json, sys
-j = json.loads(sys.argv[1])
-print("\n## Exemplar queries over a full ring (promgate vs Prometheus 2.42)\n")
-print("%d exemplars stored of %d sent; zone 64m; inserts through the gateway: "
-      "%s exemplars/s (one connection, with forwarding to Prometheus)\n"
-      % (j["exemplars_stored"], j["exemplars_sent"],
-         j["insert_exemplars_per_s_through_gateway"]))
-print("| query | identical | promgate p50 / p99 ms | Prometheus p50 / p99 ms |")
-print("|---|---|---:|---:|")
-for q, r in j["queries"].items():
-    print("| `%s` | %s | %.2f / %.2f | %.2f / %.2f |" % (
-        q, r["identical"], r["promgate_p50_ms"], r["promgate_p99_ms"],
-        r["prometheus_p50_ms"], r["prometheus_p99_ms"]))
-PY
+        "$PYTHON" "$HERE/report.py" "$RESULTS/latest.jsonl" --section exemplar \
+            >> "$RESULTS/latest.md"
         tail -8 "$RESULTS/latest.md"
     else
         log "exemplar_bench failed: see $OUT/exemplar_bench.err"
@@ -1014,4 +1090,22 @@ if [ "${BENCH_SPOOL:-1}" = 1 ] && [ -f "$HERE/spool_bench.py" ] && [ -f "$MODULE
         > "$OUT/spool_bench.out" 2> "$OUT/spool_bench.err" \
         || log "spool_bench: problems or failure: see $OUT/spool_bench.err and $RESULTS/spool.md"
     grep -E '^\|' "$OUT/spool_bench.out"
+fi
+
+# ------------------------------------------------------------------- plot
+# bench/results/latest.png from latest.jsonl (report.py --plot, gnuplot):
+# samples per CPU-second per gateway and shape, added latency at 50% load;
+# latest.md gets a link to it.  A plot that fails is logged, nothing more.
+
+if [ "$BENCH_PLOT" = 1 ]; then
+    rm -f "$RESULTS/latest.png"
+    if ! command -v gnuplot >/dev/null; then
+        log "SKIP plot: no gnuplot (bash t/deps.sh bench installs gnuplot-nox)"
+    elif "$PYTHON" "$HERE/report.py" "$RESULTS/latest.jsonl" "${vm_args[@]}" \
+            --plot "$RESULTS/latest.png" --link-md "$RESULTS/latest.md" \
+            >"$OUT/plot.log" 2>&1; then
+        log "plot: $RESULTS/latest.png"
+    else
+        log "plot failed (the tables are not affected): $(tail -1 "$OUT/plot.log"); see $OUT/plot.log"
+    fi
 fi
