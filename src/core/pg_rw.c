@@ -748,12 +748,38 @@ pg_rw1_check_metadata(const uint8_t *p, const uint8_t *end)
 }
 
 
+/*
+ * The labels a sender writes first, one after another: the run of field 1
+ * entries (key byte 0x0a) at the start of a TimeSeries.  Returns its end.
+ * Only the framing is read, to learn where the run ends.
+ */
+static const uint8_t *
+pg_rw1_label_run(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t  *q;
+    uint64_t        len;
+
+    while (p < end && *p == 0x0a) {
+        q = p + 1;
+
+        if (pg_pb_varint(&q, end, &len) != 0 || len > (uint64_t) (end - q)) {
+            break;
+        }
+
+        p = q + len;
+    }
+
+    return p;
+}
+
+
 static pg_rw_reason_e
 pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 {
+    int             utf8;
     int64_t         field;
     unsigned        wt;
-    const uint8_t  *p, *end, *d;
+    const uint8_t  *p, *end, *d, *ascii;
     size_t          n;
     pg_label_t      l;
     pg_str_t        prev;
@@ -764,6 +790,19 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
     end = s->data + s->len;
 
     pg_rw_series_clear(s);
+
+    /*
+     * The labels up front, the usual place, are checked for ASCII in one
+     * pass, their framing included (a length byte above 0x7f makes it
+     * fail, harmlessly): every label inside is then valid UTF-8, and
+     * only labels outside, if any, are checked one by one.
+     */
+
+    ascii = pg_rw1_label_run(p, end);
+
+    if (!pg_rw_ascii(p, ascii - p)) {
+        ascii = p;
+    }
 
     prev.len = 0;
     prev.data = NULL;
@@ -802,8 +841,10 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
                 break;
             }
 
-            reason = pg_rw_check_label(s, &prev, l.name, pg_rw_label_utf8(&l),
-                                       detail, sizeof(detail));
+            utf8 = d + n <= ascii || pg_rw_label_utf8(&l);
+
+            reason = pg_rw_check_label(s, &prev, l.name, utf8, detail,
+                                       sizeof(detail));
 
             if (reason == PG_RW_OK && pg_rw_is_name(l.name)) {
                 s->name = l.value;

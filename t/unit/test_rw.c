@@ -562,6 +562,164 @@ test_names_and_utf8(void **state)
 }
 
 
+/* a label written by hand: name and value under 60 bytes each */
+static size_t
+put_label(uint8_t *p, const char *name, const char *value)
+{
+    size_t  nl, vl;
+
+    nl = strlen(name);
+    vl = strlen(value);
+
+    p[0] = 0x0a;
+    p[1] = (uint8_t) (nl + vl + 4);
+    p[2] = 0x0a;
+    p[3] = (uint8_t) nl;
+    memcpy(p + 4, name, nl);
+    p[4 + nl] = 0x12;
+    p[5 + nl] = (uint8_t) vl;
+    memcpy(p + 6 + nl, value, vl);
+
+    return nl + vl + 6;
+}
+
+
+static int
+note_unsorted(void *ctx, const pg_rw_series_t *s)
+{
+    *(int *) ctx = s->unsorted;
+    return 0;
+}
+
+
+/*
+ * The shortcuts of the label checks: one ASCII pass over the labels up
+ * front, labels elsewhere checked one by one; names compared a word at a
+ * time.  Each must decide as the plain checks do.
+ */
+static void
+test_label_shortcuts(void **state)
+{
+    int              unsorted;
+    req_t            q;
+    size_t           n, m;
+    uint8_t          ts[256], buf[300];
+    pg_rw_request_t  r;
+    char             longv[201];
+
+    static const uint8_t  sample[] = { 0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0,
+                                       0xf0, 0x3f, 0x10, 0x01 };
+
+    /* a label after a sample is outside the run: still checked */
+
+    static const char  *job[] = { "\xff", "x" };
+
+    for (m = 0; m < 2; m++) {
+        n = put_label(ts, "__name__", "a");
+        memcpy(ts + n, sample, sizeof(sample));
+        n += sizeof(sample);
+        n += put_label(ts + n, "job", job[m]);
+
+        buf[0] = 0x0a;
+        buf[1] = (uint8_t) n;
+        memcpy(buf + 2, ts, n);
+
+        arena_used = 0;
+        assert_int_equal(pg_rw_decode(buf, n + 2, PG_RW_V1, &alloc, &r, NULL,
+                                      NULL), PG_RW_OK);
+        if (m == 0) {
+            assert_one_invalid(&r, 0, PG_RW_BAD_UTF8);
+        } else {
+            assert_all_valid(&r);
+            assert_int_equal(r.stats.samples, 1);
+        }
+    }
+
+    /* a label of more than 127 bytes: its length byte is not ASCII */
+
+    memset(longv, 'v', 200);
+    longv[200] = '\0';
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "job", longv, NULL);
+    assert_int_equal(scan(&q, &r), PG_RW_OK);
+    assert_all_valid(&r);
+
+    memcpy(longv + 100, "\xc3\xa9", 2);
+    req_init(&q);
+    req_series(&q, "__name__", "a", "job", longv, NULL);
+    assert_int_equal(scan(&q, &r), PG_RW_OK);
+    assert_all_valid(&r);
+
+    longv[150] = (char) 0xff;
+    req_init(&q);
+    req_series(&q, "__name__", "a", "job", longv, NULL);
+    assert_int_equal(scan(&q, &r), PG_RW_OK);
+    assert_one_invalid(&r, 0, PG_RW_BAD_UTF8);
+
+    /* names alike in their first 8 bytes and more */
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "abcdefghij_a", "1", "abcdefghij_b", "2",
+               NULL);
+    req_pack(&q);
+    unsorted = -1;
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+    assert_all_valid(&r);
+    assert_int_equal(unsorted, 0);
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "abcdefghij_b", "1", "abcdefghij_a", "2",
+               NULL);
+    req_pack(&q);
+    unsorted = -1;
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+    assert_all_valid(&r);
+    assert_int_equal(unsorted, 1);
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "abcdefgh", "1", "abcdefgh_", "2", NULL);
+    req_pack(&q);
+    unsorted = -1;
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+    assert_int_equal(unsorted, 0);
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "abcdefghijk", "1", "abcdefghijk", "2",
+               NULL);
+    assert_int_equal(scan(&q, &r), PG_RW_OK);
+    assert_one_invalid(&r, 0, PG_RW_DUPLICATE_LABEL);
+
+    /* bytes above 0x7f sort after ASCII, as Go compares strings */
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "z", "1", "\xc3\xa9", "2", NULL);
+    req_pack(&q);
+    unsorted = -1;
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+    assert_all_valid(&r);
+    assert_int_equal(unsorted, 0);
+
+    req_init(&q);
+    req_series(&q, "__name__", "a", "\xc3\xa9", "2", "z", "1", NULL);
+    req_pack(&q);
+    unsorted = -1;
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+    assert_all_valid(&r);
+    assert_int_equal(unsorted, 1);
+}
+
+
 /* invalid series among valid ones: counted, marked, the rest goes on */
 static void
 test_invalid_series_continue(void **state)
@@ -917,6 +1075,7 @@ main(void)
         cmocka_unit_test(test_no_name),
         cmocka_unit_test(test_unsorted_and_duplicates),
         cmocka_unit_test(test_names_and_utf8),
+        cmocka_unit_test(test_label_shortcuts),
         cmocka_unit_test(test_invalid_series_continue),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_iterators),
