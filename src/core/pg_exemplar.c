@@ -211,6 +211,7 @@ static size_t pg_exring_runes(const uint8_t *p, size_t len);
 static size_t pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf);
 static size_t pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
     uint8_t *text);
+static uint8_t *pg_exring_hex(uint8_t *out, const uint8_t *p, size_t n);
 static int pg_exring_cmp_series(const void *a, const void *b);
 static int pg_exring_fail(char *err, size_t err_len, const char *what,
     uint64_t a, uint64_t b);
@@ -1531,6 +1532,121 @@ pg_exring_cmp_series(const void *a, const void *b)
 
 
 /*
+ * A packed value (trace and span ids) as the lowercase hex it was sent
+ * as: n bytes at p become 2n characters at out; returns the end.  Four
+ * bytes a step on little-endian machines: their nibbles spread to one a
+ * byte, in order, then each turned into '0'-'9' or 'a'-'f' at once.
+ */
+static uint8_t *
+pg_exring_hex(uint8_t *out, const uint8_t *p, size_t n)
+{
+    size_t    i;
+
+    static const char  hex[] = "0123456789abcdef";
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t  x, y, m;
+
+    for ( /* void */ ; n >= 4; n -= 4) {
+        x = (uint64_t) p[0] | (uint64_t) p[1] << 16 | (uint64_t) p[2] << 32
+            | (uint64_t) p[3] << 48;
+
+        /* byte 2i: the high nibble of p[i], byte 2i + 1: the low one */
+        y = ((x >> 4) & 0x000f000f000f000fULL)
+            | ((x & 0x000f000f000f000fULL) << 8);
+
+        /* 0x01 in the bytes that are 10 or more */
+        m = ((y + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+        y += 0x3030303030303030ULL + m * ('a' - '0' - 10);
+
+        memcpy(out, &y, 8);
+        out += 8;
+        p += 4;
+    }
+#endif
+
+    for (i = 0; i < n; i++) {
+        *out++ = hex[p[i] >> 4];
+        *out++ = hex[p[i] & 0xf];
+    }
+
+    return out;
+}
+
+
+/*
+ * One exemplar of an answer, {"labels":{...},"value":"...","timestamp":...}
+ * after a comma unless first, written straight from its encoded labels in
+ * one reservation: packed values as the lowercase hex they were sent as,
+ * names and other values as pg_json_labels() writes them.  Room: a name
+ * or an unpacked value takes at most 6 bytes a byte, a packed value 2
+ * bytes an encoded byte, a label 6 more (quotes, ':' and ','), the rest
+ * is fixed.
+ */
+static void
+pg_exring_exemplar_json(pg_exring_t *r, const pg_exslot_t *slot, int first,
+    pg_json_buf_t *out)
+{
+    size_t          v, vlen, j;
+    uint8_t        *p;
+    const uint8_t  *e, *end;
+
+    p = pg_json_reserve(out, 6 * (size_t) slot->len
+                             + 6 * (size_t) slot->nlabels
+                             + 2 * PG_JSON_NUMBER_MAX + 48);
+    if (p == NULL) {
+        return;
+    }
+
+    if (!first) {
+        *p++ = ',';
+    }
+
+    memcpy(p, "{\"labels\":{", 11);
+    p += 11;
+
+    e = pg_exring_labels(r, slot);
+    end = e + slot->len;
+
+    for (j = 0; e < end; j++) {
+        if (j) {
+            *p++ = ',';
+        }
+
+        v = pg_exring_get_len(&e);
+        p = pg_json_label_write(p, e, v);
+        e += v;
+
+        *p++ = ':';
+
+        v = pg_exring_get_len(&e);
+        vlen = v >> 1;
+
+        if (!(v & 1)) {
+            p = pg_json_label_write(p, e, vlen);
+            e += vlen;
+            continue;
+        }
+
+        *p++ = '"';
+        p = pg_exring_hex(p, e, vlen / 2);
+        *p++ = '"';
+        e += vlen / 2;
+    }
+
+    memcpy(p, "},\"value\":\"", 11);
+    p += 11;
+    p += pg_json_format_value(p, slot->value);
+    memcpy(p, "\",\"timestamp\":", 14);
+    p += 14;
+    p += pg_json_format_timestamp(p, slot->ts);
+    *p++ = '}';
+
+    out->len = p - out->data;
+}
+
+
+/*
  * One series of a query's answer: {"seriesLabels":...,"exemplars":[...]}
  * with its exemplars start <= ts <= end, in time order.  labels: room for
  * r->max_labels label views.  Returns the exemplars written.
@@ -1539,11 +1655,9 @@ static size_t
 pg_exring_series_json(pg_exring_t *r, const pg_exseries_t *rec,
     pg_label_t *labels, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
 {
-    pg_label_t          exl[PG_EXEMPLAR_MAX_RUNES];
     pg_str_t            t;
     uint32_t            s;
-    uint8_t             text[PG_EX_LABELS_MAX];
-    size_t              k, written;
+    size_t              written;
     pg_exslot_t        *slots;
     const pg_exslot_t  *slot;
 
@@ -1564,22 +1678,8 @@ pg_exring_series_json(pg_exring_t *r, const pg_exseries_t *rec,
         }
 
         if (slot->ts >= start_ms) {
-            if (written) {
-                pg_json_literal(out, ",");
-            }
-
+            pg_exring_exemplar_json(r, slot, written == 0, out);
             written++;
-
-            k = pg_exring_decode(pg_exring_labels(r, slot), slot->len,
-                                 exl, text);
-
-            pg_json_literal(out, "{\"labels\":");
-            pg_json_labels(out, exl, k);
-            pg_json_literal(out, ",\"value\":");
-            pg_json_value(out, slot->value);
-            pg_json_literal(out, ",\"timestamp\":");
-            pg_json_timestamp(out, slot->ts);
-            pg_json_literal(out, "}");
         }
 
         if (s == rec->newest) {

@@ -29,6 +29,43 @@ static int pg_json_read_value(pg_json_reader_t *r, unsigned depth);
 
 static const char  pg_json_hex[] = "0123456789abcdef";
 
+/* "00" to "99" */
+static const char  pg_json_digits2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+
+/* v in decimal at p, two digits a step from the end; returns the end */
+static uint8_t *
+pg_json_decimal(uint8_t *p, uint64_t v)
+{
+    size_t    n;
+    uint64_t  x;
+
+    for (n = 1, x = v; x >= 100; x /= 100) {
+        n += 2;
+    }
+
+    n += (x >= 10);
+    p += n;
+
+    for (x = v; x >= 100; x /= 100) {
+        p -= 2;
+        memcpy(p, pg_json_digits2 + 2 * (x % 100), 2);
+    }
+
+    if (x >= 10) {
+        p -= 2;
+        memcpy(p, pg_json_digits2 + 2 * x, 2);
+
+    } else {
+        *--p = (uint8_t) ('0' + x);
+    }
+
+    return p + n;
+}
+
 
 void
 pg_json_init(pg_json_buf_t *b, pg_allocator_t alloc)
@@ -247,13 +284,183 @@ pg_json_next_up(char *buf)
 }
 
 
+#if defined(__SIZEOF_INT128__)
+
+typedef unsigned __int128  pg_json_u128_t;
+
+
+/*
+ * The candidate of d = 17 - j digits for the exact path below: the
+ * decimal c * 10^j nearest to S = q + r / 2^sh (ties to an even c), or the
+ * next one up when that is below S and out of the interval; 1 when it
+ * reads back as v, i.e. lies within lo below or hi above X = 4 * S in
+ * units of 2^-(sh + 2) (the bounds themselves when incl).  Inlined with a
+ * constant p = 10^j.
+ */
+static inline int
+pg_json_candidate(uint64_t q, uint64_t r, int sh, uint64_t p,
+    pg_json_u128_t x, pg_json_u128_t lo, pg_json_u128_t hi, int incl,
+    uint64_t *c)
+{
+    uint64_t        a, b;
+    pg_json_u128_t  twice, half, cand, diff;
+
+    a = q / p;
+    b = q % p;
+
+    twice = ((pg_json_u128_t) b << (sh + 1)) + 2 * (pg_json_u128_t) r;
+    half = (pg_json_u128_t) p << sh;
+
+    if (twice > half || (twice == half && (a & 1))) {
+        a++;
+    }
+
+    cand = (pg_json_u128_t) (a * p) << (sh + 2);
+
+    if (cand < x) {
+        diff = x - cand;
+
+        if (diff < lo || (incl && diff == lo)) {
+            *c = a;
+            return 1;
+        }
+
+        /* a power of two: its interval is twice as wide above */
+        a++;
+        cand = (pg_json_u128_t) (a * p) << (sh + 2);
+    }
+
+    diff = cand - x;
+
+    if (diff < hi || (incl && diff == hi)) {
+        *c = a;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The shortest digits of a normal v in [1e-6, 1e15) with integers alone,
+ * the same digits as the printf search below finds.  v = m * 2^e; with k
+ * such that 10^16 <= S = v * 10^k < 10^17, S = m * 5^k / 2^sh exactly
+ * (m * 5^k < 2^107, 0 < sh < 64).  What reads back as v is within half
+ * an ulp of it (a quarter below a power of two), the bounds included when
+ * m is even (strtod rounds ties to even).  At most one decimal of up to
+ * 15 digits lies there, the nearest: it is found as the 15-digit one with
+ * its zeros stripped; else the nearest of 16 digits, else of 17, as Go's
+ * shortest formatting picks them.  Returns 0 when v is not for this path.
+ */
+static size_t
+pg_json_shortest_exact(double v, uint8_t *digits, int *point)
+{
+    int             x, k, sh, e, j, n, i;
+    uint64_t        bits, m, q, r, c;
+    pg_json_u128_t  big, lo, hi, four;
+
+    static const uint64_t  pow5[] = {
+        1ULL, 5ULL, 25ULL, 125ULL, 625ULL, 3125ULL, 15625ULL, 78125ULL,
+        390625ULL, 1953125ULL, 9765625ULL, 48828125ULL, 244140625ULL,
+        1220703125ULL, 6103515625ULL, 30517578125ULL, 152587890625ULL,
+        762939453125ULL, 3814697265625ULL, 19073486328125ULL,
+        95367431640625ULL, 476837158203125ULL, 2384185791015625ULL,
+        11920928955078125ULL, 59604644775390625ULL
+    };
+
+    memcpy(&bits, &v, sizeof(double));
+
+    x = (int) (bits >> 52 & 0x7ff);
+    m = (bits & 0xfffffffffffffULL) | (1ULL << 52);
+    e = x - 1075;
+
+    /* floor(log10(v)) is d or d + 1, d = floor((x - 1023) * log10(2)) */
+    x -= 1023;
+    k = (x >= 0) ? 16 - (x * 1233 >> 12) : 16 + ((-x * 1233 + 4095) >> 12);
+
+    for (i = 0; ; i++) {
+        sh = -(e + k);
+
+        if (i == 3 || k < 0 || k > 24 || sh <= 0 || sh > 62) {
+            return 0;
+        }
+
+        big = (pg_json_u128_t) m * pow5[k];
+        q = (uint64_t) (big >> sh);
+
+        if (q < 10000000000000000ULL) {
+            k++;
+
+        } else if (q >= 100000000000000000ULL) {
+            k--;
+
+        } else {
+            break;
+        }
+    }
+
+    r = (uint64_t) (big & (((pg_json_u128_t) 1 << sh) - 1));
+
+    four = big << 2;
+    hi = 2 * (pg_json_u128_t) pow5[k];
+    lo = ((bits & 0xfffffffffffffULL) == 0) ? hi / 2 : hi;
+
+    if (pg_json_candidate(q, r, sh, 100, four, lo, hi, !(m & 1), &c)) {
+        j = 2;
+
+    } else if (pg_json_candidate(q, r, sh, 10, four, lo, hi, !(m & 1), &c))
+    {
+        j = 1;
+
+    } else if (pg_json_candidate(q, r, sh, 1, four, lo, hi, !(m & 1), &c))
+    {
+        j = 0;
+
+    } else {
+        return 0;       /* 17 digits always do: not reached */
+    }
+
+    /* v = c * 10^(j - k); c has up to 17 digits, often a few then 0s */
+    while (c % 100000000 == 0) {
+        c /= 100000000;
+        j += 8;
+    }
+
+    if (c % 10000 == 0) {
+        c /= 10000;
+        j += 4;
+    }
+
+    if (c % 100 == 0) {
+        c /= 100;
+        j += 2;
+    }
+
+    if (c % 10 == 0) {
+        c /= 10;
+        j++;
+    }
+
+    n = (int) (pg_json_decimal(digits, c) - digits);
+
+    *point = n + j - k;
+
+    return (size_t) n;
+}
+
+#endif
+
+
 /*
  * The shortest digits.  Two facts make this simple: a double's interval
  * of values reading back as it is narrower than a unit in the 15th digit,
  * so at most one decimal of up to 15 digits reads back as v; and for 16
  * and 17 digits the correctly rounded candidate (%.*e) is the closest one,
  * which is what Go picks.  Powers of two have a lopsided interval and
- * subnormals fewer digits: they take a slower search.
+ * subnormals fewer digits: they take a slower search.  Values from 1e-6
+ * to 1e15, all but the largest and smallest of sample values, take the
+ * exact integer path above, which finds the same digits (t/unit/test_json.c
+ * compares the two) without printf and strtod.
  */
 size_t
 pg_json_shortest(double v, uint8_t *digits, int *point)
@@ -276,6 +483,14 @@ pg_json_shortest(double v, uint8_t *digits, int *point)
     prec = 15;
 
     if (v >= 1e-6 && v < 1e15) {
+
+#if defined(__SIZEOF_INT128__)
+        n = pg_json_shortest_exact(v, digits, point);
+
+        if (n) {
+            return n;
+        }
+#endif
 
         /*
          * Up to 15 digits without printf: if w * 10^-k (w an integer
@@ -425,22 +640,7 @@ pg_json_format_value(uint8_t *out, double v)
 
     if (a < 9007199254740992.0 && a == (double) (int64_t) a) {
         /* an integer below 2^53: all its digits, as Go's 'f' prints it */
-        int64_t  iv;
-        uint8_t  tmp[20];
-
-        iv = (int64_t) a;
-        n = 0;
-
-        while (iv) {
-            tmp[n++] = '0' + iv % 10;
-            iv /= 10;
-        }
-
-        while (n) {
-            *p++ = tmp[--n];
-        }
-
-        return p - out;
+        return pg_json_decimal(p, (uint64_t) a) - out;
     }
 
     n = pg_json_shortest(a, digits, &point);
@@ -507,9 +707,8 @@ pg_json_format_value(uint8_t *out, double v)
 size_t
 pg_json_format_timestamp(uint8_t *out, int64_t ms)
 {
-    uint8_t   tmp[24], *p;
-    uint64_t  t, sec, frac;
-    size_t    n;
+    uint8_t   *p;
+    uint64_t   t, frac;
 
     p = out;
 
@@ -522,25 +721,14 @@ pg_json_format_timestamp(uint8_t *out, int64_t ms)
         t = (uint64_t) ms;
     }
 
-    sec = t / 1000;
+    p = pg_json_decimal(p, t / 1000);
     frac = t % 1000;
-
-    n = 0;
-
-    do {
-        tmp[n++] = '0' + sec % 10;
-        sec /= 10;
-    } while (sec);
-
-    while (n) {
-        *p++ = tmp[--n];
-    }
 
     if (frac) {
         *p++ = '.';
-        *p++ = '0' + frac / 100;
-        *p++ = '0' + frac / 10 % 10;
-        *p++ = '0' + frac % 10;
+        *p++ = (uint8_t) ('0' + frac / 100);
+        memcpy(p, pg_json_digits2 + 2 * (frac % 100), 2);
+        p += 2;
     }
 
     return p - out;
@@ -579,25 +767,193 @@ pg_json_timestamp(pg_json_buf_t *b, int64_t ms)
 }
 
 
+/*
+ * 8 (or 4) bytes, in any order, that jsoniter's WriteString copies as
+ * they are: no control below 0x20, no '"', no '\\' (bytes >= 0x80 go as
+ * they are).  The tests for a byte below n and for a zero byte are exact
+ * for the word as a whole, which is all that is asked here.
+ */
+#define PG_JSON_ONES   0x0101010101010101ULL
+#define PG_JSON_HIGHS  0x8080808080808080ULL
+
+static inline int
+pg_json_plain8(uint64_t w)
+{
+    uint64_t  q, b;
+
+    q = w ^ (PG_JSON_ONES * '"');
+    b = w ^ (PG_JSON_ONES * '\\');
+
+    return ((((w - PG_JSON_ONES * 0x20) & ~w)
+             | ((q - PG_JSON_ONES) & ~q)
+             | ((b - PG_JSON_ONES) & ~b))
+            & PG_JSON_HIGHS) == 0;
+}
+
+
+static inline int
+pg_json_plain4(uint32_t w)
+{
+    uint32_t  q, b;
+
+    q = w ^ ((uint32_t) PG_JSON_ONES * '"');
+    b = w ^ ((uint32_t) PG_JSON_ONES * '\\');
+
+    return ((((w - (uint32_t) PG_JSON_ONES * 0x20) & ~w)
+             | ((q - (uint32_t) PG_JSON_ONES) & ~q)
+             | ((b - (uint32_t) PG_JSON_ONES) & ~b))
+            & (uint32_t) PG_JSON_HIGHS) == 0;
+}
+
+
+/* the string from s on, escaping what needs it, and the closing quote */
+static uint8_t *
+pg_json_label_escape(uint8_t *p, const uint8_t *s, size_t n)
+{
+    uint8_t         c;
+    uint64_t        w;
+    const uint8_t  *end;
+
+    end = s + n;
+
+    while (s < end) {
+
+        if (end - s >= 8) {
+            memcpy(&w, s, 8);
+
+            if (pg_json_plain8(w)) {
+                memcpy(p, &w, 8);
+                p += 8;
+                s += 8;
+                continue;
+            }
+        }
+
+        c = *s++;
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *p++ = c;
+            continue;
+        }
+
+        *p++ = '\\';
+
+        switch (c) {
+        case '"':
+        case '\\':
+            *p++ = c;
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = pg_json_hex[c >> 4];
+            *p++ = pg_json_hex[c & 0xf];
+        }
+    }
+
+    *p++ = '"';
+
+    return p;
+}
+
+
+/*
+ * Label names and values rarely need escaping: they are checked and
+ * copied a word at a time, the last word overlapping the one before (a
+ * string of 4 to 7 bytes as two 4-byte words), and only a word that
+ * needs escaping sends the rest to the byte loop.
+ */
+uint8_t *
+pg_json_label_write(uint8_t *p, const uint8_t *s, size_t n)
+{
+    size_t    i;
+    uint32_t  a, b;
+    uint64_t  w;
+
+    *p++ = '"';
+
+    if (n >= 8) {
+        for (i = 0; i < n; i += 8) {
+            if (n - i < 8) {
+                i = n - 8;
+            }
+
+            memcpy(&w, s + i, 8);
+
+            if (!pg_json_plain8(w)) {
+                return pg_json_label_escape(p + i, s + i, n - i);
+            }
+
+            memcpy(p + i, &w, 8);
+        }
+
+        p += n;
+        *p++ = '"';
+
+        return p;
+    }
+
+    if (n >= 4) {
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+
+        if (pg_json_plain4(a) && pg_json_plain4(b)) {
+            memcpy(p, &a, 4);
+            memcpy(p + n - 4, &b, 4);
+            p += n;
+            *p++ = '"';
+
+            return p;
+        }
+    }
+
+    return pg_json_label_escape(p, s, n);
+}
+
+
 void
 pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n)
 {
-    size_t  i;
-
-    pg_json_literal(b, "{");
+    size_t    i, size;
+    uint8_t  *p;
 
     /* marshalLabelsJSON(): every label, in order, as WriteString writes */
     for (i = 0; i < n; i++) {
-        if (i) {
-            pg_json_literal(b, ",");
+        if (labels[i].name.len > SIZE_MAX / 16
+            || labels[i].value.len > SIZE_MAX / 16)
+        {
+            b->failed = 1;
+            return;
         }
 
-        pg_json_quote(b, labels[i].name.data, labels[i].name.len, 0);
-        pg_json_literal(b, ":");
-        pg_json_quote(b, labels[i].value.data, labels[i].value.len, 0);
+        size = PG_JSON_LABEL_MAX(labels[i].name.len)
+               + PG_JSON_LABEL_MAX(labels[i].value.len);
+
+        p = pg_json_reserve(b, size + 2);
+        if (p == NULL) {
+            return;
+        }
+
+        *p++ = i ? ',' : '{';
+        p = pg_json_label_write(p, labels[i].name.data, labels[i].name.len);
+        *p++ = ':';
+        p = pg_json_label_write(p, labels[i].value.data,
+                                labels[i].value.len);
+
+        b->len = p - b->data;
     }
 
-    pg_json_literal(b, "}");
+    pg_json_raw(b, n ? "}" : "{}", n ? 1 : 2);
 }
 
 

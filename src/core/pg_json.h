@@ -63,6 +63,15 @@ void pg_json_timestamp(pg_json_buf_t *b, int64_t ms);
  */
 void pg_json_labels(pg_json_buf_t *b, const pg_label_t *labels, size_t n);
 
+/*
+ * One label name or value of pg_json_labels(), quoted, written at p, which
+ * must have room for PG_JSON_LABEL_MAX(n) bytes; returns the end.  For
+ * writers that reserve once for several pieces.
+ */
+#define PG_JSON_LABEL_MAX(n)  (6 * (n) + 2)
+
+uint8_t *pg_json_label_write(uint8_t *p, const uint8_t *s, size_t n);
+
 /* {"status":"error","errorType":"<type>","error":"<msg>"} */
 void pg_json_error(pg_json_buf_t *b, const char *type, const uint8_t *msg,
     size_t len);

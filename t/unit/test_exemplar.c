@@ -639,6 +639,72 @@ test_labels(void **state)
 }
 
 
+/*
+ * Values stored packed (lowercase hex of even length) come back as they
+ * were sent, at every length and alignment of the answer's hex writer
+ * (4 bytes a step, then the rest), next to values that are not packed.
+ */
+static void
+test_packed_values(void **state)
+{
+    void         *base;
+    pg_exring_t  *ring;
+    int64_t       now = INT64_C(1795307778000);
+    char          v[64], *want, *p;
+    size_t        len, i;
+    pg_label_t    s[] = { L("__name__", "pg_p") };
+    pg_label_t    l[3];
+
+    static const char  digits[] = "0123456789abcdef";
+
+    ring = ring_new(100, 0, &base);
+
+    want = malloc(16384);
+    assert_non_null(want);
+
+    p = want + sprintf(want, "{\"status\":\"success\",\"data\":[{"
+                       "\"seriesLabels\":{\"__name__\":\"pg_p\"},"
+                       "\"exemplars\":[");
+
+    for (len = 1; len <= 50; len++) {
+        for (i = 0; i < len; i++) {
+            v[i] = digits[(len * 7 + i * 5) % 16];
+        }
+
+        if (len % 11 == 0) {
+            v[len / 2] = 'A';           /* not lowercase: kept as text */
+        }
+
+        l[0].name = S("a");
+        l[0].value = S("x\"y");
+        l[1].name = S("span_id");
+        l[1].value.data = (uint8_t *) v;
+        l[1].value.len = len;
+        l[2].name = S("trace_id");
+        l[2].value.data = (uint8_t *) v + (len > 1);
+        l[2].value.len = len - (len > 1);
+
+        assert_int_equal(pg_exring_insert(ring, no_tenant, s, 1, l, 3,
+                                          0.5, now + (int64_t) len, NULL),
+                         PG_EXRING_ADDED);
+
+        p += sprintf(p, "%s{\"labels\":{\"a\":\"x\\\"y\",\"span_id\":"
+                     "\"%.*s\",\"trace_id\":\"%.*s\"},\"value\":\"0.5\","
+                     "\"timestamp\":1795307778.%03d}", len > 1 ? "," : "",
+                     (int) len, v, (int) (len - (len > 1)), v + (len > 1),
+                     (int) len);
+    }
+
+    strcpy(p, "]}]}");
+
+    assert_query(ring, no_tenant, NULL, NULL, now, now + 100, want);
+
+    ring_check(ring);
+    free(want);
+    free(base);
+}
+
+
 /* Prometheus 2.42: series sorted by labels.Compare */
 static void
 test_query_sort(void **state)
@@ -2302,6 +2368,7 @@ main(void)
         cmocka_unit_test(test_seed),
         cmocka_unit_test(test_duplicate_out_of_order),
         cmocka_unit_test(test_labels),
+        cmocka_unit_test(test_packed_values),
         cmocka_unit_test(test_query_sort),
         cmocka_unit_test(test_wrap_around),
         cmocka_unit_test(test_series_eviction),

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -524,6 +525,295 @@ test_values(void **state)
 }
 
 
+/*
+ * The reference for pg_json_shortest(): the printf and strtod search it
+ * used before its exact integer path (commit 3e80de2), verbatim.  Its 16
+ * and 17 digit figures and the lopsided intervals of powers of two were
+ * checked against Go; the exact path must find the same digits.
+ */
+
+/*
+ * Adds one unit in the last digit of a "d.ddde+XX" string in place; fails
+ * when that would carry into a new leading digit (9.99 -> 10.0), which the
+ * next precision tries anyway.
+ */
+static int
+ref_next_up(char *buf)
+{
+    char  *e;
+
+    e = strchr(buf, 'e');
+    if (e == NULL) {
+        return 0;
+    }
+
+    while (--e >= buf) {
+        if (*e < '0' || *e > '9') {
+            continue;
+        }
+
+        if (*e < '9') {
+            (*e)++;
+            return 1;
+        }
+
+        *e = '0';
+    }
+
+    return 0;
+}
+
+
+/*
+ * The shortest digits.  Two facts make this simple: a double's interval
+ * of values reading back as it is narrower than a unit in the 15th digit,
+ * so at most one decimal of up to 15 digits reads back as v; and for 16
+ * and 17 digits the correctly rounded candidate (%.*e) is the closest one,
+ * which is what Go picks.  Powers of two have a lopsided interval and
+ * subnormals fewer digits: they take a slower search.
+ */
+static size_t
+ref_shortest(double v, uint8_t *digits, int *point)
+{
+    char      buf[40], *e;
+    int       prec, exp10, lo, hi, k;
+    size_t    n, i;
+    uint64_t  bits, c;
+    double    w, r;
+
+    static const double  pow10[] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+    };
+
+    v = fabs(v);
+
+    memcpy(&bits, &v, sizeof(double));
+
+    prec = 15;
+
+    if (v >= 1e-6 && v < 1e15) {
+
+        /*
+         * Up to 15 digits without printf: if w * 10^-k (w an integer
+         * below 10^15) reads back as v, v * 10^k is within 0.11 of w
+         * before rounding and 0.18 after, and the division, of exact
+         * operands, rounds as strtod() would.  The loop reaches every k
+         * such a w may have, so when it finds none, 15 digits do not do.
+         */
+        for (k = 0; k <= 22; k++) {
+            w = v * pow10[k];
+
+            if (w >= 1e15) {
+                break;
+            }
+
+            r = floor(w + 0.5);
+
+            if (fabs(w - r) <= 0.2 && r / pow10[k] == v && r >= 1) {
+                c = (uint64_t) r;
+                n = 0;
+
+                while (c) {
+                    buf[n++] = (char) ('0' + c % 10);
+                    c /= 10;
+                }
+
+                *point = (int) n - k;
+
+                for (i = 0; i < n; i++) {
+                    digits[i] = buf[n - 1 - i];
+                }
+
+                while (n > 1 && digits[n - 1] == '0') {
+                    n--;
+                }
+
+                return n;
+            }
+        }
+
+        prec = 16;
+    }
+
+    if ((bits >> 52) == 0) {
+
+        /* a subnormal: the interval is symmetric, p digits then p + 1 */
+        lo = 1;
+        hi = 17;
+
+        while (lo < hi) {
+            prec = (lo + hi) / 2;
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (strtod(buf, NULL) == v) {
+                hi = prec;
+            } else {
+                lo = prec + 1;
+            }
+        }
+
+        prec = lo;
+        snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+    } else if ((bits & 0xfffffffffffffULL) != 0) {
+
+        for ( /* void */ ; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (prec == 17 || strtod(buf, NULL) == v) {
+                break;
+            }
+        }
+
+    } else {
+        /*
+         * A power of two: the interval is twice as wide above v as below,
+         * so the candidate just above v may read back when the nearest
+         * does not; search linearly and try both.
+         */
+        for (prec = 1; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*e", prec - 1, v);
+
+            if (prec == 17 || strtod(buf, NULL) == v) {
+                break;
+            }
+
+            if (strtod(buf, NULL) < v && ref_next_up(buf)
+                && strtod(buf, NULL) == v)
+            {
+                break;
+            }
+        }
+    }
+
+    /* "d.ddde+XX": collect the digits, skipping the decimal point */
+    n = 0;
+
+    for (i = 0; buf[i] != '\0' && buf[i] != 'e'; i++) {
+        if (buf[i] >= '0' && buf[i] <= '9') {
+            digits[n++] = buf[i];
+        }
+    }
+
+    e = buf + i;
+    exp10 = (*e == 'e') ? atoi(e + 1) : 0;
+
+    while (n > 1 && digits[n - 1] == '0') {
+        n--;
+    }
+
+    *point = exp10 + 1;
+
+    return n;
+}
+
+
+/* the next double up and down */
+static double
+next_double(double v, int up)
+{
+    uint64_t  bits;
+
+    memcpy(&bits, &v, sizeof(double));
+    bits += up ? 1 : (uint64_t) -1;
+    memcpy(&v, &bits, sizeof(double));
+
+    return v;
+}
+
+
+static void
+check_shortest(double v)
+{
+    uint8_t  d[17], rd[17];
+    size_t   n, rn;
+    int      point, rpoint;
+
+    n = pg_json_shortest(v, d, &point);
+    rn = ref_shortest(v, rd, &rpoint);
+
+    if (n != rn || point != rpoint || memcmp(d, rd, n) != 0) {
+        fail_msg("%a (%.17g): 0.%.*s e%d, the printf search 0.%.*s e%d",
+                 v, v, (int) n, d, point, (int) rn, rd, rpoint);
+    }
+}
+
+
+/*
+ * The exact integer path finds the digits the printf search finds, on
+ * values from 1e-6 to 1e15 (where it runs) and around: random bits at
+ * every exponent there, short decimals and their neighbours (16 and 17
+ * digits), powers of two and of ten and their neighbours, and the
+ * boundaries of the range.
+ */
+static void
+test_values_shortest(void **state)
+{
+    int       k, i, j;
+    double    v, p10;
+    uint64_t  bits, x;
+
+    x = 0x2545f4914f6cdd1dULL;
+
+    for (i = 0; i < 300000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+
+        /* exponents of 2^-22 .. 2^52 */
+        bits = (x & 0xfffffffffffffULL)
+               | ((uint64_t) (1001 + (int) (x >> 52) % 75) << 52);
+        memcpy(&v, &bits, sizeof(double));
+        check_shortest(v);
+    }
+
+    for (k = 1; k < 20000; k++) {
+        for (j = -6; j <= 14; j += 4) {
+            v = k * pow(10, j - 4);
+            check_shortest(v);
+            check_shortest(next_double(v, 1));
+            check_shortest(next_double(v, 0));
+        }
+
+        v = k * 0.001;          /* exemplar_bench.py's values */
+        check_shortest(v);
+    }
+
+    for (k = -22; k <= 52; k++) {
+        v = ldexp(1, k);
+        check_shortest(v);
+        check_shortest(next_double(v, 1));
+        check_shortest(next_double(v, 0));
+        check_shortest(ldexp(3, k));
+        check_shortest(ldexp(0x1fffffffffffffULL, k - 52));
+    }
+
+    for (k = -7; k <= 16; k++) {
+        p10 = pow(10, k);
+
+        for (v = p10, j = 0; j < 50; j++) {
+            check_shortest(v);
+            v = next_double(v, 1);
+        }
+
+        for (v = p10, j = 0; j < 50; j++) {
+            check_shortest(v);
+            v = next_double(v, 0);
+        }
+    }
+
+    check_shortest(0.1);
+    check_shortest(1.0 / 3);
+    check_shortest(2.0 / 3);
+    check_shortest(0.3);
+    check_shortest(123456.789);
+    check_shortest(5e-324);
+    check_shortest(DBL_MAX);
+    check_shortest(2.2250738585072014e-308);
+}
+
+
 /* any double reads back from what is written, within the 40-byte bound */
 static void
 test_values_round_trip(void **state)
@@ -666,6 +956,104 @@ test_labels_and_errors(void **state)
                "timestamp\"}");
 
     arena_free(&a);
+}
+
+
+/* jsoniter's WriteString, byte by byte: the reference for the fast one */
+static size_t
+ref_label_write(uint8_t *out, const uint8_t *s, size_t n)
+{
+    size_t   i;
+    uint8_t  *p;
+
+    p = out;
+    *p++ = '"';
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\') {
+            *p++ = '\\';
+            *p++ = s[i];
+
+        } else if (s[i] == '\n' || s[i] == '\r' || s[i] == '\t') {
+            *p++ = '\\';
+            *p++ = s[i] == '\n' ? 'n' : s[i] == '\r' ? 'r' : 't';
+
+        } else if (s[i] < 0x20) {
+            p += sprintf((char *) p, "\\u%04x", s[i]);
+
+        } else {
+            *p++ = s[i];
+        }
+    }
+
+    *p++ = '"';
+
+    return p - out;
+}
+
+
+/*
+ * Label strings 8 bytes at a time: every byte that needs escaping (and
+ * its neighbours: 0x1f, 0x20, '!', '#', '[', ']', 0x7f, 0x80, 0xff) at
+ * every position of strings of 0 to 40 bytes, and random strings.
+ */
+static void
+test_label_strings(void **state)
+{
+    uint8_t   in[64], out[6 * 64 + 2], ref[6 * 64 + 2], *end;
+    size_t    n, pos, i, k, rn;
+    uint64_t  x;
+
+    static const uint8_t  special[] = {
+        0x00, 0x01, 0x08, 0x09, 0x0a, 0x0d, 0x1f, 0x20, '!', '"', '#',
+        '[', '\\', ']', 0x7f, 0x80, 0xc3, 0xff
+    };
+
+    for (n = 0; n <= 40; n++) {
+        for (pos = 0; pos < n; pos++) {
+            for (k = 0; k < sizeof(special); k++) {
+                for (i = 0; i < n; i++) {
+                    in[i] = (uint8_t) ('a' + i % 26);
+                }
+
+                in[pos] = special[k];
+
+                end = pg_json_label_write(out, in, n);
+                rn = ref_label_write(ref, in, n);
+
+                assert_true((size_t) (end - out) <= PG_JSON_LABEL_MAX(n));
+                assert_int_equal(end - out, rn);
+                assert_memory_equal(out, ref, rn);
+            }
+        }
+    }
+
+    x = 0x9e3779b97f4a7c15ULL;
+
+    for (i = 0; i < 100000; i++) {
+        n = i % 64;
+
+        for (k = 0; k < n; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+
+            /* mostly printable, some of everything */
+            in[k] = (x & 0x300) ? (uint8_t) (0x20 + x % 95) : (uint8_t) x;
+        }
+
+        end = pg_json_label_write(out, in, n);
+        rn = ref_label_write(ref, in, n);
+
+        assert_true((size_t) (end - out) <= PG_JSON_LABEL_MAX(n));
+        assert_int_equal(end - out, rn);
+        assert_memory_equal(out, ref, rn);
+    }
+
+    /* the worst case: 6 bytes each */
+    memset(in, 0x01, 64);
+    end = pg_json_label_write(out, in, 64);
+    assert_int_equal(end - out, PG_JSON_LABEL_MAX(64));
 }
 
 
@@ -1217,9 +1605,11 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_values_round_trip),
+        cmocka_unit_test(test_values_shortest),
         cmocka_unit_test(test_timestamps),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_labels_and_errors),
+        cmocka_unit_test(test_label_strings),
         cmocka_unit_test(test_buffer),
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_query_params),
