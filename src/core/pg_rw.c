@@ -791,6 +791,11 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
     pg_rw_series_clear(s);
 
+    prev.len = 0;
+    prev.data = NULL;
+
+    reason = PG_RW_OK;
+
     /*
      * The labels up front, the usual place, are checked for ASCII in one
      * pass, their framing included (a length byte above 0x7f makes it
@@ -804,10 +809,50 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
         ascii = p;
     }
 
-    prev.len = 0;
-    prev.data = NULL;
+    /*
+     * Inside that ASCII run every length is one byte and in bounds: the
+     * labels in the direct shape (name, then value, both present) are
+     * read here without the general loop; the first in another shape
+     * leaves the rest to it.
+     */
 
-    reason = PG_RW_OK;
+    while (p < ascii) {
+        n = p[1];
+        d = p + 2;
+
+        if (n < 4 || d[0] != 0x0a || (size_t) d[1] + 4 > n
+            || d[2 + d[1]] != 0x12 || (size_t) d[3 + d[1]] != n - 4 - d[1])
+        {
+            break;
+        }
+
+        l.name.data = d + 2;
+        l.name.len = d[1];
+        l.value.data = d + 4 + l.name.len;
+        l.value.len = n - 4 - l.name.len;
+
+        s->nlabels++;
+
+        if (dec->limits
+            && ((dec->limits->labels && s->nlabels > dec->limits->labels)
+                || (dec->limits->label_bytes
+                    && n - 4 > dec->limits->label_bytes))
+            && pg_rw_label_limits(dec, s, s->nlabels, &l, 0) != PG_RW_OK)
+        {
+            return PG_RW_OVER_LIMIT;
+        }
+
+        if (reason == PG_RW_OK) {
+            reason = pg_rw_check_label(s, &prev, l.name, 1, detail,
+                                       sizeof(detail));
+
+            if (reason == PG_RW_OK && pg_rw_is_name(l.name)) {
+                s->name = l.value;
+            }
+        }
+
+        p = d + n;
+    }
 
     while ((field = pg_pb_key(&p, end, &wt)) > 0) {
 
@@ -831,7 +876,13 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
             s->nlabels++;
 
+            /* 1.0 has only these two limits per label: tested here */
+
             if (dec->limits
+                && ((dec->limits->labels && s->nlabels > dec->limits->labels)
+                    || (dec->limits->label_bytes
+                        && l.name.len + l.value.len
+                           > dec->limits->label_bytes))
                 && pg_rw_label_limits(dec, s, s->nlabels, &l, 0) != PG_RW_OK)
             {
                 return PG_RW_OVER_LIMIT;

@@ -263,6 +263,19 @@ test_v1_label_bytes(void **state)
                 1024);
     assert_non_null(strstr(r.first.message, "1025"));
     wb_free(&b);
+
+    /* short labels (one-byte lengths: the decoder's fast path) alike */
+    lim.label_bytes = 20;
+
+    v1_request(&b, 2, 15, 0, 0);
+    assert_int_equal(decode(&b, PG_RW_V1, &lim, &r), PG_RW_OK);
+    wb_free(&b);
+
+    v1_request(&b, 2, 16, 0, 0);
+    assert_over(decode(&b, PG_RW_V1, &lim, &r), &r, PG_RW_LIMIT_LABEL_BYTES,
+                20);
+    assert_non_null(strstr(r.first.message, "21"));
+    wb_free(&b);
 }
 
 
