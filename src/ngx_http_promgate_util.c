@@ -154,10 +154,34 @@ ngx_int_t
 ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len)
 {
-    u_char       *p;
+    u_char  *p;
+
+    *len = ngx_http_promgate_body_size(r);
+
+    if (*len == 0) {
+        *data = NULL;
+        return NGX_OK;
+    }
+
+    if (ngx_http_promgate_body_piece(r, data)) {
+        return NGX_OK;
+    }
+
+    p = ngx_palloc(r->pool, *len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *data = p;
+
+    return ngx_http_promgate_body_join(r, p);
+}
+
+
+size_t
+ngx_http_promgate_body_size(ngx_http_request_t *r)
+{
     off_t         size;
-    ssize_t       n;
-    ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
     size = 0;
@@ -168,28 +192,38 @@ ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
         }
     }
 
-    *len = (size_t) size;
+    return (size_t) size;
+}
 
-    if (size == 0) {
-        *data = NULL;
-        return NGX_OK;
-    }
 
-    cl = r->request_body->bufs;
+/* 1 and *data when the body is one buffer in memory (no copy needed) */
 
-    if (cl->next == NULL && !cl->buf->in_file) {
+ngx_uint_t
+ngx_http_promgate_body_piece(ngx_http_request_t *r, u_char **data)
+{
+    ngx_chain_t  *cl;
+
+    cl = r->request_body ? r->request_body->bufs : NULL;
+
+    if (cl && cl->next == NULL && !cl->buf->in_file) {
         *data = cl->buf->pos;
-        return NGX_OK;
+        return 1;
     }
 
-    p = ngx_palloc(r->pool, (size_t) size);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
+    return 0;
+}
 
-    *data = p;
 
-    for ( /* void */ ; cl; cl = cl->next) {
+/* copies the body, memory and file parts, to p (body_size() bytes) */
+
+ngx_int_t
+ngx_http_promgate_body_join(ngx_http_request_t *r, u_char *p)
+{
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
 
         if (!b->in_file) {

@@ -40,6 +40,9 @@ ngx_int_t ngx_http_promgate_snappy_encoded(ngx_http_request_t *r);
 ngx_int_t ngx_http_promgate_tenant(ngx_http_request_t *r, ngx_str_t *tenant);
 ngx_int_t ngx_http_promgate_body_bytes(ngx_http_request_t *r, u_char **data,
     size_t *len);
+size_t ngx_http_promgate_body_size(ngx_http_request_t *r);
+ngx_uint_t ngx_http_promgate_body_piece(ngx_http_request_t *r, u_char **data);
+ngx_int_t ngx_http_promgate_body_join(ngx_http_request_t *r, u_char *p);
 ngx_int_t ngx_http_promgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *data, size_t len);
 ngx_int_t ngx_http_promgate_refuse(ngx_http_request_t *r, const char *what,

@@ -272,6 +272,59 @@ bad_type:
 }
 
 
+/*
+ * The uncompressed body lives only while it is validated, synchronously:
+ * one buffer per worker serves every write, instead of a fresh large
+ * allocation (and its page faults) per request.  So do the compressed
+ * body, when it has to be joined from the pieces it was read in, and the
+ * buffer a body made for targets (translated, or without invalid series)
+ * is encoded into before it is compressed.  Buffers above 16m are given
+ * back after use.
+ */
+
+typedef struct {
+    u_char   *data;
+    size_t    size;
+} ngx_http_promgate_scratch_t;
+
+
+static ngx_http_promgate_scratch_t  ngx_http_promgate_joined;
+static ngx_http_promgate_scratch_t  ngx_http_promgate_decoded;
+static ngx_http_promgate_scratch_t  ngx_http_promgate_encoded;
+
+
+static u_char *
+ngx_http_promgate_scratch(ngx_http_promgate_scratch_t *sb, size_t size,
+    ngx_log_t *log)
+{
+    if (size <= sb->size) {
+        return sb->data;
+    }
+
+    if (sb->data) {
+        ngx_free(sb->data);
+    }
+
+    size = ngx_max(ngx_align(size, 65536), 1024 * 1024);
+
+    sb->data = ngx_alloc(size, log);
+    sb->size = sb->data ? size : 0;
+
+    return sb->data;
+}
+
+
+static void
+ngx_http_promgate_scratch_release(ngx_http_promgate_scratch_t *sb)
+{
+    if (sb->size > 16 * 1024 * 1024) {
+        ngx_free(sb->data);
+        sb->data = NULL;
+        sb->size = 0;
+    }
+}
+
+
 static void
 ngx_http_promgate_write_body(ngx_http_request_t *r)
 {
@@ -290,6 +343,8 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
     if (rc == NGX_OK && !ctx->answer) {
         rc = ngx_http_promgate_validate(r, ctx, data, len);
     }
+
+    ngx_http_promgate_scratch_release(&ngx_http_promgate_joined);
 
     /* a refused write has been answered already (rc is the output's) */
 
@@ -329,8 +384,21 @@ static ngx_int_t
 ngx_http_promgate_body(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char **data, size_t *len)
 {
-    if (ngx_http_promgate_body_bytes(r, data, len) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    *len = ngx_http_promgate_body_size(r);
+
+    /*
+     * A body read in pieces (the part that came with the header, then
+     * the rest) is joined in a buffer of the worker's: it is read only
+     * while the write is validated, synchronously
+     */
+
+    if (*len && !ngx_http_promgate_body_piece(r, data)) {
+        *data = ngx_http_promgate_scratch(&ngx_http_promgate_joined, *len,
+                                          r->connection->log);
+
+        if (*data == NULL || ngx_http_promgate_body_join(r, *data) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ctx->body_len = *len;
@@ -350,57 +418,6 @@ ngx_http_promgate_body(ngx_http_request_t *r,
     (void) ngx_atomic_fetch_add(&ngx_http_promgate_stats()->bytes, *len);
 
     return NGX_OK;
-}
-
-
-/*
- * The uncompressed body lives only while it is validated, synchronously:
- * one buffer per worker serves every write, instead of a fresh large
- * allocation (and its page faults) per request.  So does the buffer a
- * body made for targets (translated, or without invalid series) is
- * encoded into before it is compressed.  Buffers above 16m are given back
- * after use.
- */
-
-typedef struct {
-    u_char   *data;
-    size_t    size;
-} ngx_http_promgate_scratch_t;
-
-
-static ngx_http_promgate_scratch_t  ngx_http_promgate_decoded;
-static ngx_http_promgate_scratch_t  ngx_http_promgate_encoded;
-
-
-static u_char *
-ngx_http_promgate_scratch(ngx_http_promgate_scratch_t *sb, size_t size,
-    ngx_log_t *log)
-{
-    if (size <= sb->size) {
-        return sb->data;
-    }
-
-    if (sb->data) {
-        ngx_free(sb->data);
-    }
-
-    size = ngx_max(ngx_align(size, 65536), 1024 * 1024);
-
-    sb->data = ngx_alloc(size, log);
-    sb->size = sb->data ? size : 0;
-
-    return sb->data;
-}
-
-
-static void
-ngx_http_promgate_scratch_release(ngx_http_promgate_scratch_t *sb)
-{
-    if (sb->size > 16 * 1024 * 1024) {
-        ngx_free(sb->data);
-        sb->data = NULL;
-        sb->size = 0;
-    }
 }
 
 
