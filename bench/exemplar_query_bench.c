@@ -5,10 +5,11 @@
  * 20 exemplars each, trace_id and span_id), and its three queries run the
  * way ngx_http_promgate_exemplar.c runs them: the query string parsed
  * (pg_parse_query_params), the selectors (pg_promql_selectors), the scan in
- * steps of 8 series with the hits' labels copied out, the hits sorted by
- * labels.Compare and their series written (pg_exring_query_series) inside
- * the envelope.  What the glue adds around that (the clock between steps,
- * the lock, the pool, sending) is not in it.
+ * steps of 8 series with the series found and their exemplars copied out
+ * (pg_exring_query_collect), the hits sorted by labels.Compare and written
+ * (pg_exring_hit_json) inside the envelope in 64 KB buffers filled to
+ * 48 KB.  What the glue adds around that (the clock between steps, the
+ * lock, the pool, sending) is not in it.
  *
  *   exemplar_query_bench [-t NOW_MS] [-n ITER] [-r REPEAT] [-q QUERY]
  *                        [-o DIR]
@@ -92,16 +93,10 @@ arena_alloc(void *data, size_t size)
 
 
 typedef struct {
-    pg_label_t  *labels;
-    size_t       n;
-} hit_t;
-
-
-typedef struct {
-    hit_t           *hits;
-    size_t           nhits;
-    size_t           cap;
-    pg_allocator_t  *alloc;
+    pg_exring_hit_t  **hits;
+    size_t             nhits;
+    size_t             cap;
+    pg_allocator_t    *alloc;
 } hits_t;
 
 
@@ -110,7 +105,9 @@ static pg_allocator_t   alloc = { arena_alloc, &arena };
 static pg_exring_t     *ring;
 static char             args[NQUERIES][1024];
 static size_t           out_len[NQUERIES];
-static const uint8_t   *out_data[NQUERIES];
+static uint8_t         *out_data;           /* -o: the whole answer */
+static size_t           out_cap;
+static uint8_t          chunk[2][65536];    /* the glue's buffers */
 
 
 static void
@@ -121,57 +118,30 @@ fail(const char *what)
 }
 
 
-/* as the glue's ngx_http_promgate_query_hit(): labels copied out */
+/* as the glue's ngx_http_promgate_query_hit(): the copy kept */
 
 static int
-query_hit(void *data, const pg_label_t *labels, size_t n)
+query_hit(void *data, pg_exring_hit_t *hit)
 {
-    hits_t   *h = data;
-    uint8_t  *p;
-    size_t    size, i;
-    hit_t    *nh;
+    hits_t            *h = data;
+    pg_exring_hit_t  **nh;
 
     if (h->nhits == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
-        nh = h->alloc->alloc(h->alloc->ctx, h->cap * sizeof(hit_t));
+        nh = h->alloc->alloc(h->alloc->ctx,
+                             h->cap * sizeof(pg_exring_hit_t *));
         if (nh == NULL) {
             return 0;
         }
 
         if (h->nhits) {
-            memcpy(nh, h->hits, h->nhits * sizeof(hit_t));
+            memcpy(nh, h->hits, h->nhits * sizeof(pg_exring_hit_t *));
         }
 
         h->hits = nh;
     }
 
-    size = n * sizeof(pg_label_t);
-
-    for (i = 0; i < n; i++) {
-        size += labels[i].name.len + labels[i].value.len;
-    }
-
-    h->hits[h->nhits].labels = h->alloc->alloc(h->alloc->ctx, size);
-    if (h->hits[h->nhits].labels == NULL) {
-        return 0;
-    }
-
-    h->hits[h->nhits].n = n;
-    p = (uint8_t *) (h->hits[h->nhits].labels + n);
-
-    for (i = 0; i < n; i++) {
-        h->hits[h->nhits].labels[i].name.data = p;
-        h->hits[h->nhits].labels[i].name.len = labels[i].name.len;
-        memcpy(p, labels[i].name.data, labels[i].name.len);
-        p += labels[i].name.len;
-
-        h->hits[h->nhits].labels[i].value.data = p;
-        h->hits[h->nhits].labels[i].value.len = labels[i].value.len;
-        memcpy(p, labels[i].value.data, labels[i].value.len);
-        p += labels[i].value.len;
-    }
-
-    h->nhits++;
+    h->hits[h->nhits++] = hit;
 
     return 1;
 }
@@ -187,26 +157,46 @@ query_match(void *ctx, const pg_label_t *labels, size_t n)
 static int
 hit_cmp(const void *a, const void *b)
 {
-    const hit_t  *x = a, *y = b;
+    return pg_exring_hit_compare(*(pg_exring_hit_t * const *) a,
+                                 *(pg_exring_hit_t * const *) b);
+}
 
-    return pg_exring_labels_compare(x->labels, x->n, y->labels, y->n);
+
+/* a buffer of the answer "sent": kept for -o */
+
+static void
+query_send(int q, const uint8_t *p, size_t n)
+{
+    out_len[q] += n;
+
+    if (!out_cap) {
+        return;
+    }
+
+    if (out_len[q] > out_cap) {
+        fail("answer larger than -o's buffer");
+    }
+
+    memcpy(out_data + out_len[q] - n, p, n);
 }
 
 
 /* one query, as ngx_http_promgate_query() and its slices run it */
 
 static void
-query_run(int q, pg_json_buf_t *out)
+query_run(int q)
 {
-    int                 rc;
-    char                err[512];
-    size_t              i, written;
-    uint32_t            pos;
-    hits_t              h;
-    pg_str_t            tenant = { NULL, 0 };
-    pg_query_params_t   qp;
-    pg_selector_set_t   set;
-    pg_promql_error_t   perr;
+    int                  rc, k;
+    char                 err[512];
+    size_t               i, series;
+    uint32_t             pos;
+    hits_t               h;
+    pg_str_t             tenant = { NULL, 0 };
+    pg_json_buf_t        out;
+    pg_query_params_t    qp;
+    pg_selector_set_t    set;
+    pg_promql_error_t    perr;
+    pg_exring_hit_pos_t  hp;
 
     if (pg_parse_query_params((const uint8_t *) args[q], strlen(args[q]),
                               NULL, 0, &alloc, &qp, err, sizeof(err))
@@ -222,17 +212,16 @@ query_run(int q, pg_json_buf_t *out)
         fail("selectors");
     }
 
-    pg_json_init(out, alloc);
-    pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
+    /* the scan in steps of 8 series, the series found copied out */
 
     memset(&h, 0, sizeof(hits_t));
     h.alloc = &alloc;
     pos = 0;
 
     do {
-        rc = pg_exring_query_scan(ring, tenant, query_match, &set,
-                                  qp.start_ms, qp.end_ms, &pos, 8,
-                                  query_hit, &h, &alloc);
+        rc = pg_exring_query_collect(ring, tenant, query_match, &set,
+                                     qp.start_ms, qp.end_ms, &pos, 8,
+                                     query_hit, &h, &alloc, &alloc);
     } while (rc == 0);
 
     if (rc < 0) {
@@ -240,36 +229,67 @@ query_run(int q, pg_json_buf_t *out)
     }
 
     if (h.nhits > 1) {
-        qsort(h.hits, h.nhits, sizeof(hit_t), hit_cmp);
+        qsort(h.hits, h.nhits, sizeof(pg_exring_hit_t *), hit_cmp);
     }
 
-    written = 0;
+    /* the answer in 64 KB buffers filled to 48 KB, as the glue sends it */
 
-    for (i = 0; i < h.nhits; i++) {
-        if (i > 0
-            && pg_exring_labels_compare(h.hits[i - 1].labels,
-                                        h.hits[i - 1].n, h.hits[i].labels,
-                                        h.hits[i].n) == 0)
-        {
-            continue;
+    out_len[q] = 0;
+    k = 0;
+    series = 0;
+    i = 0;
+    memset(&hp, 0, sizeof(hp));
+
+    pg_json_init(&out, alloc);
+    out.data = chunk[k];
+    out.cap = sizeof(chunk[k]);
+    pg_json_literal(&out, "{\"status\":\"success\",\"data\":[");
+
+    for ( ;; ) {
+        while (i < h.nhits) {
+            if (hp.piece == 0 && i + 1 < h.nhits
+                && pg_exring_labels_compare(h.hits[i]->labels,
+                                            h.hits[i]->nlabels,
+                                            h.hits[i + 1]->labels,
+                                            h.hits[i + 1]->nlabels) == 0)
+            {
+                i++;
+                continue;
+            }
+
+            rc = pg_exring_hit_json(h.hits[i], series == 0, &hp,
+                                    out.cap - 16384, &out);
+            if (rc < 0) {
+                fail("out of memory");
+            }
+
+            if (rc == 0) {
+                break;
+            }
+
+            series++;
+            i++;
+            memset(&hp, 0, sizeof(hp));
         }
 
-        rc = pg_exring_query_series(ring, tenant, h.hits[i].labels,
-                                    h.hits[i].n, qp.start_ms, qp.end_ms,
-                                    written == 0, out);
-        if (rc < 0) {
-            fail("series");
+        if (i == h.nhits) {
+            pg_json_literal(&out, "]}");
         }
 
-        if (rc > 0) {
-            written++;
+        if (out.failed) {
+            fail("out of memory");
         }
-    }
 
-    pg_json_literal(out, "]}");
+        query_send(q, out.data, out.len);
 
-    if (out->failed) {
-        fail("out of memory");
+        if (i == h.nhits) {
+            break;
+        }
+
+        k ^= 1;
+        out.data = chunk[k];
+        out.cap = sizeof(chunk[k]);
+        out.len = 0;
     }
 }
 
@@ -281,16 +301,12 @@ __attribute__((noinline)) void bench_pass(int q, int iter);
 void
 bench_pass(int q, int iter)
 {
-    int            k;
-    pg_json_buf_t  out;
+    int  k;
 
     for (k = 0; k < iter; k++) {
         arena.used = 0;
-        query_run(q, &out);
+        query_run(q);
     }
-
-    out_len[q] = out.len;
-    out_data[q] = out.data;
 }
 
 
@@ -487,6 +503,14 @@ main(int argc, char **argv)
                  start, end);
     }
 
+    if (dir) {
+        out_cap = 64 * 1024 * 1024;
+        out_data = malloc(out_cap);
+        if (out_data == NULL) {
+            fail("no memory for -o");
+        }
+    }
+
     for (q = 0; q < (int) NQUERIES; q++) {
         if (only >= 0 && q != only) {
             continue;
@@ -511,7 +535,7 @@ main(int argc, char **argv)
             snprintf(path, sizeof(path), "%s/promgate.%d.json", dir, q);
 
             f = fopen(path, "w");
-            if (f == NULL || fwrite(out_data[q], 1, out_len[q], f)
+            if (f == NULL || fwrite(out_data, 1, out_len[q], f)
                              != out_len[q] || fclose(f) != 0)
             {
                 fprintf(stderr, "%s: %s\n", path, strerror(errno));

@@ -30,23 +30,49 @@ typedef struct {
 
 
 /*
- * Limits of one query (promgate_exemplar_query).  A query is matched and
- * written in slices: each holds the zone lock for at most
- * NGX_HTTP_PROMGATE_QUERY_SLICE and the worker then serves its other
- * events before the next one, so that a query costing minutes of CPU
- * delays no write by more than a slice.
+ * Limits of one query (promgate_exemplar_query).  A query finds its
+ * series in slices under the zone lock: each holds it for at most
+ * NGX_HTTP_PROMGATE_QUERY_SLICE, copying the series found and their
+ * exemplars out of the zone, and the worker then serves its other events
+ * (a 1 ms timer, so that writers in the other workers get the lock) before
+ * the next one; a query costing minutes of CPU delays no write by more
+ * than a slice.  The answer is then written from the copies without the
+ * lock, a buffer at a time, and sent as it is written (chunked when it
+ * takes more than one buffer): at most NGX_HTTP_PROMGATE_QUERY_BUFS
+ * buffers wait for the client, and after a slice of writing the worker
+ * serves its other events (posted, no timer) before it goes on.
  */
 #define NGX_HTTP_PROMGATE_QUERY_SLICE          2000000      /* ns */
 
-/* series examined, and series written, between two looks at the clock */
+/* series examined between two looks at the clock */
 #define NGX_HTTP_PROMGATE_QUERY_SCAN_STEP      8
-#define NGX_HTTP_PROMGATE_QUERY_WRITE_STEP     16
+
+/*
+ * The answer's buffers: one is filled up to BUF - SLACK bytes, and the
+ * piece that crosses that (the labels of a series, or one exemplar) goes
+ * in whole; a piece larger than the slack makes its buffer grow.
+ */
+#define NGX_HTTP_PROMGATE_QUERY_BUF            65536
+#define NGX_HTTP_PROMGATE_QUERY_SLACK          16384
+#define NGX_HTTP_PROMGATE_QUERY_BUFS           4
+
+/*
+ * The copies of a query's series and its answer's buffers take blocks of
+ * NGX_HTTP_PROMGATE_QUERY_BUF bytes, which the worker keeps for the next
+ * query (up to NGX_HTTP_PROMGATE_QUERY_KEEP of them, 4 MB).  Freed, their
+ * memory went back to the kernel after every large answer and was faulted
+ * in again by the next: 500 page faults a 2.8 MB answer, a third of the
+ * worker's CPU time for it.
+ */
+#define NGX_HTTP_PROMGATE_QUERY_KEEP           64
 
 
-typedef struct {
-    pg_label_t                     *labels;
-    size_t                          n;
-} ngx_http_promgate_query_hit_t;
+typedef struct ngx_http_promgate_block_s  ngx_http_promgate_block_t;
+
+struct ngx_http_promgate_block_s {
+    ngx_http_promgate_block_t      *next;
+    void                           *align;      /* the data that follows */
+};
 
 
 typedef struct {
@@ -59,18 +85,26 @@ typedef struct {
     int64_t                         end_ms;
     uint64_t                        deadline;       /* ns, monotonic */
     uint32_t                        pos;            /* next series id */
-    ngx_array_t                     hits;
+    ngx_array_t                     hits;           /* pg_exring_hit_t * */
     ngx_uint_t                      next;           /* next hit to write */
+    pg_exring_hit_pos_t             hpos;           /*   and where in it */
     ngx_uint_t                      series;         /* series written */
-    ngx_uint_t                      exemplars;      /* exemplars written */
-    pg_json_buf_t                   out;
+    pg_allocator_t                  alloc;          /* from blocks */
+    ngx_http_promgate_block_t      *blocks;         /* taken */
+    u_char                         *block_pos;      /* free in the last */
+    u_char                         *block_end;
     pg_allocator_t                  scratch_alloc;
     void                           *scratch;
     size_t                          scratch_size;
+    ngx_chain_t                    *free;           /* answer buffers */
+    ngx_chain_t                    *busy;
+    ngx_uint_t                      nbufs;
     ngx_event_t                     resume;
     u_char                          err[160];       /* a limit's message */
     size_t                          err_len;
-    unsigned                        writing:1;
+    unsigned                        sending:1;      /* the answer */
+    unsigned                        header_sent:1;
+    unsigned                        done:1;         /* written */
 } ngx_http_promgate_query_ctx_t;
 
 
@@ -98,15 +132,27 @@ static ngx_int_t ngx_http_promgate_query_scan(
     ngx_http_promgate_query_ctx_t *ctx, uint64_t until);
 static ngx_int_t ngx_http_promgate_query_write(
     ngx_http_promgate_query_ctx_t *ctx, uint64_t until);
+static ngx_int_t ngx_http_promgate_query_fill(
+    ngx_http_promgate_query_ctx_t *ctx, ngx_buf_t *b);
+static ngx_int_t ngx_http_promgate_query_wait(
+    ngx_http_promgate_query_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_promgate_query_resume(ngx_event_t *ev);
+static void ngx_http_promgate_query_writer(ngx_http_request_t *r);
 static void ngx_http_promgate_query_cleanup(void *data);
-static int ngx_http_promgate_query_hit(void *data, const pg_label_t *labels,
-    size_t n);
+static int ngx_http_promgate_query_hit(void *data, pg_exring_hit_t *hit);
 static void *ngx_http_promgate_query_scratch(void *data, size_t size);
+static void *ngx_http_promgate_query_alloc(void *data, size_t size);
+static u_char *ngx_http_promgate_query_block(
+    ngx_http_promgate_query_ctx_t *ctx);
 static int ngx_http_promgate_query_hit_cmp(const void *a, const void *b);
 static uint64_t ngx_http_promgate_query_clock(void);
 static ngx_int_t ngx_http_promgate_query_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *msg, size_t len);
+
+
+/* the worker's spare blocks for queries */
+static ngx_http_promgate_block_t  *ngx_http_promgate_query_spare;
+static ngx_uint_t                  ngx_http_promgate_query_nspare;
 
 
 static ngx_http_promgate_zone_kind_t  ngx_http_promgate_exemplar_kind = {
@@ -916,7 +962,7 @@ ngx_http_promgate_query_too_many(ngx_http_request_t *r)
 
 /*
  * The query's state lives in the request's pool; the request is kept
- * (r->main->count) while a slice is due.
+ * (r->main->count) while a slice is due or the client has buffers to take.
  */
 
 static ngx_int_t
@@ -925,7 +971,6 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
 {
     ngx_int_t                       rc;
     ngx_str_t                       tenant;
-    pg_allocator_t                  alloc;
     ngx_pool_cleanup_t             *cln;
     ngx_http_promgate_loc_conf_t   *plcf;
     ngx_http_promgate_query_ctx_t  *ctx;
@@ -937,8 +982,7 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_array_init(&ctx->hits, r->pool, 64,
-                       sizeof(ngx_http_promgate_query_hit_t))
+    if (ngx_array_init(&ctx->hits, r->pool, 64, sizeof(pg_exring_hit_t *))
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -967,14 +1011,10 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     ctx->deadline = ngx_http_promgate_query_clock()
                     + (uint64_t) plcf->query_timeout * 1000000;
 
+    ctx->alloc.alloc = ngx_http_promgate_query_alloc;
+    ctx->alloc.ctx = ctx;
     ctx->scratch_alloc.alloc = ngx_http_promgate_query_scratch;
     ctx->scratch_alloc.ctx = ctx;
-
-    alloc.alloc = ngx_http_promgate_pool_alloc;
-    alloc.ctx = r->pool;
-
-    pg_json_init(&ctx->out, alloc);
-    pg_json_literal(&ctx->out, "{\"status\":\"success\",\"data\":[");
 
     ctx->resume.handler = ngx_http_promgate_query_resume;
     ctx->resume.data = ctx;
@@ -982,7 +1022,7 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
 
     rc = ngx_http_promgate_query_run(ctx);
 
-    if (rc == NGX_BUSY) {
+    if (rc == NGX_BUSY || rc == NGX_AGAIN) {
 
         /*
          * A client that goes away ends the query (499): nginx terminates
@@ -999,6 +1039,8 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
 }
 
 
+/* the next slice, after the timer between scan slices or when posted */
+
 static void
 ngx_http_promgate_query_resume(ngx_event_t *ev)
 {
@@ -1013,7 +1055,7 @@ ngx_http_promgate_query_resume(ngx_event_t *ev)
 
     rc = ngx_http_promgate_query_run(ctx);
 
-    if (rc != NGX_BUSY) {
+    if (rc != NGX_BUSY && rc != NGX_AGAIN) {
         ngx_http_finalize_request(r, rc);
     }
 
@@ -1021,77 +1063,165 @@ ngx_http_promgate_query_resume(ngx_event_t *ev)
 }
 
 
+/*
+ * The client took (some of) the answer's buffers: on with the answer.
+ * The query's state is found through the pool cleanup that owns it (the
+ * module's request ctx is the write ctx, which variables read).
+ */
+
+static void
+ngx_http_promgate_query_writer(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_event_t                    *wev;
+    ngx_connection_t               *c;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_promgate_query_ctx_t  *ctx;
+
+    c = r->connection;
+    wev = c->write;
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    ctx = NULL;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_promgate_query_cleanup) {
+            ctx = cln->data;
+            break;
+        }
+    }
+
+    if (ctx == NULL) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    if (wev->delayed || r->aio) {
+        if (ngx_http_promgate_query_wait(ctx, NGX_AGAIN) == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
+
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    rc = ngx_http_promgate_query_run(ctx);
+
+    if (rc != NGX_BUSY && rc != NGX_AGAIN) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/* the end of the request: timers and posted events off, blocks kept */
+
 static void
 ngx_http_promgate_query_cleanup(void *data)
 {
     ngx_http_promgate_query_ctx_t *ctx = data;
 
+    ngx_http_promgate_block_t  *b;
+
     if (ctx->resume.timer_set) {
         ngx_del_timer(&ctx->resume);
+    }
+
+    if (ctx->resume.posted) {
+        ngx_delete_posted_event(&ctx->resume);
+    }
+
+    while (ctx->blocks) {
+        b = ctx->blocks;
+        ctx->blocks = b->next;
+
+        if (ngx_http_promgate_query_nspare < NGX_HTTP_PROMGATE_QUERY_KEEP) {
+            b->next = ngx_http_promgate_query_spare;
+            ngx_http_promgate_query_spare = b;
+            ngx_http_promgate_query_nspare++;
+
+        } else {
+            ngx_free(b);
+        }
     }
 }
 
 
 /*
- * One slice: the scan of the series (matching), then the answer, each
- * under the lock for at most a slice.  NGX_BUSY when the next slice is
- * due (a timer, so that the worker's other events run first), otherwise
- * what the answer's sending returned, for ngx_http_finalize_request().
+ * One slice: the scan of the series (matching, copying out), then the
+ * answer, written and sent without the lock.  NGX_BUSY when the next
+ * slice is due (a timer, or a posted event, so that the worker's other
+ * events run first), NGX_AGAIN when the client has the answer's buffers
+ * to take first, otherwise what the answer's sending returned, for
+ * ngx_http_finalize_request().
  */
 
 static ngx_int_t
 ngx_http_promgate_query_run(ngx_http_promgate_query_ctx_t *ctx)
 {
-    size_t      len;
-    uint64_t    now;
+    uint64_t    until;
     ngx_int_t   rc;
 
     static const char  timeout[] = "query timed out in query execution "
                                    "(promgate_exemplar_query)";
 
-    now = ngx_http_promgate_query_clock();
+    until = ngx_http_promgate_query_clock();
 
-    if (now > ctx->deadline) {
-        return ngx_http_promgate_query_fail(ctx->request,
-                                            NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "timeout", timeout,
-                                            sizeof(timeout) - 1);
+    if (!ctx->sending) {
+
+        if (until > ctx->deadline) {
+            return ngx_http_promgate_query_fail(ctx->request,
+                                                NGX_HTTP_SERVICE_UNAVAILABLE,
+                                                "timeout", timeout,
+                                                sizeof(timeout) - 1);
+        }
+
+        until += NGX_HTTP_PROMGATE_QUERY_SLICE;
+
+        rc = ngx_http_promgate_query_scan(ctx, until);
+
+        if (rc == NGX_AGAIN) {
+            ngx_add_timer(&ctx->resume, 1);
+            return NGX_BUSY;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            /* over max_series or max_exemplars: an execution error */
+            return ngx_http_promgate_query_fail(ctx->request, 422,
+                                                "execution",
+                                                (char *) ctx->err,
+                                                ctx->err_len);
+        }
+
+        ctx->sending = 1;
+
+    } else {
+        until += NGX_HTTP_PROMGATE_QUERY_SLICE;
     }
 
-    now += NGX_HTTP_PROMGATE_QUERY_SLICE;
-
-    rc = ctx->writing ? ngx_http_promgate_query_write(ctx, now)
-                      : ngx_http_promgate_query_scan(ctx, now);
-
-    if (rc == NGX_AGAIN) {
-        ngx_add_timer(&ctx->resume, 1);
-        return NGX_BUSY;
-    }
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        /* over max_series or max_exemplars: Prometheus' execution error */
-        return ngx_http_promgate_query_fail(ctx->request, 422, "execution",
-                                            (char *) ctx->err, ctx->err_len);
-    }
-
-    pg_json_literal(&ctx->out, "]}");
-
-    if (ctx->out.failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ctx->out.len;
-
-    return ngx_http_promgate_query_send(ctx->request, NGX_HTTP_OK,
-                                        ctx->out.data, len);
+    return ngx_http_promgate_query_write(ctx, until);
 }
 
 
-/* matches series until the clock passes "until"; NGX_OK when all were */
+/*
+ * Matches series until the clock passes "until", copying out those found;
+ * NGX_OK when all were, the hits then sorted.
+ */
 
 static ngx_int_t
 ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
@@ -1099,8 +1229,9 @@ ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
 {
     int                           rc;
     size_t                        n;
+    ngx_uint_t                    i, exemplars;
     ngx_shmtx_t                  *mutex;
-    ngx_http_promgate_query_hit_t *hits;
+    pg_exring_hit_t             **hits;
 
     char                          err[160];
 
@@ -1109,125 +1240,60 @@ ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
     ngx_shmtx_lock(mutex);
 
     do {
-        rc = pg_exring_query_scan(ctx->zctx->ring, ctx->tenant,
-                                  ngx_http_promgate_query_match, &ctx->set,
-                                  ctx->start_ms, ctx->end_ms, &ctx->pos,
-                                  NGX_HTTP_PROMGATE_QUERY_SCAN_STEP,
-                                  ngx_http_promgate_query_hit, ctx,
-                                  &ctx->scratch_alloc);
+        rc = pg_exring_query_collect(ctx->zctx->ring, ctx->tenant,
+                                     ngx_http_promgate_query_match,
+                                     &ctx->set, ctx->start_ms, ctx->end_ms,
+                                     &ctx->pos,
+                                     NGX_HTTP_PROMGATE_QUERY_SCAN_STEP,
+                                     ngx_http_promgate_query_hit, ctx,
+                                     &ctx->alloc, &ctx->scratch_alloc);
 
     } while (rc == 0 && ngx_http_promgate_query_clock() < until);
 
     ngx_shmtx_unlock(mutex);
 
     if (rc < 0) {
-        if (ctx->hits.nelts > ctx->plcf->query_max_series) {
-            n = ngx_snprintf((u_char *) err, sizeof(err),
-                             "query matches more than %ui series "
-                             "(promgate_exemplar_query max_series=)",
-                             ctx->plcf->query_max_series)
-                - (u_char *) err;
-
-            ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
-            return NGX_DECLINED;
+        if (ctx->hits.nelts < ctx->plcf->query_max_series) {
+            return NGX_ERROR;
         }
 
-        return NGX_ERROR;
+        n = ngx_snprintf((u_char *) err, sizeof(err),
+                         "query matches more than %ui series "
+                         "(promgate_exemplar_query max_series=)",
+                         ctx->plcf->query_max_series)
+            - (u_char *) err;
+
+        ctx->err_len = ngx_cpymem(ctx->err, err, n) - ctx->err;
+        return NGX_DECLINED;
     }
 
     if (rc == 0) {
         return NGX_AGAIN;
     }
 
-    /* labels.Compare order, a series seen twice (moved while scanned) once */
+    /* labels.Compare order; a series found twice is written once */
+
+    hits = ctx->hits.elts;
 
     if (ctx->hits.nelts > 1) {
-        hits = ctx->hits.elts;
-        ngx_qsort(hits, ctx->hits.nelts,
-                  sizeof(ngx_http_promgate_query_hit_t),
+        ngx_qsort(hits, ctx->hits.nelts, sizeof(pg_exring_hit_t *),
                   ngx_http_promgate_query_hit_cmp);
     }
 
-    ctx->writing = 1;
+    exemplars = 0;
 
-    if (ngx_http_promgate_query_clock() < until) {
-        return ngx_http_promgate_query_write(ctx, until);
-    }
-
-    return NGX_AGAIN;
-}
-
-
-/* writes the answer's series until the clock passes "until" */
-
-static ngx_int_t
-ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
-    uint64_t until)
-{
-    int                            rc;
-    size_t                         n;
-    ngx_uint_t                     i, step;
-    ngx_shmtx_t                   *mutex;
-    ngx_http_promgate_query_hit_t *hits;
-
-    char                           err[160];
-
-    mutex = &ctx->zctx->zone.shpool->mutex;
-    hits = ctx->hits.elts;
-    rc = 0;
-
-    ngx_shmtx_lock(mutex);
-
-    for ( ;; ) {
-        for (step = 0;
-             step < NGX_HTTP_PROMGATE_QUERY_WRITE_STEP
-             && ctx->next < ctx->hits.nelts;
-             step++)
+    for (i = 0; i < ctx->hits.nelts; i++) {
+        if (i + 1 == ctx->hits.nelts
+            || pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
+                                        hits[i + 1]->labels,
+                                        hits[i + 1]->nlabels)
+               != 0)
         {
-            i = ctx->next++;
-
-            if (i > 0
-                && pg_exring_labels_compare(hits[i - 1].labels,
-                                            hits[i - 1].n, hits[i].labels,
-                                            hits[i].n)
-                   == 0)
-            {
-                continue;
-            }
-
-            rc = pg_exring_query_series(ctx->zctx->ring, ctx->tenant,
-                                        hits[i].labels, hits[i].n,
-                                        ctx->start_ms, ctx->end_ms,
-                                        ctx->series == 0, &ctx->out);
-            if (rc < 0) {
-                break;
-            }
-
-            if (rc > 0) {
-                ctx->series++;
-                ctx->exemplars += rc;
-            }
-
-            if (ctx->exemplars > ctx->plcf->query_max_exemplars) {
-                break;
-            }
-        }
-
-        if (rc < 0 || ctx->next == ctx->hits.nelts
-            || ctx->exemplars > ctx->plcf->query_max_exemplars
-            || ngx_http_promgate_query_clock() >= until)
-        {
-            break;
+            exemplars += hits[i]->nexemplars;
         }
     }
 
-    ngx_shmtx_unlock(mutex);
-
-    if (rc < 0) {
-        return NGX_ERROR;
-    }
-
-    if (ctx->exemplars > ctx->plcf->query_max_exemplars) {
+    if (exemplars > ctx->plcf->query_max_exemplars) {
         n = ngx_snprintf((u_char *) err, sizeof(err),
                          "query answer has more than %ui exemplars "
                          "(promgate_exemplar_query max_exemplars=)",
@@ -1238,54 +1304,275 @@ ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    return ctx->next == ctx->hits.nelts ? NGX_OK : NGX_AGAIN;
+    return NGX_OK;
 }
 
 
-/* the scan's hit: the series' labels copied out of the zone */
+/*
+ * Writes and sends the answer, a buffer at a time, until the clock
+ * passes "until" or every buffer waits for the client.
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
+    uint64_t until)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    static ngx_str_t  type = ngx_string("application/json");
+
+    r = ctx->request;
+
+    /* what the client has not taken yet first, and the buffers it took */
+
+    if (ctx->busy) {
+        cl = NULL;
+        rc = ngx_http_output_filter(r, NULL);
+
+        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
+                                (ngx_buf_tag_t) &ngx_http_promgate_module);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    for ( ;; ) {
+
+        /* a buffer the client took, or a new one */
+
+        if (ctx->free) {
+            cl = ctx->free;
+            ctx->free = cl->next;
+            cl->next = NULL;
+            b = cl->buf;
+
+        } else if (ctx->nbufs < NGX_HTTP_PROMGATE_QUERY_BUFS) {
+            b = ngx_calloc_buf(r->pool);
+            cl = ngx_alloc_chain_link(r->pool);
+
+            if (b == NULL || cl == NULL
+                || (b->start = ngx_http_promgate_query_block(ctx)) == NULL)
+            {
+                return ctx->header_sent ? NGX_ERROR
+                                        : NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            b->end = b->start + NGX_HTTP_PROMGATE_QUERY_BUF;
+            b->pos = b->start;
+            b->last = b->start;
+            b->temporary = 1;
+            b->tag = (ngx_buf_tag_t) &ngx_http_promgate_module;
+            cl->buf = b;
+            cl->next = NULL;
+            ctx->nbufs++;
+
+        } else {
+            return ngx_http_promgate_query_wait(ctx, NGX_AGAIN);
+        }
+
+        if (ngx_http_promgate_query_fill(ctx, b) != NGX_OK) {
+            return ctx->header_sent ? NGX_ERROR
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (!ctx->header_sent) {
+
+            /* chunked when the answer takes more than this buffer */
+
+            r->headers_out.status = NGX_HTTP_OK;
+            r->headers_out.content_length_n = ctx->done
+                                              ? (off_t) ngx_buf_size(b) : -1;
+            r->headers_out.content_type = type;
+            r->headers_out.content_type_len = type.len;
+            r->headers_out.content_type_lowcase = NULL;
+
+            ctx->header_sent = 1;
+
+            rc = ngx_http_send_header(r);
+
+            if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+                return rc;
+            }
+        }
+
+        rc = ngx_http_output_filter(r, cl);
+
+        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
+                                (ngx_buf_tag_t) &ngx_http_promgate_module);
+
+        if (rc == NGX_ERROR || ctx->done) {
+            return rc;
+        }
+
+        if (ngx_http_promgate_query_clock() >= until) {
+            return ngx_http_promgate_query_wait(ctx, NGX_BUSY);
+        }
+    }
+}
+
+
+/*
+ * The answer's next part into b: the envelope's start first, then the
+ * hits' pieces until the buffer is full, the envelope's end after the
+ * last hit.
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_fill(ngx_http_promgate_query_ctx_t *ctx,
+    ngx_buf_t *b)
+{
+    int               rc;
+    ngx_uint_t        i;
+    pg_json_buf_t     out;
+    pg_exring_hit_t **hits;
+
+    static const char  head[] = "{\"status\":\"success\",\"data\":[";
+
+    hits = ctx->hits.elts;
+
+    out.data = b->start;
+    out.len = 0;
+    out.cap = b->end - b->start;
+    out.alloc = ctx->alloc;
+    out.failed = 0;
+
+    if (!ctx->header_sent) {
+        pg_json_literal(&out, head);
+    }
+
+    while (ctx->next < ctx->hits.nelts) {
+        i = ctx->next;
+
+        /* of a run of equal labels (a series found twice), the last */
+
+        if (ctx->hpos.piece == 0 && i + 1 < ctx->hits.nelts
+            && pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
+                                        hits[i + 1]->labels,
+                                        hits[i + 1]->nlabels)
+               == 0)
+        {
+            ctx->next++;
+            continue;
+        }
+
+        rc = pg_exring_hit_json(hits[i], ctx->series == 0, &ctx->hpos,
+                                out.cap - NGX_HTTP_PROMGATE_QUERY_SLACK,
+                                &out);
+        if (rc <= 0) {
+            break;
+        }
+
+        ctx->series++;
+        ctx->next++;
+        ngx_memzero(&ctx->hpos, sizeof(pg_exring_hit_pos_t));
+    }
+
+    if (ctx->next == ctx->hits.nelts) {
+        pg_json_literal(&out, "]}");
+        ctx->done = 1;
+    }
+
+    if (out.failed) {
+        return NGX_ERROR;
+    }
+
+    /* a piece larger than the slack made the buffer grow */
+
+    if (out.data != b->start) {
+        b->start = out.data;
+        b->end = out.data + out.cap;
+    }
+
+    b->pos = out.data;
+    b->last = out.data + out.len;
+    b->last_buf = ctx->done;
+    b->last_in_chain = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Waiting: for the client to take the answer's buffers (rc NGX_AGAIN; as
+ * ngx_http_set_write_handler() waits, send_timeout included), or, after a
+ * slice of writing, for the worker's other events (NGX_BUSY: the next
+ * slice is posted for after them, as it is when the client's socket takes
+ * more already).
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_wait(ngx_http_promgate_query_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ngx_event_t               *wev;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    r = ctx->request;
+    wev = r->connection->write;
+
+    if (rc == NGX_BUSY) {
+#if (nginx_version >= 1017005)
+        ngx_post_event(&ctx->resume, &ngx_posted_next_events);
+#else
+        ngx_add_timer(&ctx->resume, 1);
+#endif
+        return NGX_BUSY;
+    }
+
+    r->write_event_handler = ngx_http_promgate_query_writer;
+
+    if (wev->ready && wev->delayed) {
+        return NGX_AGAIN;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r->main, ngx_http_core_module);
+
+    if (!wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* a socket that takes more already gives no event: as if it did */
+
+    if (wev->ready && !wev->delayed) {
+#if (nginx_version >= 1017005)
+        ngx_post_event(wev, &ngx_posted_next_events);
+#else
+        ngx_post_event(wev, &ngx_posted_events);
+#endif
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* the scan's hit: the series and its exemplars, copied out of the zone */
 
 static int
-ngx_http_promgate_query_hit(void *data, const pg_label_t *labels, size_t n)
+ngx_http_promgate_query_hit(void *data, pg_exring_hit_t *hit)
 {
     ngx_http_promgate_query_ctx_t *ctx = data;
 
-    u_char                        *p;
-    size_t                         size, i;
-    ngx_http_promgate_query_hit_t *hit;
+    pg_exring_hit_t  **h;
 
     if (ctx->hits.nelts >= ctx->plcf->query_max_series) {
-        ctx->hits.nelts++;      /* over the limit: the scan fails */
+        return 0;               /* over the limit: the scan fails */
+    }
+
+    h = ngx_array_push(&ctx->hits);
+    if (h == NULL) {
         return 0;
     }
 
-    size = n * sizeof(pg_label_t);
-
-    for (i = 0; i < n; i++) {
-        size += labels[i].name.len + labels[i].value.len;
-    }
-
-    hit = ngx_array_push(&ctx->hits);
-    if (hit == NULL) {
-        return 0;
-    }
-
-    hit->labels = ngx_palloc(ctx->request->pool, size ? size : 1);
-    if (hit->labels == NULL) {
-        return 0;
-    }
-
-    hit->n = n;
-    p = (u_char *) (hit->labels + n);
-
-    for (i = 0; i < n; i++) {
-        hit->labels[i].name.data = p;
-        hit->labels[i].name.len = labels[i].name.len;
-        p = ngx_cpymem(p, labels[i].name.data, labels[i].name.len);
-
-        hit->labels[i].value.data = p;
-        hit->labels[i].value.len = labels[i].value.len;
-        p = ngx_cpymem(p, labels[i].value.data, labels[i].value.len);
-    }
+    *h = hit;
 
     return 1;
 }
@@ -1312,12 +1599,75 @@ ngx_http_promgate_query_scratch(void *data, size_t size)
 }
 
 
+/*
+ * The query's memory (the copies, a buffer that grows): from its blocks,
+ * or the pool for what is larger than a block.
+ */
+
+static void *
+ngx_http_promgate_query_alloc(void *data, size_t size)
+{
+    ngx_http_promgate_query_ctx_t *ctx = data;
+
+    u_char  *p;
+
+    size = ngx_align(size, 8);
+
+    if (size > NGX_HTTP_PROMGATE_QUERY_BUF / 4) {
+        return ngx_palloc(ctx->request->pool, size);
+    }
+
+    if ((size_t) (ctx->block_end - ctx->block_pos) < size) {
+        p = ngx_http_promgate_query_block(ctx);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        ctx->block_pos = p;
+        ctx->block_end = p + NGX_HTTP_PROMGATE_QUERY_BUF;
+    }
+
+    p = ctx->block_pos;
+    ctx->block_pos += size;
+
+    return p;
+}
+
+
+/* a block for the query: a spare one, or a new one */
+
+static u_char *
+ngx_http_promgate_query_block(ngx_http_promgate_query_ctx_t *ctx)
+{
+    ngx_http_promgate_block_t  *b;
+
+    b = ngx_http_promgate_query_spare;
+
+    if (b) {
+        ngx_http_promgate_query_spare = b->next;
+        ngx_http_promgate_query_nspare--;
+
+    } else {
+        b = ngx_alloc(offsetof(ngx_http_promgate_block_t, align)
+                      + NGX_HTTP_PROMGATE_QUERY_BUF,
+                      ctx->request->connection->log);
+        if (b == NULL) {
+            return NULL;
+        }
+    }
+
+    b->next = ctx->blocks;
+    ctx->blocks = b;
+
+    return (u_char *) &b->align;
+}
+
+
 static int
 ngx_http_promgate_query_hit_cmp(const void *a, const void *b)
 {
-    const ngx_http_promgate_query_hit_t  *x = a, *y = b;
-
-    return pg_exring_labels_compare(x->labels, x->n, y->labels, y->n);
+    return pg_exring_hit_compare(*(pg_exring_hit_t * const *) a,
+                                 *(pg_exring_hit_t * const *) b);
 }
 
 

@@ -212,7 +212,6 @@ static size_t pg_exring_encode(const pg_label_t *l, size_t k, uint8_t *buf);
 static size_t pg_exring_decode(const uint8_t *p, size_t len, pg_label_t *out,
     uint8_t *text);
 static uint8_t *pg_exring_hex(uint8_t *out, const uint8_t *p, size_t n);
-static int pg_exring_cmp_series(const void *a, const void *b);
 static int pg_exring_fail(char *err, size_t err_len, const char *what,
     uint64_t a, uint64_t b);
 
@@ -1491,46 +1490,6 @@ pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
 }
 
 
-/* labels.Compare() */
-static int
-pg_exring_cmp_series(const void *a, const void *b)
-{
-    const pg_exseries_t  *x, *y;
-    const uint16_t       *xl, *yl;
-    const uint8_t        *xp, *yp;
-    pg_str_t              xs, ys;
-    size_t                i, n;
-    int                   rc;
-
-    x = *(const pg_exseries_t * const *) a;
-    y = *(const pg_exseries_t * const *) b;
-
-    xl = (const uint16_t *) (x + 1);
-    yl = (const uint16_t *) (y + 1);
-    xp = (const uint8_t *) (xl + 2 * (size_t) x->nlabels) + x->tenant_len;
-    yp = (const uint8_t *) (yl + 2 * (size_t) y->nlabels) + y->tenant_len;
-
-    n = x->nlabels < y->nlabels ? x->nlabels : y->nlabels;
-
-    for (i = 0; i < 2 * n; i++) {
-        xs.data = xp;
-        xs.len = xl[i];
-        ys.data = yp;
-        ys.len = yl[i];
-
-        rc = pg_str_cmp(xs, ys);
-        if (rc != 0) {
-            return rc;
-        }
-
-        xp += xl[i];
-        yp += yl[i];
-    }
-
-    return (x->nlabels > y->nlabels) - (x->nlabels < y->nlabels);
-}
-
-
 /*
  * A packed value (trace and span ids) as the lowercase hex it was sent
  * as: n bytes at p become 2n characters at out; returns the end.  Four
@@ -1576,23 +1535,22 @@ pg_exring_hex(uint8_t *out, const uint8_t *p, size_t n)
 
 /*
  * One exemplar of an answer, {"labels":{...},"value":"...","timestamp":...}
- * after a comma unless first, written straight from its encoded labels in
- * one reservation: packed values as the lowercase hex they were sent as,
- * names and other values as pg_json_labels() writes them.  Room: a name
- * or an unpacked value takes at most 6 bytes a byte, a packed value 2
- * bytes an encoded byte, a label 6 more (quotes, ':' and ','), the rest
- * is fixed.
+ * after a comma unless first, written straight from its encoded labels
+ * (len bytes, nlabels labels) in one reservation: packed values as the
+ * lowercase hex they were sent as, names and other values as
+ * pg_json_labels() writes them.  Room: a name or an unpacked value takes
+ * at most 6 bytes a byte, a packed value 2 bytes an encoded byte, a label
+ * 6 more (quotes, ':' and ','), the rest is fixed.
  */
 static void
-pg_exring_exemplar_json(pg_exring_t *r, const pg_exslot_t *slot, int first,
-    pg_json_buf_t *out)
+pg_exring_exemplar_json(double value, int64_t ts, const uint8_t *e,
+    size_t len, size_t nlabels, int first, pg_json_buf_t *out)
 {
     size_t          v, vlen, j;
     uint8_t        *p;
-    const uint8_t  *e, *end;
+    const uint8_t  *end;
 
-    p = pg_json_reserve(out, 6 * (size_t) slot->len
-                             + 6 * (size_t) slot->nlabels
+    p = pg_json_reserve(out, 6 * len + 6 * nlabels
                              + 2 * PG_JSON_NUMBER_MAX + 48);
     if (p == NULL) {
         return;
@@ -1605,8 +1563,7 @@ pg_exring_exemplar_json(pg_exring_t *r, const pg_exslot_t *slot, int first,
     memcpy(p, "{\"labels\":{", 11);
     p += 11;
 
-    e = pg_exring_labels(r, slot);
-    end = e + slot->len;
+    end = e + len;
 
     for (j = 0; e < end; j++) {
         if (j) {
@@ -1636,10 +1593,10 @@ pg_exring_exemplar_json(pg_exring_t *r, const pg_exslot_t *slot, int first,
 
     memcpy(p, "},\"value\":\"", 11);
     p += 11;
-    p += pg_json_format_value(p, slot->value);
+    p += pg_json_format_value(p, value);
     memcpy(p, "\",\"timestamp\":", 14);
     p += 14;
-    p += pg_json_format_timestamp(p, slot->ts);
+    p += pg_json_format_timestamp(p, ts);
     *p++ = '}';
 
     out->len = p - out->data;
@@ -1647,54 +1604,10 @@ pg_exring_exemplar_json(pg_exring_t *r, const pg_exslot_t *slot, int first,
 
 
 /*
- * One series of a query's answer: {"seriesLabels":...,"exemplars":[...]}
- * with its exemplars start <= ts <= end, in time order.  labels: room for
- * r->max_labels label views.  Returns the exemplars written.
+ * The first exemplar of rec at or after start, if it is at or before end:
+ * its slot, or PG_NONE.
  */
-static size_t
-pg_exring_series_json(pg_exring_t *r, const pg_exseries_t *rec,
-    pg_label_t *labels, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
-{
-    pg_str_t            t;
-    uint32_t            s;
-    size_t              written;
-    pg_exslot_t        *slots;
-    const pg_exslot_t  *slot;
-
-    slots = pg_exring_slots(r);
-
-    pg_json_literal(out, "{\"seriesLabels\":");
-    pg_exring_series_labels(rec, labels, &t);
-    pg_json_labels(out, labels, rec->nlabels);
-    pg_json_literal(out, ",\"exemplars\":[");
-
-    written = 0;
-
-    for (s = rec->oldest; ; s = slot->next) {
-        slot = &slots[s];
-
-        if (slot->ts > end_ms) {
-            break;
-        }
-
-        if (slot->ts >= start_ms) {
-            pg_exring_exemplar_json(r, slot, written == 0, out);
-            written++;
-        }
-
-        if (s == rec->newest) {
-            break;
-        }
-    }
-
-    pg_json_literal(out, "]}");
-
-    return written;
-}
-
-
-/* the first exemplar of rec at or after start is at or before end */
-static int
+static uint32_t
 pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
     int64_t start_ms, int64_t end_ms)
 {
@@ -1702,7 +1615,7 @@ pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
     pg_exslot_t  *slots;
 
     if (rec->oldest_ts > end_ms || rec->newest_ts < start_ms) {
-        return 0;
+        return PG_NONE;
     }
 
     slots = pg_exring_slots(r);
@@ -1711,21 +1624,22 @@ pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
         /* void: newest_ts >= start_ms ends it */
     }
 
-    return slots[s].ts <= end_ms;
+    return slots[s].ts <= end_ms ? s : PG_NONE;
 }
 
 
 /*
  * Does the series of record id answer the query: a record in use, within
- * the time range, of the tenant, matching, with an exemplar in the range.
- * labels (max_labels + 1 of them) receive its labels.  Prefetches the
+ * the time range, of the tenant, matching, with an exemplar in the range
+ * (*first: the slot of the first).  labels (max_labels + 1 of them)
+ * receive its labels.  Prefetches the
  * record PG_PREFETCH_AHEAD on (below ids): records are scattered over the
  * log, their cache misses overlap.
  */
 static pg_exseries_t *
 pg_exring_query_record(pg_exring_t *r, uint32_t id, uint32_t ids,
     pg_str_t tenant, pg_series_match_pt match, void *mctx, int64_t start_ms,
-    int64_t end_ms, pg_label_t *labels)
+    int64_t end_ms, pg_label_t *labels, uint32_t *first)
 {
     pg_str_t        t;
     uint32_t       *table;
@@ -1762,97 +1676,128 @@ pg_exring_query_record(pg_exring_t *r, uint32_t id, uint32_t ids,
         return NULL;
     }
 
-    if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
+    *first = pg_exring_in_range(r, rec, start_ms, end_ms);
+
+    return *first == PG_NONE ? NULL : rec;
+}
+
+
+/*
+ * A hit's copy of its exemplars: per exemplar the value, the time, the
+ * encoded labels' length and count, then the encoded labels, padded to 8.
+ */
+#define PG_HIT_EX_HEAD      20
+#define pg_hit_ex_size(len) pg_align8(PG_HIT_EX_HEAD + (uint64_t) (len))
+
+
+/*
+ * Copies rec's labels and its exemplars from slot "first" up to end_ms
+ * into one piece of alloc's memory: the hit, its label views, the
+ * exemplars, the label bytes.
+ */
+static pg_exring_hit_t *
+pg_exring_hit_copy(pg_exring_t *r, uint32_t id, const pg_exseries_t *rec,
+    const pg_label_t *labels, uint32_t first, int64_t end_ms,
+    const pg_allocator_t *alloc)
+{
+    size_t              i, text, size, head;
+    uint8_t            *p, *t;
+    uint32_t            s, count;
+    uint64_t            bytes;
+    pg_exslot_t        *slots;
+    pg_exring_hit_t    *hit;
+    const pg_exslot_t  *slot;
+
+    slots = pg_exring_slots(r);
+    count = 0;
+    bytes = 0;
+
+    for (s = first; ; s = slot->next) {
+        slot = &slots[s];
+
+        if (slot->ts > end_ms) {
+            break;
+        }
+
+        count++;
+        bytes += pg_hit_ex_size(slot->len);
+
+        if (s == rec->newest) {
+            break;
+        }
+    }
+
+    text = 0;
+
+    for (i = 0; i < rec->nlabels; i++) {
+        text += labels[i].name.len + labels[i].value.len;
+    }
+
+    head = pg_align8(sizeof(pg_exring_hit_t))
+           + rec->nlabels * sizeof(pg_label_t);
+    size = head + bytes + text;
+
+    hit = alloc->alloc(alloc->ctx, size);
+    if (hit == NULL) {
         return NULL;
     }
 
-    return rec;
+    hit->labels = (pg_label_t *) ((uint8_t *) hit
+                                  + pg_align8(sizeof(pg_exring_hit_t)));
+    hit->nlabels = rec->nlabels;
+    hit->id = id;
+    hit->nexemplars = count;
+    hit->exemplars = (uint8_t *) hit + head;
+    hit->size = bytes;
+
+    p = (uint8_t *) hit->exemplars;
+
+    for (s = first; count; s = slot->next, count--) {
+        slot = &slots[s];
+
+        memcpy(p, &slot->value, 8);
+        memcpy(p + 8, &slot->ts, 8);
+        memcpy(p + 16, &slot->len, 2);
+        memcpy(p + 18, &slot->nlabels, 2);
+        memcpy(p + PG_HIT_EX_HEAD, pg_exring_labels(r, slot), slot->len);
+
+        p += pg_hit_ex_size(slot->len);
+    }
+
+    t = p;
+
+    for (i = 0; i < rec->nlabels; i++) {
+        hit->labels[i].name.data = t;
+        hit->labels[i].name.len = labels[i].name.len;
+
+        if (labels[i].name.len) {
+            memcpy(t, labels[i].name.data, labels[i].name.len);
+            t += labels[i].name.len;
+        }
+
+        hit->labels[i].value.data = t;
+        hit->labels[i].value.len = labels[i].value.len;
+
+        if (labels[i].value.len) {
+            memcpy(t, labels[i].value.data, labels[i].value.len);
+            t += labels[i].value.len;
+        }
+    }
+
+    return hit;
 }
 
 
 int
-pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
-    void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
-{
-    pg_label_t        *labels;
-    pg_exseries_t     *rec, **hits, **nh;
-    uint32_t           id, ids;
-    size_t             nhits, cap, i;
-
-    if (r->busy) {
-        pg_exring_repair(r);
-    }
-
-    labels = out->alloc.alloc(out->alloc.ctx,
-                              sizeof(pg_label_t) * (r->max_labels + 1));
-    if (labels == NULL) {
-        out->failed = 1;
-        return -1;
-    }
-
-    hits = NULL;
-    nhits = 0;
-    cap = 0;
-    ids = (start_ms <= end_ms) ? r->id_hwm : 0;
-
-    for (id = 0; id < ids; id++) {
-
-        rec = pg_exring_query_record(r, id, ids, tenant, match, ctx,
-                                     start_ms, end_ms, labels);
-        if (rec == NULL) {
-            continue;
-        }
-
-        if (nhits == cap) {
-            cap = cap ? cap * 2 : 64;
-            nh = out->alloc.alloc(out->alloc.ctx,
-                                  cap * sizeof(pg_exseries_t *));
-            if (nh == NULL) {
-                out->failed = 1;
-                return -1;
-            }
-
-            if (nhits) {
-                memcpy(nh, hits, nhits * sizeof(pg_exseries_t *));
-            }
-
-            hits = nh;
-        }
-
-        hits[nhits++] = rec;
-    }
-
-    if (nhits > 1) {
-        qsort(hits, nhits, sizeof(pg_exseries_t *), pg_exring_cmp_series);
-    }
-
-    pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
-
-    for (i = 0; i < nhits; i++) {
-        rec = hits[i];
-
-        if (i) {
-            pg_json_literal(out, ",");
-        }
-
-        pg_exring_series_json(r, rec, labels, start_ms, end_ms, out);
-    }
-
-    pg_json_literal(out, "]}");
-
-    return out->failed ? -1 : (int) nhits;
-}
-
-
-int
-pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
+pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
-    uint32_t *pos, uint32_t n, pg_series_match_pt hit, void *hctx,
-    const pg_allocator_t *alloc)
+    uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
+    const pg_allocator_t *alloc, const pg_allocator_t *scratch)
 {
-    pg_label_t     *labels;
-    pg_exseries_t  *rec;
-    uint32_t        id, end;
+    uint32_t          id, end, first;
+    pg_label_t       *labels;
+    pg_exseries_t    *rec;
+    pg_exring_hit_t  *h;
 
     if (r->busy) {
         pg_exring_repair(r);
@@ -1863,8 +1808,8 @@ pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
         return 1;
     }
 
-    labels = alloc->alloc(alloc->ctx,
-                          sizeof(pg_label_t) * (r->max_labels + 1));
+    labels = scratch->alloc(scratch->ctx,
+                            sizeof(pg_label_t) * (r->max_labels + 1));
     if (labels == NULL) {
         return -1;
     }
@@ -1874,12 +1819,14 @@ pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
     for (id = *pos; id < end; id++) {
 
         rec = pg_exring_query_record(r, id, end, tenant, match, mctx,
-                                     start_ms, end_ms, labels);
+                                     start_ms, end_ms, labels, &first);
         if (rec == NULL) {
             continue;
         }
 
-        if (!hit(hctx, labels, rec->nlabels)) {
+        h = pg_exring_hit_copy(r, id, rec, labels, first, end_ms, alloc);
+
+        if (h == NULL || !hit(hctx, h)) {
             *pos = id + 1;
             return -1;
         }
@@ -1892,45 +1839,56 @@ pg_exring_query_scan(pg_exring_t *r, pg_str_t tenant,
 
 
 int
-pg_exring_query_series(pg_exring_t *r, pg_str_t tenant,
-    const pg_label_t *l, size_t n, int64_t start_ms, int64_t end_ms,
-    int first, pg_json_buf_t *out)
+pg_exring_hit_json(const pg_exring_hit_t *hit, int first,
+    pg_exring_hit_pos_t *pos, size_t until, pg_json_buf_t *out)
 {
-    uint32_t        id;
-    pg_label_t     *labels;
-    pg_exseries_t  *rec;
+    double          value;
+    int64_t         ts;
+    uint16_t        len, nlabels;
+    const uint8_t  *p;
 
-    if (r->busy) {
-        pg_exring_repair(r);
+    if (pos->piece > hit->nexemplars + 1) {
+        return 1;
     }
 
-    id = pg_exring_lookup(r, pg_exring_series_hash(r, tenant, l, n), tenant,
-                          l, n);
+    while (out->len < until && !out->failed) {
 
-    if (id == PG_NONE) {
-        return 0;
+        if (pos->piece == 0) {
+            if (!first) {
+                pg_json_literal(out, ",");
+            }
+
+            pg_json_literal(out, "{\"seriesLabels\":");
+            pg_json_labels(out, hit->labels, hit->nlabels);
+            pg_json_literal(out, ",\"exemplars\":[");
+
+        } else if (pos->piece <= hit->nexemplars) {
+            p = hit->exemplars + pos->off;
+
+            memcpy(&value, p, 8);
+            memcpy(&ts, p + 8, 8);
+            memcpy(&len, p + 16, 2);
+            memcpy(&nlabels, p + 18, 2);
+
+            pg_exring_exemplar_json(value, ts, p + PG_HIT_EX_HEAD, len,
+                                    nlabels, pos->piece == 1, out);
+
+            pos->off += pg_hit_ex_size(len);
+
+        } else {
+            pg_json_literal(out, "]}");
+            pos->piece++;
+            break;
+        }
+
+        pos->piece++;
     }
 
-    rec = pg_exring_record(r, id);
-
-    if (!pg_exring_in_range(r, rec, start_ms, end_ms)) {
-        return 0;
-    }
-
-    labels = out->alloc.alloc(out->alloc.ctx,
-                              sizeof(pg_label_t) * (rec->nlabels + 1));
-    if (labels == NULL) {
-        out->failed = 1;
+    if (out->failed) {
         return -1;
     }
 
-    if (!first) {
-        pg_json_literal(out, ",");
-    }
-
-    n = pg_exring_series_json(r, rec, labels, start_ms, end_ms, out);
-
-    return out->failed ? -1 : (int) n;
+    return pos->piece > hit->nexemplars + 1;
 }
 
 
@@ -1956,6 +1914,108 @@ pg_exring_labels_compare(const pg_label_t *a, size_t na,
     }
 
     return (na > nb) - (na < nb);
+}
+
+
+int
+pg_exring_hit_compare(const pg_exring_hit_t *a, const pg_exring_hit_t *b)
+{
+    int  rc;
+
+    rc = pg_exring_labels_compare(a->labels, a->nlabels, b->labels,
+                                  b->nlabels);
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+
+/* the one-pass query's hits, in an array from out's allocator */
+typedef struct {
+    pg_exring_hit_t   **hits;
+    size_t              n;
+    size_t              cap;
+    pg_allocator_t     *alloc;
+} pg_exring_hits_t;
+
+
+static int
+pg_exring_hits_add(void *ctx, pg_exring_hit_t *hit)
+{
+    pg_exring_hits_t   *h = ctx;
+    pg_exring_hit_t   **nh;
+
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        nh = h->alloc->alloc(h->alloc->ctx,
+                             h->cap * sizeof(pg_exring_hit_t *));
+        if (nh == NULL) {
+            return 0;
+        }
+
+        if (h->n) {
+            memcpy(nh, h->hits, h->n * sizeof(pg_exring_hit_t *));
+        }
+
+        h->hits = nh;
+    }
+
+    h->hits[h->n++] = hit;
+
+    return 1;
+}
+
+
+static int
+pg_exring_hits_cmp(const void *a, const void *b)
+{
+    return pg_exring_hit_compare(*(const pg_exring_hit_t * const *) a,
+                                 *(const pg_exring_hit_t * const *) b);
+}
+
+
+int
+pg_exring_query(pg_exring_t *r, pg_str_t tenant, pg_series_match_pt match,
+    void *ctx, int64_t start_ms, int64_t end_ms, pg_json_buf_t *out)
+{
+    size_t               i;
+    uint32_t             pos;
+    pg_exring_hits_t     h;
+    pg_exring_hit_pos_t  hp;
+
+    h.hits = NULL;
+    h.n = 0;
+    h.cap = 0;
+    h.alloc = &out->alloc;
+    pos = 0;
+
+    if (pg_exring_query_collect(r, tenant, match, ctx, start_ms, end_ms,
+                                &pos, UINT32_MAX, pg_exring_hits_add, &h,
+                                &out->alloc, &out->alloc)
+        != 1)
+    {
+        out->failed = 1;
+        return -1;
+    }
+
+    if (h.n > 1) {
+        qsort(h.hits, h.n, sizeof(pg_exring_hit_t *), pg_exring_hits_cmp);
+    }
+
+    pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
+
+    for (i = 0; i < h.n; i++) {
+        hp.piece = 0;
+        hp.off = 0;
+
+        (void) pg_exring_hit_json(h.hits[i], i == 0, &hp, SIZE_MAX, out);
+    }
+
+    pg_json_literal(out, "]}");
+
+    return out->failed ? -1 : (int) h.n;
 }
 
 

@@ -126,34 +126,64 @@ int pg_exring_query(pg_exring_t *ring, pg_str_t tenant,
     pg_json_buf_t *out);
 
 /*
- * The same answer in pieces, so that the caller can release the lock
- * between them: no piece is longer than its caller allows.
+ * The same answer in pieces, so that the caller holds the lock only to
+ * find the series and copy them out, in slices no longer than it allows,
+ * and writes the answer without the lock.
  *
- * pg_exring_query_scan() examines at most n series from *pos on (a series
- * id; start at 0) and calls hit() for each of the tenant's that match()
- * (NULL: all) accepts and that has an exemplar with start <= ts <= end;
- * hit() copies the label views, which live only for the call, and returns
- * 0 to fail the scan.  *pos moves past the series examined.  Returns 1 when
- * every series was examined, 0 when some remain, -1 when hit() failed or
- * alloc (scratch) is out of memory.
+ * pg_exring_query_collect() examines at most n series from *pos on (a
+ * series id; start at 0) and, for each of the tenant's that match()
+ * (NULL: all) accepts and that has an exemplar with start <= ts <= end,
+ * copies its labels and those exemplars into one piece of alloc's memory,
+ * a pg_exring_hit_t, and gives it to hit(), which returns 0 to fail the
+ * scan (a limit) and keeps the hit otherwise.  The label views given to
+ * match() live only for that call; scratch gives memory needed only
+ * during the call (the same block each time will do).  *pos moves past
+ * the series examined.  Returns 1 when every series was examined, 0 when
+ * some remain, -1 when hit() failed or alloc is out of memory.  Between
+ * the calls writers go on: each series is the store as its call saw it;
+ * one that was evicted and came back in between may be found twice (the
+ * second time at a higher id, with the newer exemplars).
  *
- * pg_exring_query_series() then writes, for each hit in labels.Compare
- * order (pg_exring_labels_compare), the series' object of the answer
- * preceded by a comma unless first, if the tenant's series with these
- * labels (sorted) still has exemplars in the range; the caller writes the
- * envelope,
- * {"status":"success","data":[ and ]}.  Returns the exemplars written (0:
- * the series is gone or has none in the range now), -1 when out failed.
- * Between the pieces writers go on: the answer is the store as each
- * piece saw it.
+ * The answer is then, in the caller's envelope {"status":"success",
+ * "data":[ and ]}, each hit in pg_exring_hit_compare() order (one hit of
+ * a run of equal labels: the last), written by pg_exring_hit_json(): it
+ * writes the hit's object, preceded by a comma unless first, from where
+ * *pos left off (zeroed to start) one piece at a time (the series' labels,
+ * an exemplar, the end) while out holds less than "until" bytes, so that
+ * the caller can send the answer in buffers of about that size; returns 1
+ * when the hit is written, 0 when more remains, -1 when out failed.
  */
-int pg_exring_query_scan(pg_exring_t *ring, pg_str_t tenant,
+typedef struct {
+    pg_label_t         *labels;         /* sorted by name */
+    size_t              nlabels;
+    uint32_t            id;             /* the series id it was found at */
+    uint32_t            nexemplars;     /* in the range, at least 1 */
+    const uint8_t      *exemplars;      /* their copy, for */
+                                        /*   pg_exring_hit_json() */
+    size_t              size;           /* the copy's bytes */
+} pg_exring_hit_t;
+
+
+typedef struct {
+    uint32_t            piece;
+    size_t              off;
+} pg_exring_hit_pos_t;
+
+
+typedef int (*pg_exring_hit_pt)(void *ctx, pg_exring_hit_t *hit);
+
+
+int pg_exring_query_collect(pg_exring_t *ring, pg_str_t tenant,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
-    uint32_t *pos, uint32_t n, pg_series_match_pt hit, void *hctx,
-    const pg_allocator_t *alloc);
-int pg_exring_query_series(pg_exring_t *ring, pg_str_t tenant,
-    const pg_label_t *labels, size_t n, int64_t start_ms, int64_t end_ms,
-    int first, pg_json_buf_t *out);
+    uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
+    const pg_allocator_t *alloc, const pg_allocator_t *scratch);
+
+/* labels.Compare() of the hits' series, then the id they were found at */
+int pg_exring_hit_compare(const pg_exring_hit_t *a,
+    const pg_exring_hit_t *b);
+
+int pg_exring_hit_json(const pg_exring_hit_t *hit, int first,
+    pg_exring_hit_pos_t *pos, size_t until, pg_json_buf_t *out);
 
 /* Prometheus' labels.Compare() of two label sets sorted by name */
 int pg_exring_labels_compare(const pg_label_t *a, size_t na,

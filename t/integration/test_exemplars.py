@@ -23,8 +23,10 @@ import json
 
 import os
 import signal
+import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -210,6 +212,93 @@ def test_answers_equal_prometheus(egw, eprom, serverset):
                                          "start": start, "end": end})
     assert code == 200 and text.count("seriesLabels") == 10, text
     assert compared >= 25 * 3
+
+
+# -------------------------------------------------- a large answer, sent
+
+def http_get(url, path, version="1.1", rcvbuf=None, pause=0.0, stop=None):
+    """GET over a plain socket, Connection: close: (status, headers, body),
+    a chunked body decoded; rcvbuf and pause make a slow reader, stop
+    closes the connection after that many bytes (body None)"""
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((host, int(port)))
+    sock.sendall(("GET %s HTTP/%s\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % (path, version)).encode())
+    data = b""
+    while True:
+        d = sock.recv(rcvbuf or 65536)
+        if not d:
+            break
+        data += d
+        if stop and len(data) >= stop:
+            sock.close()
+            return None, None, None
+        if pause:
+            time.sleep(pause)
+    sock.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = dict(l.split(": ", 1) for l in lines[1:])
+    if headers.get("Transfer-Encoding") == "chunked":
+        out = b""
+        while True:
+            size, body = body.split(b"\r\n", 1)
+            n = int(size, 16)
+            if n == 0:
+                break
+            out += body[:n]
+            body = body[n + 2:]
+        body = out
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_large_answer_is_streamed(egw, eprom, serverset):
+    """an answer of 4,000 exemplars (~600 KB) goes out as it is written,
+    in buffers: chunked over HTTP/1.1, close-delimited over HTTP/1.0, to a
+    slow reader, to parallel clients and after a client that left
+    mid-answer, always the bytes Prometheus answers"""
+    name = rw.uniq("exl")
+    t0 = (rw.now_ms() // 1000 - 60) * 1000
+    for k in range(4):
+        post(egw.write_url, [rw.series(
+            name + "_bucket", {"job": "api-%d" % (i % 10), "le": str(i % 17),
+                               "path": "/p/%d" % i},
+            samples=[(k, t0 + k * 1000 + i)],
+            exemplars=[({"trace_id": "%032x" % (i * 1000003 + k),
+                         "span_id": "%016x" % (i + k)},
+                        k * 0.001 + i / 7.0, t0 + k * 1000 + i)])
+            for i in range(1000)])
+
+    params = {"query": name + "_bucket", "start": "%.3f" % (t0 / 1000 - 60),
+              "end": "%.3f" % (t0 / 1000 + 60)}
+    want = get_raw(eprom.url + "/api/v1/query_exemplars", params)
+    assert want[0] == 200 and want[1].count('"trace_id"') == 4000, want[1][:200]
+
+    r = requests.get(egw.query_url, params=params, timeout=30)
+    assert r.headers.get("Transfer-Encoding") == "chunked", r.headers
+    assert same_as_prometheus(serverset, (r.status_code, r.text), want)
+
+    path = "/api/v1/query_exemplars?" + urllib.parse.urlencode(params)
+    for how in ({"version": "1.0"}, {"rcvbuf": 4096, "pause": 0.001}):
+        code, headers, body = http_get(egw.query_url, path, **how)
+        assert "Transfer-Encoding" not in headers or how.get("rcvbuf"), how
+        assert same_as_prometheus(serverset, (code, body.decode()), want), how
+
+    # a client that goes away mid-answer, then parallel ones
+    assert http_get(egw.query_url, path, rcvbuf=4096, stop=70000)[0] is None
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(
+        get_raw(egw.query_url, params))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 6
+    for g in got:
+        assert same_as_prometheus(serverset, g, want)
 
 
 # ---------------------------------------------------------- UTF-8 names

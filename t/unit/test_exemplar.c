@@ -118,50 +118,28 @@ ring_check(pg_exring_t *ring)
 }
 
 
-/* the pieces of a sliced query (pg_exring_query_scan/_series) */
+/* the pieces of a sliced query (pg_exring_query_collect, _hit_json) */
 typedef struct {
-    pg_label_t     *labels;
-    size_t          n;
-} sliced_hit_t;
-
-
-typedef struct {
-    sliced_hit_t   *hits;
-    size_t          nhits;
-    size_t          cap;
-    arena_t        *arena;
+    pg_exring_hit_t   **hits;
+    size_t              nhits;
+    size_t              cap;
 } sliced_t;
 
 
 static int
-sliced_hit(void *data, const pg_label_t *l, size_t n)
+sliced_hit(void *data, pg_exring_hit_t *hit)
 {
-    sliced_t        *q = data;
-    sliced_hit_t    *h;
-    uint8_t         *p;
-    size_t           i;
+    sliced_t  *q = data;
 
     if (q->nhits == q->cap) {
         q->cap = q->cap ? 2 * q->cap : 64;
-        q->hits = realloc(q->hits, q->cap * sizeof(sliced_hit_t));
+        q->hits = realloc(q->hits, q->cap * sizeof(pg_exring_hit_t *));
         if (q->hits == NULL) {
             return 0;
         }
     }
 
-    h = &q->hits[q->nhits++];
-    h->n = n;
-    h->labels = arena_alloc(q->arena, (n + 1) * sizeof(pg_label_t));
-
-    for (i = 0; i < n; i++) {
-        p = arena_alloc(q->arena, l[i].name.len + l[i].value.len + 1);
-        memcpy(p, l[i].name.data, l[i].name.len);
-        memcpy(p + l[i].name.len, l[i].value.data, l[i].value.len);
-        h->labels[i].name.data = p;
-        h->labels[i].name.len = l[i].name.len;
-        h->labels[i].value.data = p + l[i].name.len;
-        h->labels[i].value.len = l[i].value.len;
-    }
+    q->hits[q->nhits++] = hit;
 
     return 1;
 }
@@ -170,70 +148,98 @@ sliced_hit(void *data, const pg_label_t *l, size_t n)
 static int
 sliced_cmp(const void *a, const void *b)
 {
-    const sliced_hit_t  *x = a, *y = b;
-
-    return pg_exring_labels_compare(x->labels, x->n, y->labels, y->n);
+    return pg_exring_hit_compare(*(pg_exring_hit_t * const *) a,
+                                 *(pg_exring_hit_t * const *) b);
 }
 
 
 /*
- * The same query in slices of "step" series, as the glue runs it: its
- * bytes must be pg_exring_query()'s.
+ * The same query in slices of "step" series, as the glue runs it, its
+ * answer written in buffers of "until" bytes: its bytes must be
+ * pg_exring_query()'s.
  */
 static void
 ring_query_sliced(pg_exring_t *ring, pg_str_t tenant,
     pg_series_match_pt match, void *ctx, int64_t start, int64_t end,
-    uint32_t step, const char *want)
+    uint32_t step, size_t until, const char *want)
 {
-    arena_t         a = { NULL, 0 };
-    pg_allocator_t  alloc = { arena_alloc, &a };
-    pg_json_buf_t   out;
-    sliced_t       *q;
-    uint32_t        pos;
-    size_t          i;
-    int             rc, nseries, slices;
+    arena_t              a = { NULL, 0 };
+    pg_allocator_t       alloc = { arena_alloc, &a };
+    pg_json_buf_t        out, chunk;
+    sliced_t            *q;
+    uint32_t             pos;
+    size_t               i;
+    int                  rc, slices, pieces;
+    pg_exring_hit_pos_t  hp;
 
     q = calloc(1, sizeof(sliced_t));
     assert_non_null(q);
-    q->arena = &a;
 
     pos = 0;
     slices = 0;
 
     do {
-        rc = pg_exring_query_scan(ring, tenant, match, ctx, start, end, &pos,
-                                  step, sliced_hit, q, &alloc);
+        rc = pg_exring_query_collect(ring, tenant, match, ctx, start, end,
+                                     &pos, step, sliced_hit, q, &alloc,
+                                     &alloc);
         assert_true(rc >= 0);
         slices++;
     } while (rc == 0);
 
-    qsort(q->hits, q->nhits, sizeof(sliced_hit_t), sliced_cmp);
+    qsort(q->hits, q->nhits, sizeof(pg_exring_hit_t *), sliced_cmp);
 
     pg_json_init(&out, alloc);
     pg_json_literal(&out, "{\"status\":\"success\",\"data\":[");
 
-    nseries = 0;
+    pieces = 0;
 
     for (i = 0; i < q->nhits; i++) {
-        rc = pg_exring_query_series(ring, tenant, q->hits[i].labels,
-                                    q->hits[i].n, start, end, nseries == 0,
-                                    &out);
-        assert_true(rc > 0);        /* nothing changed between the pieces */
-        nseries++;
+        assert_true(q->hits[i]->nexemplars > 0);
+        assert_true(i == 0 || pg_exring_hit_compare(q->hits[i - 1],
+                                                    q->hits[i]) < 0);
+        memset(&hp, 0, sizeof(hp));
+
+        do {
+            /* each chunk: at least one piece, then stops once full */
+            pg_json_init(&chunk, alloc);
+            rc = pg_exring_hit_json(q->hits[i], i == 0, &hp, until, &chunk);
+            assert_true(rc >= 0);
+            assert_true(chunk.len > 0);
+            pg_json_raw(&out, chunk.data, chunk.len);
+            pieces++;
+        } while (rc == 0);
+
+        /* a hit written is written */
+        pg_json_init(&chunk, alloc);
+        assert_int_equal(pg_exring_hit_json(q->hits[i], 0, &hp, until,
+                                            &chunk), 1);
+        assert_int_equal(chunk.len, 0);
     }
 
     pg_json_literal(&out, "]}");
     assert_false(out.failed);
 
     if (out.len != strlen(want) || memcmp(out.data, want, out.len) != 0) {
-        fail_msg("sliced query (step %u, %d slices) differs:\n%.*s\n"
-                 "want:\n%s", step, slices, (int) out.len,
+        fail_msg("sliced query (step %u, %d slices, %d pieces) differs:\n"
+                 "%.*s\nwant:\n%s", step, slices, pieces, (int) out.len,
                  (const char *) out.data, want);
     }
 
     free(q->hits);
     free(q);
     arena_free(&a);
+}
+
+
+static void
+assert_buf_str(const pg_json_buf_t *b, const char *want)
+{
+    assert_false(b->failed);
+
+    if (b->len != strlen(want) || memcmp(b->data, want, b->len) != 0) {
+        fail_msg("got:\n%.*s\nwant:\n%s", (int) b->len,
+                 (const char *) b->data, want);
+    }
 }
 
 
@@ -265,8 +271,10 @@ ring_query(pg_exring_t *ring, pg_str_t tenant, pg_series_match_pt match,
 
     /* every query of these tests, again in slices of 1 and 3 series */
 
-    ring_query_sliced(ring, tenant, match, ctx, start, end, 1, s);
-    ring_query_sliced(ring, tenant, match, ctx, start, end, 3, s);
+    ring_query_sliced(ring, tenant, match, ctx, start, end, 1, 1, s);
+    ring_query_sliced(ring, tenant, match, ctx, start, end, 3, 200, s);
+    ring_query_sliced(ring, tenant, match, ctx, start, end, UINT32_MAX,
+                      SIZE_MAX, s);
 
     return s;
 }
@@ -701,6 +709,87 @@ test_packed_values(void **state)
 
     ring_check(ring);
     free(want);
+    free(base);
+}
+
+
+/*
+ * A series evicted and back between two slices of a scan is found twice:
+ * the second time at a higher id, with its exemplars then; the hits sort
+ * by labels and then id, so the newer copy ends the run of equal labels.
+ * A hit is the store as its slice saw it: later inserts do not change it.
+ */
+static void
+test_query_found_twice(void **state)
+{
+    void             *base;
+    arena_t           a = { NULL, 0 };
+    pg_allocator_t    alloc = { arena_alloc, &a };
+    pg_exring_t      *ring;
+    sliced_t          q;
+    uint32_t          pos;
+    pg_json_buf_t     out;
+    pg_exring_hit_pos_t  hp;
+    pg_label_t        sa[] = { L("__name__", "a") };
+    pg_label_t        sb[] = { L("__name__", "b") };
+    pg_label_t        sc[] = { L("__name__", "c") };
+    pg_label_t        ex[] = { L("trace_id", "abcd") };
+
+    ring = ring_new(2, 0, &base);
+    memset(&q, 0, sizeof(q));
+
+    assert_int_equal(INS(ring, no_tenant, sa, ex, 1, 10), PG_EXRING_ADDED);
+
+    pos = 0;
+    assert_int_equal(pg_exring_query_collect(ring, no_tenant, NULL, NULL, 0,
+                                             100, &pos, 1, sliced_hit, &q,
+                                             &alloc, &alloc), 1);
+    assert_int_equal(q.nhits, 1);
+
+    /*
+     * b (id 1) comes, c evicts a and takes its id 0, a comes back,
+     * evicts b and takes its id 1: past the scan's position
+     */
+    assert_int_equal(INS(ring, no_tenant, sb, ex, 2, 20), PG_EXRING_ADDED);
+    assert_int_equal(INS(ring, no_tenant, sc, ex, 3, 30), PG_EXRING_ADDED);
+    assert_int_equal(INS(ring, no_tenant, sa, ex, 4, 40), PG_EXRING_ADDED);
+
+    assert_int_equal(pg_exring_query_collect(ring, no_tenant, NULL, NULL, 0,
+                                             100, &pos, 8, sliced_hit, &q,
+                                             &alloc, &alloc), 1);
+    assert_int_equal(q.nhits, 2);
+
+    /* later inserts leave the hits as they were */
+    assert_int_equal(INS(ring, no_tenant, sa, ex, 5, 50), PG_EXRING_ADDED);
+
+    q.hits[2] = q.hits[0];          /* the order found does not matter */
+    q.hits[0] = q.hits[1];
+    q.hits[1] = q.hits[2];
+    qsort(q.hits, q.nhits, sizeof(pg_exring_hit_t *), sliced_cmp);
+
+    assert_true(pg_str_eq(q.hits[0]->labels[0].value, S("a")));
+    assert_true(pg_str_eq(q.hits[1]->labels[0].value, S("a")));
+    assert_true(q.hits[0]->id < q.hits[1]->id);
+    assert_int_equal(q.hits[0]->nexemplars, 1);
+    assert_int_equal(q.hits[1]->nexemplars, 1);
+
+    pg_json_init(&out, alloc);
+    memset(&hp, 0, sizeof(hp));
+    assert_int_equal(pg_exring_hit_json(q.hits[0], 1, &hp, SIZE_MAX, &out),
+                     1);
+    memset(&hp, 0, sizeof(hp));
+    assert_int_equal(pg_exring_hit_json(q.hits[1], 0, &hp, SIZE_MAX, &out),
+                     1);
+    assert_buf_str(&out, "{\"seriesLabels\":{\"__name__\":\"a\"},"
+                   "\"exemplars\":[{\"labels\":{\"trace_id\":\"abcd\"},"
+                   "\"value\":\"1\",\"timestamp\":0.010}]},"
+                   "{\"seriesLabels\":{\"__name__\":\"a\"},"
+                   "\"exemplars\":[{\"labels\":{\"trace_id\":\"abcd\"},"
+                   "\"value\":\"4\",\"timestamp\":0.040}]}");
+
+    ring_check(ring);
+    free(q.hits);
+    arena_free(&a);
     free(base);
 }
 
@@ -1892,8 +1981,9 @@ test_seed(void **state)
 #define pg_exring_key_hash   cx_exring_key_hash
 #define pg_exring_insert     cx_exring_insert
 #define pg_exring_query      cx_exring_query
-#define pg_exring_query_scan cx_exring_query_scan
-#define pg_exring_query_series cx_exring_query_series
+#define pg_exring_query_collect cx_exring_query_collect
+#define pg_exring_hit_compare cx_exring_hit_compare
+#define pg_exring_hit_json   cx_exring_hit_json
 #define pg_exring_labels_compare cx_exring_labels_compare
 #define pg_exring_iterate    cx_exring_iterate
 #define pg_exring_stats      cx_exring_stats
@@ -1912,8 +2002,9 @@ test_seed(void **state)
 #undef pg_exring_key_hash
 #undef pg_exring_insert
 #undef pg_exring_query
-#undef pg_exring_query_scan
-#undef pg_exring_query_series
+#undef pg_exring_query_collect
+#undef pg_exring_hit_compare
+#undef pg_exring_hit_json
 #undef pg_exring_labels_compare
 #undef pg_exring_iterate
 #undef pg_exring_stats
@@ -2370,6 +2461,7 @@ main(void)
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_packed_values),
         cmocka_unit_test(test_query_sort),
+        cmocka_unit_test(test_query_found_twice),
         cmocka_unit_test(test_wrap_around),
         cmocka_unit_test(test_series_eviction),
         cmocka_unit_test(test_tenants),
