@@ -36,6 +36,14 @@ pg_pb_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
         return 0;
     }
 
+    /* two bytes: 2.0 symbol refs past 127, messages of 128 bytes to 16k */
+
+    if (end - p >= 2 && p[1] < 0x80) {
+        *v = (uint64_t) (p[0] & 0x7f) | (uint64_t) p[1] << 7;
+        *pp = p + 2;
+        return 0;
+    }
+
     r = 0;
 
     for (shift = 0; shift < 64; shift += 7) {
