@@ -98,8 +98,26 @@ typedef struct {
 
 
 /* a matcher's state changes as it matches: one at a time */
+/*
+ * A regular expression's last answers by value: label values repeat (a
+ * query meets the same job, le or instance on many series) and an answer
+ * depends on the value alone.  Direct-mapped, for values shorter than
+ * PG_RE_CACHE_LEN bytes.
+ */
+#define PG_RE_CACHE           32        /* entries, a power of two */
+#define PG_RE_CACHE_LEN       58
+
+typedef struct {
+    uint32_t                hash;
+    uint8_t                 len;      /* of the value + 1; 0: unused */
+    uint8_t                 match;
+    uint8_t                 value[PG_RE_CACHE_LEN];
+} pg_re_cached_t;
+
+
 struct pg_regex_s {
     pg_str_t                literals; /* set: "a|b|c" matched by equality */
+    pg_re_cached_t         *cache;    /* PG_RE_CACHE entries */
     pcre2_code             *code;
     pcre2_match_data       *match_data;
     pcre2_match_context    *match_ctx;
@@ -189,6 +207,8 @@ static int pg_go_isprint(uint32_t r);
 static int pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc,
     char *err, size_t err_size);
 static int pg_regex_match(pg_regex_t *re, pg_str_t v);
+static int pg_regex_run(pg_regex_t *re, pg_str_t v);
+static uint32_t pg_regex_hash(const uint8_t *p, size_t n);
 static void pg_re_format_error(pg_re_parser_t *p, char *err,
     size_t err_size);
 
@@ -847,9 +867,13 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
     }
 
     re->workspace = pg_alloc(alloc, re->wscount * sizeof(int));
-    if (re->workspace == NULL) {
+    re->cache = pg_alloc(alloc, PG_RE_CACHE * sizeof(pg_re_cached_t));
+
+    if (re->workspace == NULL || re->cache == NULL) {
         return PG_MATCHER_NOMEM;
     }
+
+    memset(re->cache, 0, PG_RE_CACHE * sizeof(pg_re_cached_t));
 
     m->re = re;
 
@@ -859,6 +883,66 @@ pg_regex_compile(pg_matcher_t *m, pg_allocator_t *alloc, char *err,
 
 static int
 pg_regex_match(pg_regex_t *re, pg_str_t v)
+{
+    int              match;
+    uint32_t         h;
+    pg_re_cached_t  *e;
+
+    if (re->code == NULL || v.len >= PG_RE_CACHE_LEN) {
+        return pg_regex_run(re, v);
+    }
+
+    h = pg_regex_hash(v.data, v.len);
+    e = &re->cache[h & (PG_RE_CACHE - 1)];
+
+    if (e->len == v.len + 1 && e->hash == h
+        && (v.len == 0 || memcmp(e->value, v.data, v.len) == 0))
+    {
+        return e->match;
+    }
+
+    match = pg_regex_run(re, v);
+
+    e->hash = h;
+    e->len = (uint8_t) (v.len + 1);
+    e->match = (uint8_t) match;
+
+    if (v.len) {
+        memcpy(e->value, v.data, v.len);
+    }
+
+    return match;
+}
+
+
+/* a value of up to PG_RE_CACHE_LEN bytes, 8 a step */
+static uint32_t
+pg_regex_hash(const uint8_t *p, size_t n)
+{
+    size_t    i;
+    uint64_t  h, w;
+
+    h = 0x9e3779b97f4a7c15ULL ^ n;
+
+    for ( /* void */ ; n >= 8; n -= 8, p += 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 29;
+    }
+
+    for (w = 0, i = 0; i < n; i++) {
+        w |= (uint64_t) p[i] << (8 * i);
+    }
+
+    h = (h ^ w) * 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+
+    return (uint32_t) h;
+}
+
+
+static int
+pg_regex_run(pg_regex_t *re, pg_str_t v)
 {
     int              rc;
     size_t           i, n, k, len;

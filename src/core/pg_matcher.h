@@ -21,8 +21,10 @@
  * free() is a no-op: a matcher lives as long as that memory, and has
  * nothing to release.  Matching allocates nothing, except a buffer, once
  * per matcher and grown as needed, to read a value that is not UTF-8 (Go
- * reads each bad byte as U+FFFD).  A compiled matcher keeps match state:
- * one match at a time.
+ * reads each bad byte as U+FFFD).  A compiled matcher keeps match state,
+ * one match at a time, and a regular expression its last 32 answers for
+ * values under 58 bytes (2 KB): label values repeat across the series a
+ * query meets.
  *
  * Known differences from Go: under (?i), \p{Lu}, \p{Ll} and \p{Lt} match
  * every cased letter and \p{Script} is not case-folded, where Go's tables

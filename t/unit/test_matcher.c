@@ -392,7 +392,7 @@ test_eq_neq(void **state)
 static void
 test_regex_semantics(void **state)
 {
-    size_t          i, k, nv, failed;
+    size_t          i, j, k, nv, failed;
     test_arena_t    arena;
     pg_allocator_t  al;
     pg_matcher_t    re, nre;
@@ -414,15 +414,17 @@ test_regex_semantics(void **state)
                                          test_str(sem[i].re), &al, err,
                                          sizeof(err)), PG_MATCHER_OK);
 
-        for (k = 0; k < nv; k++) {
-            r = pg_matcher_matches(&re, test_str(values[k]));
+        /* twice, the second time backwards: answers remembered */
+        for (k = 0; k < 2 * nv; k++) {
+            j = k < nv ? k : 2 * nv - 1 - k;
+            r = pg_matcher_matches(&re, test_str(values[j]));
 
-            if (r != (sem[i].matches[k] == '1')) {
-                print_error("%s =~ value #%zu: got %d\n", sem[i].re, k, r);
+            if (r != (sem[i].matches[j] == '1')) {
+                print_error("%s =~ value #%zu: got %d\n", sem[i].re, j, r);
                 failed++;
             }
 
-            assert_int_equal(pg_matcher_matches(&nre, test_str(values[k])),
+            assert_int_equal(pg_matcher_matches(&nre, test_str(values[j])),
                              !r);
         }
 
@@ -430,6 +432,66 @@ test_regex_semantics(void **state)
     }
 
     assert_int_equal(failed, 0);
+}
+
+
+/*
+ * A regular expression's remembered answers are its answers: values that
+ * share a cache entry, of every length around the longest remembered, not
+ * UTF-8, empty and absent, in rounds, against a matcher that has seen
+ * none of them before.
+ */
+static void
+test_regex_cache(void **state)
+{
+    int             r;
+    char            v[80];
+    size_t          i, k, n, round;
+    test_arena_t    arena, fresh;
+    pg_allocator_t  al, fl;
+    pg_matcher_t    m, f;
+
+    static const char  *res[] = {
+        "api-[12]", "(?i)a.*1", ".*\\xff.*|b{3,}", "[^a]*", ".{57}|.{58}",
+    };
+
+    for (i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
+        al = test_arena(&arena, SIZE_MAX);
+        assert_int_equal(pg_matcher_init(&m, PG_MATCH_RE, test_str("v"),
+                                         test_str(res[i]), &al, NULL, 0),
+                         PG_MATCHER_OK);
+        for (round = 0; round < 3; round++) {
+            for (k = 0; k < 400; k++) {
+
+                /* from a few hundred values, most of them met again */
+                n = (k * 7 + round * 131) % 64;
+                memset(v, "ab1\xff-"[(k + n) % 5], n);
+                memcpy(v, "api-", n < 4 ? n : 4);
+
+                if (n > 4) {
+                    v[4] = (char) ('0' + k % 3);
+                }
+
+                fl = test_arena(&fresh, SIZE_MAX);
+                assert_int_equal(pg_matcher_init(&f, PG_MATCH_RE,
+                                                 test_str("v"),
+                                                 test_str(res[i]), &fl, NULL,
+                                                 0), PG_MATCHER_OK);
+
+                r = pg_matcher_matches(&m, (pg_str_t) { (uint8_t *) v, n });
+                assert_int_equal(r, pg_matcher_matches(&f, (pg_str_t) {
+                                                       (uint8_t *) v, n }));
+
+                test_arena_free(&fresh);
+            }
+        }
+
+        /* absent and empty read the same */
+        assert_int_equal(pg_matcher_matches(&m, (pg_str_t) { NULL, 0 }),
+                         pg_matcher_matches(&m, test_str("")));
+
+        test_arena_free(&arena);
+    }
 }
 
 
@@ -817,6 +879,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_eq_neq),
         cmocka_unit_test(test_regex_semantics),
+        cmocka_unit_test(test_regex_cache),
         cmocka_unit_test(test_regex_rejected),
         cmocka_unit_test(test_anchoring),
         cmocka_unit_test(test_unicode_tables),
