@@ -12,10 +12,11 @@
  * lock, the pool, sending) is not in it.
  *
  *   exemplar_query_bench [-t NOW_MS] [-n ITER] [-r REPEAT] [-q QUERY]
- *                        [-o DIR]
+ *                        [-Q PROMQL] [-o DIR]
  *
  * Prints the CPU time per query (best of REPEAT passes of ITER queries)
- * and the answer's size for each query (or only query number QUERY, 0-2).
+ * and the answer's size for each query (or only query number QUERY, 0-2;
+ * -Q replaces that one with another expression, over the same ring).
  * -o DIR writes each answer to DIR/promgate.N.json: with -t the "now" of
  * an exemplar_bench.py run (the first timestamp of query 2's answer minus
  * 42 ms), they compare byte for byte with what Prometheus answered there.
@@ -445,6 +446,7 @@ main(int argc, char **argv)
 {
     int       c, iter, repeat, only, q, r;
     char      start[40], end[40], path[4096], *dir;
+    const char  *expr;
     FILE     *f;
     double    t0, t, best;
     int64_t   now;
@@ -455,8 +457,9 @@ main(int argc, char **argv)
     repeat = 3;
     only = -1;
     dir = NULL;
+    expr = NULL;
 
-    while ((c = getopt(argc, argv, "t:n:r:q:o:")) != -1) {
+    while ((c = getopt(argc, argv, "t:n:r:q:Q:o:")) != -1) {
         switch (c) {
         case 't':
             now = strtoll(optarg, NULL, 10);
@@ -473,6 +476,9 @@ main(int argc, char **argv)
         case 'o':
             dir = optarg;
             break;
+        case 'Q':
+            expr = optarg;
+            break;
         default:
             fprintf(stderr, "usage: exemplar_query_bench [-t NOW_MS] "
                     "[-n ITER] [-r REPEAT] [-q QUERY] [-o DIR]\n");
@@ -480,8 +486,14 @@ main(int argc, char **argv)
         }
     }
 
-    if (iter < 1 || repeat < 1 || only >= (int) NQUERIES) {
-        fail("bad arguments");
+    if (iter < 1 || repeat < 1 || only >= (int) NQUERIES
+        || (expr && only < 0) || (expr && strlen(expr) > 300))
+    {
+        fail("bad arguments (-Q needs -q, and at most 300 bytes)");
+    }
+
+    if (expr) {
+        queries[only] = expr;
     }
 
     arena.size = 256 * 1024 * 1024;

@@ -402,42 +402,63 @@ pg_matcher_matches(const pg_matcher_t *m, pg_str_t v)
 }
 
 
+/* m on the value of its label in labels, sorted; absent reads as "" */
+static int
+pg_selector_match_one(const pg_matcher_t *m, const pg_label_t *labels,
+    size_t n)
+{
+    size_t    lo, hi, mid;
+    int       rc;
+    pg_str_t  v;
+
+    v.data = NULL;
+    v.len = 0;
+    lo = 0;
+    hi = n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = pg_str_cmp(labels[mid].name, m->name);
+
+        if (rc == 0) {
+            v = labels[mid].value;
+            break;
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return pg_matcher_matches(m, v);
+}
+
+
+/*
+ * Every matcher must accept: = and != first, the regular expressions only
+ * on the series those leave (a metric name, a job, before any regexp).
+ */
 int
 pg_selector_match(const pg_selector_t *sel, const pg_label_t *labels,
     size_t n)
 {
-    size_t           i, lo, hi, mid;
-    int              rc;
-    pg_str_t         v;
-    const pg_matcher_t  *m;
+    size_t  i;
 
     for (i = 0; i < sel->nmatchers; i++) {
-        m = &sel->matchers[i];
-
-        /* labels are sorted: binary search, absent reads as "" */
-        v.data = NULL;
-        v.len = 0;
-        lo = 0;
-        hi = n;
-
-        while (lo < hi) {
-            mid = lo + (hi - lo) / 2;
-            rc = pg_str_cmp(labels[mid].name, m->name);
-
-            if (rc == 0) {
-                v = labels[mid].value;
-                break;
-            }
-
-            if (rc < 0) {
-                lo = mid + 1;
-
-            } else {
-                hi = mid;
-            }
+        if (sel->matchers[i].re == NULL
+            && !pg_selector_match_one(&sel->matchers[i], labels, n))
+        {
+            return 0;
         }
+    }
 
-        if (!pg_matcher_matches(m, v)) {
+    for (i = 0; i < sel->nmatchers; i++) {
+        if (sel->matchers[i].re != NULL
+            && !pg_selector_match_one(&sel->matchers[i], labels, n))
+        {
             return 0;
         }
     }
