@@ -403,7 +403,7 @@ pg_matcher_matches(const pg_matcher_t *m, pg_str_t v)
 
 
 /* m on the value of its label in labels, sorted; absent reads as "" */
-static int
+static inline int
 pg_selector_match_one(const pg_matcher_t *m, const pg_label_t *labels,
     size_t n)
 {
