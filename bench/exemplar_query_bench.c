@@ -104,7 +104,7 @@ typedef struct {
 static arena_t          arena;
 static pg_allocator_t   alloc = { arena_alloc, &arena };
 static pg_exring_t     *ring;
-static char             args[NQUERIES][1024];
+static char             args[NQUERIES][16384];
 static size_t           out_len[NQUERIES];
 static uint8_t         *out_data;           /* -o: the whole answer */
 static size_t           out_cap;
@@ -487,9 +487,9 @@ main(int argc, char **argv)
     }
 
     if (iter < 1 || repeat < 1 || only >= (int) NQUERIES
-        || (expr && only < 0) || (expr && strlen(expr) > 300))
+        || (expr && only < 0) || (expr && strlen(expr) > 5000))
     {
-        fail("bad arguments (-Q needs -q, and at most 300 bytes)");
+        fail("bad arguments (-Q needs -q, and at most 5000 bytes)");
     }
 
     if (expr) {

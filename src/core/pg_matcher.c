@@ -102,10 +102,15 @@ typedef struct {
  * A regular expression's last answers by value: label values repeat (a
  * query meets the same job, le or instance on many series) and an answer
  * depends on the value alone.  Direct-mapped, for values shorter than
- * PG_RE_CACHE_LEN bytes.
+ * PG_RE_CACHE_LEN bytes.  A regexp on a label of many values (a path, a
+ * metric name over many metrics) misses nearly always: once the first
+ * PG_RE_CACHE_TRIAL lookups found fewer than one answer in
+ * PG_RE_CACHE_RATIO, it goes without.
  */
 #define PG_RE_CACHE           32        /* entries, a power of two */
 #define PG_RE_CACHE_LEN       58
+#define PG_RE_CACHE_TRIAL     256
+#define PG_RE_CACHE_RATIO     4
 
 typedef struct {
     uint32_t                hash;
@@ -117,7 +122,9 @@ typedef struct {
 
 struct pg_regex_s {
     pg_str_t                literals; /* set: "a|b|c" matched by equality */
-    pg_re_cached_t         *cache;    /* PG_RE_CACHE entries */
+    pg_re_cached_t         *cache;    /* PG_RE_CACHE entries, or NULL */
+    uint32_t                lookups;
+    uint32_t                found;
     pcre2_code             *code;
     pcre2_match_data       *match_data;
     pcre2_match_context    *match_ctx;
@@ -909,7 +916,14 @@ pg_regex_match(pg_regex_t *re, pg_str_t v)
     uint32_t         h;
     pg_re_cached_t  *e;
 
-    if (re->code == NULL || v.len >= PG_RE_CACHE_LEN) {
+    if (re->cache == NULL || v.len >= PG_RE_CACHE_LEN) {
+        return pg_regex_run(re, v);
+    }
+
+    if (++re->lookups == PG_RE_CACHE_TRIAL
+        && re->found < PG_RE_CACHE_TRIAL / PG_RE_CACHE_RATIO)
+    {
+        re->cache = NULL;
         return pg_regex_run(re, v);
     }
 
@@ -919,6 +933,7 @@ pg_regex_match(pg_regex_t *re, pg_str_t v)
     if (e->len == v.len + 1 && e->hash == h
         && (v.len == 0 || memcmp(e->value, v.data, v.len) == 0))
     {
+        re->found++;
         return e->match;
     }
 

@@ -492,6 +492,23 @@ test_regex_cache(void **state)
 
         test_arena_free(&arena);
     }
+
+    /*
+     * Values that never come back: the regexp stops remembering after its
+     * trial, and its answers stay right, then for values that do.
+     */
+    al = test_arena(&arena, SIZE_MAX);
+    assert_int_equal(pg_matcher_init(&m, PG_MATCH_RE, test_str("v"),
+                                     test_str("/p/1.*"), &al, NULL, 0),
+                     PG_MATCHER_OK);
+
+    for (k = 0; k < 1200; k++) {
+        n = (size_t) snprintf(v, sizeof(v), "/p/%zu", k < 600 ? k : k % 7);
+        r = pg_matcher_matches(&m, (pg_str_t) { (uint8_t *) v, n });
+        assert_int_equal(r, v[3] == '1');
+    }
+
+    test_arena_free(&arena);
 }
 
 
