@@ -26,15 +26,14 @@
  *   valgrind --tool=callgrind --collect-atstart=no \
  *       --toggle-collect=bench_pass exemplar_query_bench -n 1 -r 1 -q 1
  *
- * Build (from the repository's root):
+ * Build (from the repository's root, after make has generated
+ * build/proto):
  *
- *   cc -std=gnu99 -O2 -g -Isrc/core -Ibuild/proto \
- *       $(pkg-config --cflags libpcre2-8 libxxhash) \
+ *   P="libprotobuf-c snappy rdkafka libpcre2-8 libxxhash"
+ *   mkdir -p build/bench
+ *   cc -std=gnu99 -O2 -g -Isrc/core -Ibuild/proto $(pkg-config --cflags $P) \
  *       -o build/bench/exemplar_query_bench bench/exemplar_query_bench.c \
- *       src/core/pg_exemplar.c src/core/pg_json.c src/core/pg_matcher.c \
- *       src/core/pg_promql.c src/core/pg_time.c src/core/pg_utf8.c \
- *       src/core/pg_rw.c src/core/pg_rw2.c \
- *       $(pkg-config --libs libpcre2-8 libxxhash libprotobuf-c) -lm
+ *       src/core/*.c build/proto/*.pb-c.c $(pkg-config --libs $P) -lm
  */
 
 #include <stdio.h>
