@@ -33,7 +33,8 @@
  *   mkdir -p build/bench
  *   cc -std=gnu99 -O2 -g -Isrc/core -Ibuild/proto $(pkg-config --cflags $P) \
  *       -o build/bench/exemplar_query_bench bench/exemplar_query_bench.c \
- *       src/core/*.c build/proto/*.pb-c.c $(pkg-config --libs $P) -lm
+ *       $(ls src/core/[a-z]*.c build/proto/[a-z]*.pb-c.c) \
+ *       $(pkg-config --libs $P) -lm
  */
 
 #include <stdio.h>
