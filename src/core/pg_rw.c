@@ -773,6 +773,24 @@ pg_rw1_label_run(const uint8_t *p, const uint8_t *end)
 }
 
 
+/*
+ * Whether the series' latest label (bytes: its name and value) is over a
+ * limit: 1.0 has only these two per label, tested inline;
+ * pg_rw_label_limits() then reports it.
+ */
+static inline int
+pg_rw1_over(const pg_rw_dec_t *dec, const pg_rw_series_t *s, size_t bytes)
+{
+    const pg_rw_limits_t  *lim;
+
+    lim = dec->limits;
+
+    return lim != NULL
+           && ((lim->labels && s->nlabels > lim->labels)
+               || (lim->label_bytes && bytes > lim->label_bytes));
+}
+
+
 static pg_rw_reason_e
 pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 {
@@ -833,10 +851,7 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
         s->nlabels++;
 
-        if (dec->limits
-            && ((dec->limits->labels && s->nlabels > dec->limits->labels)
-                || (dec->limits->label_bytes
-                    && n - 4 > dec->limits->label_bytes))
+        if (pg_rw1_over(dec, s, n - 4)
             && pg_rw_label_limits(dec, s, s->nlabels, &l, 0) != PG_RW_OK)
         {
             return PG_RW_OVER_LIMIT;
@@ -876,13 +891,7 @@ pg_rw1_series(pg_rw_dec_t *dec, pg_rw_series_t *s)
 
             s->nlabels++;
 
-            /* 1.0 has only these two limits per label: tested here */
-
-            if (dec->limits
-                && ((dec->limits->labels && s->nlabels > dec->limits->labels)
-                    || (dec->limits->label_bytes
-                        && l.name.len + l.value.len
-                           > dec->limits->label_bytes))
+            if (pg_rw1_over(dec, s, l.name.len + l.value.len)
                 && pg_rw_label_limits(dec, s, s->nlabels, &l, 0) != PG_RW_OK)
             {
                 return PG_RW_OVER_LIMIT;
