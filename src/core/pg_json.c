@@ -29,6 +29,39 @@ static int pg_json_read_value(pg_json_reader_t *r, unsigned depth);
 
 static const char  pg_json_hex[] = "0123456789abcdef";
 
+
+/* the escape of a byte that needs one: \" \\ \n \r \t, else \u00XX */
+static inline uint8_t *
+pg_json_escape_byte(uint8_t *p, uint8_t c)
+{
+    *p++ = '\\';
+
+    switch (c) {
+    case '"':
+    case '\\':
+        *p++ = c;
+        break;
+    case '\n':
+        *p++ = 'n';
+        break;
+    case '\r':
+        *p++ = 'r';
+        break;
+    case '\t':
+        *p++ = 't';
+        break;
+    default:
+        /* other controls, and <>& which browsers might sniff */
+        *p++ = 'u';
+        *p++ = '0';
+        *p++ = '0';
+        *p++ = pg_json_hex[c >> 4];
+        *p++ = pg_json_hex[c & 0xf];
+    }
+
+    return p;
+}
+
 /* "00" to "99" */
 static const char  pg_json_digits2[] =
     "00010203040506070809101112131415161718192021222324252627282930313233"
@@ -208,30 +241,7 @@ pg_json_quote(pg_json_buf_t *b, const uint8_t *s, size_t n, int go)
         memcpy(p, s + start, i - start);
         p += i - start;
 
-        *p++ = '\\';
-
-        switch (c) {
-        case '"':
-        case '\\':
-            *p++ = c;
-            break;
-        case '\n':
-            *p++ = 'n';
-            break;
-        case '\r':
-            *p++ = 'r';
-            break;
-        case '\t':
-            *p++ = 't';
-            break;
-        default:
-            /* other controls, and <>& which browsers might sniff */
-            *p++ = 'u';
-            *p++ = '0';
-            *p++ = '0';
-            *p++ = pg_json_hex[c >> 4];
-            *p++ = pg_json_hex[c & 0xf];
-        }
+        p = pg_json_escape_byte(p, c);
 
         i++;
         start = i;
@@ -836,29 +846,7 @@ pg_json_label_escape(uint8_t *p, const uint8_t *s, size_t n)
             continue;
         }
 
-        *p++ = '\\';
-
-        switch (c) {
-        case '"':
-        case '\\':
-            *p++ = c;
-            break;
-        case '\n':
-            *p++ = 'n';
-            break;
-        case '\r':
-            *p++ = 'r';
-            break;
-        case '\t':
-            *p++ = 't';
-            break;
-        default:
-            *p++ = 'u';
-            *p++ = '0';
-            *p++ = '0';
-            *p++ = pg_json_hex[c >> 4];
-            *p++ = pg_json_hex[c & 0xf];
-        }
+        p = pg_json_escape_byte(p, c);
     }
 
     *p++ = '"';

@@ -592,6 +592,22 @@ note_unsorted(void *ctx, const pg_rw_series_t *s)
 }
 
 
+/* scan(), and whether the (one) series was marked unsorted */
+static int
+scan_unsorted(req_t *q, pg_rw_request_t *r)
+{
+    int  unsorted;
+
+    unsorted = -1;
+    req_pack(q);
+    arena_used = 0;
+    assert_int_equal(pg_rw_decode(q->buf, q->len, PG_RW_V1, &alloc, r,
+                                  note_unsorted, &unsorted), PG_RW_OK);
+
+    return unsorted;
+}
+
+
 /*
  * The shortcuts of the label checks: one ASCII pass over the labels up
  * front, labels elsewhere checked one by one; names compared a word at a
@@ -662,32 +678,20 @@ test_label_shortcuts(void **state)
     req_init(&q);
     req_series(&q, "__name__", "a", "abcdefghij_a", "1", "abcdefghij_b", "2",
                NULL);
-    req_pack(&q);
-    unsorted = -1;
-    arena_used = 0;
-    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
-                                  note_unsorted, &unsorted), PG_RW_OK);
+    unsorted = scan_unsorted(&q, &r);
     assert_all_valid(&r);
     assert_int_equal(unsorted, 0);
 
     req_init(&q);
     req_series(&q, "__name__", "a", "abcdefghij_b", "1", "abcdefghij_a", "2",
                NULL);
-    req_pack(&q);
-    unsorted = -1;
-    arena_used = 0;
-    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
-                                  note_unsorted, &unsorted), PG_RW_OK);
+    unsorted = scan_unsorted(&q, &r);
     assert_all_valid(&r);
     assert_int_equal(unsorted, 1);
 
     req_init(&q);
     req_series(&q, "__name__", "a", "abcdefgh", "1", "abcdefgh_", "2", NULL);
-    req_pack(&q);
-    unsorted = -1;
-    arena_used = 0;
-    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
-                                  note_unsorted, &unsorted), PG_RW_OK);
+    unsorted = scan_unsorted(&q, &r);
     assert_int_equal(unsorted, 0);
 
     req_init(&q);
@@ -700,21 +704,13 @@ test_label_shortcuts(void **state)
 
     req_init(&q);
     req_series(&q, "__name__", "a", "z", "1", "\xc3\xa9", "2", NULL);
-    req_pack(&q);
-    unsorted = -1;
-    arena_used = 0;
-    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
-                                  note_unsorted, &unsorted), PG_RW_OK);
+    unsorted = scan_unsorted(&q, &r);
     assert_all_valid(&r);
     assert_int_equal(unsorted, 0);
 
     req_init(&q);
     req_series(&q, "__name__", "a", "\xc3\xa9", "2", "z", "1", NULL);
-    req_pack(&q);
-    unsorted = -1;
-    arena_used = 0;
-    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &r,
-                                  note_unsorted, &unsorted), PG_RW_OK);
+    unsorted = scan_unsorted(&q, &r);
     assert_all_valid(&r);
     assert_int_equal(unsorted, 1);
 }
