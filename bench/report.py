@@ -955,7 +955,7 @@ def main():
     L.append("")
     rows = []
     for s in shapes:
-        for gw in ("promgate", "vmagent", "vmagent179"):
+        for gw in ("promgate", "vmagent", "vmagent179", "mirror"):
             r = raterec.get((gw, s))
             b = baserate.get((gw, s))
             if r is None or b is None:

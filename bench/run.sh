@@ -980,9 +980,17 @@ for gw in $BENCH_GATEWAYS; do
             emit kind=skip gw="$gw" shape="$shape" reason="process died during the run"
             break
         fi
-        if in_list "$shape" $BENCH_LATENCY_SHAPES && [ "$gw" != mirror ]; then
+        if in_list "$shape" $BENCH_LATENCY_SHAPES; then
             rps=$(json_get "$j" req_per_s)
             rate=$(awk -v r="$rps" 'BEGIN {printf "%.1f", r / 2}')
+            # the mirror (the floor) at promgate's offered rate, not its own:
+            # what plain nginx adds moving the same load to the two sinks
+            if [ "$gw" = promgate ]; then
+                eval "PROMGATE_HALF_${shape}=\$rate"
+            elif [ "$gw" = mirror ]; then
+                v=PROMGATE_HALF_$shape
+                [ -n "${!v:-}" ] && rate=${!v}
+            fi
             if awk -v r="$rate" 'BEGIN {exit !(r > 0)}'; then
                 log "$gw  $shape: ${rate} req/s (50% of max) ${secs}s, then baseline at the same rate"
                 measure_rate "$gw" "$shape" "$secs" "$rate"
