@@ -377,10 +377,12 @@ ngx_int_t
 ngx_http_promgate_spool_init(ngx_conf_t *cf)
 {
     ngx_url_t                       u;
-    ngx_uint_t                      i;
+    ngx_uint_t                      i, j;
+    ngx_shm_zone_t                **zp;
     ngx_http_handler_pt            *h;
     ngx_http_core_main_conf_t      *cmcf;
     ngx_http_promgate_spool_t     **spp, *sp;
+    ngx_http_promgate_exzone_t     *ez;
     ngx_http_promgate_main_conf_t  *pmcf;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_promgate_module);
@@ -390,6 +392,42 @@ ngx_http_promgate_spool_init(ngx_conf_t *cf)
     }
 
     spp = pmcf->spools.elts;
+
+    /*
+     * A spool and an exemplar WAL name their segment files alike (pg_wal's
+     * NAME.PID.SEQ): with the same name in the same directory each would
+     * read the other's records as its own.
+     */
+
+    zp = pmcf->exemplar_zones.elts;
+
+    for (i = 0; i < pmcf->spools.nelts; i++) {
+        sp = spp[i];
+
+        for (j = 0; j < pmcf->exemplar_zones.nelts; j++) {
+            ez = zp[j]->data;
+
+            if (ez->w.dir == NULL
+                || ez->w.dir->name.len != sp->w.dir->name.len
+                || ngx_strncmp(ez->w.dir->name.data, sp->w.dir->name.data,
+                               sp->w.dir->name.len) != 0
+                || ez->name.len != sp->name.len
+                || ngx_strncmp(ez->name.data, sp->name.data, sp->name.len)
+                   != 0)
+            {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "spool \"%V\" in %s:%ui writes to directory "
+                          "\"%V\", where the WAL of exemplar zone \"%V\" "
+                          "(%s:%ui) writes segment files of the same name: "
+                          "give the spool another path= or name",
+                          &sp->name, sp->file, sp->line, &sp->w.dir->name,
+                          &ez->name, ez->w.dir->conf_file, ez->w.dir->line);
+            return NGX_ERROR;
+        }
+    }
 
     for (i = 0; i < pmcf->spools.nelts; i++) {
         sp = spp[i];

@@ -368,6 +368,10 @@ def test_the_spool_socket_is_private_and_replays_only(sockdir, gateway,
     ("promgate_spool s path=%(d)s socket=%(sock)s;"
      "promgate_spool s path=%(d)s socket=%(sock)s;", "spool=s",
      "= /api/v1/write", 'spool "s" is duplicate'),
+    # the same segment file names as the exemplar WAL of zone "s"
+    ("promgate_exemplar_zone s:1m max=1000 wal=%(d)s;"
+     "promgate_spool s path=%(d)s socket=%(sock)s;", "spool=s",
+     "= /api/v1/write", 'where the WAL of exemplar zone "s"'),
 ])
 def test_nginx_t_refuses_bad_spools(sockdir, make_nginx, tmp_path, http, fwd,
                                     loc, message):
