@@ -26,7 +26,7 @@ typedef struct {
     ngx_atomic_t                    oldest_ts; /* ms, of the next to replay */
     ngx_atomic_t                    owner;     /* the replaying worker's pid */
     ngx_atomic_t                    beat;      /* its last step, ms */
-    ngx_atomic_t                    scanned;
+    ngx_atomic_t                    scanned;   /* the crc32 of its path */
     ngx_atomic_t                    appended;
     ngx_atomic_t                    appended_bytes;
     ngx_atomic_t                    replayed;

@@ -333,8 +333,11 @@ ngx_http_promgate_spool_segment_path(ngx_http_promgate_spool_t *sp,
 
 /*
  * At start, in the first worker, under the zone lock, before any worker
- * writes: what is in the directory past the saved replay state (records,
- * bytes), and the next sequence number past every record there.
+ * writes (and in the first new worker after a reload that changed path=):
+ * what is in the directory past the saved replay state (records, bytes),
+ * and the next sequence number past every record there.  It reads frame
+ * headers only, and no request waits for the lock meanwhile: appends
+ * count with atomics, and no worker of this configuration serves yet.
  */
 
 void
@@ -453,7 +456,10 @@ ngx_http_promgate_spool_scan(ngx_http_promgate_spool_t *sp, ngx_log_t *log)
     free(d.segs);
     ngx_free(rp.cursors);
 
-    sp->sh->next_seq = max_seq + 1;
+    if (sp->sh->next_seq < max_seq + 1) {    /* only up: a new path= */
+        sp->sh->next_seq = max_seq + 1;
+    }
+
     sp->sh->records = records;
     sp->sh->bytes = bytes;
 
@@ -469,6 +475,7 @@ ngx_http_promgate_spool_scan(ngx_http_promgate_spool_t *sp, ngx_log_t *log)
 ngx_int_t
 ngx_http_promgate_spool_init_process(ngx_cycle_t *cycle)
 {
+    uint32_t                           crc;
     ngx_uint_t                         i;
     ngx_http_promgate_spool_t        **spp, *sp;
     ngx_http_promgate_spool_replay_t  *rp;
@@ -489,11 +496,31 @@ ngx_http_promgate_spool_init_process(ngx_cycle_t *cycle)
             continue;
         }
 
+        /*
+         * Scanned once per directory: a reload that keeps the zone but
+         * changes path= counts what the new directory holds (what is left
+         * in the old one stays there, said in the log)
+         */
+
+        crc = ngx_crc32_short(sp->w.dir->name.data, sp->w.dir->name.len)
+              | 1;
+
         ngx_shmtx_lock(&sp->zone.shpool->mutex);
 
-        if (!sp->sh->scanned) {
+        if (sp->sh->scanned != crc) {
+
+            if (sp->sh->scanned && sp->sh->records) {
+                ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                              "promgate: spool \"%V\" now writes to "
+                              "\"%V\": the %uA record(s) left in its "
+                              "previous directory are not replayed unless "
+                              "their segment files are moved here",
+                              &sp->name, &sp->w.dir->name,
+                              sp->sh->records);
+            }
+
             ngx_http_promgate_spool_scan(sp, cycle->log);
-            sp->sh->scanned = 1;
+            sp->sh->scanned = crc;
         }
 
         ngx_shmtx_unlock(&sp->zone.shpool->mutex);

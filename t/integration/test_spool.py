@@ -280,6 +280,39 @@ def test_reload_during_replay_goes_on_in_one_worker(sockdir, gateway,
     assert owner not in gw.worker_pids()
 
 
+def test_reload_with_a_new_path_counts_the_new_directory(sockdir, gateway,
+                                                        make_fake, tmp_path):
+    """path= changed by a reload (the zone is kept): what waits is what the
+    new directory holds; the old directory's records stay on disk, said in
+    the log; what is spooled after the reload is replayed, in order"""
+    a, gw, path = spooled_gateway(sockdir, gateway, make_fake, tmp_path,
+                                  Resp(503))
+    name = rw.uniq("splmv")
+    t = rw.now_ms()
+    send(gw, name, 5, t)
+    assert metric(gw, "promgate_spool_records", spool="s") == 5
+    with open(gw.conf) as f:
+        text = f.read()
+    new = path + "-moved"
+    assert text.count("path=%s " % path) == 1
+    gw.write_raw(text.replace("path=%s " % path, "path=%s " % new))
+    gw.reload()
+    assert metric(gw, "promgate_spool_records", spool="s") == 0
+    with open(gw.error_log) as f:
+        log = f.read()
+    assert ('spool "s" now writes to "%s": the 5 record(s) left in its '
+            'previous directory' % new) in log, log
+    assert len(glob.glob(os.path.join(path, "s-w*.wal"))) >= 1
+    sent = send(gw, name, 3, t, first=5)
+    assert metric(gw, "promgate_spool_records", spool="s") == 3
+    assert glob.glob(os.path.join(new, "s-w*.wal"))
+    a.default = Resp(204)
+    assert wait_for(lambda: metric(gw, "promgate_spool_records",
+                                   spool="s") == 0, 30), \
+        scrape(gw.status_url)
+    assert stored_in_order(a, sent)
+
+
 def test_kill9_of_everything_then_restart_replays(sockdir, gateway, make_fake,
                                                   tmp_path):
     """master and workers killed with a spool on disk: after a restart
