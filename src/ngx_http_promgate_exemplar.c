@@ -15,6 +15,10 @@
 #include "pg_wal.h"
 
 
+/* exemplars inserted per hold of the zone lock (a few hundred µs at most) */
+#define NGX_HTTP_PROMGATE_EXEMPLAR_BATCH  64
+
+
 #define NGX_HTTP_PROMGATE_EXEMPLAR_MAGIC   0x50475845u    /* "PGXE" */
 #define NGX_HTTP_PROMGATE_EXEMPLAR_LAYOUT  1
 
@@ -607,6 +611,18 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     ngx_shmtx_lock(&zctx->zone.shpool->mutex);
 
     for (i = 0; i < ctx->exemplars->nelts; i++) {
+
+        /*
+         * A few microseconds an insert: the lock is passed on every
+         * NGX_HTTP_PROMGATE_EXEMPLAR_BATCH of them, so that a write
+         * carrying many exemplars never holds up the other workers' writes
+         * and queries for long (each insert leaves the ring whole)
+         */
+
+        if (i && i % NGX_HTTP_PROMGATE_EXEMPLAR_BATCH == 0) {
+            ngx_http_promgate_shmtx_pass(&zctx->zone.shpool->mutex);
+        }
+
         rc = pg_exring_insert(zctx->ring, tenant, e[i].series, e[i].nseries,
                               e[i].labels, e[i].nlabels, e[i].value, e[i].ts,
                               &seq);

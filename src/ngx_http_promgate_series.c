@@ -508,6 +508,13 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
     ngx_shmtx_lock(&zone->zone.shpool->mutex);
 
     for (i = 0; i < sw->news.nelts; i++) {
+
+        /* a write of many new series passes the lock on now and then */
+
+        if (i && i % (4 * PG_SERIES_BATCH) == 0) {
+            ngx_http_promgate_shmtx_pass(&zone->zone.shpool->mutex);
+        }
+
         n[i].token = pg_series_offer(zone->set, sw->tenant, &n[i].id, now);
     }
 

@@ -687,6 +687,39 @@ ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size)
 
 
 /*
+ * Between two pieces of a long job under a zone lock: lets the lock go and
+ * takes it again.  A process asleep waiting for it gets it first (up to
+ * ~4096 pauses spent here for it to wake up and take it); nginx's lock is
+ * not fair, so a plain unlock and lock would take it straight back.  A
+ * process still spinning for it catches it in that window, or sleeps and
+ * is counted as waiting by the next pass.  No waiter: an unlock and a
+ * lock.
+ */
+
+void
+ngx_http_promgate_shmtx_pass(ngx_shmtx_t *mtx)
+{
+#if (NGX_HAVE_ATOMIC_OPS && NGX_HAVE_POSIX_SEM)
+    ngx_uint_t  i;
+#endif
+
+    ngx_shmtx_unlock(mtx);
+
+#if (NGX_HAVE_ATOMIC_OPS && NGX_HAVE_POSIX_SEM)
+
+    if (mtx->semaphore && *mtx->wait > 0) {
+        for (i = 0; i < 4096 && *mtx->lock == 0; i++) {
+            ngx_cpu_pause();
+        }
+    }
+
+#endif
+
+    ngx_shmtx_lock(mtx);
+}
+
+
+/*
  * sum[n]: the n counters at offset in the shared memory (sh) of every
  * zone of a list, summed.
  */

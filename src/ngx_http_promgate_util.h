@@ -121,6 +121,7 @@ ngx_int_t ngx_http_promgate_zone_add(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, ngx_http_promgate_zone_kind_t *kind,
     ngx_http_promgate_zone_t *zone, ngx_array_t *zones);
 void *ngx_http_promgate_shm_block(ngx_slab_pool_t *shpool, size_t *size);
+void ngx_http_promgate_shmtx_pass(ngx_shmtx_t *mtx);
 void ngx_http_promgate_zones_sum(ngx_array_t *zones, size_t offset,
     ngx_uint_t n, ngx_atomic_t *sum);
 
