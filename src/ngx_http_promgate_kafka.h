@@ -13,8 +13,8 @@
  *   _worker.c    init/exit process, draining the queues, the tick,
  *                shutdown
  *   _consumer.c  partitions, taking messages, batches posted to the
- *                target, poison and the dead-letter topic
- *   _client.c    the HTTP/1.1 client that posts to the target
+ *                target (with ngx_http_promgate_client.c, which a
+ *                spool's replay uses too), poison and the dead-letter topic
  *   _producer.c  the producer (the series index, the dead-letter topic)
  *   _loop.c      librdkafka on the event loop: the eventfd, handles
  *   _status.c    counters in a shared zone and their page
@@ -34,6 +34,8 @@
 #include "pg_core.h"
 #include "pg_rw.h"
 #include "pg_kafka.h"
+
+#include "ngx_http_promgate_client.h"
 
 
 /* ------------------------------------------------ API for other files */
@@ -141,60 +143,6 @@ typedef struct {
 } ngx_http_promgate_kafka_stats_key_t;
 
 
-/*
- * The unix-domain listener a target is posted to.  One promgate added
- * itself (socket=, "own") is private: mode 0600, the worker user's, and it
- * serves the consumers' target locations only (targets).
- */
-typedef struct {
-    ngx_str_t                       name;           /* "unix:/path" */
-    struct sockaddr                *sockaddr;
-    socklen_t                       socklen;
-    ngx_array_t                     targets;        /* core loc confs */
-    ngx_queue_t                     idle;           /* this worker's */
-    ngx_uint_t                      nidle;
-    unsigned                        own:1;
-} ngx_http_promgate_kafka_endpoint_t;
-
-
-typedef struct ngx_http_promgate_kafka_post_s  ngx_http_promgate_kafka_post_t;
-
-typedef void (*ngx_http_promgate_kafka_post_pt)(
-    ngx_http_promgate_kafka_post_t *post);
-
-
-/*
- * One POST to the target over the endpoint, with a fresh or a keep-alive
- * connection.  status is 0 when there was no answer (error says why).
- */
-struct ngx_http_promgate_kafka_post_s {
-    ngx_http_promgate_kafka_endpoint_t  *endpoint;
-    ngx_str_t                       head;           /* request line + headers */
-    ngx_str_t                       body;
-    ngx_msec_t                      timeout;
-    ngx_log_t                      *log;
-
-    ngx_http_promgate_kafka_post_pt handler;
-    void                           *data;
-
-    ngx_connection_t               *connection;
-    void                           *link;           /* the connection's */
-    ngx_queue_t                     queue;          /* active posts */
-    ngx_chain_t                    *out;
-    ngx_chain_t                     chain[2];
-    ngx_buf_t                       bufs[2];
-    pg_kafka_resp_t                 resp;
-
-    ngx_uint_t                      status;
-    const char                     *error;
-
-    unsigned                        active:1;
-    unsigned                        connecting:1;
-    unsigned                        reused:1;       /* keep-alive connection */
-    unsigned                        answered:1;     /* response bytes seen */
-};
-
-
 /* ----------------------------------------------------- configuration */
 
 /* one promgate_kafka_consumer directive; read-only after postconfiguration */
@@ -213,7 +161,7 @@ typedef struct {
     ngx_msec_t                      timeout;
 
     /* from the target location, at postconfiguration */
-    ngx_http_promgate_kafka_endpoint_t  *endpoint;
+    ngx_http_promgate_client_endpoint_t  *endpoint;
     ngx_str_t                       host;
     size_t                          max_bytes;
     size_t                          max_decoded;
@@ -270,7 +218,7 @@ struct ngx_http_promgate_kafka_partition_s {
     ngx_uint_t                      batch_n;      /* msgs posted */
     pg_rw_stats_t                   batch_stats;
     ngx_pool_t                     *batch_pool;
-    ngx_http_promgate_kafka_post_t  post;
+    ngx_http_promgate_client_post_t  post;
 
     ngx_event_t                     retry;
     ngx_uint_t                      retries;
@@ -373,13 +321,6 @@ ngx_uint_t ngx_http_promgate_kafka_consumer_posting(
 void ngx_http_promgate_kafka_consumer_free(
     ngx_http_promgate_kafka_consumer_t *c);
 
-/* ngx_http_promgate_kafka_client.c */
-ngx_int_t ngx_http_promgate_kafka_post_start(
-    ngx_http_promgate_kafka_post_t *post);
-void ngx_http_promgate_kafka_client_close_idle(
-    ngx_http_promgate_kafka_endpoint_t *ep);
-void ngx_http_promgate_kafka_client_cancel_all(void);
-ngx_uint_t ngx_http_promgate_kafka_client_active(void);
 
 /* ngx_http_promgate_kafka_producer.c */
 ngx_int_t ngx_http_promgate_kafka_produce_raw(const char *topic,

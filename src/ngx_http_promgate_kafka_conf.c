@@ -174,7 +174,7 @@ ngx_http_promgate_kafka_create_main_conf(ngx_conf_t *cf)
                           sizeof(ngx_http_promgate_kafka_stats_key_t *))
            != NGX_OK
         || ngx_array_init(&kmcf->endpoints, cf->pool, 2,
-                          sizeof(ngx_http_promgate_kafka_endpoint_t *))
+                          sizeof(ngx_http_promgate_client_endpoint_t *))
            != NGX_OK)
     {
         return NULL;
@@ -663,7 +663,7 @@ ngx_http_promgate_kafka_has_server(ngx_http_conf_addr_t *addr,
 }
 
 
-static ngx_http_promgate_kafka_endpoint_t *
+static ngx_http_promgate_client_endpoint_t *
 ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
     ngx_http_promgate_kafka_main_conf_t *kmcf,
     ngx_http_promgate_kafka_consumer_conf_t *cc,
@@ -677,7 +677,7 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
     ngx_http_conf_addr_t                 *addr, *found;
     ngx_http_core_main_conf_t            *cmcf;
     ngx_uint_t                            own;
-    ngx_http_promgate_kafka_endpoint_t   *ep, **epp;
+    ngx_http_promgate_client_endpoint_t   *ep, **epp;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -800,7 +800,7 @@ ngx_http_promgate_kafka_endpoint(ngx_conf_t *cf,
         }
     }
 
-    ep = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_kafka_endpoint_t));
+    ep = ngx_pcalloc(cf->pool, sizeof(ngx_http_promgate_client_endpoint_t));
     if (ep == NULL) {
         return NULL;
     }
@@ -1054,7 +1054,7 @@ static ngx_uint_t
 ngx_http_promgate_kafka_own_sockets(ngx_http_promgate_kafka_main_conf_t *kmcf)
 {
     ngx_uint_t                            i;
-    ngx_http_promgate_kafka_endpoint_t  **epp;
+    ngx_http_promgate_client_endpoint_t  **epp;
 
     epp = kmcf->endpoints.elts;
 
@@ -1076,7 +1076,7 @@ ngx_http_promgate_kafka_init_module(ngx_cycle_t *cycle)
     u_char                               *path;
     ngx_uint_t                            i;
     ngx_http_promgate_kafka_main_conf_t  *kmcf;
-    ngx_http_promgate_kafka_endpoint_t  **epp;
+    ngx_http_promgate_client_endpoint_t  **epp;
 
     kmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_promgate_kafka_module);
@@ -1117,7 +1117,7 @@ ngx_http_promgate_kafka_socket_access(ngx_http_request_t *r)
     ngx_listening_t                      *ls;
     ngx_http_core_loc_conf_t             *clcf, **targets;
     ngx_http_promgate_kafka_main_conf_t  *kmcf;
-    ngx_http_promgate_kafka_endpoint_t  **epp;
+    ngx_http_promgate_client_endpoint_t  **epp;
 
     if (r != r->main || r->internal
         || r->connection->listening == NULL

@@ -2,7 +2,7 @@
 /*
  * promgate: the Kafka consumers' work in a worker: partitions as they are
  * assigned and revoked, messages taken from librdkafka's queue, batches
- * posted to the target (ngx_http_promgate_kafka_client.c), poison messages
+ * posted to the target (ngx_http_promgate_client.c), poison messages
  * and the dead-letter topic.  ngx_http_promgate_kafka_worker.c drives it
  * from the event loop and shuts it down.
  *
@@ -35,7 +35,7 @@ static void ngx_http_promgate_kafka_partition_send(
     ngx_http_promgate_kafka_partition_t *p);
 static void ngx_http_promgate_kafka_retry_handler(ngx_event_t *ev);
 static void ngx_http_promgate_kafka_posted(
-    ngx_http_promgate_kafka_post_t *post);
+    ngx_http_promgate_client_post_t *post);
 static void ngx_http_promgate_kafka_poison(
     ngx_http_promgate_kafka_partition_t *p,
     ngx_http_promgate_kafka_msg_t *m, const char *reason, const char *error);
@@ -1142,7 +1142,7 @@ ngx_http_promgate_kafka_partition_send(ngx_http_promgate_kafka_partition_t *p)
                    "%L, %uz bytes", p->topic, p->partition, p->batch_n,
                    first->offset, p->post.body.len);
 
-    if (ngx_http_promgate_kafka_post_start(&p->post) != NGX_OK) {
+    if (ngx_http_promgate_client_post(&p->post) != NGX_OK) {
         /* as if the target had not answered: retried with backoff */
         p->posting = 1;
         p->pending++;
@@ -1170,7 +1170,7 @@ nomem:
 
 
 static void
-ngx_http_promgate_kafka_posted(ngx_http_promgate_kafka_post_t *post)
+ngx_http_promgate_kafka_posted(ngx_http_promgate_client_post_t *post)
 {
     ngx_http_promgate_kafka_partition_t *p = post->data;
 

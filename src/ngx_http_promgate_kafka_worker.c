@@ -95,7 +95,7 @@ ngx_int_t
 ngx_http_promgate_kafka_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                                i;
-    ngx_http_promgate_kafka_endpoint_t      **epp;
+    ngx_http_promgate_client_endpoint_t      **epp;
     ngx_http_promgate_kafka_main_conf_t      *kmcf;
     ngx_http_promgate_kafka_consumer_conf_t  *cc;
     ngx_http_promgate_kafka_consumer_t       *c;
@@ -331,7 +331,7 @@ ngx_http_promgate_kafka_stop(void)
     ngx_uint_t                            i;
     ngx_core_conf_t                      *ccf;
     ngx_http_promgate_kafka_worker_t     *w;
-    ngx_http_promgate_kafka_endpoint_t  **epp;
+    ngx_http_promgate_client_endpoint_t  **epp;
 
     w = &ngx_http_promgate_kafka_w;
 
@@ -363,12 +363,12 @@ ngx_http_promgate_kafka_stop(void)
     epp = w->kmcf->endpoints.elts;
 
     for (i = 0; i < w->kmcf->endpoints.nelts; i++) {
-        ngx_http_promgate_kafka_client_close_idle(epp[i]);
+        ngx_http_promgate_client_close_idle(epp[i]);
     }
 
     ngx_log_error(NGX_LOG_INFO, w->log, 0,
                   "promgate kafka: stopping: %ui posts in flight, %Mms at "
-                  "most", ngx_http_promgate_kafka_client_active(), timeout);
+                  "most", ngx_http_promgate_client_active(), timeout);
 
     ngx_http_promgate_kafka_step();
 }
@@ -472,7 +472,7 @@ ngx_http_promgate_kafka_finish(ngx_uint_t force)
     ngx_msec_t                            start;
     ngx_http_promgate_kafka_worker_t     *w;
     ngx_http_promgate_kafka_consumer_t   *c;
-    ngx_http_promgate_kafka_endpoint_t  **epp;
+    ngx_http_promgate_client_endpoint_t  **epp;
 
     w = &ngx_http_promgate_kafka_w;
 
@@ -483,12 +483,12 @@ ngx_http_promgate_kafka_finish(ngx_uint_t force)
     w->finished = 1;
     start = ngx_current_msec;
 
-    ngx_http_promgate_kafka_client_cancel_all();
+    ngx_http_promgate_client_cancel_all();
 
     epp = w->kmcf->endpoints.elts;
 
     for (i = 0; i < w->kmcf->endpoints.nelts; i++) {
-        ngx_http_promgate_kafka_client_close_idle(epp[i]);
+        ngx_http_promgate_client_close_idle(epp[i]);
     }
 
     /* messages first: librdkafka's objects must go before the handle */

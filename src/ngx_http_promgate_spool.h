@@ -12,7 +12,7 @@
 
 
 #include "ngx_http_promgate_module.h"
-#include "ngx_http_promgate_kafka.h"
+#include "ngx_http_promgate_client.h"
 #include "pg_spool.h"
 #include "pg_wal.h"
 
@@ -55,7 +55,7 @@ struct ngx_http_promgate_spool_s {
     ngx_http_promgate_target_t         *target;   /* the one it serves */
     ngx_http_core_srv_conf_t           *server;
     ngx_str_t                           uri;      /* replays go there */
-    ngx_http_promgate_kafka_endpoint_t  endpoint; /* the socket */
+    ngx_http_promgate_client_endpoint_t  endpoint; /* the socket */
     u_char                             *file;
     ngx_uint_t                          line;
 

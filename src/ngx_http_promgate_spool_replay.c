@@ -57,7 +57,7 @@ struct ngx_http_promgate_spool_replay_s {
     ngx_event_t                        timer;
     ngx_http_promgate_spool_cursor_t  *cursors;   /* [..._SPOOL_CURSORS] */
     ngx_uint_t                         ncursors;
-    ngx_http_promgate_kafka_post_t     post;
+    ngx_http_promgate_client_post_t     post;
     ngx_uint_t                         batch_n;   /* records posted */
     uint64_t                           batch_seq; /* the first one's */
     ngx_uint_t                         single;    /* to post one by one */
@@ -77,7 +77,7 @@ struct ngx_http_promgate_spool_replay_s {
 
 static void ngx_http_promgate_spool_step(ngx_event_t *ev);
 static void ngx_http_promgate_spool_posted(
-    ngx_http_promgate_kafka_post_t *post);
+    ngx_http_promgate_client_post_t *post);
 
 
 /* ------------------------------------------------------------ process */
@@ -1484,7 +1484,7 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
     rp->post.body.len = blen;
     rp->posting = 1;
 
-    if (ngx_http_promgate_kafka_post_start(&rp->post) != NGX_OK) {
+    if (ngx_http_promgate_client_post(&rp->post) != NGX_OK) {
         ngx_http_promgate_spool_posted(&rp->post);
     }
 }
@@ -1493,7 +1493,7 @@ ngx_http_promgate_spool_step(ngx_event_t *ev)
 /* the answer of the write location to a replay */
 
 static void
-ngx_http_promgate_spool_posted(ngx_http_promgate_kafka_post_t *post)
+ngx_http_promgate_spool_posted(ngx_http_promgate_client_post_t *post)
 {
     ngx_http_promgate_spool_replay_t *rp = post->data;
 

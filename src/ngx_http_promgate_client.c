@@ -1,10 +1,11 @@
 
 /*
- * promgate: the Kafka consumer's HTTP/1.1 client.  It posts a batch, as a
- * remote-write request, to the target location over the unix-domain
- * listener of the target's server, on the worker's event loop
- * (ngx_event_connect_peer), and reuses connections (keep-alive).  The
- * response is parsed by pg_kafka_resp_parse(), apart from the I/O.
+ * promgate: the HTTP/1.1 client of the workers' own unix-domain listeners
+ * (the Kafka consumers' batches, a spool's replays).  It posts a
+ * remote-write request to a target location over the listener of the
+ * location's server, on the worker's event loop (ngx_event_connect_peer),
+ * and reuses connections (keep-alive).  The response is parsed by
+ * pg_kafka_resp_parse(), apart from the I/O.
  *
  * A keep-alive connection the server closed meanwhile fails before any
  * byte of the answer: the request then goes once more on a fresh
@@ -13,56 +14,56 @@
  */
 
 
-#include "ngx_http_promgate_kafka.h"
+#include "ngx_http_promgate_client.h"
 
 
-#define NGX_HTTP_PROMGATE_KAFKA_MAX_IDLE  64
+#define NGX_HTTP_PROMGATE_CLIENT_MAX_IDLE  64
 
 
 typedef struct {
     ngx_queue_t                          queue;    /* in endpoint->idle */
-    ngx_http_promgate_kafka_endpoint_t  *endpoint;
+    ngx_http_promgate_client_endpoint_t  *endpoint;
     ngx_connection_t                    *connection;
     ngx_pool_t                          *pool;
-} ngx_http_promgate_kafka_link_t;
+} ngx_http_promgate_client_link_t;
 
 
-static ngx_int_t ngx_http_promgate_kafka_post_connect(
-    ngx_http_promgate_kafka_post_t *post);
-static ngx_int_t ngx_http_promgate_kafka_post_send(
-    ngx_http_promgate_kafka_post_t *post);
-static void ngx_http_promgate_kafka_post_write(ngx_event_t *wev);
-static void ngx_http_promgate_kafka_post_read(ngx_event_t *rev);
-static void ngx_http_promgate_kafka_post_done(
-    ngx_http_promgate_kafka_post_t *post, ngx_uint_t keepalive);
-static void ngx_http_promgate_kafka_post_fail(
-    ngx_http_promgate_kafka_post_t *post, const char *error);
-static void ngx_http_promgate_kafka_idle_put(ngx_connection_t *c,
-    ngx_http_promgate_kafka_link_t *link);
-static ngx_connection_t *ngx_http_promgate_kafka_idle_get(
-    ngx_http_promgate_kafka_endpoint_t *ep,
-    ngx_http_promgate_kafka_link_t **link);
-static void ngx_http_promgate_kafka_idle_handler(ngx_event_t *ev);
-static void ngx_http_promgate_kafka_close(ngx_connection_t *c,
-    ngx_http_promgate_kafka_link_t *link);
-static void ngx_http_promgate_kafka_post_end(
-    ngx_http_promgate_kafka_post_t *post, ngx_uint_t keepalive);
+static ngx_int_t ngx_http_promgate_client_connect(
+    ngx_http_promgate_client_post_t *post);
+static ngx_int_t ngx_http_promgate_client_send(
+    ngx_http_promgate_client_post_t *post);
+static void ngx_http_promgate_client_write(ngx_event_t *wev);
+static void ngx_http_promgate_client_read(ngx_event_t *rev);
+static void ngx_http_promgate_client_done(
+    ngx_http_promgate_client_post_t *post, ngx_uint_t keepalive);
+static void ngx_http_promgate_client_fail(
+    ngx_http_promgate_client_post_t *post, const char *error);
+static void ngx_http_promgate_client_idle_put(ngx_connection_t *c,
+    ngx_http_promgate_client_link_t *link);
+static ngx_connection_t *ngx_http_promgate_client_idle_get(
+    ngx_http_promgate_client_endpoint_t *ep,
+    ngx_http_promgate_client_link_t **link);
+static void ngx_http_promgate_client_idle_handler(ngx_event_t *ev);
+static void ngx_http_promgate_client_close(ngx_connection_t *c,
+    ngx_http_promgate_client_link_t *link);
+static void ngx_http_promgate_client_end(
+    ngx_http_promgate_client_post_t *post, ngx_uint_t keepalive);
 
 
-static ngx_queue_t  ngx_http_promgate_kafka_posts;
-static ngx_uint_t   ngx_http_promgate_kafka_nposts;
-static ngx_uint_t   ngx_http_promgate_kafka_posts_init;
+static ngx_queue_t  ngx_http_promgate_client_posts;
+static ngx_uint_t   ngx_http_promgate_client_nposts;
+static ngx_uint_t   ngx_http_promgate_client_posts_init;
 
 
 ngx_int_t
-ngx_http_promgate_kafka_post_start(ngx_http_promgate_kafka_post_t *post)
+ngx_http_promgate_client_post(ngx_http_promgate_client_post_t *post)
 {
     ngx_int_t   rc;
     ngx_uint_t  tries;
 
-    if (!ngx_http_promgate_kafka_posts_init) {
-        ngx_queue_init(&ngx_http_promgate_kafka_posts);
-        ngx_http_promgate_kafka_posts_init = 1;
+    if (!ngx_http_promgate_client_posts_init) {
+        ngx_queue_init(&ngx_http_promgate_client_posts);
+        ngx_http_promgate_client_posts_init = 1;
     }
 
     post->status = 0;
@@ -76,26 +77,26 @@ ngx_http_promgate_kafka_post_start(ngx_http_promgate_kafka_post_t *post)
 
     for (tries = 0; tries < 2; tries++) {
 
-        rc = ngx_http_promgate_kafka_post_connect(post);
+        rc = ngx_http_promgate_client_connect(post);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
         post->active = 1;
-        ngx_queue_insert_tail(&ngx_http_promgate_kafka_posts, &post->queue);
-        ngx_http_promgate_kafka_nposts++;
+        ngx_queue_insert_tail(&ngx_http_promgate_client_posts, &post->queue);
+        ngx_http_promgate_client_nposts++;
 
         if (rc == NGX_AGAIN) {
             ngx_add_timer(post->connection->write, post->timeout);
             return NGX_OK;
         }
 
-        if (ngx_http_promgate_kafka_post_send(post) == NGX_OK) {
+        if (ngx_http_promgate_client_send(post) == NGX_OK) {
             return NGX_OK;
         }
 
-        ngx_http_promgate_kafka_post_end(post, 0);
+        ngx_http_promgate_client_end(post, 0);
 
         if (!post->reused) {
             break;
@@ -111,20 +112,20 @@ ngx_http_promgate_kafka_post_start(ngx_http_promgate_kafka_post_t *post)
 
 
 static ngx_int_t
-ngx_http_promgate_kafka_post_connect(ngx_http_promgate_kafka_post_t *post)
+ngx_http_promgate_client_connect(ngx_http_promgate_client_post_t *post)
 {
     ngx_int_t                            rc;
     ngx_pool_t                          *pool;
     ngx_connection_t                    *c;
     ngx_peer_connection_t                pc;
-    ngx_http_promgate_kafka_link_t      *link;
-    ngx_http_promgate_kafka_endpoint_t  *ep;
+    ngx_http_promgate_client_link_t      *link;
+    ngx_http_promgate_client_endpoint_t  *ep;
     ngx_file_info_t                      fi;
 
     ep = post->endpoint;
     post->connecting = 0;
 
-    c = ngx_http_promgate_kafka_idle_get(ep, &link);
+    c = ngx_http_promgate_client_idle_get(ep, &link);
 
     if (c) {
         post->reused = 1;
@@ -172,7 +173,7 @@ ngx_http_promgate_kafka_post_connect(ngx_http_promgate_kafka_post_t *post)
             return NGX_ERROR;
         }
 
-        link = ngx_pcalloc(pool, sizeof(ngx_http_promgate_kafka_link_t));
+        link = ngx_pcalloc(pool, sizeof(ngx_http_promgate_client_link_t));
         if (link == NULL) {
             ngx_close_connection(c);
             ngx_destroy_pool(pool);
@@ -190,8 +191,8 @@ ngx_http_promgate_kafka_post_connect(ngx_http_promgate_kafka_post_t *post)
 
     c->data = post;
     c->idle = 0;
-    c->read->handler = ngx_http_promgate_kafka_post_read;
-    c->write->handler = ngx_http_promgate_kafka_post_write;
+    c->read->handler = ngx_http_promgate_client_read;
+    c->write->handler = ngx_http_promgate_client_write;
 
     post->connection = c;
     post->link = link;
@@ -227,7 +228,7 @@ ngx_http_promgate_kafka_post_connect(ngx_http_promgate_kafka_post_t *post)
 
 
 static ngx_int_t
-ngx_http_promgate_kafka_post_send(ngx_http_promgate_kafka_post_t *post)
+ngx_http_promgate_client_send(ngx_http_promgate_client_post_t *post)
 {
     ngx_chain_t       *cl;
     ngx_connection_t  *c;
@@ -280,18 +281,18 @@ ngx_http_promgate_kafka_post_send(ngx_http_promgate_kafka_post_t *post)
 
 
 static void
-ngx_http_promgate_kafka_post_write(ngx_event_t *wev)
+ngx_http_promgate_client_write(ngx_event_t *wev)
 {
     int                              err;
     socklen_t                        len;
     ngx_connection_t                *c;
-    ngx_http_promgate_kafka_post_t  *post;
+    ngx_http_promgate_client_post_t  *post;
 
     c = wev->data;
     post = c->data;
 
     if (wev->timedout) {
-        ngx_http_promgate_kafka_post_fail(post, "timed out sending");
+        ngx_http_promgate_client_fail(post, "timed out sending");
         return;
     }
 
@@ -310,39 +311,39 @@ ngx_http_promgate_kafka_post_write(ngx_event_t *wev)
         }
 
         if (err) {
-            ngx_http_promgate_kafka_post_fail(post, "could not connect to "
+            ngx_http_promgate_client_fail(post, "could not connect to "
                                               "the target's unix socket");
             return;
         }
     }
 
-    if (ngx_http_promgate_kafka_post_send(post) != NGX_OK) {
-        ngx_http_promgate_kafka_post_fail(post, post->error);
+    if (ngx_http_promgate_client_send(post) != NGX_OK) {
+        ngx_http_promgate_client_fail(post, post->error);
     }
 }
 
 
 static void
-ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
+ngx_http_promgate_client_read(ngx_event_t *rev)
 {
     size_t                           used;
     ssize_t                          n;
     ngx_connection_t                *c;
     pg_kafka_resp_rc_e               rc;
-    ngx_http_promgate_kafka_post_t  *post;
+    ngx_http_promgate_client_post_t  *post;
     u_char                           buf[4096];
 
     c = rev->data;
     post = c->data;
 
     if (rev->timedout) {
-        ngx_http_promgate_kafka_post_fail(post, "timed out waiting for the "
+        ngx_http_promgate_client_fail(post, "timed out waiting for the "
                                           "answer");
         return;
     }
 
     if (c->close) {
-        ngx_http_promgate_kafka_post_fail(post, "the worker is exiting");
+        ngx_http_promgate_client_fail(post, "the worker is exiting");
         return;
     }
 
@@ -351,7 +352,7 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
 
         if (n == NGX_AGAIN) {
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_http_promgate_kafka_post_fail(post, "could not wait for "
+                ngx_http_promgate_client_fail(post, "could not wait for "
                                                   "the answer");
             }
 
@@ -363,7 +364,7 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
             if (n == 0 && post->answered
                 && pg_kafka_resp_eof(&post->resp) == PG_KAFKA_RESP_DONE)
             {
-                ngx_http_promgate_kafka_post_done(post, 0);
+                ngx_http_promgate_client_done(post, 0);
                 return;
             }
 
@@ -371,9 +372,9 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
 
                 /* the server had closed the keep-alive connection */
 
-                ngx_http_promgate_kafka_post_end(post, 0);
+                ngx_http_promgate_client_end(post, 0);
 
-                if (ngx_http_promgate_kafka_post_start(post) != NGX_OK) {
+                if (ngx_http_promgate_client_post(post) != NGX_OK) {
                     post->status = 0;
                     post->handler(post);
                 }
@@ -381,7 +382,7 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
                 return;
             }
 
-            ngx_http_promgate_kafka_post_fail(post, "the connection closed "
+            ngx_http_promgate_client_fail(post, "the connection closed "
                                               "before the answer");
             return;
         }
@@ -391,12 +392,12 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
         rc = pg_kafka_resp_parse(&post->resp, buf, n, &used);
 
         if (rc == PG_KAFKA_RESP_ERROR) {
-            ngx_http_promgate_kafka_post_fail(post, "invalid HTTP answer");
+            ngx_http_promgate_client_fail(post, "invalid HTTP answer");
             return;
         }
 
         if (rc == PG_KAFKA_RESP_DONE) {
-            ngx_http_promgate_kafka_post_done(post,
+            ngx_http_promgate_client_done(post,
                                               post->resp.keepalive
                                               && (ssize_t) used == n
                                               && post->out == NULL);
@@ -407,7 +408,7 @@ ngx_http_promgate_kafka_post_read(ngx_event_t *rev)
 
 
 static void
-ngx_http_promgate_kafka_post_done(ngx_http_promgate_kafka_post_t *post,
+ngx_http_promgate_client_done(ngx_http_promgate_client_post_t *post,
     ngx_uint_t keepalive)
 {
     ngx_connection_t  *c;
@@ -422,7 +423,7 @@ ngx_http_promgate_kafka_post_done(ngx_http_promgate_kafka_post_t *post,
         ngx_del_timer(c->write);
     }
 
-    ngx_http_promgate_kafka_post_end(post, keepalive && !ngx_exiting
+    ngx_http_promgate_client_end(post, keepalive && !ngx_exiting
                                            && !ngx_terminate && !ngx_quit);
 
     post->status = post->resp.status;
@@ -432,10 +433,10 @@ ngx_http_promgate_kafka_post_done(ngx_http_promgate_kafka_post_t *post,
 
 
 static void
-ngx_http_promgate_kafka_post_fail(ngx_http_promgate_kafka_post_t *post,
+ngx_http_promgate_client_fail(ngx_http_promgate_client_post_t *post,
     const char *error)
 {
-    ngx_http_promgate_kafka_post_end(post, 0);
+    ngx_http_promgate_client_end(post, 0);
 
     post->status = 0;
     post->error = error;
@@ -450,46 +451,46 @@ ngx_http_promgate_kafka_post_fail(ngx_http_promgate_kafka_post_t *post,
  */
 
 static void
-ngx_http_promgate_kafka_post_end(ngx_http_promgate_kafka_post_t *post,
+ngx_http_promgate_client_end(ngx_http_promgate_client_post_t *post,
     ngx_uint_t keepalive)
 {
     if (keepalive) {
-        ngx_http_promgate_kafka_idle_put(post->connection, post->link);
+        ngx_http_promgate_client_idle_put(post->connection, post->link);
 
     } else {
-        ngx_http_promgate_kafka_close(post->connection, post->link);
+        ngx_http_promgate_client_close(post->connection, post->link);
     }
 
     post->connection = NULL;
 
     ngx_queue_remove(&post->queue);
-    ngx_http_promgate_kafka_nposts--;
+    ngx_http_promgate_client_nposts--;
     post->active = 0;
 }
 
 
 void
-ngx_http_promgate_kafka_client_cancel_all(void)
+ngx_http_promgate_client_cancel_all(void)
 {
     ngx_queue_t                     *q;
-    ngx_http_promgate_kafka_post_t  *post;
+    ngx_http_promgate_client_post_t  *post;
 
-    if (!ngx_http_promgate_kafka_posts_init) {
+    if (!ngx_http_promgate_client_posts_init) {
         return;
     }
 
-    while (!ngx_queue_empty(&ngx_http_promgate_kafka_posts)) {
-        q = ngx_queue_head(&ngx_http_promgate_kafka_posts);
-        post = ngx_queue_data(q, ngx_http_promgate_kafka_post_t, queue);
-        ngx_http_promgate_kafka_post_end(post, 0);
+    while (!ngx_queue_empty(&ngx_http_promgate_client_posts)) {
+        q = ngx_queue_head(&ngx_http_promgate_client_posts);
+        post = ngx_queue_data(q, ngx_http_promgate_client_post_t, queue);
+        ngx_http_promgate_client_end(post, 0);
     }
 }
 
 
 ngx_uint_t
-ngx_http_promgate_kafka_client_active(void)
+ngx_http_promgate_client_active(void)
 {
-    return ngx_http_promgate_kafka_nposts;
+    return ngx_http_promgate_client_nposts;
 }
 
 
@@ -497,20 +498,20 @@ ngx_http_promgate_kafka_client_active(void)
 
 
 static void
-ngx_http_promgate_kafka_idle_put(ngx_connection_t *c,
-    ngx_http_promgate_kafka_link_t *link)
+ngx_http_promgate_client_idle_put(ngx_connection_t *c,
+    ngx_http_promgate_client_link_t *link)
 {
-    ngx_http_promgate_kafka_endpoint_t  *ep;
+    ngx_http_promgate_client_endpoint_t  *ep;
 
     ep = link->endpoint;
 
-    if (ep->nidle >= NGX_HTTP_PROMGATE_KAFKA_MAX_IDLE) {
-        ngx_http_promgate_kafka_close(c, link);
+    if (ep->nidle >= NGX_HTTP_PROMGATE_CLIENT_MAX_IDLE) {
+        ngx_http_promgate_client_close(c, link);
         return;
     }
 
     c->data = link;
-    c->read->handler = ngx_http_promgate_kafka_idle_handler;
+    c->read->handler = ngx_http_promgate_client_idle_handler;
     c->write->handler = ngx_http_empty_handler;
 
     /* ngx_close_idle_connections() closes it when the worker exits */
@@ -526,12 +527,12 @@ ngx_http_promgate_kafka_idle_put(ngx_connection_t *c,
 
 
 static ngx_connection_t *
-ngx_http_promgate_kafka_idle_get(ngx_http_promgate_kafka_endpoint_t *ep,
-    ngx_http_promgate_kafka_link_t **link)
+ngx_http_promgate_client_idle_get(ngx_http_promgate_client_endpoint_t *ep,
+    ngx_http_promgate_client_link_t **link)
 {
     ngx_queue_t                     *q;
     ngx_connection_t                *c;
-    ngx_http_promgate_kafka_link_t  *l;
+    ngx_http_promgate_client_link_t  *l;
 
     if (ngx_queue_empty(&ep->idle)) {
         return NULL;
@@ -541,7 +542,7 @@ ngx_http_promgate_kafka_idle_get(ngx_http_promgate_kafka_endpoint_t *ep,
     ngx_queue_remove(q);
     ep->nidle--;
 
-    l = ngx_queue_data(q, ngx_http_promgate_kafka_link_t, queue);
+    l = ngx_queue_data(q, ngx_http_promgate_client_link_t, queue);
     c = l->connection;
 
     c->idle = 0;
@@ -557,12 +558,12 @@ ngx_http_promgate_kafka_idle_get(ngx_http_promgate_kafka_endpoint_t *ep,
 
 
 static void
-ngx_http_promgate_kafka_idle_handler(ngx_event_t *ev)
+ngx_http_promgate_client_idle_handler(ngx_event_t *ev)
 {
     int                              n;
     char                             buf[1];
     ngx_connection_t                *c;
-    ngx_http_promgate_kafka_link_t  *link;
+    ngx_http_promgate_client_link_t  *link;
 
     c = ev->data;
     link = c->data;
@@ -584,31 +585,31 @@ ngx_http_promgate_kafka_idle_handler(ngx_event_t *ev)
     ngx_queue_remove(&link->queue);
     link->endpoint->nidle--;
 
-    ngx_http_promgate_kafka_close(c, link);
+    ngx_http_promgate_client_close(c, link);
 }
 
 
 void
-ngx_http_promgate_kafka_client_close_idle(
-    ngx_http_promgate_kafka_endpoint_t *ep)
+ngx_http_promgate_client_close_idle(
+    ngx_http_promgate_client_endpoint_t *ep)
 {
     ngx_queue_t                     *q;
-    ngx_http_promgate_kafka_link_t  *link;
+    ngx_http_promgate_client_link_t  *link;
 
     while (!ngx_queue_empty(&ep->idle)) {
         q = ngx_queue_head(&ep->idle);
         ngx_queue_remove(q);
         ep->nidle--;
 
-        link = ngx_queue_data(q, ngx_http_promgate_kafka_link_t, queue);
-        ngx_http_promgate_kafka_close(link->connection, link);
+        link = ngx_queue_data(q, ngx_http_promgate_client_link_t, queue);
+        ngx_http_promgate_client_close(link->connection, link);
     }
 }
 
 
 static void
-ngx_http_promgate_kafka_close(ngx_connection_t *c,
-    ngx_http_promgate_kafka_link_t *link)
+ngx_http_promgate_client_close(ngx_connection_t *c,
+    ngx_http_promgate_client_link_t *link)
 {
     ngx_pool_t  *pool;
 
