@@ -11,10 +11,23 @@ three, in turn, on keep-alive connections; each answer is compared byte
 for byte with each Prometheus' (the first of each query).  Also reports the
 zone bytes per stored exemplar and the insert rate through the gateway.
 
+The timing client is bench/httpget.c (built here with cc): C, closed loop,
+one keep-alive HTTP/1.1 connection per server opened before the first
+query, the same request bytes to each (no Accept-Encoding: Prometheus
+answers uncompressed, as promgate does, and the bodies compare as sent),
+--warmup untimed rounds, then --queries rounds, each server in turn (or
+--block queries a turn with --settle ms of pause after each).  Python's
+requests (--client requests, the timing before) costs ~0.7 ms a query
+itself and asks for gzip, which Prometheus then spends time on.
+
     bench/exemplar_bench.py MODULE.so [--exemplars 100000] [--queries 200]
         [--prometheus /usr/bin/prometheus]
         [--prometheus-current build/servers/root/usr/bin/prometheus]
-        [--nginx nginx]
+        [--nginx nginx] [--client c|requests] [--warmup 5] [--block 1]
+        [--settle 0] [--hold SECONDS]
+
+--hold keeps the filled servers up that long before the queries (their
+addresses on stderr), for a profiler or a client by hand.
 
 --prometheus-current "" leaves the current one out (its figures are then
 null).  Prints one JSON line; bench/run.sh appends it to the results and
@@ -133,6 +146,11 @@ def main():
                          "request hides the servers' difference)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed rounds before the timed ones (C client)")
+    ap.add_argument("--block", type=int, default=1,
+                    help="C client: queries in a row to one server a turn "
+                         "(1: each server in turn, query by query)")
+    ap.add_argument("--settle", type=int, default=0,
+                    help="C client: ms of pause after each turn")
     ap.add_argument("--hold", type=int, default=0,
                     help="once filled, keep the servers up this many "
                          "seconds (printed on stderr) before the queries")
@@ -321,7 +339,8 @@ http {
                     {"query": q, "start": start, "end": end})
                 out = subprocess.check_output(
                     [httpget, "-P", path, "-n", str(a.queries),
-                     "-w", str(a.warmup), "-o", work]
+                     "-w", str(a.warmup), "-b", str(a.block),
+                     "-s", str(a.settle), "-o", work]
                     + ["%s=%s" % (name, url[len("http://"):])
                        for name, url in who])
                 got = json.loads(out)
@@ -380,8 +399,13 @@ http {
                 round(sent / t_ins) if t_ins else None,
             "insert_forwarded_to": [name for name, _ in proms],
             "repeats": a.queries,
-            "client": ("bench/httpget.c, %d untimed rounds first" % a.warmup
-                       if httpget else "python requests"),
+            "client": ("bench/httpget.c (C, one keep-alive connection per "
+                       "server, no compression), %d untimed rounds first%s"
+                       % (a.warmup,
+                          "" if a.block == 1 and not a.settle else
+                          ", %d queries a turn, %d ms pause after each"
+                          % (a.block, a.settle))
+                       if httpget else "python requests (gzip accepted)"),
             "prometheus_binary": a.prometheus,
             "prometheus_version": pver["prometheus"],
             "prometheus_current_binary": a.prometheus_current or None,

@@ -2,14 +2,18 @@
  * httpget: closed-loop GET latency on keep-alive HTTP/1.1 connections, the
  * timing client of bench/exemplar_bench.py.
  *
- *     httpget -P PATH [-n N] [-w WARMUP] [-o DIR] [-H HEADER]...
- *             NAME=HOST:PORT...
+ *     httpget -P PATH [-n N] [-w WARMUP] [-b BLOCK] [-s SETTLE_MS]
+ *             [-o DIR] [-H HEADER]... NAME=HOST:PORT...
  *
  * One blocking connection per target (TCP_NODELAY), opened before the
  * first request and reused for all of them.  Each round sends the same GET
  * (PATH, with its query string already encoded) to each target in turn and
  * waits for the whole answer, so that the targets see the same load and
- * the same noise; WARMUP rounds first (not timed), then N timed rounds.  A
+ * the same noise; WARMUP rounds first (not timed), then N timed rounds.
+ * With -b, BLOCK requests in a row to a target a turn (default 1), and
+ * with -s a pause of SETTLE_MS after each turn: a server's work left after
+ * its answers (a Go runtime's garbage collection) then runs in the pause,
+ * not while the next target is timed on this 2-CPU machine.  A
  * request's time runs from before write() to the last byte of the body.
  * Bodies are read by Content-Length or de-chunked, in 1 MB reads, and
  * dropped, except the first answer's of each target, which is kept and
@@ -275,6 +279,66 @@ response(int fd, buf_t *in, buf_t *body, int *status, size_t *size)
 }
 
 
+/*
+ * One request to t, timed into *lat unless NULL; body (not NULL for the
+ * first answer) is kept and written to DIR/NAME.body
+ */
+static void
+one(target_t *t, const char *req, size_t reqlen, buf_t *in, buf_t *body,
+    const char *dir, int tries, double *lat)
+{
+    int      rc, st;
+    FILE    *f;
+    char     fn[4096];
+    size_t   size;
+    double   t0;
+
+    t0 = now_us();
+
+    for (rc = -1; rc < 0; ) {
+        in->len = in->pos = 0;
+        if (write(t->fd, req, reqlen) != (ssize_t) reqlen) {
+            rc = -1;
+        } else {
+            rc = response(t->fd, in, body, &st, &size);
+        }
+        if (rc < 0) {
+            /* closed under us (idle timeout, keepalive_requests) */
+            close(t->fd);
+            t->fd = connect_target(t);
+            if (++t->reconnects > tries + 10) {
+                errno = 0;
+                die("no answer", t->name);
+            }
+        }
+    }
+
+    if (lat != NULL) {
+        *lat = now_us() - t0;
+    }
+
+    if (!rc) {
+        close(t->fd);
+        t->fd = connect_target(t);
+        t->reconnects++;
+    }
+
+    if (body != NULL) {
+        t->status = st;
+        t->bytes = size;
+        if (dir) {
+            snprintf(fn, sizeof(fn), "%s/%s.body", dir, t->name);
+            f = fopen(fn, "wb");
+            if (f == NULL || fwrite(body->p, 1, body->len, f) != body->len
+                || fclose(f) != 0)
+            {
+                die("cannot write the body", fn);
+            }
+        }
+    }
+}
+
+
 static int
 cmp(const void *a, const void *b)
 {
@@ -289,21 +353,22 @@ main(int argc, char **argv)
 {
     const char  *path = NULL, *dir = NULL;
     char        *req, *hdrs, *c, *host;
-    int          i, k, n = 100, warm = 5, nt = 0, opt, rc, st;
-    size_t       reqlen, hlen = 0, size;
-    double       t0, sum;
+    int          i, j, k, n = 100, warm = 5, nt = 0, opt, blk = 1;
+    int          settle = 0;
+    size_t       reqlen, hlen = 0;
+    double       sum;
     target_t     t[MAX_TARGETS];
     buf_t        in, body;
-    FILE        *f;
-    char         fn[4096];
 
     hdrs = calloc(1, 1);
-    while ((opt = getopt(argc, argv, "P:n:w:o:H:")) != -1) {
+    while ((opt = getopt(argc, argv, "P:n:w:o:H:b:s:")) != -1) {
         switch (opt) {
         case 'P': path = optarg; break;
         case 'n': n = atoi(optarg); break;
         case 'w': warm = atoi(optarg); break;
         case 'o': dir = optarg; break;
+        case 'b': blk = atoi(optarg); break;
+        case 's': settle = atoi(optarg); break;
         case 'H':
             hlen += strlen(optarg) + 2;
             hdrs = realloc(hdrs, hlen + 1);
@@ -312,11 +377,14 @@ main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: httpget -P PATH [-n N] [-w WARMUP] "
-                    "[-o DIR] [-H HEADER]... NAME=HOST:PORT...\n");
+                    "[-b BLOCK] [-s SETTLE_MS] [-o DIR] [-H HEADER]... "
+                    "NAME=HOST:PORT...\n");
             return 2;
         }
     }
-    if (path == NULL || optind >= argc || n < 1 || warm < 0) {
+    if (path == NULL || optind >= argc || n < 1 || warm < 0 || blk < 1
+        || settle < 0)
+    {
         fprintf(stderr, "httpget: -P PATH and at least one NAME=HOST:PORT\n");
         return 2;
     }
@@ -354,48 +422,24 @@ main(int argc, char **argv)
     memset(&in, 0, sizeof(in));
     memset(&body, 0, sizeof(body));
 
-    for (i = -warm; i < n; i++) {
+    /* the warm-up rounds, then the timed ones, blk requests a turn */
+
+    for (i = -warm; i < 0; i++) {
         for (k = 0; k < nt; k++) {
-            t0 = now_us();
-            for (rc = -1; rc < 0; ) {
-                in.len = in.pos = 0;
-                if (write(t[k].fd, req, reqlen) != (ssize_t) reqlen) {
-                    rc = -1;
-                } else {
-                    rc = response(t[k].fd, &in,
-                                  i == -warm ? &body : NULL, &st, &size);
-                }
-                if (rc < 0) {
-                    /* closed under us (idle timeout, keepalive_requests) */
-                    close(t[k].fd);
-                    t[k].fd = connect_target(&t[k]);
-                    if (++t[k].reconnects > n + warm + 10) {
-                        errno = 0;
-                        die("no answer", t[k].name);
-                    }
-                }
+            one(&t[k], req, reqlen, &in, i == -warm ? &body : NULL, dir,
+                n + warm, NULL);
+        }
+    }
+
+    for (i = 0; i < n; i += blk) {
+        for (k = 0; k < nt; k++) {
+            for (j = i; j < n && j < i + blk; j++) {
+                one(&t[k], req, reqlen, &in,
+                    (warm == 0 && j == 0) ? &body : NULL, dir, n + warm,
+                    &t[k].lat[j]);
             }
-            if (i >= 0) {
-                t[k].lat[i] = now_us() - t0;
-            }
-            if (!rc) {
-                close(t[k].fd);
-                t[k].fd = connect_target(&t[k]);
-                t[k].reconnects++;
-            }
-            if (i == -warm) {
-                t[k].status = st;
-                t[k].bytes = size;
-                if (dir) {
-                    snprintf(fn, sizeof(fn), "%s/%s.body", dir, t[k].name);
-                    f = fopen(fn, "wb");
-                    if (f == NULL
-                        || fwrite(body.p, 1, body.len, f) != body.len
-                        || fclose(f) != 0)
-                    {
-                        die("cannot write the body", fn);
-                    }
-                }
+            if (settle) {
+                usleep(settle * 1000);
             }
         }
     }
