@@ -15,16 +15,20 @@ The timing client is bench/httpget.c (built here with cc): C, closed loop,
 one keep-alive HTTP/1.1 connection per server opened before the first
 query, the same request bytes to each (no Accept-Encoding: Prometheus
 answers uncompressed, as promgate does, and the bodies compare as sent),
---warmup untimed rounds, then --queries rounds, each server in turn (or
---block queries a turn with --settle ms of pause after each).  Python's
+--warmup untimed rounds, then --queries per server, --block (10) in a row
+to one server a turn with --settle (20) ms of pause after each turn: what
+a server still does after its answers (the Go runtime's garbage
+collection) runs in the pause and during its own turn, not on the other
+CPU while the next server is timed (query by query, --block 1 --settle 0,
+promgate's p99 took Prometheus' leftovers).  Python's
 requests (--client requests, the timing before) costs ~0.7 ms a query
 itself and asks for gzip, which Prometheus then spends time on.
 
     bench/exemplar_bench.py MODULE.so [--exemplars 100000] [--queries 200]
         [--prometheus /usr/bin/prometheus]
         [--prometheus-current build/servers/root/usr/bin/prometheus]
-        [--nginx nginx] [--client c|requests] [--warmup 5] [--block 1]
-        [--settle 0] [--hold SECONDS]
+        [--nginx nginx] [--client c|requests] [--warmup 5] [--block 10]
+        [--settle 20] [--hold SECONDS]
 
 --hold keeps the filled servers up that long before the queries (their
 addresses on stderr), for a profiler or a client by hand.
@@ -146,10 +150,10 @@ def main():
                          "request hides the servers' difference)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed rounds before the timed ones (C client)")
-    ap.add_argument("--block", type=int, default=1,
+    ap.add_argument("--block", type=int, default=10,
                     help="C client: queries in a row to one server a turn "
                          "(1: each server in turn, query by query)")
-    ap.add_argument("--settle", type=int, default=0,
+    ap.add_argument("--settle", type=int, default=20,
                     help="C client: ms of pause after each turn")
     ap.add_argument("--hold", type=int, default=0,
                     help="once filled, keep the servers up this many "
