@@ -1891,18 +1891,6 @@ pg_exring_hit_copy(pg_exring_t *r, uint32_t id, const pg_exseries_t *rec,
 
 
 int
-pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
-    pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
-    uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
-    const pg_allocator_t *alloc, const pg_allocator_t *scratch)
-{
-    return pg_exring_query_collect_sig(r, tenant, 0, match, mctx, start_ms,
-                                       end_ms, pos, n, hit, hctx, alloc,
-                                       scratch);
-}
-
-
-int
 pg_exring_query_collect_sig(pg_exring_t *r, pg_str_t tenant, uint64_t need,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
     uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
@@ -1949,6 +1937,18 @@ pg_exring_query_collect_sig(pg_exring_t *r, pg_str_t tenant, uint64_t need,
     *pos = end;
 
     return end == r->id_hwm;
+}
+
+
+int
+pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
+    pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
+    uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
+    const pg_allocator_t *alloc, const pg_allocator_t *scratch)
+{
+    return pg_exring_query_collect_sig(r, tenant, 0, match, mctx, start_ms,
+                                       end_ms, pos, n, hit, hctx, alloc,
+                                       scratch);
 }
 
 
