@@ -11,10 +11,27 @@ three, in turn, on keep-alive connections; each answer is compared byte
 for byte with each Prometheus' (the first of each query).  Also reports the
 zone bytes per stored exemplar and the insert rate through the gateway.
 
+The timing client is bench/httpget.c (built here with cc): C, closed loop,
+one keep-alive HTTP/1.1 connection per server opened before the first
+query, the same request bytes to each (no Accept-Encoding: Prometheus
+answers uncompressed, as promgate does, and the bodies compare as sent),
+--warmup untimed rounds, then --queries per server, --block (10) in a row
+to one server a turn with --settle (20) ms of pause after each turn: what
+a server still does after its answers (the Go runtime's garbage
+collection) runs in the pause and during its own turn, not on the other
+CPU while the next server is timed (query by query, --block 1 --settle 0,
+promgate's p99 took Prometheus' leftovers).  Python's
+requests (--client requests, the timing before) costs ~0.7 ms a query
+itself and asks for gzip, which Prometheus then spends time on.
+
     bench/exemplar_bench.py MODULE.so [--exemplars 100000] [--queries 200]
         [--prometheus /usr/bin/prometheus]
         [--prometheus-current build/servers/root/usr/bin/prometheus]
-        [--nginx nginx]
+        [--nginx nginx] [--client c|requests] [--warmup 5] [--block 10]
+        [--settle 20] [--hold SECONDS]
+
+--hold keeps the filled servers up that long before the queries (their
+addresses on stderr), for a profiler or a client by hand.
 
 --prometheus-current "" leaves the current one out (its figures are then
 null).  Prints one JSON line; bench/run.sh appends it to the results and
@@ -28,11 +45,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import requests
 import snappy
@@ -125,8 +144,24 @@ def main():
                     help="the current Prometheus (t/servers.sh); '' leaves "
                          "it out")
     ap.add_argument("--nginx", default=os.environ.get("NGINX_BIN", "nginx"))
+    ap.add_argument("--client", choices=("c", "requests"), default="c",
+                    help="c: time with bench/httpget.c (default); requests: "
+                         "with Python requests, as before (its ~0.7 ms per "
+                         "request hides the servers' difference)")
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="untimed rounds before the timed ones (C client)")
+    ap.add_argument("--block", type=int, default=10,
+                    help="C client: queries in a row to one server a turn "
+                         "(1: each server in turn, query by query)")
+    ap.add_argument("--settle", type=int, default=20,
+                    help="C client: ms of pause after each turn")
+    ap.add_argument("--hold", type=int, default=0,
+                    help="once filled, keep the servers up this many "
+                         "seconds (printed on stderr) before the queries")
     a = ap.parse_args()
 
+    # a TERM (as to a --hold run) stops the servers too (finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     work = tempfile.mkdtemp(prefix="promgate-exbench-")
     procs = []
     try:
@@ -280,27 +315,64 @@ http {
         ]
         start = (now - 60000) / 1000.0
         end = (now + per * 1000 + 60000) / 1000.0
+        if a.hold:
+            # servers up and filled, for a profiler or a client by hand
+            sys.stderr.write("holding %d s: promgate %s (nginx pid %d), %s; "
+                             "start=%s end=%s\n"
+                             % (a.hold, gw, ng.pid, ", ".join(
+                                 "%s %s" % (n, purl[n]) for n, _ in proms),
+                                start, end))
+            sys.stderr.flush()
+            time.sleep(a.hold)
         results = {}
         who = [("promgate", gw)] + [(name, purl[name]) for name, _ in proms]
+        httpget = None
+        if a.client == "c":
+            httpget = os.path.join(work, "httpget")
+            subprocess.check_call(["cc", "-O2", "-Wall", "-o", httpget,
+                                   os.path.join(HERE, "httpget.c")])
         sessions = {name: (sess if name == "promgate" else requests.Session())
                     for name, _ in who}
         for q in queries:
             lat = {name: [] for name, _ in who}
             first = {}
-            for i in range(a.queries):
-                for name, url in who:
-                    t0 = time.perf_counter()
-                    r = sessions[name].get(url + "/api/v1/query_exemplars",
-                                           params={"query": q,
-                                                   "start": start,
-                                                   "end": end})
-                    lat[name].append(time.perf_counter() - t0)
-                    if i == 0:
-                        first[name] = r.text
+            if httpget:
+                # the C client: one keep-alive connection per server, the
+                # same request to each in turn, closed loop (bench/httpget.c)
+                path = "/api/v1/query_exemplars?" + urllib.parse.urlencode(
+                    {"query": q, "start": start, "end": end})
+                out = subprocess.check_output(
+                    [httpget, "-P", path, "-n", str(a.queries),
+                     "-w", str(a.warmup), "-b", str(a.block),
+                     "-s", str(a.settle), "-o", work]
+                    + ["%s=%s" % (name, url[len("http://"):])
+                       for name, url in who])
+                got = json.loads(out)
+                for name, _ in who:
+                    with open(os.path.join(work, name + ".body"), "rb") as f:
+                        first[name] = f.read().decode("utf-8", "replace")
+            else:
+                for i in range(a.queries):
+                    for name, url in who:
+                        t0 = time.perf_counter()
+                        r = sessions[name].get(
+                            url + "/api/v1/query_exemplars",
+                            params={"query": q, "start": start, "end": end})
+                        lat[name].append(time.perf_counter() - t0)
+                        if i == 0:
+                            first[name] = r.text
             res = {}
             for name, _ in who:
-                res[name + "_p50_ms"] = round(pct(lat[name], 0.5) * 1e3, 3)
-                res[name + "_p99_ms"] = round(pct(lat[name], 0.99) * 1e3, 3)
+                if httpget:
+                    res[name + "_p50_ms"] = round(got[name]["p50_us"] / 1e3,
+                                                  3)
+                    res[name + "_p99_ms"] = round(got[name]["p99_us"] / 1e3,
+                                                  3)
+                else:
+                    res[name + "_p50_ms"] = round(pct(lat[name], 0.5) * 1e3,
+                                                  3)
+                    res[name + "_p99_ms"] = round(pct(lat[name], 0.99) * 1e3,
+                                                  3)
             # byte for byte, the first answer of each query; its size, so
             # that "identical" is seen not to be two empty answers
             res["identical"] = first["promgate"] == first["prometheus"]
@@ -326,11 +398,18 @@ http {
             "exemplars_stored": stored,
             "zone_bytes": zone_bytes,
             "ring_min_bytes_per_exemplar_note":
-                "see pg_exring_min_size(): 141.5 B/exemplar at max=100000",
+                "see pg_exring_min_size(): 149.5 B/exemplar at max=100000",
             "insert_exemplars_per_s_through_gateway":
                 round(sent / t_ins) if t_ins else None,
             "insert_forwarded_to": [name for name, _ in proms],
             "repeats": a.queries,
+            "client": ("bench/httpget.c (C, one keep-alive connection per "
+                       "server, no compression), %d untimed rounds first%s"
+                       % (a.warmup,
+                          "" if a.block == 1 and not a.settle else
+                          ", %d queries a turn, %d ms pause after each"
+                          % (a.block, a.settle))
+                       if httpget else "python requests (gzip accepted)"),
             "prometheus_binary": a.prometheus,
             "prometheus_version": pver["prometheus"],
             "prometheus_current_binary": a.prometheus_current or None,

@@ -6,7 +6,8 @@
  * way ngx_http_promgate_exemplar.c runs them: the query string parsed
  * (pg_parse_query_params), the selectors (pg_promql_selectors), the scan in
  * steps of 8 series with the series found and their exemplars copied out
- * (pg_exring_query_collect), the hits sorted by labels.Compare and written
+ * (pg_exring_query_collect_sig, series skipped by their label signature),
+ * the hits sorted by labels.Compare and written
  * (pg_exring_hit_json) inside the envelope in 64 KB buffers filled to
  * 48 KB.  What the glue adds around that (the clock between steps, the
  * lock, the pool, sending) is not in it.
@@ -191,6 +192,7 @@ query_run(int q)
     char                 err[512];
     size_t               i, series;
     uint32_t             pos;
+    uint64_t             need;
     hits_t               h;
     pg_str_t             tenant = { NULL, 0 };
     pg_json_buf_t        out;
@@ -219,10 +221,12 @@ query_run(int q)
     h.alloc = &alloc;
     pos = 0;
 
+    need = pg_exring_selectors_sig(ring, &set);
+
     do {
-        rc = pg_exring_query_collect(ring, tenant, query_match, &set,
-                                     qp.start_ms, qp.end_ms, &pos, 8,
-                                     query_hit, &h, &alloc, &alloc);
+        rc = pg_exring_query_collect_sig(ring, tenant, need, query_match,
+                                         &set, qp.start_ms, qp.end_ms, &pos,
+                                         8, query_hit, &h, &alloc, &alloc);
     } while (rc == 0);
 
     if (rc < 0) {

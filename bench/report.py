@@ -503,12 +503,13 @@ def exemplar_section(j):
     L.append("Servers: %s, each with exemplar storage sized to the ring, "
              "holding the same exemplars (promgate forwarded the stream to "
              "them). %s of each kind per server, in turn, on keep-alive "
-             "connections. identical = promgate's answer is byte for byte "
+             "connections%s. identical = promgate's answer is byte for byte "
              "that Prometheus' answer (the first of each query); faster = "
              "Prometheus' time / promgate's (below 1: slower)."
              % ("; ".join(servers),
                 "%d queries" % j["repeats"] if j.get("repeats")
-                else "Queries"))
+                else "Queries",
+                "; timed by %s" % j["client"] if j.get("client") else ""))
     L.append("")
 
     def ms(r, who):

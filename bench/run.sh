@@ -71,7 +71,9 @@
 #   BENCH_EXEMPLAR_QUERY=1    0: leave out the exemplar queries (promgate vs
 #                             Prometheus 2.42 and the current Prometheus,
 #                             bench/exemplar_bench.py); BENCH_EXEMPLAR_QUERIES=100
-#                             timed queries of each kind per server;
+#                             timed queries of each kind per server,
+#                             BENCH_EXEMPLAR_BLOCK=10 in a row to one server,
+#                             BENCH_EXEMPLAR_SETTLE=20 ms pause after each turn;
 #                             PROMETHEUS_BIN (/usr/bin/prometheus, 2.42),
 #                             PROMETHEUS_CURRENT_BIN (build/servers, 3.5.x)
 #   BENCH_PLOT=1              0: no latest.png (report.py --plot, gnuplot)
@@ -1054,6 +1056,8 @@ if [ "${BENCH_EXEMPLAR_QUERY:-1}" = 1 ] && [ -f "$MODULE" ]; then
     log "exemplar queries: promgate vs Prometheus 2.42 ($PROMETHEUS_BIN) and current ($PROMETHEUS_CURRENT_BIN) over a full ring"
     if ex_json=$(NGINX_BIN=$NGINX_BIN "$PYTHON" "$HERE/exemplar_bench.py" "$MODULE" \
                      --queries "${BENCH_EXEMPLAR_QUERIES:-100}" \
+                     --block "${BENCH_EXEMPLAR_BLOCK:-10}" \
+                     --settle "${BENCH_EXEMPLAR_SETTLE:-20}" \
                      --prometheus "$PROMETHEUS_BIN" \
                      --prometheus-current "$PROMETHEUS_CURRENT_BIN" \
                      2>>"$OUT/exemplar_bench.err"); then

@@ -1245,6 +1245,7 @@ ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
 {
     int                           rc;
     size_t                        n;
+    uint64_t                      need;
     ngx_uint_t                    i, exemplars;
     ngx_shmtx_t                  *mutex;
     pg_exring_hit_t             **hits;
@@ -1253,16 +1254,19 @@ ngx_http_promgate_query_scan(ngx_http_promgate_query_ctx_t *ctx,
 
     mutex = &ctx->zctx->zone.shpool->mutex;
 
+    /* the label bits a matching series has: the others are not read */
+    need = pg_exring_selectors_sig(ctx->zctx->ring, &ctx->set);
+
     ngx_shmtx_lock(mutex);
 
     do {
-        rc = pg_exring_query_collect(ctx->zctx->ring, ctx->tenant,
-                                     ngx_http_promgate_query_match,
-                                     &ctx->set, ctx->start_ms, ctx->end_ms,
-                                     &ctx->pos,
-                                     NGX_HTTP_PROMGATE_QUERY_SCAN_STEP,
-                                     ngx_http_promgate_query_hit, ctx,
-                                     &ctx->alloc, &ctx->scratch_alloc);
+        rc = pg_exring_query_collect_sig(ctx->zctx->ring, ctx->tenant,
+                                         need, ngx_http_promgate_query_match,
+                                         &ctx->set, ctx->start_ms, ctx->end_ms,
+                                         &ctx->pos,
+                                         NGX_HTTP_PROMGATE_QUERY_SCAN_STEP,
+                                         ngx_http_promgate_query_hit, ctx,
+                                         &ctx->alloc, &ctx->scratch_alloc);
 
     } while (rc == 0 && ngx_http_promgate_query_clock() < until);
 

@@ -50,12 +50,13 @@
 #include <xxhash.h>
 
 #include "pg_exemplar.h"
+#include "pg_matcher.h"
 #include "pg_rw_wire.h"
 #include "pg_utf8.h"
 
 
 #define PG_EXRING_MAGIC     0x31525850   /* "PXR1" */
-#define PG_EXRING_VERSION   2          /* 2: the hash seed */
+#define PG_EXRING_VERSION   3          /* 2: the hash seed, 3: sigs */
 
 #define PG_NONE             0xffffffffu
 #define PG_FREE             0x80000000u  /* table entry: free, next free */
@@ -141,6 +142,7 @@ struct pg_exring_s {
     uint64_t        size;
     uint64_t        slots_off;
     uint64_t        table_off;
+    uint64_t        sigs_off;
     uint64_t        buckets_off;
     uint64_t        log_off;
     uint64_t        log_size;
@@ -173,6 +175,7 @@ struct pg_exring_s {
 typedef struct {
     uint64_t        slots_off;
     uint64_t        table_off;
+    uint64_t        sigs_off;
     uint64_t        buckets_off;
     uint64_t        log_off;
     uint64_t        log_size;
@@ -200,6 +203,10 @@ static uint32_t pg_exring_series_hash(pg_exring_t *r, pg_str_t tenant,
 static uint32_t pg_exring_record_hash(pg_exring_t *r,
     const pg_exseries_t *rec);
 static uint64_t pg_exring_hash(uint64_t h, const uint8_t *p, size_t len);
+static uint64_t pg_exring_label_sig(pg_exring_t *r, pg_str_t name,
+    pg_str_t value);
+static uint64_t pg_exring_record_sig(pg_exring_t *r,
+    const pg_exseries_t *rec);
 static uint32_t pg_exring_lookup(pg_exring_t *r, uint32_t hash,
     pg_str_t tenant, const pg_label_t *l, size_t n);
 static int pg_exring_series_eq(const pg_exseries_t *rec, pg_str_t tenant,
@@ -220,6 +227,8 @@ static int pg_exring_fail(char *err, size_t err_len, const char *what,
     ((pg_exslot_t *) ((uint8_t *) (r) + (r)->slots_off))
 #define pg_exring_table(r)                                                   \
     ((uint32_t *) ((uint8_t *) (r) + (r)->table_off))
+#define pg_exring_sigs(r)                                                    \
+    ((uint64_t *) ((uint8_t *) (r) + (r)->sigs_off))
 #define pg_exring_buckets(r)                                                 \
     ((uint32_t *) ((uint8_t *) (r) + (r)->buckets_off))
 #define pg_exring_log(r)                                                     \
@@ -255,6 +264,9 @@ pg_exring_layout(pg_exring_layout_t *l, uint64_t size, uint32_t max)
 
     l->table_off = off;
     off += pg_align8((uint64_t) max * sizeof(uint32_t));
+
+    l->sigs_off = off;
+    off += (uint64_t) max * sizeof(uint64_t);
 
     l->buckets_off = off;
     off += pg_align8(nb * sizeof(uint32_t));
@@ -316,6 +328,7 @@ pg_exring_header(pg_exring_t *r, size_t size, uint32_t max,
     r->size = size;
     r->slots_off = l->slots_off;
     r->table_off = l->table_off;
+    r->sigs_off = l->sigs_off;
     r->buckets_off = l->buckets_off;
     r->log_off = l->log_off;
     r->log_size = l->log_size;
@@ -596,6 +609,7 @@ pg_exring_repair(pg_exring_t *r)
                 b = rec->hash & (r->nbuckets - 1);
                 rec->hnext = buckets[b];
                 buckets[b] = id;
+                pg_exring_sigs(r)[id] = pg_exring_record_sig(r, rec);
 
                 r->nseries++;
                 r->series_bytes += pg_log_size(rec->hdr);
@@ -927,6 +941,89 @@ pg_exring_record_hash(pg_exring_t *r, const pg_exseries_t *rec)
     }
 
     return pg_exring_hash_final(h, r->seed);
+}
+
+
+/*
+ * A series' signature: per label, two bits of a keyed hash of its name and
+ * value, ORed.  The query skips a series whose signature lacks the bits of
+ * a label an equality matcher requires (a Bloom filter: a series that has
+ * the label always has its bits), without reading its record.
+ */
+static uint64_t
+pg_exring_label_sig(pg_exring_t *r, pg_str_t name, pg_str_t value)
+{
+    uint64_t  h;
+
+    h = pg_exring_hash(r->seed ^ 0x5167, name.data, name.len);
+    h = pg_exring_hash(h, value.data, value.len);
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 32;
+
+    return (uint64_t) 1 << (h & 63) | (uint64_t) 1 << ((h >> 6) & 63);
+}
+
+
+static uint64_t
+pg_exring_record_sig(pg_exring_t *r, const pg_exseries_t *rec)
+{
+    const uint16_t  *lens;
+    const uint8_t   *p;
+    uint64_t         sig;
+    pg_str_t         name, value;
+    size_t           i;
+
+    lens = (const uint16_t *) (rec + 1);
+    p = (const uint8_t *) (lens + 2 * (size_t) rec->nlabels)
+        + rec->tenant_len;
+    sig = 0;
+
+    for (i = 0; i < rec->nlabels; i++) {
+        name.data = p;
+        name.len = lens[2 * i];
+        p += name.len;
+        value.data = p;
+        value.len = lens[2 * i + 1];
+        p += value.len;
+
+        sig |= pg_exring_label_sig(r, name, value);
+    }
+
+    return sig;
+}
+
+
+uint64_t
+pg_exring_selectors_sig(pg_exring_t *r, const pg_selector_set_t *set)
+{
+    uint64_t             need, one;
+    size_t               i, j;
+    const pg_matcher_t  *m;
+
+    if (set == NULL || set->nselectors == 0) {
+        return 0;
+    }
+
+    need = ~(uint64_t) 0;
+
+    for (i = 0; i < set->nselectors; i++) {
+        one = 0;
+
+        for (j = 0; j < set->selectors[i].nmatchers; j++) {
+            m = &set->selectors[i].matchers[j];
+
+            /* name="" also matches the series without the label */
+            if (m->op == PG_MATCH_EQ && m->value.len) {
+                one |= pg_exring_label_sig(r, m->name, m->value);
+            }
+        }
+
+        /* a series may match any of the selectors */
+        need &= one;
+    }
+
+    return need;
 }
 
 
@@ -1417,6 +1514,8 @@ pg_exring_insert(pg_exring_t *r, pg_str_t tenant, const pg_label_t *series,
 
         memset(p, 0, (uint8_t *) rec + rec_size - p);
 
+        pg_exring_sigs(r)[id] = pg_exring_record_sig(r, rec);
+
         pg_exring_barrier();
         r->vhead += rec_size;
         pg_exring_barrier();
@@ -1638,22 +1737,25 @@ pg_exring_in_range(pg_exring_t *r, const pg_exseries_t *rec,
  */
 static pg_exseries_t *
 pg_exring_query_record(pg_exring_t *r, uint32_t id, uint32_t ids,
-    pg_str_t tenant, pg_series_match_pt match, void *mctx, int64_t start_ms,
-    int64_t end_ms, pg_label_t *labels, uint32_t *first)
+    pg_str_t tenant, uint64_t need, pg_series_match_pt match, void *mctx,
+    int64_t start_ms, int64_t end_ms, pg_label_t *labels, uint32_t *first)
 {
     pg_str_t        t;
     uint32_t       *table;
+    uint64_t       *sigs;
     pg_exseries_t  *rec;
 
     table = pg_exring_table(r);
+    sigs = pg_exring_sigs(r);
 
     if (id + PG_PREFETCH_AHEAD < ids
-        && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE))
+        && !(table[id + PG_PREFETCH_AHEAD] & PG_FREE)
+        && (sigs[id + PG_PREFETCH_AHEAD] & need) == need)
     {
         pg_exring_prefetch(pg_exring_record(r, id + PG_PREFETCH_AHEAD));
     }
 
-    if (table[id] & PG_FREE) {
+    if ((table[id] & PG_FREE) || (sigs[id] & need) != need) {
         return NULL;
     }
 
@@ -1789,7 +1891,7 @@ pg_exring_hit_copy(pg_exring_t *r, uint32_t id, const pg_exseries_t *rec,
 
 
 int
-pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
+pg_exring_query_collect_sig(pg_exring_t *r, pg_str_t tenant, uint64_t need,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
     uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
     const pg_allocator_t *alloc, const pg_allocator_t *scratch)
@@ -1818,7 +1920,7 @@ pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
 
     for (id = *pos; id < end; id++) {
 
-        rec = pg_exring_query_record(r, id, end, tenant, match, mctx,
+        rec = pg_exring_query_record(r, id, end, tenant, need, match, mctx,
                                      start_ms, end_ms, labels, &first);
         if (rec == NULL) {
             continue;
@@ -1835,6 +1937,18 @@ pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
     *pos = end;
 
     return end == r->id_hwm;
+}
+
+
+int
+pg_exring_query_collect(pg_exring_t *r, pg_str_t tenant,
+    pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
+    uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
+    const pg_allocator_t *alloc, const pg_allocator_t *scratch)
+{
+    return pg_exring_query_collect_sig(r, tenant, 0, match, mctx, start_ms,
+                                       end_ms, pos, n, hit, hctx, alloc,
+                                       scratch);
 }
 
 
@@ -2223,6 +2337,11 @@ pg_exring_check(pg_exring_t *r, char *err, size_t err_len)
                 || ++nchain > r->nseries)
             {
                 return pg_exring_fail(err, err_len, "chain", b, id);
+            }
+
+            if (pg_exring_sigs(r)[id] != pg_exring_record_sig(r, rec)) {
+                return pg_exring_fail(err, err_len, "series signature", id,
+                                      pg_exring_sigs(r)[id]);
             }
         }
     }

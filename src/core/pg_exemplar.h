@@ -18,6 +18,7 @@
 #include "pg_core.h"
 #include "pg_rw.h"
 #include "pg_json.h"
+#include "pg_matcher.h"
 
 
 /* OpenMetrics/Prometheus: names + values of an exemplar's label set */
@@ -177,6 +178,25 @@ int pg_exring_query_collect(pg_exring_t *ring, pg_str_t tenant,
     pg_series_match_pt match, void *mctx, int64_t start_ms, int64_t end_ms,
     uint32_t *pos, uint32_t n, pg_exring_hit_pt hit, void *hctx,
     const pg_allocator_t *alloc, const pg_allocator_t *scratch);
+
+/*
+ * The same, examining only the series whose signature has every bit of
+ * need (0: all): pg_exring_selectors_sig() of the selectors match() is
+ * given, so that most series that would not match are skipped without
+ * reading them.  The answer is the same as without it.
+ */
+int pg_exring_query_collect_sig(pg_exring_t *ring, pg_str_t tenant,
+    uint64_t need, pg_series_match_pt match, void *mctx, int64_t start_ms,
+    int64_t end_ms, uint32_t *pos, uint32_t n, pg_exring_hit_pt hit,
+    void *hctx, const pg_allocator_t *alloc, const pg_allocator_t *scratch);
+
+/*
+ * The signature bits every series a selector set can match has: those of
+ * each label an equality matcher with a non-empty value requires, common
+ * to all the selectors.  0 (no filter) for NULL or an empty set.
+ */
+uint64_t pg_exring_selectors_sig(pg_exring_t *ring,
+    const pg_selector_set_t *set);
 
 /* labels.Compare() of the hits' series, then the id they were found at */
 int pg_exring_hit_compare(const pg_exring_hit_t *a,

@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "pg_exemplar.h"
+#include "pg_promql.h"
 
 
 #define L(n, v)  { { (const uint8_t *) (n), sizeof(n) - 1 },                \
@@ -159,7 +160,7 @@ sliced_cmp(const void *a, const void *b)
  * pg_exring_query()'s.
  */
 static void
-ring_query_sliced(pg_exring_t *ring, pg_str_t tenant,
+ring_query_sliced(pg_exring_t *ring, pg_str_t tenant, uint64_t need,
     pg_series_match_pt match, void *ctx, int64_t start, int64_t end,
     uint32_t step, size_t until, const char *want)
 {
@@ -179,9 +180,9 @@ ring_query_sliced(pg_exring_t *ring, pg_str_t tenant,
     slices = 0;
 
     do {
-        rc = pg_exring_query_collect(ring, tenant, match, ctx, start, end,
-                                     &pos, step, sliced_hit, q, &alloc,
-                                     &alloc);
+        rc = pg_exring_query_collect_sig(ring, tenant, need, match, ctx,
+                                         start, end, &pos, step, sliced_hit,
+                                         q, &alloc, &alloc);
         assert_true(rc >= 0);
         slices++;
     } while (rc == 0);
@@ -271,9 +272,9 @@ ring_query(pg_exring_t *ring, pg_str_t tenant, pg_series_match_pt match,
 
     /* every query of these tests, again in slices of 1 and 3 series */
 
-    ring_query_sliced(ring, tenant, match, ctx, start, end, 1, 1, s);
-    ring_query_sliced(ring, tenant, match, ctx, start, end, 3, 200, s);
-    ring_query_sliced(ring, tenant, match, ctx, start, end, UINT32_MAX,
+    ring_query_sliced(ring, tenant, 0, match, ctx, start, end, 1, 1, s);
+    ring_query_sliced(ring, tenant, 0, match, ctx, start, end, 3, 200, s);
+    ring_query_sliced(ring, tenant, 0, match, ctx, start, end, UINT32_MAX,
                       SIZE_MAX, s);
 
     return s;
@@ -878,6 +879,148 @@ test_query_sort(void **state)
     free(base);
 
 #undef INS0
+}
+
+
+/*
+ * The series signature (pg_exring_selectors_sig, _query_collect_sig): the
+ * answer with the signature filter is the answer without it, for
+ * selectors with equality matchers on present, absent and empty labels,
+ * regexps, negations and sets of selectors ("or"); and the filter skips
+ * series (match() is called less).
+ */
+
+typedef struct {
+    pg_selector_set_t  *set;
+    unsigned            calls;
+} sig_match_t;
+
+
+static int
+sig_match(void *ctx, const pg_label_t *l, size_t n)
+{
+    sig_match_t  *m = ctx;
+
+    m->calls++;
+
+    return pg_selector_set_match(m->set, l, n);
+}
+
+
+static void
+test_signature_filter(void **state)
+{
+    void               *base;
+    char                name[16], job[16], le[16], path[16];
+    char               *want;
+    size_t              i;
+    uint64_t            need;
+    pg_exring_t        *ring;
+    pg_label_t          series[4], none[1];
+    arena_t             a = { NULL, 0 };
+    pg_allocator_t      alloc = { arena_alloc, &a };
+    pg_selector_set_t   set;
+    pg_promql_error_t   perr;
+    sig_match_t         m;
+    unsigned            calls_all;
+    int64_t             now = INT64_C(1795307778000);
+    static const struct {
+        const char     *q;
+        int             skips;      /* the filter must skip series */
+    } queries[] = {
+        { "m0{job=\"j3\"}", 1 },
+        { "m1{path=\"/p/42\"}", 1 },
+        { "{job=\"j1\",le=\"2\"}", 1 },
+        { "m0{job=\"\"}", 1 },
+        { "m0{nosuch=\"\"}", 1 },
+        { "m0{nosuch=\"x\"}", 1 },
+        { "{__name__=~\"m.\",le=~\"1|2\",job=\"j4\"}", 1 },
+        { "m0{job=\"j3\"} or m1{le=\"4\"}", 0 },
+        { "rate(m0{job=\"j2\"}[5m]) / rate(m0{le=\"3\"}[5m])", 1 },
+        { "{job!=\"j1\",path=\"/p/7\"}", 1 },
+        { "m0{path!~\"/p/1.*\"} or {le=\"1\"}", 0 },
+        { "{job=~\"j1|j2\"}", 0 },
+        { "nosuch", 1 },
+        { "m0{job=\"j9\"}", 1 },
+        { "{path=\"/p/\\u0034\"}", 1 },
+    };
+
+    (void) state;
+
+    ring = ring_new(1000, 0, &base);
+
+    for (i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "m%zu", i % 2);
+        snprintf(job, sizeof(job), "j%zu", i % 7);
+        snprintf(le, sizeof(le), "%zu", i % 5);
+        snprintf(path, sizeof(path), "/p/%zu", i);
+
+        series[0].name = S("__name__");
+        series[0].value = S(name);
+        series[1].name = S("job");
+        series[1].value = S(job);
+        series[2].name = S("le");
+        series[2].value = S(le);
+        series[3].name = S("path");
+        series[3].value = S(path);
+
+        /* every 10th series without "job" (an m0) */
+        if (i % 10 == 4) {
+            series[1] = series[0];
+            assert_int_equal(pg_exring_insert(ring, no_tenant, series + 1, 3,
+                                              none, 0, i, now + i, NULL),
+                             PG_EXRING_ADDED);
+        } else {
+            assert_int_equal(pg_exring_insert(ring, no_tenant, series, 4,
+                                              none, 0, i, now + i, NULL),
+                             PG_EXRING_ADDED);
+        }
+    }
+
+    ring_check(ring);
+
+    for (i = 0; i < NL(queries); i++) {
+        if (pg_promql_selectors((const uint8_t *) queries[i].q,
+                                strlen(queries[i].q), &alloc, &set, &perr)
+            != PG_PROMQL_OK)
+        {
+            fail_msg("%s: does not parse", queries[i].q);
+        }
+
+        m.set = &set;
+        m.calls = 0;
+
+        want = ring_query(ring, no_tenant, sig_match, &m, INT64_MIN,
+                          INT64_MAX, NULL);
+        calls_all = m.calls / 4;        /* ring_query() ran it 4 times */
+
+        need = pg_exring_selectors_sig(ring, &set);
+        m.calls = 0;
+        ring_query_sliced(ring, no_tenant, need, sig_match, &m, INT64_MIN,
+                          INT64_MAX, 7, 300, want);
+        ring_query_sliced(ring, no_tenant, need, sig_match, &m, INT64_MIN,
+                          INT64_MAX, UINT32_MAX, SIZE_MAX, want);
+
+        if (queries[i].skips) {
+            /* series are not read: at least m1 vs m0 */
+            assert_true(need != 0);
+            assert_true(m.calls / 2 < calls_all);
+        }
+
+        if (strstr(queries[i].q, "m0{") == queries[i].q
+            && strstr(queries[i].q, "=\"\"}") != NULL)
+        {
+            /* an empty value matches the series without the label */
+            assert_true(strstr(want, "\"m0\"") != NULL);
+        }
+
+        free(want);
+    }
+
+    assert_int_equal(pg_exring_selectors_sig(ring, NULL), 0);
+
+    arena_free(&a);
+    free(base);
 }
 
 
@@ -1982,6 +2125,8 @@ test_seed(void **state)
 #define pg_exring_insert     cx_exring_insert
 #define pg_exring_query      cx_exring_query
 #define pg_exring_query_collect cx_exring_query_collect
+#define pg_exring_query_collect_sig cx_exring_query_collect_sig
+#define pg_exring_selectors_sig cx_exring_selectors_sig
 #define pg_exring_hit_compare cx_exring_hit_compare
 #define pg_exring_hit_json   cx_exring_hit_json
 #define pg_exring_labels_compare cx_exring_labels_compare
@@ -2003,6 +2148,8 @@ test_seed(void **state)
 #undef pg_exring_insert
 #undef pg_exring_query
 #undef pg_exring_query_collect
+#undef pg_exring_query_collect_sig
+#undef pg_exring_selectors_sig
 #undef pg_exring_hit_compare
 #undef pg_exring_hit_json
 #undef pg_exring_labels_compare
@@ -2462,6 +2609,7 @@ main(void)
         cmocka_unit_test(test_packed_values),
         cmocka_unit_test(test_query_sort),
         cmocka_unit_test(test_query_found_twice),
+        cmocka_unit_test(test_signature_filter),
         cmocka_unit_test(test_wrap_around),
         cmocka_unit_test(test_series_eviction),
         cmocka_unit_test(test_tenants),
