@@ -1989,6 +1989,10 @@ test_seed(void **state)
 #define pg_exring_stats      cx_exring_stats
 #define pg_exring_rc_name    cx_exring_rc_name
 #define pg_exring_check      cx_exring_check
+#define pg_exring_peer_head  cx_exring_peer_head
+#define pg_exring_peer_write cx_exring_peer_write
+#define pg_exring_peer_read  cx_exring_peer_read
+#define pg_exring_hit_merge  cx_exring_hit_merge
 
 #include "pg_exemplar.c"
 
@@ -2008,6 +2012,10 @@ test_seed(void **state)
 #undef pg_exring_labels_compare
 #undef pg_exring_iterate
 #undef pg_exring_stats
+#undef pg_exring_peer_head
+#undef pg_exring_peer_write
+#undef pg_exring_peer_read
+#undef pg_exring_hit_merge
 #undef pg_exring_rc_name
 #undef pg_exring_check
 
