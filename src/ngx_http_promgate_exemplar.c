@@ -1824,9 +1824,9 @@ ngx_http_promgate_query_merge(ngx_http_promgate_query_ctx_t *ctx)
     u_char                         *p;
     ngx_int_t                       rc;
     ngx_str_t                      *type;
-    ngx_uint_t                      i, j, k, m, w, exemplars;
+    size_t                          n, exemplars;
+    ngx_uint_t                      i;
     const char                     *err;
-    pg_exring_hit_t               **hits, *h;
     pg_exring_peer_rc_e             prc;
     ngx_http_promgate_fwd_t        *f;
     ngx_http_promgate_forwarder_t  *fw;
@@ -1913,60 +1913,19 @@ ngx_http_promgate_query_merge(ngx_http_promgate_query_ctx_t *ctx)
         }
     }
 
-    /* labels.Compare order; the zone's hits before the peers' */
+    /* one hit per series, as one Prometheus holding all would answer */
 
-    hits = ctx->hits.elts;
+    n = ctx->hits.nelts;
 
-    if (ctx->hits.nelts > 1) {
-        ngx_qsort(hits, ctx->hits.nelts, sizeof(pg_exring_hit_t *),
-                  ngx_http_promgate_query_hit_cmp);
+    if (pg_exring_hits_join(ctx->hits.elts, &n, &ctx->alloc, &exemplars)
+        != 0)
+    {
+        return NGX_ERROR;
     }
 
-    w = 0;
-    exemplars = 0;
+    ctx->hits.nelts = n;
 
-    for (i = 0; i < ctx->hits.nelts; i = j) {
-
-        for (j = i + 1; j < ctx->hits.nelts; j++) {
-            if (pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
-                                         hits[j]->labels, hits[j]->nlabels)
-                != 0)
-            {
-                break;
-            }
-        }
-
-        /* of the zone's hits of the series, the last only */
-
-        k = 0;
-
-        for (m = i; m < j; m++) {
-            if (hits[m]->id != PG_EXRING_PEER_ID && m + 1 < j
-                && hits[m + 1]->id != PG_EXRING_PEER_ID)
-            {
-                continue;
-            }
-
-            hits[i + k++] = hits[m];
-        }
-
-        if (k == 1) {
-            h = hits[i];
-
-        } else {
-            h = pg_exring_hit_merge(&hits[i], k, &ctx->alloc);
-            if (h == NULL) {
-                return NGX_ERROR;
-            }
-        }
-
-        hits[w++] = h;
-        exemplars += h->nexemplars;
-    }
-
-    ctx->hits.nelts = w;
-
-    return ngx_http_promgate_query_limits(ctx, w, exemplars);
+    return ngx_http_promgate_query_limits(ctx, n, exemplars);
 }
 
 

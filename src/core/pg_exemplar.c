@@ -2710,3 +2710,62 @@ pg_exring_hit_merge(pg_exring_hit_t *const *hits, size_t n,
 
     return h;
 }
+
+
+int
+pg_exring_hits_join(pg_exring_hit_t **hits, size_t *n,
+    const pg_allocator_t *alloc, size_t *exemplars)
+{
+    size_t            i, j, k, m, w;
+    pg_exring_hit_t  *h;
+
+    if (*n > 1) {
+        qsort(hits, *n, sizeof(pg_exring_hit_t *), pg_exring_hits_cmp);
+    }
+
+    w = 0;
+    *exemplars = 0;
+
+    for (i = 0; i < *n; i = j) {
+
+        for (j = i + 1; j < *n; j++) {
+            if (pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
+                                         hits[j]->labels, hits[j]->nlabels)
+                != 0)
+            {
+                break;
+            }
+        }
+
+        /* the last of the zone's hits (ids below the peers') */
+
+        k = 0;
+
+        for (m = i; m < j; m++) {
+            if (hits[m]->id != PG_EXRING_PEER_ID && m + 1 < j
+                && hits[m + 1]->id != PG_EXRING_PEER_ID)
+            {
+                continue;
+            }
+
+            hits[i + k++] = hits[m];
+        }
+
+        if (k == 1) {
+            h = hits[i];
+
+        } else {
+            h = pg_exring_hit_merge(&hits[i], k, alloc);
+            if (h == NULL) {
+                return -1;
+            }
+        }
+
+        hits[w++] = h;
+        *exemplars += h->nexemplars;
+    }
+
+    *n = w;
+
+    return 0;
+}

@@ -232,6 +232,17 @@ pg_exring_hit_t *pg_exring_hit_merge(pg_exring_hit_t *const *hits, size_t n,
     const pg_allocator_t *alloc);
 
 /*
+ * The hits of a zone's scan and of its peers' answers (id
+ * PG_EXRING_PEER_ID), in any order, made the hits of one answer, in
+ * place: sorted by pg_exring_hit_compare(), one per series (of the zone's
+ * hits of a series found twice, the last, as a zone's answer alone takes
+ * it), those of a series held by several nodes merged.  *n becomes their
+ * count, *exemplars their exemplars'.  Returns 0, or -1 out of memory.
+ */
+int pg_exring_hits_join(pg_exring_hit_t **hits, size_t *n,
+    const pg_allocator_t *alloc, size_t *exemplars);
+
+/*
  * Visits every stored exemplar, oldest first.  Label views live only for
  * the call; scratch memory (for label arrays) comes from alloc.  Returns 0,
  * 1 when visit() stopped it, -1 when out of memory.
