@@ -15,6 +15,7 @@ import time
 import requests
 
 import rw
+from kafka_broker import MockKafka
 from procs import wait_for
 from test_kafka import kafka, start_gateway, wr, prom_count, plain, \
     expect  # noqa: F401  (kafka: the fixture)
@@ -131,3 +132,36 @@ def test_two_instances_share_a_group_and_lose_nothing(sockdir, kafka,
     assert wait_for(lambda: kafka.committed(group, topic) == ends, 30), \
         (kafka.committed(group, topic), ends)
     assert consumed(nodes[1]) > 0
+
+
+def test_series_index_across_nodes_one_message_per_node_same_key(
+        make_nginx, make_fake, tmp_path):
+    """two gateways with their own series zone, one index topic: a series
+    written through both is announced once by each (the zones are per
+    node), both messages under the same key (Prometheus' labels.Hash), so
+    a topic with cleanup.policy=compact keeps one per series"""
+    import test_series_index as si
+
+    k = MockKafka(str(tmp_path / "kafka"))
+    try:
+        k.create(si.TOPIC, 4)
+        nodes = [si.start(make_nginx, make_fake, k) for _ in range(2)]
+        name = rw.uniq("idxn")
+        sets = [{"__name__": name, "job": "api", "i": str(i)}
+                for i in range(5)]
+        for n in nodes:
+            for _ in range(3):                  # again: still once a node
+                r = si.write(n, sets)
+                assert r.status_code == 204, r.text
+        msgs = [(key, v) for key, v in si.wait_messages(k, 10)
+                if v["name"] == name]
+        assert len(msgs) == 10, msgs
+        keys = si.by_key(msgs)
+        assert len(keys) == 5, keys
+        for key, vals in keys.items():
+            assert len(vals) == 2
+            assert vals[0]["labels"] == vals[1]["labels"]
+            assert key == "%016x" % si.labels_hash(
+                dict(vals[0]["labels"], __name__=name))
+    finally:
+        k.stop()
