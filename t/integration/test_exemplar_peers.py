@@ -213,3 +213,27 @@ def test_stopped_peer_answers_with_a_warning(cluster, serverset):
         metrics = requests.get(nodes[i].url("/metrics"), timeout=10).text
         assert peer_outcomes(metrics, "/_peer/gw2").get("failed", 0) >= 2, \
             peer_outcomes(metrics, "/_peer/gw2")
+
+
+def test_large_peer_answers(cluster, serverset):
+    """peers' parts larger than the proxy's buffers (which nginx would put
+    in a temporary file, out of a subrequest's reach): 3,000 exemplars
+    over 300 series, round robin; every node answers Prometheus' bytes"""
+    prom, nodes = cluster
+    name = rw.uniq("exb")
+    t0 = (rw.now_ms() // 1000 - 60) * 1000
+    for k in range(10):
+        post(nodes[k % 3].write_url, [rw.series(
+            name + "_bucket", {"job": "api-%d" % (i % 7), "path": "/p/%d" % i},
+            samples=[(k, t0 + k * 1000 + i)],
+            exemplars=[({"trace_id": "%032x" % (i * 1000003 + k),
+                         "span_id": "%016x" % (i + k)},
+                        k * 0.001 + i / 7.0, t0 + k * 1000 + i)])
+            for i in range(300)])
+    params = {"query": name + "_bucket", "start": "%.3f" % (t0 / 1000 - 60),
+              "end": "%.3f" % (t0 / 1000 + 60)}
+    want = get_raw(prom.url + "/api/v1/query_exemplars", params)
+    assert want[0] == 200 and want[1].count("trace_id") == 3000
+    for n in nodes:
+        assert same_as_prometheus(serverset, get_raw(n.query_url, params),
+                                  want)
