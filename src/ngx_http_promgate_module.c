@@ -416,6 +416,22 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
             return NGX_ERROR;
         }
 
+        /* exemplar peers: as forward targets, a location must take them */
+
+        fw = plcf->exemplar_peers ? plcf->exemplar_peers->elts : NULL;
+
+        for (j = 0; fw && j < plcf->exemplar_peers->nelts; j++) {
+            if (ngx_http_promgate_find_location(pmcf, loc[i].server,
+                                                &fw[j].target->uri)
+                == NULL)
+            {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "no location of the server of \"%V\" "
+                                   "matches exemplar peer \"%V\"",
+                                   &loc[i].name, &fw[j].target->uri);
+            }
+        }
+
         if (!plcf->remote_write || plcf->forwards == NULL) {
             continue;
         }

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import rw
-from fakeup import free_port
+from fakeup import Resp, free_port
 from test_exemplars import QUERIES, QUERIES_35, post, get_raw, \
     same_as_prometheus, stream
 
@@ -237,3 +237,110 @@ def test_large_peer_answers(cluster, serverset):
     for n in nodes:
         assert same_as_prometheus(serverset, get_raw(n.query_url, params),
                                   want)
+
+
+PEER_TYPE = "application/x-promgate-exemplars"
+
+
+def test_hostile_or_foreign_peers_are_named_not_fatal(make_nginx, make_fake,
+                                                      make_prometheus,
+                                                      serverset):
+    """a peer that answers garbage in the peer format, cut bytes, a
+    Prometheus' JSON, or hangs: the query answers 200 from the zone with
+    one warning per peer saying what was wrong (400/5xx never; no [alert]);
+    what the gateway sent is a form POST marked as a peer's question"""
+    prom = make_prometheus("prom")
+    good = b"PGXPEER1" + (0x01020304).to_bytes(4, "little")
+    peers = {
+        "garbage": make_fake(default=Resp(200, {"Content-Type": PEER_TYPE},
+                                          good + b"\xff" * 40)),
+        "cut": make_fake(default=Resp(200, {"Content-Type": PEER_TYPE},
+                                      good + (3).to_bytes(4, "little")
+                                      + b"\x01\x00")),
+        "json": make_fake(default=Resp(200, {"Content-Type":
+                                             "application/json"},
+                                       '{"status":"success","data":[]}')),
+        "hang": make_fake(default=Resp(200, hang=True)),
+    }
+    port = free_port()
+    locs = "".join(
+        "        location /_peer/%s { internal; proxy_pass %s/api/v1/"
+        "query_exemplars; proxy_read_timeout 1s; }\n" % (k, f.url)
+        for k, f in peers.items())
+    refs = "".join("promgate_exemplar_peer /_peer/%s; " % k for k in peers)
+    n = make_nginx("""
+    upstream up_prom {{ server {prom}; }}
+{zone}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /api/v1/write {{
+            promgate_remote_write;
+            promgate_forward /_rw/prom;
+            promgate_exemplars exemplars;
+        }}
+        location /_rw/prom {{ internal; proxy_pass http://up_prom/api/v1/write; }}
+        location = /api/v1/query_exemplars {{
+            promgate_exemplar_query exemplars;
+            {refs}
+            promgate_retries 0;
+        }}
+{locs}
+    }}
+""".format(prom=prom.url.split("//")[1], zone=ZONE, port=port, refs=refs,
+           locs=locs))
+    name = rw.uniq("exh")
+    t = rw.now_ms() - 5000
+    post(n.url("/api/v1/write"), [rw.series(
+        name, {"job": "a"}, samples=[(1, t)],
+        exemplars=[({"trace_id": "abc"}, 1, t)])])
+    params = {"query": name, "start": t / 1000 - 10, "end": t / 1000 + 10}
+    want = json.loads(get_raw(prom.url + "/api/v1/query_exemplars",
+                              params)[1])
+    code, text = get_raw(n.url("/api/v1/query_exemplars"), params)
+    assert code == 200, text
+    doc = json.loads(text)
+    assert doc["data"] == want["data"]
+    w = {k: [x for x in doc["warnings"] if '"/_peer/%s"' % k in x]
+         for k in peers}
+    assert all(len(v) == 1 for v in w.values()), doc["warnings"]
+    assert "invalid peer answer" in w["garbage"][0]
+    assert "invalid peer answer" in w["cut"][0]
+    assert "not in the peer format" in w["json"][0]
+    assert "answered 504" in w["hang"][0]
+
+    r = peers["json"].requests[0]
+    assert r.method == "POST"
+    assert r.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert r.body.startswith(b"promgate_peer=1&query=")
+
+
+def test_nginx_t(make_nginx):
+    base = """
+{zone}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /q {{ {q} }}
+        location /_peer/b {{ internal; return 204; }}
+    }}
+"""
+    cases = [
+        ("promgate_exemplar_peer /_peer/b;",
+         '"promgate_exemplar_peer" needs "promgate_exemplar_query"', 1),
+        ("promgate_exemplar_query exemplars; "
+         "promgate_exemplar_peer_policy some;", 'invalid value "some"', 1),
+        ("promgate_exemplar_query exemplars; promgate_exemplar_peer b;",
+         'invalid exemplar peer "b"', 1),
+        ("promgate_exemplar_query exemplars; promgate_exemplar_peer /_p/x;",
+         'no location of the server of "/q" matches exemplar peer "/_p/x"',
+         0),
+        ("promgate_exemplar_query exemplars; promgate_exemplar_peer /_peer/b;"
+         " promgate_exemplar_peer /_peer/b;",
+         'exemplar peer "/_peer/b" is duplicate', 1),
+    ]
+    for q, msg, rc in cases:
+        n = make_nginx(base.format(zone=ZONE, port=free_port(), q=q),
+                       start=False)
+        code, out = n.test_config()
+        n.error_log_problems = lambda: []       # the [emerg] is the point
+        assert msg in out, (q, out)
+        assert (code != 0) == bool(rc), (q, code, out)
