@@ -1501,8 +1501,18 @@ ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
         ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
                                 (ngx_buf_tag_t) &ngx_http_promgate_module);
 
-        if (rc == NGX_ERROR || ctx->done) {
+        if (rc == NGX_ERROR) {
             return rc;
+        }
+
+        if (ctx->done) {
+            /*
+             * the last buffer, which the client may not have taken yet:
+             * finalizing the request sends the rest (ngx_http_writer); as
+             * NGX_AGAIN the callers would wait for an event nothing waits
+             * for
+             */
+            return rc == NGX_AGAIN ? NGX_OK : rc;
         }
 
         if (ngx_http_promgate_query_clock() >= until) {
@@ -2049,6 +2059,7 @@ ngx_http_promgate_query_limits(ngx_http_promgate_query_ctx_t *ctx,
 static ngx_int_t
 ngx_http_promgate_query_peer_send(ngx_http_promgate_query_ctx_t *ctx)
 {
+    ngx_int_t           rc;
     ngx_uint_t          i;
     pg_json_buf_t       out;
     pg_exring_hit_t   **hits;
@@ -2093,8 +2104,16 @@ ngx_http_promgate_query_peer_send(ngx_http_promgate_query_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_promgate_send(ctx->request, NGX_HTTP_OK, &type,
-                                  out.data, out.len);
+    rc = ngx_http_promgate_send(ctx->request, NGX_HTTP_OK, &type, out.data,
+                                out.len);
+
+    /*
+     * NGX_AGAIN is "the client has the rest to take": finalizing the
+     * request sends it (the query's callers take NGX_AGAIN for a query
+     * still running)
+     */
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }
 
 
@@ -2269,6 +2288,8 @@ static ngx_int_t
 ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len)
 {
+    ngx_int_t  rc;
+
     static ngx_str_t  type = ngx_string("application/json");
 
     if (status == NGX_HTTP_NO_CONTENT) {
@@ -2278,5 +2299,9 @@ ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
         return ngx_http_send_header(r);
     }
 
-    return ngx_http_promgate_send(r, status, &type, data, len);
+    rc = ngx_http_promgate_send(r, status, &type, data, len);
+
+    /* the rest is sent when the request is finalized (see peer_send) */
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }

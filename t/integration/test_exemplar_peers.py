@@ -46,7 +46,9 @@ def node_conf(port, peers, prom_url):
     upstream up_prom {{ server {prom}; keepalive 8; }}
 {zone}
     server {{
-        listen 127.0.0.1:{port};
+        # a small send buffer: an answer (a peer's part too) is sent in
+        # many writes, the socket full in between
+        listen 127.0.0.1:{port} sndbuf=8k;
         location = /api/v1/write {{
             promgate_remote_write;
             promgate_forward /_rw/prom;
