@@ -68,6 +68,10 @@ def node_conf(port, peers, prom_url):
             promgate_retries 1;
             promgate_retry_backoff 50ms 100ms;
         }}
+        location = /lim/api/v1/query_exemplars {{
+            promgate_exemplar_query exemplars max_exemplars=40;
+            {refs}
+        }}
         location = /all/api/v1/query_exemplars {{
             promgate_exemplar_query exemplars;
             {refs}
@@ -346,3 +350,23 @@ def test_nginx_t(make_nginx):
         n.error_log_problems = lambda: []       # the [emerg] is the point
         assert msg in out, (q, out)
         assert (code != 0) == bool(rc), (q, code, out)
+
+
+def test_limits_apply_to_the_merged_answer(cluster):
+    """max_exemplars=40 where each node holds at most 24 of the 48: the
+    merged answer is over it, 422 as Prometheus words an execution error"""
+    prom, nodes = cluster
+    name = rw.uniq("exl")
+    t0 = spread(nodes, name)
+    params = {"query": name + "_spread", "start": "%.3f" % (t0 - 60),
+              "end": "%.3f" % (t0 + 120)}
+    for n in nodes:
+        code, text = get_raw(n.url("/lim/api/v1/query_exemplars"), params)
+        assert code == 422, text
+        doc = json.loads(text)
+        assert doc["errorType"] == "execution"
+        assert "more than 40 exemplars" in doc["error"], doc
+        # one series is within the limit
+        one = dict(params, query=name + '_spread{shard="1"}')
+        code, text = get_raw(n.url("/lim/api/v1/query_exemplars"), one)
+        assert code == 200 and text.count("trace_id") == 12, text
