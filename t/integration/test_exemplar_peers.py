@@ -44,6 +44,7 @@ def node_conf(port, peers, prom_url):
     hostport = prom_url.split("://", 1)[1].rstrip("/")
     return """
     upstream up_prom {{ server {prom}; keepalive 8; }}
+    promgate_tenant_header X-Scope-OrgID;
 {zone}
     server {{
         # a small send buffer: an answer (a peer's part too) is sent in
@@ -370,3 +371,26 @@ def test_limits_apply_to_the_merged_answer(cluster):
         one = dict(params, query=name + '_spread{shard="1"}')
         code, text = get_raw(n.url("/lim/api/v1/query_exemplars"), one)
         assert code == 200 and text.count("trace_id") == 12, text
+
+
+def test_tenant_travels_to_the_peers(cluster):
+    """the tenant header of the query goes to the peers with it: each
+    tenant's exemplars from whichever node took them, never another's"""
+    prom, nodes = cluster
+    name = rw.uniq("ext")
+    t = rw.now_ms() - 5000
+    for i, tenant in ((0, "a"), (1, "b"), (2, "a")):
+        post(nodes[i].write_url, [rw.series(
+            name, {"job": "x"}, samples=[(i, t + i)],
+            exemplars=[({"trace_id": "%s%d" % (tenant, i)}, i, t + i)])],
+            headers={"X-Scope-OrgID": tenant})
+    params = {"query": name, "start": t / 1000 - 10, "end": t / 1000 + 10}
+    for n in nodes:
+        for tenant, want in (("a", ["a0", "a2"]), ("b", ["b1"]), ("c", [])):
+            code, text = get_raw(n.query_url, params,
+                                 headers={"X-Scope-OrgID": tenant})
+            assert code == 200, text
+            doc = json.loads(text)
+            got = [e["labels"]["trace_id"] for d in doc["data"]
+                   for e in d["exemplars"]]
+            assert got == want, (tenant, doc)
