@@ -30,8 +30,17 @@ def node_conf(port, peers, prom_url):
     """http{} body of one node: writes captured and forwarded to the one
     Prometheus; the query location with every other node as a peer, and
     a second one with policy all"""
-    ups, locs, refs = [], [], []
+    ups, locs, refs, lrefs = [], [], [], []
     for name, pport in peers:
+        # the same peer asked at its /lim/ location (max_exemplars=40)
+        locs.append(
+            "        location /_peerlim/%s {\n"
+            "            internal;\n"
+            "            proxy_pass http://127.0.0.1:%d/lim/api/v1/"
+            "query_exemplars;\n"
+            "            subrequest_output_buffer_size 8m;\n"
+            "        }" % (name, pport))
+        lrefs.append("promgate_exemplar_peer /_peerlim/%s;" % name)
         locs.append(
             "        location /_peer/%s {\n"
             "            internal;\n"
@@ -73,6 +82,10 @@ def node_conf(port, peers, prom_url):
             promgate_exemplar_query exemplars max_exemplars=40;
             {refs}
         }}
+        location = /plim/api/v1/query_exemplars {{
+            promgate_exemplar_query exemplars;
+            {lrefs}
+        }}
         location = /all/api/v1/query_exemplars {{
             promgate_exemplar_query exemplars;
             {refs}
@@ -83,7 +96,7 @@ def node_conf(port, peers, prom_url):
         location = /metrics {{ promgate_status; }}
     }}
 """.format(prom=hostport, zone=ZONE, port=port, refs="\n            ".join(refs),
-           locs="\n".join(locs))
+           lrefs="\n            ".join(lrefs), locs="\n".join(locs))
 
 
 @pytest.fixture
@@ -244,6 +257,15 @@ def test_large_peer_answers(cluster, serverset):
     for n in nodes:
         assert same_as_prometheus(serverset, get_raw(n.query_url, params),
                                   want)
+
+    # peers over their limits (max_exemplars=40 where they are asked): the
+    # merged answer would be too, 422 naming a peer
+    code, text = get_raw(nodes[0].url("/plim/api/v1/query_exemplars"),
+                         params)
+    assert code == 422, text
+    doc = json.loads(text)
+    assert doc["errorType"] == "execution" and "/_peerlim/gw" in \
+        doc["error"], doc
 
 
 PEER_TYPE = "application/x-promgate-exemplars"
