@@ -76,6 +76,10 @@
 #                             BENCH_EXEMPLAR_SETTLE=20 ms pause after each turn;
 #                             PROMETHEUS_BIN (/usr/bin/prometheus, 2.42),
 #                             PROMETHEUS_CURRENT_BIN (build/servers, 3.5.x)
+#   BENCH_EXEMPLAR_PEERS=1    0: leave out the federated exemplar queries
+#                             (bench/exemplar_peers_bench.py: three gateways
+#                             with peers vs one; BENCH_PEERS_PER_NODE=100000,
+#                             BENCH_PEERS_QUERIES=50)
 #   BENCH_PLOT=1              0: no latest.png (report.py --plot, gnuplot)
 #   BENCH_DEPS=1              0: never run t/deps.sh bench (valgrind,
 #                             gnuplot-nox) when one of them is missing
@@ -1067,6 +1071,26 @@ if [ "${BENCH_EXEMPLAR_QUERY:-1}" = 1 ] && [ -f "$MODULE" ]; then
         tail -8 "$RESULTS/latest.md"
     else
         log "exemplar_bench failed: see $OUT/exemplar_bench.err"
+    fi
+fi
+
+# ------------------------------------- exemplar queries over peers (issue 18)
+# bench/exemplar_peers_bench.py: a query on one of three gateways holding
+# BENCH_PEERS_PER_NODE exemplars each (its zone and two peers, merged) vs
+# one gateway holding them all; writes results/exemplar_peers.md.
+
+if [ "${BENCH_EXEMPLAR_PEERS:-1}" = 1 ] && [ -f "$MODULE" ]; then
+    log "exemplar queries: three gateways with peers vs one holding all"
+    if peers_json=$(NGINX_BIN=$NGINX_BIN "$PYTHON" "$HERE/exemplar_peers_bench.py" \
+                        "$MODULE" --per-node "${BENCH_PEERS_PER_NODE:-100000}" \
+                        --queries "${BENCH_PEERS_QUERIES:-50}" \
+                        --markdown "$RESULTS/exemplar_peers.md" \
+                        2>>"$OUT/exemplar_peers_bench.err"); then
+        echo "$peers_json" >> "$RESULTS/latest.jsonl"
+        { echo; cat "$RESULTS/exemplar_peers.md"; } >> "$RESULTS/latest.md"
+        cat "$RESULTS/exemplar_peers.md"
+    else
+        log "exemplar_peers_bench failed: see $OUT/exemplar_peers_bench.err"
     fi
 fi
 

@@ -70,6 +70,18 @@ typedef struct {
  */
 #define NGX_HTTP_PROMGATE_QUERY_KEEP           64
 
+/*
+ * A gateway asks its peers (promgate_exemplar_peer) with a form body that
+ * starts with this mark; a query so marked is answered from the zone only
+ * (never from the peers: no loops, whatever the configuration), in the
+ * peer format of pg_exemplar.h, with this type.  Over its limits a peer
+ * answers 409 (not 422: the forwarder takes a 4xx other than 400/409 for
+ * a misconfigured target).
+ */
+#define NGX_HTTP_PROMGATE_PEER_MARK   "promgate_peer=1&"
+#define NGX_HTTP_PROMGATE_PEER_TYPE   "application/x-promgate-exemplars"
+#define NGX_HTTP_PROMGATE_PEER_LIMIT  NGX_HTTP_CONFLICT
+
 
 typedef struct ngx_http_promgate_block_s  ngx_http_promgate_block_t;
 
@@ -106,6 +118,14 @@ typedef struct {
     ngx_event_t                     resume;
     u_char                          err[160];       /* a limit's message */
     size_t                          err_len;
+    ngx_http_promgate_forwarder_t   fw;             /* asking the peers */
+    ngx_str_t                      *peer_types;     /* their answers' */
+    off_t                          *peer_lengths;   /*   Content-Length */
+    pg_json_buf_t                   warnings;       /* peers failed */
+    ngx_uint_t                      status;         /* of a failed merge */
+    const char                     *err_type;
+    unsigned                        peer:1;         /* asked by a peer */
+    unsigned                        scanned:1;      /* the local scan */
     unsigned                        sending:1;      /* the answer */
     unsigned                        header_sent:1;
     unsigned                        done:1;         /* written */
@@ -129,7 +149,27 @@ static ngx_uint_t ngx_http_promgate_query_braces(const u_char *p,
     size_t len);
 static ngx_int_t ngx_http_promgate_query_too_many(ngx_http_request_t *r);
 static ngx_int_t ngx_http_promgate_query_start(ngx_http_request_t *r,
-    pg_selector_set_t *set, pg_query_params_t *qp);
+    pg_selector_set_t *set, pg_query_params_t *qp, ngx_uint_t peer);
+static ngx_int_t ngx_http_promgate_query_ask(
+    ngx_http_promgate_query_ctx_t *ctx, pg_query_params_t *qp);
+static ngx_uint_t ngx_http_promgate_query_peers_decide(
+    ngx_http_promgate_forwarder_t *fw);
+static void ngx_http_promgate_query_peer_done(
+    ngx_http_promgate_forwarder_t *fw, ngx_http_promgate_fwd_t *f,
+    ngx_http_request_t *sr);
+static ngx_int_t ngx_http_promgate_query_peers_answer(ngx_http_request_t *r,
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision);
+static ngx_int_t ngx_http_promgate_query_merge(
+    ngx_http_promgate_query_ctx_t *ctx);
+static ngx_int_t ngx_http_promgate_query_peer_failed(
+    ngx_http_promgate_query_ctx_t *ctx, ngx_http_promgate_fwd_t *f,
+    const char *why);
+static int ngx_http_promgate_query_peer_hit(void *data, pg_exring_hit_t *hit);
+static ngx_int_t ngx_http_promgate_query_limits(
+    ngx_http_promgate_query_ctx_t *ctx, ngx_uint_t series,
+    ngx_uint_t exemplars);
+static ngx_int_t ngx_http_promgate_query_peer_send(
+    ngx_http_promgate_query_ctx_t *ctx);
 static ngx_int_t ngx_http_promgate_query_run(
     ngx_http_promgate_query_ctx_t *ctx);
 static ngx_int_t ngx_http_promgate_query_scan(
@@ -813,6 +853,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
 {
     u_char                        *body;
     size_t                         blen, n;
+    ngx_uint_t                     peer;
     pg_allocator_t                 alloc;
     pg_time_rc_e                   trc;
     pg_promql_rc_e                 prc;
@@ -835,6 +876,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
     }
 
     err[0] = '\0';
+    peer = 0;
 
     if (body && r->headers_in.content_type
         && r->headers_in.content_type->value.len >= 16
@@ -854,6 +896,15 @@ ngx_http_promgate_query(ngx_http_request_t *r)
         {
             body = NULL;        /* Go's ParseForm reads form bodies only */
             blen = 0;
+        }
+
+        /* a peer's question: see ngx_http_promgate_query_ask() */
+
+        if (body && blen >= sizeof(NGX_HTTP_PROMGATE_PEER_MARK) - 1
+            && ngx_strncmp(body, NGX_HTTP_PROMGATE_PEER_MARK,
+                           sizeof(NGX_HTTP_PROMGATE_PEER_MARK) - 1) == 0)
+        {
+            peer = 1;
         }
 
         trc = pg_parse_query_params(r->args.data, r->args.len, body, blen,
@@ -898,7 +949,7 @@ ngx_http_promgate_query(ngx_http_request_t *r)
         return ngx_http_promgate_query_too_many(r);
     }
 
-    return ngx_http_promgate_query_start(r, &set, &qp);
+    return ngx_http_promgate_query_start(r, &set, &qp, peer);
 }
 
 
@@ -983,7 +1034,7 @@ ngx_http_promgate_query_too_many(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
-    pg_query_params_t *qp)
+    pg_query_params_t *qp, ngx_uint_t peer)
 {
     ngx_int_t                       rc;
     ngx_str_t                       tenant;
@@ -1035,6 +1086,17 @@ ngx_http_promgate_query_start(ngx_http_request_t *r, pg_selector_set_t *set,
     ctx->resume.handler = ngx_http_promgate_query_resume;
     ctx->resume.data = ctx;
     ctx->resume.log = r->connection->log;
+
+    /* a peer's question is answered from this zone only: no loops */
+
+    ctx->peer = peer;
+
+    if (!peer && plcf->exemplar_peers) {
+        rc = ngx_http_promgate_query_ask(ctx, qp);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
 
     rc = ngx_http_promgate_query_run(ctx);
 
@@ -1196,7 +1258,7 @@ ngx_http_promgate_query_run(ngx_http_promgate_query_ctx_t *ctx)
 
     if (!ctx->sending) {
 
-        if (until > ctx->deadline) {
+        if (!ctx->scanned && until > ctx->deadline) {
             return ngx_http_promgate_query_fail(ctx->request,
                                                 NGX_HTTP_SERVICE_UNAVAILABLE,
                                                 "timeout", timeout,
@@ -1205,7 +1267,7 @@ ngx_http_promgate_query_run(ngx_http_promgate_query_ctx_t *ctx)
 
         until += NGX_HTTP_PROMGATE_QUERY_SLICE;
 
-        rc = ngx_http_promgate_query_scan(ctx, until);
+        rc = ctx->scanned ? NGX_OK : ngx_http_promgate_query_scan(ctx, until);
 
         if (rc == NGX_AGAIN) {
             ngx_add_timer(&ctx->resume, 1);
@@ -1218,10 +1280,45 @@ ngx_http_promgate_query_run(ngx_http_promgate_query_ctx_t *ctx)
 
         if (rc == NGX_DECLINED) {
             /* over max_series or max_exemplars: an execution error */
-            return ngx_http_promgate_query_fail(ctx->request, 422,
-                                                "execution",
-                                                (char *) ctx->err,
-                                                ctx->err_len);
+            return ngx_http_promgate_query_fail(ctx->request,
+                                           ctx->peer
+                                           ? NGX_HTTP_PROMGATE_PEER_LIMIT
+                                           : 422,
+                                           "execution", (char *) ctx->err,
+                                           ctx->err_len);
+        }
+
+        ctx->scanned = 1;
+
+        if (ctx->peer) {
+            return ngx_http_promgate_query_peer_send(ctx);
+        }
+
+        if (ctx->fw.targets) {
+
+            /* the peers' answers too: the forwarder posts the last one */
+
+            if (!ctx->fw.answered) {
+                if (ngx_http_promgate_query_peers_decide(&ctx->fw) == 0) {
+                    return NGX_BUSY;
+                }
+
+                ctx->fw.answered = 1;
+            }
+
+            rc = ngx_http_promgate_query_merge(ctx);
+
+            if (rc == NGX_ERROR) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (rc == NGX_DECLINED) {
+                return ngx_http_promgate_query_fail(ctx->request,
+                                                    ctx->status,
+                                                    ctx->err_type,
+                                                    (char *) ctx->err,
+                                                    ctx->err_len);
+            }
         }
 
         ctx->sending = 1;
@@ -1424,8 +1521,18 @@ ngx_http_promgate_query_write(ngx_http_promgate_query_ctx_t *ctx,
         ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
                                 (ngx_buf_tag_t) &ngx_http_promgate_module);
 
-        if (rc == NGX_ERROR || ctx->done) {
+        if (rc == NGX_ERROR) {
             return rc;
+        }
+
+        if (ctx->done) {
+            /*
+             * the last buffer, which the client may not have taken yet:
+             * finalizing the request sends the rest (ngx_http_writer); as
+             * NGX_AGAIN the callers would wait for an event nothing waits
+             * for
+             */
+            return rc == NGX_AGAIN ? NGX_OK : rc;
         }
 
         if (ngx_http_promgate_query_clock() >= until) {
@@ -1492,6 +1599,14 @@ ngx_http_promgate_query_fill(ngx_http_promgate_query_ctx_t *ctx,
     }
 
     if (ctx->next == ctx->hits.nelts) {
+
+        /* as Prometheus' API writes its warnings, after the data */
+
+        if (ctx->warnings.len) {
+            pg_json_literal(&out, "],\"warnings\":[");
+            pg_json_raw(&out, ctx->warnings.data, ctx->warnings.len);
+        }
+
         pg_json_literal(&out, "]}");
         ctx->done = 1;
     }
@@ -1571,6 +1686,454 @@ ngx_http_promgate_query_wait(ngx_http_promgate_query_ctx_t *ctx,
     }
 
     return NGX_AGAIN;
+}
+
+
+/* ------------------------------------------------------------ peers */
+
+
+ngx_conf_enum_t  ngx_http_promgate_peer_policies[] = {
+    { ngx_string("any"), NGX_HTTP_PROMGATE_PEER_ANY },
+    { ngx_string("all"), NGX_HTTP_PROMGATE_PEER_ALL },
+    { ngx_null_string, 0 }
+};
+
+
+char *
+ngx_http_promgate_exemplar_peer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    return ngx_http_promgate_target_list_add(cf, &plcf->exemplar_peers,
+                                             "exemplar peer", "/_peer/gw2",
+                                             0);
+}
+
+
+/*
+ * Asks every peer, through the forwarder, while the zone is scanned: a
+ * form body with the mark, the query and the range in ms as the query
+ * API reads it back exactly (start and end left out when absent).
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_ask(ngx_http_promgate_query_ctx_t *ctx,
+    pg_query_params_t *qp)
+{
+    u_char                        *body, *p;
+    size_t                         len;
+    pg_allocator_t                 alloc;
+    ngx_http_request_t            *r;
+    ngx_http_promgate_payload_t   *pl;
+    ngx_http_promgate_loc_conf_t  *plcf;
+
+    r = ctx->request;
+    plcf = ctx->plcf;
+
+    len = sizeof(NGX_HTTP_PROMGATE_PEER_MARK) - 1 + sizeof("query=") - 1
+          + 3 * qp->query.len
+          + 2 * (sizeof("&start=") - 1 + PG_JSON_NUMBER_MAX);
+
+    body = ngx_pnalloc(r->pool, len);
+    ctx->peer_types = ngx_pcalloc(r->pool, plcf->exemplar_peers->nelts
+                                           * sizeof(ngx_str_t));
+    ctx->peer_lengths = ngx_pcalloc(r->pool, plcf->exemplar_peers->nelts
+                                             * sizeof(off_t));
+    if (body == NULL || ctx->peer_types == NULL || ctx->peer_lengths == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, NGX_HTTP_PROMGATE_PEER_MARK,
+                   sizeof(NGX_HTTP_PROMGATE_PEER_MARK) - 1);
+    p = ngx_cpymem(p, "query=", sizeof("query=") - 1);
+    p = (u_char *) ngx_escape_uri(p, (u_char *) qp->query.data,
+                                  qp->query.len, NGX_ESCAPE_URI_COMPONENT);
+
+    if (qp->start_ms != PG_TIME_MIN_MS) {
+        p = ngx_cpymem(p, "&start=", sizeof("&start=") - 1);
+        p += pg_json_format_timestamp(p, qp->start_ms);
+    }
+
+    if (qp->end_ms != PG_TIME_MAX_MS) {
+        p = ngx_cpymem(p, "&end=", sizeof("&end=") - 1);
+        p += pg_json_format_timestamp(p, qp->end_ms);
+    }
+
+    alloc.alloc = ngx_http_promgate_pool_alloc;
+    alloc.ctx = r->pool;
+    pg_json_init(&ctx->warnings, alloc);
+
+    ngx_http_promgate_forwarder_init(&ctx->fw, r, ctx);
+
+    pl = &ctx->fw.payloads[PG_RW_V1];
+
+    if (ngx_http_promgate_payload_set(r->pool, pl, PG_RW_V1, body, p - body)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&pl->type, "application/x-www-form-urlencoded");
+
+    ctx->fw.version = PG_RW_V1;
+    ctx->fw.targets = plcf->exemplar_peers;
+    ctx->fw.decide = ngx_http_promgate_query_peers_decide;
+    ctx->fw.answer = ngx_http_promgate_query_peers_answer;
+    ctx->fw.done = ngx_http_promgate_query_peer_done;
+
+    if (ngx_http_promgate_forwarder_start(&ctx->fw) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the answer waits for the zone's scan and every peer's final answer */
+
+static ngx_uint_t
+ngx_http_promgate_query_peers_decide(ngx_http_promgate_forwarder_t *fw)
+{
+    ngx_http_promgate_query_ctx_t *ctx = fw->data;
+
+    if (!ctx->scanned
+        || fw->acks.stored + fw->acks.rejected + fw->acks.failed
+           < fw->acks.targets)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* what a peer's answer is (the peer format, or something else) */
+
+static void
+ngx_http_promgate_query_peer_done(ngx_http_promgate_forwarder_t *fw,
+    ngx_http_promgate_fwd_t *f, ngx_http_request_t *sr)
+{
+    ngx_http_promgate_query_ctx_t *ctx = fw->data;
+
+    ctx->peer_types[f - fw->fwd] = sr->headers_out.content_type;
+    ctx->peer_lengths[f - fw->fwd] = sr->headers_out.content_length_n;
+}
+
+
+/* from the forwarder's handler: the scan ended first, then the peers */
+
+static ngx_int_t
+ngx_http_promgate_query_peers_answer(ngx_http_request_t *r,
+    ngx_http_promgate_forwarder_t *fw, ngx_uint_t decision)
+{
+    ngx_http_promgate_query_ctx_t *ctx = fw->data;
+
+    ngx_int_t  rc;
+
+    rc = ngx_http_promgate_query_run(ctx);
+
+    if (rc == NGX_BUSY || rc == NGX_AGAIN) {
+        /* the query keeps its reference: the forwarder drops one */
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return rc;
+}
+
+
+/*
+ * The peers' series joined to the zone's, as one Prometheus holding all
+ * of them answers: one hit per series (of the zone's hits of a series
+ * found twice, the last, as without peers), the exemplars of a series
+ * held by several nodes merged in Prometheus' order, each once.  Then the
+ * query's limits, on the merged answer.  NGX_DECLINED: ctx->status and
+ * ctx->err say the error to answer.
+ */
+
+static ngx_int_t
+ngx_http_promgate_query_merge(ngx_http_promgate_query_ctx_t *ctx)
+{
+    u_char                         *p;
+    ngx_int_t                       rc;
+    ngx_str_t                      *type;
+    size_t                          n, exemplars;
+    ngx_uint_t                      i;
+    const char                     *err;
+    pg_exring_peer_rc_e             prc;
+    ngx_http_promgate_fwd_t        *f;
+    ngx_http_promgate_forwarder_t  *fw;
+
+    u_char                          why[128];
+
+    fw = &ctx->fw;
+
+    for (i = 0; i < fw->nfwd; i++) {
+        f = &fw->fwd[i];
+        type = &ctx->peer_types[i];
+
+        if (f->state != PG_TARGET_STORED) {
+
+            if (f->status == NGX_HTTP_PROMGATE_PEER_LIMIT) {
+                p = ngx_snprintf(ctx->err, sizeof(ctx->err),
+                                 "exemplar peer \"%V\" has more than the "
+                                 "query's limits (promgate_exemplar_query "
+                                 "max_series=, max_exemplars=)",
+                                 &f->target->uri);
+
+                ctx->err_len = p - ctx->err;
+                ctx->status = 422;
+                ctx->err_type = "execution";
+                return NGX_DECLINED;
+            }
+
+            p = f->status
+                ? ngx_snprintf(why, sizeof(why) - 1, "answered %ui",
+                               f->status)
+                : ngx_snprintf(why, sizeof(why) - 1, "did not answer");
+
+        } else if (f->truncated) {
+            p = ngx_snprintf(why, sizeof(why) - 1, "answered more than "
+                             "the subrequest_output_buffer_size of its "
+                             "location");
+
+        } else if (ctx->peer_lengths[i] >= 0
+                   && (off_t) f->reason.len != ctx->peer_lengths[i])
+        {
+            /* an upstream buffering to a temporary file: nginx drops it */
+            p = ngx_snprintf(why, sizeof(why) - 1, "answered %O bytes, of "
+                             "which %uz reached memory (set "
+                             "\"proxy_buffering off\" in its location)",
+                             ctx->peer_lengths[i], f->reason.len);
+
+        } else if (type->len < sizeof(NGX_HTTP_PROMGATE_PEER_TYPE) - 1
+                   || ngx_strncasecmp(type->data,
+                                      (u_char *) NGX_HTTP_PROMGATE_PEER_TYPE,
+                                      sizeof(NGX_HTTP_PROMGATE_PEER_TYPE) - 1)
+                      != 0)
+        {
+            p = ngx_snprintf(why, sizeof(why) - 1, "answered %ui, not in "
+                             "the peer format (not a promgate_exemplar_query "
+                             "location?)", f->status);
+
+        } else {
+            err = NULL;
+
+            prc = pg_exring_peer_read(f->reason.data, f->reason.len,
+                                      &ctx->alloc,
+                                      ngx_http_promgate_query_peer_hit, ctx,
+                                      &err);
+
+            if (prc == PG_EXRING_PEER_OK) {
+                continue;
+            }
+
+            if (prc == PG_EXRING_PEER_NOMEM) {
+                return NGX_ERROR;
+            }
+
+            if (prc == PG_EXRING_PEER_REFUSED) {
+                if (ctx->hits.nelts < ctx->plcf->query_max_series) {
+                    return NGX_ERROR;
+                }
+
+                return ngx_http_promgate_query_limits(ctx,
+                                            ctx->plcf->query_max_series + 1,
+                                            0);
+            }
+
+            p = ngx_snprintf(why, sizeof(why) - 1, "answered an invalid "
+                             "peer answer: %s", err);
+        }
+
+        *p = '\0';
+
+        rc = ngx_http_promgate_query_peer_failed(ctx, f, (char *) why);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    /* one hit per series, as one Prometheus holding all would answer */
+
+    n = ctx->hits.nelts;
+
+    if (pg_exring_hits_join(ctx->hits.elts, &n, &ctx->alloc, &exemplars)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->hits.nelts = n;
+
+    return ngx_http_promgate_query_limits(ctx, n, exemplars);
+}
+
+
+/* a failed peer: a warning in the answer, or with "all" the answer */
+
+static ngx_int_t
+ngx_http_promgate_query_peer_failed(ngx_http_promgate_query_ctx_t *ctx,
+    ngx_http_promgate_fwd_t *f, const char *why)
+{
+    u_char              *p;
+    ngx_http_request_t  *r;
+
+    u_char               msg[NGX_HTTP_PROMGATE_TARGET_NAME + 256];
+
+    r = ctx->request;
+
+    if (ctx->plcf->exemplar_peer_policy == NGX_HTTP_PROMGATE_PEER_ALL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "promgate: exemplar peer \"%V\" %s; the query fails "
+                      "(promgate_exemplar_peer_policy all)",
+                      &f->target->uri, why);
+
+        ctx->err_len = ngx_snprintf(ctx->err, sizeof(ctx->err),
+                                    "exemplar peer \"%V\" %s",
+                                    &f->target->uri, why)
+                       - ctx->err;
+        ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ctx->err_type = "unavailable";
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "promgate: exemplar peer \"%V\" %s; answered from the "
+                  "others, with a warning", &f->target->uri, why);
+
+    p = ngx_snprintf(msg, sizeof(msg), "promgate: exemplar peer \"%V\" %s; "
+                     "its exemplars are missing", &f->target->uri, why);
+
+    if (ctx->warnings.len) {
+        pg_json_literal(&ctx->warnings, ",");
+    }
+
+    pg_json_string(&ctx->warnings, msg, p - msg);
+
+    return ctx->warnings.failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/* a peer's series; the limit is the merged answer's, checked after it */
+
+static int
+ngx_http_promgate_query_peer_hit(void *data, pg_exring_hit_t *hit)
+{
+    ngx_http_promgate_query_ctx_t *ctx = data;
+
+    pg_exring_hit_t  **h;
+
+    if (ctx->hits.nelts
+        >= ctx->plcf->query_max_series * (ctx->fw.nfwd + 1))
+    {
+        return 0;
+    }
+
+    h = ngx_array_push(&ctx->hits);
+    if (h == NULL) {
+        return 0;
+    }
+
+    *h = hit;
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_promgate_query_limits(ngx_http_promgate_query_ctx_t *ctx,
+    ngx_uint_t series, ngx_uint_t exemplars)
+{
+    if (series > ctx->plcf->query_max_series) {
+        ctx->err_len = ngx_snprintf(ctx->err, sizeof(ctx->err),
+                                    "query matches more than %ui series "
+                                    "(promgate_exemplar_query max_series=)",
+                                    ctx->plcf->query_max_series)
+                       - ctx->err;
+
+    } else if (exemplars > ctx->plcf->query_max_exemplars) {
+        ctx->err_len = ngx_snprintf(ctx->err, sizeof(ctx->err),
+                                    "query answer has more than %ui "
+                                    "exemplars (promgate_exemplar_query "
+                                    "max_exemplars=)",
+                                    ctx->plcf->query_max_exemplars)
+                       - ctx->err;
+
+    } else {
+        return NGX_OK;
+    }
+
+    ctx->status = 422;
+    ctx->err_type = "execution";
+
+    return NGX_DECLINED;
+}
+
+
+/* a peer's question answered: the zone's series in the peer format */
+
+static ngx_int_t
+ngx_http_promgate_query_peer_send(ngx_http_promgate_query_ctx_t *ctx)
+{
+    ngx_int_t           rc;
+    ngx_uint_t          i;
+    pg_json_buf_t       out;
+    pg_exring_hit_t   **hits;
+
+    static ngx_str_t  type = ngx_string(NGX_HTTP_PROMGATE_PEER_TYPE);
+
+    hits = ctx->hits.elts;
+
+    pg_json_init(&out, ctx->alloc);
+    pg_exring_peer_head(&out);
+
+    for (i = 0; i < ctx->hits.nelts; i++) {
+
+        /* of a run of equal labels (a series found twice), the last */
+
+        if (i + 1 < ctx->hits.nelts
+            && pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
+                                        hits[i + 1]->labels,
+                                        hits[i + 1]->nlabels)
+               == 0)
+        {
+            continue;
+        }
+
+        pg_exring_peer_write(hits[i], &out);
+    }
+
+    if (out.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * The asker reads this answer into memory (a subrequest); an nginx
+     * proxy that buffers it to a temporary file, as it does with an
+     * answer larger than its proxy_buffers, would hand over nothing.
+     */
+
+    if (ngx_http_promgate_header_add(&ctx->request->headers_out.headers,
+                                     "X-Accel-Buffering", (u_char *) "no", 2)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_promgate_send(ctx->request, NGX_HTTP_OK, &type, out.data,
+                                out.len);
+
+    /*
+     * NGX_AGAIN is "the client has the rest to take": finalizing the
+     * request sends it (the query's callers take NGX_AGAIN for a query
+     * still running)
+     */
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }
 
 
@@ -1745,6 +2308,8 @@ static ngx_int_t
 ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len)
 {
+    ngx_int_t  rc;
+
     static ngx_str_t  type = ngx_string("application/json");
 
     if (status == NGX_HTTP_NO_CONTENT) {
@@ -1754,5 +2319,9 @@ ngx_http_promgate_query_send(ngx_http_request_t *r, ngx_uint_t status,
         return ngx_http_send_header(r);
     }
 
-    return ngx_http_promgate_send(r, status, &type, data, len);
+    rc = ngx_http_promgate_send(r, status, &type, data, len);
+
+    /* the rest is sent when the request is finalized (see peer_send) */
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }

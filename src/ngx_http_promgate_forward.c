@@ -296,7 +296,8 @@ ngx_http_promgate_payload_set(ngx_pool_t *pool,
  * remote-write body goes with the Content-Type, Content-Encoding and
  * version header of what it is, whatever the client wrote (promgate took
  * an "Application/X-Protobuf" or an odd parameter that Prometheus 3
- * answers 415 to); 1.0's type is the plain one Prometheus sends.
+ * answers 415 to); 1.0's type is the plain one Prometheus sends.  A
+ * payload with a type of its own (an exemplar peer's query) goes with it.
  */
 
 static ngx_int_t
@@ -355,7 +356,7 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
             || (h[i].key.len == 15
                 && ngx_strncasecmp(h[i].key.data,
                                    (u_char *) "Accept-Encoding", 15) == 0)
-            || (rw && h[i].key.len == 12
+            || ((rw || pl->type.len) && h[i].key.len == 12
                 && ngx_strncasecmp(h[i].key.data,
                                    (u_char *) "Content-Type", 12) == 0)
             || (rw && h[i].key.len == 16
@@ -401,6 +402,14 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
                                      ngx_http_promgate_user_agent.data,
                                      ngx_http_promgate_user_agent.len)
         == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    if (pl->type.len
+        && ngx_http_promgate_header_add(&pl->headers, "Content-Type",
+                                        pl->type.data, pl->type.len)
+           == NULL)
     {
         return NGX_ERROR;
     }

@@ -85,6 +85,8 @@ struct ngx_http_promgate_payload_s {
     off_t                           len;
     ngx_list_t                      headers;  /* for the subrequests */
     ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
+    ngx_str_t                       type;     /* its Content-Type, or */
+                                              /*   empty: the client's */
     unsigned                        ready:1;
     unsigned                        remote_write:1;  /* canonical headers */
 };

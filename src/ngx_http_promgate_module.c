@@ -159,6 +159,20 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       offsetof(ngx_http_promgate_loc_conf_t, exemplar_query),
       NULL },
 
+    { ngx_string("promgate_exemplar_peer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_promgate_exemplar_peer,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_exemplar_peer_policy"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, exemplar_peer_policy),
+      &ngx_http_promgate_peer_policies },
+
     { ngx_string("promgate_series_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_series_zone,
@@ -402,6 +416,22 @@ ngx_http_promgate_check_targets(ngx_conf_t *cf,
             return NGX_ERROR;
         }
 
+        /* exemplar peers: as forward targets, a location must take them */
+
+        fw = plcf->exemplar_peers ? plcf->exemplar_peers->elts : NULL;
+
+        for (j = 0; fw && j < plcf->exemplar_peers->nelts; j++) {
+            if (ngx_http_promgate_find_location(pmcf, loc[i].server,
+                                                &fw[j].target->uri)
+                == NULL)
+            {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "no location of the server of \"%V\" "
+                                   "matches exemplar peer \"%V\"",
+                                   &loc[i].name, &fw[j].target->uri);
+            }
+        }
+
         if (!plcf->remote_write || plcf->forwards == NULL) {
             continue;
         }
@@ -541,6 +571,7 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     plcf->forwards = NULL;
+     *     plcf->exemplar_peers = NULL;
      */
 
     plcf->remote_write = NGX_CONF_UNSET;
@@ -555,6 +586,7 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
     plcf->exemplar_query = NGX_CONF_UNSET_PTR;
     plcf->tenant = NGX_CONF_UNSET_PTR;
+    plcf->exemplar_peer_policy = NGX_CONF_UNSET_UINT;
 
     return plcf;
 }
@@ -623,6 +655,18 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->exemplar_query == NGX_CONF_UNSET_PTR) {
         conf->exemplar_query = NULL;    /* a handler: not inherited */
+    }
+
+    ngx_conf_merge_uint_value(conf->exemplar_peer_policy,
+                              prev->exemplar_peer_policy,
+                              NGX_HTTP_PROMGATE_PEER_ANY);
+
+    if (conf->exemplar_peers && conf->exemplar_query == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"promgate_exemplar_peer\" needs "
+                           "\"promgate_exemplar_query\" in the same "
+                           "location");
+        return NGX_CONF_ERROR;
     }
 
     if (conf->remote_write && (conf->forwards == NULL

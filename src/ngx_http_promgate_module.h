@@ -207,7 +207,13 @@ typedef struct {
     ngx_uint_t                      query_max_series;
     ngx_uint_t                      query_max_exemplars;
     ngx_msec_t                      query_timeout;
+    ngx_array_t                    *exemplar_peers;  /* ..._forward_t */
+    ngx_uint_t                      exemplar_peer_policy;
 } ngx_http_promgate_loc_conf_t;
+
+
+#define NGX_HTTP_PROMGATE_PEER_ANY  0     /* answer from the others */
+#define NGX_HTTP_PROMGATE_PEER_ALL  1     /* a failed peer fails it */
 
 
 /* one remote write: its forwarder, and what only a write keeps */
@@ -263,6 +269,9 @@ void ngx_http_promgate_exemplar_status(ngx_http_promgate_text_t *t,
 int ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s);
 void ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx);
 ngx_int_t ngx_http_promgate_exemplar_query_handler(ngx_http_request_t *r);
+char *ngx_http_promgate_exemplar_peer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+extern ngx_conf_enum_t  ngx_http_promgate_peer_policies[];
 
 /* ngx_http_promgate_wal.c */
 ngx_int_t ngx_http_promgate_segw_param(ngx_conf_t *cf,

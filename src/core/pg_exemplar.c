@@ -1863,6 +1863,10 @@ pg_exring_hit_copy(pg_exring_t *r, uint32_t id, const pg_exseries_t *rec,
         memcpy(p + 18, &slot->nlabels, 2);
         memcpy(p + PG_HIT_EX_HEAD, pg_exring_labels(r, slot), slot->len);
 
+        /* the padding too: a peer's answer sends the copy as it is */
+        memset(p + PG_HIT_EX_HEAD + slot->len, 0,
+               pg_hit_ex_size(slot->len) - PG_HIT_EX_HEAD - slot->len);
+
         p += pg_hit_ex_size(slot->len);
     }
 
@@ -2420,6 +2424,467 @@ pg_exring_check(pg_exring_t *r, char *err, size_t err_len)
         return pg_exring_fail(err, err_len, "exemplars", total,
                               r->next_seq - r->first_seq);
     }
+
+    return 0;
+}
+
+
+/* ------------------------------------------------- peers (see the .h) */
+
+
+#define PG_PEER_MAGIC       "PGXPEER1"
+#define PG_PEER_ORDER       0x01020304u
+#define PG_PEER_HEAD        12
+
+
+static void
+pg_exring_peer_u32(pg_json_buf_t *out, uint32_t v)
+{
+    pg_json_raw(out, &v, 4);
+}
+
+
+void
+pg_exring_peer_head(pg_json_buf_t *out)
+{
+    pg_json_literal(out, PG_PEER_MAGIC);
+    pg_exring_peer_u32(out, PG_PEER_ORDER);
+}
+
+
+void
+pg_exring_peer_write(const pg_exring_hit_t *hit, pg_json_buf_t *out)
+{
+    size_t  i;
+
+    pg_exring_peer_u32(out, (uint32_t) hit->nlabels);
+
+    for (i = 0; i < hit->nlabels; i++) {
+        pg_exring_peer_u32(out, (uint32_t) hit->labels[i].name.len);
+        pg_json_raw(out, hit->labels[i].name.data, hit->labels[i].name.len);
+        pg_exring_peer_u32(out, (uint32_t) hit->labels[i].value.len);
+        pg_json_raw(out, hit->labels[i].value.data,
+                    hit->labels[i].value.len);
+    }
+
+    pg_exring_peer_u32(out, hit->nexemplars);
+    pg_exring_peer_u32(out, (uint32_t) hit->size);
+    pg_json_raw(out, hit->exemplars, hit->size);
+}
+
+
+/* a varint of an exemplar's encoded labels, within [*pp, end) */
+static int
+pg_exring_peer_len(const uint8_t **pp, const uint8_t *end, size_t *v)
+{
+    const uint8_t  *p;
+    size_t          shift;
+
+    p = *pp;
+    *v = 0;
+
+    for (shift = 0; shift < 21; shift += 7) {
+        if (p == end) {
+            return -1;
+        }
+
+        *v |= (size_t) (*p & 0x7f) << shift;
+
+        if (!(*p++ & 0x80)) {
+            *pp = p;
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * One exemplar's encoded labels as pg_exring_encode() writes them: n labels
+ * exactly (what the JSON writer reserves room by), at most
+ * PG_EXEMPLAR_MAX_RUNES of them and PG_EX_LABELS_MAX bytes once unpacked
+ * (what pg_exring_decode()'s callers hold).
+ */
+static const char *
+pg_exring_peer_labels_ok(const uint8_t *p, size_t len, size_t n)
+{
+    size_t          k, v, text;
+    const uint8_t  *end;
+
+    end = p + len;
+    text = 0;
+
+    for (k = 0; p < end; k++) {
+        if (k == PG_EXEMPLAR_MAX_RUNES) {
+            return "too many exemplar labels";
+        }
+
+        if (pg_exring_peer_len(&p, end, &v) != 0
+            || v > (size_t) (end - p))
+        {
+            return "exemplar label name out of bounds";
+        }
+
+        p += v;
+        text += v;
+
+        if (pg_exring_peer_len(&p, end, &v) != 0) {
+            return "exemplar label value out of bounds";
+        }
+
+        if (v & 1) {
+            if ((v >> 1) % 2 || (v >> 1) / 2 > (size_t) (end - p)) {
+                return "packed exemplar label value out of bounds";
+            }
+
+            p += (v >> 1) / 2;
+
+        } else {
+            if ((v >> 1) > (size_t) (end - p)) {
+                return "exemplar label value out of bounds";
+            }
+
+            p += v >> 1;
+        }
+
+        text += v >> 1;
+
+        if (text > PG_EX_LABELS_MAX) {
+            return "exemplar labels too long";
+        }
+    }
+
+    return k == n ? NULL : "exemplar label count does not match";
+}
+
+
+static int
+pg_exring_peer_get(const uint8_t **pp, const uint8_t *end, uint32_t *v)
+{
+    if (end - *pp < 4) {
+        return -1;
+    }
+
+    memcpy(v, *pp, 4);
+    *pp += 4;
+
+    return 0;
+}
+
+
+pg_exring_peer_rc_e
+pg_exring_peer_read(const uint8_t *data, size_t len,
+    const pg_allocator_t *alloc, pg_exring_hit_pt hit, void *ctx,
+    const char **err)
+{
+    size_t            i, off;
+    uint16_t          elen, enl;
+    uint32_t          n, v, count, size, order;
+    const char       *e;
+    const uint8_t    *p, *end, *ex;
+    pg_exring_hit_t  *h;
+
+    p = data;
+    end = data + len;
+
+    if (len < PG_PEER_HEAD || memcmp(p, PG_PEER_MAGIC, 8) != 0) {
+        *err = "not a promgate peer answer";
+        return PG_EXRING_PEER_INVALID;
+    }
+
+    memcpy(&order, p + 8, 4);
+
+    if (order != PG_PEER_ORDER) {
+        *err = "peer answer of another byte order";
+        return PG_EXRING_PEER_INVALID;
+    }
+
+    p += PG_PEER_HEAD;
+
+    while (p < end) {
+
+        if (pg_exring_peer_get(&p, end, &n) != 0 || n > 0xffff) {
+            *err = "series label count out of bounds";
+            return PG_EXRING_PEER_INVALID;
+        }
+
+        h = alloc->alloc(alloc->ctx, pg_align8(sizeof(pg_exring_hit_t))
+                                     + n * sizeof(pg_label_t));
+        if (h == NULL) {
+            return PG_EXRING_PEER_NOMEM;
+        }
+
+        h->labels = (pg_label_t *) ((uint8_t *) h
+                                    + pg_align8(sizeof(pg_exring_hit_t)));
+        h->nlabels = n;
+        h->id = PG_EXRING_PEER_ID;
+
+        for (i = 0; i < n; i++) {
+            if (pg_exring_peer_get(&p, end, &v) != 0
+                || v > (size_t) (end - p))
+            {
+                *err = "series label name out of bounds";
+                return PG_EXRING_PEER_INVALID;
+            }
+
+            h->labels[i].name.data = p;
+            h->labels[i].name.len = v;
+            p += v;
+
+            if (pg_exring_peer_get(&p, end, &v) != 0
+                || v > (size_t) (end - p))
+            {
+                *err = "series label value out of bounds";
+                return PG_EXRING_PEER_INVALID;
+            }
+
+            h->labels[i].value.data = p;
+            h->labels[i].value.len = v;
+            p += v;
+        }
+
+        if (pg_exring_peer_get(&p, end, &count) != 0 || count == 0
+            || pg_exring_peer_get(&p, end, &size) != 0
+            || size > (size_t) (end - p)
+            || count > size / pg_hit_ex_size(0))
+        {
+            *err = "exemplar count or size out of bounds";
+            return PG_EXRING_PEER_INVALID;
+        }
+
+        ex = p;
+        off = 0;
+
+        for (i = 0; i < count; i++) {
+            if (size - off < PG_HIT_EX_HEAD) {
+                *err = "exemplar out of bounds";
+                return PG_EXRING_PEER_INVALID;
+            }
+
+            memcpy(&elen, ex + off + 16, 2);
+            memcpy(&enl, ex + off + 18, 2);
+
+            if (elen > PG_EX_LABELS_MAX
+                || pg_hit_ex_size(elen) > size - off)
+            {
+                *err = "exemplar labels out of bounds";
+                return PG_EXRING_PEER_INVALID;
+            }
+
+            e = pg_exring_peer_labels_ok(ex + off + PG_HIT_EX_HEAD, elen,
+                                         enl);
+            if (e != NULL) {
+                *err = e;
+                return PG_EXRING_PEER_INVALID;
+            }
+
+            off += pg_hit_ex_size(elen);
+        }
+
+        if (off != size) {
+            *err = "exemplar bytes left over";
+            return PG_EXRING_PEER_INVALID;
+        }
+
+        h->nexemplars = count;
+        h->exemplars = ex;
+        h->size = size;
+        p += size;
+
+        if (!hit(ctx, h)) {
+            return PG_EXRING_PEER_REFUSED;
+        }
+    }
+
+    return PG_EXRING_PEER_OK;
+}
+
+
+/*
+ * The order of one series' exemplars in Prometheus' ring, which takes
+ * them in this order only (see pg_exring_insert()): time, value, then
+ * labels.Hash() of the labels; the bytes last, so that equal exemplars
+ * are next to each other.
+ */
+static int
+pg_exring_ex_cmp(const void *a, const void *b)
+{
+    int             rc;
+    double          va, vb;
+    int64_t         ta, tb;
+    uint16_t        la, lb;
+    uint64_t        ha, hb;
+    pg_label_t      l[PG_EXEMPLAR_MAX_RUNES];
+    uint8_t         text[PG_EX_LABELS_MAX];
+    size_t          n;
+    const uint8_t  *x, *y;
+
+    x = *(const uint8_t * const *) a;
+    y = *(const uint8_t * const *) b;
+
+    memcpy(&ta, x + 8, 8);
+    memcpy(&tb, y + 8, 8);
+
+    if (ta != tb) {
+        return ta < tb ? -1 : 1;
+    }
+
+    memcpy(&va, x, 8);
+    memcpy(&vb, y, 8);
+
+    if (va < vb) {
+        return -1;
+    }
+
+    if (va > vb) {
+        return 1;
+    }
+
+    memcpy(&la, x + 16, 2);
+    memcpy(&lb, y + 16, 2);
+
+    n = pg_exring_decode(x + PG_HIT_EX_HEAD, la, l, text);
+    ha = pg_exring_prom_hash(l, n);
+    n = pg_exring_decode(y + PG_HIT_EX_HEAD, lb, l, text);
+    hb = pg_exring_prom_hash(l, n);
+
+    if (ha != hb) {
+        return ha < hb ? -1 : 1;
+    }
+
+    if (la != lb) {
+        return la < lb ? -1 : 1;
+    }
+
+    rc = memcmp(x, y, PG_HIT_EX_HEAD + (size_t) la);
+
+    return (rc > 0) - (rc < 0);
+}
+
+
+pg_exring_hit_t *
+pg_exring_hit_merge(pg_exring_hit_t *const *hits, size_t n,
+    const pg_allocator_t *alloc)
+{
+    size_t             i, j, k, total, bytes, sz;
+    uint8_t           *p;
+    uint16_t           len;
+    const uint8_t    **ex, *e;
+    pg_exring_hit_t   *h;
+
+    total = 0;
+    bytes = 0;
+
+    for (i = 0; i < n; i++) {
+        total += hits[i]->nexemplars;
+        bytes += hits[i]->size;
+    }
+
+    ex = alloc->alloc(alloc->ctx, total * sizeof(const uint8_t *));
+    h = alloc->alloc(alloc->ctx, pg_align8(sizeof(pg_exring_hit_t)) + bytes);
+
+    if (ex == NULL || h == NULL) {
+        return NULL;
+    }
+
+    k = 0;
+
+    for (i = 0; i < n; i++) {
+        e = hits[i]->exemplars;
+
+        for (j = 0; j < hits[i]->nexemplars; j++) {
+            ex[k++] = e;
+            memcpy(&len, e + 16, 2);
+            e += pg_hit_ex_size(len);
+        }
+    }
+
+    qsort(ex, total, sizeof(const uint8_t *), pg_exring_ex_cmp);
+
+    p = (uint8_t *) h + pg_align8(sizeof(pg_exring_hit_t));
+
+    h->labels = hits[0]->labels;
+    h->nlabels = hits[0]->nlabels;
+    h->id = hits[n - 1]->id;
+    h->exemplars = p;
+    h->nexemplars = 0;
+
+    for (k = 0; k < total; k++) {
+        if (k > 0 && pg_exring_ex_cmp(&ex[k - 1], &ex[k]) == 0) {
+            continue;           /* the same exemplar, seen twice */
+        }
+
+        memcpy(&len, ex[k] + 16, 2);
+        sz = pg_hit_ex_size(len);
+
+        memcpy(p, ex[k], PG_HIT_EX_HEAD + (size_t) len);
+        memset(p + PG_HIT_EX_HEAD + len, 0, sz - PG_HIT_EX_HEAD - len);
+
+        p += sz;
+        h->nexemplars++;
+    }
+
+    h->size = p - h->exemplars;
+
+    return h;
+}
+
+
+int
+pg_exring_hits_join(pg_exring_hit_t **hits, size_t *n,
+    const pg_allocator_t *alloc, size_t *exemplars)
+{
+    size_t            i, j, k, m, w;
+    pg_exring_hit_t  *h;
+
+    if (*n > 1) {
+        qsort(hits, *n, sizeof(pg_exring_hit_t *), pg_exring_hits_cmp);
+    }
+
+    w = 0;
+    *exemplars = 0;
+
+    for (i = 0; i < *n; i = j) {
+
+        for (j = i + 1; j < *n; j++) {
+            if (pg_exring_labels_compare(hits[i]->labels, hits[i]->nlabels,
+                                         hits[j]->labels, hits[j]->nlabels)
+                != 0)
+            {
+                break;
+            }
+        }
+
+        /* the last of the zone's hits (ids below the peers') */
+
+        k = 0;
+
+        for (m = i; m < j; m++) {
+            if (hits[m]->id != PG_EXRING_PEER_ID && m + 1 < j
+                && hits[m + 1]->id != PG_EXRING_PEER_ID)
+            {
+                continue;
+            }
+
+            hits[i + k++] = hits[m];
+        }
+
+        if (k == 1) {
+            h = hits[i];
+
+        } else {
+            h = pg_exring_hit_merge(&hits[i], k, alloc);
+            if (h == NULL) {
+                return -1;
+            }
+        }
+
+        hits[w++] = h;
+        *exemplars += h->nexemplars;
+    }
+
+    *n = w;
 
     return 0;
 }

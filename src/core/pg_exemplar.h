@@ -210,6 +210,59 @@ int pg_exring_labels_compare(const pg_label_t *a, size_t na,
     const pg_label_t *b, size_t nb);
 
 /*
+ * Peers: one gateway's hits sent to another, which merges them with its
+ * own and writes the one answer (promgate_exemplar_peer).  The format,
+ * an internal one between promgate nodes of one build:
+ *
+ *   "PGXPEER1", u32 0x01020304 (the byte order: peers share it)
+ *   per series: u32 label count, per label u32 length + name bytes,
+ *     u32 length + value bytes; u32 exemplar count (>= 1); u32 size;
+ *     size bytes: the exemplars as a hit holds them (per exemplar f64
+ *     value, i64 ms, u16 encoded label bytes, u16 label count, the
+ *     labels as the ring encodes them, zeros to a multiple of 8)
+ *
+ * pg_exring_peer_head() starts an answer, pg_exring_peer_write() adds a
+ * hit.  pg_exring_peer_read() checks an answer as hostile input (every
+ * length within the input, every exemplar's labels exactly as the writer
+ * and the JSON writer need them) and gives each series to hit() as a hit
+ * whose labels and exemplars point into data (id PG_EXRING_PEER_ID); on
+ * PG_EXRING_PEER_INVALID *err says what was wrong.
+ */
+#define PG_EXRING_PEER_ID  0xffffffffu
+
+typedef enum {
+    PG_EXRING_PEER_OK = 0,
+    PG_EXRING_PEER_INVALID,
+    PG_EXRING_PEER_REFUSED,         /* hit() returned 0 */
+    PG_EXRING_PEER_NOMEM
+} pg_exring_peer_rc_e;
+
+void pg_exring_peer_head(pg_json_buf_t *out);
+void pg_exring_peer_write(const pg_exring_hit_t *hit, pg_json_buf_t *out);
+pg_exring_peer_rc_e pg_exring_peer_read(const uint8_t *data, size_t len,
+    const pg_allocator_t *alloc, pg_exring_hit_pt hit, void *ctx,
+    const char **err);
+
+/*
+ * One hit of n hits of the same series (from several nodes): their
+ * exemplars in the order Prometheus' ring holds them (time, value, label
+ * hash), each exemplar once.  The labels are hits[0]'s.  NULL: no memory.
+ */
+pg_exring_hit_t *pg_exring_hit_merge(pg_exring_hit_t *const *hits, size_t n,
+    const pg_allocator_t *alloc);
+
+/*
+ * The hits of a zone's scan and of its peers' answers (id
+ * PG_EXRING_PEER_ID), in any order, made the hits of one answer, in
+ * place: sorted by pg_exring_hit_compare(), one per series (of the zone's
+ * hits of a series found twice, the last, as a zone's answer alone takes
+ * it), those of a series held by several nodes merged.  *n becomes their
+ * count, *exemplars their exemplars'.  Returns 0, or -1 out of memory.
+ */
+int pg_exring_hits_join(pg_exring_hit_t **hits, size_t *n,
+    const pg_allocator_t *alloc, size_t *exemplars);
+
+/*
  * Visits every stored exemplar, oldest first.  Label views live only for
  * the call; scratch memory (for label arrays) comes from alloc.  Returns 0,
  * 1 when visit() stopped it, -1 when out of memory.

@@ -2134,6 +2134,11 @@ test_seed(void **state)
 #define pg_exring_stats      cx_exring_stats
 #define pg_exring_rc_name    cx_exring_rc_name
 #define pg_exring_check      cx_exring_check
+#define pg_exring_peer_head  cx_exring_peer_head
+#define pg_exring_peer_write cx_exring_peer_write
+#define pg_exring_peer_read  cx_exring_peer_read
+#define pg_exring_hit_merge  cx_exring_hit_merge
+#define pg_exring_hits_join  cx_exring_hits_join
 
 #include "pg_exemplar.c"
 
@@ -2155,6 +2160,11 @@ test_seed(void **state)
 #undef pg_exring_labels_compare
 #undef pg_exring_iterate
 #undef pg_exring_stats
+#undef pg_exring_peer_head
+#undef pg_exring_peer_write
+#undef pg_exring_peer_read
+#undef pg_exring_hit_merge
+#undef pg_exring_hits_join
 #undef pg_exring_rc_name
 #undef pg_exring_check
 
@@ -2506,6 +2516,283 @@ now_us(void)
 }
 
 
+/* ------------------------------------------------------------ peers */
+
+
+/*
+ * Three nodes' rings and one ring holding everything ("all"): a stream in
+ * the order "all" takes it (equal times included), each exemplar on one
+ * node, some on two (a retried write).  Node 0's hits joined with nodes 1
+ * and 2's, sent through the peer format, are all's answer, byte for byte.
+ */
+static void
+peers_answer(pg_exring_t **node, pg_exring_t *all, int64_t start,
+    int64_t end, pg_json_buf_t *out, arena_t *a)
+{
+    size_t               i, n, exemplars;
+    uint32_t             pos;
+    sliced_t             q, p;
+    const char          *err;
+    pg_json_buf_t        wire;
+    pg_allocator_t       alloc = { arena_alloc, a };
+    pg_exring_hit_pos_t  hp;
+
+    memset(&q, 0, sizeof(q));
+
+    pos = 0;
+    assert_int_equal(pg_exring_query_collect(node[0], no_tenant, NULL, NULL,
+                                             start, end, &pos, UINT32_MAX,
+                                             sliced_hit, &q, &alloc, &alloc),
+                     1);
+
+    for (i = 1; i < 3; i++) {
+        memset(&p, 0, sizeof(p));
+        pos = 0;
+        assert_int_equal(pg_exring_query_collect(node[i], no_tenant, NULL,
+                                                 NULL, start, end, &pos,
+                                                 UINT32_MAX, sliced_hit, &p,
+                                                 &alloc, &alloc), 1);
+
+        pg_json_init(&wire, alloc);
+        pg_exring_peer_head(&wire);
+
+        for (n = 0; n < p.nhits; n++) {
+            pg_exring_peer_write(p.hits[n], &wire);
+        }
+
+        assert_false(wire.failed);
+        err = NULL;
+        assert_int_equal(pg_exring_peer_read(wire.data, wire.len, &alloc,
+                                             sliced_hit, &q, &err),
+                         PG_EXRING_PEER_OK);
+        free(p.hits);
+    }
+
+    n = q.nhits;
+    assert_int_equal(pg_exring_hits_join(q.hits, &n, &alloc, &exemplars), 0);
+
+    pg_json_init(out, alloc);
+    pg_json_literal(out, "{\"status\":\"success\",\"data\":[");
+
+    for (i = 0; i < n; i++) {
+        memset(&hp, 0, sizeof(hp));
+        assert_int_equal(pg_exring_hit_json(q.hits[i], i == 0, &hp, SIZE_MAX,
+                                            out), 1);
+    }
+
+    pg_json_literal(out, "]}");
+    assert_false(out->failed);
+    free(q.hits);
+}
+
+
+static void
+test_peers_merge(void **state)
+{
+    void           *base[4];
+    arena_t         a = { NULL, 0 };
+    pg_allocator_t  alloc = { arena_alloc, &a };
+    pg_exring_t    *node[3], *all;
+    pg_json_buf_t   got, want;
+    pg_exring_rc_e  rc;
+    pg_label_t      series[3][2] = {
+        { L("__name__", "a_total"), L("job", "api") },
+        { L("__name__", "b_total"), L("job", "api") },
+        { L("__name__", "b_total"), L("job", "batch") }
+    };
+    pg_label_t      ex[2];
+    char            trace[40], span[24];
+    double          value;
+    int64_t         ts;
+    int             i, k, s, twice;
+    uint32_t        rnd;
+
+    for (i = 0; i < 3; i++) {
+        node[i] = ring_new(2000, 0, &base[i]);
+    }
+
+    all = ring_new(2000, 0, &base[3]);
+    rnd = 12345;
+    ts = 1000000;
+
+    for (k = 0; k < 600; k++) {
+        rnd = rnd * 1103515245 + 12345;
+        s = (rnd >> 8) % 3;
+        i = (rnd >> 12) % 3;
+        twice = (rnd >> 16) % 7 == 0;
+
+        /* equal times now and then: value, then label hash decide */
+        if ((rnd >> 20) % 4 != 0) {
+            ts += 1 + (rnd >> 24) % 50;
+        }
+
+        value = (double) ((rnd >> 4) % 5) / 4;
+        snprintf(trace, sizeof(trace), "%032x", (unsigned) (rnd ^ k));
+        snprintf(span, sizeof(span), "s%d", k % 3);
+        ex[0].name = S("span_id");
+        ex[0].value = S(span);
+        ex[1].name = S("trace_id");
+        ex[1].value = S(trace);
+
+        rc = pg_exring_insert(all, no_tenant, series[s], 2, ex, 2, value, ts,
+                              NULL);
+        if (rc != PG_EXRING_ADDED) {
+            assert_int_equal(rc, PG_EXRING_OUT_OF_ORDER);
+            continue;
+        }
+
+        assert_int_equal(pg_exring_insert(node[i], no_tenant, series[s], 2,
+                                          ex, 2, value, ts, NULL),
+                         PG_EXRING_ADDED);
+
+        if (twice) {
+            assert_int_equal(pg_exring_insert(node[(i + 1) % 3], no_tenant,
+                                              series[s], 2, ex, 2, value, ts,
+                                              NULL),
+                             PG_EXRING_ADDED);
+        }
+    }
+
+    for (k = 0; k < 3; k++) {
+        int64_t  start = k == 0 ? 0 : 1000000 + 2000 * k;
+        int64_t  end = k == 0 ? INT64_MAX : start + 3000;
+
+        pg_json_init(&want, alloc);
+        assert_true(pg_exring_query(all, no_tenant, NULL, NULL, start, end,
+                                    &want) > 0);
+        peers_answer(node, all, start, end, &got, &a);
+
+        if (got.len != want.len || memcmp(got.data, want.data, got.len)) {
+            fail_msg("window %d: merged answer differs:\n%.*s\nwant:\n%.*s",
+                     k, (int) got.len, (const char *) got.data,
+                     (int) want.len, (const char *) want.data);
+        }
+    }
+
+    for (i = 0; i < 4; i++) {
+        free(base[i]);
+    }
+
+    arena_free(&a);
+}
+
+
+static int
+peers_count(void *data, pg_exring_hit_t *hit)
+{
+    size_t  *n = data;
+
+    (*n)++;
+
+    return hit->nexemplars > 0;
+}
+
+
+/* a peer's answer is hostile input: every cut and every byte changed */
+static void
+test_peers_hostile(void **state)
+{
+    void                 *base;
+    arena_t               a = { NULL, 0 };
+    pg_allocator_t        alloc = { arena_alloc, &a };
+    pg_exring_t          *ring;
+    pg_json_buf_t         wire;
+    sliced_t              q;
+    uint32_t              pos;
+    size_t                i, n, cuts;
+    uint8_t              *copy;
+    const char           *err;
+    pg_exring_peer_rc_e   rc;
+    unsigned              v;
+    pg_label_t            s1[] = { L("__name__", "x"), L("job", "j") };
+    pg_label_t            s2[] = { L("__name__", "y") };
+    pg_label_t            e1[] = { L("trace_id", "0123456789abcdef") };
+    pg_label_t            e2[] = { L("a", "b"), L("c", "\xe6\x97\xa5") };
+
+    ring = ring_new(100, 0, &base);
+
+    assert_int_equal(INS(ring, no_tenant, s1, e1, 1, 10), PG_EXRING_ADDED);
+    assert_int_equal(INS(ring, no_tenant, s1, e2, 2, 20), PG_EXRING_ADDED);
+    assert_int_equal(INS(ring, no_tenant, s2, e1, 3, 30), PG_EXRING_ADDED);
+
+    memset(&q, 0, sizeof(q));
+    pos = 0;
+    assert_int_equal(pg_exring_query_collect(ring, no_tenant, NULL, NULL, 0,
+                                             100, &pos, 100, sliced_hit, &q,
+                                             &alloc, &alloc), 1);
+    assert_int_equal(q.nhits, 2);
+
+    pg_json_init(&wire, alloc);
+    pg_exring_peer_head(&wire);
+    pg_exring_peer_write(q.hits[0], &wire);
+    pg_exring_peer_write(q.hits[1], &wire);
+    assert_false(wire.failed);
+
+    /* the whole: two series; every shorter cut but the one between them */
+
+    n = 0;
+    assert_int_equal(pg_exring_peer_read(wire.data, wire.len, &alloc,
+                                         peers_count, &n, &err),
+                     PG_EXRING_PEER_OK);
+    assert_int_equal(n, 2);
+
+    cuts = 0;
+
+    for (i = 0; i < wire.len; i++) {
+        copy = malloc(i + 1);       /* exact size: ASan sees a read past */
+        memcpy(copy, wire.data, i);
+        n = 0;
+        err = NULL;
+        rc = pg_exring_peer_read(copy, i, &alloc, peers_count, &n, &err);
+
+        if (rc == PG_EXRING_PEER_OK) {
+            assert_true(i == 12 || n == 1);
+            cuts++;
+
+        } else {
+            assert_int_equal(rc, PG_EXRING_PEER_INVALID);
+            assert_non_null(err);
+        }
+
+        free(copy);
+    }
+
+    assert_int_equal(cuts, 2);      /* the head alone, the first series */
+
+    /* every byte changed to a few values: valid or refused, never more */
+
+    copy = malloc(wire.len);
+
+    for (i = 0; i < wire.len; i++) {
+        for (v = 0; v < 6; v++) {
+            static const uint8_t  vals[] = { 0, 1, 0x7f, 0x80, 0xfe, 0xff };
+
+            memcpy(copy, wire.data, wire.len);
+            copy[i] = vals[v];
+            n = 0;
+            rc = pg_exring_peer_read(copy, wire.len, &alloc, peers_count, &n,
+                                     &err);
+            assert_true(rc == PG_EXRING_PEER_OK
+                        || rc == PG_EXRING_PEER_INVALID);
+        }
+    }
+
+    free(copy);
+
+    /* what the writer checks names it */
+
+    err = NULL;
+    assert_int_equal(pg_exring_peer_read((const uint8_t *) "{\"status\":1}",
+                                         12, &alloc, peers_count, &n, &err),
+                     PG_EXRING_PEER_INVALID);
+    assert_string_equal(err, "not a promgate peer answer");
+
+    free(q.hits);
+    free(base);
+    arena_free(&a);
+}
+
+
 static void
 test_size_and_speed(void **state)
 {
@@ -2617,6 +2904,8 @@ main(void)
         cmocka_unit_test(test_random_model),
         cmocka_unit_test(test_crash_repair),
         cmocka_unit_test(test_crash_steps),
+        cmocka_unit_test(test_peers_merge),
+        cmocka_unit_test(test_peers_hostile),
         cmocka_unit_test(test_size_and_speed),
     };
 
