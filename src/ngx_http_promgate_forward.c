@@ -189,7 +189,8 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
 
         v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? fw->version
                                                          : fe[i].proto;
-        pl = &fw->payloads[v];
+        pl = (fw->tpayloads && fw->tpayloads[i]) ? fw->tpayloads[i]
+                                                 : &fw->payloads[v];
 
         if (!pl->ready) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -198,7 +199,7 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
             goto failed;
         }
 
-        if (pl->headers.part.elts == NULL
+        if (!pl->none && pl->headers.part.elts == NULL
             && ngx_http_promgate_headers(r, fw, pl) != NGX_OK)
         {
             goto failed;
@@ -220,6 +221,15 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
 
     for (i = 0; i < n; i++) {
         f = &fw->fwd[i];
+
+        /* its rules chose no series: no request, counted as stored */
+
+        if (f->payload->none) {
+            f->skipped = 1;
+            f->state = PG_TARGET_STORED;
+            fw->acks.stored++;
+            continue;
+        }
 
         /* while a spool is not empty, its target's writes go after it */
 
