@@ -9,8 +9,8 @@ import requests
 
 import rw
 from conftest import gateway_http
-from fakeup import free_port
-from procs import as_plain, poll_samples, wait_for
+from fakeup import Resp, free_port
+from procs import VictoriaMetrics, as_plain, poll_samples, wait_for
 
 
 def metric_value(text, name, **labels):
@@ -126,3 +126,202 @@ def test_selector_forms_accepted(make_nginx, prom):
             ("prom", prom.url, "'match=%s'" % good)]), start=False)
         code, out = n.test_config()
         assert code == 0, (good, out)
+
+
+# ------------------------------------------------------------ shard groups
+
+@pytest.fixture(scope="module")
+def vms(serverset, tmp_path_factory):
+    """four VictoriaMetrics of the test's server set: a shard group's
+    storage nodes (tests tell their series apart by name)"""
+    made = []
+    try:
+        for i in range(4):
+            made.append(VictoriaMetrics(
+                str(tmp_path_factory.mktemp("vm-shard%d-%s"
+                                            % (i, serverset.name))),
+                binary=serverset.victoria_metrics))
+        yield made
+    finally:
+        for v in made:
+            v.stop()
+
+
+def shard_gateway(gateway, nodes, replicas=1, by=""):
+    extra = "    promgate_shard nodes replicas=%d%s;\n" % (
+        replicas, " by=" + by if by else "")
+    return gateway([("vm%d" % i, v.url, "shard=nodes")
+                    for i, v in enumerate(nodes)], http_extra=extra)
+
+
+def write_many(gw, n, count, t, batch=2000, labels=lambda i: {}):
+    for lo in range(0, count, batch):
+        req = [rw.series("%s_%d" % (n, i), dict(labels(i), job="shard"),
+                         [(float(i), t)])
+               for i in range(lo, min(count, lo + batch))]
+        r = rw.write(gw.write_url, req)
+        assert r.status_code == 204, r.text
+
+
+def held(nodes, n, want_total):
+    """[set of series names] per node, once the nodes hold want_total
+    series between them"""
+    got = []
+
+    def check():
+        got[:] = []
+        for v in nodes:
+            v.flush()
+            ex = v.export('{__name__=~"%s_.*"}' % n)
+            got.append({dict(k)["__name__"]: s for k, s in ex.items()})
+        return sum(len(g) for g in got) >= want_total
+
+    wait_for(check, 60, 0.5)
+    return got
+
+
+def test_shard_replicas_1_splits_evenly(gateway, vms):
+    nodes = vms[:3]
+    gw = shard_gateway(gateway, nodes)
+    n = rw.uniq("sh1")
+    total = 10000
+    write_many(gw, n, total, rw.now_ms() - 10000)
+    got = held(nodes, n, total)
+    names = [set(g) for g in got]
+    # each series in exactly one node, the union is everything
+    assert sum(len(s) for s in names) == total
+    assert set.union(*names) == {"%s_%d" % (n, i) for i in range(total)}
+    # within 10% of even
+    for s in names:
+        assert abs(len(s) - total / 3) <= total / 3 * 0.10, \
+            [len(s) for s in names]
+    text = requests.get(gw.status_url).text
+    assert sum(metric_value(text, "promgate_forward_series_total",
+                            target="/_rw/vm%d" % i) for i in range(3)) == total
+
+
+def test_shard_replicas_2_each_series_twice(gateway, vms):
+    nodes = vms[:3]
+    gw = shard_gateway(gateway, nodes, replicas=2)
+    n = rw.uniq("sh2")
+    total = 3000
+    write_many(gw, n, total, rw.now_ms() - 10000)
+    got = held(nodes, n, 2 * total)
+    names = [set(g) for g in got]
+    assert sum(len(s) for s in names) == 2 * total
+    every = {"%s_%d" % (n, i) for i in range(total)}
+    for name in every:
+        assert sum(name in s for s in names) == 2, name
+
+
+def test_shard_adding_a_node_moves_a_quarter(gateway, vms):
+    """three nodes, then four: the series the fourth now holds are the
+    only ones that moved, about a quarter of them"""
+    n = rw.uniq("sh4")
+    total = 10000
+    t1 = rw.now_ms() - 20000
+    gw3 = shard_gateway(gateway, vms[:3])
+    write_many(gw3, n, total, t1)
+    before = held(vms[:3], n, total)
+    gw4 = shard_gateway(gateway, vms)
+    write_many(gw4, n, total, t1 + 1000)
+
+    def second(node):
+        """the series whose second sample is there"""
+        return {k for k, s in node.items() if any(ts == t1 + 1000
+                                                 for ts, _ in s)}
+
+    after = []
+
+    def all_second():
+        after[:] = held(vms, n, total)
+        return sum(len(second(g)) for g in after) >= total
+
+    assert wait_for(all_second, 60, 0.5)
+    moved = second(after[3])
+    stayed = 0
+    for i in range(3):
+        now = second(after[i])
+        # nothing moved between the old nodes
+        assert now <= set(before[i]), i
+        stayed += len(now)
+    assert stayed + len(moved) == total
+    share = len(moved) / total
+    print("adding a fourth node moved %d of %d series (%.1f%%)"
+          % (len(moved), total, 100 * share))
+    assert 0.22 <= share <= 0.28, share
+
+
+def test_shard_by_label_keeps_an_instance_together(gateway, vms):
+    nodes = vms[:3]
+    gw = shard_gateway(gateway, nodes, by="instance")
+    n = rw.uniq("shby")
+    total = 600
+    write_many(gw, n, total, rw.now_ms() - 10000,
+               labels=lambda i: {"instance": "host%d" % (i % 30)})
+    got = held(nodes, n, total)
+    where = {}
+    for k, g in enumerate(got):
+        for name in g:
+            inst = "host%d" % (int(name.rsplit("_", 1)[1]) % 30)
+            where.setdefault(inst, set()).add(k)
+    assert len(where) == 30
+    assert all(len(s) == 1 for s in where.values()), where
+    # and the instances spread over the nodes
+    assert len(set().union(*where.values())) == 3
+
+
+def test_shard_needs_enough_targets(make_nginx, vms):
+    n = make_nginx(gateway_http(
+        free_port(), [("vm0", vms[0].url, "shard=nodes")],
+        http_extra="    promgate_shard nodes replicas=2;\n"), start=False)
+    n.error_log_problems = lambda: []
+    code, out = n.test_config()
+    assert code != 0
+    assert ('promgate_shard "nodes" has replicas=2, but only 1 forward '
+            'target of this location names it') in out, out
+    n = make_nginx(gateway_http(
+        free_port(), [("vm0", vms[0].url, "shard=nothere")]), start=False)
+    n.error_log_problems = lambda: []
+    code, out = n.test_config()
+    assert code != 0
+    assert 'names shard "nothere", which no "promgate_shard"' in out, out
+
+
+def test_shard_group_counts_once_in_the_ack_policy(gateway, make_fake):
+    """quorum over a target and a group of three: the group is one copy of
+    the data, so with the target down the write is not acknowledged (as
+    four separate targets, three stored would have made a quorum)"""
+    down = make_fake(default=Resp(503))
+    members = [make_fake() for _ in range(3)]
+    gw = gateway([("down", down.url)]
+                 + [("s%d" % i, f.url, "shard=g") for i, f in
+                    enumerate(members)],
+                 ack="quorum", retries=0,
+                 http_extra="    promgate_shard g;\n")
+    n = rw.uniq("shack")
+    r = rw.write(gw.write_url, [rw.series("%s_%d" % (n, i), {"job": "a"},
+                                          [(1.0, rw.now_ms())])
+                                for i in range(30)])
+    assert r.status_code == 503, r.text
+    assert wait_for(lambda: sum(len(f.requests) for f in members) == 3, 10)
+
+
+def test_shard_member_without_series_is_not_waited_for(gateway, make_fake):
+    """ack all: a member that fails fails the write only when it got
+    series; one whose share is empty gets no request"""
+    ok = make_fake()
+    bad = make_fake(default=Resp(503))
+    gw = gateway([("ok", ok.url, "shard=g"), ("bad", bad.url, "shard=g")],
+                 retries=0, http_extra="    promgate_shard g by=instance;\n")
+    n = rw.uniq("shempty")
+    seen = set()
+    for k in range(20):
+        before = len(bad.requests)
+        r = rw.write(gw.write_url, [
+            rw.series("%s_%d" % (n, i), {"instance": "h%d" % k},
+                      [(1.0, rw.now_ms())]) for i in range(5)])
+        got_bad = len(bad.requests) > before
+        assert r.status_code == (503 if got_bad else 204), (k, r.text)
+        seen.add(got_bad)
+    assert seen == {True, False}
