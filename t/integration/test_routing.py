@@ -6,11 +6,14 @@ import re
 
 import pytest
 import requests
+import snappy
 
 import rw
+import rw2
 from conftest import gateway_http
 from fakeup import Resp, free_port
 from procs import VictoriaMetrics, as_plain, poll_samples, wait_for
+from promtext import scrape
 
 
 def metric_value(text, name, **labels):
@@ -325,3 +328,53 @@ def test_shard_member_without_series_is_not_waited_for(gateway, make_fake):
         assert r.status_code == (503 if got_bad else 204), (k, r.text)
         seen.add(got_bad)
     assert seen == {True, False}
+
+
+def test_subset_bodies_per_protocol_shared_and_retried(gateway, make_fake):
+    """a 2.0 write, routes in both protocols: targets with the same rules
+    and protocol get the same body, made once (a retry resends it); every
+    body holds exactly its series, in order, metadata along"""
+    a = make_fake([Resp(503)])
+    b, c, d = make_fake(), make_fake(), make_fake()
+    sel = '{__name__=~".+",i=~"0|2"}'
+    gw = gateway([("a", a.url, "proto=v2 'match=%s'" % sel),
+                  ("b", b.url, "proto=v1 'match=%s'" % sel),
+                  ("c", c.url, "proto=v2 'match=%s'" % sel),
+                  ("d", d.url, "proto=asis 'drop=%s'" % sel)],
+                 backoff="10ms 20ms")
+    ts = rw.now_ms()
+    name = rw.uniq("rp")
+    req = rw2.V2Builder()
+    for i in range(4):
+        req.series({"__name__": name, "i": str(i)},
+                   samples=[(float(i), ts)],
+                   metadata=("COUNTER", "requests served", "seconds"))
+    r = rw2.post(gw.write_url, req.encode())
+    assert r.status_code == 204, r.text
+    assert [r.headers.get(h) for h in rw2.WRITTEN_HEADERS] == ["4", "0", "0"]
+
+    assert wait_for(lambda: len(a.requests) == 2, 10)
+    bodies_a = [q.body for q in a.requests]
+    (rb,), (rc,), (rd,) = (x.wait_requests(1) for x in (b, c, d))
+    assert bodies_a[0] == bodies_a[1] == rc.body
+
+    def v2_series(body):
+        return [(dict(t["labels"])["i"], t["samples"], t["metadata"])
+                for t in rw2.decode_v2(snappy.decompress(body))["timeseries"]]
+
+    meta = (1, "requests served", "seconds")
+    assert v2_series(rc.body) == [("0", [(0.0, ts)], meta),
+                                  ("2", [(2.0, ts)], meta)]
+    assert v2_series(rd.body) == [("1", [(1.0, ts)], meta),
+                                  ("3", [(3.0, ts)], meta)]
+    wr = rw.decode_request(rb.body)
+    assert [([(l.name, l.value) for l in t.labels],
+             [(s.value, s.timestamp) for s in t.samples])
+            for t in wr.timeseries] == [
+        ([("__name__", name), ("i", str(i))], [(float(i), ts)])
+        for i in (0, 2)]
+    assert rb.headers["X-Prometheus-Remote-Write-Version"] == "0.1.0"
+    assert rd.headers["X-Prometheus-Remote-Write-Version"] == "2.0.0"
+    st = scrape(gw.status_url)
+    assert st.get("promgate_encoded_bodies_total", version="2.0") == 2
+    assert st.get("promgate_encoded_bodies_total", version="1.0") == 1
