@@ -239,7 +239,8 @@ static ngx_int_t
 ngx_http_promgate_selector(ngx_conf_t *cf, ngx_str_t *text, void **sel,
     const char *param, const char *what, ngx_str_t *uri)
 {
-    u_char             *p, *last;
+    u_char             *p, *q, *last;
+    ngx_uint_t          name;
     pg_allocator_t      alloc;
     pg_promql_rc_e      rc;
     pg_selector_set_t   set;
@@ -287,17 +288,25 @@ ngx_http_promgate_selector(ngx_conf_t *cf, ngx_str_t *text, void **sel,
 
     /*
      * One plain selector, not an expression that holds one: it starts
-     * with a name or "{" and ends with "}" or the name (no range, offset,
-     * function or operator)
+     * with a metric name or "{", and ends with "}" or is a metric name
+     * alone (no range, offset, @, function or operator)
      */
 
+    name = 1;
+
+    for (q = p; q < last; q++) {
+        if (!(*q == '_' || *q == ':' || (*q >= 'a' && *q <= 'z')
+              || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9')))
+        {
+            name = 0;
+            break;
+        }
+    }
+
     if (set.nselectors != 1
-        || !(*p == '{' || *p == '_' || *p == ':' || *p == '"'
+        || !(*p == '{' || *p == '_' || *p == ':'
              || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
-        || !(last[-1] == '}'
-             || (ngx_strlchr(p, last, '(') == NULL
-                 && ngx_strlchr(p, last, ' ') == NULL
-                 && ngx_strlchr(p, last, '[') == NULL)))
+        || !(last[-1] == '}' || name))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid %s= selector \"%V\" of %s \"%V\": "

@@ -113,7 +113,8 @@ def test_nginx_t_refuses_a_bad_selector_with_prometheus_message(
 
 
 def test_nginx_t_refuses_an_expression(make_nginx, prom):
-    for bad in ('rate(x[5m])', 'x{a="b"} offset 5m', 'x + y'):
+    for bad in ('rate(x[5m])', 'x{a="b"} offset 5m', 'x + y', 'x-1', 'x@1',
+                'x[5m]', '-x{a="b"}'):
         n = make_nginx(gateway_http(free_port(), [
             ("prom", prom.url, "'drop=%s'" % bad)]), start=False)
         n.error_log_problems = lambda: []
@@ -124,7 +125,8 @@ def test_nginx_t_refuses_an_expression(make_nginx, prom):
 
 def test_selector_forms_accepted(make_nginx, prom):
     for good in ('up', 'up{job="x"}', '{__name__=~"go_.*",job!="test"}',
-                 '{"service.name"="x"}'):
+                 '{"service.name"="x"}', 'node:cpu:rate5m',
+                 ' {job="a"} '):
         n = make_nginx(gateway_http(free_port(), [
             ("prom", prom.url, "'match=%s'" % good)]), start=False)
         code, out = n.test_config()
