@@ -380,3 +380,41 @@ def test_subset_bodies_per_protocol_shared_and_retried(gateway, make_fake):
     st = scrape(gw.status_url)
     assert st.get("promgate_encoded_bodies_total", version="2.0") == 2
     assert st.get("promgate_encoded_bodies_total", version="1.0") == 1
+
+
+def test_a_spooled_target_keeps_its_subset(sockdir, gateway, make_fake,
+                                           tmp_path):
+    """a target with drop= that is down: its spool holds its subset, and
+    the replay brings exactly that subset, in order"""
+    a = make_fake(default=Resp(503, body="down"))
+    b = make_fake()
+    path = str(tmp_path / "spool-s")
+    gw = gateway([("a", a.url, "spool=s 'drop={i=~\"[13579]\"}'"),
+                  ("b", b.url)],
+                 http_extra="promgate_spool s path=%s socket=%s/s.sock;"
+                 % (path, sockdir),
+                 retries=1, backoff="10ms 50ms", retry_timeout="2s")
+    name = rw.uniq("rsp")
+    t = rw.now_ms()
+    for k in range(3):
+        r = rw.write(gw.write_url, [rw.series(name, {"i": str(i), "k": str(k)},
+                                              [(float(i), t + k)])
+                                    for i in range(10)])
+        assert r.status_code == 204, r.text
+    st = scrape(gw.status_url)
+    assert st.get("promgate_forward_outcomes_total", target="/_rw/a",
+                  outcome="spooled") == 3
+    a.default = Resp(204)
+    assert wait_for(lambda: scrape(gw.status_url).sum(
+        "promgate_spool_records", spool="s") == 0, 20)
+    got = []
+    for p in a.posts():
+        if p.response is not None and p.response.status == 204:
+            got += [tuple((l.name, l.value) for l in s.labels)
+                    for s in rw.decode_request(p.body).timeseries]
+    want = [(("__name__", name), ("i", str(i)), ("k", str(k)))
+            for k in range(3) for i in range(0, 10, 2)]
+    assert got == want
+    # b got everything
+    assert sum(len(rw.decode_request(p.body).timeseries)
+               for p in b.posts()) == 30
