@@ -375,6 +375,15 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
             continue;
         }
 
+        /* a body of one tenant (promgate_tenant_label) goes as its */
+
+        if (pl->tenant.len && h[i].key.len == pl->tenant_header.len
+            && ngx_strncasecmp(h[i].key.data, pl->tenant_header.data,
+                               h[i].key.len) == 0)
+        {
+            continue;
+        }
+
         if (h[i].key.len == sizeof("X-Prometheus-Remote-Write-Version") - 1
             && ngx_strncasecmp(h[i].key.data,
                                (u_char *) "X-Prometheus-Remote-Write-Version",
@@ -433,6 +442,27 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
            == NULL)
     {
         return NGX_ERROR;
+    }
+
+    if (pl->tenant.len) {
+        nh = ngx_list_push(&pl->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        nh->lowcase_key = ngx_pnalloc(r->pool, pl->tenant_header.len);
+        if (nh->lowcase_key == NULL) {
+            nh->hash = 0;
+            return NGX_ERROR;
+        }
+
+        nh->hash = ngx_hash_strlow(nh->lowcase_key, pl->tenant_header.data,
+                                   pl->tenant_header.len);
+        nh->key = pl->tenant_header;
+        nh->value = pl->tenant;
+#if (nginx_version >= 1023000)
+        nh->next = NULL;
+#endif
     }
 
     return NGX_OK;

@@ -92,6 +92,8 @@ struct ngx_http_promgate_payload_s {
     off_t                           len;
     ngx_list_t                      headers;  /* for the subrequests */
     ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
+    ngx_str_t                       tenant_header;  /* set to tenant, */
+    ngx_str_t                       tenant;   /*   when tenant.len */
     unsigned                        ready:1;
     unsigned                        remote_write:1;  /* canonical headers */
     unsigned                        none:1;   /* nothing for the target: */

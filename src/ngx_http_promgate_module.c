@@ -166,6 +166,13 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("promgate_tenant_label"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, tenant_label),
+      NULL },
+
     { ngx_string("promgate_shard"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_shard_directive,
@@ -621,12 +628,21 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    ngx_conf_merge_str_value(conf->tenant_label, prev->tenant_label, "");
+
     if (conf->forwards == NULL) {
         conf->forwards = prev->forwards;
-        conf->router = prev->router;
 
-    } else if (conf->router == NULL
-               && ngx_http_promgate_router_build(cf, conf) != NGX_OK)
+        if (conf->tenant_label.len == prev->tenant_label.len
+            && ngx_strncmp(conf->tenant_label.data, prev->tenant_label.data,
+                           conf->tenant_label.len) == 0)
+        {
+            conf->router = prev->router;
+        }
+    }
+
+    if (conf->forwards && conf->router == NULL
+        && ngx_http_promgate_router_build(cf, conf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }

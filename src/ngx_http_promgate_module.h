@@ -197,6 +197,8 @@ typedef struct {
     ngx_flag_t                      status;
     ngx_array_t                    *forwards; /* ngx_http_promgate_forward_t */
     pg_router_t                    *router;   /* NULL: no target has rules */
+                                              /*   and no tenant label */
+    ngx_str_t                       tenant_label;  /* "": none */
     ngx_uint_t                      ack;
     ngx_uint_t                      invalid_series;
     ngx_int_t                       max_inflight;

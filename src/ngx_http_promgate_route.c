@@ -7,11 +7,14 @@
  *   promgate_forward URI ... ['match=SELECTOR'] ['drop=SELECTOR']
  *                            [shard=NAME];
  *
+ *   promgate_tenant_label NAME;                    (http, server, location)
+ *
  * Selectors are parsed once, here, with the exemplar query's PromQL parser
  * and matchers; one that does not parse fails `nginx -t` with Prometheus'
  * message.  A location's targets make its router: one route per distinct
  * set of rules (targets with the same match=, drop= and no shard share
- * one, and so one body), one shard group per shard name its targets use.
+ * one, and so one body), one shard group per shard name its targets use,
+ * and the tenant label, if any.
  */
 
 
@@ -323,9 +326,9 @@ ngx_http_promgate_selector(ngx_conf_t *cf, ngx_str_t *text, void **sel,
 
 
 /*
- * The router of a location whose targets have rules (NULL when none has:
- * every target gets every series, at no cost per series): a route per
- * distinct rule set, a shard group per shard name.
+ * The router of a location whose targets have rules or that has a tenant
+ * label (NULL otherwise: every target gets every series, at no cost per
+ * series): a route per distinct rule set, a shard group per shard name.
  */
 
 ngx_int_t
@@ -356,7 +359,7 @@ ngx_http_promgate_router_build(ngx_conf_t *cf,
         }
     }
 
-    if (!rules) {
+    if (!rules && plcf->tenant_label.len == 0) {
         return NGX_OK;
     }
 
@@ -503,6 +506,8 @@ ngx_http_promgate_router_build(ngx_conf_t *cf,
     rt->nroutes = nr;
     rt->groups = groups;
     rt->ngroups = ngroups;
+    rt->tenant_label.data = plcf->tenant_label.data;
+    rt->tenant_label.len = plcf->tenant_label.len;
 
     plcf->router = rt;
 

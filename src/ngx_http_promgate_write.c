@@ -30,6 +30,9 @@ static ngx_int_t ngx_http_promgate_payload(ngx_http_request_t *r,
 static ngx_int_t ngx_http_promgate_route_payloads(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t *need);
+static ngx_int_t ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req);
 static void ngx_http_promgate_target_counts(ngx_http_promgate_write_ctx_t *ctx,
     ngx_uint_t i, uint64_t series, uint64_t samples);
 static void ngx_http_promgate_log_invalid(ngx_http_request_t *r,
@@ -370,7 +373,10 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
         return;
     }
 
-    ctx->fw.targets = ctx->plcf->forwards;
+    if (ctx->fw.targets == NULL) {
+        ctx->fw.targets = ctx->plcf->forwards;   /* else one per tenant */
+    }
+
     ctx->fw.decide = ngx_http_promgate_write_decide;
     ctx->fw.answer = ngx_http_promgate_write_answer;
 
@@ -568,6 +574,10 @@ ngx_http_promgate_route_payloads(ngx_http_request_t *r,
     fe = ctx->plcf->forwards->elts;
     n = ctx->plcf->forwards->nelts;
 
+    if (rs->ntenants) {
+        return ngx_http_promgate_tenant_payloads(r, ctx, decoded, dlen, req);
+    }
+
     ctx->fw.tpayloads = ngx_pcalloc(r->pool,
                                     n * sizeof(ngx_http_promgate_payload_t *));
     routed = ngx_pcalloc(r->pool, rs->router->nroutes * 3
@@ -614,6 +624,147 @@ ngx_http_promgate_route_payloads(ngx_http_request_t *r,
 
         ctx->fw.tpayloads[i] = routed[k * 3 + v];
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * With promgate_tenant_label, when some series name a tenant: each target
+ * appears once per tenant (the request's own, for the series without the
+ * label, first; then each tenant in the order its series came) with the
+ * series of that tenant its rules choose, and the tenant header set to
+ * the tenant.  A tenant's body is made once per route and protocol; one
+ * that holds every valid series of the write is the body every target
+ * without rules gets, under the tenant's header.
+ */
+
+static ngx_int_t
+ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req)
+{
+    size_t                          count;
+    uint8_t                        *bits;
+    ngx_uint_t                      i, k, t, v, n, nt, nr, slot;
+    ngx_array_t                    *targets;
+    pg_route_state_t               *rs;
+    ngx_http_promgate_payload_t   **made, *pl, *none, *base;
+    ngx_http_promgate_forward_t    *fe, *te;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    rs = ctx->route;
+    fe = ctx->plcf->forwards->elts;
+    n = ctx->plcf->forwards->nelts;
+    nt = rs->ntenants + 1;
+    nr = rs->router->nroutes;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
+
+    targets = ngx_array_create(r->pool, n * nt,
+                               sizeof(ngx_http_promgate_forward_t));
+    ctx->fw.tpayloads = ngx_pcalloc(r->pool, n * nt
+                                    * sizeof(ngx_http_promgate_payload_t *));
+    made = ngx_pcalloc(r->pool, nt * nr * 3
+                                * sizeof(ngx_http_promgate_payload_t *));
+    none = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_payload_t));
+    bits = ngx_palloc(r->pool, rs->cap / 8);
+
+    if (targets == NULL || ctx->fw.tpayloads == NULL || made == NULL
+        || none == NULL || bits == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    none->ready = 1;
+    none->none = 1;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_promgate_target_counts(ctx, i, rs->series[fe[i].route],
+                                        rs->samples[fe[i].route]);
+    }
+
+    for (t = 0; t < nt; t++) {
+        for (i = 0; i < n; i++) {
+            te = ngx_array_push(targets);
+            if (te == NULL) {
+                return NGX_ERROR;
+            }
+
+            *te = fe[i];
+            k = fe[i].route;
+            v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->fw.version
+                                                            : fe[i].proto;
+            slot = (t * nr + k) * 3 + v;
+
+            if (made[slot] == NULL) {
+                count = pg_route_tenant_select(rs, k, t, bits);
+
+                if (count == 0) {
+                    made[slot] = none;
+
+                } else if (count == req->stats.series && t == 0) {
+                    made[slot] = &ctx->fw.payloads[v];
+
+                    if (!made[slot]->ready
+                        && ngx_http_promgate_payload(r, ctx, decoded, dlen,
+                                                     req, v, made[slot], NULL)
+                           != NGX_OK)
+                    {
+                        return NGX_ERROR;
+                    }
+
+                } else {
+                    pl = ngx_pcalloc(r->pool,
+                                     sizeof(ngx_http_promgate_payload_t));
+                    if (pl == NULL) {
+                        return NGX_ERROR;
+                    }
+
+                    if (count == req->stats.series) {
+
+                        /* the whole write: its body, the tenant's header */
+
+                        base = &ctx->fw.payloads[v];
+
+                        if (!base->ready
+                            && ngx_http_promgate_payload(r, ctx, decoded,
+                                                         dlen, req, v, base,
+                                                         NULL)
+                               != NGX_OK)
+                        {
+                            return NGX_ERROR;
+                        }
+
+                        pl->body = base->body;
+                        pl->len = base->len;
+                        pl->version = base->version;
+                        pl->ready = 1;
+                        pl->remote_write = 1;
+
+                    } else if (ngx_http_promgate_payload(r, ctx, decoded,
+                                                         dlen, req, v, pl,
+                                                         bits)
+                               != NGX_OK)
+                    {
+                        return NGX_ERROR;
+                    }
+
+                    if (t > 0) {
+                        pl->tenant_header = pmcf->tenant_header;
+                        pl->tenant.data = (u_char *) rs->tenants[t - 1].data;
+                        pl->tenant.len = rs->tenants[t - 1].len;
+                    }
+
+                    made[slot] = pl;
+                }
+            }
+
+            ctx->fw.tpayloads[targets->nelts - 1] = made[slot];
+        }
+    }
+
+    ctx->fw.targets = targets;
 
     return NGX_OK;
 }
@@ -776,6 +927,22 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     } else {
         reason = pg_rw_decode_limited(decoded, dlen, ctx->fw.version, &limits,
                                       &alloc, &req, NULL, NULL);
+    }
+
+    if (reason == PG_RW_ABORTED && ctx->route
+        && ctx->route->too_many_tenants)
+    {
+        rc = ngx_http_promgate_reject(r, ctx,
+                 NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, PG_RW_OVER_LIMIT,
+                 pg_rw_count_samples(decoded, dlen, ctx->fw.version), msg,
+                 ngx_snprintf(msg, sizeof(msg), "promgate: write refused: "
+                              "its series name more than %d tenants "
+                              "(values of label \"%V\", "
+                              "promgate_tenant_label); send them in "
+                              "separate writes\n", PG_ROUTE_MAX_TENANTS,
+                              &ctx->plcf->tenant_label) - msg);
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+        return rc;
     }
 
     if (reason == PG_RW_ABORTED || reason == PG_RW_NOMEM) {

@@ -218,6 +218,15 @@ pg_route_init(pg_route_state_t *st, const pg_router_t *rt,
         memset(st->select[k], 0, bytes);
     }
 
+    if (rt->tenant_label.len) {
+        st->tenant_of = alloc->alloc(alloc->ctx, st->cap);
+        if (st->tenant_of == NULL) {
+            return -1;
+        }
+
+        memset(st->tenant_of, 0, st->cap);
+    }
+
     return 0;
 }
 
@@ -246,9 +255,133 @@ pg_route_grow(pg_route_state_t *st, size_t i)
         st->select[k] = p;
     }
 
+    if (st->tenant_of) {
+        p = st->alloc->alloc(st->alloc->ctx, cap);
+        if (p == NULL) {
+            return -1;
+        }
+
+        memcpy(p, st->tenant_of, st->cap);
+        memset(p + st->cap, 0, cap - st->cap);
+        st->tenant_of = p;
+    }
+
     st->cap = cap;
 
     return 0;
+}
+
+
+/* the tenant of series i: the value of the tenant label, if any */
+static int
+pg_route_tenant(pg_route_state_t *st, size_t i, const pg_label_t *labels,
+    size_t n)
+{
+    int        rc;
+    size_t     lo, hi, mid, t;
+    uint8_t   *p;
+    pg_str_t   v;
+
+    v.data = NULL;
+    v.len = 0;
+    lo = 0;
+    hi = n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = pg_str_cmp(labels[mid].name, st->router->tenant_label);
+
+        if (rc == 0) {
+            v = labels[mid].value;
+            break;
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    st->tenant = v;
+
+    if (v.len == 0) {
+        return 0;
+    }
+
+    /* few tenants in a write: the last one first, then each */
+
+    t = st->ntenants;
+
+    if (i > 0 && st->tenant_of[i - 1]
+        && pg_str_eq(st->tenants[st->tenant_of[i - 1] - 1], v))
+    {
+        t = st->tenant_of[i - 1] - 1;
+
+    } else {
+        for (t = 0; t < st->ntenants; t++) {
+            if (pg_str_eq(st->tenants[t], v)) {
+                break;
+            }
+        }
+    }
+
+    if (t == st->ntenants) {
+        if (t == PG_ROUTE_MAX_TENANTS) {
+            st->too_many_tenants = 1;
+            return -1;
+        }
+
+        /* the body goes before the requests are sent: a copy */
+
+        p = st->alloc->alloc(st->alloc->ctx, v.len);
+        if (p == NULL) {
+            return -1;
+        }
+
+        memcpy(p, v.data, v.len);
+        st->tenants[t].data = p;
+        st->tenants[t].len = v.len;
+        st->ntenants++;
+    }
+
+    st->tenant_of[i] = (uint8_t) (t + 1);
+    st->tenant = st->tenants[t];
+
+    return 0;
+}
+
+
+size_t
+pg_route_tenant_select(const pg_route_state_t *st, size_t k, unsigned t,
+    uint8_t *out)
+{
+    size_t          i, j, count;
+    uint8_t         bits, b;
+    const uint8_t  *sel;
+
+    sel = st->select[k];
+    count = 0;
+
+    for (j = 0; j < st->cap / 8; j++) {
+        bits = 0;
+
+        if (sel[j]) {
+            for (b = 0; b < 8; b++) {
+                i = j * 8 + b;
+
+                if ((sel[j] >> b & 1) && st->tenant_of[i] == t) {
+                    bits |= (uint8_t) (1u << b);
+                    count++;
+                }
+            }
+        }
+
+        out[j] = bits;
+    }
+
+    return count;
 }
 
 
@@ -295,6 +428,10 @@ pg_route_add(pg_route_state_t *st, const pg_rw_series_t *s)
         }
 
         n++;
+    }
+
+    if (st->tenant_of && pg_route_tenant(st, s->index, labels, n) != 0) {
+        return -1;
     }
 
     mask = pg_route_series(st->router, labels, n);

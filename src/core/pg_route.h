@@ -19,6 +19,11 @@
  * Routing a request takes its valid series one by one (the decoder's
  * series callback) and sets bit `index` of each route's bitmap, the
  * `select` pg_rw_encode() takes.
+ *
+ * With a tenant label, each series also gets the tenant its value names
+ * (0: none, the series has no such label or an empty one; else 1 + its
+ * place among the distinct values met), so that the caller can split
+ * every route's series by tenant (pg_route_tenant_select()).
  */
 
 #ifndef PG_ROUTE_H
@@ -31,6 +36,7 @@
 
 #define PG_ROUTE_MAX          64     /* routes of one location */
 #define PG_ROUTE_MAX_MEMBERS  64     /* targets of one shard group */
+#define PG_ROUTE_MAX_TENANTS  64     /* distinct tenants in one request */
 
 
 typedef struct {
@@ -55,6 +61,7 @@ typedef struct {
     size_t                   nroutes;   /* at most PG_ROUTE_MAX */
     const pg_route_group_t  *groups;
     size_t                   ngroups;
+    pg_str_t                 tenant_label;   /* len 0: none */
 } pg_router_t;
 
 
@@ -69,6 +76,15 @@ typedef struct {
     size_t                 cap;      /* series the bitmaps hold */
     pg_label_t            *labels;   /* a series' labels, sorted */
     size_t                 nlabels;  /* room in labels */
+
+    /* with a tenant label */
+    uint8_t               *tenant_of;  /* per series: 0, or tenant + 1 */
+    pg_str_t               tenants[PG_ROUTE_MAX_TENANTS];  /* copies */
+    size_t                 ntenants;
+    pg_str_t               tenant;   /* the last series': its value, or */
+                                     /*   len 0 (none) */
+    unsigned               too_many_tenants:1;  /* pg_route_add() failed */
+                                                /*   for that */
 } pg_route_state_t;
 
 
@@ -93,7 +109,18 @@ uint64_t pg_route_series(const pg_router_t *rt, const pg_label_t *labels,
 int pg_route_init(pg_route_state_t *st, const pg_router_t *rt,
     pg_allocator_t *alloc, size_t nseries);
 
-/* routes one valid series (a pg_rw_series_pt's); 0, or -1: out of memory */
+/*
+ * Routes one valid series (a pg_rw_series_pt's); 0, or -1: out of memory,
+ * or more than PG_ROUTE_MAX_TENANTS tenants (st->too_many_tenants).
+ */
 int pg_route_add(pg_route_state_t *st, const pg_rw_series_t *s);
+
+/*
+ * Writes into out (st->cap / 8 bytes) the bitmap of route k's series whose
+ * tenant is t (0: none; else 1 + the index in st->tenants); returns how
+ * many series it holds.
+ */
+size_t pg_route_tenant_select(const pg_route_state_t *st, size_t k,
+    unsigned t, uint8_t *out);
 
 #endif /* PG_ROUTE_H */

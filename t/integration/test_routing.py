@@ -418,3 +418,108 @@ def test_a_spooled_target_keeps_its_subset(sockdir, gateway, make_fake,
     # b got everything
     assert sum(len(rw.decode_request(p.body).timeseries)
                for p in b.posts()) == 30
+
+
+# ------------------------------------------------------ tenant from a label
+
+def tenant_gateway(make_nginx, targets, extra=""):
+    n = make_nginx(gateway_http(
+        free_port(), targets,
+        http_extra="    promgate_exemplar_zone tlx:8m max=1000;\n",
+        write_extra="promgate_exemplars tlx; promgate_tenant_label tenant;"
+                    + extra,
+        server_extra="location = /api/v1/query_exemplars "
+                     "{ promgate_exemplar_query tlx; }"))
+    n.write_url = n.url("/api/v1/write")
+    n.query_url = n.url("/api/v1/query_exemplars")
+    n.status_url = n.url("/metrics")
+    return n
+
+
+def by_tenant(fake):
+    """{X-Scope-OrgID or None: [(name, i)]} of the 2xx requests"""
+    out = {}
+    for p in fake.posts():
+        names = [(dict((l.name, l.value) for l in s.labels)["__name__"],
+                  dict((l.name, l.value) for l in s.labels)["i"])
+                 for s in rw.decode_request(p.body).timeseries]
+        out.setdefault(p.headers.get("X-Scope-OrgID"), []).append(names)
+    return out
+
+
+def test_tenant_label_one_request_per_tenant(make_nginx, make_fake):
+    """series grouped by their tenant label: one request per tenant with
+    its header and only its series; series without the label keep the
+    request's tenant; a target's rules apply within each tenant"""
+    a, b = make_fake(), make_fake()
+    gw = tenant_gateway(make_nginx, [
+        ("a", a.url), ("b", b.url, "'drop={i=~\"[13579]\"}'")])
+    n = rw.uniq("tl")
+    t = rw.now_ms()
+    tenants = ["t1", "t2", None, "t1", "t2", "t3", None, "t1", "", "t3"]
+    req = []
+    for i, tn in enumerate(tenants):
+        labels = {"i": str(i)}
+        if tn is not None:
+            labels["tenant"] = tn
+        req.append(rw.series(n, labels, [(float(i), t)],
+                             exemplars=[({"trace_id": "x%d" % i}, 1.0, t)]))
+    r = rw.post(gw.write_url, rw.compress(rw.write_request(req)),
+                headers={"X-Scope-OrgID": "base"})
+    assert r.status_code == 204, r.text
+
+    def want(keep):
+        out = {}
+        for tn in ("base", "t1", "t2", "t3"):
+            got = [(n, str(i)) for i, x in enumerate(tenants)
+                   if (x or "base") == tn and keep(i)]
+            if got:
+                out[tn] = [got]
+        return out
+
+    assert by_tenant(a) == want(lambda i: True)
+    assert by_tenant(b) == want(lambda i: i % 2 == 0)
+    # the header the client sent is replaced, not added to
+    for p in a.posts():
+        assert len(p.headers.get_all("X-Scope-OrgID")) == 1
+
+    # exemplars kept per tenant: a tenant's query sees its own
+    def traces(tenant):
+        r = requests.get(gw.query_url, params={"query": n},
+                         headers={"X-Scope-OrgID": tenant}, timeout=10)
+        assert r.status_code == 200, r.text
+        return sorted(e["labels"]["trace_id"] for s in r.json()["data"]
+                      for e in s["exemplars"])
+
+    assert traces("t1") == ["x0", "x3", "x7"]
+    assert traces("t3") == ["x5", "x9"]
+    assert traces("base") == ["x2", "x6", "x8"]
+
+
+def test_tenant_label_one_tenant_is_the_senders_bytes(make_nginx, make_fake):
+    """every series of one tenant: the sender's body as it is, under that
+    tenant's header"""
+    a = make_fake()
+    gw = tenant_gateway(make_nginx, [("a", a.url)])
+    n = rw.uniq("tl1")
+    body = rw.compress(rw.write_request([
+        rw.series(n, {"i": str(i), "tenant": "solo"}, [(1.0, rw.now_ms())])
+        for i in range(5)]))
+    r = rw.post(gw.write_url, body, headers={"X-Scope-OrgID": "base"})
+    assert r.status_code == 204, r.text
+    (p,) = a.posts()
+    assert p.body == body
+    assert p.headers["X-Scope-OrgID"] == "solo"
+
+
+def test_tenant_label_too_many_tenants_is_413(make_nginx, make_fake):
+    a = make_fake()
+    gw = tenant_gateway(make_nginx, [("a", a.url)])
+    n = rw.uniq("tlm")
+    r = rw.write(gw.write_url, [rw.series(n, {"i": str(i),
+                                              "tenant": "t%d" % i},
+                                          [(1.0, rw.now_ms())])
+                                for i in range(65)])
+    assert r.status_code == 413, r.text
+    assert "more than 64 tenants" in r.text
+    assert a.posts() == []
