@@ -14,6 +14,9 @@
  *     counts are the bitmaps';
  *   - a shard group's members split each series among them exactly
  *     replicas times;
+ *   - the tenant label ("instance"): each series' tenant is its value
+ *     (none when empty or absent), the tenants are distinct, and every
+ *     route's series split among the tenants exactly;
  *   - every route's body, in both versions, unpacks with protobuf-c to
  *     exactly the chosen series, in request order (fuzz_rw_check.h's
  *     fz_check_encoding(), which also runs the labels of the input
@@ -124,6 +127,8 @@ fz_router_init(void)
     fz_router.nroutes = FZ_ROUTES;
     fz_router.groups = fz_groups;
     fz_router.ngroups = 2;
+    fz_router.tenant_label.data = (const uint8_t *) "instance";
+    fz_router.tenant_label.len = 8;
 }
 
 
@@ -133,12 +138,13 @@ fz_router_init(void)
 static uint64_t          fz_masks[FZ_MAX_MASKS];
 static uint8_t           fz_masked[FZ_MAX_MASKS];
 static pg_route_state_t  fz_state;
+static pg_str_t          fz_tenant[FZ_MAX_MASKS];   /* views into the body */
 
 
 static int
 fz_route_cb(void *ctx, const pg_rw_series_t *s)
 {
-    size_t          n;
+    size_t          n, k;
     pg_label_t     *labels;
     pg_allocator_t  al;
     pg_pb_iter_t    it;
@@ -162,6 +168,20 @@ fz_route_cb(void *ctx, const pg_rw_series_t *s)
 
         fz_masks[s->index] = pg_route_series(&fz_router, labels, n);
         fz_masked[s->index] = 1;
+
+        /* its tenant: the value of its "instance" label, if not empty */
+
+        fz_tenant[s->index].len = 0;
+
+        for (k = 0; k < n; k++) {
+            if (labels[k].name.len == 8
+                && memcmp(labels[k].name.data, "instance", 8) == 0)
+            {
+                fz_tenant[s->index] = labels[k].value;
+            }
+        }
+
+        check(pg_str_eq(fz_state.tenant, fz_tenant[s->index]));
     }
 
     return 0;
@@ -218,8 +238,69 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rc = pg_rw_decode(buf, len, v, &al, &req, fz_route_cb, NULL);
 
+    if (rc == PG_RW_ABORTED) {
+        check(fz_state.too_many_tenants);
+        check(fz_state.ntenants == PG_ROUTE_MAX_TENANTS);
+        goto done;
+    }
+
     if (rc != PG_RW_OK) {
         goto done;
+    }
+
+    /* tenants: each series' as its label says, every route split by them */
+
+    for (i = 0; i < req.nseries_total && i < FZ_MAX_MASKS; i++) {
+        if (!fz_masked[i]) {
+            continue;
+        }
+
+        if (fz_tenant[i].len == 0) {
+            check(fz_state.tenant_of[i] == 0);
+
+        } else {
+            check(fz_state.tenant_of[i] > 0
+                  && fz_state.tenant_of[i] <= fz_state.ntenants);
+            check(pg_str_eq(fz_state.tenants[fz_state.tenant_of[i] - 1],
+                            fz_tenant[i]));
+        }
+    }
+
+    for (k = 0; k < fz_state.ntenants; k++) {
+        for (i = 0; i < k; i++) {
+            check(!pg_str_eq(fz_state.tenants[i], fz_state.tenants[k]));
+        }
+    }
+
+    {
+        uint8_t  *bits, *seen;
+        size_t    t, sum, j;
+
+        bits = malloc(fz_state.cap / 8);
+        seen = calloc(fz_state.cap / 8, 1);
+        check(bits != NULL && seen != NULL);
+
+        for (k = 0; k < FZ_ROUTES; k++) {
+            memset(seen, 0, fz_state.cap / 8);
+            sum = 0;
+
+            for (t = 0; t <= fz_state.ntenants; t++) {
+                sum += pg_route_tenant_select(&fz_state, k, (unsigned) t,
+                                              bits);
+
+                for (j = 0; j < fz_state.cap / 8; j++) {
+                    check((bits[j] & seen[j]) == 0);
+                    check((bits[j] & ~fz_state.select[k][j]) == 0);
+                    seen[j] |= bits[j];
+                }
+            }
+
+            check(sum == fz_state.series[k]);
+            check(memcmp(seen, fz_state.select[k], fz_state.cap / 8) == 0);
+        }
+
+        free(bits);
+        free(seen);
     }
 
     check(fz_state.routed == req.stats.series);

@@ -496,6 +496,142 @@ test_shard_route_in_router(void **state)
 }
 
 
+static void
+test_tenant_split(void **state)
+{
+    req_t               q;
+    size_t              i, k, t, total, n;
+    uint8_t             bits[64];
+    pg_route_t          routes[2];
+    pg_router_t         rt;
+    pg_rw_request_t     req;
+    pg_route_state_t    st;
+
+    static const char  *tenant[] = { "a", "b", NULL, "a", "", "c", "b",
+                                     NULL };
+
+    arena_used = 0;
+    req_init(&q);
+
+    for (i = 0; i < 8; i++) {
+        static char  names[8][8];
+
+        snprintf(names[i], sizeof(names[i]), "m_%zu", i);
+
+        if (tenant[i]) {
+            n = req_series(&q, "__name__", names[i], "tenant", tenant[i],
+                           NULL);
+        } else {
+            n = req_series(&q, "__name__", names[i], NULL);
+        }
+
+        req_sample(&q, n, 1, 1);
+    }
+
+    req_pack(&q);
+
+    memset(routes, 0, sizeof(routes));
+    routes[0].group = -1;
+    routes[1].group = -1;
+    routes[1].drop = selector("{__name__=~\"m_[01]\"}");
+
+    memset(&rt, 0, sizeof(rt));
+    rt.routes = routes;
+    rt.nroutes = 2;
+    rt.tenant_label.data = (const uint8_t *) "tenant";
+    rt.tenant_label.len = 6;
+
+    assert_int_equal(pg_route_init(&st, &rt, &alloc, 2), 0);
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &req,
+                                  route_cb, &st), PG_RW_OK);
+
+    /* a, b, c in the order met; "" and no label: the request's */
+    assert_int_equal(st.ntenants, 3);
+    assert_memory_equal(st.tenants[0].data, "a", 1);
+    assert_memory_equal(st.tenants[1].data, "b", 1);
+    assert_memory_equal(st.tenants[2].data, "c", 1);
+
+    {
+        static const uint8_t  want[8] = { 1, 2, 0, 1, 0, 3, 2, 0 };
+
+        for (i = 0; i < 8; i++) {
+            assert_int_equal(st.tenant_of[i], want[i]);
+        }
+    }
+
+    /* every route's series split among the tenants, none twice */
+    for (k = 0; k < 2; k++) {
+        total = 0;
+
+        for (t = 0; t <= st.ntenants; t++) {
+            n = pg_route_tenant_select(&st, k, (unsigned) t, bits);
+            total += n;
+
+            for (i = 0; i < 8; i++) {
+                assert_int_equal(pg_rw_bit(bits, i),
+                                 pg_rw_bit(st.select[k], i)
+                                 && st.tenant_of[i] == t);
+            }
+        }
+
+        assert_int_equal(total, st.series[k]);
+    }
+
+    /* tenant a through the route that drops m_0 and m_1: m_3 alone */
+    assert_int_equal(pg_route_tenant_select(&st, 1, 1, bits), 1);
+    assert_true(pg_rw_bit(bits, 3));
+}
+
+
+static void
+test_too_many_tenants(void **state)
+{
+    req_t               q;
+    size_t              i, n;
+    pg_route_t          route;
+    pg_router_t         rt;
+    pg_rw_request_t     req;
+    pg_route_state_t    st;
+    static char         values[MAXS][8];
+
+    arena_used = 0;
+    req_init(&q);
+
+    for (i = 0; i < MAXS; i++) {
+        snprintf(values[i], sizeof(values[i]), "t%zu", i);
+        n = req_series(&q, "__name__", "m", "tenant", values[i], NULL);
+        req_sample(&q, n, 1, 1);
+    }
+
+    req_pack(&q);
+
+    memset(&route, 0, sizeof(route));
+    route.group = -1;
+    memset(&rt, 0, sizeof(rt));
+    rt.routes = &route;
+    rt.nroutes = 1;
+    rt.tenant_label.data = (const uint8_t *) "tenant";
+    rt.tenant_label.len = 6;
+
+    /* MAXS (16) distinct tenants pass; the limit is PG_ROUTE_MAX_TENANTS */
+    assert_int_equal(pg_route_init(&st, &rt, &alloc, 0), 0);
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &req,
+                                  route_cb, &st), PG_RW_OK);
+    assert_int_equal(st.ntenants, MAXS);
+
+    /* over it, the callback stops the decode and says why */
+    assert_int_equal(pg_route_init(&st, &rt, &alloc, 0), 0);
+    st.ntenants = PG_ROUTE_MAX_TENANTS;
+    for (i = 0; i < PG_ROUTE_MAX_TENANTS; i++) {
+        st.tenants[i].data = (const uint8_t *) "other";
+        st.tenants[i].len = 5;
+    }
+    assert_int_equal(pg_rw_decode(q.buf, q.len, PG_RW_V1, &alloc, &req,
+                                  route_cb, &st), PG_RW_ABORTED);
+    assert_true(st.too_many_tenants);
+}
+
+
 int
 main(void)
 {
@@ -505,6 +641,8 @@ main(void)
         cmocka_unit_test(test_shard_consistent),
         cmocka_unit_test(test_shard_by),
         cmocka_unit_test(test_shard_route_in_router),
+        cmocka_unit_test(test_tenant_split),
+        cmocka_unit_test(test_too_many_tenants),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
