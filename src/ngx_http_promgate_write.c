@@ -1089,7 +1089,9 @@ ngx_http_promgate_reject(ngx_http_request_t *r,
  * forwarded (the valid series), lowered to what any target that stored
  * the write says it wrote (a 2.0 target's own headers).  Targets that did
  * not store it (failed or pending, where the ack policy let the answer go
- * before them) do not count.
+ * before them) do not count, nor do targets sent a part of the write
+ * (match=, drop=, shard=, a tenant's series): their counts are of that
+ * part.
  */
 
 static void
@@ -1106,7 +1108,9 @@ ngx_http_promgate_written_counts(ngx_http_promgate_write_ctx_t *ctx,
     for (i = 0; i < ctx->fw.nfwd; i++) {
         f = &ctx->fw.fwd[i];
 
-        if (f->state != PG_TARGET_STORED || !f->confirmed) {
+        if (f->state != PG_TARGET_STORED || !f->confirmed
+            || (ctx->fw.tpayloads && ctx->fw.tpayloads[i]))
+        {
             continue;
         }
 

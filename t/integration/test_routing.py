@@ -523,3 +523,26 @@ def test_tenant_label_too_many_tenants_is_413(make_nginx, make_fake):
     assert r.status_code == 413, r.text
     assert "more than 64 tenants" in r.text
     assert a.posts() == []
+
+
+def test_v2_written_counts_of_a_subset_target(gateway, make_fake):
+    """a 2.0 target sent a part of the write says how much of that part it
+    wrote: the sender's answer counts the write, not that part"""
+    part = make_fake(default=Resp(204, headers={
+        "X-Prometheus-Remote-Write-Samples-Written": "1",
+        "X-Prometheus-Remote-Write-Histograms-Written": "0",
+        "X-Prometheus-Remote-Write-Exemplars-Written": "0"}))
+    whole = make_fake(default=Resp(204, headers={
+        "X-Prometheus-Remote-Write-Samples-Written": "3",
+        "X-Prometheus-Remote-Write-Histograms-Written": "0",
+        "X-Prometheus-Remote-Write-Exemplars-Written": "0"}))
+    gw = gateway([("part", part.url, "proto=v2 'match={i=\"0\"}'"),
+                  ("whole", whole.url, "proto=v2")])
+    req = rw2.V2Builder()
+    for i in range(4):
+        req.series({"__name__": rw.uniq("wc"), "i": str(i)},
+                   samples=[(1.0, rw.now_ms())])
+    r = rw2.post(gw.write_url, req.encode())
+    assert r.status_code == 204, r.text
+    # the whole-write target wrote 3 of 4: that lowers the answer
+    assert [r.headers.get(h) for h in rw2.WRITTEN_HEADERS] == ["3", "0", "0"]
