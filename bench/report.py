@@ -360,6 +360,71 @@ def signed(v, nd=3):
     return ("+" if v >= 0 else "−") + ("%.*f" % (nd, abs(v)))
 
 
+# the routing rows (bench/run.sh measure_route, measure_route_vmagent)
+ROUTE_ROWS = ["ref", "drop10", "shard3"]
+ROUTE_NAME = {
+    "ref": "no rule (two targets, every series to both)",
+    "drop10": "drop 10% on one of two targets",
+    "shard3": "3-way shard (replicas=1)",
+}
+ROUTE_HOW = {
+    ("promgate", "ref"): "2 × promgate_forward",
+    ("promgate", "drop10"): "second target "
+                            "'drop={__name__=~\"go_.*\\|process_.*\"}'",
+    ("promgate", "shard3"): "promgate_shard nodes3; 3 × forward shard=nodes3",
+    ("vmagent", "ref"): "2 × -remoteWrite.url (the main table's row)",
+    ("vmagent", "drop10"): "-remoteWrite.urlRelabelConfig=,drop.yml "
+                           "(action: drop, the same regex)",
+    ("vmagent", "shard3"): "3 × -remoteWrite.url -remoteWrite.shardByURL",
+}
+
+
+def route_section(route, maxrec):
+    """promgate's routing rows (interleaved rounds) and vmagent's (one
+    window each, its reference the main table's main-shape row)"""
+    L = ["## Per-target routing (drop=, shard=) vs vmagent", ""]
+    if not route:
+        L += ["Not measured (see Skipped).", ""]
+        return L
+    L.append("Main shape, max rate. promgate's three rows run interleaved "
+             "on one nginx (the no-rule row is the same location as the "
+             "main table's); vmagent's drop and shard rows are one window "
+             "each of a vmagent started with those flags, against its main "
+             "table row. µs/sample = CPU-seconds per million samples "
+             "(the gateway's processes); ratio = samples per CPU-second "
+             "against the same gateway's no-rule row.")
+    L.append("")
+    rows = []
+    for gw in ("promgate", "vmagent"):
+        by = route.get(gw, {})
+        ref = aggregate(by["ref"]) if by.get("ref") else \
+            maxrec.get((gw, "main"))
+        for row in ROUTE_ROWS:
+            if row == "ref":
+                g = ref
+            elif by.get(row):
+                g = aggregate(by[row])
+            else:
+                continue
+            if not g:
+                continue
+            pm = per_m(g)
+            rows.append([
+                gw, ROUTE_NAME[row], ROUTE_HOW[(gw, row)],
+                "%d × %.0fs" % (g.get("rounds", 1),
+                                g["load"]["duration_s"] / g.get("rounds", 1)),
+                fmt(g["load"]["samples_per_s"]),
+                fmt(pm, 3) if pm is not None else "–",
+                "%.2f" % (spc(g) / spc(ref)) if spc(g) and spc(ref) else "–",
+                bad(g["load"]),
+                pct(g.get("other_cpu"), attempts(g))])
+    L += table(["gateway", "row", "how", "windows", "samples/s",
+                "µs/sample", "ratio", "non-2xx / errors", "CPU1 other"],
+               rows)
+    L.append("")
+    return L
+
+
 def rw2_section(rw2, shapes):
     L = ["## Remote write 2.0 through promgate (2.0 as is, translations) "
          "vs the 1.0 path", ""]
@@ -777,6 +842,7 @@ def main():
     ap.add_argument("--hooks", default="")
     ap.add_argument("--loadavg", default="?")
     ap.add_argument("--rw2", default="")
+    ap.add_argument("--route", default="")
     ap.add_argument("--src", default="",
                     help="the source tree decode_bench was built from")
     ap.add_argument("--date", default="",
@@ -811,9 +877,12 @@ def main():
                 if r.get("kind") == "rate" and r["gw"] == "baseline"}
     skips = [r for r in recs if r.get("kind") == "skip"]
     rw2 = {}
+    route = {}
     for r in recs:
         if r.get("kind") == "rw2":
             rw2.setdefault(r["shape"], {}).setdefault(r["row"], []).append(r)
+        if r.get("kind") == "route":
+            route.setdefault(r["gw"], {}).setdefault(r["row"], []).append(r)
     # the vmagents' versions: the run's info lines, or --vmagent
     vminfo = {r["gw"]: r["info"] for r in recs if r.get("kind") == "info"}
     for v in a.vmagent:
@@ -867,6 +936,8 @@ def main():
                 "on" if a.pin == "1" else "off", a.hooks or "none"))
     if a.rw2:
         L.append("- remote write 2.0 rows: %s" % a.rw2)
+    if a.route:
+        L.append("- routing rows: %s" % a.route)
     if a.elapsed:
         L.append("- gateway benchmark run time: %s s (the exemplar-query and "
                  "Kafka sections below come after it)" % a.elapsed)
@@ -987,6 +1058,9 @@ def main():
     L.append("")
 
     L += rw2_section(rw2, shapes)
+
+    if a.route or route:
+        L += route_section(route, maxrec)
 
     L.append("## Decode only (src/core, no nginx; bench/decode_bench.c)")
     L.append("")

@@ -43,6 +43,14 @@
 #   BENCH_RW2_SECONDS=5       window per row and round, main
 #   BENCH_RW2_SECONDS_OTHER=3 window per row and round, other shapes
 #   BENCH_RW2_WARMUP=1        unmeasured warm-up before each of those windows
+#   BENCH_ROUTE=1             the routing rows (main shape): promgate with
+#                             no rule, with a drop= matching 10% of the
+#                             series on one of its two targets, with a 3-way
+#                             promgate_shard; vmagent doing the same with
+#                             -remoteWrite.urlRelabelConfig and
+#                             -remoteWrite.shardByURL (0: leave them out)
+#   BENCH_ROUTE_ROUNDS=3      interleaved rounds of the promgate rows
+#   BENCH_ROUTE_SECONDS=5     window per row and round
 #   BENCH_RETRIES=2           a gateway window whose CPU went more than
 #   BENCH_RETRY_OTHER=0.10    this share to other work is measured again, up
 #                             to BENCH_RETRIES more times; the least
@@ -119,6 +127,9 @@ BENCH_RW2_ROUNDS_OTHER=${BENCH_RW2_ROUNDS_OTHER:-1}
 BENCH_RW2_SECONDS=${BENCH_RW2_SECONDS:-5}
 BENCH_RW2_SECONDS_OTHER=${BENCH_RW2_SECONDS_OTHER:-3}
 BENCH_RW2_WARMUP=${BENCH_RW2_WARMUP:-1}
+BENCH_ROUTE=${BENCH_ROUTE:-1}
+BENCH_ROUTE_ROUNDS=${BENCH_ROUTE_ROUNDS:-3}
+BENCH_ROUTE_SECONDS=${BENCH_ROUTE_SECONDS:-5}
 BENCH_RETRIES=${BENCH_RETRIES:-2}
 BENCH_RETRY_OTHER=${BENCH_RETRY_OTHER:-0.10}
 BENCH_MIRROR_SHAPES=${BENCH_MIRROR_SHAPES:-main}
@@ -461,9 +472,44 @@ RW2_PATH_ASIS=/rw2/asis     # targets proto=asis: the sender's bytes
 RW2_PATH_V2=/rw2/v2         # targets proto=v2: 1.0 in, 2.0 out
 RW2_ERR=
 
+# the routing rows' locations (BENCH_ROUTE): the same two sinks, and a third
+# target on sink a for the shard group.  The drop= selector matches 10.4% of
+# the main shape's series (go_gc_duration_seconds, go_goroutines,
+# process_cpu_seconds_total, process_resident_memory_bytes)
+ROUTE_PATH_DROP=/route/drop10
+ROUTE_PATH_SHARD=/route/shard3
+ROUTE_DROP_RE='go_.*|process_.*'
+ROUTE_ERR=
+
+route_locations() {     # route_locations LOC_EXTRA
+    cat <<EOF
+        location = $ROUTE_PATH_DROP {
+            promgate_remote_write;
+            promgate_forward /_rw/a;
+            promgate_forward /_rw/b 'drop={__name__=~"$ROUTE_DROP_RE"}';
+            client_max_body_size 64m;
+            client_body_buffer_size 64m;$1
+        }
+        location = $ROUTE_PATH_SHARD {
+            promgate_remote_write;
+            promgate_forward /_rw/a shard=nodes3;
+            promgate_forward /_rw/b shard=nodes3;
+            promgate_forward /_rw/c shard=nodes3;
+            client_max_body_size 64m;
+            client_body_buffer_size 64m;$1
+        }
+        location /_rw/c {
+            internal;
+            proxy_pass http://sink_a/gw/write;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+EOF
+}
+
 start_promgate() {
     local dir=$RUN/promgate http_extra="$PROMGATE_HTTP_EXTRA" loc_extra="$PROMGATE_LOCATION_EXTRA"
-    local rw2_locs="" with_rw2
+    local rw2_locs="" with_rw2 route_locs="" route_http="" with_route
     GW_PORT=$(free_port)
     if [ ! -f "$MODULE" ]; then
         GW_ERR="module not built: $MODULE does not exist (make -C $REPO module)"
@@ -485,17 +531,25 @@ start_promgate() {
     # with the 2.0 locations first; a module without proto= (or without
     # 2.0) still gets its 1.0 row, and the 2.0 rows say why they are missing
     for with_rw2 in 1 0; do
+      for with_route in 1 0; do
+        [ $with_route = 1 ] && [ "$BENCH_ROUTE" != 1 ] && continue
         rw2_locs=""
         if [ $with_rw2 = 1 ]; then
             [ -n "$BENCH_RW2_SHAPES" ] || continue
             rw2_locs="$(promgate_location "$RW2_PATH_ASIS" asis "$loc_extra")
 $(promgate_location "$RW2_PATH_V2" v2 "$loc_extra")"
         fi
+        route_locs=""; route_http=""
+        if [ $with_route = 1 ]; then
+            route_locs=$(route_locations "$loc_extra")
+            route_http="    promgate_shard nodes3;"
+        fi
         start_nginx promgate "load_module $RUN/ngx_http_promgate_module.so;
 $(common_nginx_head "$dir")
 http {
 $(common_http "$dir")
 $http_extra
+$route_http
     upstream sink_a { server 127.0.0.1:$PORT_A; keepalive 16; keepalive_requests 100000000; }
     upstream sink_b { server 127.0.0.1:$PORT_B; keepalive 16; keepalive_requests 100000000; }
     server {
@@ -507,6 +561,7 @@ $http_extra
         client_max_body_size 64m;
 $(promgate_location /api/v1/write "" "$loc_extra")
 $rw2_locs
+$route_locs
         location /_rw/a {
             internal;
             proxy_pass http://sink_a/gw/write;
@@ -520,15 +575,22 @@ $rw2_locs
             proxy_set_header Connection \"\";
         }
     }
-}" 1 && break
-        if [ $with_rw2 = 1 ]; then
+}" 1 && break 2
+        if [ $with_route = 1 ]; then
+            ROUTE_ERR="nginx does not accept promgate_shard / promgate_forward ... drop=, shard=: ${NGX_ERR:-see $dir/test.log}"
+            log "promgate: $ROUTE_ERR; starting without the routing rows"
+        elif [ $with_rw2 = 1 ]; then
             RW2_ERR="nginx does not accept promgate_forward ... proto=asis|v2: ${NGX_ERR:-see $dir/test.log}"
             log "promgate: $RW2_ERR; starting without the 2.0 rows"
         else
             GW_ERR="nginx does not accept the promgate config: ${NGX_ERR:-see $dir/test.log}"
             return 1
         fi
+      done
     done
+    if [ -z "$route_locs" ] && [ -z "$ROUTE_ERR" ]; then
+        ROUTE_ERR="BENCH_ROUTE=$BENCH_ROUTE"
+    fi
     if [ -z "$rw2_locs" ] && [ -z "$RW2_ERR" ]; then
         RW2_ERR="BENCH_RW2_SHAPES is empty"
     fi
@@ -599,8 +661,14 @@ vmagent_version() { # vmagent_version GW -> Debian package version, or "unknown"
 
 is_vmagent() { case $1 in vmagent*) return 0 ;; *) return 1 ;; esac; }
 
+# VM_ROUTE: "" (two URLs, every series to both), drop10 (the second URL
+# drops what the promgate drop10 row drops, -remoteWrite.urlRelabelConfig)
+# or shard3 (three URLs, -remoteWrite.shardByURL)
+VM_ROUTE=
+
 start_vmagent() {   # start_vmagent GW
-    local gw=$1 dir=$RUN/$1 bin extra=()
+    local gw=$1 dir=$RUN/$1${VM_ROUTE:+-$VM_ROUTE} bin extra=()
+    local urls=("http://127.0.0.1:$PORT_A/gw/write" "http://127.0.0.1:$PORT_B/gw/write")
     bin=$(vmagent_bin "$gw")
     mkdir -p "$dir/queue"
     GW_PORT=$(free_port)
@@ -619,14 +687,23 @@ start_vmagent() {   # start_vmagent GW
     "$bin" -help >"$dir/help.txt" 2>&1
     if grep -q -- '-remoteWrite.forcePromProto' "$dir/help.txt"; then
         extra+=(-remoteWrite.forcePromProto=true,true)
+        [ "$VM_ROUTE" = shard3 ] && extra[-1]+=",true"
     fi
+    case $VM_ROUTE in
+        drop10)
+            printf -- '- action: drop\n  source_labels: [__name__]\n  regex: "%s"\n' \
+                "$ROUTE_DROP_RE" >"$dir/drop10.yml"
+            extra+=("-remoteWrite.urlRelabelConfig=,$dir/drop10.yml") ;;
+        shard3)
+            urls+=("http://127.0.0.1:$PORT_A/gw/write?c")
+            extra+=(-remoteWrite.shardByURL) ;;
+    esac
     # nothing relabeled, rounded or limited: no -remoteWrite.relabelConfig,
     # -remoteWrite.urlRelabelConfig, -remoteWrite.roundDigits,
     # -remoteWrite.significantFigures, -remoteWrite.maxHourlySeries/
     # maxDailySeries, -remoteWrite.rateLimit; unlimited disk queue
     GOMAXPROCS=1 "${PIN1[@]}" "$bin" \
-        -remoteWrite.url="http://127.0.0.1:$PORT_A/gw/write" \
-        -remoteWrite.url="http://127.0.0.1:$PORT_B/gw/write" \
+        "${urls[@]/#/-remoteWrite.url=}" \
         "${extra[@]}" \
         -httpListenAddr="127.0.0.1:$GW_PORT" \
         -remoteWrite.tmpDataPath="$dir/queue" \
@@ -653,7 +730,9 @@ stop_gateway() {
 }
 
 # vmagent answers before forwarding: wait until everything it accepted has
-# been sent to both sinks (rows sent == 2 x rows accepted, nothing pending)
+# been sent to both sinks (rows sent == 2 x rows accepted, nothing pending;
+# VM_COPIES=1 for the routing rows, where some rows go to one URL only)
+VM_COPIES=2
 vmagent_drain() {   # vmagent_drain PORT MAX_SECONDS -> prints seconds waited
     local port=$1 max=$2 t0 now inserted sent pending
     t0=$(date +%s.%N)
@@ -662,7 +741,7 @@ vmagent_drain() {   # vmagent_drain PORT MAX_SECONDS -> prints seconds waited
         sent=$(vm_metric_sum "$port" '^vmagent_remotewrite_block_size_rows_sum')
         pending=$(vm_metric_sum "$port" "$VM_PENDING_RE")
         now=$(date +%s.%N)
-        if [ "$sent" -ge $((2 * inserted)) ] && [ "$pending" -eq 0 ]; then
+        if [ "$sent" -ge $((VM_COPIES * inserted)) ] && [ "$pending" -eq 0 ]; then
             break
         fi
         if awk -v a="$now" -v b="$t0" -v m="$max" 'BEGIN {exit !(a - b > m)}'; then
@@ -838,6 +917,49 @@ measure_rw2() {     # measure_rw2 SHAPE ROUNDS SECONDS
         done
     done
     LOAD_PATH=/api/v1/write; LOAD_V=1
+}
+
+# The routing rows, main shape, on the running promgate: ROUNDS rounds of
+# the three rows interleaved as measure_rw2 does:
+#   ref     /api/v1/write, two targets, no rule
+#   drop10  /route/drop10, two targets, the second with drop= (10.4%)
+#   shard3  /route/shard3, three targets in one promgate_shard (replicas=1)
+measure_route() {   # measure_route SHAPE ROUNDS SECONDS
+    local shape=$1 rounds=$2 secs=$3 k i row rows=(ref drop10 shard3)
+    for k in $(seq "$rounds"); do
+        for i in 0 1 2; do
+            row=${rows[(i + k - 1) % 3]}
+            case $row in
+                ref)    LOAD_PATH=/api/v1/write ;;
+                drop10) LOAD_PATH=$ROUTE_PATH_DROP ;;
+                shard3) LOAD_PATH=$ROUTE_PATH_SHARD ;;
+            esac
+            log "promgate  $shape: routing rows, round $k/$rounds, $row ($LOAD_PATH) ${secs}s"
+            measure_max promgate "$shape" "$secs" route "$row" "$k" "$BENCH_RW2_WARMUP" >/dev/null
+            if ! kill -0 "$GW_PID" 2>/dev/null; then
+                LOAD_PATH=/api/v1/write
+                return 1
+            fi
+        done
+    done
+    LOAD_PATH=/api/v1/write
+}
+
+# the vmagent routing rows: a vmagent per row, one window each
+measure_route_vmagent() {   # measure_route_vmagent GW SHAPE SECONDS
+    local gw=$1 shape=$2 secs=$3 row
+    for row in drop10 shard3; do
+        GW_ERR=; VM_ROUTE=$row; VM_COPIES=1
+        start_vmagent "$gw"
+        if [ -n "$GW_ERR" ]; then
+            emit kind=skip gw="$gw routing $row" shape="$shape" reason="$GW_ERR"
+        else
+            log "$gw  $shape: routing row $row ${secs}s"
+            measure_max "$gw" "$shape" "$secs" route "$row" 1 >/dev/null
+        fi
+        stop_gateway
+    done
+    VM_ROUTE=; VM_COPIES=2
 }
 
 # ---------------------------------------------------------------------- run
@@ -1021,6 +1143,20 @@ for gw in $BENCH_GATEWAYS; do
             fi
         fi
     done
+    if [ "$BENCH_ROUTE" = 1 ] && kill -0 "$GW_PID" 2>/dev/null; then
+        if [ "$gw" = promgate ]; then
+            if [ -n "$ROUTE_ERR" ]; then
+                emit kind=skip gw="promgate routing rows" shape=main reason="$ROUTE_ERR"
+            elif ! measure_route main "$BENCH_ROUTE_ROUNDS" "$BENCH_ROUTE_SECONDS"; then
+                log "ERROR: promgate died during the routing rows; see $RUN/promgate"
+                BENCH_KEEP=1
+                emit kind=skip gw="promgate routing rows" shape=main reason="process died during the run"
+            fi
+        elif [ "$gw" = vmagent ]; then
+            stop_gateway
+            measure_route_vmagent "$gw" main "$BENCH_ROUTE_SECONDS"
+        fi
+    fi
     stop_gateway
 done
 
@@ -1039,6 +1175,7 @@ log "vmagents that ran: ${VM_INFO[*]:-none}"
     --conns "$BENCH_CONNS" --pin "$BENCH_PIN" \
     --module "${MODULE_INFO:-$MODULE (not loaded)}" \
     --hooks "exemplars=$BENCH_EXEMPLARS series_index=$BENCH_SERIES_INDEX" \
+    --route "$([ "$BENCH_ROUTE" = 1 ] && echo "main, ${BENCH_ROUTE_ROUNDS} rounds × ${BENCH_ROUTE_SECONDS}s (vmagent: 1 window each)")" \
     --rw2 "shapes: ${BENCH_RW2_SHAPES:-none}; main ${BENCH_RW2_ROUNDS} rounds × ${BENCH_RW2_SECONDS}s, others ${BENCH_RW2_ROUNDS_OTHER} × ${BENCH_RW2_SECONDS_OTHER}s, +${BENCH_RW2_WARMUP}s warm-up each" \
     --elapsed "$(( $(date +%s) - T_START ))" \
     --src "$SRC_TREE ($(cat "$SRC_TREE/.commit" 2>/dev/null || git -C "$SRC_TREE" rev-parse --short HEAD 2>/dev/null || echo '?'))" \

@@ -554,6 +554,30 @@ def corpus_kafka():
 
 # ------------------------------------------------------------------- main
 
+# ------------------------------------------------------------- fuzz_route
+
+def corpus_route():
+    """the fuzz_rw and fuzz_rw2 seeds under 8 KB, behind their version byte
+    (0: 1.0, 1: 2.0), and requests whose series the routes tell apart"""
+    for src, vbyte in (("fuzz_rw", b"\x00"), ("fuzz_rw2", b"\x01")):
+        d = os.path.join(HERE, "corpus", src)
+        for name in sorted(os.listdir(d)):
+            with open(os.path.join(d, name), "rb") as f:
+                data = f.read()
+            if len(data) <= 8192:
+                put("fuzz_route", "%s-%s" % (src[5:], name), vbyte + data)
+    S = rw.series
+    mix = [S(name, labels, [(1.0, T0)])
+           for name, labels in (("a1", {"job": "x"}), ("ab", {"job": "y"}),
+                                ("b", {"job": "x", "instance": "h1"}),
+                                ("cb", {"instance": ""}), ("a", {}),
+                                ("zb", {"job": "y", "instance": "h2"}))]
+    put("fuzz_route", "mix-v1", b"\x00" + rw.write_request(mix))
+    put("fuzz_route", "unsorted-v1", b"\x00" + rw.raw_write_request([
+        rw.raw_series([("job", "x"), ("__name__", "ab")], [(1.0, T0)]),
+        rw.raw_series([("instance", "h"), ("__name__", "a")], [(2.0, T0)])]))
+
+
 TARGETS = {
     "fuzz_rw": corpus_rw,
     "fuzz_rw2": corpus_rw2,
@@ -565,6 +589,7 @@ TARGETS = {
     "fuzz_policy": corpus_policy,
     "fuzz_json": corpus_json,
     "fuzz_kafka": corpus_kafka,
+    "fuzz_route": corpus_route,
 }
 
 

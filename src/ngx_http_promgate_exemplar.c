@@ -30,6 +30,8 @@ typedef struct {
     size_t                          nlabels;
     double                          value;
     int64_t                         ts;
+    pg_str_t                        tenant;   /* the request's, or its */
+                                              /*   series' tenant label */
 } ngx_http_promgate_exemplar_t;
 
 
@@ -528,6 +530,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
     ngx_http_promgate_write_ctx_t *ctx = data;
 
     size_t                         nseries;
+    pg_str_t                       tenant;
     pg_label_t                    *series;
     pg_pb_iter_t                   it;
     pg_exemplar_t                  ex;
@@ -551,6 +554,16 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = pool;
+
+    /* promgate_tenant_label: the series' tenant, when it names one */
+
+    if (ctx->route && ctx->route->tenant.len) {
+        tenant = ctx->route->tenant;
+
+    } else {
+        tenant.data = ctx->tenant.data;
+        tenant.len = ctx->tenant.len;
+    }
 
     /* Prometheus sorts a series' labels before it stores them */
 
@@ -578,6 +591,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
         e->nseries = nseries;
         e->value = ex.value;
         e->ts = ex.timestamp;
+        e->tenant = tenant;
 
         e->labels = pg_rw_copy_labels(ex.labels, &alloc, &e->nlabels, 0);
         if (e->labels == NULL) {
@@ -601,7 +615,6 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
     size_t                         size;
     uint64_t                       seq, first;
     ngx_uint_t                     i, nrecords, too_large;
-    pg_str_t                       tenant;
     pg_exring_rc_e                 rc;
     pg_wal_record_t                rec;
     ngx_http_promgate_exzone_t    *zctx;
@@ -615,9 +628,6 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 
     zctx = ctx->plcf->exemplar_zone->data;
 
-    tenant.data = ctx->tenant.data;
-    tenant.len = ctx->tenant.len;
-
     e = ctx->exemplars->elts;
 
     /* room for every frame, filled under the lock, written after it */
@@ -627,9 +637,9 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 
     if (zctx->w.dir) {
         size = 0;
-        rec.tenant = tenant;
 
         for (i = 0; i < ctx->exemplars->nelts; i++) {
+            rec.tenant = e[i].tenant;
             rec.series = e[i].series;
             rec.nseries = e[i].nseries;
             rec.labels = e[i].labels;
@@ -663,9 +673,9 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
             ngx_http_promgate_shmtx_pass(&zctx->zone.shpool->mutex);
         }
 
-        rc = pg_exring_insert(zctx->ring, tenant, e[i].series, e[i].nseries,
-                              e[i].labels, e[i].nlabels, e[i].value, e[i].ts,
-                              &seq);
+        rc = pg_exring_insert(zctx->ring, e[i].tenant, e[i].series,
+                              e[i].nseries, e[i].labels, e[i].nlabels,
+                              e[i].value, e[i].ts, &seq);
 
         if (rc < PG_EXRING_NRESULTS) {
             (void) ngx_atomic_fetch_add(&zctx->sh->results[rc], 1);
@@ -677,6 +687,7 @@ ngx_http_promgate_exemplars_store(ngx_http_promgate_write_ctx_t *ctx)
 
         rec.ts = e[i].ts;
         rec.value = e[i].value;
+        rec.tenant = e[i].tenant;
         rec.series = e[i].series;
         rec.nseries = e[i].nseries;
         rec.labels = e[i].labels;

@@ -189,7 +189,8 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
 
         v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? fw->version
                                                          : fe[i].proto;
-        pl = &fw->payloads[v];
+        pl = (fw->tpayloads && fw->tpayloads[i]) ? fw->tpayloads[i]
+                                                 : &fw->payloads[v];
 
         if (!pl->ready) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -198,7 +199,7 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
             goto failed;
         }
 
-        if (pl->headers.part.elts == NULL
+        if (!pl->none && pl->headers.part.elts == NULL
             && ngx_http_promgate_headers(r, fw, pl) != NGX_OK)
         {
             goto failed;
@@ -220,6 +221,15 @@ ngx_http_promgate_forwarder_start(ngx_http_promgate_forwarder_t *fw)
 
     for (i = 0; i < n; i++) {
         f = &fw->fwd[i];
+
+        /* its rules chose no series: no request, counted as stored */
+
+        if (f->payload->none) {
+            f->skipped = 1;
+            f->state = PG_TARGET_STORED;
+            fw->acks.stored++;
+            continue;
+        }
 
         /* while a spool is not empty, its target's writes go after it */
 
@@ -366,6 +376,15 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
             continue;
         }
 
+        /* a body of one tenant (promgate_tenant_label) goes as its */
+
+        if (pl->tenant.len && h[i].key.len == pl->tenant_header.len
+            && ngx_strncasecmp(h[i].key.data, pl->tenant_header.data,
+                               h[i].key.len) == 0)
+        {
+            continue;
+        }
+
         if (h[i].key.len == sizeof("X-Prometheus-Remote-Write-Version") - 1
             && ngx_strncasecmp(h[i].key.data,
                                (u_char *) "X-Prometheus-Remote-Write-Version",
@@ -432,6 +451,27 @@ ngx_http_promgate_headers(ngx_http_request_t *r,
            == NULL)
     {
         return NGX_ERROR;
+    }
+
+    if (pl->tenant.len) {
+        nh = ngx_list_push(&pl->headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        nh->lowcase_key = ngx_pnalloc(r->pool, pl->tenant_header.len);
+        if (nh->lowcase_key == NULL) {
+            nh->hash = 0;
+            return NGX_ERROR;
+        }
+
+        nh->hash = ngx_hash_strlow(nh->lowcase_key, pl->tenant_header.data,
+                                   pl->tenant_header.len);
+        nh->key = pl->tenant_header;
+        nh->value = pl->tenant;
+#if (nginx_version >= 1023000)
+        nh->next = NULL;
+#endif
     }
 
     return NGX_OK;

@@ -67,6 +67,13 @@ typedef struct {
     ngx_uint_t                      proto;
     ngx_http_promgate_spool_t      *spool;    /* spool=, or NULL */
     ngx_http_promgate_spool_ops_t  *spool_ops;
+    ngx_str_t                       match;    /* match=, "": every series */
+    ngx_str_t                       drop;     /* drop=, "": none */
+    void                           *match_sel;  /* pg_selector_t, parsed */
+    void                           *drop_sel;
+    ngx_str_t                       shard;    /* shard=NAME, "": none */
+    ngx_uint_t                      route;    /* in its location's router */
+    ngx_int_t                       group;    /* its shard group, -1: none */
 } ngx_http_promgate_forward_t;
 
 
@@ -87,8 +94,12 @@ struct ngx_http_promgate_payload_s {
     ngx_uint_t                      version;  /* PG_RW_V1, PG_RW_V2 */
     ngx_str_t                       type;     /* its Content-Type, or */
                                               /*   empty: the client's */
+    ngx_str_t                       tenant_header;  /* set to tenant, */
+    ngx_str_t                       tenant;   /*   when tenant.len */
     unsigned                        ready:1;
     unsigned                        remote_write:1;  /* canonical headers */
+    unsigned                        none:1;   /* nothing for the target: */
+                                              /*   no request, stored */
 };
 
 
@@ -115,6 +126,7 @@ typedef struct {
     unsigned                        waiting:1;   /* timer holds a reference */
     unsigned                        truncated:1; /* answer cut to fit */
     unsigned                        spooled:1;   /* stored in its spool */
+    unsigned                        skipped:1;   /* nothing to send it */
 } ngx_http_promgate_fwd_t;
 
 
@@ -147,6 +159,8 @@ struct ngx_http_promgate_forwarder_s {
     ngx_array_t                           *targets;  /* ..._forward_t */
     ngx_uint_t                             version;  /* the request body's */
     ngx_http_promgate_payload_t            payloads[3];  /* [0] unused */
+    ngx_http_promgate_payload_t          **tpayloads;  /* per target, or */
+                                                       /*   NULL: payloads */
     ngx_http_promgate_decide_pt            decide;
     ngx_http_promgate_answer_pt            answer;
     ngx_http_promgate_done_pt              done;     /* optional */

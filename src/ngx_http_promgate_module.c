@@ -83,7 +83,7 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       &ngx_http_promgate_write_endpoint },
 
     { ngx_string("promgate_forward"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_forward_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -176,6 +176,20 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
     { ngx_string("promgate_series_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_promgate_series_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("promgate_tenant_label"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_promgate_loc_conf_t, tenant_label),
+      NULL },
+
+    { ngx_string("promgate_shard"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_promgate_shard_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -646,8 +660,23 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    ngx_conf_merge_str_value(conf->tenant_label, prev->tenant_label, "");
+
     if (conf->forwards == NULL) {
         conf->forwards = prev->forwards;
+
+        if (conf->tenant_label.len == prev->tenant_label.len
+            && ngx_strncmp(conf->tenant_label.data, prev->tenant_label.data,
+                           conf->tenant_label.len) == 0)
+        {
+            conf->router = prev->router;
+        }
+    }
+
+    if (conf->forwards && conf->router == NULL
+        && ngx_http_promgate_router_build(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     ngx_conf_merge_ptr_value(conf->exemplar_zone, prev->exemplar_zone, NULL);
@@ -766,21 +795,24 @@ ngx_http_promgate_forward_directive(ngx_conf_t *cf, ngx_command_t *cmd,
  * promgate_read_forward): the URI of an internal location, once per list,
  * and, where params is set, the protocol the target speaks:
  * "proto=v1" (remote write 1.0, the default), "proto=v2" (2.0) or
- * "proto=asis" (whatever the sender sent), and "spool=NAME" (the target's
- * promgate_spool).
+ * "proto=asis" (whatever the sender sent), "spool=NAME" (the target's
+ * promgate_spool), and its routing rules, match=, drop= and shard=
+ * (route.c).
  */
 
 char *
 ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example, ngx_uint_t params)
 {
+    ngx_int_t                     rc;
     ngx_str_t                    *value, spool;
     ngx_uint_t                    i, proto;
     ngx_http_promgate_target_t   *t;
-    ngx_http_promgate_forward_t  *fw;
+    ngx_http_promgate_forward_t  *fw, rules;
 
     value = cf->args->elts;
     ngx_str_null(&spool);
+    ngx_memzero(&rules, sizeof(ngx_http_promgate_forward_t));
 
     if (value[1].len == 0 || value[1].data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -841,6 +873,19 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
             return NGX_CONF_ERROR;
         }
 
+        if (params) {
+            rc = ngx_http_promgate_route_param(cf, &rules, &value[i], what,
+                                               &value[1]);
+
+            if (rc == NGX_OK) {
+                continue;
+            }
+
+            if (rc == NGX_ERROR) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" of %s \"%V\"",
                            &value[i], what, &value[1]);
@@ -878,10 +923,12 @@ ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
         return NGX_CONF_ERROR;
     }
 
+    *fw = rules;
     fw->target = t;
     fw->proto = proto;
     fw->spool = NULL;
     fw->spool_ops = NULL;
+    fw->group = -1;
 
     if (spool.len) {
         return ngx_http_promgate_spool_ref(cf, &spool, t, fw);

@@ -16,6 +16,7 @@
 #include "pg_core.h"
 #include "pg_rw.h"
 #include "pg_policy.h"
+#include "pg_route.h"
 
 #include "ngx_http_promgate_forward.h"
 #include "ngx_http_promgate_util.h"
@@ -52,6 +53,9 @@ typedef struct {
     ngx_atomic_t                    giveups;
     ngx_atomic_t                    misconfigured;
     ngx_atomic_t                    spooled;
+    ngx_atomic_t                    series_sent;     /* in its bodies */
+    ngx_atomic_t                    samples_sent;    /* and histograms */
+    ngx_atomic_t                    series_dropped;  /* by its rules */
 } ngx_http_promgate_target_stats_t;
 
 
@@ -104,6 +108,7 @@ typedef struct {
     ngx_array_t                     series_zones;    /* ngx_shm_zone_t * */
     ngx_array_t                     spools;   /* ngx_http_promgate_spool_t * */
     ngx_array_t                     printers; /* the status page's */
+    ngx_array_t                    *shards;   /* promgate_shard, route.c */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
 } ngx_http_promgate_main_conf_t;
@@ -191,6 +196,9 @@ typedef struct {
     ngx_flag_t                      remote_write;
     ngx_flag_t                      status;
     ngx_array_t                    *forwards; /* ngx_http_promgate_forward_t */
+    pg_router_t                    *router;   /* NULL: no target has rules */
+                                              /*   and no tenant label */
+    ngx_str_t                       tenant_label;  /* "": none */
     ngx_uint_t                      ack;
     ngx_uint_t                      invalid_series;
     ngx_int_t                       max_inflight;
@@ -229,6 +237,8 @@ typedef struct {
     ngx_str_t                       tenant;
     ngx_array_t                    *exemplars;  /* to store on 2xx */
     void                           *series;     /* new series, for 2xx */
+    pg_route_state_t               *route;      /* while decoding, with */
+                                                /*   a router */
     unsigned                        inflight:1;
 } ngx_http_promgate_write_ctx_t;
 
@@ -253,6 +263,15 @@ char *ngx_http_promgate_target_list_add(ngx_conf_t *cf, ngx_array_t **list,
     const char *what, const char *example, ngx_uint_t params);
 ngx_http_promgate_location_t *ngx_http_promgate_find_location(
     ngx_http_promgate_main_conf_t *pmcf, void *server, ngx_str_t *uri);
+
+/* ngx_http_promgate_route.c */
+char *ngx_http_promgate_shard_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_promgate_route_param(ngx_conf_t *cf,
+    ngx_http_promgate_forward_t *fw, ngx_str_t *value, const char *what,
+    ngx_str_t *uri);
+ngx_int_t ngx_http_promgate_router_build(ngx_conf_t *cf,
+    ngx_http_promgate_loc_conf_t *plcf);
 
 /* ngx_http_promgate_write.c */
 ngx_int_t ngx_http_promgate_write_handler(ngx_http_request_t *r);

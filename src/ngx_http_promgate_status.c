@@ -328,6 +328,17 @@ static ngx_http_promgate_metric_t  ngx_http_promgate_status_targets[] = {
       "Answers such as 401, 403, 404 or 413 that point at a misconfigured "
       "target.",
       offsetof(ngx_http_promgate_target_stats_t, misconfigured) },
+    { "promgate_forward_series_total", "counter",
+      "Series put in the bodies sent to each target (all valid series, or "
+      "those its match=, drop= and shard= rules chose).",
+      offsetof(ngx_http_promgate_target_stats_t, series_sent) },
+    { "promgate_forward_samples_total", "counter",
+      "Samples and histogram samples of the series sent to each target.",
+      offsetof(ngx_http_promgate_target_stats_t, samples_sent) },
+    { "promgate_forward_series_dropped_total", "counter",
+      "Valid series not sent to a target because of its match=, drop= or "
+      "shard= rules.",
+      offsetof(ngx_http_promgate_target_stats_t, series_dropped) },
 };
 
 

@@ -25,7 +25,16 @@ static void ngx_http_promgate_written_counts(
     ngx_http_promgate_write_ctx_t *ctx, uint64_t *written);
 static ngx_int_t ngx_http_promgate_payload(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
-    pg_rw_request_t *req, ngx_uint_t v);
+    pg_rw_request_t *req, ngx_uint_t v, ngx_http_promgate_payload_t *pl,
+    const uint8_t *select);
+static ngx_int_t ngx_http_promgate_route_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req, ngx_uint_t *need);
+static ngx_int_t ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req);
+static void ngx_http_promgate_target_counts(ngx_http_promgate_write_ctx_t *ctx,
+    ngx_uint_t i, uint64_t series, uint64_t samples);
 static void ngx_http_promgate_log_invalid(ngx_http_request_t *r,
     pg_rw_request_t *req);
 static ngx_int_t ngx_http_promgate_write_answer(ngx_http_request_t *r,
@@ -364,7 +373,10 @@ ngx_http_promgate_write_body(ngx_http_request_t *r)
         return;
     }
 
-    ctx->fw.targets = ctx->plcf->forwards;
+    if (ctx->fw.targets == NULL) {
+        ctx->fw.targets = ctx->plcf->forwards;   /* else one per tenant */
+    }
+
     ctx->fw.decide = ngx_http_promgate_write_decide;
     ctx->fw.answer = ngx_http_promgate_write_answer;
 
@@ -462,28 +474,28 @@ ngx_http_promgate_encoded_grow(pg_buf_t *b, size_t need)
 
 /*
  * A body of version v for the targets that need one other than the
- * client's: the valid series only, in v, compressed; made once, shared by
- * every target and retry that speaks v.
+ * client's: the valid series only (and of them, with select, those a
+ * route chose), in v, compressed; made once, shared by every target and
+ * retry that speaks v (and has that route).
  */
 
 static ngx_int_t
 ngx_http_promgate_payload(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
-    pg_rw_request_t *req, ngx_uint_t v)
+    pg_rw_request_t *req, ngx_uint_t v, ngx_http_promgate_payload_t *pl,
+    const uint8_t *select)
 {
     u_char                       *out;
     size_t                        clen;
     pg_buf_t                      eb;
     pg_allocator_t                alloc;
-    ngx_http_promgate_payload_t  *pl;
     ngx_http_promgate_stats_t    *st;
 
-    pl = &ctx->fw.payloads[v];
     pl->version = v;
     pl->ready = 1;
     pl->remote_write = 1;
 
-    if (v == ctx->fw.version && req->invalid_series == 0
+    if (select == NULL && v == ctx->fw.version && req->invalid_series == 0
         && req->invalid_metadata == 0)
     {
         pl->body = NULL;                  /* the client's bytes */
@@ -505,7 +517,7 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     eb.grow = ngx_http_promgate_encoded_grow;
     eb.data = &ngx_http_promgate_encoded;
 
-    if (pg_rw_encode(decoded, dlen, req, NULL, v, &alloc, &eb) != 0) {
+    if (pg_rw_encode(decoded, dlen, req, select, v, &alloc, &eb) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "promgate: out of memory making a remote write %s "
                       "body of %uz bytes", v == PG_RW_V2 ? "2.0" : "1.0",
@@ -537,6 +549,246 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     (void) ngx_atomic_fetch_add(&st->encoded_bytes, clen);
 
     return NGX_OK;
+}
+
+
+/*
+ * The bodies of a location whose targets have rules: per target, the
+ * whole write (the body every target without rules gets, need[v]) when
+ * its route chose every valid series, no request when it chose none, else
+ * the body of its route in its version, made once for every target with
+ * that route.
+ */
+
+static ngx_int_t
+ngx_http_promgate_route_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req, ngx_uint_t *need)
+{
+    ngx_uint_t                     i, k, v, n;
+    pg_route_state_t              *rs;
+    ngx_http_promgate_payload_t  **routed, *none;
+    ngx_http_promgate_forward_t   *fe;
+
+    rs = ctx->route;
+    fe = ctx->plcf->forwards->elts;
+    n = ctx->plcf->forwards->nelts;
+
+    if (rs->ntenants) {
+        return ngx_http_promgate_tenant_payloads(r, ctx, decoded, dlen, req);
+    }
+
+    ctx->fw.tpayloads = ngx_pcalloc(r->pool,
+                                    n * sizeof(ngx_http_promgate_payload_t *));
+    routed = ngx_pcalloc(r->pool, rs->router->nroutes * 3
+                                  * sizeof(ngx_http_promgate_payload_t *));
+    none = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_payload_t));
+
+    if (ctx->fw.tpayloads == NULL || routed == NULL || none == NULL) {
+        return NGX_ERROR;
+    }
+
+    none->ready = 1;
+    none->none = 1;
+
+    for (i = 0; i < n; i++) {
+        k = fe[i].route;
+        v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->fw.version
+                                                        : fe[i].proto;
+
+        ngx_http_promgate_target_counts(ctx, i, rs->series[k],
+                                        rs->samples[k]);
+
+        if (rs->series[k] == req->stats.series) {
+            need[v] = 1;
+            continue;
+        }
+
+        if (rs->series[k] == 0) {
+            ctx->fw.tpayloads[i] = none;
+            continue;
+        }
+
+        if (routed[k * 3 + v] == NULL) {
+            routed[k * 3 + v] = ngx_pcalloc(r->pool,
+                                        sizeof(ngx_http_promgate_payload_t));
+            if (routed[k * 3 + v] == NULL
+                || ngx_http_promgate_payload(r, ctx, decoded, dlen, req, v,
+                                             routed[k * 3 + v],
+                                             rs->select[k])
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        ctx->fw.tpayloads[i] = routed[k * 3 + v];
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * With promgate_tenant_label, when some series name a tenant: each target
+ * appears once per tenant (the request's own, for the series without the
+ * label, first; then each tenant in the order its series came) with the
+ * series of that tenant its rules choose, and the tenant header set to
+ * the tenant.  A tenant's body is made once per route and protocol; one
+ * that holds every valid series of the write is the body every target
+ * without rules gets, under the tenant's header.
+ */
+
+static ngx_int_t
+ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
+    ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
+    pg_rw_request_t *req)
+{
+    size_t                          count;
+    uint8_t                        *bits;
+    ngx_uint_t                      i, k, t, v, n, nt, nr, slot;
+    ngx_array_t                    *targets;
+    pg_route_state_t               *rs;
+    ngx_http_promgate_payload_t   **made, *pl, *none, *base;
+    ngx_http_promgate_forward_t    *fe, *te;
+    ngx_http_promgate_main_conf_t  *pmcf;
+
+    rs = ctx->route;
+    fe = ctx->plcf->forwards->elts;
+    n = ctx->plcf->forwards->nelts;
+    nt = rs->ntenants + 1;
+    nr = rs->router->nroutes;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
+
+    targets = ngx_array_create(r->pool, n * nt,
+                               sizeof(ngx_http_promgate_forward_t));
+    ctx->fw.tpayloads = ngx_pcalloc(r->pool, n * nt
+                                    * sizeof(ngx_http_promgate_payload_t *));
+    made = ngx_pcalloc(r->pool, nt * nr * 3
+                                * sizeof(ngx_http_promgate_payload_t *));
+    none = ngx_pcalloc(r->pool, sizeof(ngx_http_promgate_payload_t));
+    bits = ngx_palloc(r->pool, rs->cap / 8);
+
+    if (targets == NULL || ctx->fw.tpayloads == NULL || made == NULL
+        || none == NULL || bits == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    none->ready = 1;
+    none->none = 1;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_promgate_target_counts(ctx, i, rs->series[fe[i].route],
+                                        rs->samples[fe[i].route]);
+    }
+
+    for (t = 0; t < nt; t++) {
+        for (i = 0; i < n; i++) {
+            te = ngx_array_push(targets);
+            if (te == NULL) {
+                return NGX_ERROR;
+            }
+
+            *te = fe[i];
+            k = fe[i].route;
+            v = fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->fw.version
+                                                            : fe[i].proto;
+            slot = (t * nr + k) * 3 + v;
+
+            if (made[slot] == NULL) {
+                count = pg_route_tenant_select(rs, k, t, bits);
+
+                if (count == 0) {
+                    made[slot] = none;
+
+                } else if (count == req->stats.series && t == 0) {
+                    made[slot] = &ctx->fw.payloads[v];
+
+                    if (!made[slot]->ready
+                        && ngx_http_promgate_payload(r, ctx, decoded, dlen,
+                                                     req, v, made[slot], NULL)
+                           != NGX_OK)
+                    {
+                        return NGX_ERROR;
+                    }
+
+                } else {
+                    pl = ngx_pcalloc(r->pool,
+                                     sizeof(ngx_http_promgate_payload_t));
+                    if (pl == NULL) {
+                        return NGX_ERROR;
+                    }
+
+                    if (count == req->stats.series) {
+
+                        /* the whole write: its body, the tenant's header */
+
+                        base = &ctx->fw.payloads[v];
+
+                        if (!base->ready
+                            && ngx_http_promgate_payload(r, ctx, decoded,
+                                                         dlen, req, v, base,
+                                                         NULL)
+                               != NGX_OK)
+                        {
+                            return NGX_ERROR;
+                        }
+
+                        pl->body = base->body;
+                        pl->len = base->len;
+                        pl->version = base->version;
+                        pl->ready = 1;
+                        pl->remote_write = 1;
+
+                    } else if (ngx_http_promgate_payload(r, ctx, decoded,
+                                                         dlen, req, v, pl,
+                                                         bits)
+                               != NGX_OK)
+                    {
+                        return NGX_ERROR;
+                    }
+
+                    if (t > 0) {
+                        pl->tenant_header = pmcf->tenant_header;
+                        pl->tenant.data = (u_char *) rs->tenants[t - 1].data;
+                        pl->tenant.len = rs->tenants[t - 1].len;
+                    }
+
+                    made[slot] = pl;
+                }
+            }
+
+            ctx->fw.tpayloads[targets->nelts - 1] = made[slot];
+        }
+    }
+
+    ctx->fw.targets = targets;
+
+    return NGX_OK;
+}
+
+
+/* what target i is sent of a write, and what its rules left out */
+
+static void
+ngx_http_promgate_target_counts(ngx_http_promgate_write_ctx_t *ctx,
+    ngx_uint_t i, uint64_t series, uint64_t samples)
+{
+    ngx_http_promgate_forward_t       *fe;
+    ngx_http_promgate_target_stats_t  *ts;
+
+    fe = ctx->plcf->forwards->elts;
+    ts = &ngx_http_promgate_stats()->targets[fe[i].target->slot];
+
+    (void) ngx_atomic_fetch_add(&ts->series_sent, series);
+    (void) ngx_atomic_fetch_add(&ts->samples_sent, samples);
+
+    if (series < ctx->stats.series) {
+        (void) ngx_atomic_fetch_add(&ts->series_dropped,
+                                    ctx->stats.series - series);
+    }
 }
 
 
@@ -648,7 +900,21 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
 
     ngx_http_promgate_write_limits(ctx->plcf, dlen, &limits);
 
-    if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone) {
+    if (ctx->plcf->router) {
+        ctx->route = ngx_palloc(r->pool, sizeof(pg_route_state_t));
+
+        if (ctx->route == NULL
+            || pg_route_init(ctx->route, ctx->plcf->router, &alloc,
+                             dlen / 32) != 0)
+        {
+            ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ctx->plcf->exemplar_zone || ctx->plcf->series_zone
+        || ctx->plcf->router)
+    {
         if (ngx_http_promgate_tenant(r, &ctx->tenant) != NGX_OK) {
             ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -661,6 +927,22 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     } else {
         reason = pg_rw_decode_limited(decoded, dlen, ctx->fw.version, &limits,
                                       &alloc, &req, NULL, NULL);
+    }
+
+    if (reason == PG_RW_ABORTED && ctx->route
+        && ctx->route->too_many_tenants)
+    {
+        rc = ngx_http_promgate_reject(r, ctx,
+                 NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, PG_RW_OVER_LIMIT,
+                 pg_rw_count_samples(decoded, dlen, ctx->fw.version), msg,
+                 ngx_snprintf(msg, sizeof(msg), "promgate: write refused: "
+                              "its series name more than %d tenants "
+                              "(values of label \"%V\", "
+                              "promgate_tenant_label); send them in "
+                              "separate writes\n", PG_ROUTE_MAX_TENANTS,
+                              &ctx->plcf->tenant_label) - msg);
+        ngx_http_promgate_scratch_release(&ngx_http_promgate_decoded);
+        return rc;
     }
 
     if (reason == PG_RW_ABORTED || reason == PG_RW_NOMEM) {
@@ -710,20 +992,31 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
     need[PG_RW_V2] = 0;
 
     fe = ctx->plcf->forwards->elts;
-
-    for (i = 0; i < ctx->plcf->forwards->nelts; i++) {
-        need[fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS ? ctx->fw.version
-                                                         : fe[i].proto] = 1;
-    }
-
     rc = NGX_OK;
+
+    if (ctx->route) {
+        rc = ngx_http_promgate_route_payloads(r, ctx, decoded, dlen, &req,
+                                              need);
+        ctx->route = NULL;
+
+    } else {
+        for (i = 0; i < ctx->plcf->forwards->nelts; i++) {
+            need[fe[i].proto == NGX_HTTP_PROMGATE_PROTO_ASIS
+                 ? ctx->fw.version : fe[i].proto] = 1;
+
+            ngx_http_promgate_target_counts(ctx, i, req.stats.series,
+                                            req.stats.samples
+                                            + req.stats.histograms);
+        }
+    }
 
     for (i = PG_RW_V1; i <= PG_RW_V2; i++) {
         if (need[i] && rc == NGX_OK
             && (req.stats.series || req.stats.metadata
                 || req.invalid_series == 0))
         {
-            rc = ngx_http_promgate_payload(r, ctx, decoded, dlen, &req, i);
+            rc = ngx_http_promgate_payload(r, ctx, decoded, dlen, &req, i,
+                                           &ctx->fw.payloads[i], NULL);
         }
     }
 
@@ -796,7 +1089,9 @@ ngx_http_promgate_reject(ngx_http_request_t *r,
  * forwarded (the valid series), lowered to what any target that stored
  * the write says it wrote (a 2.0 target's own headers).  Targets that did
  * not store it (failed or pending, where the ack policy let the answer go
- * before them) do not count.
+ * before them) do not count, nor do targets sent a part of the write
+ * (match=, drop=, shard=, a tenant's series): their counts are of that
+ * part.
  */
 
 static void
@@ -813,7 +1108,9 @@ ngx_http_promgate_written_counts(ngx_http_promgate_write_ctx_t *ctx,
     for (i = 0; i < ctx->fw.nfwd; i++) {
         f = &ctx->fw.fwd[i];
 
-        if (f->state != PG_TARGET_STORED || !f->confirmed) {
+        if (f->state != PG_TARGET_STORED || !f->confirmed
+            || (ctx->fw.tpayloads && ctx->fw.tpayloads[i]))
+        {
             continue;
         }
 
@@ -824,14 +1121,83 @@ ngx_http_promgate_written_counts(ngx_http_promgate_write_ctx_t *ctx,
 }
 
 
-/* the ack policy decides; 0 while it depends on pending targets */
+/*
+ * The ack policy decides; 0 while it depends on pending targets.  A shard
+ * group counts as one target: stored when every member that got series
+ * stored (or spooled) them, rejected or failed when one member was.
+ */
 
 static ngx_uint_t
 ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
 {
     ngx_http_promgate_write_ctx_t *ctx = fw->data;
 
-    return pg_ack_decide(ctx->plcf->ack, &fw->acks);
+    ngx_uint_t                    i, g, ngroups;
+    pg_ack_count_t                acks;
+    pg_target_state_e             state, group[PG_ROUTE_MAX];
+    ngx_http_promgate_forward_t  *fe;
+
+    if (ctx->plcf->router == NULL || ctx->plcf->router->ngroups == 0) {
+        return pg_ack_decide(ctx->plcf->ack, &fw->acks);
+    }
+
+    ngroups = ctx->plcf->router->ngroups;
+
+    for (g = 0; g < ngroups; g++) {
+        group[g] = PG_TARGET_STORED;
+    }
+
+    ngx_memzero(&acks, sizeof(pg_ack_count_t));
+    acks.targets = ngroups;
+
+    fe = fw->targets->elts;
+
+    for (i = 0; i < fw->nfwd; i++) {
+        state = fw->fwd[i].state;
+
+        if (fe[i].group >= 0) {
+            g = fe[i].group;
+
+            /* rejected over failed over pending over stored */
+
+            if (state == PG_TARGET_REJECTED
+                || (state == PG_TARGET_FAILED
+                    && group[g] != PG_TARGET_REJECTED)
+                || (state == PG_TARGET_PENDING
+                    && group[g] == PG_TARGET_STORED))
+            {
+                group[g] = state;
+            }
+
+            continue;
+        }
+
+        acks.targets++;
+
+        if (state == PG_TARGET_STORED) {
+            acks.stored++;
+
+        } else if (state == PG_TARGET_REJECTED) {
+            acks.rejected++;
+
+        } else if (state == PG_TARGET_FAILED) {
+            acks.failed++;
+        }
+    }
+
+    for (g = 0; g < ngroups; g++) {
+        if (group[g] == PG_TARGET_STORED) {
+            acks.stored++;
+
+        } else if (group[g] == PG_TARGET_REJECTED) {
+            acks.rejected++;
+
+        } else if (group[g] == PG_TARGET_FAILED) {
+            acks.failed++;
+        }
+    }
+
+    return pg_ack_decide(ctx->plcf->ack, &acks);
 }
 
 
@@ -974,6 +1340,10 @@ static int
 ngx_http_promgate_write_series(void *data, const pg_rw_series_t *s)
 {
     ngx_http_promgate_write_ctx_t *ctx = data;
+
+    if (ctx->route && pg_route_add(ctx->route, s) != 0) {
+        return -1;
+    }
 
     if (ctx->plcf->exemplar_zone
         && ngx_http_promgate_exemplars_collect(ctx, s) != 0)
