@@ -1122,9 +1122,15 @@ ngx_http_promgate_written_counts(ngx_http_promgate_write_ctx_t *ctx,
 
 
 /*
- * The ack policy decides; 0 while it depends on pending targets.  A shard
- * group counts as one target: stored when every member that got series
- * stored (or spooled) them, rejected or failed when one member was.
+ * The ack policy decides; 0 while it depends on pending targets.  With
+ * routing it decides among the targets that got the whole write; a target
+ * that got a part of it (match=, drop=, a tenant's series) and a shard
+ * group must store (or spool) theirs whatever the policy: with any or
+ * quorum, a series sent to one target only would otherwise be lost when
+ * that target fails and another stored the rest.  A shard group counts as
+ * one: stored when every member that got series stored them, rejected or
+ * failed when one member was.  A target that got no series counts for
+ * nothing (a write whose rules choose no series at all is answered 204).
  */
 
 static ngx_uint_t
@@ -1132,12 +1138,14 @@ ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
 {
     ngx_http_promgate_write_ctx_t *ctx = fw->data;
 
-    ngx_uint_t                    i, g, ngroups;
+    ngx_uint_t                    i, g, ngroups, whole;
+    ngx_uint_t                    part_failed, part_rejected, part_pending;
     pg_ack_count_t                acks;
     pg_target_state_e             state, group[PG_ROUTE_MAX];
+    u_char                        used[PG_ROUTE_MAX];
     ngx_http_promgate_forward_t  *fe;
 
-    if (ctx->plcf->router == NULL || ctx->plcf->router->ngroups == 0) {
+    if (ctx->plcf->router == NULL) {
         return pg_ack_decide(ctx->plcf->ack, &fw->acks);
     }
 
@@ -1145,18 +1153,26 @@ ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
 
     for (g = 0; g < ngroups; g++) {
         group[g] = PG_TARGET_STORED;
+        used[g] = 0;
     }
 
     ngx_memzero(&acks, sizeof(pg_ack_count_t));
-    acks.targets = ngroups;
+    part_failed = 0;
+    part_rejected = 0;
+    part_pending = 0;
 
     fe = fw->targets->elts;
 
     for (i = 0; i < fw->nfwd; i++) {
         state = fw->fwd[i].state;
 
+        if (fw->fwd[i].skipped) {
+            continue;
+        }
+
         if (fe[i].group >= 0) {
             g = fe[i].group;
+            used[g] = 1;
 
             /* rejected over failed over pending over stored */
 
@@ -1169,6 +1185,13 @@ ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
                 group[g] = state;
             }
 
+            continue;
+        }
+
+        if (fw->tpayloads && fw->tpayloads[i]) {
+            part_failed += (state == PG_TARGET_FAILED);
+            part_rejected += (state == PG_TARGET_REJECTED);
+            part_pending += (state == PG_TARGET_PENDING);
             continue;
         }
 
@@ -1186,18 +1209,30 @@ ngx_http_promgate_write_decide(ngx_http_promgate_forwarder_t *fw)
     }
 
     for (g = 0; g < ngroups; g++) {
-        if (group[g] == PG_TARGET_STORED) {
-            acks.stored++;
-
-        } else if (group[g] == PG_TARGET_REJECTED) {
-            acks.rejected++;
-
-        } else if (group[g] == PG_TARGET_FAILED) {
-            acks.failed++;
+        if (used[g]) {
+            part_failed += (group[g] == PG_TARGET_FAILED);
+            part_rejected += (group[g] == PG_TARGET_REJECTED);
+            part_pending += (group[g] == PG_TARGET_PENDING);
         }
     }
 
-    return pg_ack_decide(ctx->plcf->ack, &acks);
+    /* no target got the whole write: nothing is needed of them */
+
+    whole = pg_ack_decide(ctx->plcf->ack, &acks);
+
+    if (part_failed || whole == 503) {
+        return 503;
+    }
+
+    if (part_pending || whole == 0) {
+        return 0;
+    }
+
+    if (part_rejected || whole == PG_ACK_REJECTED) {
+        return PG_ACK_REJECTED;
+    }
+
+    return 204;
 }
 
 

@@ -293,6 +293,47 @@ def test_shard_needs_enough_targets(make_nginx, vms):
     assert 'names shard "nothere", which no "promgate_shard"' in out, out
 
 
+@pytest.mark.parametrize("ack", ["any", "quorum"])
+def test_ack_any_or_quorum_never_loses_a_part(gateway, make_fake, ack):
+    """with any or quorum, a target that got a part of the write must store
+    it: two complementary targets, one down, is 503 (204 would have lost
+    the down target's series: nothing else holds them); a target that got
+    no series counts for nothing either way"""
+    ok = make_fake()
+    down = make_fake(default=Resp(503))
+    sel = "'%s={job=\"a\"}'"
+    gw = gateway([("ok", ok.url, sel % "match"), ("down", down.url, sel % "drop")],
+                 ack=ack, retries=0)
+    n = rw.uniq("rany")
+    both = [rw.series(n, {"job": j}, [(1.0, rw.now_ms())]) for j in "ab"]
+    r = rw.write(gw.write_url, both)
+    assert r.status_code == 503, r.text
+    assert wait_for(lambda: len(ok.requests) == 1, 10)
+    assert len(down.requests) == 1
+    # only job="a": the down target gets nothing and is not needed
+    r = rw.write(gw.write_url, both[:1])
+    assert r.status_code == 204, r.text
+    assert len(down.requests) == 1
+    # only job="b": the down target alone got series (ok gets none)
+    r = rw.write(gw.write_url, both[1:])
+    assert r.status_code == 503, r.text
+    assert wait_for(lambda: len(down.requests) == 2, 10)
+    assert len(ok.requests) == 2
+
+
+def test_a_write_no_rule_chooses_is_204(gateway, make_fake):
+    """every target's rules choose nothing: no request, 204 (the rules
+    dropped the series, nothing is owed)"""
+    a = make_fake()
+    b = make_fake(default=Resp(503))
+    gw = gateway([("a", a.url, "'match={job=\"x\"}'"),
+                  ("b", b.url, "'match={job=\"y\"}'")], retries=0)
+    r = rw.write(gw.write_url, [rw.series(rw.uniq("rnone"), {"job": "z"},
+                                          [(1.0, rw.now_ms())])])
+    assert r.status_code == 204, r.text
+    assert a.requests == [] and b.requests == []
+
+
 def test_shard_group_counts_once_in_the_ack_policy(gateway, make_fake):
     """quorum over a target and a group of three: the group is one copy of
     the data, so with the target down the write is not acknowledged (as
