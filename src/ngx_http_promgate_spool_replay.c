@@ -279,9 +279,13 @@ ngx_http_promgate_spool_list(ngx_http_promgate_spool_t *sp,
     }
 
     while ((de = readdir(dir)) != NULL) {
-        if (pg_wal_segment_parse(de->d_name, (char *) sp->name.data,
-                                 &writer, &seq)
-            != 0)
+
+        /* segments are regular files: never a device or a link to one */
+
+        if ((de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+            || pg_wal_segment_parse(de->d_name, (char *) sp->name.data,
+                                    &writer, &seq)
+               != 0)
         {
             continue;
         }

@@ -471,7 +471,7 @@ def test_stack_data_path(docker_nginx, prom, vm, tmp_path):
         def committed():
             c = k.committed("promgate", "prom-metrics")
             return sum(v for v in c.values() if v > 0) == 3
-        assert wait_for(committed, 60, 0.5), \
+        assert wait_for(committed, 120, 0.5), \
             k.committed("promgate", "prom-metrics")
 
         # the series index announced the new series
