@@ -547,6 +547,25 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
         return NGX_OK;
     }
 
+    /*
+     * nginx calls this at each finalization of the subrequest, the first
+     * one as soon as the upstream is done, while the end of the answer may
+     * still be in the output filters: a proxy's temporary file read by
+     * "aio threads" (or "aio on") reaches sr->out only after the read.
+     * Judged now, a part of the answer would pass for all of it.  The
+     * finalization after the read (ngx_http_writer) passes here again.
+     */
+
+    if (sr->buffered
+        && (rc == NGX_OK || rc == NGX_AGAIN)
+        && !sr->connection->error)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                       "promgate forward \"%V\" attempt %ui: answer still "
+                       "buffered", &f->target->uri, f->attempts);
+        return NGX_OK;
+    }
+
     f->running = 0;
     fw = f->fw;
 
@@ -554,6 +573,16 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
 
     if (f->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE && rc < 600) {
         f->status = rc;        /* no answer: nginx's own 502/504 */
+    }
+
+    if (sr->buffered) {
+        /* ended while a part of its answer was still on its way */
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "promgate: the answer of forward target \"%V\" "
+                      "ended before all of it was read (rc %i)",
+                      &f->target->uri, rc);
+
+        f->status = NGX_HTTP_BAD_GATEWAY;
     }
 
     if (sr->out && sr->out->buf) {

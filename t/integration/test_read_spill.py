@@ -1,0 +1,96 @@
+"""A read target's answer larger than its location's proxy buffers: nginx's
+proxy puts it in a temporary file, the forwarder's in-memory subrequest
+must still receive all of it -- with the file read inline and with
+`aio threads` (the file read in a thread, ending after the upstream did).
+
+A real Prometheus holds ~290,000 samples (a several-MB ReadResponse); the
+target locations have 2 x 4k proxy buffers.  What promgate answers equals
+what Prometheus answers directly, sample for sample.
+"""
+
+import os
+import struct
+
+import pytest
+
+import rw
+from fakeup import free_port
+from test_remote_read import read
+
+SERIES, SAMPLES = 120, 2400     # 1 s apart: 40 min
+
+
+@pytest.fixture
+def big(make_prometheus):
+    prom = make_prometheus("prom")
+    name = rw.uniq("spill")
+    t0 = rw.now_ms() - 45 * 60 * 1000
+    t0 -= t0 % 1000
+    for first in range(0, SERIES, 10):
+        batch = []
+        for i in range(first, first + 10):
+            raw = os.urandom(8 * SAMPLES)
+            vals = struct.unpack("<%dd" % SAMPLES, raw)
+            batch.append(rw.series(
+                name, {"job": "spill", "instance": "i%03d" % i},
+                [((v if v == v else 1.0), t0 + k * 1000)
+                 for k, v in enumerate(vals)]))
+        r = rw.write(prom.write_url, batch)
+        assert r.status_code == 204, r.text
+    return prom, (t0 - 1000, t0 + SAMPLES * 1000, {"__name__": name})
+
+
+def spill_conf(port, prom_hostport):
+    loc = """
+        location /_rr/{name} {{
+            internal;
+            proxy_pass http://up_prom/api/v1/read;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+            proxy_buffer_size 4k;
+            proxy_buffers 2 4k;
+            proxy_busy_buffers_size 4k;
+            subrequest_output_buffer_size 32m;
+            {extra}
+        }}"""
+    return """
+    upstream up_prom {{ server {prom}; keepalive 8; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /plain {{ promgate_remote_read;
+                             promgate_read_forward /_rr/plain; }}
+        location = /aio {{ promgate_remote_read;
+                           promgate_read_forward /_rr/aio; }}
+        location = /merge {{ promgate_remote_read;
+                             promgate_read_forward /_rr/plain;
+                             promgate_read_forward /_rr/aio; }}
+{plain}
+{aio}
+    }}
+""".format(prom=prom_hostport, port=port,
+           plain=loc.format(name="plain", extra=""),
+           aio=loc.format(name="aio", extra="aio threads;"))
+
+
+def test_answer_spilled_to_a_temporary_file_arrives_whole(big, make_nginx):
+    prom, query = big
+    n = make_nginx(spill_conf(free_port(), prom.url.split("//")[1]),
+                   workers=1)
+
+    want = read(prom.url + "/api/v1/read", [query])[0]
+    assert len(want) == SERIES
+    assert sum(len(v) for v in want.values()) == SERIES * SAMPLES
+
+    for path in ("/plain", "/aio", "/merge"):
+        for _ in range(3):
+            got = read(n.url(path), [query])[0]
+            assert len(got) == len(want), path
+            assert got == want, path
+
+    # the path under test was taken: nginx spilled the answers to files
+    with open(n.error_log) as f:
+        log = f.read()
+    for name in ("plain", "aio"):
+        assert ('an upstream response is buffered to a temporary file'
+                in log and 'subrequest: "/_rr/%s"' % name in log), name
