@@ -519,6 +519,7 @@ ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
     f->status = 0;
     f->received = 0;
     f->truncated = 0;
+    f->ended = 0;
 
     ts = &ngx_http_promgate_stats()->targets[f->target->slot];
     (void) ngx_atomic_fetch_add(&ts->attempts, 1);
@@ -575,12 +576,20 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
         f->status = rc;        /* no answer: nginx's own 502/504 */
     }
 
-    if (sr->buffered) {
-        /* ended while a part of its answer was still on its way */
+    if (sr->buffered
+        || (f->status >= NGX_HTTP_OK && f->status < NGX_HTTP_SPECIAL_RESPONSE
+            && !f->ended && !sr->header_only))
+    {
+        /*
+         * a part of its answer still on its way, or the answer broke off
+         * (the upstream closed or timed out in its body: nginx then ends
+         * the subrequest with a flush, not with its last buffer)
+         */
+
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "promgate: the answer of forward target \"%V\" "
-                      "ended before all of it was read (rc %i)",
-                      &f->target->uri, rc);
+                      "promgate: the answer %ui of forward target \"%V\" "
+                      "broke off before its end; counted as 502",
+                      f->status, &f->target->uri);
 
         f->status = NGX_HTTP_BAD_GATEWAY;
     }
@@ -933,6 +942,12 @@ ngx_http_promgate_forward_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     f = r->post_subrequest->data;
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_in_chain || cl->buf->last_buf) {
+            f->ended = 1;       /* nginx's NGX_HTTP_LAST: the whole answer */
+        }
+    }
 
     if (r->headers_out.content_length_n
         > (off_t) clcf->subrequest_output_buffer_size)

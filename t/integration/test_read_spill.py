@@ -14,8 +14,8 @@ import struct
 import pytest
 
 import rw
-from fakeup import free_port
-from test_remote_read import read
+from fakeup import FakeUpstream, Resp, free_port
+from test_remote_read import STREAMED, post_read, read, read_request
 
 SERIES, SAMPLES = 120, 2400     # 1 s apart: 40 min
 
@@ -94,3 +94,56 @@ def test_answer_spilled_to_a_temporary_file_arrives_whole(big, make_nginx):
     for name in ("plain", "aio"):
         assert ('an upstream response is buffered to a temporary file'
                 in log and 'subrequest: "/_rr/%s"' % name in log), name
+
+
+def test_answer_broken_off_is_not_passed_as_whole(make_prometheus, make_nginx):
+    """a read target that closes its connection inside its answer's body:
+    a stream passed through as it is would end early at a frame boundary
+    and look complete to the client; promgate fails the target (502,
+    retried, then the read's 503) and passes the whole answer through"""
+    prom = make_prometheus("prom")
+    name = rw.uniq("cut")
+    t0 = rw.now_ms() - 10 * 60 * 1000
+    r = rw.write(prom.write_url, [
+        rw.series(name, {"job": "cut", "instance": "i%d" % i},
+                  [(float(k), t0 + k * 1000) for k in range(300)])
+        for i in range(20)])
+    assert r.status_code == 204, r.text
+    raw = read_request([(t0 - 1000, t0 + 300 * 1000, {"__name__": name})],
+                       accepted=[STREAMED])
+    direct = post_read(prom.url + "/api/v1/read", raw)
+    assert direct.status_code == 200 and len(direct.content) > 4000
+    head = {"Content-Type": direct.headers["Content-Type"]}
+    whole = FakeUpstream(default=Resp(200, head, direct.content)).start()
+    cut = FakeUpstream(default=Resp(200, head, direct.content,
+                                    cut=len(direct.content) // 2)).start()
+    try:
+        port = free_port()
+        locs = "".join("""
+        location = /{0} {{ promgate_remote_read;
+                          promgate_read_forward /_rr/{0}; }}
+        location /_rr/{0} {{ internal; proxy_pass http://127.0.0.1:{1};
+                          subrequest_output_buffer_size 1m; }}
+""".format(k, f.port) for k, f in (("whole", whole), ("cut", cut)))
+        n = make_nginx("""
+    server {{
+        listen 127.0.0.1:{port};
+        promgate_retries 1;
+        promgate_retry_backoff 10ms 20ms;
+{locs}
+    }}
+""".format(port=port, locs=locs), workers=1)
+
+        r = post_read(n.url("/whole"), raw)
+        assert r.status_code == 200 and r.content == direct.content
+
+        r = post_read(n.url("/cut"), raw)
+        assert r.status_code == 503, (r.status_code, len(r.content))
+        assert "/_rr/cut" in r.text and "502" in r.text, r.text
+        assert len(cut.requests) == 2       # retried once
+        with open(n.error_log) as f:
+            assert 'answer 200 of forward target "/_rr/cut" broke off' \
+                in f.read()
+    finally:
+        whole.stop()
+        cut.stop()
