@@ -122,7 +122,6 @@ typedef struct {
     size_t                          err_len;
     ngx_http_promgate_forwarder_t   fw;             /* asking the peers */
     ngx_str_t                      *peer_types;     /* their answers' */
-    off_t                          *peer_lengths;   /*   Content-Length */
     pg_json_buf_t                   warnings;       /* peers failed */
     ngx_uint_t                      status;         /* of a failed merge */
     const char                     *err_type;
@@ -1749,10 +1748,7 @@ ngx_http_promgate_query_ask(ngx_http_promgate_query_ctx_t *ctx,
     body = ngx_pnalloc(r->pool, len);
     ctx->peer_types = ngx_pcalloc(r->pool, plcf->exemplar_peers->nelts
                                            * sizeof(ngx_str_t));
-    ctx->peer_lengths = ngx_pcalloc(r->pool, plcf->exemplar_peers->nelts
-                                             * sizeof(off_t));
-    if (body == NULL || ctx->peer_types == NULL || ctx->peer_lengths == NULL)
-    {
+    if (body == NULL || ctx->peer_types == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1829,7 +1825,6 @@ ngx_http_promgate_query_peer_done(ngx_http_promgate_forwarder_t *fw,
     ngx_http_promgate_query_ctx_t *ctx = fw->data;
 
     ctx->peer_types[f - fw->fwd] = sr->headers_out.content_type;
-    ctx->peer_lengths[f - fw->fwd] = sr->headers_out.content_length_n;
 }
 
 
@@ -1909,15 +1904,6 @@ ngx_http_promgate_query_merge(ngx_http_promgate_query_ctx_t *ctx)
             p = ngx_snprintf(why, sizeof(why) - 1, "answered more than "
                              "the subrequest_output_buffer_size of its "
                              "location");
-
-        } else if (ctx->peer_lengths[i] >= 0
-                   && (off_t) f->reason.len != ctx->peer_lengths[i])
-        {
-            /* an upstream buffering to a temporary file: nginx drops it */
-            p = ngx_snprintf(why, sizeof(why) - 1, "answered %O bytes, of "
-                             "which %uz reached memory (set "
-                             "\"proxy_buffering off\" in its location)",
-                             ctx->peer_lengths[i], f->reason.len);
 
         } else if (type->len < sizeof(NGX_HTTP_PROMGATE_PEER_TYPE) - 1
                    || ngx_strncasecmp(type->data,
@@ -2119,19 +2105,6 @@ ngx_http_promgate_query_peer_send(ngx_http_promgate_query_ctx_t *ctx)
     }
 
     if (out.failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /*
-     * The asker reads this answer into memory (a subrequest); an nginx
-     * proxy that buffers it to a temporary file, as it does with an
-     * answer larger than its proxy_buffers, would hand over nothing.
-     */
-
-    if (ngx_http_promgate_header_add(&ctx->request->headers_out.headers,
-                                     "X-Accel-Buffering", (u_char *) "no", 2)
-        == NULL)
-    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -519,6 +519,7 @@ ngx_http_promgate_attempt(ngx_http_promgate_fwd_t *f)
     f->status = 0;
     f->received = 0;
     f->truncated = 0;
+    f->ended = 0;
 
     ts = &ngx_http_promgate_stats()->targets[f->target->slot];
     (void) ngx_atomic_fetch_add(&ts->attempts, 1);
@@ -547,6 +548,25 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
         return NGX_OK;
     }
 
+    /*
+     * nginx calls this at each finalization of the subrequest, the first
+     * one as soon as the upstream is done, while the end of the answer may
+     * still be in the output filters: a proxy's temporary file read by
+     * "aio threads" (or "aio on") reaches sr->out only after the read.
+     * Judged now, a part of the answer would pass for all of it.  The
+     * finalization after the read (ngx_http_writer) passes here again.
+     */
+
+    if (sr->buffered
+        && (rc == NGX_OK || rc == NGX_AGAIN)
+        && !sr->connection->error)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                       "promgate forward \"%V\" attempt %ui: answer still "
+                       "buffered", &f->target->uri, f->attempts);
+        return NGX_OK;
+    }
+
     f->running = 0;
     fw = f->fw;
 
@@ -554,6 +574,24 @@ ngx_http_promgate_attempt_done(ngx_http_request_t *sr, void *data,
 
     if (f->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE && rc < 600) {
         f->status = rc;        /* no answer: nginx's own 502/504 */
+    }
+
+    if (sr->buffered
+        || (f->status >= NGX_HTTP_OK && f->status < NGX_HTTP_SPECIAL_RESPONSE
+            && !f->ended && !sr->header_only))
+    {
+        /*
+         * a part of its answer still on its way, or the answer broke off
+         * (the upstream closed or timed out in its body: nginx then ends
+         * the subrequest with a flush, not with its last buffer)
+         */
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "promgate: the answer %ui of forward target \"%V\" "
+                      "broke off before its end; counted as 502",
+                      f->status, &f->target->uri);
+
+        f->status = NGX_HTTP_BAD_GATEWAY;
     }
 
     if (sr->out && sr->out->buf) {
@@ -904,6 +942,12 @@ ngx_http_promgate_forward_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     f = r->post_subrequest->data;
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_in_chain || cl->buf->last_buf) {
+            f->ended = 1;       /* nginx's NGX_HTTP_LAST: the whole answer */
+        }
+    }
 
     if (r->headers_out.content_length_n
         > (off_t) clcf->subrequest_output_buffer_size)

@@ -125,6 +125,7 @@ typedef struct {
     unsigned                        running:1;
     unsigned                        waiting:1;   /* timer holds a reference */
     unsigned                        truncated:1; /* answer cut to fit */
+    unsigned                        ended:1;     /* its end passed */
     unsigned                        spooled:1;   /* stored in its spool */
     unsigned                        skipped:1;   /* nothing to send it */
 } ngx_http_promgate_fwd_t;

@@ -18,8 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Resp:
     def __init__(self, status=204, headers=None, body=b"", hang=False,
-                 delay=0.0, gzip_if_accepted=False):
+                 delay=0.0, gzip_if_accepted=False, cut=None):
         self.status = status
+        # send only body[:cut] of the announced body, then close
+        self.cut = cut
         self.headers = dict(headers or {})
         self.body = body.encode() if isinstance(body, str) else body
         self.hang = hang
@@ -116,7 +118,11 @@ class FakeUpstream:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if body and resp.status not in (204, 304):
-                    self.wfile.write(body)
+                    self.wfile.write(body if resp.cut is None
+                                     else body[:resp.cut])
+                if resp.cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
 
             do_POST = _handle
             do_GET = _handle

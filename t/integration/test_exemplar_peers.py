@@ -236,9 +236,10 @@ def test_stopped_peer_answers_with_a_warning(cluster, serverset):
 
 
 def test_large_peer_answers(cluster, serverset):
-    """peers' parts larger than the proxy's buffers (which nginx would put
-    in a temporary file, out of a subrequest's reach): 3,000 exemplars
-    over 300 series, round robin; every node answers Prometheus' bytes"""
+    """peers' parts larger than the proxy's buffers (nginx puts them in a
+    temporary file, read back into the subrequest's memory): 3,000
+    exemplars over 300 series, round robin; every node answers
+    Prometheus' bytes"""
     prom, nodes = cluster
     name = rw.uniq("exb")
     t0 = (rw.now_ms() // 1000 - 60) * 1000
@@ -257,6 +258,14 @@ def test_large_peer_answers(cluster, serverset):
     for n in nodes:
         assert same_as_prometheus(serverset, get_raw(n.query_url, params),
                                   want)
+    # the peers' parts went through temporary files
+    spilled = 0
+    for n in nodes:
+        with open(n.error_log) as f:
+            spilled += sum(1 for line in f
+                           if "upstream response is buffered to a temporary"
+                           in line and 'subrequest: "/_peer/' in line)
+    assert spilled >= 3
 
     # peers over their limits (max_exemplars=40 where they are asked): the
     # merged answer would be too, 422 naming a peer
