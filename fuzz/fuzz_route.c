@@ -20,7 +20,13 @@
  *   - every route's body, in both versions, unpacks with protobuf-c to
  *     exactly the chosen series, in request order (fuzz_rw_check.h's
  *     fz_check_encoding(), which also runs the labels of the input
- *     against protobuf-c's as the request is decoded).
+ *     against protobuf-c's as the request is decoded);
+ *   - promgate_tenant_label instance drop: the request decoded again with
+ *     "instance" left out of each series' digest (its exemplars' labels
+ *     kept), the whole write and the bodies of the first tenants (their
+ *     series through one route each), in both versions, encoded with
+ *     skip_label "instance", unpack to exactly those digests: the chosen
+ *     series, in order, less that label and nothing else.
  *
  * Build: t/fuzz.sh (clang -fsanitize=fuzzer,address,undefined).
  */
@@ -32,7 +38,8 @@
 #include "pg_promql.h"
 
 
-#define FZ_ROUTES  9
+#define FZ_ROUTES        9
+#define FZ_DROP_TENANTS  4
 
 
 static pg_route_t        fz_routes[FZ_ROUTES];
@@ -351,6 +358,51 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_check_encoding(buf, len, &req, fz_state.select[k], v);
         fz_check_encoding(buf, len, &req, fz_state.select[k],
                           v == PG_RW_V1 ? PG_RW_V2 : PG_RW_V1);
+    }
+
+    /* promgate_tenant_label instance drop */
+
+    {
+        size_t               t, nt;
+        uint8_t             *bits[FZ_DROP_TENANTS];
+        pg_rw_request_t      req2;
+        pg_rw_version_e      to;
+        pg_rw_encode_opts_t  opts;
+
+        nt = fz_state.ntenants + 1 < FZ_DROP_TENANTS
+             ? fz_state.ntenants + 1 : FZ_DROP_TENANTS;
+
+        for (t = 0; t < nt; t++) {
+            bits[t] = malloc(fz_state.cap / 8 + 1);
+            check(bits[t] != NULL);
+            (void) pg_route_tenant_select(&fz_state, t % FZ_ROUTES,
+                                          (unsigned) t, bits[t]);
+        }
+
+        fz_pass_init(&fz_in, v, v == PG_RW_V2);
+        fz_in.pc1 = pc1;
+        fz_in.pc2 = pc2;
+        fz_in.skip = fz_router.tenant_label;
+
+        if (pg_rw_decode(buf, len, v, &al, &req2, fz_series_cb, &fz_in)
+            == PG_RW_OK)
+        {
+            check(req2.stats.series == req.stats.series);
+
+            opts.skip_label = fz_router.tenant_label;
+
+            for (t = 0; t <= nt; t++) {
+                opts.select = t < nt ? bits[t] : NULL;
+
+                for (to = PG_RW_V1; to <= PG_RW_V2; to++) {
+                    fz_check_encoding_opts(buf, len, &req2, &opts, to);
+                }
+            }
+        }
+
+        for (t = 0; t < nt; t++) {
+            free(bits[t]);
+        }
     }
 
 done:

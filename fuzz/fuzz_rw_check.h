@@ -378,6 +378,8 @@ fz_series_bytes(const uint8_t *buf, size_t len, pg_rw_version_e v, size_t i,
 
 /* ---------------------------------------------------- decoding pass */
 
+static const pg_str_t  fz_no_skip;
+
 #define FZ_MAX_SERIES  4096
 
 typedef struct {
@@ -385,6 +387,8 @@ typedef struct {
     Prometheus__WriteRequest  *pc1;
     V2(Request)          *pc2;
     int                   meta;      /* metadata and created in the digest */
+    pg_str_t              skip;      /* a series label left out of the */
+                                     /*   digest, len 0: none */
     size_t                seen;
     size_t                last;      /* index of the last series seen + 1 */
     fz_bytes_t            d;         /* the digests, one after another */
@@ -398,16 +402,24 @@ typedef struct {
 } fz_pass_t;
 
 
+/*
+ * The labels into the digest, less one named skip (len 0: none), which is
+ * still checked against protobuf-c's: the digest is then what an encoding
+ * that left the label out must give.
+ */
 static void
 fz_check_labels(pg_pb_iter_t it, fz_bytes_t *d, uint32_t expect,
-    char **pcl_name, char **pcl_value, size_t npcl)
+    char **pcl_name, char **pcl_value, size_t npcl, pg_str_t skip)
 {
     pg_label_t  l;
-    uint32_t    n;
+    uint32_t    n, kept;
 
-    for (n = 0; pg_rw_next_label(&it, &l); n++) {
-        fz_put_str(d, l.name);
-        fz_put_str(d, l.value);
+    for (n = 0, kept = 0; pg_rw_next_label(&it, &l); n++) {
+        if (skip.len == 0 || !pg_str_eq(l.name, skip)) {
+            fz_put_str(d, l.name);
+            fz_put_str(d, l.value);
+            kept++;
+        }
 
         if (pcl_name) {
             check(n < npcl);
@@ -421,7 +433,7 @@ fz_check_labels(pg_pb_iter_t it, fz_bytes_t *d, uint32_t expect,
 
     check(expect == (uint32_t) -1 || n == expect);
     check(pcl_name == NULL || n == npcl);
-    fz_put_u64(d, n);
+    fz_put_u64(d, kept);
 }
 
 
@@ -561,7 +573,7 @@ fz_series_cb(void *ctx, const pg_rw_series_t *s)
     npc = pts ? fz_pc_labels(f, pts, 0, &pn, &pv) : 0;
 
     pg_rw_series_labels(s, &it);
-    fz_check_labels(it, &f->d, s->nlabels, pn, pv, npc);
+    fz_check_labels(it, &f->d, s->nlabels, pn, pv, npc, f->skip);
     free(pn);
     free(pv);
 
@@ -631,7 +643,8 @@ fz_series_cb(void *ctx, const pg_rw_series_t *s)
         memcpy(&bits, &ex.value, 8);
         fz_put_u64(&f->d, bits);
         fz_put_u64(&f->d, (uint64_t) ex.timestamp);
-        fz_check_labels(ex.labels, &f->d, (uint32_t) -1, pn, pv, npc);
+        fz_check_labels(ex.labels, &f->d, (uint32_t) -1, pn, pv, npc,
+                        fz_no_skip);
         free(pn);
         free(pv);
     }
@@ -884,10 +897,14 @@ fz_pass_init(fz_pass_t *f, pg_rw_version_e v, int meta)
 }
 
 
-/* what an encoding holds is the kept series of the input, no more */
+/*
+ * What an encoding holds is the kept series of the input, no more; with
+ * opts->skip_label, fz_in's digests must have been made with that label
+ * as its skip (each series as it must come out, the label left out).
+ */
 static void
-fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
-    const uint8_t *select, pg_rw_version_e to)
+fz_check_encoding_opts(const uint8_t *buf, size_t len, pg_rw_request_t *req,
+    const pg_rw_encode_opts_t *opts, pg_rw_version_e to)
 {
     size_t                     i, k, olen, nm, no, nexp;
     int                        rc, meta;
@@ -897,6 +914,8 @@ fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
     Prometheus__WriteRequest  *pc1;
     V2(Request)               *pc2;
     fz_bytes_t                 expect;
+
+    const uint8_t             *select;
 
     static fz_meta_t  min[4096], mout[4096], mexp[4096];
 
@@ -909,7 +928,10 @@ fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
 
     al = fuzz_arena_allocator(&fz_arena);
 
-    rc = pg_rw_encode(buf, len, req, select, to, &al, &out);
+    select = opts->select;
+    check(pg_str_eq(opts->skip_label, fz_in.skip));
+
+    rc = pg_rw_encode_opts(buf, len, req, opts, to, &al, &out);
 
     if (rc != 0) {
         /* only the arena can run out: the buffer grows with realloc */
@@ -1072,6 +1094,19 @@ fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
 
     fz_free(pc1, pc2);
     free(out.start);
+}
+
+
+static void
+fz_check_encoding(const uint8_t *buf, size_t len, pg_rw_request_t *req,
+    const uint8_t *select, pg_rw_version_e to)
+{
+    pg_rw_encode_opts_t  opts;
+
+    opts.select = select;
+    opts.skip_label = fz_no_skip;
+
+    fz_check_encoding_opts(buf, len, req, &opts, to);
 }
 
 

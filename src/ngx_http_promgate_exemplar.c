@@ -528,7 +528,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
 {
     ngx_http_promgate_write_ctx_t *ctx = data;
 
-    size_t                         nseries;
+    size_t                         nseries, i, k;
     pg_str_t                       tenant;
     pg_label_t                    *series;
     pg_pb_iter_t                   it;
@@ -571,6 +571,27 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
     series = pg_rw_copy_labels(it, &alloc, &nseries, s->unsorted);
     if (series == NULL) {
         return -1;
+    }
+
+    /*
+     * promgate_tenant_label ... drop: stored as the tenant's storage holds
+     * the series, without the label (the exemplar's own labels keep it)
+     */
+
+    if (ctx->route && ctx->plcf->tenant_drop) {
+        for (i = 0, k = 0; i < nseries; i++) {
+            if (series[i].name.len == ctx->plcf->tenant_label.len
+                && ngx_memcmp(series[i].name.data,
+                              ctx->plcf->tenant_label.data,
+                              series[i].name.len) == 0)
+            {
+                continue;
+            }
+
+            series[k++] = series[i];
+        }
+
+        nseries = k;
     }
 
     pg_rw_series_exemplars(s, &it);

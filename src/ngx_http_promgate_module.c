@@ -181,10 +181,10 @@ static ngx_command_t  ngx_http_promgate_commands[] = {
       NULL },
 
     { ngx_string("promgate_tenant_label"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_promgate_tenant_label_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_promgate_loc_conf_t, tenant_label),
+      0,
       NULL },
 
     { ngx_string("promgate_shard"),
@@ -600,6 +600,7 @@ ngx_http_promgate_create_loc_conf(ngx_conf_t *cf)
     plcf->exemplar_zone = NGX_CONF_UNSET_PTR;
     plcf->exemplar_query = NGX_CONF_UNSET_PTR;
     plcf->tenant = NGX_CONF_UNSET_PTR;
+    plcf->tenant_drop = NGX_CONF_UNSET;
     plcf->exemplar_peer_policy = NGX_CONF_UNSET_UINT;
 
     return plcf;
@@ -660,7 +661,14 @@ ngx_http_promgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    /* a label and its drop go together: both set here, or both inherited */
+
+    if (conf->tenant_label.data == NULL) {
+        conf->tenant_drop = prev->tenant_drop;
+    }
+
     ngx_conf_merge_str_value(conf->tenant_label, prev->tenant_label, "");
+    ngx_conf_merge_value(conf->tenant_drop, prev->tenant_drop, 0);
 
     if (conf->forwards == NULL) {
         conf->forwards = prev->forwards;

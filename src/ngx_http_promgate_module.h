@@ -199,6 +199,8 @@ typedef struct {
     pg_router_t                    *router;   /* NULL: no target has rules */
                                               /*   and no tenant label */
     ngx_str_t                       tenant_label;  /* "": none */
+    ngx_flag_t                      tenant_drop;   /* ... drop: the label */
+                                                   /*   is not forwarded */
     ngx_uint_t                      ack;
     ngx_uint_t                      invalid_series;
     ngx_int_t                       max_inflight;
@@ -267,6 +269,8 @@ ngx_http_promgate_location_t *ngx_http_promgate_find_location(
 /* ngx_http_promgate_route.c */
 char *ngx_http_promgate_shard_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_promgate_tenant_label_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_promgate_route_param(ngx_conf_t *cf,
     ngx_http_promgate_forward_t *fw, ngx_str_t *value, const char *what,
     ngx_str_t *uri);

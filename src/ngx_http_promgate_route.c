@@ -7,7 +7,7 @@
  *   promgate_forward URI ... ['match=SELECTOR'] ['drop=SELECTOR']
  *                            [shard=NAME];
  *
- *   promgate_tenant_label NAME;                    (http, server, location)
+ *   promgate_tenant_label NAME [drop];             (http, server, location)
  *
  * Selectors are parsed once, here, with the exemplar query's PromQL parser
  * and matchers; one that does not parse fails `nginx -t` with Prometheus'
@@ -170,6 +170,61 @@ static int ngx_libc_cdecl
 ngx_http_promgate_str_cmp(const void *a, const void *b)
 {
     return pg_str_cmp(*(const pg_str_t *) a, *(const pg_str_t *) b);
+}
+
+
+/*
+ * promgate_tenant_label NAME [drop]: with drop, the label is left out of
+ * the series that are forwarded (pg_rw_encode_opts()'s skip_label) and of
+ * the exemplar zone's series.  "" is no tenant label (it turns off one
+ * set on an outer level).
+ */
+
+char *
+ngx_http_promgate_tenant_label_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_promgate_loc_conf_t *plcf = conf;
+
+    ngx_str_t  *value;
+
+    if (plcf->tenant_label.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    plcf->tenant_label = value[1];
+    plcf->tenant_drop = 0;
+
+    if (cf->args->nelts < 3) {
+        return NGX_CONF_OK;
+    }
+
+    if (value[2].len != 4 || ngx_strncmp(value[2].data, "drop", 4) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" of "
+                           "\"promgate_tenant_label %V\": the only one is "
+                           "\"drop\"", &value[2], &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[1].len == 0
+        || (value[1].len == 8
+            && ngx_strncmp(value[1].data, "__name__", 8) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"promgate_tenant_label %V drop\": %s",
+                           &value[1],
+                           value[1].len ? "dropping __name__ would leave "
+                                          "every series without its name"
+                                        : "no label to drop");
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->tenant_drop = 1;
+
+    return NGX_CONF_OK;
 }
 
 

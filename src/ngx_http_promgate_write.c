@@ -26,7 +26,7 @@ static void ngx_http_promgate_written_counts(
 static ngx_int_t ngx_http_promgate_payload(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t v, ngx_http_promgate_payload_t *pl,
-    const uint8_t *select);
+    const uint8_t *select, pg_str_t skip);
 static ngx_int_t ngx_http_promgate_route_payloads(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t *need);
@@ -46,6 +46,9 @@ static int ngx_http_promgate_write_series(void *data,
 
 /* writes in flight in this worker, the background ones included */
 static ngx_uint_t  ngx_http_promgate_inflight;
+
+/* no label to leave out of a body */
+static const pg_str_t  ngx_http_promgate_no_label;
 
 
 ngx_int_t
@@ -475,28 +478,30 @@ ngx_http_promgate_encoded_grow(pg_buf_t *b, size_t need)
 /*
  * A body of version v for the targets that need one other than the
  * client's: the valid series only (and of them, with select, those a
- * route chose), in v, compressed; made once, shared by every target and
- * retry that speaks v (and has that route).
+ * route chose), in v, less their label named skip (len 0: none;
+ * promgate_tenant_label ... drop), compressed; made once, shared by every
+ * target and retry that speaks v (and has that route).
  */
 
 static ngx_int_t
 ngx_http_promgate_payload(ngx_http_request_t *r,
     ngx_http_promgate_write_ctx_t *ctx, u_char *decoded, size_t dlen,
     pg_rw_request_t *req, ngx_uint_t v, ngx_http_promgate_payload_t *pl,
-    const uint8_t *select)
+    const uint8_t *select, pg_str_t skip)
 {
     u_char                       *out;
     size_t                        clen;
     pg_buf_t                      eb;
     pg_allocator_t                alloc;
+    pg_rw_encode_opts_t           opts;
     ngx_http_promgate_stats_t    *st;
 
     pl->version = v;
     pl->ready = 1;
     pl->remote_write = 1;
 
-    if (select == NULL && v == ctx->fw.version && req->invalid_series == 0
-        && req->invalid_metadata == 0)
+    if (select == NULL && skip.len == 0 && v == ctx->fw.version
+        && req->invalid_series == 0 && req->invalid_metadata == 0)
     {
         pl->body = NULL;                  /* the client's bytes */
         pl->len = ctx->body_len;
@@ -517,7 +522,10 @@ ngx_http_promgate_payload(ngx_http_request_t *r,
     eb.grow = ngx_http_promgate_encoded_grow;
     eb.data = &ngx_http_promgate_encoded;
 
-    if (pg_rw_encode(decoded, dlen, req, select, v, &alloc, &eb) != 0) {
+    opts.select = select;
+    opts.skip_label = skip;
+
+    if (pg_rw_encode_opts(decoded, dlen, req, &opts, v, &alloc, &eb) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "promgate: out of memory making a remote write %s "
                       "body of %uz bytes", v == PG_RW_V2 ? "2.0" : "1.0",
@@ -615,7 +623,8 @@ ngx_http_promgate_route_payloads(ngx_http_request_t *r,
             if (routed[k * 3 + v] == NULL
                 || ngx_http_promgate_payload(r, ctx, decoded, dlen, req, v,
                                              routed[k * 3 + v],
-                                             rs->select[k])
+                                             rs->select[k],
+                                             ngx_http_promgate_no_label)
                    != NGX_OK)
             {
                 return NGX_ERROR;
@@ -636,7 +645,10 @@ ngx_http_promgate_route_payloads(ngx_http_request_t *r,
  * series of that tenant its rules choose, and the tenant header set to
  * the tenant.  A tenant's body is made once per route and protocol; one
  * that holds every valid series of the write is the body every target
- * without rules gets, under the tenant's header.
+ * without rules gets, under the tenant's header.  With
+ * promgate_tenant_label ... drop, every body is made without the label
+ * (the sender's bytes have it): this function runs only when some series
+ * has it, the route payloads otherwise.
  */
 
 static ngx_int_t
@@ -648,6 +660,7 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
     uint8_t                        *bits;
     ngx_uint_t                      i, k, t, v, n, nt, nr, slot;
     ngx_array_t                    *targets;
+    pg_str_t                        skip;
     pg_route_state_t               *rs;
     ngx_http_promgate_payload_t   **made, *pl, *none, *base;
     ngx_http_promgate_forward_t    *fe, *te;
@@ -660,6 +673,14 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
     nr = rs->router->nroutes;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_promgate_module);
+
+    skip.data = NULL;
+    skip.len = 0;
+
+    if (ctx->plcf->tenant_drop) {
+        skip.data = ctx->plcf->tenant_label.data;
+        skip.len = ctx->plcf->tenant_label.len;
+    }
 
     targets = ngx_array_create(r->pool, n * nt,
                                sizeof(ngx_http_promgate_forward_t));
@@ -703,12 +724,15 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
                 if (count == 0) {
                     made[slot] = none;
 
-                } else if (count == req->stats.series && t == 0) {
+                } else if (count == req->stats.series && t == 0
+                           && skip.len == 0)
+                {
                     made[slot] = &ctx->fw.payloads[v];
 
                     if (!made[slot]->ready
                         && ngx_http_promgate_payload(r, ctx, decoded, dlen,
-                                                     req, v, made[slot], NULL)
+                                                     req, v, made[slot], NULL,
+                                                     ngx_http_promgate_no_label)
                            != NGX_OK)
                     {
                         return NGX_ERROR;
@@ -721,7 +745,7 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
                         return NGX_ERROR;
                     }
 
-                    if (count == req->stats.series) {
+                    if (count == req->stats.series && skip.len == 0) {
 
                         /* the whole write: its body, the tenant's header */
 
@@ -730,7 +754,8 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
                         if (!base->ready
                             && ngx_http_promgate_payload(r, ctx, decoded,
                                                          dlen, req, v, base,
-                                                         NULL)
+                                                         NULL,
+                                                     ngx_http_promgate_no_label)
                                != NGX_OK)
                         {
                             return NGX_ERROR;
@@ -744,7 +769,7 @@ ngx_http_promgate_tenant_payloads(ngx_http_request_t *r,
 
                     } else if (ngx_http_promgate_payload(r, ctx, decoded,
                                                          dlen, req, v, pl,
-                                                         bits)
+                                                         bits, skip)
                                != NGX_OK)
                     {
                         return NGX_ERROR;
@@ -1016,7 +1041,8 @@ ngx_http_promgate_validate(ngx_http_request_t *r,
                 || req.invalid_series == 0))
         {
             rc = ngx_http_promgate_payload(r, ctx, decoded, dlen, &req, i,
-                                           &ctx->fw.payloads[i], NULL);
+                                           &ctx->fw.payloads[i], NULL,
+                                           ngx_http_promgate_no_label);
         }
     }
 

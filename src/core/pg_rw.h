@@ -311,6 +311,26 @@ int pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     pg_buf_t *out);
 
 
+/* what pg_rw_encode_opts() makes of a request */
+typedef struct {
+    const uint8_t  *select;      /* NULL: every series not dropped */
+    pg_str_t        skip_label;  /* len 0: none; else a series' label of */
+                                 /*   this name (exact bytes) is left out */
+} pg_rw_encode_opts_t;
+
+/*
+ * pg_rw_encode() with options: opts->select as there, and, with a
+ * skip_label, each kept series that has a label of that name written
+ * without it, on every path (the same version too: such a series is
+ * written again, the others are copied; a 2.0 body keeps the whole symbol
+ * table).  Exemplar labels and metadata are left as they are.  The name
+ * must not be __name__ (a series would lose its name).
+ */
+int pg_rw_encode_opts(const uint8_t *buf, size_t len,
+    const pg_rw_request_t *req, const pg_rw_encode_opts_t *opts,
+    pg_rw_version_e to, pg_allocator_t *alloc, pg_buf_t *out);
+
+
 /* snappy block format (remote write's framing) */
 typedef enum {
     PG_SNAPPY_OK = 0,

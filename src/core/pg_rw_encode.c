@@ -10,6 +10,14 @@
  * are short as a rule.  2.0 output puts the symbol table first, as senders
  * do: it is built while the series are written, then the series are moved
  * up behind it once.
+ *
+ * A skipped label (opts->skip_label, promgate_tenant_label ... drop) is
+ * left out of the series' own labels on every path: a series that has it
+ * is written again without it (same version) or translated without it;
+ * exemplar labels and the series without it are as they were.  A 2.0
+ * body of the same version keeps the whole symbol table, the skipped
+ * name's symbol too (a symbol no ref points at is allowed and harmless);
+ * a translation to 2.0 never interns it.
  */
 
 #include "pg_rw_wire.h"
@@ -57,6 +65,8 @@ typedef struct {
     size_t           ncopy;            /*   together: cache-friendly */
     pg_enc_cached_t  names[PG_ENC_CACHE];
     pg_enc_cached_t  values[PG_ENC_CACHE];
+
+    pg_str_t         skip;             /* the label left out, len 0: none */
 
     /* metadata: 1.0 entries by family, or 2.0's distinct ones */
     pg_enc_meta_t   *meta;
@@ -224,21 +234,209 @@ pg_rw_kept(const pg_rw_request_t *req, const uint8_t *select, size_t i)
 
 
 /*
+ * The label pairs of a 2.0 series (its labels_refs, packed or not, in one
+ * or more fields), those whose name is skip left out: written to out as
+ * varints when out is not NULL; returns how many pairs were left out.
+ */
+static size_t
+pg_enc_refs_skip(const pg_rw_symtab_t *sym, const uint8_t *d, size_t n,
+    pg_str_t skip, pg_buf_t *out)
+{
+    int64_t         field;
+    unsigned        wt;
+    uint64_t        v;
+    uint32_t        ref, nref;
+    const uint8_t  *p, *end, *q, *qend;
+    size_t          len, skipped;
+    int             have;
+
+    p = d;
+    end = d + n;
+    have = 0;
+    nref = 0;
+    skipped = 0;
+
+    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+
+        if (field != 1) {
+            if (pg_pb_skip(&p, end, wt) != 0) {
+                break;
+            }
+            continue;
+        }
+
+        if (wt == PG_PB_LEN) {
+            if (pg_pb_len(&p, end, &q, &len) != 0) {
+                break;
+            }
+            qend = q + len;
+
+        } else {
+            q = p;
+            if (pg_pb_varint(&p, end, &v) != 0) {
+                break;
+            }
+            qend = p;
+        }
+
+        while (q < qend) {
+            if (pg_pb_varint(&q, qend, &v) != 0) {
+                break;
+            }
+
+            ref = (uint32_t) v;
+
+            if (!have) {
+                nref = ref;
+                have = 1;
+                continue;
+            }
+
+            have = 0;
+
+            if (nref < sym->n
+                && pg_rw_str_eq(pg_rw_symbol(sym, nref), skip))
+            {
+                skipped++;
+                continue;
+            }
+
+            if (out) {
+                out->pos = pg_pb_put_varint(out->pos, nref);
+                out->pos = pg_pb_put_varint(out->pos, ref);
+            }
+        }
+    }
+
+    return skipped;
+}
+
+
+/* whether a series (content d[0..n)) has a label named skip */
+static int
+pg_enc_series_has(const pg_rw_request_t *req, const uint8_t *d, size_t n,
+    pg_str_t skip)
+{
+    int64_t         field;
+    const uint8_t  *p, *end, *ld;
+    size_t          ln;
+    pg_label_t      l;
+
+    if (req->version == PG_RW_V2) {
+        return pg_enc_refs_skip(&req->symtab, d, n, skip, NULL) != 0;
+    }
+
+    p = d;
+    end = d + n;
+
+    while ((field = pg_pb_next_len(&p, end, &ld, &ln)) > 0) {
+        if (field == 1 && pg_rw_parse_label(ld, ld + ln, &l) == 0
+            && pg_rw_str_eq(l.name, skip))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A kept series (field tag, content d[0..n)) that has the label named
+ * skip, written without it: 0, or -1 when out could not grow.  1.0: the
+ * Label fields of that name are left out; 2.0: the refs are written again
+ * as one packed field where the first labels_refs field was, less the
+ * pair.
+ */
+static int
+pg_enc_series_skip(pg_buf_t *out, const pg_rw_request_t *req, uint8_t tag,
+    const uint8_t *d, size_t n, pg_str_t skip)
+{
+    int64_t         field;
+    unsigned        wt;
+    const uint8_t  *p, *end, *at, *ld, *q;
+    size_t          ln, o, r;
+    pg_label_t      l;
+    int             refs;
+
+    end = d + n;
+
+    /* no longer than it was, but for the lengths written again */
+
+    if (pg_enc_reserve(out, n + 32) != 0) {
+        return -1;
+    }
+
+    o = pg_enc_open(out, tag);
+
+    p = d;
+    refs = 0;
+
+    for ( ;; ) {
+        at = p;
+        field = pg_pb_key(&p, end, &wt);
+
+        if (field <= 0 || pg_pb_skip(&p, end, wt) != 0) {
+            break;
+        }
+
+        if (field == 1 && req->version == PG_RW_V2) {
+            if (refs) {
+                continue;
+            }
+
+            refs = 1;
+            r = pg_enc_open(out, pg_pb_tag(1, PG_PB_LEN));
+            (void) pg_enc_refs_skip(&req->symtab, d, n, skip, out);
+
+            if (out->pos == out->start + r + 1) {
+                out->pos -= 2;          /* no labels left: no field */
+
+            } else if (pg_enc_close(out, r) != 0) {
+                return -1;
+            }
+
+            continue;
+        }
+
+        if (field == 1 && wt == PG_PB_LEN && req->version == PG_RW_V1) {
+            q = at;
+            (void) pg_pb_key(&q, end, &wt);
+
+            if (pg_pb_len(&q, end, &ld, &ln) == 0
+                && pg_rw_parse_label(ld, ld + ln, &l) == 0
+                && pg_rw_str_eq(l.name, skip))
+            {
+                continue;
+            }
+        }
+
+        memcpy(out->pos, at, p - at);
+        out->pos += p - at;
+    }
+
+    return pg_enc_close(out, o);
+}
+
+
+/*
  * The top-level fields as they are, less the series (and 1.0 metadata)
- * left out; runs of kept fields are copied in one piece.
+ * left out; runs of kept fields are copied in one piece.  A kept series
+ * that has the skipped label is written again without it.
  */
 static int
 pg_rw_encode_subset(const uint8_t *buf, size_t len,
-    const pg_rw_request_t *req, const uint8_t *select, pg_buf_t *out)
+    const pg_rw_request_t *req, const uint8_t *select, pg_str_t skip,
+    pg_buf_t *out)
 {
     int64_t         field, series_field;
     unsigned        wt;
-    const uint8_t  *p, *end, *run, *at;
-    size_t          nseries, nmeta;
+    const uint8_t  *p, *end, *run, *at, *d, *q;
+    size_t          nseries, nmeta, n;
     int             keep;
 
     if (req->dropped == NULL && req->dropped_metadata == NULL
-        && select == NULL)
+        && select == NULL && skip.len == 0)
     {
         return pg_enc_bytes(out, buf, len);
     }
@@ -248,6 +446,7 @@ pg_rw_encode_subset(const uint8_t *buf, size_t len,
     p = buf;
     end = buf + len;
     run = p;
+    at = p;
     nseries = 0;
     nmeta = 0;
 
@@ -259,6 +458,8 @@ pg_rw_encode_subset(const uint8_t *buf, size_t len,
             break;
         }
 
+        d = p;
+
         if (pg_pb_skip(&p, end, wt) != 0) {
             break;
         }
@@ -266,6 +467,33 @@ pg_rw_encode_subset(const uint8_t *buf, size_t len,
         if (field == series_field && wt == PG_PB_LEN) {
             keep = pg_rw_kept(req, select, nseries);
             nseries++;
+
+            if (keep && skip.len) {
+                q = d;
+
+                if (pg_pb_len(&q, end, &d, &n) != 0) {
+                    break;
+                }
+
+                if (!pg_enc_series_has(req, d, n, skip)) {
+                    continue;
+                }
+
+                if (at > run && pg_enc_bytes(out, run, at - run) != 0) {
+                    return -1;
+                }
+
+                if (pg_enc_series_skip(out, req,
+                                       pg_pb_tag(series_field, PG_PB_LEN),
+                                       d, n, skip)
+                    != 0)
+                {
+                    return -1;
+                }
+
+                run = p;
+                continue;
+            }
 
         } else if (req->version == PG_RW_V1 && field == 3 && wt == PG_PB_LEN) {
             keep = !pg_rw_bit(req->dropped_metadata, nmeta);
@@ -1004,6 +1232,10 @@ pg_enc12_series(pg_enc_t *e, const uint8_t *data, size_t len)
             break;
         }
 
+        if (e->skip.len && pg_rw_str_eq(l.name, e->skip)) {
+            continue;
+        }
+
         /* label i read, label i - 1 written */
 
         pg_enc_prepare(e, &pd[2 * (i & 1)], e->names, i, l.name);
@@ -1221,14 +1453,15 @@ pg_enc21_label(pg_buf_t *out, pg_str_t name, pg_str_t value)
 
 
 /*
- * The labels of a 2.0 series or exemplar as 1.0 Label messages.  The
+ * The labels of a 2.0 series or exemplar as 1.0 Label messages, less the
+ * one named skip (len 0: none).  The
  * refs are read here, not through the iterator: this is the hot loop of
  * the translation.  The series is valid: refs come in pairs, each in the
  * table (a ref past it would be skipped).
  */
 static int
 pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
-    size_t n, pg_str_t *name)
+    size_t n, pg_str_t *name, pg_str_t skip)
 {
     int64_t         field;
     unsigned        wt;
@@ -1293,6 +1526,10 @@ pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
             ln = pg_rw_symbol(sym, nref);
             lv = pg_rw_symbol(sym, ref);
 
+            if (skip.len && pg_rw_str_eq(ln, skip)) {
+                continue;
+            }
+
             if (pg_enc21_label(out, ln, lv) != 0) {
                 return -1;
             }
@@ -1312,7 +1549,8 @@ static int
 pg_enc21_exemplar(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
     size_t n)
 {
-    size_t  o;
+    size_t    o;
+    pg_str_t  none;
 
     if (pg_enc_reserve(out, 32) != 0) {
         return -1;
@@ -1320,7 +1558,10 @@ pg_enc21_exemplar(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
 
     o = pg_enc_open(out, pg_pb_tag(3, PG_PB_LEN));
 
-    if (pg_enc21_labels(out, sym, d, n, NULL) != 0
+    none.data = NULL;
+    none.len = 0;
+
+    if (pg_enc21_labels(out, sym, d, n, NULL, none) != 0
         || pg_enc_reserve(out, 24) != 0)
     {
         return -1;
@@ -1358,7 +1599,7 @@ pg_enc21_series(pg_enc_t *e, const pg_rw_symtab_t *sym, const uint8_t *data,
     name.data = NULL;
     name.len = 0;
 
-    if (pg_enc21_labels(out, sym, data, len, &name) != 0) {
+    if (pg_enc21_labels(out, sym, data, len, &name, e->skip) != 0) {
         return -1;
     }
 
@@ -1534,24 +1775,41 @@ pg_rw_encode(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
     const uint8_t *select, pg_rw_version_e to, pg_allocator_t *alloc,
     pg_buf_t *out)
 {
+    pg_rw_encode_opts_t  opts;
+
+    opts.select = select;
+    opts.skip_label.data = NULL;
+    opts.skip_label.len = 0;
+
+    return pg_rw_encode_opts(buf, len, req, &opts, to, alloc, out);
+}
+
+
+int
+pg_rw_encode_opts(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const pg_rw_encode_opts_t *opts, pg_rw_version_e to,
+    pg_allocator_t *alloc, pg_buf_t *out)
+{
     pg_enc_t  e;
 
     if (req->version == to) {
-        return pg_rw_encode_subset(buf, len, req, select, out);
+        return pg_rw_encode_subset(buf, len, req, opts->select,
+                                   opts->skip_label, out);
     }
 
     memset(&e, 0, sizeof(pg_enc_t));
     e.out = out;
     e.alloc = alloc;
+    e.skip = opts->skip_label;
     e.seed = pg_enc_mix((uintptr_t) &e ^ 0x2d358dccaa6c78a5ull,
                         (uintptr_t) out ^ 0x8bb84b93962eacc9ull);
 
     if (req->version == PG_RW_V1 && to == PG_RW_V2) {
-        return pg_rw_encode_1to2(buf, len, req, select, &e);
+        return pg_rw_encode_1to2(buf, len, req, opts->select, &e);
     }
 
     if (req->version == PG_RW_V2 && to == PG_RW_V1) {
-        return pg_rw_encode_2to1(buf, len, req, select, &e);
+        return pg_rw_encode_2to1(buf, len, req, opts->select, &e);
     }
 
     return -1;

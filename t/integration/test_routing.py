@@ -463,12 +463,12 @@ def test_a_spooled_target_keeps_its_subset(sockdir, gateway, make_fake,
 
 # ------------------------------------------------------ tenant from a label
 
-def tenant_gateway(make_nginx, targets, extra=""):
+def tenant_gateway(make_nginx, targets, extra="", label="tenant"):
     n = make_nginx(gateway_http(
         free_port(), targets,
         http_extra="    promgate_exemplar_zone tlx:8m max=1000;\n",
-        write_extra="promgate_exemplars tlx; promgate_tenant_label tenant;"
-                    + extra,
+        write_extra="promgate_exemplars tlx; promgate_tenant_label %s;"
+                    % label + extra,
         server_extra="location = /api/v1/query_exemplars "
                      "{ promgate_exemplar_query tlx; }"))
     n.write_url = n.url("/api/v1/write")
@@ -564,6 +564,139 @@ def test_tenant_label_too_many_tenants_is_413(make_nginx, make_fake):
     assert r.status_code == 413, r.text
     assert "more than 64 tenants" in r.text
     assert a.posts() == []
+
+
+def posted_series(p):
+    """(protocol, [(labels as [(name, value)], samples)]) of a request a
+    recording upstream got, whichever version it is"""
+    if "v2" in p.headers.get("Content-Type", ""):
+        d = rw2.decode_v2(snappy.uncompress(p.body))
+        return "v2", [(s["labels"], s["samples"]) for s in d["timeseries"]]
+    return "v1", [([(l.name, l.value) for l in s.labels],
+                   [(x.value, x.timestamp) for x in s.samples])
+                  for s in rw.decode_request(p.body).timeseries]
+
+
+def test_tenant_label_drop_removes_the_label(make_nginx, make_fake):
+    """promgate_tenant_label tenant drop: one request per tenant with its
+    header, and no series in it has the label; the other labels and the
+    samples as sent, on every encoding path (a 1.0 and a 2.0 sender, each
+    to a target as it is and one translating); the exemplar zone keeps the
+    series as the storage does, without the label"""
+    asis, v2, v1 = make_fake(), make_fake(), make_fake()
+    gw = tenant_gateway(make_nginx, [("asis", asis.url, "proto=asis"),
+                                     ("v2", v2.url, "proto=v2"),
+                                     ("v1", v1.url, "proto=v1")],
+                        label="tenant drop")
+    n = rw.uniq("tld")
+    t = rw.now_ms()
+    tenants = ["t1", None, "t2", "t1", ""]
+    want = {"t1": [0, 3], "t2": [2], "base": [1, 4]}
+
+    def labels(i):
+        # the tenant label between the others, as a sender may put it
+        out = [("__name__", n)]
+        if tenants[i] is not None:
+            out.append(("tenant", tenants[i]))
+        return out + [("i", str(i))]
+
+    body1 = rw.compress(rw.write_request([
+        rw.series(None, raw_labels=labels(i), samples=[(float(i), t)],
+                  exemplars=[({"trace_id": "x%d" % i}, 1.0, t)])
+        for i in range(len(tenants))]))
+    b2 = rw2.V2Builder()
+    for i in range(len(tenants)):
+        b2.series(labels(i), samples=[(float(i), t + 1)])
+
+    for version, post, body in (("v1", rw.post, body1),
+                                ("v2", rw2.post, b2.encode())):
+        before = {f: len(f.posts()) for f in (asis, v2, v1)}
+        r = post(gw.write_url, body, headers={"X-Scope-OrgID": "base"})
+        assert r.status_code == 204, r.text
+        ts = t if version == "v1" else t + 1
+
+        for f, proto in ((asis, version), (v2, "v2"), (v1, "v1")):
+            got = {}
+            for p in f.posts()[before[f]:]:
+                assert len(p.headers.get_all("X-Scope-OrgID")) == 1
+                pv, series = posted_series(p)
+                assert pv == proto, (version, proto, p.headers)
+                tenant = p.headers["X-Scope-OrgID"]
+                assert tenant not in got, "two requests for %s" % tenant
+                got[tenant] = series
+            assert sorted(got) == sorted(want), (version, proto, got)
+            for tenant, series in got.items():
+                assert series == [([("__name__", n), ("i", str(i))],
+                                   [(float(i), ts)]) for i in want[tenant]], \
+                    (version, proto, tenant, series)
+
+    # the exemplars: per tenant, under the series the storage holds
+    def exemplar_series(tenant):
+        r = requests.get(gw.query_url, params={"query": n},
+                         headers={"X-Scope-OrgID": tenant}, timeout=10)
+        assert r.status_code == 200, r.text
+        return sorted((s["seriesLabels"]["i"], sorted(s["seriesLabels"]),
+                       [e["labels"]["trace_id"] for e in s["exemplars"]])
+                      for s in r.json()["data"])
+
+    assert exemplar_series("t1") == [("0", ["__name__", "i"], ["x0"]),
+                                     ("3", ["__name__", "i"], ["x3"])]
+    assert exemplar_series("base") == [("1", ["__name__", "i"], ["x1"]),
+                                       ("4", ["__name__", "i"], ["x4"])]
+
+
+def test_tenant_label_drop_in_real_storages(make_nginx, prom, vm, serverset):
+    """with drop, VictoriaMetrics (1.0 as sent) and Prometheus (2.0,
+    translated, from Prometheus 3 on; 1.0 before) hold every series
+    without the tenant label, values as sent; a write all of one tenant is
+    made again too (the sender's bytes have the label)"""
+    v2 = "proto=v2" if serverset.prom_version >= (3, 0, 0) else ""
+    gw = tenant_gateway(make_nginx, [("vm", vm.url), ("prom", prom.url, v2)],
+                        label="tenant drop")
+    n = rw.uniq("tldr")
+    t = rw.now_ms() - 10000
+    tenants = ["a", "b", None, "a", "c", "b"]
+    req = []
+    for i, tn in enumerate(tenants):
+        labels = {"i": str(i)}
+        if tn is not None:
+            labels["tenant"] = tn
+        req.append(rw.series(n, labels, [(float(i), t)]))
+    r = rw.write(gw.write_url, req)
+    assert r.status_code == 204, r.text
+
+    # one tenant alone
+    solo = rw.uniq("tlds")
+    r = rw.write(gw.write_url, [rw.series(solo, {"i": str(i), "tenant": "a"},
+                                          [(float(i), t)])
+                                for i in range(3)])
+    assert r.status_code == 204, r.text
+
+    for name, count in ((n, len(tenants)), (solo, 3)):
+        sel = '{__name__="%s"}' % name
+        for store in (vm, prom):
+            got = poll_samples(store, sel, count)
+            assert sorted(sorted(dict(k)) for k in got) == \
+                [["__name__", "i"]] * count, (store, name, as_plain(got))
+            for k, v in got.items():
+                assert v == [(t, float(dict(k)["i"]))], as_plain(got)
+
+
+def test_tenant_label_drop_refused_for_name(make_nginx):
+    """drop of __name__ would leave series nameless; a parameter other than
+    drop is refused"""
+    for arg, msg in (("__name__ drop", "without its name"),
+                     ("tenant dorp", 'the only one is "drop"')):
+        n = make_nginx(gateway_http(free_port(), [("a", "http://127.0.0.1:9")],
+                                    write_extra="promgate_tenant_label %s;"
+                                    % arg), start=False)
+        n.error_log_problems = lambda: []     # the [emerg] is the point
+        code, out = n.test_config()
+        assert code != 0 and msg in out, out
+    n = make_nginx(gateway_http(free_port(), [("a", "http://127.0.0.1:9")],
+                                write_extra="promgate_tenant_label t drop;"),
+                   start=False)
+    assert n.test_config()[0] == 0
 
 
 def test_v2_written_counts_of_a_subset_target(gateway, make_fake):

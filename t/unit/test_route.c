@@ -1,6 +1,7 @@
 /*
  * Per-target series routing (src/core/pg_route.c) and the subset bodies
- * made from it (pg_rw_encode() with a route's bitmap).  protobuf-c is the
+ * made from it (pg_rw_encode() with a route's bitmap; pg_rw_encode_opts()
+ * with skip_label, promgate_tenant_label ... drop).  protobuf-c is the
  * oracle: requests are built with it, and every subset body must unpack
  * with it to exactly the series the route chose, in request order.
  */
@@ -583,6 +584,361 @@ test_tenant_split(void **state)
 }
 
 
+/*
+ * promgate_tenant_label tenant drop: the series, each tenant's and all,
+ * encoded with skip_label "tenant" on every path (1.0 and 2.0 as they
+ * are, and both translations), unpack with protobuf-c to exactly the
+ * chosen series, in order, with their labels less "tenant" (other labels,
+ * samples, histograms, exemplars and their labels as sent).
+ */
+
+#define DROP_SERIES  7
+
+static const char  *drop_defs[DROP_SERIES][9] = {
+    { "__name__", "m_0", "tenant", "a", "job", "x", NULL },
+    { "__name__", "m_1", "tenan", "d", NULL },
+    { "tenant", "b", "__name__", "m_2", NULL },          /* out of order */
+    { "__name__", "m_3", "tenant", "a", "zone", "z", NULL },
+    { "__name__", "m_4", "tenant", "", NULL },           /* the request's */
+    { "__name__", "m_5", "tenant", "b", NULL },
+    { "__name__", "m_6", "tenants", "c", NULL },
+};
+
+
+typedef struct {
+    V2(Request)      r;
+    char            *sym[64];
+    V2(TimeSeries)   ts[DROP_SERIES];
+    V2(TimeSeries)  *tsp[DROP_SERIES];
+    uint32_t         refs[DROP_SERIES][8];
+    V2(Sample)       s[DROP_SERIES];
+    V2(Sample)      *sp[DROP_SERIES];
+    V2(Exemplar)     e;
+    V2(Exemplar)    *ep;
+    uint32_t         erefs[2];
+    uint8_t          buf[8192];
+    size_t           len;
+} drop_req2_t;
+
+
+static uint32_t
+drop_sym(drop_req2_t *q, const char *s)
+{
+    uint32_t  i;
+
+    for (i = 0; i < q->r.n_symbols; i++) {
+        if (strcmp(q->sym[i], s) == 0) {
+            return i;
+        }
+    }
+
+    q->sym[q->r.n_symbols++] = (char *) s;
+
+    return i;
+}
+
+
+static void
+drop_build(req_t *q1, drop_req2_t *q2)
+{
+    size_t  i, k, n;
+
+    req_init(q1);
+
+    memset(q2, 0, sizeof(*q2));
+    io__prometheus__write__v2__request__init(&q2->r);
+    q2->r.symbols = q2->sym;
+    q2->r.timeseries = q2->tsp;
+    q2->sym[0] = "";
+    q2->r.n_symbols = 1;
+
+    for (i = 0; i < DROP_SERIES; i++) {
+        n = q1->wr.n_timeseries++;
+        prometheus__time_series__init(&q1->ts[n]);
+        q1->tsp[n] = &q1->ts[n];
+        q1->ts[n].labels = q1->lp[n];
+        q1->ts[n].samples = q1->sp[n];
+
+        io__prometheus__write__v2__time_series__init(&q2->ts[i]);
+        q2->tsp[i] = &q2->ts[i];
+        q2->ts[i].labels_refs = q2->refs[i];
+        q2->r.n_timeseries++;
+
+        for (k = 0; drop_defs[i][2 * k]; k++) {
+            prometheus__label__init(&q1->l[n][k]);
+            q1->l[n][k].name = (char *) drop_defs[i][2 * k];
+            q1->l[n][k].value = (char *) drop_defs[i][2 * k + 1];
+            q1->lp[n][k] = &q1->l[n][k];
+
+            q2->refs[i][2 * k] = drop_sym(q2, drop_defs[i][2 * k]);
+            q2->refs[i][2 * k + 1] = drop_sym(q2, drop_defs[i][2 * k + 1]);
+        }
+
+        q1->ts[n].n_labels = k;
+        q2->ts[i].n_labels_refs = 2 * k;
+
+        req_sample(q1, n, (double) i, 1000 + i);
+
+        io__prometheus__write__v2__sample__init(&q2->s[i]);
+        q2->s[i].value = (double) i;
+        q2->s[i].timestamp = 1000 + i;
+        q2->sp[i] = &q2->s[i];
+        q2->ts[i].samples = &q2->sp[i];
+        q2->ts[i].n_samples = 1;
+    }
+
+    /* an exemplar label of the tenant label's name stays */
+
+    req_exemplar(q1, 0, "tenant", "ex", 0.5, 1000);
+    req_histogram(q1, 5);
+    req_pack(q1);
+
+    io__prometheus__write__v2__exemplar__init(&q2->e);
+    q2->e.value = 0.5;
+    q2->e.timestamp = 1000;
+    q2->erefs[0] = drop_sym(q2, "tenant");
+    q2->erefs[1] = drop_sym(q2, "ex");
+    q2->e.labels_refs = q2->erefs;
+    q2->e.n_labels_refs = 2;
+    q2->ep = &q2->e;
+    q2->ts[0].exemplars = &q2->ep;
+    q2->ts[0].n_exemplars = 1;
+
+    q2->len = io__prometheus__write__v2__request__pack(&q2->r, q2->buf);
+}
+
+
+/* series i's labels as sent, less "tenant", against the unpacked ones */
+static void
+drop_check_labels(size_t i, const char **names, const char **values,
+    size_t n)
+{
+    size_t  k, j;
+
+    for (k = 0, j = 0; drop_defs[i][2 * k]; k++) {
+        if (strcmp(drop_defs[i][2 * k], "tenant") == 0) {
+            continue;
+        }
+
+        assert_true(j < n);
+        assert_string_equal(names[j], drop_defs[i][2 * k]);
+        assert_string_equal(values[j], drop_defs[i][2 * k + 1]);
+        j++;
+    }
+
+    assert_int_equal(j, n);
+}
+
+
+/*
+ * Encodes the request (decoded in req) in `to` with select and skip_label
+ * "tenant"; its series must be want[] (indexes in drop_defs, -1 ended).
+ */
+static void
+drop_check(const uint8_t *buf, size_t len, const pg_rw_request_t *req,
+    const uint8_t *select, pg_rw_version_e to, const int *want)
+{
+    size_t                     i, k, n;
+    pg_buf_t                   out;
+    const char                *names[8], *values[8];
+    pg_rw_encode_opts_t        opts;
+    Prometheus__WriteRequest  *w1;
+    Prometheus__TimeSeries    *t1;
+    V2(Request)               *w2;
+    V2(TimeSeries)            *t2;
+
+    out.start = malloc(16);
+    out.pos = out.start;
+    out.end = out.start + 16;
+    out.grow = buf_grow;
+    out.data = NULL;
+
+    opts.select = select;
+    opts.skip_label.data = (const uint8_t *) "tenant";
+    opts.skip_label.len = 6;
+
+    assert_int_equal(pg_rw_encode_opts(buf, len, req, &opts, to, &alloc,
+                                       &out), 0);
+
+    for (n = 0; want[n] >= 0; n++) {
+        /* void */
+    }
+
+    if (to == PG_RW_V1) {
+        w1 = prometheus__write_request__unpack(NULL, out.pos - out.start,
+                                               out.start);
+        assert_non_null(w1);
+        assert_int_equal(w1->n_timeseries, n);
+
+        for (i = 0; i < n; i++) {
+            t1 = w1->timeseries[i];
+            assert_true(t1->n_labels <= 8);
+
+            for (k = 0; k < t1->n_labels; k++) {
+                names[k] = t1->labels[k]->name;
+                values[k] = t1->labels[k]->value;
+            }
+
+            drop_check_labels(want[i], names, values, t1->n_labels);
+
+            assert_int_equal(t1->n_samples, 1);
+            assert_true(t1->samples[0]->value == (double) want[i]);
+            assert_int_equal(t1->samples[0]->timestamp, 1000 + want[i]);
+
+            assert_int_equal(t1->n_exemplars, want[i] == 0);
+
+            if (want[i] == 0) {
+                assert_int_equal(t1->exemplars[0]->n_labels, 1);
+                assert_string_equal(t1->exemplars[0]->labels[0]->name,
+                                    "tenant");
+                assert_string_equal(t1->exemplars[0]->labels[0]->value,
+                                    "ex");
+            }
+
+            assert_int_equal(t1->n_histograms,
+                             want[i] == 5 && req->version == PG_RW_V1);
+        }
+
+        prometheus__write_request__free_unpacked(w1, NULL);
+
+    } else {
+        w2 = io__prometheus__write__v2__request__unpack(NULL,
+                                                        out.pos - out.start,
+                                                        out.start);
+        assert_non_null(w2);
+        assert_int_equal(w2->n_timeseries, n);
+
+        for (i = 0; i < n; i++) {
+            t2 = w2->timeseries[i];
+            assert_true(t2->n_labels_refs % 2 == 0
+                        && t2->n_labels_refs <= 16);
+
+            for (k = 0; k < t2->n_labels_refs / 2; k++) {
+                assert_true(t2->labels_refs[2 * k + 1] < w2->n_symbols);
+                names[k] = w2->symbols[t2->labels_refs[2 * k]];
+                values[k] = w2->symbols[t2->labels_refs[2 * k + 1]];
+            }
+
+            drop_check_labels(want[i], names, values,
+                              t2->n_labels_refs / 2);
+
+            assert_int_equal(t2->n_samples, 1);
+            assert_true(t2->samples[0]->value == (double) want[i]);
+            assert_int_equal(t2->samples[0]->timestamp, 1000 + want[i]);
+
+            assert_int_equal(t2->n_exemplars, want[i] == 0);
+
+            if (want[i] == 0) {
+                assert_int_equal(t2->exemplars[0]->n_labels_refs, 2);
+                assert_string_equal(
+                    w2->symbols[t2->exemplars[0]->labels_refs[0]], "tenant");
+                assert_string_equal(
+                    w2->symbols[t2->exemplars[0]->labels_refs[1]], "ex");
+            }
+
+            assert_int_equal(t2->n_histograms,
+                             want[i] == 5 && req->version == PG_RW_V1);
+        }
+
+        io__prometheus__write__v2__request__free_unpacked(w2, NULL);
+    }
+
+    free(out.start);
+}
+
+
+static void
+test_tenant_drop(void **state)
+{
+    req_t               q1;
+    drop_req2_t         q2;
+    size_t              t;
+    uint8_t             bits[64], some[64];
+    pg_buf_t            a, b;
+    pg_route_t          route;
+    pg_router_t         rt;
+    pg_rw_request_t     req;
+    pg_route_state_t    st;
+    pg_rw_version_e     from, to;
+    const uint8_t      *buf;
+    size_t              len;
+    pg_rw_encode_opts_t opts;
+
+    /* tenant 0 (none, or ""), a, b; and every series */
+    static const int  want[4][8] = {
+        { 1, 4, 6, -1 },
+        { 0, 3, -1 },
+        { 2, 5, -1 },
+        { 0, 1, 2, 3, 4, 5, 6, -1 },
+    };
+
+    drop_build(&q1, &q2);
+
+    memset(&route, 0, sizeof(route));
+    route.group = -1;
+    memset(&rt, 0, sizeof(rt));
+    rt.routes = &route;
+    rt.nroutes = 1;
+    rt.tenant_label.data = (const uint8_t *) "tenant";
+    rt.tenant_label.len = 6;
+
+    for (from = PG_RW_V1; from <= PG_RW_V2; from++) {
+        arena_used = 0;
+        buf = from == PG_RW_V1 ? q1.buf : q2.buf;
+        len = from == PG_RW_V1 ? q1.len : q2.len;
+
+        assert_int_equal(pg_route_init(&st, &rt, &alloc, DROP_SERIES), 0);
+        assert_int_equal(pg_rw_decode(buf, len, from, &alloc, &req,
+                                      route_cb, &st), PG_RW_OK);
+        assert_int_equal(req.stats.series, DROP_SERIES);
+        assert_int_equal(st.ntenants, 2);
+
+        for (t = 0; t < 4; t++) {
+            if (t < 3) {
+                assert_int_equal(pg_route_tenant_select(&st, 0, t, bits),
+                                 want[t][2] < 0 ? 2 : 3);
+            }
+
+            for (to = PG_RW_V1; to <= PG_RW_V2; to++) {
+                drop_check(buf, len, &req, t < 3 ? bits : NULL, to,
+                           want[t]);
+            }
+        }
+
+        /*
+         * As it is, a subset none of whose series has the label is the
+         * same bytes as without skip_label
+         */
+
+        memset(some, 0, sizeof(some));
+        some[0] = 1 << 1 | 1 << 6;
+
+        a.start = malloc(16);
+        a.pos = a.start;
+        a.end = a.start + 16;
+        a.grow = buf_grow;
+        b = a;
+        b.start = malloc(16);
+        b.pos = b.start;
+        b.end = b.start + 16;
+
+        opts.select = some;
+        opts.skip_label = rt.tenant_label;
+
+        assert_int_equal(pg_rw_encode(buf, len, &req, some, from, &alloc,
+                                      &a), 0);
+        assert_int_equal(pg_rw_encode_opts(buf, len, &req, &opts, from,
+                                           &alloc, &b), 0);
+        assert_int_equal(a.pos - a.start, b.pos - b.start);
+        assert_memory_equal(a.start, b.start, a.pos - a.start);
+
+        free(a.start);
+        free(b.start);
+    }
+}
+
+
+
 static void
 test_too_many_tenants(void **state)
 {
@@ -643,6 +999,7 @@ main(void)
         cmocka_unit_test(test_shard_route_in_router),
         cmocka_unit_test(test_tenant_split),
         cmocka_unit_test(test_too_many_tenants),
+        cmocka_unit_test(test_tenant_drop),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
