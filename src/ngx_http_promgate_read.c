@@ -565,10 +565,9 @@ ngx_http_promgate_read_answer(ngx_http_request_t *r,
         t = &rctx->targets[0];
 
         return ngx_http_promgate_read_send(r, f->status,
-                                           t->type.len ? &t->type
-                                           : &ngx_http_promgate_read_stream_type,
-                                           &t->encoding, f->reason.data,
-                                           f->reason.len);
+                                  t->type.len ? &t->type
+                                  : &ngx_http_promgate_read_stream_type,
+                                  &t->encoding, f->reason.data, f->reason.len);
     }
 
     return ngx_http_promgate_read_merge(r, rctx);

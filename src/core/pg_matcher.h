@@ -30,8 +30,9 @@
  * every cased letter and \p{Script} is not case-folded, where Go's tables
  * differ by a few characters; \p{..} classes follow PCRE2's Unicode 14
  * tables where Prometheus 3.5's Go has Unicode 16 (the scripts added since
- * are written as ranges: Unicode 15's exactly, 16's as their blocks); non-capturing groups nested more than
- * PG_REGEX_MAX_NESTING deep are refused; a pattern PCRE2 cannot hold
+ * are written as ranges: Unicode 15's exactly, 16's as their blocks);
+ * non-capturing groups nested more than PG_REGEX_MAX_NESTING deep are
+ * refused; a pattern PCRE2 cannot hold
  * (compiled size over 64 KiB, e.g. a big group repeated {1000} times) is
  * refused with PCRE2's reason.
  */
@@ -122,8 +123,8 @@ const char *pg_match_op_str(pg_match_op_e op);
  * The selector as {name="value",...}, in matcher order, values quoted as
  * Go's %q quotes them (and U+FFFD as \ufffd), names that are not
  * [a-zA-Z_][a-zA-Z0-9_]* quoted the same way ({"service.name"="x"}):
- * PromQL that parses back to the same matchers.  Writes at most size bytes, NUL-terminated; returns
- * the length it needed, like snprintf().
+ * PromQL that parses back to the same matchers.  Writes at most size
+ * bytes, NUL-terminated; returns the length it needed, like snprintf().
  */
 size_t pg_selector_format(const pg_selector_t *sel, char *buf, size_t size);
 
