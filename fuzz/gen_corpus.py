@@ -578,6 +578,29 @@ def corpus_route():
         rw.raw_series([("instance", "h"), ("__name__", "a")], [(2.0, T0)])]))
 
 
+
+
+# ------------------------------------------------------------- fuzz_snappy
+
+def corpus_snappy():
+    """Mode byte 0: a compressed block (decoded by both); 1: data that
+    libsnappy compresses first.  Blocks long enough for the fast loop."""
+    body = rw.write_request([
+        rw.series("http_requests_total",
+                  {"job": "api-%d" % (i % 7),
+                   "instance": "10.0.%d.%d:9100" % (i // 250, i % 250),
+                   "path": "/p/%d" % (i * 37 % 1000)},
+                  [(float(i), T0 + i)])
+        for i in range(400)])
+    texts = [b"hello hello hello hello",
+             bytes(range(256)) * 3,
+             b"ab" * 500 + bytes(range(200)) + b"abc" * 300]
+    texts.append(body)
+    for i, t in enumerate(texts):
+        put("fuzz_snappy", "block-%02d" % i, b"\x00" + rw.compress(t))
+        put("fuzz_snappy", "data-%02d" % i, b"\x01" + t)
+
+
 TARGETS = {
     "fuzz_rw": corpus_rw,
     "fuzz_rw2": corpus_rw2,
@@ -590,8 +613,8 @@ TARGETS = {
     "fuzz_json": corpus_json,
     "fuzz_kafka": corpus_kafka,
     "fuzz_route": corpus_route,
+    "fuzz_snappy": corpus_snappy,
 }
-
 
 def main(argv):
     with tempfile.TemporaryDirectory() as tmp:

@@ -1043,6 +1043,180 @@ test_snappy_guard(void **state)
 }
 
 
+/*
+ * The block decoder (ours) against libsnappy's: the same bytes out, or
+ * both refuse.  Bodies long enough for the fast loop: literals of every
+ * length class (in the tag, 1-4 length bytes), copies of every kind
+ * (1, 2 and 4 bytes of offset), overlapping copies (offset 1-15) and
+ * long ones; then every prefix, and every single byte changed.
+ */
+
+static int
+snappy_agree(const uint8_t *c, size_t clen)
+{
+    size_t   n, m;
+    int      ok_lib, ok_pg;
+    char    *a;
+    uint8_t *b;
+
+    if (snappy_uncompressed_length((const char *) c, clen, &n) != SNAPPY_OK
+        || n > (1 << 20))
+    {
+        return 1;
+    }
+
+    a = malloc(n + 1);
+    b = malloc(n + 1);
+    assert_non_null(a);
+    assert_non_null(b);
+
+    m = n;
+    ok_lib = snappy_uncompress((const char *) c, clen, a, &m) == SNAPPY_OK
+             && m == n;
+    ok_pg = pg_snappy_decode(c, clen, b, n) == PG_SNAPPY_OK;
+
+    if (ok_lib != ok_pg || (ok_lib && memcmp(a, b, n) != 0)) {
+        free(a);
+        free(b);
+        return 0;
+    }
+
+    free(a);
+    free(b);
+
+    return ok_lib + 1;
+}
+
+
+static size_t
+snappy_put_varint(uint8_t *p, size_t v)
+{
+    size_t  i = 0;
+
+    while (v >= 0x80) {
+        p[i++] = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+
+    p[i++] = (uint8_t) v;
+
+    return i;
+}
+
+
+static void
+test_snappy_decoder_agrees(void **state)
+{
+    size_t    i, j, n, clen, dlen, k;
+    char     *text, *comp;
+    uint8_t  *mut, *h, hand[1024];
+    int       valid;
+
+    /* a body with repeats near and far, and incompressible runs */
+
+    n = 200000;
+    text = malloc(n);
+    assert_non_null(text);
+
+    for (i = 0; i < n; i++) {
+        if (i % 5000 < 300) {
+            text[i] = (char) ((i * 2654435761u) >> 13);
+
+        } else {
+            text[i] = "__name__job=api instance=10.0.0.1:9100"
+                      [(i / 7 + i % 3) % 38];
+        }
+    }
+
+    clen = snappy_max_compressed_length(n);
+    comp = malloc(clen);
+    assert_non_null(comp);
+    assert_int_equal(snappy_compress(text, n, comp, &clen), SNAPPY_OK);
+
+    assert_int_equal(snappy_agree((uint8_t *) comp, clen), 2);
+
+    for (k = 0; k < clen; k += 1 + k / 64) {
+        assert_int_not_equal(snappy_agree((uint8_t *) comp, k), 0);
+    }
+
+    mut = malloc(clen);
+    assert_non_null(mut);
+
+    for (k = 0; k < clen; k += 1 + k / 512) {
+        for (j = 0; j < 8; j++) {
+            memcpy(mut, comp, clen);
+            mut[k] ^= (uint8_t) (1u << j);
+            assert_int_not_equal(snappy_agree(mut, clen), 0);
+        }
+    }
+
+    /*
+     * by hand: literals with 1-4 length bytes, copies with offsets 1-15
+     * (patterns), a 4-byte-offset copy, then the same with a bad offset
+     */
+
+    h = hand;
+    dlen = 0;
+    h += 5;                                   /* the varint, later */
+
+    *h++ = (uint8_t) (60 << 2);               /* 1 length byte */
+    *h++ = 70 - 1;
+    for (i = 0; i < 70; i++) {
+        *h++ = (uint8_t) ('a' + i % 26);
+    }
+    dlen += 70;
+
+    for (j = 1; j < 16; j++) {
+        *h++ = (uint8_t) (2 | (63 << 2));     /* copy 2: 64 bytes back j */
+        *h++ = (uint8_t) j;
+        *h++ = 0;
+        dlen += 64;
+        *h++ = (uint8_t) (1 | (7 << 2));      /* copy 1: 11 bytes back j */
+        *h++ = (uint8_t) j;
+        dlen += 11;
+    }
+
+    *h++ = (uint8_t) (3 | (40 << 2));         /* copy 4: 41 bytes, 70 back */
+    *h++ = 70;
+    *h++ = 0;
+    *h++ = 0;
+    *h++ = 0;
+    dlen += 41;
+
+    *h++ = (uint8_t) (61 << 2);               /* literal, 2 length bytes */
+    *h++ = 0x2b;
+    *h++ = 0x01;                              /* 300 bytes */
+    for (i = 0; i < 300; i++) {
+        *h++ = (uint8_t) i;
+    }
+    dlen += 300;
+
+    {
+        uint8_t  v[5];
+        size_t   vn = snappy_put_varint(v, dlen);
+
+        memmove(hand + vn, hand + 5, h - hand - 5);
+        memcpy(hand, v, vn);
+        h -= 5 - vn;
+    }
+
+    assert_int_equal(snappy_agree(hand, h - hand), 2);
+
+    for (k = 0; k < (size_t) (h - hand); k++) {
+        for (j = 0; j < 8; j++) {
+            memcpy(mut, hand, h - hand);
+            mut[k] ^= (uint8_t) (1u << j);
+            valid = snappy_agree(mut, h - hand);
+            assert_int_not_equal(valid, 0);
+        }
+    }
+
+    free(mut);
+    free(comp);
+    free(text);
+}
+
+
 static void
 test_utf8(void **state)
 {
@@ -1077,6 +1251,7 @@ main(void)
         cmocka_unit_test(test_iterators),
         cmocka_unit_test(test_reason_names),
         cmocka_unit_test(test_snappy_guard),
+        cmocka_unit_test(test_snappy_decoder_agrees),
         cmocka_unit_test(test_utf8),
     };
 
