@@ -385,7 +385,18 @@ pg_rw_utf8_valid(const uint8_t *p, size_t len)
 static inline int
 pg_rw_is_name(pg_str_t s)
 {
-    return s.len == 8 && memcmp(s.data, "__name__", 8) == 0;
+    uint64_t  x, y;
+
+    /* one word compared: gcc 12 calls memcmp() here (2.5% of a write) */
+
+    if (s.len != 8) {
+        return 0;
+    }
+
+    memcpy(&x, s.data, 8);
+    memcpy(&y, "__name__", 8);
+
+    return x == y;
 }
 
 
