@@ -111,6 +111,7 @@ typedef struct {
     ngx_array_t                    *shards;   /* promgate_shard, route.c */
     ngx_str_t                       tenant_header;
     ngx_int_t                       proxy_index;    /* -1: no proxy module */
+    size_t                          heap_retain;    /* 0: off */
 } ngx_http_promgate_main_conf_t;
 
 
