@@ -714,9 +714,12 @@ start_vmagent() {   # start_vmagent GW
     STARTED+=("$GW_PID")
     wait_port "$GW_PORT" 20 || { GW_ERR="$gw did not start (see $dir/vmagent.log)"; return 1; }
     check_comm "$GW_PID" vmagent || { GW_ERR="pid $GW_PID is not vmagent"; return 1; }
-    VM_INFO+=("$gw=$bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+, ${extra[*]}}")
-    # the same in the results, so that report.py names the rows without --vmagent
-    emit kind=info gw="$gw" info="${VM_INFO[-1]#*=}"
+    # the main rows' flags (a routing row's vmagent has its own, in its row)
+    if [ -z "$VM_ROUTE" ]; then
+        VM_INFO+=("$gw=$bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+, ${extra[*]}}")
+        # the same in the results, so that report.py names the rows without --vmagent
+        emit kind=info gw="$gw" info="${VM_INFO[-1]#*=}"
+    fi
     log "$gw: $bin, victoria-metrics $(vmagent_version "$gw")${extra[*]:+ (${extra[*]})}"
 }
 VM_INFO=()
