@@ -89,6 +89,9 @@ def faults_per_request(make_nginx, make_fake, lg, body_file, http_extra):
     return (minflt(worker) - f0) / MEASURED
 
 
+@pytest.mark.skipif("ASAN_OPTIONS" in os.environ,
+                    reason="ASan's allocator replaces glibc's malloc: "
+                    "mallopt() has no effect there")
 def test_warm_worker_does_not_fault_per_request(make_nginx, make_fake,
                                                 tmp_path):
     body = big_body()
