@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sanitizer/asan_interface.h>
 
+#include "fuzz_check.h"
+
 
 #define FUZZ_REDZONE  16
 
@@ -77,15 +79,5 @@ fuzz_arena_allocator(fuzz_arena_t *a)
 
     return al;
 }
-
-
-#define fuzz_check(target, cond)                                             \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s: check failed at %s:%d: %s\n", target,       \
-                    __FILE__, __LINE__, #cond);                              \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
 
 #endif /* FUZZ_ARENA_H */

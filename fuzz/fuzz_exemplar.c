@@ -49,16 +49,10 @@ fuzz_die_point(void)
 #include "../src/core/pg_exemplar.c"
 
 #include "pg_exemplar.h"
+#include "fuzz_check.h"
 
 
-#define check(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "fuzz_exemplar: check failed at %s:%d: %s\n",    \
-                    __FILE__, __LINE__, #cond);                              \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#define check(cond)  fuzz_check("fuzz_exemplar", cond)
 
 
 /* ------------------------------------------------------------- input */

@@ -18,14 +18,7 @@
 #include "fuzz_arena.h"
 
 
-#define check(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "fuzz_exemplar_peer: check failed at %s:%d: "    \
-                    "%s\n", __FILE__, __LINE__, #cond);                      \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#define check(cond)  fuzz_check("fuzz_exemplar_peer", cond)
 
 
 #define MAX_HITS  4096

@@ -2,8 +2,9 @@
  * pg_snappy_decode() (ours, src/core/pg_snappy.c) against libsnappy's
  * decoder as the oracle.  The first byte picks the mode:
  *
- *   even  the rest is a compressed block, hostile: both decoders accept
- *         it and write the same bytes, or both refuse it; the output
+ *   even  the rest is a compressed block, hostile: both read the same
+ *         length from its preamble or both refuse it, and both decoders
+ *         accept it and write the same bytes, or both refuse it; the output
  *         buffer is exactly the declared length (heap, so ASan sees a
  *         byte written past it)
  *   odd   the rest is data: libsnappy compresses it, ours decodes it
@@ -18,16 +19,10 @@
 #include <snappy-c.h>
 
 #include "pg_rw.h"
+#include "fuzz_check.h"
 
 
-#define check(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "fuzz_snappy: check failed at %s:%d: %s\n",      \
-                    __FILE__, __LINE__, #cond);                              \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
+#define check(cond)  fuzz_check("fuzz_snappy", cond)
 
 
 #define MAX_DECODED  (4u << 20)
@@ -41,9 +36,17 @@ block(const uint8_t *data, size_t size)
     char     *a;
     uint8_t  *b;
 
-    if (snappy_uncompressed_length((const char *) data, size, &n)
-        != SNAPPY_OK || n > MAX_DECODED)
-    {
+    /* the preamble: ours reads the same length, or both refuse it */
+
+    ok_lib = snappy_uncompressed_length((const char *) data, size, &n)
+             == SNAPPY_OK;
+    ok_pg = pg_snappy_decoded_length(data, size, SIZE_MAX, &m)
+            == PG_SNAPPY_OK;
+
+    check(ok_lib == ok_pg);
+    check(!ok_lib || n == m);
+
+    if (!ok_lib || n > MAX_DECODED) {
         return;
     }
 

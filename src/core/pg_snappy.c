@@ -11,16 +11,46 @@
 #include <snappy-c.h>
 
 
+/*
+ * The preamble: the uncompressed length, a varint of up to 32 bits.
+ * Returns the bytes it took, 0 if it is not one.
+ */
+
+static size_t
+pg_snappy_preamble(const uint8_t *src, size_t len, uint32_t *decoded)
+{
+    size_t    i;
+    unsigned  b;
+    uint32_t  v;
+
+    v = 0;
+
+    for (i = 0; i < len && i < 5; i++) {
+        b = src[i];
+
+        if (i == 4 && b > 15) {
+            return 0;
+        }
+
+        v |= (uint32_t) (b & 0x7f) << (7 * i);
+
+        if (b < 0x80) {
+            *decoded = v;
+            return i + 1;
+        }
+    }
+
+    return 0;
+}
+
+
 pg_snappy_rc_e
 pg_snappy_decoded_length(const uint8_t *src, size_t len, size_t max,
     size_t *decoded)
 {
-    size_t  n;
+    uint32_t  n;
 
-    if (len == 0
-        || snappy_uncompressed_length((const char *) src, len, &n)
-           != SNAPPY_OK)
-    {
+    if (pg_snappy_preamble(src, len, &n) == 0) {
         return PG_SNAPPY_INVALID;
     }
 
@@ -77,37 +107,16 @@ pg_snappy_decode(const uint8_t *src, size_t len, uint8_t *dst,
     uint32_t        v;
     uint8_t        *op, *op_end;
     const uint8_t  *ip, *ip_end, *from;
-    unsigned        tag, t, shift;
+    unsigned        tag, t, i;
 
-    ip = src;
-    ip_end = src + len;
+    nb = pg_snappy_preamble(src, len, &v);
 
-    /* the preamble: the uncompressed length, a varint of up to 32 bits */
-
-    v = 0;
-
-    for (shift = 0; /* void */; shift += 7) {
-
-        if (shift >= 32 || ip == ip_end) {
-            return PG_SNAPPY_INVALID;
-        }
-
-        tag = *ip++;
-
-        if (shift == 28 && (tag & 0x7f) > 15) {
-            return PG_SNAPPY_INVALID;
-        }
-
-        v |= (uint32_t) (tag & 0x7f) << shift;
-
-        if (tag < 0x80) {
-            break;
-        }
-    }
-
-    if (v != dst_len) {
+    if (nb == 0 || v != dst_len) {
         return PG_SNAPPY_INVALID;
     }
+
+    ip = src + nb;
+    ip_end = src + len;
 
     op = dst;
     op_end = dst + dst_len;
@@ -228,8 +237,8 @@ exact:
 
                 n = 0;
 
-                for (shift = nb; shift > 0; shift--) {
-                    n = (n << 8) | ip[shift - 1];
+                for (i = nb; i > 0; i--) {
+                    n = (n << 8) | ip[i - 1];
                 }
 
                 ip += nb;
@@ -255,8 +264,8 @@ exact:
 
             off = t == 1 ? (size_t) (tag >> 5) << 8 : 0;
 
-            for (shift = 0; shift < nb; shift++) {
-                off += (size_t) ip[shift] << (8 * shift);
+            for (i = 0; i < nb; i++) {
+                off += (size_t) ip[i] << (8 * i);
             }
 
             ip += nb;

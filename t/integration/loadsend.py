@@ -254,7 +254,7 @@ class Load:
         self.requests = 0               # distinct request bodies
         self.attempts = 0               # POSTs made
         self.codes = collections.Counter()
-        self.events = []                # (monotonic, code) of every POST
+        self.events = []        # (answered, code, sent) of every POST
         self.rejected = []              # (code, text) of 4xx answers
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -288,6 +288,7 @@ class Load:
                 self.sent_exemplars.update(exkeys)
                 self.requests += 1
             while True:
+                t_sent = time.monotonic()
                 try:
                     r = rw.post(self.url, body, session=sess,
                                 timeout=self.timeout)
@@ -300,7 +301,7 @@ class Load:
                 with self.lock:
                     self.attempts += 1
                     self.codes[code] += 1
-                    self.events.append((time.monotonic(), code))
+                    self.events.append((time.monotonic(), code, t_sent))
                     if code == 204:
                         self.acked.update(keys)
                         self.acked_exemplars.update(exkeys)
@@ -339,9 +340,14 @@ class Load:
         """until the duration ends (the threads stop by themselves)"""
         self.join(self.duration + self.timeout + 30)
 
-    def codes_between(self, t0, t1):
+    def codes_between(self, t0, t1, whole=False):
+        """codes of the attempts answered in [t0, t1); with whole, only
+        of those also sent at or after t0 (their whole life in the window:
+        an answer is not late news of an earlier state)"""
         with self.lock:
-            return collections.Counter(c for t, c in self.events if t0 <= t < t1)
+            return collections.Counter(
+                c for t, c, ts in self.events
+                if t0 <= t < t1 and (not whole or ts >= t0))
 
     def acked_count(self):
         with self.lock:

@@ -250,7 +250,10 @@ def test_target_down(make_nginx, recorder, capsys, ack):
 
     stores = {"a": a.snapshot(), "b": b.snapshot()}
     lost, stored = lost_of(ack, load.acked, stores, stayed_up="a")
-    during = load.codes_between(t_down + 1.0, t_up)
+    # attempts sent and answered while b was down: an answer that arrived
+    # then for a request b had taken before (a starved sender or recorder
+    # thread under ASan: 1 such 204 in CI) says nothing about the outage
+    during = load.codes_between(t_down, t_up, whole=True)
     after = load.codes_between(t_up + 1.0, time.monotonic())
     line = report(capsys, "target_down[%s]" % ack, load, stored, lost, stores,
                   "outage=%gs during=%s after=%s" % (

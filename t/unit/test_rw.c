@@ -1104,6 +1104,44 @@ snappy_put_varint(uint8_t *p, size_t v)
 }
 
 
+/* the preamble's length as libsnappy reads it, at every edge */
+static void
+test_snappy_preamble_agrees(void **state)
+{
+    size_t     i, n, m;
+    int        ok_lib, ok_pg;
+    static const struct {
+        uint8_t  b[8];
+        size_t   len;
+    } cases[] = {
+        { { 0 }, 0 },                                   /* empty */
+        { { 0x00 }, 1 },                                /* 0 */
+        { { 0x7f }, 1 },
+        { { 0x80 }, 1 },                                /* cut short */
+        { { 0x80, 0x01 }, 2 },                          /* 128 */
+        { { 0xff, 0xff, 0xff, 0xff, 0x0f }, 5 },        /* 2^32 - 1 */
+        { { 0xff, 0xff, 0xff, 0xff, 0x10 }, 5 },        /* 2^32 */
+        { { 0x80, 0x80, 0x80, 0x80, 0x8f, 0x00 }, 6 },  /* 6 bytes */
+        { { 0x80, 0x80, 0x80, 0x80, 0x80 }, 5 },
+        { { 0x81, 0x80, 0x80, 0x00 }, 4 },              /* padded 1 */
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ok_lib = snappy_uncompressed_length((const char *) cases[i].b,
+                                            cases[i].len, &n) == SNAPPY_OK;
+        ok_pg = pg_snappy_decoded_length(cases[i].b, cases[i].len,
+                                         SIZE_MAX, &m) == PG_SNAPPY_OK;
+        assert_int_equal(ok_pg, ok_lib);
+
+        if (ok_lib) {
+            assert_int_equal(m, n);
+        }
+    }
+}
+
+
 static void
 test_snappy_decoder_agrees(void **state)
 {
@@ -1251,6 +1289,7 @@ main(void)
         cmocka_unit_test(test_iterators),
         cmocka_unit_test(test_reason_names),
         cmocka_unit_test(test_snappy_guard),
+        cmocka_unit_test(test_snappy_preamble_agrees),
         cmocka_unit_test(test_snappy_decoder_agrees),
         cmocka_unit_test(test_utf8),
     };
