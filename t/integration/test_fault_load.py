@@ -417,9 +417,9 @@ def test_storage_down_spooled(sockdir, make_nginx, prom, own_vm, capsys,
     ok2xx = sum(n for c, n in load.codes.items()
                 if isinstance(c, int) and 200 <= c < 300)
     ratio = ok2xx / max(load.attempts, 1)
-    # answers while it was down (it may take writes before its /health
-    # answers), and once it was back
-    during = load.codes_between(t_down + 1.0, t_restart)
+    # answers to attempts sent and answered while it was down (it may
+    # take writes before its /health answers), and once it was back
+    during = load.codes_between(t_down, t_restart, whole=True)
     after = load.codes_between(t_up, t_end)
     extra = ("outage=%gs (stop %.1fs rc=%s, start %.1fs) 2xx_ratio=%.4f "
              "during=%s after=%s" % (SPOOL_OUTAGE, t_down - t_sig, rc,
