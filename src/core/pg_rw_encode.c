@@ -234,77 +234,120 @@ pg_rw_kept(const pg_rw_request_t *req, const uint8_t *select, size_t i)
 
 
 /*
- * The label pairs of a 2.0 series (its labels_refs, packed or not, in one
- * or more fields), those whose name is skip left out: written to out as
- * varints when out is not NULL; returns how many pairs were left out.
+ * The label pairs of a 2.0 series or exemplar: its labels_refs, packed or
+ * not, in one or more fields, read a pair at a time.  Not through the
+ * iterator of pg_rw2.c: this is the hot loop of the translations.  A
+ * malformed field ends the walk (the series were validated before).
  */
-static size_t
-pg_enc_refs_skip(const pg_rw_symtab_t *sym, const uint8_t *d, size_t n,
-    pg_str_t skip, pg_buf_t *out)
+
+typedef struct {
+    const uint8_t  *p;
+    const uint8_t  *end;
+    const uint8_t  *q;          /* the refs of the current field */
+    const uint8_t  *qend;
+} pg_enc_refs_t;
+
+
+static void
+pg_enc_refs_init(pg_enc_refs_t *it, const uint8_t *d, size_t n)
 {
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v;
-    uint32_t        ref, nref;
-    const uint8_t  *p, *end, *q, *qend;
-    size_t          len, skipped;
-    int             have;
+    it->p = d;
+    it->end = d + n;
+    it->q = NULL;
+    it->qend = NULL;
+}
 
-    p = d;
-    end = d + n;
-    have = 0;
-    nref = 0;
-    skipped = 0;
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+/* the next ref: 1, or 0 at the end */
+static inline int
+pg_enc_refs_ref(pg_enc_refs_t *it, uint32_t *ref)
+{
+    int64_t   field;
+    unsigned  wt;
+    uint64_t  v;
+    size_t    len;
+
+    while (it->q == it->qend) {
+
+        field = pg_pb_key(&it->p, it->end, &wt);
+
+        if (field <= 0) {
+            return 0;
+        }
 
         if (field != 1) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
+            if (pg_pb_skip(&it->p, it->end, wt) != 0) {
+                return 0;
             }
             continue;
         }
 
         if (wt == PG_PB_LEN) {
-            if (pg_pb_len(&p, end, &q, &len) != 0) {
-                break;
+            if (pg_pb_len(&it->p, it->end, &it->q, &len) != 0) {
+                return 0;
             }
-            qend = q + len;
+            it->qend = it->q + len;
 
         } else {
-            q = p;
-            if (pg_pb_varint(&p, end, &v) != 0) {
-                break;
+            it->q = it->p;
+            if (pg_pb_varint(&it->p, it->end, &v) != 0) {
+                return 0;
             }
-            qend = p;
+            it->qend = it->p;
+        }
+    }
+
+    if (*it->q < 0x80) {
+        *ref = *it->q++;
+        return 1;
+    }
+
+    if (pg_pb_varint(&it->q, it->qend, &v) != 0) {
+        it->q = it->qend;
+        it->p = it->end;
+        return 0;
+    }
+
+    *ref = (uint32_t) v;
+
+    return 1;
+}
+
+
+/* the next (name, value) pair of refs: 1, or 0 at the end */
+static inline int
+pg_enc_refs_next(pg_enc_refs_t *it, uint32_t *name, uint32_t *value)
+{
+    return pg_enc_refs_ref(it, name) && pg_enc_refs_ref(it, value);
+}
+
+
+/*
+ * The label pairs of a 2.0 series, those whose name is skip left out:
+ * written to out as varints when out is not NULL; returns how many pairs
+ * were left out.
+ */
+static size_t
+pg_enc_refs_skip(const pg_rw_symtab_t *sym, const uint8_t *d, size_t n,
+    pg_str_t skip, pg_buf_t *out)
+{
+    uint32_t       ref, nref;
+    size_t         skipped;
+    pg_enc_refs_t  it;
+
+    skipped = 0;
+    pg_enc_refs_init(&it, d, n);
+
+    while (pg_enc_refs_next(&it, &nref, &ref)) {
+
+        if (nref < sym->n && pg_rw_str_eq(pg_rw_symbol(sym, nref), skip)) {
+            skipped++;
+            continue;
         }
 
-        while (q < qend) {
-            if (pg_pb_varint(&q, qend, &v) != 0) {
-                break;
-            }
-
-            ref = (uint32_t) v;
-
-            if (!have) {
-                nref = ref;
-                have = 1;
-                continue;
-            }
-
-            have = 0;
-
-            if (nref < sym->n
-                && pg_rw_str_eq(pg_rw_symbol(sym, nref), skip))
-            {
-                skipped++;
-                continue;
-            }
-
-            if (out) {
-                out->pos = pg_pb_put_varint(out->pos, nref);
-                out->pos = pg_pb_put_varint(out->pos, ref);
-            }
+        if (out) {
+            out->pos = pg_pb_put_varint(out->pos, nref);
+            out->pos = pg_pb_put_varint(out->pos, ref);
         }
     }
 
@@ -1454,89 +1497,38 @@ pg_enc21_label(pg_buf_t *out, pg_str_t name, pg_str_t value)
 
 /*
  * The labels of a 2.0 series or exemplar as 1.0 Label messages, less the
- * one named skip (len 0: none).  The
- * refs are read here, not through the iterator: this is the hot loop of
- * the translation.  The series is valid: refs come in pairs, each in the
- * table (a ref past it would be skipped).
+ * one named skip (len 0: none).  The series is valid: refs come in
+ * pairs, each in the table (a ref past it would be skipped).
  */
 static int
 pg_enc21_labels(pg_buf_t *out, const pg_rw_symtab_t *sym, const uint8_t *d,
     size_t n, pg_str_t *name, pg_str_t skip)
 {
-    int64_t         field;
-    unsigned        wt;
-    uint64_t        v;
-    uint32_t        ref, nref;
-    const uint8_t  *p, *end, *q, *qend;
-    size_t          len;
-    int             have;
-    pg_str_t        ln, lv;
+    uint32_t       ref, nref;
+    pg_str_t       ln, lv;
+    pg_enc_refs_t  it;
 
-    p = d;
-    end = d + n;
-    have = 0;
-    nref = 0;
+    pg_enc_refs_init(&it, d, n);
 
-    while ((field = pg_pb_key(&p, end, &wt)) > 0) {
+    while (pg_enc_refs_next(&it, &nref, &ref)) {
 
-        if (field != 1) {
-            if (pg_pb_skip(&p, end, wt) != 0) {
-                break;
-            }
+        if (nref >= sym->n || ref >= sym->n) {
             continue;
         }
 
-        if (wt == PG_PB_LEN) {
-            if (pg_pb_len(&p, end, &q, &len) != 0) {
-                break;
-            }
-            qend = q + len;
+        ln = pg_rw_symbol(sym, nref);
+        lv = pg_rw_symbol(sym, ref);
 
-        } else {
-            q = p;
-            if (pg_pb_varint(&p, end, &v) != 0) {
-                break;
-            }
-            qend = p;
+        if (skip.len && pg_rw_str_eq(ln, skip)) {
+            continue;
         }
 
-        while (q < qend) {
-            if (*q < 0x80) {
-                ref = *q++;
+        if (pg_enc21_label(out, ln, lv) != 0) {
+            return -1;
+        }
 
-            } else if (pg_pb_varint(&q, qend, &v) == 0) {
-                ref = (uint32_t) v;
-
-            } else {
-                break;
-            }
-
-            if (!have) {
-                nref = ref;
-                have = 1;
-                continue;
-            }
-
-            have = 0;
-
-            if (nref >= sym->n || ref >= sym->n) {
-                continue;
-            }
-
-            ln = pg_rw_symbol(sym, nref);
-            lv = pg_rw_symbol(sym, ref);
-
-            if (skip.len && pg_rw_str_eq(ln, skip)) {
-                continue;
-            }
-
-            if (pg_enc21_label(out, ln, lv) != 0) {
-                return -1;
-            }
-
-            if (name && pg_rw_is_name(ln)) {
-                *name = lv;
-            }
+        if (name && pg_rw_is_name(ln)) {
+            *name = lv;
         }
     }
 
