@@ -16,7 +16,8 @@
 #
 # Environment:
 #   ASAN_CC=gcc          compiler for nginx and the module (gcc or clang)
-#   PYTEST_ARGS=...      extra pytest arguments (e.g. -k bad_input)
+#   PYTEST_ARGS=...      extra pytest arguments, shell-quoted
+#                        (e.g. -k bad_input, or -k "'target_down or flap'")
 #   ASAN_SKIP_TESTS=1    build only
 #
 # The nginx source comes from Debian's source archive (the pristine
@@ -134,9 +135,10 @@ say "UBSAN_OPTIONS=$UBSAN_OPTIONS"
 
 t1=$(date +%s)
 rc=0
-# shellcheck disable=SC2086
+# the arguments as the shell would split them: quoted words stay whole
+eval "extra=(${PYTEST_ARGS:-})"
 "$PYTHON" -m pytest -q -p no:cacheprovider --basetemp="$RUN/pytest" \
-    t/integration ${PYTEST_ARGS:-} || rc=$?
+    t/integration "${extra[@]}" || rc=$?
 say "suite exit status $rc after $(( $(date +%s) - t1 ))s"
 
 fail=0
