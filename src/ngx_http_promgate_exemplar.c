@@ -528,8 +528,8 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
 {
     ngx_http_promgate_write_ctx_t *ctx = data;
 
-    size_t                         nseries, i, k;
-    pg_str_t                       tenant;
+    size_t                         nseries;
+    pg_str_t                       tenant, drop;
     pg_label_t                    *series;
     pg_pb_iter_t                   it;
     pg_exemplar_t                  ex;
@@ -579,19 +579,10 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
      */
 
     if (ctx->route && ctx->plcf->tenant_drop) {
-        for (i = 0, k = 0; i < nseries; i++) {
-            if (series[i].name.len == ctx->plcf->tenant_label.len
-                && ngx_memcmp(series[i].name.data,
-                              ctx->plcf->tenant_label.data,
-                              series[i].name.len) == 0)
-            {
-                continue;
-            }
+        drop.data = ctx->plcf->tenant_label.data;
+        drop.len = ctx->plcf->tenant_label.len;
 
-            series[k++] = series[i];
-        }
-
-        nseries = k;
+        nseries = pg_rw_labels_drop(series, nseries, drop);
     }
 
     pg_rw_series_exemplars(s, &it);

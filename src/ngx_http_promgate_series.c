@@ -39,6 +39,8 @@ typedef struct {
 /* a new series of a write, copied out of the body */
 typedef struct {
     pg_series_id_t                  id;
+    uint64_t                        tenant;   /* its hash */
+    pg_str_t                        tenant_name;
     pg_label_t                     *labels;
     size_t                          nlabels;
     uint32_t                        token;
@@ -48,11 +50,15 @@ typedef struct {
 /* the index's part of a write (ctx->series) */
 typedef struct {
     ngx_http_promgate_series_zone_t  *zone;
-    uint64_t                        tenant;
+    uint64_t                        tenant;   /* the request's, hashed */
+    pg_str_t                        tenant_name;
     ngx_array_t                     news;     /* ..._series_new_t */
     ngx_uint_t                      nbatch;   /* series not looked up yet */
     pg_series_id_t                  ids[PG_SERIES_BATCH];
     pg_pb_iter_t                    labels[PG_SERIES_BATCH];
+    uint64_t                        tenants[PG_SERIES_BATCH];
+    pg_str_t                        names[PG_SERIES_BATCH];  /* tenants' */
+    u_char                          drop[PG_SERIES_BATCH];   /* the label */
     unsigned                        failed:1;
 } ngx_http_promgate_series_write_t;
 
@@ -323,6 +329,21 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
 /* ------------------------------------------------------------ a write */
 
 
+/* promgate_tenant_label ... drop: the label left out of a series' set */
+
+static size_t
+ngx_http_promgate_series_drop_label(ngx_http_promgate_write_ctx_t *ctx,
+    pg_label_t *labels, size_t n)
+{
+    pg_str_t  name;
+
+    name.data = ctx->plcf->tenant_label.data;
+    name.len = ctx->plcf->tenant_label.len;
+
+    return pg_rw_labels_drop(labels, n, name);
+}
+
+
 /*
  * The scan's per-series callback: the series is hashed, and looked up with
  * the ones before it, PG_SERIES_BATCH at a time (one lock, the zone's
@@ -337,6 +358,7 @@ ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
     const pg_rw_series_t *s)
 {
     size_t                             n;
+    ngx_uint_t                         k;
     pg_str_t                           tenant;
     pg_label_t                        *labels;
     pg_allocator_t                     alloc;
@@ -370,6 +392,7 @@ ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
 
         sw->zone = zone;
         sw->tenant = pg_series_tenant_hash(tenant);
+        sw->tenant_name = tenant;
 
         ctx->series = sw;
     }
@@ -378,22 +401,45 @@ ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
         return 0;
     }
 
-    pg_rw_series_labels(s, &sw->labels[sw->nbatch]);
+    k = sw->nbatch;
 
-    if (s->unsorted) {
+    /*
+     * promgate_tenant_label: the series' tenant when it names one, and
+     * with drop, the series as that tenant's storage holds it: without
+     * the label (as the exemplar zone keeps it)
+     */
+
+    if (ctx->route && ctx->route->tenant.len) {
+        sw->tenants[k] = pg_series_tenant_hash(ctx->route->tenant);
+        sw->names[k] = ctx->route->tenant;
+        sw->drop[k] = ctx->plcf->tenant_drop ? 1 : 0;
+
+    } else {
+        sw->tenants[k] = sw->tenant;
+        sw->names[k] = sw->tenant_name;
+        sw->drop[k] = 0;
+    }
+
+    pg_rw_series_labels(s, &sw->labels[k]);
+
+    if (s->unsorted || sw->drop[k]) {
         /* the identity of the label set Prometheus stores: sorted */
         alloc.alloc = ngx_http_promgate_pool_alloc;
         alloc.ctx = ctx->request->pool;
 
-        labels = pg_rw_copy_labels(sw->labels[sw->nbatch], &alloc, &n, 1);
+        labels = pg_rw_copy_labels(sw->labels[k], &alloc, &n, 1);
         if (labels == NULL) {
             return 0;
         }
 
-        pg_series_hash(labels, n, &sw->ids[sw->nbatch]);
+        if (sw->drop[k]) {
+            n = ngx_http_promgate_series_drop_label(ctx, labels, n);
+        }
+
+        pg_series_hash(labels, n, &sw->ids[k]);
 
     } else {
-        pg_series_hash_iter(sw->labels[sw->nbatch], &sw->ids[sw->nbatch]);
+        pg_series_hash_iter(sw->labels[k], &sw->ids[k]);
     }
 
     if (++sw->nbatch == PG_SERIES_BATCH) {
@@ -426,8 +472,8 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
     }
 
     ngx_shmtx_lock(&sw->zone->zone.shpool->mutex);
-    pg_series_check_batch(sw->zone->set, sw->tenant, sw->ids, sw->nbatch,
-                          (uint64_t) ngx_time(), states);
+    pg_series_check_batch_tenants(sw->zone->set, sw->tenants, sw->ids,
+                                  sw->nbatch, (uint64_t) ngx_time(), states);
     ngx_shmtx_unlock(&sw->zone->zone.shpool->mutex);
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
@@ -444,6 +490,8 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
         }
 
         n->id = sw->ids[i];
+        n->tenant = sw->tenants[i];
+        n->tenant_name = sw->names[i];
         n->token = 0;
         n->labels = pg_rw_copy_labels(sw->labels[i], &alloc, &n->nlabels,
                                       1);
@@ -451,6 +499,11 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
         if (n->labels == NULL) {
             sw->news.nelts--;
             goto failed;
+        }
+
+        if (sw->drop[i]) {
+            n->nlabels = ngx_http_promgate_series_drop_label(ctx, n->labels,
+                                                             n->nlabels);
         }
     }
 
@@ -485,9 +538,8 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
     ngx_http_promgate_series_write_t  *sw;
     int64_t                            ms;
     ngx_int_t                          rc;
-    ngx_str_t                          key, value, tenant;
+    ngx_str_t                          key, value;
     ngx_time_t                        *tp;
-    pg_str_t                           ptenant;
     pg_json_buf_t                      json;
     pg_allocator_t                     alloc;
     ngx_http_promgate_series_msg_t    *m;
@@ -515,7 +567,7 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
             ngx_http_promgate_shmtx_pass(&zone->zone.shpool->mutex);
         }
 
-        n[i].token = pg_series_offer(zone->set, sw->tenant, &n[i].id, now);
+        n[i].token = pg_series_offer(zone->set, n[i].tenant, &n[i].id, now);
     }
 
     ngx_shmtx_unlock(&zone->zone.shpool->mutex);
@@ -523,10 +575,6 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
 
     tp = ngx_timeofday();
     ms = (int64_t) tp->sec * 1000 + tp->msec;
-
-    tenant = ctx->tenant;
-    ptenant.data = tenant.data;
-    ptenant.len = tenant.len;
 
     alloc.alloc = ngx_http_promgate_pool_alloc;
     alloc.ctx = ctx->request->pool;
@@ -542,7 +590,8 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
         pg_series_key(n[i].id.hash, hex);
 
         pg_json_init(&json, alloc);
-        pg_series_json(&json, n[i].labels, n[i].nlabels, ptenant, ms);
+        pg_series_json(&json, n[i].labels, n[i].nlabels, n[i].tenant_name,
+                       ms);
 
         m = ngx_alloc(sizeof(ngx_http_promgate_series_msg_t),
                       ctx->request->connection->log);
@@ -552,7 +601,7 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
                 ngx_free(m);
             }
 
-            ngx_http_promgate_series_drop(zone, sw->tenant, &n[i],
+            ngx_http_promgate_series_drop(zone, n[i].tenant, &n[i],
                                           PG_SERIES_FAILED);
             continue;
         }
@@ -561,7 +610,7 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
         value.len = json.len;
 
         m->zone = zone;
-        m->tenant = sw->tenant;
+        m->tenant = n[i].tenant;
         m->hash = n[i].id.hash;
         m->token = n[i].token;
 
@@ -575,7 +624,7 @@ ngx_http_promgate_series_publish(ngx_http_promgate_write_ctx_t *ctx)
 
         ngx_free(m);
 
-        ngx_http_promgate_series_drop(zone, sw->tenant, &n[i],
+        ngx_http_promgate_series_drop(zone, n[i].tenant, &n[i],
                                       rc == NGX_BUSY ? PG_SERIES_OVERFLOW
                                                      : PG_SERIES_FAILED);
 

@@ -1351,3 +1351,20 @@ pg_rw_copy_labels(pg_pb_iter_t it, pg_allocator_t *a, size_t *n, int sort)
 
     return labels;
 }
+
+
+size_t
+pg_rw_labels_drop(pg_label_t *labels, size_t n, pg_str_t name)
+{
+    size_t  i, k;
+
+    for (i = 0, k = 0; i < n; i++) {
+        if (pg_str_eq(labels[i].name, name)) {
+            continue;
+        }
+
+        labels[k++] = labels[i];
+    }
+
+    return k;
+}

@@ -266,6 +266,10 @@ int pg_rw_next_exemplar(pg_pb_iter_t *it, pg_exemplar_t *ex);
 pg_label_t *pg_rw_copy_labels(pg_pb_iter_t labels, pg_allocator_t *a,
     size_t *n, int sort);
 
+/* labels[0..n) less those named name (promgate_tenant_label ... drop),
+ * in place, in their order; returns how many are left */
+size_t pg_rw_labels_drop(pg_label_t *labels, size_t n, pg_str_t name);
+
 
 /* an output buffer that grows through the caller */
 typedef struct pg_buf_s  pg_buf_t;

@@ -644,11 +644,13 @@ pg_series_check_in(pg_series_set_t *set, uint64_t tenant,
 
 static void
 pg_series_check_batch_in(pg_series_set_t *set, uint64_t tenant,
-    const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states)
+    const uint64_t *tenants, const pg_series_id_t *ids, size_t n,
+    uint64_t now, uint8_t *states)
 {
     size_t              k, j;
     uint32_t            t, i, *buckets;
     uint32_t            slot[PG_SERIES_BATCH];
+    uint64_t            tn[PG_SERIES_BATCH];
     pg_series_entry_t  *e;
 
     buckets = pg_series_buckets(set);
@@ -658,7 +660,8 @@ pg_series_check_batch_in(pg_series_set_t *set, uint64_t tenant,
     for (k = 0; k < n; k += PG_SERIES_BATCH) {
 
         for (j = 0; j < PG_SERIES_BATCH && k + j < n; j++) {
-            slot[j] = pg_series_bucket(set, tenant, ids[k + j].hash);
+            tn[j] = tenants ? tenants[k + j] : tenant;
+            slot[j] = pg_series_bucket(set, tn[j], ids[k + j].hash);
             pg_series_prefetch(&buckets[slot[j]]);
         }
 
@@ -672,7 +675,7 @@ pg_series_check_batch_in(pg_series_set_t *set, uint64_t tenant,
 
         for (j = 0; j < PG_SERIES_BATCH && k + j < n; j++) {
             for (i = slot[j]; i != PG_SERIES_NIL; i = e[i].next) {
-                if (e[i].hash == ids[k + j].hash && e[i].tenant == tenant) {
+                if (e[i].hash == ids[k + j].hash && e[i].tenant == tn[j]) {
                     break;
                 }
             }
@@ -827,7 +830,17 @@ pg_series_check_batch(pg_series_set_t *set, uint64_t tenant,
     const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states)
 {
     pg_series_enter(set);
-    pg_series_check_batch_in(set, tenant, ids, n, now, states);
+    pg_series_check_batch_in(set, tenant, NULL, ids, n, now, states);
+    pg_series_leave(set);
+}
+
+
+void
+pg_series_check_batch_tenants(pg_series_set_t *set, const uint64_t *tenants,
+    const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states)
+{
+    pg_series_enter(set);
+    pg_series_check_batch_in(set, 0, tenants, ids, n, now, states);
     pg_series_leave(set);
 }
 

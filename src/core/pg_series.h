@@ -100,6 +100,11 @@ pg_series_state_e pg_series_check(pg_series_set_t *set, uint64_t tenant,
 void pg_series_check_batch(pg_series_set_t *set, uint64_t tenant,
     const pg_series_id_t *ids, size_t n, uint64_t now, uint8_t *states);
 
+/* the same, each series of its own tenant (tenants[i], as ids[i]) */
+void pg_series_check_batch_tenants(pg_series_set_t *set,
+    const uint64_t *tenants, const pg_series_id_t *ids, size_t n,
+    uint64_t now, uint8_t *states);
+
 /*
  * The write carrying a new series was acknowledged: the series becomes
  * pending.  Returns the token of this offer (never 0), to hand back with

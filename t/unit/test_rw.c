@@ -1104,6 +1104,36 @@ snappy_put_varint(uint8_t *p, size_t v)
 }
 
 
+/* promgate_tenant_label ... drop: every label of that name, in place */
+static void
+test_labels_drop(void **state)
+{
+    size_t      n;
+    pg_str_t    name;
+    pg_label_t  l[4];
+
+    (void) state;
+
+    l[0].name.data = (uint8_t *) "__name__"; l[0].name.len = 8;
+    l[1].name.data = (uint8_t *) "team"; l[1].name.len = 4;
+    l[2].name.data = (uint8_t *) "teams"; l[2].name.len = 5;
+    l[3].name.data = (uint8_t *) "team"; l[3].name.len = 4;
+
+    name.data = (uint8_t *) "team";
+    name.len = 4;
+
+    n = pg_rw_labels_drop(l, 4, name);
+    assert_int_equal(n, 2);
+    assert_int_equal(l[0].name.len, 8);
+    assert_int_equal(l[1].name.len, 5);
+
+    name.data = (uint8_t *) "job";
+    name.len = 3;
+    assert_int_equal(pg_rw_labels_drop(l, 2, name), 2);
+    assert_int_equal(pg_rw_labels_drop(l, 0, name), 0);
+}
+
+
 /* the preamble's length as libsnappy reads it, at every edge */
 static void
 test_snappy_preamble_agrees(void **state)
@@ -1289,6 +1319,7 @@ main(void)
         cmocka_unit_test(test_iterators),
         cmocka_unit_test(test_reason_names),
         cmocka_unit_test(test_snappy_guard),
+        cmocka_unit_test(test_labels_drop),
         cmocka_unit_test(test_snappy_preamble_agrees),
         cmocka_unit_test(test_snappy_decoder_agrees),
         cmocka_unit_test(test_utf8),

@@ -478,6 +478,48 @@ test_check_batch(void **state)
 }
 
 
+/* a batch of several tenants: each id looked up in its own tenant */
+static void
+test_check_batch_tenants(void **state)
+{
+    unsigned           i;
+    uint8_t            states[200], one[200];
+    uint64_t           ta, tb, tenants[200];
+    fixture_t         *f;
+    pg_series_id_t     ids[200];
+
+    f = fixture(256 * 1024, TTL, PEND);
+    ta = pg_series_tenant_hash(str("a"));
+    tb = pg_series_tenant_hash(str("b"));
+
+    /* series 0..49 seen in a, 25..74 in b */
+    for (i = 0; i < 50; i++) {
+        publish(f, ta, sid(i), T0);
+        publish(f, tb, sid(i + 25), T0);
+    }
+
+    /* the same ids, tenants interleaved; more than one batch */
+    for (i = 0; i < 200; i++) {
+        ids[i] = sid(i % 100);
+        tenants[i] = (i / 3) % 2 ? tb : ta;
+    }
+
+    pg_series_check_batch_tenants(f->set, tenants, ids, 200, T0 + 5, states);
+
+    for (i = 0; i < 200; i++) {
+        assert_int_equal(states[i],
+                         pg_series_check(f->set, tenants[i], &ids[i],
+                                         T0 + 5));
+        one[i] = tenants[i] == ta ? (i % 100 < 50) : (i % 100 >= 25
+                                                     && i % 100 < 75);
+        assert_int_equal(states[i], one[i] ? PG_SERIES_SEEN
+                                           : PG_SERIES_NEW);
+    }
+
+    fixture_free(f);
+}
+
+
 /* an offer nobody confirms (its worker died) lapses after pending */
 
 static void
@@ -1113,6 +1155,7 @@ main(void)
         cmocka_unit_test(test_size),
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_check_batch),
+        cmocka_unit_test(test_check_batch_tenants),
         cmocka_unit_test(test_pending_lapses),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_expired_reclaimed),
