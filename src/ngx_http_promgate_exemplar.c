@@ -529,7 +529,7 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
     ngx_http_promgate_write_ctx_t *ctx = data;
 
     size_t                         nseries;
-    pg_str_t                       tenant, drop;
+    pg_str_t                       tenant;
     pg_label_t                    *series;
     pg_pb_iter_t                   it;
     pg_exemplar_t                  ex;
@@ -579,10 +579,8 @@ ngx_http_promgate_exemplars_collect(void *data, const pg_rw_series_t *s)
      */
 
     if (ctx->route && ctx->plcf->tenant_drop) {
-        drop.data = ctx->plcf->tenant_label.data;
-        drop.len = ctx->plcf->tenant_label.len;
-
-        nseries = pg_rw_labels_drop(series, nseries, drop);
+        nseries = pg_rw_labels_drop(series, nseries,
+                                    ctx->route->router->tenant_label);
     }
 
     pg_rw_series_exemplars(s, &it);

@@ -329,21 +329,6 @@ ngx_http_promgate_series_index(ngx_conf_t *cf, ngx_command_t *cmd,
 /* ------------------------------------------------------------ a write */
 
 
-/* promgate_tenant_label ... drop: the label left out of a series' set */
-
-static size_t
-ngx_http_promgate_series_drop_label(ngx_http_promgate_write_ctx_t *ctx,
-    pg_label_t *labels, size_t n)
-{
-    pg_str_t  name;
-
-    name.data = ctx->plcf->tenant_label.data;
-    name.len = ctx->plcf->tenant_label.len;
-
-    return pg_rw_labels_drop(labels, n, name);
-}
-
-
 /*
  * The scan's per-series callback: the series is hashed, and looked up with
  * the ones before it, PG_SERIES_BATCH at a time (one lock, the zone's
@@ -433,7 +418,8 @@ ngx_http_promgate_series_collect(ngx_http_promgate_write_ctx_t *ctx,
         }
 
         if (sw->drop[k]) {
-            n = ngx_http_promgate_series_drop_label(ctx, labels, n);
+            n = pg_rw_labels_drop(labels, n,
+                                  ctx->route->router->tenant_label);
         }
 
         pg_series_hash(labels, n, &sw->ids[k]);
@@ -502,8 +488,8 @@ ngx_http_promgate_series_flush(ngx_http_promgate_write_ctx_t *ctx)
         }
 
         if (sw->drop[i]) {
-            n->nlabels = ngx_http_promgate_series_drop_label(ctx, n->labels,
-                                                             n->nlabels);
+            n->nlabels = pg_rw_labels_drop(n->labels, n->nlabels,
+                                           ctx->route->router->tenant_label);
         }
     }
 
